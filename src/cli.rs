@@ -1,0 +1,426 @@
+//! The `vipd` command line: arguments, logging, and one function per
+//! command. Exit codes: 0 ok, 1 runtime failure, 2 usage, 78 invalid
+//! configuration (EX_CONFIG).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigErrors, Secret, SecretSource};
+use crate::upstream::sign::{SignMode, Signer};
+use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoClient};
+use crate::{sandbox, timefmt, upstream};
+
+/// Exit code for an invalid configuration (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(name = "vipd", version, about = "Keeps paid memberships from lapsing.")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run {
+        #[arg(long, default_value = "rules.yaml")]
+        config: PathBuf,
+        /// Decide and log, never pay.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate the configuration; exit 0 if valid, 78 if not.
+    Check {
+        #[arg(long, default_value = "rules.yaml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Print the signature of KEY=VALUE parameters.
+    Sign {
+        /// File holding the secret (one trailing newline is ignored).
+        #[arg(long, conflicts_with = "secret", required_unless_present = "secret")]
+        secret_file: Option<PathBuf>,
+        /// The secret itself (visible to other users in `ps`; prefer --secret-file).
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long, value_enum, default_value_t = ModeArg::Md5)]
+        mode: ModeArg,
+        /// Parameters as KEY=VALUE; values are signed raw.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+    /// One read of an account's memberships.
+    VipInfo {
+        #[arg(long, default_value = "rules.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        json: bool,
+        /// Read from this URL instead of the configured one (e.g. a running
+        /// `vipd sandbox`).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Serve the simulated upstream.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:9620")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "rules.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Md5,
+    Hash,
+}
+
+/// Parses arguments, runs the command, and maps the result to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vipd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(errors) = e.downcast_ref::<ConfigErrors>() {
+                eprintln!("{errors}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("vipd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Log level from `VIPD_LOG`, then `RUST_LOG`, else `info`.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("VIPD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config, dry_run } => run_daemon(&config, dry_run).await,
+        Command::Check { config, format } => Ok(check(&config, format)),
+        Command::Sign {
+            secret_file,
+            secret,
+            mode,
+            params,
+        } => sign(secret_file.as_deref(), secret, mode, &params),
+        Command::VipInfo {
+            config,
+            account,
+            json,
+            base_url,
+        } => vip_info(&config, &account, json, base_url).await,
+        Command::Sandbox { listen, config } => serve_sandbox(&config, listen).await,
+    }
+}
+
+fn check(path: &Path, format: OutputFormat) -> ExitCode {
+    let result = Config::load(path);
+    let warnings = result.as_ref().map(warnings).unwrap_or_default();
+    match format {
+        OutputFormat::Json => {
+            let report = serde_json::json!({
+                "file": path,
+                "valid": result.is_ok(),
+                "errors": result.as_ref().err().map(|e| &e.0),
+                "warnings": warnings,
+            });
+            println!("{report:#}");
+        }
+        OutputFormat::Text => {
+            for w in &warnings {
+                eprintln!("{}: warning: {w}", path.display());
+            }
+            match &result {
+                Ok(c) => println!(
+                    "{}: valid ({} providers, {} products, {} accounts)",
+                    path.display(),
+                    c.providers.len(),
+                    c.products.len(),
+                    c.accounts.len()
+                ),
+                Err(e) => eprintln!("{e}"),
+            }
+        }
+    }
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// Warnings about a valid configuration.
+fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let world_readable = file_is_world_readable(&config.path);
+    for use_ in &config.secret_uses {
+        if use_.source == SecretSource::Literal && world_readable {
+            out.push(format!(
+                "{} is written literally in a file other users can read; use ${{env:..}}, ${{file:..}} or ${{credential:..}}",
+                use_.at
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+fn file_is_world_readable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+#[cfg(not(unix))]
+fn file_is_world_readable(_: &Path) -> bool {
+    false
+}
+
+fn sign(secret_file: Option<&Path>, secret: Option<String>, mode: ModeArg, params: &[String]) -> anyhow::Result<ExitCode> {
+    let secret = match (secret_file, secret) {
+        (Some(path), _) => {
+            let (s, _) = crate::config::secret::resolve(&format!("${{file:{}}}", path.display()), Path::new("."))?;
+            s
+        }
+        (None, Some(s)) => Secret::new(s),
+        (None, None) => bail!("give --secret-file or --secret"),
+    };
+    let mut pairs = Vec::with_capacity(params.len());
+    for p in params {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("parameter {p:?} is not KEY=VALUE"))?;
+        pairs.push((k, v));
+    }
+    let mode = match mode {
+        ModeArg::Md5 => SignMode::Md5,
+        ModeArg::Hash => SignMode::Hash,
+    };
+    println!("{}", Signer::new(mode, secret).sign(pairs));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the configuration and, when it asks for the sandbox, starts one
+/// in-process and points every provider at it.
+async fn load_with_sandbox(path: &Path) -> anyhow::Result<(Config, Option<sandbox::SandboxHandle>)> {
+    let mut config = Config::load(path)?;
+    if !config.daemon.sandbox {
+        return Ok((config, None));
+    }
+    let sb = sandbox::start(&config, config.daemon.sandbox_listen)
+        .await
+        .with_context(|| format!("cannot start the sandbox on {}", config.daemon.sandbox_listen))?;
+    config.point_providers_at(&sb.base_url());
+    tracing::info!(url = %sb.base_url(), "sandbox: simulated upstream started; every provider points at it");
+    Ok((config, Some(sb)))
+}
+
+async fn vip_info(path: &Path, account: &str, json: bool, base_url: Option<String>) -> anyhow::Result<ExitCode> {
+    let (mut config, sandbox) = match base_url {
+        Some(url) => {
+            let mut c = Config::load(path)?;
+            c.point_providers_at(url.trim_end_matches('/'));
+            (c, None)
+        }
+        None => load_with_sandbox(path).await?,
+    };
+    if sandbox.is_some() {
+        eprintln!("note: daemon.sandbox is true; reading from a fresh in-process sandbox");
+    }
+    config.daemon.sandbox = false;
+    let Some(acct) = config.account(account) else {
+        let names: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+        let hint = crate::config::error::closest(account, names.iter().copied())
+            .map(|h| format!(" (did you mean {h}?)"))
+            .unwrap_or_default();
+        bail!("{}: no account named {account}{hint}", path.display());
+    };
+    let reader = config.reader_of(acct);
+    let client = VipInfoClient::new(
+        upstream::http_client(),
+        &reader.base_url,
+        &reader.oauth_consumer_key,
+        reader.format,
+        reader.timeout,
+    );
+    let result = client.fetch(&acct.openid, &acct.access_token).await;
+    if let Some(sb) = sandbox {
+        sb.shutdown().await;
+    }
+    let info = result.with_context(|| format!("account {account}: membership read failed"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&vip_info_json(account, &info))?);
+    } else {
+        print!("{}", vip_info_text(account, &acct.qq_number, &info));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn vip_info_json(account: &str, info: &VipInfo) -> serde_json::Value {
+    let terms: serde_json::Map<String, serde_json::Value> = Membership::ALL
+        .iter()
+        .map(|m| (m.as_str().to_owned(), serde_json::to_value(info.term(*m)).unwrap_or_default()))
+        .collect();
+    serde_json::json!({
+        "account": account,
+        "is_lost": info.is_lost,
+        "is_qq_vip": info.is_qq_vip,
+        "is_qq_year_vip": info.is_qq_year_vip,
+        "qq_vip_level": info.qq_vip_level,
+        "memberships": terms,
+        "history_pay_time": info.history_pay_time,
+        "history_end_time": info.history_end_time,
+    })
+}
+
+fn vip_info_text(account: &str, qq: &str, info: &VipInfo) -> String {
+    use std::fmt::Write;
+    let now = upstream::Clock::system_unix();
+    let mut out = format!(
+        "account {account} (qq {qq}): member={} yearly={} level={}\n",
+        yes_no(info.is_qq_vip),
+        yes_no(info.is_qq_year_vip),
+        info.qq_vip_level.map_or("-".into(), |l| l.to_string())
+    );
+    for m in Membership::ALL {
+        let t = info.term(m);
+        let _ = match t.end {
+            Some(end) => writeln!(
+                out,
+                "  {:<13} ends {} ({}){}",
+                m.as_str(),
+                timefmt::utc(end),
+                timefmt::relative(end - now),
+                t.payway.map(|p| format!(", last paid via {}", p.name())).unwrap_or_default()
+            ),
+            None => writeln!(out, "  {:<13} none", m.as_str()),
+        };
+    }
+    out
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+async fn serve_sandbox(path: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let sb = sandbox::start(&config, listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    // The first line on stdout is the address, for scripts and tests.
+    println!("sandbox listening on {}", sb.base_url());
+    tracing::info!(url = %sb.base_url(), accounts = config.accounts.len(), mode = ?config.sandbox.mode, "sandbox ready");
+    shutdown_signal().await;
+    sb.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Until the renewal engine lands, `run` starts the sandbox when asked and
+/// reads every account's memberships on a fixed cycle, logging each
+/// expiry: the read half of the daemon, for real.
+async fn run_daemon(path: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
+    const CYCLE: Duration = Duration::from_secs(10);
+    let (config, sandbox) = load_with_sandbox(path).await?;
+    let http = upstream::http_client();
+    let stop = CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_stop.cancel();
+    });
+    tracing::info!(accounts = config.accounts.len(), dry_run, cycle = ?CYCLE, "vipd running: reading memberships");
+    loop {
+        for acct in &config.accounts {
+            let reader = config.reader_of(acct);
+            let client = VipInfoClient::new(http.clone(), &reader.base_url, &reader.oauth_consumer_key, reader.format, reader.timeout);
+            match client.fetch(&acct.openid, &acct.access_token).await {
+                Ok(info) => {
+                    let now = upstream::Clock::system_unix();
+                    for m in Membership::ALL {
+                        if let Some(end) = info.end(m) {
+                            tracing::info!(account = %acct.name, membership = %m, end = %timefmt::utc(end), left = %timefmt::relative(end - now), "membership");
+                        }
+                    }
+                }
+                Err(e) if e.is_token_problem() => tracing::warn!(account = %acct.name, error = %e, "credentials need attention"),
+                Err(e) => tracing::warn!(account = %acct.name, error = %e, "membership read failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(CYCLE) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    tracing::info!("stopping");
+    if let Some(sb) = sandbox {
+        sb.shutdown().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,720 @@
+//! `rules.yaml`: read ([`raw`]), then validated into runtime values
+//! ([`Config`]). Runtime code never re-checks what is here: a `Config`
+//! that exists is valid.
+//!
+//! Validation collects every problem it can find, each naming the file,
+//! `line:col` where it can, and the entry (`provider wapi`, `account
+//! alice`), so `vipd check` shows them all at once.
+
+pub mod error;
+pub mod raw;
+pub mod secret;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use raw::SandboxMode;
+pub use secret::{Secret, SecretSource};
+
+use crate::sandbox::Knobs;
+use crate::units::{Fen, HumanDuration, Rate};
+use crate::upstream::sign::{SignMode, Signer};
+use crate::upstream::vipinfo::{Format, Membership};
+use crate::upstream::{HttpMethod, RechargeEndpoint};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Its folder: relative paths in the file resolve against it.
+    pub base_dir: PathBuf,
+    /// `daemon:`
+    pub daemon: Daemon,
+    /// `providers:` by name.
+    pub providers: BTreeMap<String, Provider>,
+    /// `products:` by name.
+    pub products: BTreeMap<String, Product>,
+    /// `accounts:` in file order; names are unique.
+    pub accounts: Vec<Account>,
+    /// `sandbox:`
+    pub sandbox: SandboxSettings,
+    /// Where each secret came from, for `vipd check`'s warnings.
+    pub secret_uses: Vec<SecretUse>,
+}
+
+/// One configured secret: where it is and how it was written.
+#[derive(Debug, Clone)]
+pub struct SecretUse {
+    /// e.g. `providers.wapi.secret`.
+    pub at: String,
+    /// env, file, credential or literal.
+    pub source: SecretSource,
+}
+
+/// `daemon:` with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// The sled store. `$STATE_DIRECTORY` (systemd) wins over the file.
+    pub state_dir: PathBuf,
+    /// Lua plugins.
+    pub scripts_dir: PathBuf,
+    /// For cron and budget days, e.g. `Asia/Shanghai`.
+    pub timezone: String,
+    /// `/healthz /metrics /api/*`.
+    pub admin_listen: SocketAddr,
+    /// `/notify/{provider}`.
+    pub callback_listen: SocketAddr,
+    /// What the vendor calls back, without a trailing slash.
+    pub public_url: String,
+    /// Run the simulated upstream in-process.
+    pub sandbox: bool,
+    /// Where that sandbox listens.
+    pub sandbox_listen: SocketAddr,
+    /// Decide and log, never pay.
+    pub dry_run: bool,
+    /// Bearer token for `/api/*`, when set.
+    pub admin_token: Option<Secret>,
+}
+
+/// A provider: one upstream application.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// Membership reads.
+    QqConnect(QqConnectProvider),
+    /// Paid renewals.
+    Recharge(RechargeProvider),
+}
+
+impl Provider {
+    /// The provider's base URL.
+    pub fn base_url(&self) -> &str {
+        match self {
+            Provider::QqConnect(p) => &p.base_url,
+            Provider::Recharge(p) => &p.base_url,
+        }
+    }
+
+    fn set_base_url(&mut self, url: &str) {
+        match self {
+            Provider::QqConnect(p) => p.base_url = url.to_owned(),
+            Provider::Recharge(p) => p.base_url = url.to_owned(),
+        }
+    }
+}
+
+/// `kind: qq_connect`
+#[derive(Debug, Clone)]
+pub struct QqConnectProvider {
+    /// Its key in `providers:`.
+    pub name: String,
+    /// e.g. `https://graph.qq.com`, no trailing slash.
+    pub base_url: String,
+    /// The app id.
+    pub oauth_consumer_key: String,
+    /// The app key, for token refresh.
+    pub client_secret: Option<Secret>,
+    /// Per request.
+    pub timeout: Duration,
+    /// Requests per period, when limited.
+    pub rate_limit: Option<Rate>,
+    /// json or xml.
+    pub format: Format,
+}
+
+/// `kind: recharge`
+#[derive(Debug, Clone)]
+pub struct RechargeProvider {
+    /// Its key in `providers:`.
+    pub name: String,
+    /// e.g. `https://vendor.example`, no trailing slash.
+    pub base_url: String,
+    /// The application id.
+    pub appid: String,
+    /// The application secret.
+    pub secret: Secret,
+    /// md5 or hash.
+    pub sign_mode: SignMode,
+    /// GET or POST.
+    pub method: HttpMethod,
+    /// Send `debug=1`: the vendor answers 10024 and bills nothing.
+    pub debug: bool,
+    /// Per request.
+    pub timeout: Duration,
+    /// Requests per period, when limited.
+    pub rate_limit: Option<Rate>,
+    /// Requests in flight at once.
+    pub max_in_flight: u32,
+    /// The parameter naming the account.
+    pub target_param: String,
+    /// How callbacks are read.
+    pub callback: CallbackMapping,
+}
+
+impl RechargeProvider {
+    /// The signer for requests and callbacks.
+    pub fn signer(&self) -> Signer {
+        Signer::new(self.sign_mode, self.secret.clone())
+    }
+
+    /// What the recharge client needs.
+    pub fn endpoint(&self) -> RechargeEndpoint {
+        RechargeEndpoint {
+            base_url: self.base_url.clone(),
+            appid: self.appid.clone(),
+            signer: self.signer(),
+            method: self.method,
+            debug: self.debug,
+            target_param: self.target_param.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// How a provider's callbacks are read (SPEC §1.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackMapping {
+    /// Field with the vendor's order id.
+    pub order_field: String,
+    /// Field with the result.
+    pub status_field: String,
+    /// Field with the signature.
+    pub sign_field: String,
+    /// Field with the price billed, if the vendor sends one.
+    pub price_field: String,
+    /// Status values that mean success.
+    pub success_values: Vec<String>,
+    /// Status values that mean failure.
+    pub failure_values: Vec<String>,
+    /// Body of the HTTP 200 reply.
+    pub reply: String,
+}
+
+impl Default for CallbackMapping {
+    fn default() -> Self {
+        CallbackMapping {
+            order_field: "orderid".into(),
+            status_field: "status".into(),
+            sign_field: "sign".into(),
+            price_field: "price".into(),
+            success_values: vec!["success".into(), "1".into(), "10000".into()],
+            failure_values: vec!["failed".into(), "fail".into(), "0".into()],
+            reply: "success".into(),
+        }
+    }
+}
+
+/// One product: a renewal that can be bought.
+#[derive(Debug, Clone)]
+pub struct Product {
+    /// Its key in `products:`.
+    pub name: String,
+    /// The `kind: recharge` provider that sells it.
+    pub provider: String,
+    /// The API path, e.g. `/api/164/310`.
+    pub path: String,
+    /// The membership it extends.
+    pub extends: Membership,
+    /// How much it adds.
+    pub adds: Duration,
+    /// The most we pay for it; budgets reserve this.
+    pub max_price: Fen,
+    /// Extra request parameters, signed with the rest.
+    pub params: Vec<(String, String)>,
+}
+
+/// One account whose memberships vipd keeps.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Unique name, used everywhere.
+    pub name: String,
+    /// The QQ number recharged.
+    pub qq_number: String,
+    /// The QQ Connect openid read.
+    pub openid: String,
+    /// The access token for reads.
+    pub access_token: Secret,
+    /// For refreshing the access token, when given.
+    pub refresh_token: Option<Secret>,
+    /// For rule selectors.
+    pub tags: Vec<String>,
+    /// The `qq_connect` provider that reads it.
+    pub provider: String,
+}
+
+/// The simulated upstream's settings.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxSettings {
+    /// sync or async.
+    pub mode: SandboxMode,
+    /// How long before an async order settles and calls back.
+    pub callback_delay: Duration,
+    /// Money at the vendor; `None` = unlimited.
+    pub balance: Option<Fen>,
+    /// Price per product name.
+    pub prices: BTreeMap<String, Fen>,
+    /// Starting ends, relative to the sandbox's start, in seconds.
+    pub memberships: BTreeMap<String, BTreeMap<Membership, i64>>,
+    /// Faults of the recharge API.
+    pub recharge_faults: Knobs,
+    /// Faults of the membership API.
+    pub vip_info_faults: Knobs,
+    /// Seed for the fault dice.
+    pub seed: Option<u64>,
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::one(path, format!("cannot read: {e}")))?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates `text` as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let raw: raw::RawConfig =
+            yaml_serde::from_str(text).map_err(|e| ConfigErrors::from_yaml(path, &e))?;
+        Builder::new(text, path).build(raw)
+    }
+
+    /// An account by name.
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// The `qq_connect` provider of an account.
+    pub fn reader_of(&self, account: &Account) -> &QqConnectProvider {
+        match self.providers.get(&account.provider) {
+            Some(Provider::QqConnect(p)) => p,
+            _ => unreachable!("validated: account {} has a qq_connect provider", account.name),
+        }
+    }
+
+    /// The `recharge` provider of a product.
+    pub fn seller_of(&self, product: &Product) -> &RechargeProvider {
+        match self.providers.get(&product.provider) {
+            Some(Provider::Recharge(p)) => p,
+            _ => unreachable!("validated: product {} has a recharge provider", product.name),
+        }
+    }
+
+    /// Points every provider at `base_url` (the in-process sandbox).
+    pub fn point_providers_at(&mut self, base_url: &str) {
+        for p in self.providers.values_mut() {
+            p.set_base_url(base_url);
+        }
+    }
+}
+
+/// Turns a [`raw::RawConfig`] into a [`Config`], collecting errors.
+struct Builder<'a> {
+    text: &'a str,
+    path: &'a Path,
+    base_dir: PathBuf,
+    errors: Vec<ConfigError>,
+    secret_uses: Vec<SecretUse>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(text: &'a str, path: &'a Path) -> Self {
+        let base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Builder {
+            text,
+            path,
+            base_dir,
+            errors: Vec::new(),
+            secret_uses: Vec::new(),
+        }
+    }
+
+    /// Records an error about the entry at `at` (a key path).
+    fn error(&mut self, at: &[&str], message: impl Into<String>) {
+        let loc = error::locate(self.text, at);
+        self.errors.push(ConfigError {
+            file: self.path.to_owned(),
+            line: loc.map(|l| l.0),
+            column: loc.map(|l| l.1),
+            message: message.into(),
+        });
+    }
+
+    fn secret(&mut self, at: &[&str], subject: &str, raw: &str) -> Secret {
+        match secret::resolve(raw, &self.base_dir) {
+            Ok((secret, source)) => {
+                self.secret_uses.push(SecretUse {
+                    at: at.join("."),
+                    source,
+                });
+                secret
+            }
+            Err(e) => {
+                let key = at.last().copied().unwrap_or("secret");
+                self.error(at, format!("{subject}: {key}: {e}"));
+                Secret::new("")
+            }
+        }
+    }
+
+    fn url(&mut self, at: &[&str], subject: &str, raw: &str) -> String {
+        match url::Url::parse(raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                raw.trim_end_matches('/').to_owned()
+            }
+            Ok(_) => {
+                self.error(at, format!("{subject}: {raw:?} is not an http(s) URL"));
+                String::new()
+            }
+            Err(e) => {
+                self.error(at, format!("{subject}: invalid URL {raw:?}: {e}"));
+                String::new()
+            }
+        }
+    }
+
+    fn addr(&mut self, at: &[&str], raw: Option<&str>, default: &str) -> SocketAddr {
+        let raw = raw.unwrap_or(default);
+        raw.parse().unwrap_or_else(|_| {
+            self.error(at, format!("daemon: {}: {raw:?} is not an address such as 127.0.0.1:9610", at[1]));
+            default.parse().expect("defaults are valid addresses")
+        })
+    }
+
+    fn path_in(&self, raw: &str) -> PathBuf {
+        self.base_dir.join(raw)
+    }
+
+    fn build(mut self, raw: raw::RawConfig) -> Result<Config, ConfigErrors> {
+        let daemon = self.daemon(raw.daemon);
+        let providers = self.providers(raw.providers);
+        let products = self.products(raw.products, &providers);
+        let accounts = self.accounts(raw.accounts, &providers);
+        let sandbox = self.sandbox(raw.sandbox, &products, &accounts);
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
+        Ok(Config {
+            path: self.path.to_owned(),
+            base_dir: self.base_dir,
+            daemon,
+            providers,
+            products,
+            accounts,
+            sandbox,
+            secret_uses: self.secret_uses,
+        })
+    }
+
+    fn daemon(&mut self, d: raw::RawDaemon) -> Daemon {
+        let admin_listen = self.addr(&["daemon", "admin_listen"], d.admin_listen.as_deref(), "127.0.0.1:9610");
+        let callback_listen =
+            self.addr(&["daemon", "callback_listen"], d.callback_listen.as_deref(), "127.0.0.1:9611");
+        let sandbox_listen = self.addr(&["daemon", "sandbox_listen"], d.sandbox_listen.as_deref(), "127.0.0.1:0");
+        let public_url = match d.public_url {
+            Some(u) => self.url(&["daemon", "public_url"], "daemon: public_url", &u),
+            None => format!("http://{callback_listen}"),
+        };
+        let state_dir = match std::env::var_os("STATE_DIRECTORY") {
+            // systemd may pass several, colon-separated; the first is ours.
+            Some(dirs) => PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default()),
+            None => self.path_in(d.state_dir.as_deref().unwrap_or("state")),
+        };
+        let admin_token = d
+            .admin_token
+            .map(|raw| self.secret(&["daemon", "admin_token"], "daemon", &raw));
+        Daemon {
+            state_dir,
+            scripts_dir: self.path_in(d.scripts_dir.as_deref().unwrap_or("scripts")),
+            timezone: d.timezone.unwrap_or_else(|| "Asia/Shanghai".into()),
+            admin_listen,
+            callback_listen,
+            public_url,
+            sandbox: d.sandbox,
+            sandbox_listen,
+            dry_run: d.dry_run,
+            admin_token,
+        }
+    }
+
+    fn providers(&mut self, raw: BTreeMap<String, raw::RawProvider>) -> BTreeMap<String, Provider> {
+        let mut out = BTreeMap::new();
+        for (name, p) in raw {
+            let subject = format!("provider {name}");
+            let at = |key: &'static str| ["providers", name.as_str(), key];
+            let provider = match p {
+                raw::RawProvider::QqConnect(q) => Provider::QqConnect(QqConnectProvider {
+                    base_url: self.url(&at("base_url"), &subject, &q.base_url),
+                    oauth_consumer_key: q.oauth_consumer_key,
+                    client_secret: q
+                        .client_secret
+                        .map(|raw| self.secret(&at("client_secret"), &subject, &raw)),
+                    timeout: q.timeout.map_or(Duration::from_secs(10), HumanDuration::get),
+                    rate_limit: q.rate_limit,
+                    format: q.format,
+                    name: name.clone(),
+                }),
+                raw::RawProvider::Recharge(r) => {
+                    let secret = self.secret(&at("secret"), &subject, &r.secret);
+                    if r.max_in_flight == Some(0) {
+                        self.error(&at("max_in_flight"), format!("{subject}: max_in_flight must be at least 1"));
+                    }
+                    let cb = r.callback;
+                    let defaults = CallbackMapping::default();
+                    Provider::Recharge(RechargeProvider {
+                        base_url: self.url(&at("base_url"), &subject, &r.base_url),
+                        appid: r.appid,
+                        secret,
+                        sign_mode: r.sign_mode,
+                        method: r.method,
+                        debug: r.debug,
+                        timeout: r.timeout.map_or(Duration::from_secs(15), HumanDuration::get),
+                        rate_limit: r.rate_limit,
+                        max_in_flight: r.max_in_flight.unwrap_or(8).max(1),
+                        target_param: r.target_param.unwrap_or_else(|| "qq_number".into()),
+                        callback: CallbackMapping {
+                            order_field: cb.order_field.unwrap_or(defaults.order_field),
+                            status_field: cb.status_field.unwrap_or(defaults.status_field),
+                            sign_field: cb.sign_field.unwrap_or(defaults.sign_field),
+                            price_field: cb.price_field.unwrap_or(defaults.price_field),
+                            success_values: cb.success_values.unwrap_or(defaults.success_values),
+                            failure_values: cb.failure_values.unwrap_or(defaults.failure_values),
+                            reply: cb.reply.unwrap_or(defaults.reply),
+                        },
+                        name: name.clone(),
+                    })
+                }
+            };
+            out.insert(name, provider);
+        }
+        out
+    }
+
+    fn products(
+        &mut self,
+        raw: BTreeMap<String, raw::RawProduct>,
+        providers: &BTreeMap<String, Provider>,
+    ) -> BTreeMap<String, Product> {
+        let mut out = BTreeMap::new();
+        for (name, p) in raw {
+            let subject = format!("product {name}");
+            let at = |key: &'static str| ["products", name.as_str(), key];
+            match providers.get(&p.provider) {
+                Some(Provider::Recharge(_)) => {}
+                Some(Provider::QqConnect(_)) => self.error(
+                    &at("provider"),
+                    format!("{subject}: provider {} is a qq_connect provider; products need kind: recharge", p.provider),
+                ),
+                None => {
+                    let hint = error::closest(&p.provider, providers.keys().map(String::as_str))
+                        .map(|h| format!(" (did you mean `{h}`?)"))
+                        .unwrap_or_default();
+                    self.error(&at("provider"), format!("{subject}: no provider named {}{hint}", p.provider));
+                }
+            }
+            if !p.path.starts_with('/') {
+                self.error(&at("path"), format!("{subject}: path {:?} must start with /", p.path));
+            }
+            if p.adds.get().is_zero() {
+                self.error(&at("adds"), format!("{subject}: adds must be longer than 0s"));
+            }
+            if p.max_price <= Fen::ZERO {
+                self.error(&at("max_price"), format!("{subject}: max_price must be more than 0.00"));
+            }
+            out.insert(
+                name.clone(),
+                Product {
+                    name,
+                    provider: p.provider,
+                    path: p.path,
+                    extends: p.extends,
+                    adds: p.adds.get(),
+                    max_price: p.max_price,
+                    params: p.params.into_iter().collect(),
+                },
+            );
+        }
+        out
+    }
+
+    fn accounts(&mut self, raw: Vec<raw::RawAccount>, providers: &BTreeMap<String, Provider>) -> Vec<Account> {
+        let readers: Vec<&String> = providers
+            .iter()
+            .filter(|(_, p)| matches!(p, Provider::QqConnect(_)))
+            .map(|(n, _)| n)
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for a in raw {
+            let subject = format!("account {}", a.name);
+            let name = a.name.clone();
+            let at = |key: &'static str| ["accounts", name.as_str(), key];
+            if a.name.is_empty() || !a.name.chars().all(|c| c.is_alphanumeric() || "_-.@".contains(c)) {
+                self.error(&at("name"), format!("{subject}: names use letters, digits and _ - . @ only"));
+            }
+            if !seen.insert(a.name.clone()) {
+                self.error(&at("name"), format!("{subject}: the name is used twice"));
+            }
+            if a.qq_number.is_empty() || !a.qq_number.bytes().all(|b| b.is_ascii_digit()) {
+                self.error(&at("qq_number"), format!("{subject}: qq_number {:?} is not a number", a.qq_number));
+            }
+            let provider = match (&a.provider, readers.as_slice()) {
+                (Some(p), _) => {
+                    if !matches!(providers.get(p), Some(Provider::QqConnect(_))) {
+                        self.error(&at("provider"), format!("{subject}: {p} is not a qq_connect provider"));
+                    }
+                    p.clone()
+                }
+                (None, [only]) => (*only).clone(),
+                (None, []) => {
+                    self.error(&at("name"), format!("{subject}: no qq_connect provider is configured to read it"));
+                    String::new()
+                }
+                (None, _) => {
+                    self.error(
+                        &at("name"),
+                        format!("{subject}: several qq_connect providers exist; say which with provider:"),
+                    );
+                    String::new()
+                }
+            };
+            let access_token = self.secret(&at("access_token"), &subject, &a.access_token);
+            let refresh_token = a
+                .refresh_token
+                .map(|raw| self.secret(&at("refresh_token"), &subject, &raw));
+            out.push(Account {
+                name: a.name,
+                qq_number: a.qq_number,
+                openid: a.openid,
+                access_token,
+                refresh_token,
+                tags: a.tags,
+                provider,
+            });
+        }
+        out
+    }
+
+    fn sandbox(
+        &mut self,
+        raw: raw::RawSandbox,
+        products: &BTreeMap<String, Product>,
+        accounts: &[Account],
+    ) -> SandboxSettings {
+        for product in raw.prices.keys() {
+            if !products.contains_key(product) {
+                self.error(&["sandbox", "prices", product], format!("sandbox: prices: no product named {product}"));
+            }
+        }
+        let mut memberships = BTreeMap::new();
+        for (account, terms) in raw.memberships {
+            if !accounts.iter().any(|a| a.name == account) {
+                self.error(&["sandbox", "memberships", &account], format!("sandbox: memberships: no account named {account}"));
+            }
+            let mut ends = BTreeMap::new();
+            for (m, rel) in terms {
+                match HumanDuration::parse_signed_secs(&rel) {
+                    Ok(secs) => {
+                        ends.insert(m, secs);
+                    }
+                    Err(e) => self.error(&["sandbox", "memberships", &account], format!("sandbox: memberships: {account}: {m}: {e}")),
+                }
+            }
+            memberships.insert(account, ends);
+        }
+        for (api, knobs) in [("recharge", &raw.faults.recharge), ("vip_info", &raw.faults.vip_info)] {
+            if let Err(e) = knobs.validate() {
+                self.error(&["sandbox", "faults", api], format!("sandbox: faults: {api}: {e}"));
+            }
+        }
+        SandboxSettings {
+            mode: raw.mode.unwrap_or_default(),
+            callback_delay: raw.callback_delay.map_or(Duration::from_millis(500), HumanDuration::get),
+            balance: raw.balance,
+            prices: raw.prices,
+            memberships,
+            recharge_faults: raw.faults.recharge,
+            vip_info_faults: raw.faults.vip_info,
+            seed: raw.seed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+daemon: { sandbox: true }
+providers:
+  qq: { kind: qq_connect, base_url: "https://graph.qq.com", oauth_consumer_key: 101234567 }
+  wapi:
+    kind: recharge
+    base_url: https://vendor.example/
+    appid: 1
+    secret: "0123456789abcdef0123456789abcdef"
+products:
+  qq_vip_month: { provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }
+accounts:
+  - { name: alice, qq_number: 5666857, openid: OPENID1, access_token: tok, tags: [staff] }
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(text, Path::new("rules.yaml"))
+    }
+
+    #[test]
+    fn good_config_builds() {
+        let c = parse(GOOD).unwrap();
+        let Provider::Recharge(w) = &c.providers["wapi"] else { panic!() };
+        assert_eq!(w.base_url, "https://vendor.example");
+        assert_eq!(w.appid, "1");
+        assert_eq!(w.max_in_flight, 8);
+        assert_eq!(c.products["qq_vip_month"].max_price, Fen(2000));
+        assert_eq!(c.products["qq_vip_month"].adds, Duration::from_secs(30 * 86400));
+        assert_eq!(c.accounts[0].provider, "qq");
+        assert_eq!(c.accounts[0].qq_number, "5666857");
+        assert_eq!(c.daemon.public_url, "http://127.0.0.1:9611");
+        assert!(c.secret_uses.iter().any(|u| u.at == "providers.wapi.secret" && u.source == SecretSource::Literal));
+    }
+
+    #[test]
+    fn unknown_keys_suggest_and_locate() {
+        let text = GOOD.replace("    appid: 1\n", "    appid: 1\n    secert: x\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("rules.yaml:"), "{e}");
+        assert!(e.contains("unknown field `secert`") && e.contains("did you mean `secret`?"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_entry_and_line() {
+        let text = GOOD.replace("provider: wapi,", "provider: wpai,");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("product qq_vip_month: no provider named wpai (did you mean `wapi`?)"), "{e}");
+        assert!(e.starts_with("rules.yaml:11:"), "{e}");
+    }
+
+    #[test]
+    fn missing_env_secret_names_the_variable_not_a_value() {
+        let text = GOOD.replace(
+            "\"0123456789abcdef0123456789abcdef\"",
+            "\"${env:VIPD_TEST_SURELY_UNSET_42}\"",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("provider wapi: secret: environment variable VIPD_TEST_SURELY_UNSET_42 is not set"), "{e}");
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let text = GOOD
+            .replace("max_price: 20.00", "max_price: 0")
+            .replace("qq_number: 5666857", "qq_number: abc");
+        let errs = parse(&text).unwrap_err();
+        assert_eq!(errs.0.len(), 2, "{errs}");
+    }
+}

@@ -1,0 +1,186 @@
+//! Secrets: how they are written in `rules.yaml` and how they are kept.
+//!
+//! A secret is written as `${env:NAME}`, `${file:/path}` or
+//! `${credential:NAME}` (systemd `LoadCredential=`, read from
+//! `$CREDENTIALS_DIRECTORY`), or literally (which `vipd check` warns about).
+//! Once resolved it lives in a [`Secret`], whose `Debug` and `Display` print
+//! a mask, which has no `Serialize`, and whose value is reached only through
+//! [`Secret::expose`]: grep for that call to audit every use.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A resolved secret value. Never printed, never serialized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value that is already known (tests, sandbox-generated tokens).
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself. Every caller is a place where the secret leaves the
+    /// mask: signing, an upstream request, a comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True for an empty value (an unset credential).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a secret value comes from, as written in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `${env:NAME}`
+    Env(String),
+    /// `${file:/path}` (relative paths resolve against the config's folder).
+    File(PathBuf),
+    /// `${credential:NAME}`: `$CREDENTIALS_DIRECTORY/NAME`.
+    Credential(String),
+    /// Written in the file itself.
+    Literal,
+}
+
+impl SecretSource {
+    /// Recognises the `${kind:arg}` forms; anything else is a literal.
+    pub fn of(raw: &str) -> Result<SecretSource, String> {
+        let Some(inner) = raw.strip_prefix("${").and_then(|r| r.strip_suffix('}')) else {
+            return Ok(SecretSource::Literal);
+        };
+        let (kind, arg) = inner
+            .split_once(':')
+            .ok_or_else(|| format!("`{raw}`: expected ${{env:NAME}}, ${{file:PATH}} or ${{credential:NAME}}"))?;
+        if arg.is_empty() {
+            return Err(format!("`{raw}`: the {kind} reference names nothing"));
+        }
+        match kind {
+            "env" => Ok(SecretSource::Env(arg.to_owned())),
+            "file" => Ok(SecretSource::File(PathBuf::from(arg))),
+            "credential" => {
+                if arg.contains('/') {
+                    return Err(format!("`{raw}`: a credential name cannot contain '/'"));
+                }
+                Ok(SecretSource::Credential(arg.to_owned()))
+            }
+            other => Err(format!(
+                "`{raw}`: unknown secret source `{other}` (expected env, file or credential)"
+            )),
+        }
+    }
+}
+
+/// Why a secret could not be resolved. Names the reference, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The reference syntax is wrong.
+    #[error("{0}")]
+    Syntax(String),
+    /// `${env:NAME}` is not set.
+    #[error("environment variable {0} is not set")]
+    EnvMissing(String),
+    /// `${file:PATH}` cannot be read.
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `${credential:NAME}` without `$CREDENTIALS_DIRECTORY` or the file.
+    #[error("credential {name} not found: {why}")]
+    Credential { name: String, why: String },
+}
+
+/// Resolves a configured value to a [`Secret`]. `base` is the folder of the
+/// configuration file, for relative `${file:}` paths. Files keep their
+/// content but lose one trailing newline (what `echo > file` adds).
+pub fn resolve(raw: &str, base: &Path) -> Result<(Secret, SecretSource), SecretError> {
+    let source = SecretSource::of(raw).map_err(SecretError::Syntax)?;
+    let value = match &source {
+        SecretSource::Literal => raw.to_owned(),
+        SecretSource::Env(name) => {
+            std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?
+        }
+        SecretSource::File(path) => {
+            let path = base.join(path);
+            read_trimmed(&path).map_err(|source| SecretError::File { path, source })?
+        }
+        SecretSource::Credential(name) => {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                SecretError::Credential {
+                    name: name.clone(),
+                    why: "$CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit, \
+                          or set it to a folder holding the file)"
+                        .into(),
+                }
+            })?;
+            let path = Path::new(&dir).join(name);
+            read_trimmed(&path).map_err(|e| SecretError::Credential {
+                name: name.clone(),
+                why: format!("cannot read {}: {e}", path.display()),
+            })?
+        }
+    };
+    Ok((Secret(value), source))
+}
+
+fn read_trimmed(path: &Path) -> std::io::Result<String> {
+    let mut s = std::fs::read_to_string(path)?;
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2-distinctive");
+        assert_eq!(format!("{s}"), "***");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(s.expose(), "hunter2-distinctive");
+    }
+
+    #[test]
+    fn sources_are_recognised() {
+        assert_eq!(SecretSource::of("abc"), Ok(SecretSource::Literal));
+        assert_eq!(SecretSource::of("${env:X}"), Ok(SecretSource::Env("X".into())));
+        assert_eq!(
+            SecretSource::of("${credential:wapi}"),
+            Ok(SecretSource::Credential("wapi".into()))
+        );
+        assert!(SecretSource::of("${vault:x}").is_err());
+        assert!(SecretSource::of("${env:}").is_err());
+        assert!(SecretSource::of("${credential:../x}").is_err());
+    }
+
+    #[test]
+    fn file_secrets_lose_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "value\n").unwrap();
+        let (secret, _) = resolve("${file:s}", dir.path()).unwrap();
+        assert_eq!(secret.expose(), "value");
+        let err = resolve("${file:missing}", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+}

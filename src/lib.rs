@@ -1,0 +1,25 @@
+//! vipd keeps paid memberships from lapsing: it reads each account's
+//! membership expiry (QQ Connect `get_vip_rich_info`) and, before it
+//! lapses, pays for a renewal through a vendor's MD5-signed recharge API.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`cli`] | the `vipd` commands: parse arguments, set up logging, run, exit code |
+//! | [`config`] | `rules.yaml`: raw serde shape → validated runtime config; secrets |
+//! | [`upstream`] | the signer, the recharge client and its outcome classes, the membership and token clients; the only module that builds HTTP clients |
+//! | [`sandbox`] | the simulated upstream: both APIs, state, fault knobs, callbacks |
+//! | [`units`] | money in integer fen, human durations, rates |
+//! | [`timefmt`] | unix seconds → readable UTC text |
+//!
+//! Data flows one way: configuration is parsed and validated once into a
+//! [`config::Config`]; clients are built from it; nothing downstream
+//! re-checks what validation already guaranteed.
+
+pub mod cli;
+pub mod config;
+pub mod sandbox;
+pub mod timefmt;
+pub mod units;
+pub mod upstream;

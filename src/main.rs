@@ -1,0 +1,5 @@
+//! The `vipd` binary: everything lives in the library; see `cli::main`.
+
+fn main() -> std::process::ExitCode {
+    vipd::cli::main()
+}

@@ -1,0 +1,128 @@
+//! Fault knobs of the simulated upstream. Each rate is a probability per
+//! request (0.0 to 1.0); the dice are seeded so a run can be repeated.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::HumanDuration;
+
+/// Faults injected into one API. All default to off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Knobs {
+    /// Added before every reply.
+    pub latency: Option<HumanDuration>,
+    /// Recharge: 10021 before billing. Vip-info: `ret=-1` "system busy".
+    pub transient_rate: f64,
+    /// Reply HTTP 500 (recharge: after billing, so the reply is lost).
+    pub http500_rate: f64,
+    /// Reply an HTML page (recharge: after billing).
+    pub garbage_rate: f64,
+    /// Hold the reply for `hang_for` (recharge: after billing).
+    pub hang_rate: f64,
+    /// How long a hang lasts (default 30s: longer than client timeouts).
+    pub hang_for: Option<HumanDuration>,
+    /// Recharge, async: settle but never call back.
+    pub drop_callback_rate: f64,
+    /// Recharge, async: call back twice.
+    pub duplicate_callback_rate: f64,
+    /// Recharge, async: the order settles as failed (refunded).
+    pub fail_rate: f64,
+    /// Vip-info: send every number as a string.
+    pub string_numbers_rate: f64,
+}
+
+impl Knobs {
+    /// Every rate must be a probability.
+    pub fn validate(&self) -> Result<(), String> {
+        let rates = [
+            ("transient_rate", self.transient_rate),
+            ("http500_rate", self.http500_rate),
+            ("garbage_rate", self.garbage_rate),
+            ("hang_rate", self.hang_rate),
+            ("drop_callback_rate", self.drop_callback_rate),
+            ("duplicate_callback_rate", self.duplicate_callback_rate),
+            ("fail_rate", self.fail_rate),
+            ("string_numbers_rate", self.string_numbers_rate),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be between 0.0 and 1.0, not {rate}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The hang length.
+    pub fn hang_duration(&self) -> Duration {
+        self.hang_for.map_or(Duration::from_secs(30), HumanDuration::get)
+    }
+
+    /// The latency to add.
+    pub fn latency(&self) -> Duration {
+        self.latency.map_or(Duration::ZERO, HumanDuration::get)
+    }
+}
+
+/// What goes wrong with one reply, after the dice are thrown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyFault {
+    /// HTTP 500.
+    Http500,
+    /// An HTML page instead of JSON.
+    Garbage,
+    /// The reply is held for `hang_for`.
+    Hang,
+}
+
+/// Throws the reply-fault dice once: at most one fault per reply.
+pub fn roll_reply_fault(knobs: &Knobs, rng: &mut fastrand::Rng) -> Option<ReplyFault> {
+    let x = rng.f64();
+    let mut edge = knobs.http500_rate;
+    if x < edge {
+        return Some(ReplyFault::Http500);
+    }
+    edge += knobs.garbage_rate;
+    if x < edge {
+        return Some(ReplyFault::Garbage);
+    }
+    edge += knobs.hang_rate;
+    (x < edge).then_some(ReplyFault::Hang)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_must_be_probabilities() {
+        let k = Knobs {
+            transient_rate: 1.5,
+            ..Knobs::default()
+        };
+        assert!(k.validate().unwrap_err().contains("transient_rate"));
+        assert!(Knobs::default().validate().is_ok());
+    }
+
+    #[test]
+    fn reply_faults_follow_rates() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let none = Knobs::default();
+        assert!((0..1000).all(|_| roll_reply_fault(&none, &mut rng).is_none()));
+        let all500 = Knobs {
+            http500_rate: 1.0,
+            ..Knobs::default()
+        };
+        assert_eq!(roll_reply_fault(&all500, &mut rng), Some(ReplyFault::Http500));
+        let third = Knobs {
+            garbage_rate: 0.3,
+            ..Knobs::default()
+        };
+        let hits = (0..10_000)
+            .filter(|_| roll_reply_fault(&third, &mut rng) == Some(ReplyFault::Garbage))
+            .count();
+        assert!((2_700..3_300).contains(&hits), "{hits}");
+    }
+}

@@ -1,0 +1,235 @@
+//! The simulated upstream (SPEC §7): both vendor APIs with the real
+//! protocol, state kept per account, and fault knobs.
+//!
+//! It runs as `vipd sandbox` or inside the daemon (`daemon.sandbox: true`),
+//! and it is what the default `rules.yaml`, the README walkthrough and the
+//! test suite run against. Test-only endpoints live under `/_sandbox/`:
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /_sandbox/orders` | every recharge request received, with its outcome |
+//! | `GET /_sandbox/accounts` | every account's memberships |
+//! | `POST /_sandbox/accounts/{name}` | set ends, revoke or expire tokens |
+//! | `GET`/`POST /_sandbox/control` | mode, balance, callback delay, fault knobs |
+
+mod knobs;
+mod qq;
+mod recharge;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use knobs::{Knobs, ReplyFault};
+pub use recharge::{Reply, decide};
+pub use world::{Control, OrderRecord, OrderState, SimAccount, World};
+
+use crate::config::{Config, SandboxMode};
+use crate::units::{Fen, HumanDuration};
+use crate::upstream::Clock;
+use crate::upstream::vipinfo::Membership;
+
+/// State shared by the handlers.
+pub struct Shared {
+    /// The simulated vendor. A std mutex: never held across an await.
+    world: Mutex<World>,
+    /// For callbacks.
+    http: reqwest::Client,
+    /// Settlement and callback tasks.
+    tasks: TaskTracker,
+    /// Stops hangs, delays and retries at shutdown.
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn world(&self) -> MutexGuard<'_, World> {
+        // A handler that panicked mid-update leaves a world that is still
+        // consistent enough for a simulator; keep serving.
+        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running sandbox.
+pub struct SandboxHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl SandboxHandle {
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every recharge request received so far.
+    pub fn orders(&self) -> Vec<OrderRecord> {
+        self.shared.world().orders.clone()
+    }
+
+    /// Stops serving, cancels pending settlements, and waits for the tasks.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        let _ = self.server.await;
+    }
+}
+
+/// Binds `listen` and serves the upstream of `config` until shut down.
+pub async fn start(config: &Config, listen: SocketAddr) -> std::io::Result<SandboxHandle> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        world: Mutex::new(World::from_config(config, Clock::system_unix())),
+        http: crate::upstream::http_client(),
+        tasks: TaskTracker::new(),
+        cancel: CancellationToken::new(),
+    });
+    let app = router(shared.clone());
+    let cancel = shared.cancel.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "sandbox server stopped");
+        }
+    });
+    Ok(SandboxHandle { addr, shared, server })
+}
+
+fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/user/get_vip_rich_info", get(qq::vip_info).post(qq::vip_info))
+        .route("/oauth2.0/token", get(qq::token).post(qq::token))
+        .route("/_sandbox/orders", get(list_orders))
+        .route("/_sandbox/accounts", get(list_accounts))
+        .route("/_sandbox/accounts/{name}", post(change_account))
+        .route("/_sandbox/control", get(get_control).post(set_control))
+        .fallback(recharge::handle)
+        .layer(DefaultBodyLimit::max(64 << 10))
+        .with_state(shared)
+}
+
+async fn list_orders(State(sb): State<Arc<Shared>>) -> Response {
+    Json(sb.world().orders.clone()).into_response()
+}
+
+async fn list_accounts(State(sb): State<Arc<Shared>>) -> Response {
+    let world = sb.world();
+    let list: Vec<serde_json::Value> = world
+        .accounts
+        .iter()
+        .map(|a| {
+            let ends: serde_json::Map<String, serde_json::Value> = Membership::ALL
+                .iter()
+                .map(|m| (m.as_str().to_owned(), a.ends[*m as usize].into()))
+                .collect();
+            serde_json::json!({"name": a.name, "qq_number": a.qq_number, "openid": a.openid, "ends": ends})
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+/// Body of `POST /_sandbox/accounts/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountChange {
+    /// New `*_end` values, unix seconds (0 = none).
+    #[serde(default)]
+    ends: std::collections::BTreeMap<Membership, i64>,
+    /// Revoke every token of the account (ret 100015 from now on).
+    #[serde(default)]
+    revoke_tokens: bool,
+    /// Expire every token of the account (ret 100014 from now on).
+    #[serde(default)]
+    expire_tokens: bool,
+}
+
+async fn change_account(
+    State(sb): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(change): Json<AccountChange>,
+) -> Response {
+    let mut world = sb.world();
+    let Some(idx) = world.accounts.iter().position(|a| a.name == name) else {
+        return (StatusCode::NOT_FOUND, format!("no account {name}")).into_response();
+    };
+    for (m, end) in change.ends {
+        world.accounts[idx].ends[m as usize] = end;
+    }
+    let openid = world.accounts[idx].openid.clone();
+    let now = Clock::system_unix();
+    for t in world.tokens.values_mut().filter(|t| t.openid == openid) {
+        t.revoked |= change.revoke_tokens;
+        if change.expire_tokens {
+            t.expires_at = Some(now - 1);
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn get_control(State(sb): State<Arc<Shared>>) -> Response {
+    Json(sb.world().control.clone()).into_response()
+}
+
+/// Body of `POST /_sandbox/control`: every part optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlChange {
+    mode: Option<SandboxMode>,
+    callback_delay: Option<HumanDuration>,
+    /// `null` keeps it; `"unlimited"` removes the limit.
+    balance: Option<BalanceChange>,
+    recharge: Option<Knobs>,
+    vip_info: Option<Knobs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum BalanceChange {
+    Amount(Fen),
+    Word(String),
+}
+
+async fn set_control(State(sb): State<Arc<Shared>>, Json(change): Json<ControlChange>) -> Response {
+    for knobs in [&change.recharge, &change.vip_info].into_iter().flatten() {
+        if let Err(e) = knobs.validate() {
+            return (StatusCode::UNPROCESSABLE_ENTITY, e).into_response();
+        }
+    }
+    let mut world = sb.world();
+    let c = &mut world.control;
+    if let Some(mode) = change.mode {
+        c.mode = mode;
+    }
+    if let Some(delay) = change.callback_delay {
+        c.callback_delay = delay;
+    }
+    match change.balance {
+        Some(BalanceChange::Amount(fen)) => c.balance = Some(fen),
+        Some(BalanceChange::Word(w)) if w == "unlimited" => c.balance = None,
+        Some(BalanceChange::Word(w)) => {
+            return (StatusCode::UNPROCESSABLE_ENTITY, format!("balance: {w:?} is neither an amount nor \"unlimited\""))
+                .into_response();
+        }
+        None => {}
+    }
+    if let Some(k) = change.recharge {
+        c.recharge = k;
+    }
+    if let Some(k) = change.vip_info {
+        c.vip_info = k;
+    }
+    Json(c.clone()).into_response()
+}
