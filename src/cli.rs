@@ -104,7 +104,10 @@ enum ModeArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vipd: cannot start the async runtime: {e}");
@@ -132,7 +135,9 @@ fn init_logging(format: LogFormat) {
         .ok()
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -198,7 +203,9 @@ fn check(path: &Path, format: OutputFormat) -> ExitCode {
 /// Warnings about a valid configuration.
 fn warnings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    let world_readable = file_is_world_readable(&config.path);
+    // With `daemon.sandbox: true` every provider points at the loopback
+    // sandbox, so the literal values are the sandbox's own, not secrets.
+    let world_readable = !config.daemon.sandbox && file_is_world_readable(&config.path);
     for use_ in &config.secret_uses {
         if use_.source == SecretSource::Literal && world_readable {
             out.push(format!(
@@ -221,10 +228,18 @@ fn file_is_world_readable(_: &Path) -> bool {
     false
 }
 
-fn sign(secret_file: Option<&Path>, secret: Option<String>, mode: ModeArg, params: &[String]) -> anyhow::Result<ExitCode> {
+fn sign(
+    secret_file: Option<&Path>,
+    secret: Option<String>,
+    mode: ModeArg,
+    params: &[String],
+) -> anyhow::Result<ExitCode> {
     let secret = match (secret_file, secret) {
         (Some(path), _) => {
-            let (s, _) = crate::config::secret::resolve(&format!("${{file:{}}}", path.display()), Path::new("."))?;
+            let (s, _) = crate::config::secret::resolve(
+                &format!("${{file:{}}}", path.display()),
+                Path::new("."),
+            )?;
             s
         }
         (None, Some(s)) => Secret::new(s),
@@ -247,20 +262,32 @@ fn sign(secret_file: Option<&Path>, secret: Option<String>, mode: ModeArg, param
 
 /// Loads the configuration and, when it asks for the sandbox, starts one
 /// in-process and points every provider at it.
-async fn load_with_sandbox(path: &Path) -> anyhow::Result<(Config, Option<sandbox::SandboxHandle>)> {
+async fn load_with_sandbox(
+    path: &Path,
+) -> anyhow::Result<(Config, Option<sandbox::SandboxHandle>)> {
     let mut config = Config::load(path)?;
     if !config.daemon.sandbox {
         return Ok((config, None));
     }
     let sb = sandbox::start(&config, config.daemon.sandbox_listen)
         .await
-        .with_context(|| format!("cannot start the sandbox on {}", config.daemon.sandbox_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot start the sandbox on {}",
+                config.daemon.sandbox_listen
+            )
+        })?;
     config.point_providers_at(&sb.base_url());
     tracing::info!(url = %sb.base_url(), "sandbox: simulated upstream started; every provider points at it");
     Ok((config, Some(sb)))
 }
 
-async fn vip_info(path: &Path, account: &str, json: bool, base_url: Option<String>) -> anyhow::Result<ExitCode> {
+async fn vip_info(
+    path: &Path,
+    account: &str,
+    json: bool,
+    base_url: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let (mut config, sandbox) = match base_url {
         Some(url) => {
             let mut c = Config::load(path)?;
@@ -294,7 +321,10 @@ async fn vip_info(path: &Path, account: &str, json: bool, base_url: Option<Strin
     }
     let info = result.with_context(|| format!("account {account}: membership read failed"))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&vip_info_json(account, &info))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&vip_info_json(account, &info))?
+        );
     } else {
         print!("{}", vip_info_text(account, &acct.qq_number, &info));
     }
@@ -304,7 +334,12 @@ async fn vip_info(path: &Path, account: &str, json: bool, base_url: Option<Strin
 fn vip_info_json(account: &str, info: &VipInfo) -> serde_json::Value {
     let terms: serde_json::Map<String, serde_json::Value> = Membership::ALL
         .iter()
-        .map(|m| (m.as_str().to_owned(), serde_json::to_value(info.term(*m)).unwrap_or_default()))
+        .map(|m| {
+            (
+                m.as_str().to_owned(),
+                serde_json::to_value(info.term(*m)).unwrap_or_default(),
+            )
+        })
         .collect();
     serde_json::json!({
         "account": account,
@@ -336,7 +371,9 @@ fn vip_info_text(account: &str, qq: &str, info: &VipInfo) -> String {
                 m.as_str(),
                 timefmt::utc(end),
                 timefmt::relative(end - now),
-                t.payway.map(|p| format!(", last paid via {}", p.name())).unwrap_or_default()
+                t.payway
+                    .map(|p| format!(", last paid via {}", p.name()))
+                    .unwrap_or_default()
             ),
             None => writeln!(out, "  {:<13} none", m.as_str()),
         };
@@ -378,7 +415,13 @@ async fn run_daemon(path: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     loop {
         for acct in &config.accounts {
             let reader = config.reader_of(acct);
-            let client = VipInfoClient::new(http.clone(), &reader.base_url, &reader.oauth_consumer_key, reader.format, reader.timeout);
+            let client = VipInfoClient::new(
+                http.clone(),
+                &reader.base_url,
+                &reader.oauth_consumer_key,
+                reader.format,
+                reader.timeout,
+            );
             match client.fetch(&acct.openid, &acct.access_token).await {
                 Ok(info) => {
                     let now = upstream::Clock::system_unix();
@@ -388,8 +431,12 @@ async fn run_daemon(path: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
-                Err(e) if e.is_token_problem() => tracing::warn!(account = %acct.name, error = %e, "credentials need attention"),
-                Err(e) => tracing::warn!(account = %acct.name, error = %e, "membership read failed"),
+                Err(e) if e.is_token_problem() => {
+                    tracing::warn!(account = %acct.name, error = %e, "credentials need attention")
+                }
+                Err(e) => {
+                    tracing::warn!(account = %acct.name, error = %e, "membership read failed")
+                }
             }
         }
         tokio::select! {
@@ -409,13 +456,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

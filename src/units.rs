@@ -170,7 +170,9 @@ impl HumanDuration {
             if digits == 0 {
                 return Err(err("a number must come before each unit"));
             }
-            let number: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+            let number: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| err("number too large"))?;
             rest = &rest[digits..];
             let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
             let unit_ms: u64 = match &rest[..unit_len] {
@@ -329,7 +331,17 @@ mod tests {
         for (input, fen) in cases {
             assert_eq!(Fen::parse_yuan(input), Ok(Fen(fen)), "{input}");
         }
-        for bad in ["", "abc", "1.234", "1.", ".5", "1,5", "--1", "1e3", "99999999999999999999"] {
+        for bad in [
+            "",
+            "abc",
+            "1.234",
+            "1.",
+            ".5",
+            "1,5",
+            "--1",
+            "1e3",
+            "99999999999999999999",
+        ] {
             assert!(Fen::parse_yuan(bad).is_err(), "{bad:?} should fail");
         }
     }

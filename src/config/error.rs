@@ -135,8 +135,8 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
     let mut from = 0;
     let mut found = None;
     for (depth, step) in path.iter().enumerate() {
-        let at = find_key(text, from, step, depth == 0)
-            .or_else(|| find_name_entry(text, from, step))?;
+        let at =
+            find_key(text, from, step, depth == 0).or_else(|| find_name_entry(text, from, step))?;
         found = Some(at);
         from = at + step.len();
     }
@@ -152,9 +152,13 @@ fn find_key(text: &str, from: usize, key: &str, top_level: bool) -> Option<usize
         let at = search + rel;
         let before = text[..at].chars().next_back();
         let after = &text[at + key.len()..];
-        let boundary = before.is_none_or(|c| c == ' ' || c == '\n' || c == '{' || c == ',' || c == '-');
+        let boundary =
+            before.is_none_or(|c| c == ' ' || c == '\n' || c == '{' || c == ',' || c == '-');
         let line_start = before.is_none_or(|c| c == '\n');
-        if boundary && after.trim_start_matches(['"', '\'']).starts_with(':') && (!top_level || line_start) {
+        if boundary
+            && after.trim_start_matches(['"', '\'']).starts_with(':')
+            && (!top_level || line_start)
+        {
             return Some(at);
         }
         search = at + key.len();
@@ -169,7 +173,8 @@ fn find_name_entry(text: &str, from: usize, name: &str) -> Option<usize> {
         let value = text[at + 5..].trim_start_matches(' ');
         let value = value.trim_start_matches(['"', '\'']);
         if value.starts_with(name)
-            && value[name.len()..].starts_with(|c: char| !c.is_alphanumeric() && c != '_' && c != '-')
+            && value[name.len()..]
+                .starts_with(|c: char| !c.is_alphanumeric() && c != '_' && c != '-')
         {
             return Some(at);
         }
@@ -184,7 +189,8 @@ mod tests {
 
     #[test]
     fn suggests_close_keys_only() {
-        let msg = "providers.wapi: unknown field `secert`, expected one of `base_url`, `appid`, `secret`";
+        let msg =
+            "providers.wapi: unknown field `secert`, expected one of `base_url`, `appid`, `secret`";
         assert_eq!(did_you_mean(msg).as_deref(), Some("secret"));
         let msg = "unknown field `zzzzzz`, expected one of `base_url`, `appid`";
         assert_eq!(did_you_mean(msg), None);
@@ -196,7 +202,10 @@ mod tests {
     fn locates_block_and_flow_keys() {
         let text = "daemon:\n  sandbox: true\nproviders:\n  qq: { kind: qq_connect, base_url: x }\n  wapi:\n    kind: recharge\n    secret: abc\naccounts:\n  - { name: alice, qq_number: 1 }\n  - name: bob\n    openid: o\n";
         assert_eq!(locate(text, &["providers", "wapi", "secret"]), Some((7, 5)));
-        assert_eq!(locate(text, &["providers", "qq", "base_url"]), Some((4, 27)));
+        assert_eq!(
+            locate(text, &["providers", "qq", "base_url"]),
+            Some((4, 27))
+        );
         assert_eq!(locate(text, &["accounts", "bob", "openid"]), Some((11, 5)));
         assert_eq!(locate(text, &["accounts", "alice"]), Some((9, 7)));
         assert_eq!(locate(text, &["nothing"]), None);

@@ -290,7 +290,10 @@ impl Config {
     pub fn reader_of(&self, account: &Account) -> &QqConnectProvider {
         match self.providers.get(&account.provider) {
             Some(Provider::QqConnect(p)) => p,
-            _ => unreachable!("validated: account {} has a qq_connect provider", account.name),
+            _ => unreachable!(
+                "validated: account {} has a qq_connect provider",
+                account.name
+            ),
         }
     }
 
@@ -298,7 +301,10 @@ impl Config {
     pub fn seller_of(&self, product: &Product) -> &RechargeProvider {
         match self.providers.get(&product.provider) {
             Some(Provider::Recharge(p)) => p,
-            _ => unreachable!("validated: product {} has a recharge provider", product.name),
+            _ => unreachable!(
+                "validated: product {} has a recharge provider",
+                product.name
+            ),
         }
     }
 
@@ -381,7 +387,13 @@ impl<'a> Builder<'a> {
     fn addr(&mut self, at: &[&str], raw: Option<&str>, default: &str) -> SocketAddr {
         let raw = raw.unwrap_or(default);
         raw.parse().unwrap_or_else(|_| {
-            self.error(at, format!("daemon: {}: {raw:?} is not an address such as 127.0.0.1:9610", at[1]));
+            self.error(
+                at,
+                format!(
+                    "daemon: {}: {raw:?} is not an address such as 127.0.0.1:9610",
+                    at[1]
+                ),
+            );
             default.parse().expect("defaults are valid addresses")
         })
     }
@@ -412,17 +424,30 @@ impl<'a> Builder<'a> {
     }
 
     fn daemon(&mut self, d: raw::RawDaemon) -> Daemon {
-        let admin_listen = self.addr(&["daemon", "admin_listen"], d.admin_listen.as_deref(), "127.0.0.1:9610");
-        let callback_listen =
-            self.addr(&["daemon", "callback_listen"], d.callback_listen.as_deref(), "127.0.0.1:9611");
-        let sandbox_listen = self.addr(&["daemon", "sandbox_listen"], d.sandbox_listen.as_deref(), "127.0.0.1:0");
+        let admin_listen = self.addr(
+            &["daemon", "admin_listen"],
+            d.admin_listen.as_deref(),
+            "127.0.0.1:9610",
+        );
+        let callback_listen = self.addr(
+            &["daemon", "callback_listen"],
+            d.callback_listen.as_deref(),
+            "127.0.0.1:9611",
+        );
+        let sandbox_listen = self.addr(
+            &["daemon", "sandbox_listen"],
+            d.sandbox_listen.as_deref(),
+            "127.0.0.1:0",
+        );
         let public_url = match d.public_url {
             Some(u) => self.url(&["daemon", "public_url"], "daemon: public_url", &u),
             None => format!("http://{callback_listen}"),
         };
         let state_dir = match std::env::var_os("STATE_DIRECTORY") {
             // systemd may pass several, colon-separated; the first is ours.
-            Some(dirs) => PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default()),
+            Some(dirs) => {
+                PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default())
+            }
             None => self.path_in(d.state_dir.as_deref().unwrap_or("state")),
         };
         let admin_token = d
@@ -454,7 +479,9 @@ impl<'a> Builder<'a> {
                     client_secret: q
                         .client_secret
                         .map(|raw| self.secret(&at("client_secret"), &subject, &raw)),
-                    timeout: q.timeout.map_or(Duration::from_secs(10), HumanDuration::get),
+                    timeout: q
+                        .timeout
+                        .map_or(Duration::from_secs(10), HumanDuration::get),
                     rate_limit: q.rate_limit,
                     format: q.format,
                     name: name.clone(),
@@ -462,7 +489,10 @@ impl<'a> Builder<'a> {
                 raw::RawProvider::Recharge(r) => {
                     let secret = self.secret(&at("secret"), &subject, &r.secret);
                     if r.max_in_flight == Some(0) {
-                        self.error(&at("max_in_flight"), format!("{subject}: max_in_flight must be at least 1"));
+                        self.error(
+                            &at("max_in_flight"),
+                            format!("{subject}: max_in_flight must be at least 1"),
+                        );
                     }
                     let cb = r.callback;
                     let defaults = CallbackMapping::default();
@@ -473,7 +503,9 @@ impl<'a> Builder<'a> {
                         sign_mode: r.sign_mode,
                         method: r.method,
                         debug: r.debug,
-                        timeout: r.timeout.map_or(Duration::from_secs(15), HumanDuration::get),
+                        timeout: r
+                            .timeout
+                            .map_or(Duration::from_secs(15), HumanDuration::get),
                         rate_limit: r.rate_limit,
                         max_in_flight: r.max_in_flight.unwrap_or(8).max(1),
                         target_param: r.target_param.unwrap_or_else(|| "qq_number".into()),
@@ -518,13 +550,22 @@ impl<'a> Builder<'a> {
                 }
             }
             if !p.path.starts_with('/') {
-                self.error(&at("path"), format!("{subject}: path {:?} must start with /", p.path));
+                self.error(
+                    &at("path"),
+                    format!("{subject}: path {:?} must start with /", p.path),
+                );
             }
             if p.adds.get().is_zero() {
-                self.error(&at("adds"), format!("{subject}: adds must be longer than 0s"));
+                self.error(
+                    &at("adds"),
+                    format!("{subject}: adds must be longer than 0s"),
+                );
             }
             if p.max_price <= Fen::ZERO {
-                self.error(&at("max_price"), format!("{subject}: max_price must be more than 0.00"));
+                self.error(
+                    &at("max_price"),
+                    format!("{subject}: max_price must be more than 0.00"),
+                );
             }
             out.insert(
                 name.clone(),
@@ -542,7 +583,11 @@ impl<'a> Builder<'a> {
         out
     }
 
-    fn accounts(&mut self, raw: Vec<raw::RawAccount>, providers: &BTreeMap<String, Provider>) -> Vec<Account> {
+    fn accounts(
+        &mut self,
+        raw: Vec<raw::RawAccount>,
+        providers: &BTreeMap<String, Provider>,
+    ) -> Vec<Account> {
         let readers: Vec<&String> = providers
             .iter()
             .filter(|(_, p)| matches!(p, Provider::QqConnect(_)))
@@ -554,25 +599,42 @@ impl<'a> Builder<'a> {
             let subject = format!("account {}", a.name);
             let name = a.name.clone();
             let at = |key: &'static str| ["accounts", name.as_str(), key];
-            if a.name.is_empty() || !a.name.chars().all(|c| c.is_alphanumeric() || "_-.@".contains(c)) {
-                self.error(&at("name"), format!("{subject}: names use letters, digits and _ - . @ only"));
+            if a.name.is_empty()
+                || !a
+                    .name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "_-.@".contains(c))
+            {
+                self.error(
+                    &at("name"),
+                    format!("{subject}: names use letters, digits and _ - . @ only"),
+                );
             }
             if !seen.insert(a.name.clone()) {
                 self.error(&at("name"), format!("{subject}: the name is used twice"));
             }
             if a.qq_number.is_empty() || !a.qq_number.bytes().all(|b| b.is_ascii_digit()) {
-                self.error(&at("qq_number"), format!("{subject}: qq_number {:?} is not a number", a.qq_number));
+                self.error(
+                    &at("qq_number"),
+                    format!("{subject}: qq_number {:?} is not a number", a.qq_number),
+                );
             }
             let provider = match (&a.provider, readers.as_slice()) {
                 (Some(p), _) => {
                     if !matches!(providers.get(p), Some(Provider::QqConnect(_))) {
-                        self.error(&at("provider"), format!("{subject}: {p} is not a qq_connect provider"));
+                        self.error(
+                            &at("provider"),
+                            format!("{subject}: {p} is not a qq_connect provider"),
+                        );
                     }
                     p.clone()
                 }
                 (None, [only]) => (*only).clone(),
                 (None, []) => {
-                    self.error(&at("name"), format!("{subject}: no qq_connect provider is configured to read it"));
+                    self.error(
+                        &at("name"),
+                        format!("{subject}: no qq_connect provider is configured to read it"),
+                    );
                     String::new()
                 }
                 (None, _) => {
@@ -608,13 +670,19 @@ impl<'a> Builder<'a> {
     ) -> SandboxSettings {
         for product in raw.prices.keys() {
             if !products.contains_key(product) {
-                self.error(&["sandbox", "prices", product], format!("sandbox: prices: no product named {product}"));
+                self.error(
+                    &["sandbox", "prices", product],
+                    format!("sandbox: prices: no product named {product}"),
+                );
             }
         }
         let mut memberships = BTreeMap::new();
         for (account, terms) in raw.memberships {
             if !accounts.iter().any(|a| a.name == account) {
-                self.error(&["sandbox", "memberships", &account], format!("sandbox: memberships: no account named {account}"));
+                self.error(
+                    &["sandbox", "memberships", &account],
+                    format!("sandbox: memberships: no account named {account}"),
+                );
             }
             let mut ends = BTreeMap::new();
             for (m, rel) in terms {
@@ -622,19 +690,30 @@ impl<'a> Builder<'a> {
                     Ok(secs) => {
                         ends.insert(m, secs);
                     }
-                    Err(e) => self.error(&["sandbox", "memberships", &account], format!("sandbox: memberships: {account}: {m}: {e}")),
+                    Err(e) => self.error(
+                        &["sandbox", "memberships", &account],
+                        format!("sandbox: memberships: {account}: {m}: {e}"),
+                    ),
                 }
             }
             memberships.insert(account, ends);
         }
-        for (api, knobs) in [("recharge", &raw.faults.recharge), ("vip_info", &raw.faults.vip_info)] {
+        for (api, knobs) in [
+            ("recharge", &raw.faults.recharge),
+            ("vip_info", &raw.faults.vip_info),
+        ] {
             if let Err(e) = knobs.validate() {
-                self.error(&["sandbox", "faults", api], format!("sandbox: faults: {api}: {e}"));
+                self.error(
+                    &["sandbox", "faults", api],
+                    format!("sandbox: faults: {api}: {e}"),
+                );
             }
         }
         SandboxSettings {
             mode: raw.mode.unwrap_or_default(),
-            callback_delay: raw.callback_delay.map_or(Duration::from_millis(500), HumanDuration::get),
+            callback_delay: raw
+                .callback_delay
+                .map_or(Duration::from_millis(500), HumanDuration::get),
             balance: raw.balance,
             prices: raw.prices,
             memberships,
@@ -671,16 +750,25 @@ accounts:
     #[test]
     fn good_config_builds() {
         let c = parse(GOOD).unwrap();
-        let Provider::Recharge(w) = &c.providers["wapi"] else { panic!() };
+        let Provider::Recharge(w) = &c.providers["wapi"] else {
+            panic!()
+        };
         assert_eq!(w.base_url, "https://vendor.example");
         assert_eq!(w.appid, "1");
         assert_eq!(w.max_in_flight, 8);
         assert_eq!(c.products["qq_vip_month"].max_price, Fen(2000));
-        assert_eq!(c.products["qq_vip_month"].adds, Duration::from_secs(30 * 86400));
+        assert_eq!(
+            c.products["qq_vip_month"].adds,
+            Duration::from_secs(30 * 86400)
+        );
         assert_eq!(c.accounts[0].provider, "qq");
         assert_eq!(c.accounts[0].qq_number, "5666857");
         assert_eq!(c.daemon.public_url, "http://127.0.0.1:9611");
-        assert!(c.secret_uses.iter().any(|u| u.at == "providers.wapi.secret" && u.source == SecretSource::Literal));
+        assert!(
+            c.secret_uses
+                .iter()
+                .any(|u| u.at == "providers.wapi.secret" && u.source == SecretSource::Literal)
+        );
     }
 
     #[test]
@@ -688,14 +776,20 @@ accounts:
         let text = GOOD.replace("    appid: 1\n", "    appid: 1\n    secert: x\n");
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.starts_with("rules.yaml:"), "{e}");
-        assert!(e.contains("unknown field `secert`") && e.contains("did you mean `secret`?"), "{e}");
+        assert!(
+            e.contains("unknown field `secert`") && e.contains("did you mean `secret`?"),
+            "{e}"
+        );
     }
 
     #[test]
     fn validation_names_entry_and_line() {
         let text = GOOD.replace("provider: wapi,", "provider: wpai,");
         let e = parse(&text).unwrap_err().to_string();
-        assert!(e.contains("product qq_vip_month: no provider named wpai (did you mean `wapi`?)"), "{e}");
+        assert!(
+            e.contains("product qq_vip_month: no provider named wpai (did you mean `wapi`?)"),
+            "{e}"
+        );
         assert!(e.starts_with("rules.yaml:11:"), "{e}");
     }
 
@@ -706,7 +800,12 @@ accounts:
             "\"${env:VIPD_TEST_SURELY_UNSET_42}\"",
         );
         let e = parse(&text).unwrap_err().to_string();
-        assert!(e.contains("provider wapi: secret: environment variable VIPD_TEST_SURELY_UNSET_42 is not set"), "{e}");
+        assert!(
+            e.contains(
+                "provider wapi: secret: environment variable VIPD_TEST_SURELY_UNSET_42 is not set"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

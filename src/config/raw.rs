@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::units::{Fen, HumanDuration, Rate};
+use crate::upstream::HttpMethod;
 use crate::upstream::sign::SignMode;
 use crate::upstream::vipinfo::{Format, Membership};
-use crate::upstream::HttpMethod;
-use crate::units::{Fen, HumanDuration, Rate};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -195,13 +195,15 @@ pub fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
         Int(i64),
         UInt(u64),
     }
-    Ok(match S::deserialize(d).map_err(|_| {
-        serde::de::Error::custom("expected a string or a whole number")
-    })? {
-        S::Str(s) => s,
-        S::Int(i) => i.to_string(),
-        S::UInt(u) => u.to_string(),
-    })
+    Ok(
+        match S::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a string or a whole number"))?
+        {
+            S::Str(s) => s,
+            S::Int(i) => i.to_string(),
+            S::UInt(u) => u.to_string(),
+        },
+    )
 }
 
 fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {

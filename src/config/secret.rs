@@ -63,9 +63,9 @@ impl SecretSource {
         let Some(inner) = raw.strip_prefix("${").and_then(|r| r.strip_suffix('}')) else {
             return Ok(SecretSource::Literal);
         };
-        let (kind, arg) = inner
-            .split_once(':')
-            .ok_or_else(|| format!("`{raw}`: expected ${{env:NAME}}, ${{file:PATH}} or ${{credential:NAME}}"))?;
+        let (kind, arg) = inner.split_once(':').ok_or_else(|| {
+            format!("`{raw}`: expected ${{env:NAME}}, ${{file:PATH}} or ${{credential:NAME}}")
+        })?;
         if arg.is_empty() {
             return Err(format!("`{raw}`: the {kind} reference names nothing"));
         }
@@ -164,7 +164,10 @@ mod tests {
     #[test]
     fn sources_are_recognised() {
         assert_eq!(SecretSource::of("abc"), Ok(SecretSource::Literal));
-        assert_eq!(SecretSource::of("${env:X}"), Ok(SecretSource::Env("X".into())));
+        assert_eq!(
+            SecretSource::of("${env:X}"),
+            Ok(SecretSource::Env("X".into()))
+        );
         assert_eq!(
             SecretSource::of("${credential:wapi}"),
             Ok(SecretSource::Credential("wapi".into()))

@@ -56,7 +56,8 @@ impl Knobs {
 
     /// The hang length.
     pub fn hang_duration(&self) -> Duration {
-        self.hang_for.map_or(Duration::from_secs(30), HumanDuration::get)
+        self.hang_for
+            .map_or(Duration::from_secs(30), HumanDuration::get)
     }
 
     /// The latency to add.
@@ -115,7 +116,10 @@ mod tests {
             http500_rate: 1.0,
             ..Knobs::default()
         };
-        assert_eq!(roll_reply_fault(&all500, &mut rng), Some(ReplyFault::Http500));
+        assert_eq!(
+            roll_reply_fault(&all500, &mut rng),
+            Some(ReplyFault::Http500)
+        );
         let third = Knobs {
             garbage_rate: 0.3,
             ..Knobs::default()

@@ -55,7 +55,9 @@ impl Shared {
     fn world(&self) -> MutexGuard<'_, World> {
         // A handler that panicked mid-update leaves a world that is still
         // consistent enough for a simulator; keep serving.
-        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -100,17 +102,25 @@ pub async fn start(config: &Config, listen: SocketAddr) -> std::io::Result<Sandb
     let app = router(shared.clone());
     let cancel = shared.cancel.clone();
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await });
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "sandbox server stopped");
         }
     });
-    Ok(SandboxHandle { addr, shared, server })
+    Ok(SandboxHandle {
+        addr,
+        shared,
+        server,
+    })
 }
 
 fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
-        .route("/user/get_vip_rich_info", get(qq::vip_info).post(qq::vip_info))
+        .route(
+            "/user/get_vip_rich_info",
+            get(qq::vip_info).post(qq::vip_info),
+        )
         .route("/oauth2.0/token", get(qq::token).post(qq::token))
         .route("/_sandbox/orders", get(list_orders))
         .route("/_sandbox/accounts", get(list_accounts))
@@ -220,7 +230,10 @@ async fn set_control(State(sb): State<Arc<Shared>>, Json(change): Json<ControlCh
         Some(BalanceChange::Amount(fen)) => c.balance = Some(fen),
         Some(BalanceChange::Word(w)) if w == "unlimited" => c.balance = None,
         Some(BalanceChange::Word(w)) => {
-            return (StatusCode::UNPROCESSABLE_ENTITY, format!("balance: {w:?} is neither an amount nor \"unlimited\""))
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("balance: {w:?} is neither an amount nor \"unlimited\""),
+            )
                 .into_response();
         }
         None => {}

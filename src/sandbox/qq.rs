@@ -26,7 +26,12 @@ const TOKEN_TTL_SECS: i64 = 7_776_000;
 /// `GET|POST /user/get_vip_rich_info`
 pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
     let params = request_params(&uri, &body);
-    let get = |k: &str| params.iter().find(|(key, _)| key == k).map_or("", |(_, v)| v.as_str());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map_or("", |(_, v)| v.as_str())
+    };
     let xml = get("format") == "xml";
     let now = Clock::system_unix();
     let (latency, fault, hang, transient, strings, checked) = {
@@ -42,14 +47,25 @@ pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> R
                 .check_token(get("access_token"), get("openid"), now)
                 .map(|idx| world.accounts[idx].clone())
         };
-        (knobs.latency(), fault, knobs.hang_duration(), transient, strings, checked)
+        (
+            knobs.latency(),
+            fault,
+            knobs.hang_duration(),
+            transient,
+            strings,
+            checked,
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     match fault {
-        Some(ReplyFault::Http500) => return (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response(),
-        Some(ReplyFault::Garbage) => return json_as_html("<html><body>服务器繁忙</body></html>".into()),
+        Some(ReplyFault::Http500) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response();
+        }
+        Some(ReplyFault::Garbage) => {
+            return json_as_html("<html><body>服务器繁忙</body></html>".into());
+        }
         Some(ReplyFault::Hang) => {
             tokio::select! {
                 _ = tokio::time::sleep(hang) => {}
@@ -68,7 +84,9 @@ pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> R
 
 fn error_body(ret: i64, msg: &str, xml: bool) -> String {
     if xml {
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><data><ret>{ret}</ret><msg>{msg}</msg></data>")
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><data><ret>{ret}</ret><msg>{msg}</msg></data>"
+        )
     } else {
         format!("{{\"ret\":{ret},\"msg\":\"{msg}\"}}")
     }
@@ -101,7 +119,11 @@ pub fn render(a: &SimAccount, xml: bool, strings: bool) -> String {
         }
         out.push_str("</data>");
     } else {
-        out.push_str(if strings { "{\"ret\":\"0\",\"msg\":\"\"" } else { "{\"ret\":0,\"msg\":\"\"" });
+        out.push_str(if strings {
+            "{\"ret\":\"0\",\"msg\":\"\""
+        } else {
+            "{\"ret\":0,\"msg\":\"\""
+        });
         for (k, v) in &fields {
             if strings {
                 let _ = write!(out, ",\"{k}\":\"{v}\"");
@@ -117,12 +139,24 @@ pub fn render(a: &SimAccount, xml: bool, strings: bool) -> String {
 /// `GET|POST /oauth2.0/token?grant_type=refresh_token`
 pub async fn token(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
     let params = request_params(&uri, &body);
-    let get = |k: &str| params.iter().find(|(key, _)| key == k).map_or("", |(_, v)| v.as_str());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map_or("", |(_, v)| v.as_str())
+    };
     let json = get("fmt") == "json" || get("format") == "json";
     let now = Clock::system_unix();
     let result = {
         let mut world = sb.world();
-        refresh(&mut world, get("grant_type"), get("client_id"), get("client_secret"), get("refresh_token"), now)
+        refresh(
+            &mut world,
+            get("grant_type"),
+            get("client_id"),
+            get("client_secret"),
+            get("refresh_token"),
+            now,
+        )
     };
     let body = match result {
         Ok((access, refresh)) if json => format!(
@@ -131,7 +165,9 @@ pub async fn token(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Resp
         Ok((access, refresh)) => {
             format!("access_token={access}&expires_in={TOKEN_TTL_SECS}&refresh_token={refresh}")
         }
-        Err((code, msg)) => format!("callback( {{\"error\":{code},\"error_description\":\"{msg}\"}} );"),
+        Err((code, msg)) => {
+            format!("callback( {{\"error\":{code},\"error_description\":\"{msg}\"}} );")
+        }
     };
     json_as_html(body)
 }
@@ -151,7 +187,10 @@ fn refresh(
         None => return Err((100008, "client_id is wrong or lost")),
         Some(expected) => {
             let ok = expected.as_deref().is_some_and(|s| {
-                crate::upstream::sign::constant_time_eq_ignore_ascii_case(s.as_bytes(), client_secret.as_bytes())
+                crate::upstream::sign::constant_time_eq_ignore_ascii_case(
+                    s.as_bytes(),
+                    client_secret.as_bytes(),
+                )
             });
             if !ok {
                 return Err((100009, "client_secret is wrong"));
@@ -163,7 +202,10 @@ fn refresh(
         .refresh_tokens
         .remove(refresh_token)
         .ok_or((100013, "refresh token is invalid or already used"))?;
-    let revoked = world.tokens.values().any(|t| t.openid == openid && t.revoked);
+    let revoked = world
+        .tokens
+        .values()
+        .any(|t| t.openid == openid && t.revoked);
     if revoked {
         return Err((100015, "access token has been revoked"));
     }

@@ -15,9 +15,9 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use super::Shared;
 use super::knobs::{ReplyFault, roll_reply_fault};
 use super::world::{App, OrderRecord, OrderState, World};
-use super::Shared;
 use crate::config::SandboxMode;
 use crate::units::Fen;
 use crate::upstream::Clock;
@@ -96,7 +96,12 @@ pub fn decide(
     params: &[(String, String)],
     now: i64,
 ) -> (Reply, Option<ReplyFault>, Option<Settle>) {
-    let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     let seq = world.orders.len() as u64 + 1;
     let mut record = OrderRecord {
         seq,
@@ -148,7 +153,8 @@ fn check_and_bill(
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
     };
-    let appid = get("appid").ok_or_else(|| Reply::refuse(10001, "appid必须指定,可以我的应用里面查看"))?;
+    let appid =
+        get("appid").ok_or_else(|| Reply::refuse(10001, "appid必须指定,可以我的应用里面查看"))?;
     let sign = get("sign").ok_or_else(|| Reply::refuse(10002, "sign值必须指定"))?;
     let app = world
         .apps
@@ -161,7 +167,9 @@ fn check_and_bill(
         return Err(Reply::refuse(10003, "sign值验证不通过"));
     }
     if let Some(time) = get("time") {
-        let time: i64 = time.parse().map_err(|_| Reply::refuse(10017, "time必须是整型"))?;
+        let time: i64 = time
+            .parse()
+            .map_err(|_| Reply::refuse(10017, "time必须是整型"))?;
         if (time - now).abs() > 600 {
             return Err(Reply::refuse(10004, "时差不能超过10分钟"));
         }
@@ -212,7 +220,11 @@ fn check_and_bill(
         SandboxMode::Async => {
             record.state = OrderState::Pending;
             let knobs = &world.control.recharge;
-            let (fail, drop, duplicate) = (knobs.fail_rate, knobs.drop_callback_rate, knobs.duplicate_callback_rate);
+            let (fail, drop, duplicate) = (
+                knobs.fail_rate,
+                knobs.drop_callback_rate,
+                knobs.duplicate_callback_rate,
+            );
             let settle = Settle {
                 orderid: orderid.clone(),
                 account,
@@ -240,7 +252,12 @@ pub fn request_params(uri: &Uri, body: &[u8]) -> Vec<(String, String)> {
 }
 
 /// The HTTP handler for every recharge path.
-pub async fn handle(State(sb): State<Arc<Shared>>, method: Method, uri: Uri, body: Bytes) -> Response {
+pub async fn handle(
+    State(sb): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let params = request_params(&uri, &body);
     let latency = sb.world().control.recharge.latency();
     if !latency.is_zero() {
@@ -254,10 +271,13 @@ pub async fn handle(State(sb): State<Arc<Shared>>, method: Method, uri: Uri, bod
     };
     if let Some(job) = settle {
         let shared = sb.clone();
-        sb.tasks.spawn(async move { settle_later(shared, job).await });
+        sb.tasks
+            .spawn(async move { settle_later(shared, job).await });
     }
     match fault {
-        Some(ReplyFault::Http500) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response(),
+        Some(ReplyFault::Http500) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
+        }
         Some(ReplyFault::Garbage) => html("<html><body><h1>502 Bad Gateway</h1></body></html>"),
         Some(ReplyFault::Hang) => {
             tokio::select! {
@@ -294,7 +314,11 @@ async fn settle_later(sb: Arc<Shared>, job: Settle) {
             world.control.balance = Some(Fen(balance.0 + job.sku.price.0));
         }
         if let Some(order) = world.order_mut(&job.orderid) {
-            order.state = if job.success { OrderState::Succeeded } else { OrderState::Failed };
+            order.state = if job.success {
+                OrderState::Succeeded
+            } else {
+                OrderState::Failed
+            };
             order.billed = job.success;
         }
     }
@@ -310,7 +334,10 @@ async fn settle_later(sb: Arc<Shared>, job: Settle) {
     fields.insert(map.price_field.clone(), job.sku.price.to_string());
     fields.insert(job.app.target_param.clone(), qq);
     fields.insert("time".into(), now.to_string());
-    let sign = job.app.signer.sign(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let sign = job
+        .app
+        .signer
+        .sign(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     fields.insert(map.sign_field.clone(), sign);
     let deliveries = if job.duplicate { 2 } else { 1 };
     for _ in 0..deliveries {
@@ -323,7 +350,13 @@ async fn settle_later(sb: Arc<Shared>, job: Settle) {
 async fn deliver(sb: &Shared, job: &Settle, url: &str, fields: &HashMap<String, String>) {
     let mut backoff = Duration::from_millis(300);
     for _ in 0..4 {
-        let sent = sb.http.post(url).form(fields).timeout(Duration::from_secs(10)).send().await;
+        let sent = sb
+            .http
+            .post(url)
+            .form(fields)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
         let acked = match sent {
             Ok(resp) if resp.status() == StatusCode::OK => resp
                 .text()

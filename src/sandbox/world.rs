@@ -199,7 +199,12 @@ impl World {
                     name: product.name.clone(),
                     extends: product.extends,
                     adds_secs: product.adds.as_secs() as i64,
-                    price: config.sandbox.prices.get(&product.name).copied().unwrap_or(product.max_price),
+                    price: config
+                        .sandbox
+                        .prices
+                        .get(&product.name)
+                        .copied()
+                        .unwrap_or(product.max_price),
                 },
             );
         }
@@ -220,7 +225,10 @@ impl World {
                 recharge: config.sandbox.recharge_faults.clone(),
                 vip_info: config.sandbox.vip_info_faults.clone(),
             },
-            rng: config.sandbox.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
+            rng: config
+                .sandbox
+                .seed
+                .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
             next_id: 1,
         };
         for a in &config.accounts {
@@ -246,7 +254,9 @@ impl World {
                 },
             );
             if let Some(rt) = &a.refresh_token {
-                world.refresh_tokens.insert(rt.expose().to_owned(), a.openid.clone());
+                world
+                    .refresh_tokens
+                    .insert(rt.expose().to_owned(), a.openid.clone());
             }
             world.accounts.push(SimAccount {
                 name: a.name.clone(),
@@ -278,12 +288,23 @@ impl World {
 
     /// The order with this vendor id.
     pub fn order_mut(&mut self, orderid: &str) -> Option<&mut OrderRecord> {
-        self.orders.iter_mut().rev().find(|o| o.orderid.as_deref() == Some(orderid))
+        self.orders
+            .iter_mut()
+            .rev()
+            .find(|o| o.orderid.as_deref() == Some(orderid))
     }
 
     /// Checks an access token for `openid`: `Ok` or a QQ `(ret, msg)`.
-    pub fn check_token(&self, token: &str, openid: &str, now: i64) -> Result<usize, (i64, &'static str)> {
-        let state = self.tokens.get(token).ok_or((100013, "access token is invalid"))?;
+    pub fn check_token(
+        &self,
+        token: &str,
+        openid: &str,
+        now: i64,
+    ) -> Result<usize, (i64, &'static str)> {
+        let state = self
+            .tokens
+            .get(token)
+            .ok_or((100013, "access token is invalid"))?;
         if state.revoked {
             return Err((100015, "access token has been revoked"));
         }
@@ -293,6 +314,9 @@ impl World {
         if state.openid != openid {
             return Err((100016, "access token check failed"));
         }
-        self.by_openid.get(openid).copied().ok_or((100016, "access token check failed"))
+        self.by_openid
+            .get(openid)
+            .copied()
+            .ok_or((100016, "access token check failed"))
     }
 }

@@ -22,7 +22,7 @@ pub fn int_field(field: &str, value: Option<&Value>) -> Result<Option<i64>, NotA
     };
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_int_text(s).map_err(|_| bad(&Value::String(s.clone()))),
+        Some(Value::String(s)) => parse_int_text(field, s),
         Some(v @ Value::Number(n)) => {
             if let Some(i) = n.as_i64() {
                 Ok(Some(i))
@@ -34,8 +34,9 @@ pub fn int_field(field: &str, value: Option<&Value>) -> Result<Option<i64>, NotA
     }
 }
 
-/// Parses integer text; `""` is `None`. `"12.0"` is accepted, `"12.5"` not.
-pub fn parse_int_text(s: &str) -> Result<Option<i64>, ()> {
+/// Parses the integer text of `field`; `""` is `None`. `"12.0"` is
+/// accepted, `"12.5"` not.
+pub fn parse_int_text(field: &str, s: &str) -> Result<Option<i64>, NotAnInteger> {
     let t = s.trim();
     if t.is_empty() {
         return Ok(None);
@@ -43,7 +44,12 @@ pub fn parse_int_text(s: &str) -> Result<Option<i64>, ()> {
     if let Ok(i) = t.parse::<i64>() {
         return Ok(Some(i));
     }
-    integral_f64(t.parse::<f64>().ok()).map(Some).ok_or(())
+    integral_f64(t.parse::<f64>().ok())
+        .map(Some)
+        .ok_or_else(|| NotAnInteger {
+            field: field.to_owned(),
+            value: shorten(&format!("{s:?}")),
+        })
 }
 
 fn integral_f64(f: Option<f64>) -> Option<i64> {
@@ -95,7 +101,14 @@ mod tests {
             assert_eq!(int_field("f", Some(&v)), Ok(want), "{v}");
         }
         assert_eq!(int_field("f", None), Ok(None));
-        for bad in [json!("abc"), json!(1.5), json!("1e400"), json!([1]), json!({"a":1}), json!(true)] {
+        for bad in [
+            json!("abc"),
+            json!(1.5),
+            json!("1e400"),
+            json!([1]),
+            json!({"a":1}),
+            json!(true),
+        ] {
             let e = int_field("codeid", Some(&bad)).unwrap_err();
             assert_eq!(e.field, "codeid");
         }

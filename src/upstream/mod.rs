@@ -147,7 +147,9 @@ impl WithoutUrlRef for reqwest::Error {
             Some(url) => {
                 let full = self.to_string();
                 let suffix = format!(" for url ({url})");
-                full.strip_suffix(&suffix).unwrap_or("request failed").to_owned()
+                full.strip_suffix(&suffix)
+                    .unwrap_or("request failed")
+                    .to_owned()
             }
             None => self.to_string(),
         };

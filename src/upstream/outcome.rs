@@ -167,7 +167,9 @@ mod tests {
     use super::*;
 
     fn body(code: &str) -> String {
-        format!(r#"{{"codeid":{code},"message":"m","orderid":"O1","price":"12.11","curtime":"1629017745"}}"#)
+        format!(
+            r#"{{"codeid":{code},"message":"m","orderid":"O1","price":"12.11","curtime":"1629017745"}}"#
+        )
     }
 
     #[test]
@@ -204,12 +206,22 @@ mod tests {
         for (code, class) in table {
             assert_eq!(OutcomeClass::of_code(code), class, "code {code}");
             let b = body(&code.to_string());
-            let got = classify(&Wire::Reply { status: 200, body: b.as_bytes() });
+            let got = classify(&Wire::Reply {
+                status: 200,
+                body: b.as_bytes(),
+            });
             assert_eq!(got.class, class, "code {code} over the wire");
             assert_eq!(got.reply.unwrap().codeid, code);
             // Same code as a string.
             let b = body(&format!("\"{code}\""));
-            assert_eq!(classify(&Wire::Reply { status: 200, body: b.as_bytes() }).class, class);
+            assert_eq!(
+                classify(&Wire::Reply {
+                    status: 200,
+                    body: b.as_bytes()
+                })
+                .class,
+                class
+            );
         }
         for other in [0, -1, 9999, 10026, 20000] {
             assert_eq!(OutcomeClass::of_code(other), Rejected, "code {other}");
@@ -220,19 +232,92 @@ mod tests {
     fn wire_failures() {
         use OutcomeClass::*;
         let cases: Vec<(Wire<'_>, OutcomeClass)> = vec![
-            (Wire::NeverSent { reason: "connection refused".into() }, NotSent),
-            (Wire::NeverSent { reason: "dns error".into() }, NotSent),
-            (Wire::NeverSent { reason: "tls handshake".into() }, NotSent),
-            (Wire::NoReply { reason: "timed out".into() }, Unknown),
-            (Wire::NoReply { reason: "connection reset".into() }, Unknown),
-            (Wire::Reply { status: 500, body: b"" }, Unknown),
-            (Wire::Reply { status: 502, body: br#"{"codeid":10021}"# }, Unknown),
-            (Wire::Reply { status: 200, body: b"<html>oops</html>" }, Unknown),
-            (Wire::Reply { status: 200, body: br#"{"codeid":100"# }, Unknown),
-            (Wire::Reply { status: 200, body: br#"{"codeid":"abc"}"# }, Unknown),
-            (Wire::Reply { status: 200, body: br#"{"message":"no code"}"# }, Unknown),
-            (Wire::Reply { status: 404, body: b"not found" }, Unknown),
-            (Wire::Reply { status: 403, body: br#"{"codeid":10006}"# }, Config),
+            (
+                Wire::NeverSent {
+                    reason: "connection refused".into(),
+                },
+                NotSent,
+            ),
+            (
+                Wire::NeverSent {
+                    reason: "dns error".into(),
+                },
+                NotSent,
+            ),
+            (
+                Wire::NeverSent {
+                    reason: "tls handshake".into(),
+                },
+                NotSent,
+            ),
+            (
+                Wire::NoReply {
+                    reason: "timed out".into(),
+                },
+                Unknown,
+            ),
+            (
+                Wire::NoReply {
+                    reason: "connection reset".into(),
+                },
+                Unknown,
+            ),
+            (
+                Wire::Reply {
+                    status: 500,
+                    body: b"",
+                },
+                Unknown,
+            ),
+            (
+                Wire::Reply {
+                    status: 502,
+                    body: br#"{"codeid":10021}"#,
+                },
+                Unknown,
+            ),
+            (
+                Wire::Reply {
+                    status: 200,
+                    body: b"<html>oops</html>",
+                },
+                Unknown,
+            ),
+            (
+                Wire::Reply {
+                    status: 200,
+                    body: br#"{"codeid":100"#,
+                },
+                Unknown,
+            ),
+            (
+                Wire::Reply {
+                    status: 200,
+                    body: br#"{"codeid":"abc"}"#,
+                },
+                Unknown,
+            ),
+            (
+                Wire::Reply {
+                    status: 200,
+                    body: br#"{"message":"no code"}"#,
+                },
+                Unknown,
+            ),
+            (
+                Wire::Reply {
+                    status: 404,
+                    body: b"not found",
+                },
+                Unknown,
+            ),
+            (
+                Wire::Reply {
+                    status: 403,
+                    body: br#"{"codeid":10006}"#,
+                },
+                Config,
+            ),
         ];
         for (wire, class) in cases {
             let got = classify(&wire);
@@ -243,10 +328,17 @@ mod tests {
 
     #[test]
     fn billing_classes() {
-        let billed: Vec<_> = OutcomeClass::ALL.into_iter().filter(|c| c.may_be_billed()).collect();
+        let billed: Vec<_> = OutcomeClass::ALL
+            .into_iter()
+            .filter(|c| c.may_be_billed())
+            .collect();
         assert_eq!(
             billed,
-            [OutcomeClass::Accepted, OutcomeClass::Pending, OutcomeClass::Unknown]
+            [
+                OutcomeClass::Accepted,
+                OutcomeClass::Pending,
+                OutcomeClass::Unknown
+            ]
         );
     }
 }

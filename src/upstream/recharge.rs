@@ -186,7 +186,10 @@ impl RechargeClient {
         if outcome.class == OutcomeClass::Clock {
             if let Some(server) = outcome.reply.as_ref().and_then(|r| r.curtime) {
                 let offset = self.clock.correct_to(server);
-                tracing::warn!(offset_secs = offset, "vendor says our clock is off; corrected, sending again");
+                tracing::warn!(
+                    offset_secs = offset,
+                    "vendor says our clock is off; corrected, sending again"
+                );
                 clock_corrected = Some(offset);
                 (outcome, params) = self.send_once(req).await;
             }
@@ -224,7 +227,10 @@ impl RechargeClient {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 match read_capped(resp, MAX_REPLY_BYTES).await {
-                    Ok(body) => classify(&Wire::Reply { status, body: &body }),
+                    Ok(body) => classify(&Wire::Reply {
+                        status,
+                        body: &body,
+                    }),
                     Err(ReadError::TooLarge(limit)) => classify(&Wire::NoReply {
                         reason: format!("HTTP {status} reply body over {limit} bytes"),
                     }),
@@ -255,8 +261,10 @@ mod tests {
 
     #[test]
     fn accepts_numbers_as_strings_and_the_reverse() {
-        let r = RechargeReply::parse(br#"{"codeid":"10023","price":12.11,"curtime":1629017745,"orderid":123}"#)
-            .unwrap();
+        let r = RechargeReply::parse(
+            br#"{"codeid":"10023","price":12.11,"curtime":1629017745,"orderid":123}"#,
+        )
+        .unwrap();
         assert_eq!(r.codeid, 10023);
         assert_eq!(r.price, Some(Fen(1211)));
         assert_eq!(r.orderid.as_deref(), Some("123"));

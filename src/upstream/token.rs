@@ -52,16 +52,28 @@ pub fn parse_token_reply(body: &[u8]) -> Result<RefreshedToken, TokenError> {
         .trim();
     // JSONP: callback( {...} );
     let text = match text.strip_prefix("callback(") {
-        Some(rest) => rest.trim_end().trim_end_matches(';').trim_end().trim_end_matches(')').trim(),
+        Some(rest) => rest
+            .trim_end()
+            .trim_end_matches(';')
+            .trim_end()
+            .trim_end_matches(')')
+            .trim(),
         None => text,
     };
     if text.starts_with('{') {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| TokenError::Malformed(format!("not JSON: {e}")))?;
         let field = |name: &str| v.get(name);
-        if let Some(code) = int_field("error", field("error")).ok().flatten().or_else(|| {
-            int_field("ret", field("ret")).ok().flatten().filter(|&r| r != 0)
-        }) {
+        if let Some(code) = int_field("error", field("error"))
+            .ok()
+            .flatten()
+            .or_else(|| {
+                int_field("ret", field("ret"))
+                    .ok()
+                    .flatten()
+                    .filter(|&r| r != 0)
+            })
+        {
             let description = text_field(field("error_description"))
                 .or_else(|| text_field(field("msg")))
                 .unwrap_or_default();
@@ -78,11 +90,19 @@ pub fn parse_token_reply(body: &[u8]) -> Result<RefreshedToken, TokenError> {
             text_field(field("refresh_token")),
         );
     }
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes()).into_owned().collect();
-    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let expires = match get("expires_in") {
-        Some(text) => parse_int_text(&text)
-            .map_err(|()| TokenError::Malformed(format!("expires_in is not a number: {}", shorten(&text))))?,
+        Some(text) => {
+            parse_int_text("expires_in", &text).map_err(|e| TokenError::Malformed(e.to_string()))?
+        }
         None => None,
     };
     build(get("access_token"), expires, get("refresh_token"))
@@ -145,10 +165,12 @@ impl TokenClient {
             .await
             .map_err(|e| TokenError::Transport(reason_of(&e)))?;
         let status = resp.status().as_u16();
-        let body = read_capped(resp, MAX_REPLY_BYTES).await.map_err(|e| match e {
-            ReadError::TooLarge(_) => TokenError::Malformed(e.to_string()),
-            ReadError::Transport(_) => TokenError::Transport(e.to_string()),
-        })?;
+        let body = read_capped(resp, MAX_REPLY_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge(_) => TokenError::Malformed(e.to_string()),
+                ReadError::Transport(_) => TokenError::Transport(e.to_string()),
+            })?;
         match parse_token_reply(&body) {
             Err(TokenError::Malformed(_)) if status != 200 => Err(TokenError::Status(status)),
             other => other,
@@ -169,11 +191,15 @@ mod tests {
 
     #[test]
     fn form_json_and_string_expiry() {
-        let form = parse_token_reply(b"access_token=AT1&expires_in=7776000&refresh_token=RT1").unwrap();
+        let form =
+            parse_token_reply(b"access_token=AT1&expires_in=7776000&refresh_token=RT1").unwrap();
         assert_eq!(form.access_token.expose(), "AT1");
         assert_eq!(form.expires_in, Duration::from_secs(7_776_000));
         assert_eq!(form.refresh_token.unwrap().expose(), "RT1");
-        let json = parse_token_reply(br#"{"access_token":"AT2","expires_in":"3600","refresh_token":"RT2"}"#).unwrap();
+        let json = parse_token_reply(
+            br#"{"access_token":"AT2","expires_in":"3600","refresh_token":"RT2"}"#,
+        )
+        .unwrap();
         assert_eq!(json.expires_in, Duration::from_secs(3600));
         let json = parse_token_reply(br#"{"access_token":"AT3","expires_in":60}"#).unwrap();
         assert_eq!(json.refresh_token, None);
@@ -184,19 +210,37 @@ mod tests {
         let jsonp = br#"callback( {"error":100014,"error_description":"token expired"} );"#;
         assert_eq!(
             parse_token_reply(jsonp),
-            Err(TokenError::Refused { code: 100014, description: "token expired".into() })
+            Err(TokenError::Refused {
+                code: 100014,
+                description: "token expired".into()
+            })
         );
         let json = br#"{"ret":100015,"msg":"revoked"}"#;
-        assert!(matches!(parse_token_reply(json), Err(TokenError::Refused { code: 100015, .. })));
-        for garbage in [&b"<html>"[..], b"expires_in=abc&access_token=x", b"", b"{\"access_token\":\"x\"}"] {
-            assert!(matches!(parse_token_reply(garbage), Err(TokenError::Malformed(_))), "{garbage:?}");
+        assert!(matches!(
+            parse_token_reply(json),
+            Err(TokenError::Refused { code: 100015, .. })
+        ));
+        for garbage in [
+            &b"<html>"[..],
+            b"expires_in=abc&access_token=x",
+            b"",
+            b"{\"access_token\":\"x\"}",
+        ] {
+            assert!(
+                matches!(parse_token_reply(garbage), Err(TokenError::Malformed(_))),
+                "{garbage:?}"
+            );
         }
     }
 
     #[test]
     fn secrets_stay_masked_in_debug() {
-        let t = parse_token_reply(b"access_token=SECRET_AT&expires_in=60&refresh_token=SECRET_RT").unwrap();
+        let t = parse_token_reply(b"access_token=SECRET_AT&expires_in=60&refresh_token=SECRET_RT")
+            .unwrap();
         let dbg = format!("{t:?}");
-        assert!(!dbg.contains("SECRET_AT") && !dbg.contains("SECRET_RT"), "{dbg}");
+        assert!(
+            !dbg.contains("SECRET_AT") && !dbg.contains("SECRET_RT"),
+            "{dbg}"
+        );
     }
 }

@@ -211,7 +211,13 @@ impl ApiErrorKind {
 impl VipInfoError {
     /// Whether this read failed because the account's token is bad.
     pub fn is_token_problem(&self) -> bool {
-        matches!(self, VipInfoError::Api { kind: ApiErrorKind::Token, .. })
+        matches!(
+            self,
+            VipInfoError::Api {
+                kind: ApiErrorKind::Token,
+                ..
+            }
+        )
     }
 }
 
@@ -263,7 +269,11 @@ impl Fields {
             .children()
             .filter(|n| n.is_element())
             .map(|n| {
-                let text: String = n.descendants().filter(|d| d.is_text()).filter_map(|d| d.text()).collect();
+                let text: String = n
+                    .descendants()
+                    .filter(|d| d.is_text())
+                    .filter_map(|d| d.text())
+                    .collect();
                 (n.tag_name().name().to_owned(), Some(text))
             })
             .collect();
@@ -278,9 +288,9 @@ impl Fields {
     fn int(&self, field: &str) -> Result<Option<i64>, VipInfoError> {
         match self.text(field) {
             None => Ok(None),
-            Some(text) => parse_int_text(text).map_err(|()| VipInfoError::Field {
-                field: field.to_owned(),
-                value: shorten(text),
+            Some(text) => parse_int_text(field, text).map_err(|e| VipInfoError::Field {
+                field: e.field,
+                value: e.value,
             }),
         }
     }
@@ -298,7 +308,10 @@ impl Fields {
 /// Parses a `get_vip_rich_info` reply body, JSON or XML (sniffed from the
 /// body, never from a header). `ret != 0` is an [`VipInfoError::Api`].
 pub fn parse_vip_info(body: &[u8]) -> Result<VipInfo, VipInfoError> {
-    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
     let trimmed = &body[start..];
     let fields = if trimmed.starts_with(b"<") {
         Fields::from_xml(trimmed)?
@@ -389,7 +402,11 @@ impl VipInfoClient {
     }
 
     /// One read of one account's memberships.
-    pub async fn fetch(&self, openid: &str, access_token: &Secret) -> Result<VipInfo, VipInfoError> {
+    pub async fn fetch(
+        &self,
+        openid: &str,
+        access_token: &Secret,
+    ) -> Result<VipInfo, VipInfoError> {
         let url = format!("{}/user/get_vip_rich_info", self.base_url);
         let resp = self
             .http
@@ -408,10 +425,12 @@ impl VipInfoClient {
         if status != 200 {
             return Err(VipInfoError::Status { status });
         }
-        let body = read_capped(resp, MAX_REPLY_BYTES).await.map_err(|e| match e {
-            ReadError::TooLarge(_) => VipInfoError::Malformed(e.to_string()),
-            ReadError::Transport(_) => VipInfoError::Transport(e.to_string()),
-        })?;
+        let body = read_capped(resp, MAX_REPLY_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge(_) => VipInfoError::Malformed(e.to_string()),
+                ReadError::Transport(_) => VipInfoError::Transport(e.to_string()),
+            })?;
         parse_vip_info(&body)
     }
 }
@@ -472,8 +491,14 @@ mod tests {
 
     #[test]
     fn seed_json_and_xml_agree() {
-        assert_eq!(parse_vip_info(SEED_JSON.as_bytes()).unwrap(), expected_seed());
-        assert_eq!(parse_vip_info(SEED_XML.as_bytes()).unwrap(), expected_seed());
+        assert_eq!(
+            parse_vip_info(SEED_JSON.as_bytes()).unwrap(),
+            expected_seed()
+        );
+        assert_eq!(
+            parse_vip_info(SEED_XML.as_bytes()).unwrap(),
+            expected_seed()
+        );
     }
 
     #[test]
@@ -486,7 +511,15 @@ mod tests {
 
     #[test]
     fn token_errors_are_told_apart() {
-        for (ret, token) in [(100013, true), (100014, true), (100015, true), (100016, true), (1002, true), (100030, false), (-1, false)] {
+        for (ret, token) in [
+            (100013, true),
+            (100014, true),
+            (100015, true),
+            (100016, true),
+            (1002, true),
+            (100030, false),
+            (-1, false),
+        ] {
             let body = format!(r#"{{"ret":{ret},"msg":"请先登录"}}"#);
             let err = parse_vip_info(body.as_bytes()).unwrap_err();
             assert!(matches!(err, VipInfoError::Api { ret: r, .. } if r == ret));

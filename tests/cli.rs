@@ -1,0 +1,247 @@
+//! The `vipd` binary: `sign` against the vendor's Python sample, `check`
+//! exit codes and messages, every example parsed, and `sandbox` +
+//! `vip-info` as two real processes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+
+const DOC_PARAMS: [&str; 5] = [
+    "appid=1",
+    "debug=1",
+    "format=json",
+    "notify_url=https://www.wapi.cn/notify_url",
+    "qq_number=5666857",
+];
+
+fn run(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("vipd runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The vendor's Python 3 sample's signing steps, run by python3 itself.
+fn python_sample_sign(params: &[&str], secret: &str) -> String {
+    let script = r#"
+import hashlib, sys
+secret = sys.argv[1]
+data = dict(p.split('=', 1) for p in sys.argv[2:])
+keysArr = list(data.keys())
+keysArr.sort()
+md5String = ''
+for key in keysArr:
+    if data[key]:
+        md5String += key + str(data[key])
+md5String += secret
+m = hashlib.md5()
+m.update(md5String.encode(encoding='utf-8'))
+print(m.hexdigest())
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(secret)
+        .args(params)
+        .output()
+        .expect("python3 is on the machine (the vendor's sample is Python 3)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn sign_matches_the_vendor_python_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let (code, out, err) = run(vipd()
+        .arg("sign")
+        .arg("--secret-file")
+        .arg(&secret_file)
+        .args(DOC_PARAMS));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), python_sample_sign(&DOC_PARAMS, SECRET));
+    let tricky = [
+        "Zeta=1",
+        "alpha=a b&c=d",
+        "empty=",
+        "uni=会员 ✓",
+        "plus=1+1%",
+    ];
+    let (_, out, _) = run(vipd().args(["sign", "--secret", SECRET]).args(tricky));
+    assert_eq!(out.trim(), python_sample_sign(&tricky, SECRET));
+    let (_, out, _) = run(vipd()
+        .args(["sign", "--secret", SECRET, "--mode", "hash"])
+        .args(DOC_PARAMS));
+    assert_eq!(out.trim(), SECRET);
+}
+
+#[test]
+fn sign_usage_errors() {
+    let (code, _, err) = run(vipd().args(["sign", "--secret", "x", "novalue"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("\"novalue\" is not KEY=VALUE"), "{err}");
+    let (code, _, _) = run(vipd().args(["sign", "appid=1"]));
+    assert_eq!(code, 2, "no secret given is a usage error");
+}
+
+#[test]
+fn check_reports_file_line_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text("    sign_mdoe: md5", "");
+    let path = write_config(dir.path(), &text);
+    let (code, _, err) = run(vipd().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("rules.yaml:") && err.contains("did you mean `sign_mode`?"),
+        "{err}"
+    );
+    let (code, out, _) = run(vipd()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .args(["--format", "json"]));
+    assert_eq!(code, 78);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["valid"], false);
+    assert!(report["errors"][0]["line"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn literal_secrets_in_a_readable_file_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        config_text("", "").replace("daemon: { sandbox: true }", "daemon: { sandbox: false }");
+    let path = write_config(dir.path(), &text);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, _, err) = run(vipd().arg("check").arg("--config").arg(&path));
+        assert_eq!(code, 0);
+        assert!(
+            err.contains("warning: providers.wapi.secret is written literally"),
+            "{err}"
+        );
+        assert!(!err.contains(SECRET), "a warning never shows the value");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (_, _, err) = run(vipd().arg("check").arg("--config").arg(&path));
+        assert!(!err.contains("warning"), "{err}");
+    }
+}
+
+#[test]
+fn every_example_and_the_default_config_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let creds = tempfile::tempdir().unwrap();
+    for name in ["admin_token", "qq_app_key", "alice_token", "alice_refresh"] {
+        std::fs::write(creds.path().join(name), "test-value\n").unwrap();
+    }
+    let mut files = vec![root.join("rules.yaml")];
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            files.push(path);
+        }
+    }
+    assert!(files.len() >= 3, "{files:?}");
+    for file in files {
+        let (code, out, err) = run(vipd()
+            .arg("check")
+            .arg("--config")
+            .arg(&file)
+            .env("VIPD_WAPI_SECRET", "0123456789abcdef0123456789abcdef")
+            .env("CREDENTIALS_DIRECTORY", creds.path()));
+        assert_eq!(code, 0, "{}: {out}{err}", file.display());
+    }
+}
+
+#[test]
+fn missing_secret_names_where_it_was_expected() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, _, err) = run(vipd()
+        .arg("check")
+        .arg("--config")
+        .arg(root.join("examples/production.yaml"))
+        .env_remove("VIPD_WAPI_SECRET")
+        .env_remove("CREDENTIALS_DIRECTORY"));
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("provider wapi: secret: environment variable VIPD_WAPI_SECRET is not set"),
+        "{err}"
+    );
+    assert!(err.contains("credential alice_token not found"), "{err}");
+}
+
+#[test]
+fn sandbox_and_vip_info_as_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &config_text("", ""));
+    let mut sandbox = vipd()
+        .arg("sandbox")
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(sandbox.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("sandbox listening on ")
+        .expect(&first)
+        .to_owned();
+    let (code, out, err) = run(vipd().arg("vip-info").arg("--config").arg(&path).args([
+        "--account",
+        "alice",
+        "--json",
+        "--base-url",
+        &url,
+    ]));
+    let (text_code, text, _) = run(vipd().arg("vip-info").arg("--config").arg(&path).args([
+        "--account",
+        "bob",
+        "--base-url",
+        &url,
+    ]));
+    let (missing_code, _, missing) = run(vipd().arg("vip-info").arg("--config").arg(&path).args([
+        "--account",
+        "alcie",
+        "--base-url",
+        &url,
+    ]));
+    sandbox.kill().unwrap();
+    sandbox.wait().unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["account"], "alice");
+    assert_eq!(v["is_qq_vip"], true);
+    let end = v["memberships"]["qq_vip"]["end"].as_i64().unwrap();
+    let now = vipd::upstream::Clock::system_unix();
+    assert!((end - now - 2 * 86_400).abs() < 30, "{end} vs {now}");
+    assert_eq!(text_code, 0);
+    assert!(
+        text.contains("qq_vip        ends") && text.contains(" ago)"),
+        "{text}"
+    );
+    assert!(text.contains("qq_haohua     none"), "{text}");
+    assert_eq!(missing_code, 1);
+    assert!(
+        missing.contains("no account named alcie (did you mean alice?)"),
+        "{missing}"
+    );
+}

@@ -1,0 +1,145 @@
+//! Helpers shared by the integration tests: configurations, a callback
+//! receiver, a misbehaving upstream, and the `vipd` binary.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use vipd::config::Config;
+
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// A configuration with two accounts (alice due in 2 days, bob lapsed)
+/// and a recharge provider; `extra_sandbox` is appended under `sandbox:`.
+pub fn config_text(extra_provider: &str, extra_sandbox: &str) -> String {
+    format!(
+        r#"
+daemon: {{ sandbox: true }}
+providers:
+  qq: {{ kind: qq_connect, base_url: "http://127.0.0.1:1", oauth_consumer_key: "101234567", client_secret: app-key, timeout: 2s }}
+  wapi:
+    kind: recharge
+    base_url: "http://127.0.0.1:1"
+    appid: "1"
+    secret: "{SECRET}"
+    timeout: 2s
+{extra_provider}
+products:
+  qq_vip_month: {{ provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }}
+accounts:
+  - {{ name: alice, qq_number: "5666857", openid: OPENID-A, access_token: tok-a, refresh_token: rt-a }}
+  - {{ name: bob, qq_number: "10001", openid: OPENID-B, access_token: tok-b }}
+sandbox:
+  prices: {{ qq_vip_month: 12.11 }}
+  memberships:
+    alice: {{ qq_vip: 2d }}
+    bob: {{ qq_vip: -1d }}
+{extra_sandbox}
+"#
+    )
+}
+
+pub fn config(extra_provider: &str, extra_sandbox: &str) -> Config {
+    Config::parse(
+        &config_text(extra_provider, extra_sandbox),
+        Path::new("test.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("rules.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One received callback's fields, in arrival order.
+pub type Fields = Vec<(String, String)>;
+
+/// Records every callback it receives and answers `success`.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub hits: Arc<Mutex<Vec<Fields>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> (Receiver, SocketAddr) {
+        let receiver = Receiver::default();
+        let app = axum::Router::new()
+            .route("/notify/{provider}", axum::routing::post(receive))
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, addr)
+    }
+
+    pub fn hits(&self) -> Vec<Fields> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` callbacks arrived, or `limit` passes.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Fields> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let hits = self.hits();
+            if hits.len() >= n || tokio::time::Instant::now() > deadline {
+                return hits;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn receive(State(r): State<Receiver>, body: Bytes) -> impl IntoResponse {
+    let fields: Fields = form_urlencoded::parse(&body).into_owned().collect();
+    r.hits.lock().unwrap().push(fields);
+    (StatusCode::OK, "success")
+}
+
+/// An upstream that answers every request with one fixed status and body.
+pub async fn evil_upstream(status: u16, body: Vec<u8>) -> SocketAddr {
+    let body = Bytes::from(body);
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { (StatusCode::from_u16(status).unwrap(), body) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The `vipd` binary under test.
+pub fn vipd() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+}
+
+/// GET a sandbox test endpoint as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// POST JSON to a sandbox test endpoint.
+pub async fn post_json(url: &str, body: serde_json::Value) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
