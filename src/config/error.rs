@@ -65,7 +65,7 @@ impl ConfigErrors {
     /// Turns a YAML/serde error into ours: location kept, the trailing
     /// " at line L column C" dropped (we print it in front), and a
     /// suggestion added for unknown keys and values.
-    pub fn from_yaml(file: &Path, err: &yaml_serde::Error) -> ConfigErrors {
+    pub fn from_yaml(file: &Path, text: &str, err: &yaml_serde::Error) -> ConfigErrors {
         let mut message = err.to_string();
         if let Some(pos) = message.rfind(" at line ") {
             message.truncate(pos);
@@ -73,14 +73,37 @@ impl ConfigErrors {
         if let Some(hint) = did_you_mean(&message) {
             message.push_str(&format!(" (did you mean `{hint}`?)"));
         }
-        let loc = err.location();
+        let mut at = err.location().map(|l| (l.line(), l.column(), l.index()));
+        // Inside a `kind:`-tagged entry serde buffers the mapping and
+        // reports the entry's own position; point at the unknown key.
+        if let (Some((_, _, index)), Some(key)) = (at, unknown_field(&message)) {
+            if let Some(found) = find_key(text, index.min(text.len()), key, false) {
+                let (line, col) = line_col(text, found);
+                at = Some((line, col, found));
+            }
+        }
         ConfigErrors(vec![ConfigError {
             file: file.to_owned(),
-            line: loc.as_ref().map(|l| l.line()),
-            column: loc.as_ref().map(|l| l.column()),
+            line: at.map(|a| a.0),
+            column: at.map(|a| a.1),
             message,
         }])
     }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .split_once("unknown field `")?
+        .1
+        .split_once('`')
+        .map(|(k, _)| k)
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map_or(0, |p| p + 1) + 1;
+    (line, col)
 }
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`" and "unknown
@@ -140,10 +163,7 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
         found = Some(at);
         from = at + step.len();
     }
-    let at = found?;
-    let line = text[..at].matches('\n').count() + 1;
-    let col = at - text[..at].rfind('\n').map_or(0, |p| p + 1) + 1;
-    Some((line, col))
+    Some(line_col(text, found?))
 }
 
 fn find_key(text: &str, from: usize, key: &str, top_level: bool) -> Option<usize> {

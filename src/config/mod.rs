@@ -277,7 +277,7 @@ impl Config {
     /// Validates `text` as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let raw: raw::RawConfig =
-            yaml_serde::from_str(text).map_err(|e| ConfigErrors::from_yaml(path, &e))?;
+            yaml_serde::from_str(text).map_err(|e| ConfigErrors::from_yaml(path, text, &e))?;
         Builder::new(text, path).build(raw)
     }
 
