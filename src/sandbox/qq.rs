@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::Shared;
 use super::knobs::{ReplyFault, roll_reply_fault};
-use super::recharge::{json_as_html, request_params};
+use super::recharge::{json_as_html, param, request_params};
 use super::world::{SimAccount, TokenState};
 use crate::upstream::Clock;
 use crate::upstream::vipinfo::Membership;
@@ -26,12 +26,7 @@ const TOKEN_TTL_SECS: i64 = 7_776_000;
 /// `GET|POST /user/get_vip_rich_info`
 pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
     let params = request_params(&uri, &body);
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map_or("", |(_, v)| v.as_str())
-    };
+    let get = |k: &str| param(&params, k).unwrap_or("");
     let xml = get("format") == "xml";
     let now = Clock::system_unix();
     let (latency, fault, hang, transient, strings, checked) = {
@@ -139,12 +134,7 @@ pub fn render(a: &SimAccount, xml: bool, strings: bool) -> String {
 /// `GET|POST /oauth2.0/token?grant_type=refresh_token`
 pub async fn token(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
     let params = request_params(&uri, &body);
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map_or("", |(_, v)| v.as_str())
-    };
+    let get = |k: &str| param(&params, k).unwrap_or("");
     let json = get("fmt") == "json" || get("format") == "json";
     let now = Clock::system_unix();
     let result = {

@@ -96,12 +96,6 @@ pub fn decide(
     params: &[(String, String)],
     now: i64,
 ) -> (Reply, Option<ReplyFault>, Option<Settle>) {
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
     let seq = world.orders.len() as u64 + 1;
     let mut record = OrderRecord {
         seq,
@@ -120,7 +114,7 @@ pub fn decide(
         fault: None,
         callbacks_sent: 0,
         callbacks_acked: 0,
-        notify_url: get("notify_url").map(str::to_owned),
+        notify_url: param(params, "notify_url").map(str::to_owned),
     };
     let outcome = check_and_bill(world, &mut record, path, params, now);
     let (reply, settle) = match outcome {
@@ -146,13 +140,7 @@ fn check_and_bill(
     params: &[(String, String)],
     now: i64,
 ) -> Result<(Reply, Option<Settle>), Reply> {
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |k: &str| param(params, k).filter(|v| !v.is_empty());
     let appid =
         get("appid").ok_or_else(|| Reply::refuse(10001, "appid必须指定,可以我的应用里面查看"))?;
     let sign = get("sign").ok_or_else(|| Reply::refuse(10002, "sign值必须指定"))?;
@@ -239,6 +227,14 @@ fn check_and_bill(
             Ok((reply(10023, "订单提交成功,等待回调结果"), Some(settle)))
         }
     }
+}
+
+/// The first value of `key` in a request's parameters.
+pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Reads a request's parameters from the query and, for POST, the form body.

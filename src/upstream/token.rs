@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::lenient::{int_field, parse_int_text, shorten, text_field};
-use super::{ReadError, read_capped, wire_of_error};
+use super::{ReadError, error_chain, read_capped};
 use crate::config::Secret;
 
 /// A token reply larger than this is garbage.
@@ -163,7 +163,7 @@ impl TokenClient {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| TokenError::Transport(reason_of(&e)))?;
+            .map_err(|e| TokenError::Transport(error_chain(&e)))?;
         let status = resp.status().as_u16();
         let body = read_capped(resp, MAX_REPLY_BYTES)
             .await
@@ -175,13 +175,6 @@ impl TokenClient {
             Err(TokenError::Malformed(_)) if status != 200 => Err(TokenError::Status(status)),
             other => other,
         }
-    }
-}
-
-fn reason_of(e: &reqwest::Error) -> String {
-    match wire_of_error(e) {
-        super::Wire::NeverSent { reason } | super::Wire::NoReply { reason } => reason,
-        super::Wire::Reply { .. } => unreachable!("a transport error is never a reply"),
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::lenient::{parse_int_text, shorten};
-use super::{ReadError, read_capped, wire_of_error};
+use super::{ReadError, error_chain, read_capped};
 use crate::config::Secret;
 
 /// A membership reply larger than this is garbage.
@@ -420,7 +420,7 @@ impl VipInfoClient {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| VipInfoError::Transport(wire_reason(&e)))?;
+            .map_err(|e| VipInfoError::Transport(error_chain(&e)))?;
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(VipInfoError::Status { status });
@@ -432,13 +432,6 @@ impl VipInfoClient {
                 ReadError::Transport(_) => VipInfoError::Transport(e.to_string()),
             })?;
         parse_vip_info(&body)
-    }
-}
-
-fn wire_reason(e: &reqwest::Error) -> String {
-    match wire_of_error(e) {
-        super::Wire::NeverSent { reason } | super::Wire::NoReply { reason } => reason,
-        super::Wire::Reply { .. } => unreachable!("a transport error is never a reply"),
     }
 }
 
