@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigErrors, Secret, SecretSource};
+use crate::config::{Config, ConfigErrors, Secret};
 use crate::upstream::sign::{SignMode, Signer};
 use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoClient};
 use crate::{sandbox, timefmt, upstream};
@@ -166,7 +166,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn check(path: &Path, format: OutputFormat) -> ExitCode {
     let result = Config::load(path);
-    let warnings = result.as_ref().map(warnings).unwrap_or_default();
+    let warnings = result.as_ref().map(Config::warnings).unwrap_or_default();
     match format {
         OutputFormat::Json => {
             let report = serde_json::json!({
@@ -198,34 +198,6 @@ fn check(path: &Path, format: OutputFormat) -> ExitCode {
     } else {
         ExitCode::from(EXIT_CONFIG)
     }
-}
-
-/// Warnings about a valid configuration.
-fn warnings(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    // With `daemon.sandbox: true` every provider points at the loopback
-    // sandbox, so the literal values are the sandbox's own, not secrets.
-    let world_readable = !config.daemon.sandbox && file_is_world_readable(&config.path);
-    for use_ in &config.secret_uses {
-        if use_.source == SecretSource::Literal && world_readable {
-            out.push(format!(
-                "{} is written literally in a file other users can read; use ${{env:..}}, ${{file:..}} or ${{credential:..}}",
-                use_.at
-            ));
-        }
-    }
-    out
-}
-
-#[cfg(unix)]
-fn file_is_world_readable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
-}
-
-#[cfg(not(unix))]
-fn file_is_world_readable(_: &Path) -> bool {
-    false
 }
 
 fn sign(

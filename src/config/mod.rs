@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod raw;
+pub mod rules;
 pub mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use raw::SandboxMode;
+pub use rules::{Budget, Check, Rule, WhenLapsed};
 pub use secret::{Secret, SecretSource};
 
 use crate::sandbox::Knobs;
@@ -40,6 +42,8 @@ pub struct Config {
     pub products: BTreeMap<String, Product>,
     /// `accounts:` in file order; names are unique.
     pub accounts: Vec<Account>,
+    /// `rules:` in file order; names are unique.
+    pub rules: Vec<Rule>,
     /// `sandbox:`
     pub sandbox: SandboxSettings,
     /// Where each secret came from, for `vipd check`'s warnings.
@@ -63,7 +67,7 @@ pub struct Daemon {
     /// Lua plugins.
     pub scripts_dir: PathBuf,
     /// For cron and budget days, e.g. `Asia/Shanghai`.
-    pub timezone: String,
+    pub timezone: chrono_tz::Tz,
     /// `/healthz /metrics /api/*`.
     pub admin_listen: SocketAddr,
     /// `/notify/{provider}`.
@@ -78,6 +82,12 @@ pub struct Daemon {
     pub dry_run: bool,
     /// Bearer token for `/api/*`, when set.
     pub admin_token: Option<Secret>,
+    /// First checks after start-up are spread over this.
+    pub startup_spread: Duration,
+    /// How often a paused provider lets one order through as a probe.
+    pub probe_every: Duration,
+    /// Account checks running at once.
+    pub max_concurrent_checks: usize,
 }
 
 /// A provider: one upstream application.
@@ -308,12 +318,74 @@ impl Config {
         }
     }
 
+    /// A rule by name.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// Problems that do not make the file invalid but would surprise an
+    /// operator: rules that would renew repeatedly, renewal windows with
+    /// fewer than three checks in them, rules that select nobody, and
+    /// literal secrets in a file other users can read.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let now = crate::upstream::Clock::system_unix();
+        for rule in &self.rules {
+            let subject = format!("rule {}", rule.name);
+            if rule.accounts.is_empty() {
+                out.push(format!("{subject}: selects no account"));
+            }
+            if let Some(product) = self.products.get(&rule.product) {
+                if rule.renew_before >= product.adds {
+                    out.push(format!(
+                        "{subject}: renew_before ({}) is not smaller than what {} adds ({}): after each renewal the account is due again, so it would renew repeatedly",
+                        HumanDuration(rule.renew_before),
+                        product.name,
+                        HumanDuration(product.adds)
+                    ));
+                }
+            }
+            let interval = rule.check.interval(now, self.daemon.timezone);
+            if rule.renew_before < interval * 3 {
+                out.push(format!(
+                    "{subject}: the renewal window ({}) holds fewer than three checks ({}); one failed check could let the membership lapse",
+                    HumanDuration(rule.renew_before),
+                    rule.check
+                ));
+            }
+        }
+        // With `daemon.sandbox: true` every provider points at the loopback
+        // sandbox, so literal values are the sandbox's own, not secrets.
+        if !self.daemon.sandbox && file_is_world_readable(&self.path) {
+            for use_ in &self.secret_uses {
+                if use_.source == SecretSource::Literal {
+                    out.push(format!(
+                        "{} is written literally in a file other users can read; use ${{env:..}}, ${{file:..}} or ${{credential:..}}",
+                        use_.at
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Points every provider at `base_url` (the in-process sandbox).
     pub fn point_providers_at(&mut self, base_url: &str) {
         for p in self.providers.values_mut() {
             p.set_base_url(base_url);
         }
     }
+}
+
+#[cfg(unix)]
+fn file_is_world_readable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+#[cfg(not(unix))]
+fn file_is_world_readable(_: &Path) -> bool {
+    false
 }
 
 /// Turns a [`raw::RawConfig`] into a [`Config`], collecting errors.
@@ -407,6 +479,7 @@ impl<'a> Builder<'a> {
         let providers = self.providers(raw.providers);
         let products = self.products(raw.products, &providers);
         let accounts = self.accounts(raw.accounts, &providers);
+        let rules = self.rules(raw.rules, &products, &accounts);
         let sandbox = self.sandbox(raw.sandbox, &products, &accounts);
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
@@ -418,6 +491,7 @@ impl<'a> Builder<'a> {
             providers,
             products,
             accounts,
+            rules,
             sandbox,
             secret_uses: self.secret_uses,
         })
@@ -453,10 +527,15 @@ impl<'a> Builder<'a> {
         let admin_token = d
             .admin_token
             .map(|raw| self.secret(&["daemon", "admin_token"], "daemon", &raw));
+        let tz_name = d.timezone.as_deref().unwrap_or("Asia/Shanghai");
+        let timezone = tz_name.parse().unwrap_or_else(|_| {
+            self.error(&["daemon", "timezone"], format!("daemon: timezone: unknown zone {tz_name:?} (expected an IANA name such as Asia/Shanghai or UTC)"));
+            chrono_tz::Tz::UTC
+        });
         Daemon {
             state_dir,
             scripts_dir: self.path_in(d.scripts_dir.as_deref().unwrap_or("scripts")),
-            timezone: d.timezone.unwrap_or_else(|| "Asia/Shanghai".into()),
+            timezone,
             admin_listen,
             callback_listen,
             public_url,
@@ -464,6 +543,149 @@ impl<'a> Builder<'a> {
             sandbox_listen,
             dry_run: d.dry_run,
             admin_token,
+            startup_spread: d
+                .startup_spread
+                .map_or(Duration::from_secs(10), HumanDuration::get),
+            probe_every: d
+                .probe_every
+                .map_or(Duration::from_secs(600), HumanDuration::get),
+            max_concurrent_checks: d.max_concurrent_checks.unwrap_or(64).max(1) as usize,
+        }
+    }
+
+    fn rules(
+        &mut self,
+        raw: Vec<raw::RawRule>,
+        products: &BTreeMap<String, Product>,
+        accounts: &[Account],
+    ) -> Vec<Rule> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            let subject = format!("rule {}", r.name);
+            let name = r.name.clone();
+            let at = |key: &'static str| ["rules", name.as_str(), key];
+            if r.name.is_empty() || r.name.contains(['/', '\0']) {
+                self.error(
+                    &at("name"),
+                    format!("{subject}: a rule name cannot be empty or contain '/'"),
+                );
+            }
+            if !seen.insert(r.name.clone()) {
+                self.error(&at("name"), format!("{subject}: the name is used twice"));
+            }
+            let selected = self.select(&at("accounts"), &subject, r.accounts, accounts);
+            let check = match r.check {
+                raw::RawCheck::Cron(expr) => Check::cron(&expr).unwrap_or_else(|e| {
+                    self.error(&at("check"), format!("{subject}: {e}"));
+                    Check::Every(Duration::from_secs(600))
+                }),
+                raw::RawCheck::Every(e) if e.every.get() < Duration::from_secs(1) => {
+                    self.error(
+                        &at("check"),
+                        format!("{subject}: check every {} is shorter than 1s", e.every),
+                    );
+                    Check::Every(Duration::from_secs(1))
+                }
+                raw::RawCheck::Every(e) => Check::Every(e.every.get()),
+            };
+            match products.get(&r.product) {
+                None => {
+                    let hint = error::closest(&r.product, products.keys().map(String::as_str))
+                        .map(|h| format!(" (did you mean `{h}`?)"))
+                        .unwrap_or_default();
+                    self.error(&at("product"), format!("{subject}: no product named {}{hint}", r.product));
+                }
+                Some(p) if p.extends != r.membership => self.error(
+                    &at("membership"),
+                    format!(
+                        "{subject}: watches {} but product {} extends {}; the renewal would never show and the rule would pay again",
+                        r.membership, p.name, p.extends
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if r.max_attempts == Some(0) {
+                self.error(
+                    &at("max_attempts"),
+                    format!("{subject}: max_attempts must be at least 1"),
+                );
+            }
+            for (key, cap) in [
+                ("per_day", r.budget.per_day),
+                ("per_month", r.budget.per_month),
+            ] {
+                if cap.is_some_and(|c| c < Fen::ZERO) {
+                    self.error(
+                        &["rules", name.as_str(), "budget", key],
+                        format!("{subject}: budget {key} cannot be negative"),
+                    );
+                }
+            }
+            out.push(Rule {
+                name: r.name,
+                accounts: selected,
+                check,
+                membership: r.membership,
+                renew_before: r.renew_before.get(),
+                product: r.product,
+                when_lapsed: r.when_lapsed,
+                budget: Budget {
+                    per_day: r.budget.per_day,
+                    per_month: r.budget.per_month,
+                },
+                max_attempts: r.max_attempts.unwrap_or(3).max(1),
+                verify_within: r
+                    .verify_within
+                    .map_or(Duration::from_secs(3600), HumanDuration::get),
+            });
+        }
+        out
+    }
+
+    fn select(
+        &mut self,
+        at: &[&str],
+        subject: &str,
+        sel: raw::RawSelector,
+        accounts: &[Account],
+    ) -> Vec<String> {
+        let all = || accounts.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
+        match sel {
+            raw::RawSelector::Word(w) if w == "all" => all(),
+            raw::RawSelector::Word(w) => {
+                self.error(at, format!("{subject}: accounts: {w:?} is not a selector (expected all, {{ tags: [...] }} or {{ names: [...] }})"));
+                Vec::new()
+            }
+            raw::RawSelector::Map(m) => {
+                if m.tags.is_none() && m.names.is_none() {
+                    self.error(
+                        at,
+                        format!("{subject}: accounts: give tags, names, or write all"),
+                    );
+                }
+                for n in m.names.iter().flatten() {
+                    if !accounts.iter().any(|a| &a.name == n) {
+                        let hint = error::closest(n, accounts.iter().map(|a| a.name.as_str()))
+                            .map(|h| format!(" (did you mean `{h}`?)"))
+                            .unwrap_or_default();
+                        self.error(
+                            at,
+                            format!("{subject}: accounts: no account named {n}{hint}"),
+                        );
+                    }
+                }
+                accounts
+                    .iter()
+                    .filter(|a| {
+                        m.names.as_ref().is_some_and(|ns| ns.contains(&a.name))
+                            || m.tags
+                                .as_ref()
+                                .is_some_and(|ts| a.tags.iter().any(|t| ts.contains(t)))
+                    })
+                    .map(|a| a.name.clone())
+                    .collect()
+            }
         }
     }
 
@@ -806,6 +1028,111 @@ accounts:
             ),
             "{e}"
         );
+    }
+
+    const RULE: &str = r#"
+rules:
+  - name: keep
+    accounts: { tags: [staff] }
+    check: "*/10 * * * *"
+    membership: qq_vip
+    renew_before: 3d
+    product: qq_vip_month
+    budget: { per_day: 500, per_month: "3000.50" }
+"#;
+
+    #[test]
+    fn rules_build_with_defaults() {
+        let c = parse(&format!("{GOOD}{RULE}")).unwrap();
+        let r = &c.rules[0];
+        assert_eq!(r.accounts, ["alice"]);
+        assert_eq!(r.max_attempts, 3);
+        assert_eq!(r.verify_within, Duration::from_secs(3600));
+        assert_eq!(r.when_lapsed, WhenLapsed::Renew);
+        assert_eq!(r.budget.per_month, Some(Fen(300_050)));
+        assert_eq!(c.daemon.timezone, chrono_tz::Asia::Shanghai);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn rule_errors_name_the_rule() {
+        let cases = [
+            (
+                "product: qq_vip_month",
+                "product: qq_vip_mnth",
+                "rule keep: no product named qq_vip_mnth (did you mean `qq_vip_month`?)",
+            ),
+            (
+                "membership: qq_vip",
+                "membership: qq_haohua",
+                "rule keep: watches qq_haohua but product qq_vip_month extends qq_vip",
+            ),
+            (
+                "{ tags: [staff] }",
+                "{ names: [alcie] }",
+                "rule keep: accounts: no account named alcie (did you mean `alice`?)",
+            ),
+            (
+                "{ tags: [staff] }",
+                "everyone",
+                "rule keep: accounts: \"everyone\" is not a selector",
+            ),
+            (
+                "\"*/10 * * * *\"",
+                "\"* * *\"",
+                "rule keep: cron \"* * *\" has 3 fields",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = format!("{GOOD}{}", RULE.replace(from, to));
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{to}: {e}");
+            assert!(e.starts_with("rules.yaml:"), "{e}");
+        }
+        let text = format!(
+            "{GOOD}{}",
+            RULE.replace("    accounts: { tags: [staff] }\n", "")
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("missing field `accounts`"), "{e}");
+    }
+
+    #[test]
+    fn warnings_for_repeat_renewals_and_thin_windows() {
+        let text = format!(
+            "{GOOD}{}",
+            RULE.replace("renew_before: 3d", "renew_before: 30d")
+                .replace("\"*/10 * * * *\"", "{ every: 11d }")
+        );
+        let w = parse(&text).unwrap().warnings().join("\n");
+        assert!(
+            w.contains(
+                "rule keep: renew_before (30d) is not smaller than what qq_vip_month adds (30d)"
+            ),
+            "{w}"
+        );
+        assert!(w.contains("fewer than three checks"), "{w}");
+        let text = format!(
+            "{GOOD}{}",
+            RULE.replace("{ tags: [staff] }", "{ tags: [nobody] }")
+        );
+        assert!(
+            parse(&text)
+                .unwrap()
+                .warnings()
+                .join("")
+                .contains("selects no account")
+        );
+    }
+
+    #[test]
+    fn unknown_timezone_is_an_error() {
+        let text = GOOD.replace(
+            "daemon: { sandbox: true }",
+            "daemon: { sandbox: true, timezone: Mars/Olympus }",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("unknown zone \"Mars/Olympus\""), "{e}");
     }
 
     #[test]

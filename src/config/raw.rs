@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
     pub sandbox: RawSandbox,
 }
 
@@ -49,6 +51,12 @@ pub struct RawDaemon {
     #[serde(default)]
     pub dry_run: bool,
     pub admin_token: Option<String>,
+    /// First checks after start-up are spread over this (default 10s).
+    pub startup_spread: Option<HumanDuration>,
+    /// How often a paused provider lets one order through as a probe.
+    pub probe_every: Option<HumanDuration>,
+    /// Account checks running at once (default 64).
+    pub max_concurrent_checks: Option<u32>,
 }
 
 /// One entry of `providers:`, told apart by `kind`.
@@ -141,6 +149,79 @@ pub struct RawAccount {
     /// The `qq_connect` provider that reads this account (default: the
     /// only one).
     pub provider: Option<String>,
+}
+
+/// One entry of `rules:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    /// Required: a rule that pays must say whom it pays for.
+    pub accounts: RawSelector,
+    pub check: RawCheck,
+    pub membership: Membership,
+    pub renew_before: HumanDuration,
+    pub product: String,
+    #[serde(default)]
+    pub when_lapsed: WhenLapsed,
+    #[serde(default)]
+    pub budget: RawBudget,
+    pub max_attempts: Option<u32>,
+    pub verify_within: Option<HumanDuration>,
+}
+
+/// `accounts:` of a rule: `all`, `{ tags: [...] }` or `{ names: [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSelector {
+    /// Only `all` is accepted.
+    Word(String),
+    /// Tags and/or names.
+    Map(RawSelectorMap),
+}
+
+/// The mapping form of a selector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelectorMap {
+    pub tags: Option<Vec<String>>,
+    pub names: Option<Vec<String>>,
+}
+
+/// `check:` of a rule: a cron expression or `{ every: 10m }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawCheck {
+    /// 5 or 6 fields.
+    Cron(String),
+    /// A fixed interval.
+    Every(RawEvery),
+}
+
+/// `{ every: DURATION }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvery {
+    pub every: HumanDuration,
+}
+
+/// What to do when the membership has already lapsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenLapsed {
+    /// Buy a renewal anyway.
+    #[default]
+    Renew,
+    /// Leave it lapsed (and say so).
+    Skip,
+}
+
+/// `budget:` of a rule, in yuan.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub per_day: Option<Fen>,
+    pub per_month: Option<Fen>,
 }
 
 /// `sandbox:`: the simulated upstream's starting state and fault knobs.
