@@ -9,6 +9,7 @@
 //! | [`cli`] | the `vipd` commands: parse arguments, set up logging, run, exit code |
 //! | [`config`] | `rules.yaml`: raw serde shape → validated runtime config; secrets |
 //! | [`upstream`] | the signer, the recharge client and its outcome classes, the membership and token clients; the only module that builds HTTP clients |
+//! | [`ledger`] | the sled store: orders under deterministic keys, durable writes with group commit, budgets, events; the only module that imports sled |
 //! | [`sandbox`] | the simulated upstream: both APIs, state, fault knobs, callbacks |
 //! | [`units`] | money in integer fen, human durations, rates |
 //! | [`timefmt`] | unix seconds → readable UTC text |
@@ -19,6 +20,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod ledger;
 pub mod sandbox;
 pub mod timefmt;
 pub mod units;

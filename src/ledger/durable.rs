@@ -1,0 +1,104 @@
+//! Making writes survive power loss, with group commit.
+//!
+//! Why this exists: sled 0.34's `flush()` writes its log buffers and then,
+//! on Linux, calls `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`
+//! (see `pagecache/iobuf.rs`). That starts and waits for write-back of the
+//! dirty pages, but it does not flush the drive's volatile write cache and
+//! does not persist file metadata such as a grown file size: after a power
+//! cut the "flushed" record can be gone. The planned-order record must not
+//! be gone, or a restarted daemon could pay again. So after `flush()` we
+//! call `fsync` (`File::sync_all`) on sled's data file ourselves.
+//!
+//! `fsync` costs milliseconds, and many renewals may want one at once. One
+//! thread does the work: each writer enqueues a waiter after its write; the
+//! thread takes every waiter queued so far, runs one `flush` + `fsync`, and
+//! answers them all. Writers that arrive during an `fsync` wait for the
+//! next one (their writes may have missed this one). Under load one `fsync`
+//! covers many writes; alone, a write waits for exactly one.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// Counters, for metrics and the benchmark.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Writers that asked for durability.
+    pub requests: AtomicU64,
+    /// `flush` + `fsync` rounds run.
+    pub fsyncs: AtomicU64,
+}
+
+/// The group-commit thread's handle. Dropping it stops and joins the
+/// thread, so the store is closed when the ledger is.
+#[derive(Debug)]
+pub struct GroupCommit {
+    tx: Option<mpsc::Sender<Waiter>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stats: Arc<CommitStats>,
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl GroupCommit {
+    /// Starts the commit thread for `db`, whose data file is `file`.
+    pub fn start(db: sled::Db, file: File) -> std::io::Result<GroupCommit> {
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        let stats = Arc::new(CommitStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("vipd-fsync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let result = db
+                        .flush()
+                        .map_err(|e| format!("flush: {e}"))
+                        .and_then(|_| file.sync_all().map_err(|e| format!("fsync: {e}")));
+                    thread_stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "the store could not make writes durable");
+                    }
+                    for waiter in batch {
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            })?;
+        Ok(GroupCommit {
+            tx: Some(tx),
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// Waits until every write made before this call is on stable storage.
+    pub async fn durable(&self) -> Result<(), String> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or("the commit thread has stopped")?
+            .send(tx)
+            .map_err(|_| "the commit thread has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the commit thread has stopped".to_owned())?
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+}

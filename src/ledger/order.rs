@@ -1,0 +1,247 @@
+//! The order record and its states (SPEC §3.2).
+//!
+//! ```text
+//! planned ──▶ sent ──▶ pending ──▶ succeeded | failed
+//!                 ╰──▶ succeeded | failed
+//!                 ╰──▶ unknown ──▶ succeeded | failed   (evidence or operator only)
+//! ```
+//!
+//! One decision key, at most one billed order, ever: the key is the hash of
+//! (rule, account, membership, observed end), so a new period (the end
+//! moved) gets a new key, and the same period can never be paid twice.
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use crate::units::Fen;
+use crate::upstream::sign::hex_lower;
+use crate::upstream::vipinfo::Membership;
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// Decided and durably recorded; the request has not left.
+    Planned,
+    /// The request is leaving or has left; no reply yet.
+    Sent,
+    /// Accepted by the vendor; the result comes by callback.
+    Pending,
+    /// Paid.
+    Succeeded,
+    /// Not paid (or refunded).
+    Failed,
+    /// Possibly paid: the reply was lost. Resolved only by evidence.
+    Unknown,
+}
+
+impl OrderState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [OrderState; 6] = [
+        OrderState::Planned,
+        OrderState::Sent,
+        OrderState::Pending,
+        OrderState::Succeeded,
+        OrderState::Failed,
+        OrderState::Unknown,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Planned => "planned",
+            OrderState::Sent => "sent",
+            OrderState::Pending => "pending",
+            OrderState::Succeeded => "succeeded",
+            OrderState::Failed => "failed",
+            OrderState::Unknown => "unknown",
+        }
+    }
+
+    /// Not settled yet: the order still needs something to happen.
+    pub fn is_open(self) -> bool {
+        !matches!(self, OrderState::Succeeded | OrderState::Failed)
+    }
+}
+
+impl std::fmt::Display for OrderState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for OrderState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OrderState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown order state {s:?} (expected one of planned, sent, pending, succeeded, failed, unknown)"))
+    }
+}
+
+/// The deterministic decision key: MD5 of the versioned tuple, hex.
+pub fn decision_key(
+    rule: &str,
+    account: &str,
+    membership: Membership,
+    observed_end: Option<i64>,
+) -> String {
+    let mut h = Md5::new();
+    for part in [
+        "vipd-order-v1",
+        rule,
+        account,
+        membership.as_str(),
+        &observed_end.unwrap_or(0).to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex_lower(&h.finalize())
+}
+
+/// Money held against a rule's budget for an order not yet settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetHold {
+    /// The budget day (`2026-11-21`, daemon timezone).
+    pub day: String,
+    /// The budget month (`2026-11`).
+    pub month: String,
+    /// How much is held (the product's max price).
+    pub amount: Fen,
+}
+
+/// Whether the paid renewal has shown up in the membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Verification {
+    /// Not paid, or not looked at yet.
+    #[default]
+    None,
+    /// Paid; waiting for the end to move, until `deadline`.
+    Waiting { deadline: i64 },
+    /// The end moved to `new_end` at `at`.
+    Verified { at: i64, new_end: i64 },
+    /// The end had not moved by the deadline.
+    Unverified { at: i64 },
+}
+
+/// One step in an order's life: what happened and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Unix seconds.
+    pub at: i64,
+    /// The state entered.
+    pub state: OrderState,
+    /// Why, in words.
+    pub why: String,
+}
+
+/// An order: everything needed to say what happened and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The decision key.
+    pub key: String,
+    /// The rule that decided it (`manual` for `vipd recharge`).
+    pub rule: String,
+    /// The account renewed.
+    pub account: String,
+    /// The membership renewed.
+    pub membership: Membership,
+    /// The end seen when deciding (`None`: no membership).
+    pub observed_end: Option<i64>,
+    /// The product bought.
+    pub product: String,
+    /// The recharge provider used.
+    pub provider: String,
+    /// Where it stands.
+    pub state: OrderState,
+    /// Requests sent under this key.
+    pub attempts: u32,
+    /// The most it may cost.
+    pub max_price: Fen,
+    /// What it cost, when known.
+    pub price: Option<Fen>,
+    /// The vendor's order id.
+    pub vendor_orderid: Option<String>,
+    /// Money held against the budget while the cost is not settled.
+    pub hold: Option<BudgetHold>,
+    /// Money counted as spent for this order.
+    pub spent: Fen,
+    /// The budget periods `spent` is counted in.
+    pub charged_to: Option<BudgetHold>,
+    /// For a failed order that may be retried: not before this time.
+    pub retry_at: Option<i64>,
+    /// The outcome class of the last attempt.
+    pub last_outcome: Option<String>,
+    /// Verification of a paid renewal.
+    pub verification: Verification,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// Every transition, oldest first.
+    pub history: Vec<Transition>,
+}
+
+impl Order {
+    /// Moves to `state`, recording why.
+    pub fn enter(&mut self, state: OrderState, at: i64, why: impl Into<String>) {
+        self.state = state;
+        self.updated_at = at;
+        self.history.push(Transition {
+            at,
+            state,
+            why: why.into(),
+        });
+    }
+
+    /// Whether another request may be sent under this key now.
+    pub fn may_retry(&self, now: i64, max_attempts: u32) -> bool {
+        self.state == OrderState::Failed
+            && self.attempts < max_attempts
+            && self.retry_at.is_some_and(|at| at <= now)
+    }
+
+    /// The last reason recorded.
+    pub fn last_why(&self) -> &str {
+        self.history.last().map_or("", |t| t.why.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_deterministic_and_distinct() {
+        let k = decision_key("keep", "alice", Membership::QqVip, Some(1_700_000_000));
+        assert_eq!(
+            k,
+            decision_key("keep", "alice", Membership::QqVip, Some(1_700_000_000))
+        );
+        assert_eq!(k.len(), 32);
+        let others = [
+            decision_key("keep2", "alice", Membership::QqVip, Some(1_700_000_000)),
+            decision_key("keep", "bob", Membership::QqVip, Some(1_700_000_000)),
+            decision_key("keep", "alice", Membership::QqSvip, Some(1_700_000_000)),
+            decision_key("keep", "alice", Membership::QqVip, Some(1_700_000_001)),
+            decision_key("keep", "alice", Membership::QqVip, None),
+            // The separator keeps ("ab","c") and ("a","bc") apart.
+            decision_key("kee", "palice", Membership::QqVip, Some(1_700_000_000)),
+        ];
+        for o in others {
+            assert_ne!(k, o);
+        }
+    }
+
+    #[test]
+    fn states_parse_and_print() {
+        for s in OrderState::ALL {
+            assert_eq!(s.as_str().parse::<OrderState>(), Ok(s));
+        }
+        assert!("paid".parse::<OrderState>().is_err());
+        assert!(OrderState::Unknown.is_open() && !OrderState::Failed.is_open());
+    }
+}

@@ -1,0 +1,316 @@
+//! The ledger against a real sled store in a temp folder.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+const NOW: i64 = 1_795_252_469;
+
+fn request(key: &str) -> PlanRequest {
+    PlanRequest {
+        key: key.to_owned(),
+        rule: "keep".into(),
+        account: "alice".into(),
+        membership: Membership::QqVip,
+        observed_end: Some(NOW + 86_400),
+        product: "qq_vip_month".into(),
+        provider: "wapi".into(),
+        max_price: Fen(2000),
+        max_attempts: 3,
+        budget: Budget {
+            per_day: Some(Fen(5000)),
+            per_month: None,
+        },
+        day: "2026-11-21".into(),
+        month: "2026-11".into(),
+        why: "due in 1d".into(),
+    }
+}
+
+fn open() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    (dir, ledger)
+}
+
+#[tokio::test]
+async fn a_key_is_planned_once_and_held_against_the_budget() {
+    let (_d, l) = open();
+    let o = l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.durable().await.unwrap();
+    assert_eq!((o.state, o.attempts), (OrderState::Planned, 1));
+    assert_eq!(
+        l.spend("keep", "2026-11-21").unwrap(),
+        Spend {
+            reserved: Fen(2000),
+            settled: Fen(0)
+        }
+    );
+    let again = l.plan(&request("k1"), NOW).unwrap().unwrap_err();
+    assert!(
+        matches!(
+            again,
+            Refusal::Exists {
+                state: OrderState::Planned,
+                ..
+            }
+        ),
+        "{again}"
+    );
+    assert_eq!(l.orders_of("alice").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn paid_reply_settles_at_the_real_price() {
+    let (_d, l) = open();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    let o = l
+        .record_attempt(
+            "k1",
+            NOW + 1,
+            "accepted",
+            "codeid 10000",
+            AttemptResult::Succeeded {
+                price: Some(Fen(1211)),
+                vendor_orderid: Some("V1".into()),
+                verify_deadline: NOW + 3600,
+            },
+        )
+        .unwrap();
+    assert_eq!(o.state, OrderState::Succeeded);
+    assert_eq!(
+        o.verification,
+        Verification::Waiting {
+            deadline: NOW + 3600
+        }
+    );
+    assert_eq!(
+        l.spend("keep", "2026-11-21").unwrap(),
+        Spend {
+            reserved: Fen(0),
+            settled: Fen(1211)
+        }
+    );
+    assert_eq!(l.spend("keep", "2026-11").unwrap().settled, Fen(1211));
+    assert_eq!(
+        l.key_of_vendor_order("wapi", "V1").unwrap().as_deref(),
+        Some("k1")
+    );
+    let history: Vec<OrderState> = o.history.iter().map(|t| t.state).collect();
+    assert_eq!(
+        history,
+        [OrderState::Planned, OrderState::Sent, OrderState::Succeeded]
+    );
+}
+
+#[tokio::test]
+async fn budget_cap_refuses_and_failed_attempts_release() {
+    let (_d, l) = open();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.plan(&request("k2"), NOW).unwrap().unwrap();
+    // 2 x 20.00 held of 50.00: a third would pass the cap.
+    let refused = l.plan(&request("k3"), NOW).unwrap().unwrap_err();
+    assert_eq!(
+        refused,
+        Refusal::Budget {
+            period: "2026-11-21".into(),
+            cap: Fen(5000),
+            used: Fen(4000),
+            price: Fen(2000)
+        }
+    );
+    l.mark_sent("k1", NOW).unwrap();
+    l.record_attempt(
+        "k1",
+        NOW,
+        "transient",
+        "10021",
+        AttemptResult::Failed {
+            retry_at: Some(NOW + 60),
+        },
+    )
+    .unwrap();
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().reserved, Fen(2000));
+    assert!(l.plan(&request("k3"), NOW).unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn retries_wait_for_backoff_and_stop_at_max_attempts() {
+    let (_d, l) = open();
+    for attempt in 1..=3 {
+        let at = NOW + attempt * 100;
+        let o = l.plan(&request("k1"), at).unwrap().unwrap();
+        assert_eq!(o.attempts as i64, attempt);
+        l.mark_sent("k1", at).unwrap();
+        l.record_attempt(
+            "k1",
+            at,
+            "transient",
+            "10021",
+            AttemptResult::Failed {
+                retry_at: Some(at + 50),
+            },
+        )
+        .unwrap();
+        let early = l.plan(&request("k1"), at + 10).unwrap().unwrap_err();
+        assert!(
+            matches!(
+                early,
+                Refusal::Exists {
+                    state: OrderState::Failed,
+                    ..
+                }
+            ) || attempt == 3,
+            "{early}"
+        );
+    }
+    let done = l.plan(&request("k1"), NOW + 10_000).unwrap().unwrap_err();
+    assert_eq!(done, Refusal::MaxAttempts { attempts: 3 });
+}
+
+#[tokio::test]
+async fn callbacks_settle_once() {
+    let (_d, l) = open();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    l.record_attempt(
+        "k1",
+        NOW,
+        "pending",
+        "10023",
+        AttemptResult::Pending {
+            price: None,
+            vendor_orderid: Some("V9".into()),
+        },
+    )
+    .unwrap();
+    // Billed at 10023: the max price counts until the callback states it.
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().settled, Fen(2000));
+    let paid = Settlement::Paid {
+        price: Some(Fen(1500)),
+        verify_deadline: NOW + 3600,
+        why: "callback success".into(),
+    };
+    let first = l.settle("k1", NOW + 5, paid.clone()).unwrap();
+    assert_eq!(first.unwrap().state, OrderState::Succeeded);
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().settled, Fen(1500));
+    assert!(
+        l.settle("k1", NOW + 6, paid).unwrap().is_none(),
+        "a repeated callback changes nothing"
+    );
+    let failed_later = Settlement::NotPaid {
+        retry_at: None,
+        why: "late failure callback".into(),
+    };
+    assert!(l.settle("k1", NOW + 7, failed_later).unwrap().is_none());
+    assert_eq!(l.get("k1").unwrap().unwrap().history.len(), 4);
+}
+
+#[tokio::test]
+async fn refused_callback_refunds_the_budget() {
+    let (_d, l) = open();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    l.record_attempt(
+        "k1",
+        NOW,
+        "pending",
+        "10023",
+        AttemptResult::Pending {
+            price: Some(Fen(1211)),
+            vendor_orderid: None,
+        },
+    )
+    .unwrap();
+    let o = l
+        .settle(
+            "k1",
+            NOW,
+            Settlement::NotPaid {
+                retry_at: Some(NOW + 60),
+                why: "callback failed".into(),
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!((o.state, o.spent), (OrderState::Failed, Fen(0)));
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap(), Spend::default());
+}
+
+#[tokio::test]
+async fn restart_turns_sent_into_unknown_and_planned_into_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = Ledger::open(dir.path()).unwrap();
+        l.plan(&request("sent"), NOW).unwrap().unwrap();
+        l.mark_sent("sent", NOW).unwrap();
+        l.plan(&request("planned"), NOW).unwrap().unwrap();
+        l.durable().await.unwrap();
+    }
+    let l = Ledger::open(dir.path()).unwrap();
+    let changed = l.recover(NOW + 10).unwrap();
+    assert_eq!(changed.len(), 2);
+    let sent = l.get("sent").unwrap().unwrap();
+    assert_eq!(sent.state, OrderState::Unknown);
+    assert!(sent.hold.is_some(), "possibly paid: the money stays held");
+    let planned = l.get("planned").unwrap().unwrap();
+    assert_eq!(
+        (planned.state, planned.retry_at),
+        (OrderState::Failed, Some(NOW + 10))
+    );
+    assert!(
+        l.plan(&request("sent"), NOW + 20).unwrap().is_err(),
+        "unknown is never re-sent"
+    );
+    assert!(l.plan(&request("planned"), NOW + 20).unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn concurrent_durable_writes_share_fsyncs() {
+    let (_d, l) = open();
+    let l = Arc::new(l);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let l = l.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut r = request(&format!("k{i}"));
+            r.budget = Budget::default();
+            l.plan(&r, NOW).unwrap().unwrap();
+            l.durable().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = l.commit_stats();
+    let (requests, fsyncs) = (
+        stats.requests.load(Ordering::Relaxed),
+        stats.fsyncs.load(Ordering::Relaxed),
+    );
+    assert_eq!(requests, 64);
+    assert!(
+        fsyncs >= 1 && fsyncs <= requests,
+        "{fsyncs} fsyncs for {requests} requests"
+    );
+    assert_eq!(l.orders(Some(OrderState::Planned)).unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn events_keep_order() {
+    let (_d, l) = open();
+    for i in 0..5 {
+        l.record_event(&EventRecord {
+            at: NOW + i,
+            kind: format!("e{i}"),
+            account: None,
+            rule: None,
+            key: None,
+            detail: String::new(),
+        })
+        .unwrap();
+    }
+    let last: Vec<String> = l.events(3).unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(last, ["e2", "e3", "e4"]);
+}
