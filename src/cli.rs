@@ -5,19 +5,20 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigErrors, Secret};
+use crate::ledger::OrderState;
 use crate::upstream::sign::{SignMode, Signer};
 use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoClient};
 use crate::{sandbox, timefmt, upstream};
 
 /// Exit code for an invalid configuration (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
+
+mod admin;
 
 #[derive(Debug, Parser)]
 #[command(name = "vipd", version, about = "Keeps paid memberships from lapsing.")]
@@ -58,6 +59,49 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// Per account and rule: expiry, next check, last order, spend.
+    Status {
+        #[arg(long, default_value = "rules.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The order ledger; `orders resolve KEY --as S` settles an open order.
+    Orders {
+        #[arg(long, default_value = "rules.yaml", global = true)]
+        config: PathBuf,
+        /// Only orders in this state.
+        #[arg(long)]
+        state: Option<OrderState>,
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<OrdersAction>,
+    },
+    /// What the daemon would do for each account and rule now (or at
+    /// TIME), and why. Pays nothing, writes nothing.
+    Plan {
+        #[arg(long, default_value = "rules.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        account: Option<String>,
+        /// Unix seconds or RFC 3339 (`2026-12-01T00:00:00Z`).
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One manual renewal, through the same ledger and guards.
+    Recharge {
+        #[arg(long, default_value = "rules.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        product: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the signature of KEY=VALUE parameters.
     Sign {
         /// File holding the secret (one trailing newline is ignored).
@@ -91,6 +135,18 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "rules.yaml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrdersAction {
+    /// Settle a pending or unknown order on an operator's word.
+    Resolve {
+        /// The order key (a unique prefix is enough).
+        key: String,
+        /// What happened: succeeded (it was paid) or failed (it was not).
+        #[arg(long = "as", value_parser = ["succeeded", "failed"])]
+        as_state: String,
     },
 }
 
@@ -161,6 +217,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             base_url,
         } => vip_info(&config, &account, json, base_url).await,
         Command::Sandbox { listen, config } => serve_sandbox(&config, listen).await,
+        Command::Status { config, json } => admin::status(&config, json).await,
+        Command::Orders {
+            config,
+            state,
+            json,
+            action,
+        } => match action {
+            None => admin::orders(&config, state, json).await,
+            Some(OrdersAction::Resolve { key, as_state }) => {
+                admin::resolve(&config, &key, as_state == "succeeded").await
+            }
+        },
+        Command::Plan {
+            config,
+            account,
+            at,
+            json,
+        } => admin::plan(&config, account.as_deref(), at.as_deref(), json).await,
+        Command::Recharge {
+            config,
+            account,
+            product,
+            dry_run,
+        } => admin::recharge(&config, &account, &product, dry_run).await,
     }
 }
 
@@ -370,61 +450,17 @@ async fn serve_sandbox(path: &Path, listen: SocketAddr) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// Until the renewal engine lands, `run` starts the sandbox when asked and
-/// reads every account's memberships on a fixed cycle, logging each
-/// expiry: the read half of the daemon, for real.
 async fn run_daemon(path: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
-    const CYCLE: Duration = Duration::from_secs(10);
-    let (config, sandbox) = load_with_sandbox(path).await?;
-    let http = upstream::http_client();
-    let stop = CancellationToken::new();
-    let signal_stop = stop.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        signal_stop.cancel();
-    });
-    tracing::info!(accounts = config.accounts.len(), dry_run, cycle = ?CYCLE, "vipd running: reading memberships");
-    loop {
-        for acct in &config.accounts {
-            let reader = config.reader_of(acct);
-            let client = VipInfoClient::new(
-                http.clone(),
-                &reader.base_url,
-                &reader.oauth_consumer_key,
-                reader.format,
-                reader.timeout,
-            );
-            match client.fetch(&acct.openid, &acct.access_token).await {
-                Ok(info) => {
-                    let now = upstream::Clock::system_unix();
-                    for m in Membership::ALL {
-                        if let Some(end) = info.end(m) {
-                            tracing::info!(account = %acct.name, membership = %m, end = %timefmt::utc(end), left = %timefmt::relative(end - now), "membership");
-                        }
-                    }
-                }
-                Err(e) if e.is_token_problem() => {
-                    tracing::warn!(account = %acct.name, error = %e, "credentials need attention")
-                }
-                Err(e) => {
-                    tracing::warn!(account = %acct.name, error = %e, "membership read failed")
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(CYCLE) => {}
-            _ = stop.cancelled() => break,
-        }
+    let config = Config::load(path)?;
+    for w in config.warnings() {
+        tracing::warn!("{}: {w}", path.display());
     }
-    tracing::info!("stopping");
-    if let Some(sb) = sandbox {
-        sb.shutdown().await;
-    }
+    crate::daemon::run(config, dry_run, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

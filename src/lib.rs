@@ -9,6 +9,9 @@
 //! | [`cli`] | the `vipd` commands: parse arguments, set up logging, run, exit code |
 //! | [`config`] | `rules.yaml`: raw serde shape → validated runtime config; secrets |
 //! | [`upstream`] | the signer, the recharge client and its outcome classes, the membership and token clients; the only module that builds HTTP clients |
+//! | [`daemon`] | `vipd run`: start-up order, listeners, ordered shutdown |
+//! | [`http`] | the callback receiver and the admin API (axum) |
+//! | [`engine`] | scheduler, pure decisions, paying through the ledger, callbacks, evidence and verification |
 //! | [`ledger`] | the sled store: orders under deterministic keys, durable writes with group commit, budgets, events; the only module that imports sled |
 //! | [`sandbox`] | the simulated upstream: both APIs, state, fault knobs, callbacks |
 //! | [`units`] | money in integer fen, human durations, rates |
@@ -20,6 +23,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod http;
 pub mod ledger;
 pub mod sandbox;
 pub mod timefmt;

@@ -72,8 +72,9 @@ pub struct Daemon {
     pub admin_listen: SocketAddr,
     /// `/notify/{provider}`.
     pub callback_listen: SocketAddr,
-    /// What the vendor calls back, without a trailing slash.
-    pub public_url: String,
+    /// What the vendor calls back, without a trailing slash. `None`: the
+    /// callback listener's own address, known once it is bound.
+    pub public_url: Option<String>,
     /// Run the simulated upstream in-process.
     pub sandbox: bool,
     /// Where that sandbox listens.
@@ -513,10 +514,9 @@ impl<'a> Builder<'a> {
             d.sandbox_listen.as_deref(),
             "127.0.0.1:0",
         );
-        let public_url = match d.public_url {
-            Some(u) => self.url(&["daemon", "public_url"], "daemon: public_url", &u),
-            None => format!("http://{callback_listen}"),
-        };
+        let public_url = d
+            .public_url
+            .map(|u| self.url(&["daemon", "public_url"], "daemon: public_url", &u));
         let state_dir = match std::env::var_os("STATE_DIRECTORY") {
             // systemd may pass several, colon-separated; the first is ours.
             Some(dirs) => {
@@ -985,7 +985,8 @@ accounts:
         );
         assert_eq!(c.accounts[0].provider, "qq");
         assert_eq!(c.accounts[0].qq_number, "5666857");
-        assert_eq!(c.daemon.public_url, "http://127.0.0.1:9611");
+        assert_eq!(c.daemon.public_url, None);
+        assert_eq!(c.daemon.callback_listen.port(), 9611);
         assert!(
             c.secret_uses
                 .iter()

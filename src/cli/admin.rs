@@ -1,0 +1,410 @@
+//! `status`, `orders`, `plan` and `recharge`: through the running daemon's
+//! admin API when it runs (sled allows one process), else on the store.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::daemon::{DaemonFile, daemon_file};
+use crate::engine::{Engine, PlanLine, Status};
+use crate::ledger::{Ledger, Order, OrderState};
+use crate::timefmt;
+
+/// A running daemon's admin API.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    /// The daemon serving this configuration's state folder, if it answers.
+    async fn find(config: &Config) -> Option<Api> {
+        let text = std::fs::read(daemon_file(&config.daemon.state_dir)).ok()?;
+        let file: DaemonFile = serde_json::from_slice(&text).ok()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .ok()?;
+        let alive = http
+            .get(format!("{}/healthz", file.admin))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        alive.then(|| Api {
+            base: file.admin,
+            http,
+            token: config
+                .daemon
+                .admin_token
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("admin API: {}", crate::upstream::error_chain(&e)))?;
+        let status = resp.status();
+        let body = resp.bytes().await.context("admin API: reading the reply")?;
+        if !status.is_success() {
+            bail!("{}", String::from_utf8_lossy(&body));
+        }
+        serde_json::from_slice(&body).context("admin API: unreadable reply")
+    }
+
+    async fn text(&self, req: reqwest::RequestBuilder) -> anyhow::Result<String> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("admin API: {}", crate::upstream::error_chain(&e)))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{body}");
+        }
+        Ok(body)
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Ledger> {
+    Ledger::open(&config.daemon.state_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(no running daemon answered for {}; if one runs, its admin API is unreachable)",
+            config.daemon.state_dir.display()
+        )
+    })
+}
+
+pub async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let status: Status = match Api::find(&config).await {
+        Some(api) => {
+            api.call(api.http.get(format!("{}/api/status", api.base)))
+                .await?
+        }
+        None => {
+            let ledger = open_store(&config)?;
+            crate::engine::status(
+                &config,
+                &ledger,
+                0,
+                config.daemon.dry_run,
+                Default::default(),
+            )?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status_text(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn when(t: Option<i64>, now: i64) -> String {
+    t.map_or("-".into(), |t| {
+        format!("{} ({})", timefmt::utc(t), timefmt::relative(t - now))
+    })
+}
+
+fn status_text(s: &Status) -> String {
+    let mut out = String::new();
+    let live = if s.generation == 0 {
+        "daemon not running; from the store"
+    } else {
+        "live"
+    };
+    let _ = writeln!(
+        out,
+        "vipd status ({live}, config generation {}, dry run: {})",
+        s.generation, s.dry_run
+    );
+    for c in &s.checks {
+        let _ = writeln!(out, "\n{} / {} ({})", c.rule, c.account, c.membership);
+        let _ = writeln!(out, "  ends        {}", when(c.observed_end, s.now));
+        let _ = writeln!(out, "  checked     {}", when(c.checked_at, s.now));
+        let _ = writeln!(out, "  next check  {}", when(c.next_check, s.now));
+        let _ = writeln!(
+            out,
+            "  decision    {}",
+            if c.decision.is_empty() {
+                "-"
+            } else {
+                &c.decision
+            }
+        );
+        if let Some(o) = &c.last_order {
+            let _ = writeln!(
+                out,
+                "  last order  {} {} (attempt {}, spent {}): {}",
+                &o.key[..12],
+                o.state,
+                o.attempts,
+                o.spent,
+                o.why
+            );
+        }
+    }
+    let counts: Vec<String> = s
+        .orders
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\norders: {}",
+        if counts.is_empty() {
+            "none".into()
+        } else {
+            counts.join(", ")
+        }
+    );
+    for sp in &s.spend {
+        let cap = |c: Option<crate::units::Fen>| c.map_or("no cap".into(), |c| format!("cap {c}"));
+        let _ = writeln!(
+            out,
+            "spend {}: {} on {} ({}), {} in {} ({})",
+            sp.rule,
+            sp.used_day,
+            sp.day,
+            cap(sp.per_day),
+            sp.used_month,
+            sp.month,
+            cap(sp.per_month)
+        );
+    }
+    for (p, why) in &s.paused {
+        let _ = writeln!(out, "PAUSED provider {p}: {why}");
+    }
+    for (a, err) in &s.attention {
+        let _ = writeln!(out, "ATTENTION account {a}: {err}");
+    }
+    if !s.events.is_empty() {
+        let _ = writeln!(out, "\nrecent events:");
+        for e in &s.events {
+            let who = [e.account.as_deref(), e.rule.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("/");
+            let _ = writeln!(
+                out,
+                "  {} {:<19} {:<14} {}",
+                timefmt::utc(e.at),
+                e.kind,
+                who,
+                e.detail
+            );
+        }
+    }
+    out
+}
+
+pub async fn orders(
+    path: &Path,
+    state: Option<OrderState>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let list: Vec<Order> = match Api::find(&config).await {
+        Some(api) => {
+            let mut req = api.http.get(format!("{}/api/orders", api.base));
+            if let Some(s) = state {
+                req = req.query(&[("state", s.as_str())]);
+            }
+            api.call(req).await?
+        }
+        None => open_store(&config)?.orders(state)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        println!(
+            "no orders{}",
+            state.map(|s| format!(" in state {s}")).unwrap_or_default()
+        );
+    }
+    for o in &list {
+        println!(
+            "{}  {:<9}  {} / {} / {}  attempt {}  spent {}  {}",
+            o.key,
+            o.state.as_str(),
+            o.rule,
+            o.account,
+            o.membership,
+            o.attempts,
+            o.spent,
+            timefmt::utc(o.updated_at)
+        );
+        for t in &o.history {
+            println!(
+                "    {} {:<9} {}",
+                timefmt::utc(t.at),
+                t.state.as_str(),
+                t.why
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn resolve(path: &Path, key: &str, paid: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let order: Order = match Api::find(&config).await {
+        Some(api) => {
+            let body = serde_json::json!({"as": if paid { "succeeded" } else { "failed" }});
+            api.call(
+                api.http
+                    .post(format!("{}/api/orders/{key}/resolve", api.base))
+                    .json(&body),
+            )
+            .await?
+        }
+        None => {
+            let ledger = open_store(&config)?;
+            crate::engine::resolve(&ledger, key, paid)
+                .await
+                .map_err(anyhow::Error::msg)?
+        }
+    };
+    println!(
+        "order {} is now {}: {}",
+        order.key,
+        order.state,
+        order.last_why()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `--at`: unix seconds or RFC 3339.
+fn parse_at(at: &str) -> anyhow::Result<i64> {
+    if let Ok(secs) = at.parse::<i64>() {
+        return Ok(secs);
+    }
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| t.timestamp())
+        .with_context(|| {
+            format!("--at {at:?}: expected unix seconds or RFC 3339 such as 2026-12-01T00:00:00Z")
+        })
+}
+
+/// An engine over the store, not scheduling: for `plan` and `recharge`
+/// when no daemon runs.
+async fn offline_engine(
+    path: &Path,
+) -> anyhow::Result<(Arc<Engine>, Option<crate::sandbox::SandboxHandle>)> {
+    let (config, sandbox) = super::load_with_sandbox(path).await?;
+    let ledger = Arc::new(open_store(&config)?);
+    let dry = config.daemon.dry_run;
+    Ok((Engine::new(ledger, config, dry), sandbox))
+}
+
+pub async fn plan(
+    path: &Path,
+    account: Option<&str>,
+    at: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let at = at.map(parse_at).transpose()?;
+    let lines: Vec<PlanLine> = match Api::find(&config).await {
+        Some(api) => {
+            let mut q: Vec<(&str, String)> = Vec::new();
+            if let Some(a) = account {
+                q.push(("account", a.to_owned()));
+            }
+            if let Some(t) = at {
+                q.push(("at", t.to_string()));
+            }
+            api.call(api.http.get(format!("{}/api/plan", api.base)).query(&q))
+                .await?
+        }
+        None => {
+            let (engine, sandbox) = offline_engine(path).await?;
+            if sandbox.is_some() {
+                eprintln!("note: no daemon running; reading from a fresh in-process sandbox");
+            }
+            let lines = engine.plan(account, at).await.map_err(anyhow::Error::msg);
+            if let Some(sb) = sandbox {
+                sb.shutdown().await;
+            }
+            lines?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        let now = at.unwrap_or_else(crate::upstream::Clock::system_unix);
+        for l in &lines {
+            println!(
+                "{:<5} {} / {} ({}, ends {}): {}",
+                if l.due { "DUE" } else { "-" },
+                l.rule,
+                l.account,
+                l.membership,
+                l.end.map_or("never".into(), |e| format!(
+                    "{} ({})",
+                    timefmt::utc(e),
+                    timefmt::relative(e - now)
+                )),
+                l.decision
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn recharge(
+    path: &Path,
+    account: &str,
+    product: &str,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let result = match Api::find(&config).await {
+        Some(api) => {
+            let body =
+                serde_json::json!({"account": account, "product": product, "dry_run": dry_run});
+            api.text(
+                api.http
+                    .post(format!("{}/api/recharge", api.base))
+                    .json(&body),
+            )
+            .await
+        }
+        None => {
+            let (engine, sandbox) = offline_engine(path).await?;
+            let r = engine
+                .manual_recharge(account, product, dry_run)
+                .await
+                .map_err(anyhow::Error::msg);
+            if let Some(sb) = sandbox {
+                sb.shutdown().await;
+            }
+            r
+        }
+    };
+    println!("{}", result?);
+    Ok(ExitCode::SUCCESS)
+}

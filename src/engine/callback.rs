@@ -1,0 +1,197 @@
+//! Vendor callbacks (SPEC §1.3): verify, find the order, settle it once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Engine;
+use super::check::log_transition;
+use super::decide::retry_time;
+use super::events::{EventKind, emit};
+use crate::ledger::{OrderState, Settlement};
+use crate::units::Fen;
+use crate::upstream::Clock;
+
+/// How a callback was answered: HTTP status and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackReply {
+    /// 200, 400, 403 or 404.
+    pub status: u16,
+    /// The configured reply on success; a reason otherwise.
+    pub body: String,
+}
+
+impl CallbackReply {
+    fn err(status: u16, body: impl Into<String>) -> Self {
+        CallbackReply {
+            status,
+            body: body.into(),
+        }
+    }
+}
+
+impl Engine {
+    /// Handles one callback for `provider` with its fields (query, form or
+    /// JSON, flattened). Nothing changes unless the signature verifies.
+    pub async fn handle_callback(
+        self: &Arc<Self>,
+        provider: &str,
+        fields: &[(String, String)],
+    ) -> CallbackReply {
+        let rt = self.runtime();
+        let Some(seller) = rt.sellers.get(provider) else {
+            return CallbackReply::err(404, "unknown provider");
+        };
+        let map = &seller.callback;
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let Some(sign) = get(&map.sign_field) else {
+            tracing::warn!(provider, "callback without a signature refused");
+            return CallbackReply::err(403, "missing signature");
+        };
+        let signed = fields
+            .iter()
+            .filter(|(k, _)| *k != map.sign_field)
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        if !seller.signer.verify(signed, sign) {
+            tracing::warn!(provider, "callback with a wrong signature refused");
+            return CallbackReply::err(403, "bad signature");
+        }
+        let Some(vendor_id) = get(&map.order_field).filter(|s| !s.is_empty()) else {
+            return CallbackReply::err(400, format!("no {} field", map.order_field));
+        };
+        let status = get(&map.status_field).unwrap_or("");
+        let success = if map.success_values.iter().any(|v| v == status) {
+            true
+        } else if map.failure_values.iter().any(|v| v == status) {
+            false
+        } else {
+            tracing::warn!(
+                provider,
+                vendor_order = vendor_id,
+                status,
+                "callback with an unrecognised status; order left as it is"
+            );
+            return CallbackReply::err(
+                400,
+                format!("unrecognised {} {status:?}", map.status_field),
+            );
+        };
+        let key = match self.ledger.key_of_vendor_order(provider, vendor_id) {
+            Ok(Some(key)) => key,
+            Ok(None) => match self.match_by_target(provider, get(&seller.target_param)) {
+                Some(key) => key,
+                None => {
+                    tracing::warn!(
+                        provider,
+                        vendor_order = vendor_id,
+                        "callback for an order we do not know"
+                    );
+                    return CallbackReply::err(404, "unknown order");
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the ledger for a callback");
+                return CallbackReply::err(503, "store unavailable");
+            }
+        };
+        let price = get(&map.price_field).and_then(|p| Fen::parse_yuan(p).ok());
+        let now = Clock::system_unix();
+        let order = match self.ledger.get(&key) {
+            Ok(Some(o)) => o,
+            _ => return CallbackReply::err(404, "unknown order"),
+        };
+        let rule = rt.config.rule(&order.rule);
+        let verify_within = rule.map_or(3600, |r| r.verify_within.as_secs() as i64);
+        let settlement = if success {
+            Settlement::Paid {
+                price,
+                verify_deadline: now + verify_within,
+                why: format!("callback: {status} (vendor order {vendor_id})"),
+            }
+        } else {
+            Settlement::NotPaid {
+                retry_at: Some(retry_time(
+                    600,
+                    7200,
+                    order.attempts,
+                    now,
+                    order.observed_end,
+                )),
+                why: format!("callback: {status} (vendor order {vendor_id}); not paid"),
+            }
+        };
+        match self.ledger.settle(&key, now, settlement) {
+            Ok(Some(o)) => {
+                log_transition(&o);
+                emit(
+                    &self.ledger,
+                    EventKind::OrderSettled,
+                    now,
+                    Some(&o.account),
+                    Some(&o.rule),
+                    Some(&o.key),
+                    format!("{} by callback ({status})", o.state),
+                );
+                if o.state == OrderState::Succeeded {
+                    self.follow_up(&o.rule, &o.account, Duration::from_secs(1));
+                } else if let Some(at) = o.retry_at {
+                    self.follow_up(
+                        &o.rule,
+                        &o.account,
+                        Duration::from_secs((at - now).max(1) as u64),
+                    );
+                }
+            }
+            Ok(None) => tracing::debug!(
+                key,
+                "repeated callback for a settled order; nothing changes"
+            ),
+            Err(e) => {
+                tracing::error!(key, error = %e, "cannot settle the order from its callback");
+                return CallbackReply::err(503, "store unavailable");
+            }
+        }
+        // Acknowledge only what is on disk: the vendor stops calling back
+        // once we say the configured reply.
+        if let Err(e) = self.ledger.durable().await {
+            tracing::error!(key, error = %e, "settlement not durable; asking the vendor to call again");
+            return CallbackReply::err(503, "store unavailable");
+        }
+        CallbackReply {
+            status: 200,
+            body: map.reply.clone(),
+        }
+    }
+
+    /// A callback whose vendor id we never saw (its reply was lost): match
+    /// it to the one `unknown` order of the account it names, if exactly
+    /// one. (A `sent` order is still being answered; the vendor will call
+    /// again once its reply is recorded.)
+    fn match_by_target(&self, provider: &str, target: Option<&str>) -> Option<String> {
+        let rt = self.runtime();
+        let account = rt
+            .config
+            .accounts
+            .iter()
+            .find(|a| Some(a.qq_number.as_str()) == target)?;
+        let open: Vec<_> = self
+            .ledger
+            .orders_of(&account.name)
+            .ok()?
+            .into_iter()
+            .filter(|o| {
+                o.provider == provider
+                    && o.vendor_orderid.is_none()
+                    && o.state == OrderState::Unknown
+            })
+            .collect();
+        match open.as_slice() {
+            [only] => Some(only.key.clone()),
+            _ => None,
+        }
+    }
+}

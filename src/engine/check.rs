@@ -1,0 +1,568 @@
+//! One check of one account under one rule: read the membership, settle
+//! open orders by evidence, decide, and pay when due.
+//!
+//! The order of steps when paying is the whole safety story:
+//! 1. wait for the provider's in-flight and rate slots;
+//! 2. re-read the expiry; skip if it moved since the decision;
+//! 3. plan in the ledger (key unused or retryable, budget held) and make
+//!    that durable;
+//! 4. mark `sent` and make that durable;
+//! 5. only then send; record what the reply means.
+//!
+//! A crash before 4 leaves `planned` (never sent, retried after restart);
+//! a crash after 4 leaves `sent`, which restart turns into `unknown`:
+//! possibly paid, never re-sent automatically.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::decide::{self, Admission, AfterAttempt, BudgetView, Decision, Facts, GateEffect};
+use super::events::{EventKind, emit};
+use super::{Engine, Runtime, period};
+use crate::config::{Account, Product, Rule};
+use crate::ledger::{
+    AttemptResult, CheckState, LedgerError, Order, OrderState, PlanRequest, Settlement,
+    Verification, decision_key,
+};
+use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoError};
+use crate::upstream::{Clock, RechargeRequest};
+
+/// Follow-up checks after a payment, to catch the new end quickly.
+const FOLLOW_UPS: [u64; 8] = [2, 5, 15, 30, 60, 120, 300, 900];
+
+/// Tolerance when comparing a new end with the expected one (SPEC §3.3).
+const END_TOLERANCE: i64 = 86_400;
+
+impl Engine {
+    /// Reads an account's memberships through its reader's traffic control.
+    pub(super) async fn read(
+        &self,
+        rt: &Runtime,
+        account: &Account,
+    ) -> Result<VipInfo, VipInfoError> {
+        let reader = rt
+            .readers
+            .get(&account.provider)
+            .expect("validated: every account has a reader");
+        let _slot = reader.traffic.enter().await;
+        reader
+            .client
+            .fetch(&account.openid, &account.access_token)
+            .await
+    }
+
+    /// One check; never fails (every problem is logged, counted or recorded).
+    pub(super) async fn check(
+        self: &Arc<Self>,
+        rt: &Arc<Runtime>,
+        rule_name: &str,
+        account_name: &str,
+    ) {
+        let (Some(rule), Some(account)) =
+            (rt.config.rule(rule_name), rt.config.account(account_name))
+        else {
+            return;
+        };
+        let Some(product) = rt.config.products.get(&rule.product) else {
+            return;
+        };
+        let info = match self.read(rt, account).await {
+            Ok(info) => {
+                self.note_read_ok(account);
+                info
+            }
+            Err(e) => {
+                self.note_read_error(rule, account, &e);
+                return;
+            }
+        };
+        let end = info.end(rule.membership);
+        let now = Clock::system_unix();
+        if let Err(e) = self.settle_by_evidence(rt, account, rule.membership, end, now) {
+            tracing::error!(account = %account.name, error = %e, "could not apply evidence to open orders");
+        }
+        let decision = match self.decide_now(rt, rule, account, product, end, now) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(account = %account.name, rule = %rule.name, error = %e, "cannot read the ledger; no decision");
+                return;
+            }
+        };
+        let state = CheckState {
+            checked_at: Some(now),
+            observed_end: end,
+            next_check: None,
+            decision: decision.describe(),
+        };
+        if let Err(e) = self
+            .ledger
+            .put_check_state(&rule.name, &account.name, &state)
+        {
+            tracing::warn!(error = %e, "could not record the check");
+        }
+        tracing::debug!(account = %account.name, rule = %rule.name, decision = %state.decision, "checked");
+        match decision {
+            Decision::Renew { why } => {
+                self.renew(rt, rule, account, product, end, why).await;
+            }
+            Decision::BudgetExceeded { period, cap, used } => emit(
+                &self.ledger,
+                EventKind::BudgetExceeded,
+                now,
+                Some(&account.name),
+                Some(&rule.name),
+                None,
+                format!(
+                    "not renewing {}: {used} of {cap} per {period} used; {} more would pass it",
+                    rule.membership, product.max_price
+                ),
+            ),
+            _ => {}
+        }
+    }
+
+    /// The decision for (rule, account) given the end just read.
+    pub(super) fn decide_now(
+        &self,
+        rt: &Runtime,
+        rule: &Rule,
+        account: &Account,
+        product: &Product,
+        end: Option<i64>,
+        now: i64,
+    ) -> Result<Decision, LedgerError> {
+        let key = decision_key(&rule.name, &account.name, rule.membership, end);
+        let existing = self.ledger.get(&key)?;
+        let (day, month) = period::periods(now, rt.config.daemon.timezone);
+        let budget = BudgetView {
+            per_day: rule.budget.per_day,
+            used_day: self.ledger.spend(&rule.name, &day)?.used(),
+            per_month: rule.budget.per_month,
+            used_month: self.ledger.spend(&rule.name, &month)?.used(),
+        };
+        let admission = rt
+            .sellers
+            .get(&product.provider)
+            .map_or(Admission::Open, |s| s.gate.peek(now));
+        Ok(decide::decide(&Facts {
+            now,
+            end,
+            renew_before: rule.renew_before,
+            when_lapsed: rule.when_lapsed,
+            max_attempts: rule.max_attempts,
+            existing: existing.as_ref(),
+            admission,
+            budget,
+            max_price: product.max_price,
+        }))
+    }
+
+    fn note_read_ok(&self, account: &Account) {
+        match self.ledger.account_state(&account.name) {
+            Ok(s) if s.auth_failing || s.last_error.is_some() => {
+                let _ = self
+                    .ledger
+                    .put_account_state(&account.name, &Default::default());
+                tracing::info!(account = %account.name, "membership reads work again");
+            }
+            _ => {}
+        }
+    }
+
+    /// A failed read makes no decision. Token problems fire
+    /// `account_auth_failed` once per failure streak.
+    fn note_read_error(&self, rule: &Rule, account: &Account, e: &VipInfoError) {
+        let now = Clock::system_unix();
+        let mut state = self.ledger.account_state(&account.name).unwrap_or_default();
+        let first_of_streak = e.is_token_problem() && !state.auth_failing;
+        state.auth_failing |= e.is_token_problem();
+        state.last_error = Some(e.to_string());
+        let _ = self.ledger.put_account_state(&account.name, &state);
+        if first_of_streak {
+            emit(
+                &self.ledger,
+                EventKind::AccountAuthFailed,
+                now,
+                Some(&account.name),
+                Some(&rule.name),
+                None,
+                format!("credentials need attention: {e}"),
+            );
+        } else {
+            tracing::warn!(account = %account.name, rule = %rule.name, error = %e, "membership read failed; no decision this time");
+        }
+    }
+
+    /// Settles or verifies this account's open orders for `membership`
+    /// with the end just read: evidence that a renewal happened.
+    pub(super) fn settle_by_evidence(
+        &self,
+        rt: &Runtime,
+        account: &Account,
+        membership: Membership,
+        end: Option<i64>,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        for order in self.ledger.orders_of(&account.name)? {
+            if order.membership != membership
+                || matches!(
+                    order.state,
+                    OrderState::Planned | OrderState::Sent | OrderState::Failed
+                )
+            {
+                continue;
+            }
+            let Some(product) = rt.config.products.get(&order.product) else {
+                continue;
+            };
+            let base = order.observed_end.unwrap_or(0).max(order.created_at);
+            let expected = base + product.adds.as_secs() as i64 - END_TOLERANCE;
+            let moved = end.is_some_and(|e| e >= expected);
+            let verify_within = rt
+                .config
+                .rule(&order.rule)
+                .map_or(3600, |r| r.verify_within.as_secs() as i64);
+            match (order.state, &order.verification, moved) {
+                (OrderState::Pending | OrderState::Unknown, _, true) => {
+                    let why = format!(
+                        "evidence: {membership} end moved to {} (expected at least {})",
+                        crate::timefmt::utc(end.unwrap_or(0)),
+                        crate::timefmt::utc(expected)
+                    );
+                    if let Some(o) = self.ledger.settle(
+                        &order.key,
+                        now,
+                        Settlement::Paid {
+                            price: None,
+                            verify_deadline: now + verify_within,
+                            why: why.clone(),
+                        },
+                    )? {
+                        emit(
+                            &self.ledger,
+                            EventKind::OrderSettled,
+                            now,
+                            Some(&o.account),
+                            Some(&o.rule),
+                            Some(&o.key),
+                            format!("succeeded by {why}"),
+                        );
+                        self.verified(&o, end.unwrap_or(0), now)?;
+                    }
+                }
+                (OrderState::Succeeded, Verification::Waiting { .. }, true) => {
+                    self.verified(&order, end.unwrap_or(0), now)?
+                }
+                (OrderState::Succeeded, Verification::Waiting { deadline }, false)
+                    if now > *deadline =>
+                {
+                    self.ledger
+                        .set_verification(&order.key, Verification::Unverified { at: now })?;
+                    emit(
+                        &self.ledger,
+                        EventKind::RenewalUnverified,
+                        now,
+                        Some(&order.account),
+                        Some(&order.rule),
+                        Some(&order.key),
+                        format!(
+                            "paid, but {membership} still ends {} (expected at least {}); not paying again",
+                            end.map_or("never".into(), crate::timefmt::utc),
+                            crate::timefmt::utc(expected)
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn verified(&self, order: &Order, new_end: i64, now: i64) -> Result<(), LedgerError> {
+        self.ledger
+            .set_verification(&order.key, Verification::Verified { at: now, new_end })?;
+        emit(
+            &self.ledger,
+            EventKind::RenewalVerified,
+            now,
+            Some(&order.account),
+            Some(&order.rule),
+            Some(&order.key),
+            format!(
+                "{} now ends {}",
+                order.membership,
+                crate::timefmt::utc(new_end)
+            ),
+        );
+        Ok(())
+    }
+
+    /// Pays for one renewal, through every guard. Returns the order when
+    /// one was planned.
+    pub(super) async fn renew(
+        self: &Arc<Self>,
+        rt: &Arc<Runtime>,
+        rule: &Rule,
+        account: &Account,
+        product: &Product,
+        observed_end: Option<i64>,
+        why: String,
+    ) -> Option<Order> {
+        if self.dry_run {
+            tracing::info!(account = %account.name, rule = %rule.name, product = %product.name, "dry run: would renew ({why})");
+            return None;
+        }
+        let seller = rt
+            .sellers
+            .get(&product.provider)
+            .expect("validated: products have sellers");
+        let _slot = seller.traffic.enter().await;
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        let now = Clock::system_unix();
+        if let Admission::Closed { why } = seller.gate.admit(now) {
+            tracing::info!(account = %account.name, provider = %product.provider, "provider paused: {why}");
+            return None;
+        }
+        // Re-read right before paying: the end may have moved since.
+        match self.read(rt, account).await {
+            Ok(info) if info.end(rule.membership) != observed_end => {
+                tracing::info!(account = %account.name, rule = %rule.name, "expiry moved before paying; deciding again");
+                self.follow_up(&rule.name, &account.name, Duration::from_secs(1));
+                return None;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(account = %account.name, error = %e, "re-read before paying failed; not paying");
+                return None;
+            }
+        }
+        let now = Clock::system_unix();
+        let (day, month) = period::periods(now, rt.config.daemon.timezone);
+        let request = PlanRequest {
+            key: decision_key(&rule.name, &account.name, rule.membership, observed_end),
+            rule: rule.name.clone(),
+            account: account.name.clone(),
+            membership: rule.membership,
+            observed_end,
+            product: product.name.clone(),
+            provider: product.provider.clone(),
+            max_price: product.max_price,
+            max_attempts: rule.max_attempts,
+            budget: rule.budget,
+            day,
+            month,
+            why,
+        };
+        let order = match self.ledger.plan(&request, now) {
+            Ok(Ok(order)) => order,
+            Ok(Err(refusal)) => {
+                if let crate::ledger::Refusal::Budget { .. } = refusal {
+                    emit(
+                        &self.ledger,
+                        EventKind::BudgetExceeded,
+                        now,
+                        Some(&account.name),
+                        Some(&rule.name),
+                        Some(&request.key),
+                        format!("not renewing: {refusal}"),
+                    );
+                } else {
+                    tracing::info!(account = %account.name, rule = %rule.name, "not paying: {refusal}");
+                }
+                return None;
+            }
+            Err(e) => {
+                emit(
+                    &self.ledger,
+                    EventKind::Error,
+                    now,
+                    Some(&account.name),
+                    Some(&rule.name),
+                    Some(&request.key),
+                    format!("cannot plan the order: {e}"),
+                );
+                return None;
+            }
+        };
+        log_transition(&order);
+        if let Err(e) = self.ledger.durable().await {
+            emit(
+                &self.ledger,
+                EventKind::Error,
+                now,
+                Some(&account.name),
+                Some(&rule.name),
+                Some(&order.key),
+                format!("the planned order is not durable, not sending: {e}"),
+            );
+            return Some(order);
+        }
+        let order = match self.ledger.mark_sent(&order.key, Clock::system_unix()) {
+            Ok(o) => o,
+            Err(e) => {
+                emit(
+                    &self.ledger,
+                    EventKind::Error,
+                    now,
+                    Some(&account.name),
+                    Some(&rule.name),
+                    Some(&order.key),
+                    format!("cannot mark the order sent, not sending: {e}"),
+                );
+                return Some(order);
+            }
+        };
+        if let Err(e) = self.ledger.durable().await {
+            emit(
+                &self.ledger,
+                EventKind::Error,
+                now,
+                Some(&account.name),
+                Some(&rule.name),
+                Some(&order.key),
+                format!("the sent mark is not durable, not sending: {e}"),
+            );
+            return Some(order);
+        }
+        log_transition(&order);
+        let notify = rt.notify_url(&product.provider);
+        let attempt = seller
+            .client
+            .send(&RechargeRequest {
+                path: &product.path,
+                target: &account.qq_number,
+                notify_url: Some(&notify),
+                extra: &product.params,
+            })
+            .await;
+        let now = Clock::system_unix();
+        let class = attempt.outcome.class;
+        let (after, effect) =
+            decide::after_attempt(class, seller.debug, order.attempts, now, observed_end);
+        let reply = attempt.outcome.reply.as_ref();
+        let price = reply
+            .and_then(|r| r.price)
+            .or_else(|| seller.debug.then_some(crate::units::Fen::ZERO));
+        let vendor_orderid = reply.and_then(|r| r.orderid.clone());
+        let result = match after {
+            AfterAttempt::Succeeded => AttemptResult::Succeeded {
+                price,
+                vendor_orderid,
+                verify_deadline: now + rule.verify_within.as_secs() as i64,
+            },
+            AfterAttempt::Pending => AttemptResult::Pending {
+                price,
+                vendor_orderid,
+            },
+            AfterAttempt::Unknown => AttemptResult::Unknown,
+            AfterAttempt::Failed { retry_at } => AttemptResult::Failed { retry_at },
+        };
+        let order = match self.ledger.record_attempt(
+            &order.key,
+            now,
+            class.as_str(),
+            &attempt.outcome.detail,
+            result,
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                // The order stays `sent`: restart will make it `unknown`.
+                emit(
+                    &self.ledger,
+                    EventKind::Error,
+                    now,
+                    Some(&account.name),
+                    Some(&rule.name),
+                    Some(&order.key),
+                    format!("cannot record the reply ({class}): {e}"),
+                );
+                return Some(order);
+            }
+        };
+        let _ = self.ledger.durable().await;
+        log_transition(&order);
+        emit(
+            &self.ledger,
+            EventKind::RechargeResult,
+            now,
+            Some(&account.name),
+            Some(&rule.name),
+            Some(&order.key),
+            format!(
+                "attempt {}: {class}: {} → order {}",
+                order.attempts, attempt.outcome.detail, order.state
+            ),
+        );
+        if seller.gate.apply(effect, &attempt.outcome.detail, now) {
+            emit(
+                &self.ledger,
+                EventKind::ProviderPaused,
+                now,
+                Some(&account.name),
+                Some(&rule.name),
+                Some(&order.key),
+                format!(
+                    "provider {} paused: {} ({})",
+                    product.provider,
+                    attempt.outcome.detail,
+                    if effect == GateEffect::PauseUntilReload {
+                        "until the configuration is reloaded"
+                    } else {
+                        "until a probe order succeeds"
+                    }
+                ),
+            );
+        }
+        match order.state {
+            OrderState::Unknown => emit(
+                &self.ledger,
+                EventKind::OrderUnknown,
+                now,
+                Some(&account.name),
+                Some(&rule.name),
+                Some(&order.key),
+                format!(
+                    "possibly paid, not re-sending: {}; resolve by evidence or `vipd orders resolve {}`",
+                    attempt.outcome.detail, order.key
+                ),
+            ),
+            OrderState::Succeeded => emit(
+                &self.ledger,
+                EventKind::OrderSettled,
+                now,
+                Some(&account.name),
+                Some(&rule.name),
+                Some(&order.key),
+                format!("succeeded: {}", attempt.outcome.detail),
+            ),
+            _ => {}
+        }
+        match order.state {
+            OrderState::Failed => {
+                if let Some(at) = order
+                    .retry_at
+                    .filter(|_| order.attempts < rule.max_attempts)
+                {
+                    self.follow_up(
+                        &rule.name,
+                        &account.name,
+                        Duration::from_secs((at - now).max(1) as u64),
+                    );
+                }
+            }
+            _ => {
+                for secs in FOLLOW_UPS {
+                    self.follow_up(&rule.name, &account.name, Duration::from_secs(secs));
+                }
+            }
+        }
+        Some(order)
+    }
+}
+
+/// Every order transition is logged once with account, rule, key, state.
+pub(super) fn log_transition(o: &Order) {
+    tracing::info!(account = %o.account, rule = %o.rule, key = %o.key, state = %o.state, attempt = o.attempts, "order {}: {}", o.state, o.last_why());
+}

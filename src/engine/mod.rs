@@ -1,0 +1,389 @@
+//! The renewal engine: schedules checks, reads memberships, decides, pays
+//! through the ledger, settles by callback or evidence, and verifies.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `decide.rs` | pure decisions, outcome meanings, backoff |
+//! | `check.rs` | one check of one account under one rule; paying |
+//! | `callback.rs` | vendor callbacks |
+//! | `report.rs` | `status`, `plan`, manual recharges |
+//! | `gate.rs` | provider pause gates, rate limits, in-flight caps |
+//! | `period.rs` | budget days and months in the configured timezone |
+//! | `events.rs` | events, logged and kept |
+//!
+//! Configuration lives in a [`Runtime`] behind an `Arc` that a reload swaps
+//! whole; a check holds the `Arc` it started with, so orders in flight are
+//! never affected by a reload.
+
+mod callback;
+mod check;
+pub mod decide;
+pub mod events;
+mod gate;
+pub mod period;
+mod report;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use report::{PlanLine, Status, resolve, status};
+
+use crate::config::{CallbackMapping, Config, Provider};
+use crate::ledger::Ledger;
+use crate::upstream::{Clock, RechargeClient, Signer, VipInfoClient};
+use gate::{Gate, Traffic};
+
+/// A membership reader: one `qq_connect` provider.
+struct Reader {
+    client: VipInfoClient,
+    traffic: Traffic,
+}
+
+/// A seller: one `recharge` provider.
+struct Seller {
+    client: RechargeClient,
+    traffic: Traffic,
+    gate: Gate,
+    debug: bool,
+    signer: Signer,
+    callback: CallbackMapping,
+    target_param: String,
+}
+
+/// One configuration generation with its clients and gates.
+pub struct Runtime {
+    /// The validated configuration.
+    pub config: Config,
+    /// Counts reloads; 1 for the first configuration.
+    pub generation: u64,
+    readers: HashMap<String, Reader>,
+    sellers: HashMap<String, Seller>,
+}
+
+impl Runtime {
+    /// Builds clients and gates for `config`.
+    pub fn build(config: Config, generation: u64, http: &reqwest::Client) -> Runtime {
+        let mut readers = HashMap::new();
+        let mut sellers = HashMap::new();
+        for (name, p) in &config.providers {
+            match p {
+                Provider::QqConnect(q) => {
+                    readers.insert(
+                        name.clone(),
+                        Reader {
+                            client: VipInfoClient::new(
+                                http.clone(),
+                                &q.base_url,
+                                &q.oauth_consumer_key,
+                                q.format,
+                                q.timeout,
+                            ),
+                            traffic: Traffic::new(q.rate_limit, usize::MAX >> 4),
+                        },
+                    );
+                }
+                Provider::Recharge(r) => {
+                    sellers.insert(
+                        name.clone(),
+                        Seller {
+                            client: RechargeClient::new(
+                                http.clone(),
+                                r.endpoint(),
+                                Arc::new(Clock::default()),
+                            ),
+                            traffic: Traffic::new(r.rate_limit, r.max_in_flight as usize),
+                            gate: Gate::new(config.daemon.probe_every),
+                            debug: r.debug,
+                            signer: r.signer(),
+                            callback: r.callback.clone(),
+                            target_param: r.target_param.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        Runtime {
+            config,
+            generation,
+            readers,
+            sellers,
+        }
+    }
+
+    /// The `notify_url` for a provider.
+    fn notify_url(&self, provider: &str) -> String {
+        let d = &self.config.daemon;
+        match &d.public_url {
+            Some(url) => format!("{url}/notify/{provider}"),
+            None => format!("http://{}/notify/{provider}", d.callback_listen),
+        }
+    }
+}
+
+/// How long shutdown waits for checks in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A scheduled wake-up of one (rule, account) pair.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Wake {
+    /// Unix milliseconds.
+    at_ms: i64,
+    rule: String,
+    account: String,
+    /// Regular wakes schedule the next regular one; follow-ups do not.
+    regular: bool,
+}
+
+/// The engine. Cheap to share: everything inside is behind `Arc`s.
+pub struct Engine {
+    ledger: Arc<Ledger>,
+    runtime: RwLock<Arc<Runtime>>,
+    http: reqwest::Client,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    wake_tx: mpsc::UnboundedSender<Wake>,
+    wake_rx: Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
+    checks: Semaphore,
+    running: Mutex<HashSet<(String, String)>>,
+    dry_run: bool,
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A deterministic offset in `[0, window)` for a pair, so that 10,000
+/// accounts of one rule do not all fire in the same second.
+pub fn spread(rule: &str, account: &str, window: Duration) -> Duration {
+    let ms = window.as_millis() as u64;
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (rule, account).hash(&mut h);
+    Duration::from_millis(h.finish() % ms)
+}
+
+impl Engine {
+    /// An engine over `ledger` with its first configuration.
+    pub fn new(ledger: Arc<Ledger>, config: Config, dry_run: bool) -> Arc<Engine> {
+        let http = crate::upstream::http_client();
+        let checks = Semaphore::new(config.daemon.max_concurrent_checks);
+        let runtime = Arc::new(Runtime::build(config, 1, &http));
+        let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+        Arc::new(Engine {
+            ledger,
+            runtime: RwLock::new(runtime),
+            http,
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            wake_tx,
+            wake_rx: Mutex::new(Some(wake_rx)),
+            checks,
+            running: Mutex::new(HashSet::new()),
+            dry_run,
+        })
+    }
+
+    /// The configuration generation in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Whether this engine never pays.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Swaps in a new configuration (generation + 1). Checks already
+    /// running keep the generation they started with.
+    pub fn reload(&self, config: Config) -> u64 {
+        let mut slot = self.runtime.write().unwrap_or_else(|p| p.into_inner());
+        let generation = slot.generation + 1;
+        *slot = Arc::new(Runtime::build(config, generation, &self.http));
+        generation
+    }
+
+    /// Asks for a check of (rule, account) after `delay`.
+    fn follow_up(&self, rule: &str, account: &str, delay: Duration) {
+        let _ = self.wake_tx.send(Wake {
+            at_ms: now_ms() + delay.as_millis() as i64,
+            rule: rule.to_owned(),
+            account: account.to_owned(),
+            regular: false,
+        });
+    }
+
+    /// Runs the scheduler until `stop` is cancelled, then stops taking new
+    /// work and waits for checks in flight to finish (orders in flight
+    /// settle or are recorded before this returns).
+    pub async fn run(self: &Arc<Self>, stop: CancellationToken) {
+        let Some(mut rx) = self
+            .wake_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            tracing::error!("the engine is already running");
+            return;
+        };
+        let mut heap: BinaryHeap<Reverse<Wake>> = BinaryHeap::new();
+        let start = now_ms();
+        let rt = self.runtime();
+        let mut generation = rt.generation;
+        for rule in &rt.config.rules {
+            for account in &rule.accounts {
+                let offset = spread(&rule.name, account, rt.config.daemon.startup_spread);
+                heap.push(Reverse(Wake {
+                    at_ms: start + offset.as_millis() as i64,
+                    rule: rule.name.clone(),
+                    account: account.clone(),
+                    regular: true,
+                }));
+            }
+        }
+        drop(rt);
+        loop {
+            // A reload may add or drop pairs: rebuild the regular schedule.
+            let rt = self.runtime();
+            if rt.generation != generation {
+                generation = rt.generation;
+                heap.retain(|Reverse(w)| !w.regular);
+                let now = now_ms();
+                for rule in &rt.config.rules {
+                    for account in &rule.accounts {
+                        let offset = spread(&rule.name, account, rt.config.daemon.startup_spread);
+                        heap.push(Reverse(Wake {
+                            at_ms: now + offset.as_millis() as i64,
+                            rule: rule.name.clone(),
+                            account: account.clone(),
+                            regular: true,
+                        }));
+                    }
+                }
+            }
+            drop(rt);
+            let sleep_for = heap.peek().map_or(Duration::from_secs(3600), |Reverse(w)| {
+                Duration::from_millis((w.at_ms - now_ms()).max(0) as u64)
+            });
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(sleep_for) => {}
+                Some(w) = rx.recv() => { heap.push(Reverse(w)); continue; }
+            }
+            let now = now_ms();
+            while heap.peek().is_some_and(|Reverse(w)| w.at_ms <= now) {
+                let Reverse(wake) = heap.pop().expect("peeked");
+                if wake.regular {
+                    if let Some(next) = self.next_regular(&wake, now) {
+                        heap.push(Reverse(next));
+                    }
+                }
+                self.dispatch(wake.rule, wake.account);
+            }
+        }
+        // Checks waiting for a slot give up before paying; checks whose
+        // request has left run to the end, within a bound.
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "checks still in flight after {SHUTDOWN_GRACE:?}; their orders stay `sent` and become `unknown` at the next start"
+            );
+        }
+    }
+
+    /// The next regular wake of a pair: its rule's schedule shifted by the
+    /// pair's spread offset, so the phase stays the same from cycle to cycle.
+    fn next_regular(&self, wake: &Wake, now_ms: i64) -> Option<Wake> {
+        let rt = self.runtime();
+        let rule = rt.config.rule(&wake.rule)?;
+        if !rule.accounts.contains(&wake.account) {
+            return None;
+        }
+        let tz = rt.config.daemon.timezone;
+        let now = now_ms / 1000;
+        let interval = rule.check.interval(now, tz);
+        let at_ms = match &rule.check {
+            crate::config::Check::Every(d) => now_ms + d.as_millis() as i64,
+            crate::config::Check::Cron { .. } => {
+                let offset = spread(&rule.name, &wake.account, interval).as_secs() as i64;
+                (rule.check.next_after(now - offset, tz)? + offset) * 1000
+            }
+        };
+        Some(Wake {
+            at_ms,
+            rule: wake.rule.clone(),
+            account: wake.account.clone(),
+            regular: true,
+        })
+    }
+
+    /// Runs one check in a tracked task, unless that pair is already
+    /// being checked.
+    fn dispatch(self: &Arc<Self>, rule: String, account: String) {
+        let pair = (rule, account);
+        if !self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pair.clone())
+        {
+            return;
+        }
+        let engine = self.clone();
+        self.tasks.spawn(async move {
+            if let Ok(_permit) = engine.checks.acquire().await {
+                let rt = engine.runtime();
+                engine.check(&rt, &pair.0, &pair.1).await;
+            }
+            engine
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pair);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_deterministic_and_fills_the_window() {
+        let w = Duration::from_secs(600);
+        assert_eq!(spread("r", "alice", w), spread("r", "alice", w));
+        let offsets: HashSet<u64> = (0..1000)
+            .map(|i| spread("r", &format!("a{i}"), w).as_secs())
+            .collect();
+        assert!(
+            offsets.len() > 400,
+            "1000 accounts share only {} distinct seconds",
+            offsets.len()
+        );
+        assert!(offsets.iter().all(|&s| s < 600));
+        assert_eq!(spread("r", "a", Duration::ZERO), Duration::ZERO);
+    }
+}

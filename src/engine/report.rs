@@ -1,0 +1,347 @@
+//! What the daemon can say about itself: `status`, `plan`, and the two
+//! operator actions, a manual recharge and resolving an order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::decide::Decision;
+use super::events::{EventKind, emit};
+use super::{Engine, period, spread};
+use crate::config::{Budget, Check, Config, Rule, WhenLapsed};
+use crate::ledger::{EventRecord, Ledger, LedgerError, Order, OrderState, Settlement};
+use crate::units::Fen;
+use crate::upstream::Clock;
+use crate::upstream::vipinfo::Membership;
+
+/// `vipd status` / `GET /api/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Status {
+    pub now: i64,
+    pub generation: u64,
+    pub dry_run: bool,
+    /// Per rule and account.
+    pub checks: Vec<CheckLine>,
+    /// Orders by state.
+    pub orders: BTreeMap<String, usize>,
+    /// Spending per rule this day and month.
+    pub spend: Vec<SpendLine>,
+    /// Paused providers and why.
+    pub paused: BTreeMap<String, String>,
+    /// Accounts whose reads fail.
+    pub attention: BTreeMap<String, String>,
+    /// The latest events.
+    pub events: Vec<EventRecord>,
+}
+
+/// One (rule, account) pair in `status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CheckLine {
+    pub rule: String,
+    pub account: String,
+    pub membership: Membership,
+    pub observed_end: Option<i64>,
+    pub checked_at: Option<i64>,
+    pub next_check: Option<i64>,
+    pub decision: String,
+    pub last_order: Option<OrderBrief>,
+}
+
+/// An order in one line.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct OrderBrief {
+    pub key: String,
+    pub state: OrderState,
+    pub attempts: u32,
+    pub spent: Fen,
+    pub updated_at: i64,
+    pub why: String,
+}
+
+impl From<&Order> for OrderBrief {
+    fn from(o: &Order) -> Self {
+        OrderBrief {
+            key: o.key.clone(),
+            state: o.state,
+            attempts: o.attempts,
+            spent: o.spent,
+            updated_at: o.updated_at,
+            why: o.last_why().to_owned(),
+        }
+    }
+}
+
+/// A rule's spending in `status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SpendLine {
+    pub rule: String,
+    pub day: String,
+    pub used_day: Fen,
+    pub per_day: Option<Fen>,
+    pub month: String,
+    pub used_month: Fen,
+    pub per_month: Option<Fen>,
+}
+
+/// Gathers a status from the configuration and the store. `paused` names
+/// paused providers (only a running daemon knows).
+pub fn status(
+    config: &Config,
+    ledger: &Ledger,
+    generation: u64,
+    dry_run: bool,
+    paused: BTreeMap<String, String>,
+) -> Result<Status, LedgerError> {
+    let now = Clock::system_unix();
+    let tz = config.daemon.timezone;
+    let mut orders = BTreeMap::new();
+    for s in OrderState::ALL {
+        orders.insert(s.as_str().to_owned(), 0);
+    }
+    for o in ledger.orders(None)? {
+        *orders.entry(o.state.as_str().to_owned()).or_default() += 1;
+    }
+    let mut checks = Vec::new();
+    let mut attention = BTreeMap::new();
+    for rule in &config.rules {
+        for name in &rule.accounts {
+            let c = ledger.check_state(&rule.name, name)?;
+            let last_order = ledger
+                .orders_of(name)?
+                .into_iter()
+                .filter(|o| o.rule == rule.name)
+                .max_by_key(|o| o.updated_at);
+            let offset = spread(&rule.name, name, rule.check.interval(now, tz)).as_secs() as i64;
+            let next_check = match &rule.check {
+                Check::Every(d) => c.checked_at.map(|at| at + d.as_secs() as i64),
+                Check::Cron { .. } => rule.check.next_after(now - offset, tz).map(|t| t + offset),
+            };
+            checks.push(CheckLine {
+                rule: rule.name.clone(),
+                account: name.clone(),
+                membership: rule.membership,
+                observed_end: c.observed_end,
+                checked_at: c.checked_at,
+                next_check,
+                decision: c.decision,
+                last_order: last_order.as_ref().map(OrderBrief::from),
+            });
+        }
+    }
+    for a in &config.accounts {
+        if let Some(err) = ledger.account_state(&a.name)?.last_error {
+            attention.insert(a.name.clone(), err);
+        }
+    }
+    let (day, month) = period::periods(now, tz);
+    let mut spend = Vec::new();
+    for rule in &config.rules {
+        spend.push(SpendLine {
+            rule: rule.name.clone(),
+            used_day: ledger.spend(&rule.name, &day)?.used(),
+            per_day: rule.budget.per_day,
+            used_month: ledger.spend(&rule.name, &month)?.used(),
+            per_month: rule.budget.per_month,
+            day: day.clone(),
+            month: month.clone(),
+        });
+    }
+    Ok(Status {
+        now,
+        generation,
+        dry_run,
+        checks,
+        orders,
+        spend,
+        paused,
+        attention,
+        events: ledger.events(20)?,
+    })
+}
+
+/// One line of `vipd plan`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PlanLine {
+    pub rule: String,
+    pub account: String,
+    pub membership: Membership,
+    pub end: Option<i64>,
+    pub due: bool,
+    pub decision: String,
+}
+
+/// Operator resolution of an open order (`vipd orders resolve`).
+pub async fn resolve(ledger: &Ledger, key_prefix: &str, paid: bool) -> Result<Order, String> {
+    let order = ledger.find(key_prefix).map_err(|e| e.to_string())?;
+    if !order.state.is_open()
+        || order.state == OrderState::Planned
+        || order.state == OrderState::Sent
+    {
+        return Err(format!(
+            "order {} is {}; only pending and unknown orders can be resolved",
+            order.key, order.state
+        ));
+    }
+    let now = Clock::system_unix();
+    let settlement = if paid {
+        Settlement::Paid {
+            price: None,
+            verify_deadline: now + 3600,
+            why: "operator: resolved as succeeded (paid)".into(),
+        }
+    } else {
+        Settlement::NotPaid {
+            retry_at: Some(now),
+            why: "operator: resolved as failed (not paid); may be retried".into(),
+        }
+    };
+    let settled = ledger
+        .settle(&order.key, now, settlement)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("order {} was settled meanwhile", order.key))?;
+    ledger.durable().await.map_err(|e| e.to_string())?;
+    super::check::log_transition(&settled);
+    emit(
+        ledger,
+        EventKind::OrderSettled,
+        now,
+        Some(&settled.account),
+        Some(&settled.rule),
+        Some(&settled.key),
+        format!("{} by operator", settled.state),
+    );
+    Ok(settled)
+}
+
+impl Engine {
+    /// `status` of this running engine.
+    pub fn status(&self) -> Result<Status, LedgerError> {
+        let rt = self.runtime();
+        let now = Clock::system_unix();
+        let paused = rt
+            .sellers
+            .iter()
+            .filter_map(|(name, s)| match s.gate.peek(now) {
+                super::decide::Admission::Closed { why } => Some((name.clone(), why)),
+                _ => None,
+            })
+            .collect();
+        status(
+            &rt.config,
+            &self.ledger,
+            rt.generation,
+            self.dry_run,
+            paused,
+        )
+    }
+
+    /// What the daemon would do for each (rule, account) at `at` (default
+    /// now), reading memberships live. Writes nothing.
+    pub async fn plan(
+        &self,
+        account: Option<&str>,
+        at: Option<i64>,
+    ) -> Result<Vec<PlanLine>, String> {
+        let rt = self.runtime();
+        let now = at.unwrap_or_else(Clock::system_unix);
+        let mut lines = Vec::new();
+        for rule in &rt.config.rules {
+            for name in &rule.accounts {
+                if account.is_some_and(|a| a != name) {
+                    continue;
+                }
+                let acct = rt.config.account(name).expect("validated");
+                let product = rt.config.products.get(&rule.product).expect("validated");
+                let (end, decision) = match self.read(&rt, acct).await {
+                    Ok(info) => {
+                        let end = info.end(rule.membership);
+                        let d = self
+                            .decide_now(&rt, rule, acct, product, end, now)
+                            .map_err(|e| e.to_string())?;
+                        (end, d)
+                    }
+                    Err(e) => (
+                        None,
+                        Decision::GaveUp {
+                            why: format!("cannot read memberships: {e}"),
+                        },
+                    ),
+                };
+                lines.push(PlanLine {
+                    rule: rule.name.clone(),
+                    account: name.clone(),
+                    membership: rule.membership,
+                    end,
+                    due: matches!(decision, Decision::Renew { .. }),
+                    decision: decision.describe(),
+                });
+            }
+        }
+        if let Some(a) = account {
+            if lines.is_empty() && rt.config.account(a).is_none() {
+                return Err(format!("no account named {a}"));
+            }
+        }
+        Ok(lines)
+    }
+
+    /// One manual renewal (`vipd recharge`) under the rule name `manual`:
+    /// the same ledger key rules, provider gate and guards as the daemon,
+    /// without a budget (an operator is spending on purpose).
+    pub async fn manual_recharge(
+        self: &Arc<Self>,
+        account: &str,
+        product: &str,
+        dry_run: bool,
+    ) -> Result<String, String> {
+        let rt = self.runtime();
+        let acct = rt
+            .config
+            .account(account)
+            .ok_or_else(|| format!("no account named {account}"))?;
+        let prod = rt
+            .config
+            .products
+            .get(product)
+            .ok_or_else(|| format!("no product named {product}"))?;
+        let rule = Rule {
+            name: "manual".into(),
+            accounts: vec![acct.name.clone()],
+            check: Check::Every(Duration::from_secs(86_400)),
+            membership: prod.extends,
+            renew_before: Duration::from_secs(u32::MAX as u64),
+            product: prod.name.clone(),
+            when_lapsed: WhenLapsed::Renew,
+            budget: Budget::default(),
+            max_attempts: 1,
+            verify_within: Duration::from_secs(3600),
+        };
+        let end = self
+            .read(&rt, acct)
+            .await
+            .map_err(|e| format!("cannot read memberships: {e}"))?
+            .end(prod.extends);
+        let now = Clock::system_unix();
+        let decision = self
+            .decide_now(&rt, &rule, acct, prod, end, now)
+            .map_err(|e| e.to_string())?;
+        let Decision::Renew { why } = decision else {
+            return Err(format!("not renewing: {}", decision.describe()));
+        };
+        if dry_run || self.dry_run {
+            return Ok(format!(
+                "dry run: would renew {} for {account} with {product} ({why})",
+                prod.extends
+            ));
+        }
+        match self
+            .renew(&rt, &rule, acct, prod, end, format!("manual: {why}"))
+            .await
+        {
+            Some(o) => Ok(format!("order {} {}: {}", o.key, o.state, o.last_why())),
+            None => Err("not paid; see the log for why".into()),
+        }
+    }
+}

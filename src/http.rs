@@ -1,0 +1,204 @@
+//! The daemon's two HTTP listeners (axum):
+//!
+//! - callbacks on `callback_listen`: `/notify/{provider}` as GET query, POST
+//!   form or POST JSON; bodies over 64 KiB get 413;
+//! - the admin API on `admin_listen`: `/healthz`, `/api/status`,
+//!   `/api/orders`, `/api/orders/{key}/resolve`, `/api/plan`,
+//!   `/api/recharge`, behind an optional bearer token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::config::Secret;
+use crate::engine::Engine;
+use crate::ledger::OrderState;
+use crate::upstream::sign::constant_time_eq_ignore_ascii_case;
+
+/// Callback bodies larger than this are refused with 413.
+pub const MAX_CALLBACK_BODY: usize = 64 << 10;
+
+/// The callback receiver.
+pub fn callback_router(engine: Arc<Engine>) -> axum::Router {
+    axum::Router::new()
+        .route("/notify/{provider}", get(callback).post(callback))
+        .layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY))
+        .with_state(engine)
+}
+
+/// Flattens a callback's fields from the query and a form or JSON body.
+pub fn callback_fields(
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, String> {
+    let mut fields: Vec<(String, String)> = uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+    if is_json {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("JSON body: {e}"))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err("JSON body is not an object".into());
+        };
+        for (k, v) in map {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            fields.push((k, text));
+        }
+    } else {
+        fields.extend(form_urlencoded::parse(body).into_owned());
+    }
+    Ok(fields)
+}
+
+async fn callback(
+    State(engine): State<Arc<Engine>>,
+    Path(provider): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fields = match callback_fields(&uri, &headers, &body) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(provider, "unreadable callback: {e}");
+            return (StatusCode::BAD_REQUEST, e).into_response();
+        }
+    };
+    let reply = engine.handle_callback(&provider, &fields).await;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, reply.body).into_response()
+}
+
+/// The admin API.
+pub fn admin_router(engine: Arc<Engine>, token: Option<Secret>) -> axum::Router {
+    let api = axum::Router::new()
+        .route("/api/status", get(status))
+        .route("/api/orders", get(orders))
+        .route("/api/orders/{key}/resolve", post(resolve))
+        .route("/api/plan", get(plan))
+        .route("/api/recharge", post(recharge))
+        .route_layer(middleware::from_fn_with_state(Arc::new(token), bearer));
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(64 << 10))
+        .with_state(engine)
+}
+
+async fn bearer(State(token): State<Arc<Option<Secret>>>, req: Request, next: Next) -> Response {
+    if let Some(token) = token.as_ref() {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq_ignore_ascii_case(given.as_bytes(), token.expose().as_bytes()) {
+            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+}
+
+async fn status(State(engine): State<Arc<Engine>>) -> Response {
+    match engine.status() {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn orders(
+    State(engine): State<Arc<Engine>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let state = match q.get("state").map(|s| s.parse::<OrderState>()).transpose() {
+        Ok(s) => s,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    match engine.ledger().orders(state) {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResolveBody {
+    #[serde(rename = "as")]
+    as_state: OrderState,
+}
+
+async fn resolve(
+    State(engine): State<Arc<Engine>>,
+    Path(key): Path<String>,
+    Json(body): Json<ResolveBody>,
+) -> Response {
+    let paid = match body.as_state {
+        OrderState::Succeeded => true,
+        OrderState::Failed => false,
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("resolve as succeeded or failed, not {other}"),
+            )
+                .into_response();
+        }
+    };
+    match crate::engine::resolve(engine.ledger(), &key, paid).await {
+        Ok(order) => Json(order).into_response(),
+        Err(e) => (StatusCode::CONFLICT, e).into_response(),
+    }
+}
+
+async fn plan(
+    State(engine): State<Arc<Engine>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let at = match q.get("at").map(|s| s.parse::<i64>()).transpose() {
+        Ok(at) => at,
+        Err(_) => return (StatusCode::BAD_REQUEST, "at must be unix seconds").into_response(),
+    };
+    match engine.plan(q.get("account").map(String::as_str), at).await {
+        Ok(lines) => Json(lines).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RechargeBody {
+    account: String,
+    product: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn recharge(State(engine): State<Arc<Engine>>, Json(body): Json<RechargeBody>) -> Response {
+    match engine
+        .manual_recharge(&body.account, &body.product, body.dry_run)
+        .await
+    {
+        Ok(msg) => (StatusCode::OK, msg).into_response(),
+        Err(e) => (StatusCode::CONFLICT, e).into_response(),
+    }
+}
