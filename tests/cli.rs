@@ -245,3 +245,42 @@ fn sandbox_and_vip_info_as_processes() {
         "{missing}"
     );
 }
+
+/// Every file in tests/fixtures/invalid starts with `# expect: TEXT`; the
+/// check must fail with exit 78 and say TEXT.
+#[test]
+fn invalid_fixtures_fail_with_their_message() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} lacks a `# expect:` line", path.display()));
+        let (code, _, err) = run(vipd()
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .env("VIPD_FIXTURE_SECRET", "fixture-secret-value")
+            .env_remove("VIPD_FIXTURE_MISSING"));
+        assert_eq!(code, 78, "{}: {err}", path.display());
+        assert!(
+            err.contains(expect),
+            "{}: expected {expect:?} in:\n{err}",
+            path.display()
+        );
+        assert!(
+            err.contains(&*path.file_name().unwrap().to_string_lossy()),
+            "errors name the file: {err}"
+        );
+        assert!(
+            !err.contains("fixture-secret-value"),
+            "errors never show secrets: {err}"
+        );
+        seen += 1;
+    }
+    assert!(seen >= 15, "only {seen} fixtures");
+}

@@ -89,6 +89,8 @@ pub struct Daemon {
     pub probe_every: Duration,
     /// Account checks running at once.
     pub max_concurrent_checks: usize,
+    /// First retry delay in seconds (see `decide::after_attempt`).
+    pub retry_base_secs: i64,
 }
 
 /// A provider: one upstream application.
@@ -550,6 +552,7 @@ impl<'a> Builder<'a> {
                 .probe_every
                 .map_or(Duration::from_secs(600), HumanDuration::get),
             max_concurrent_checks: d.max_concurrent_checks.unwrap_or(64).max(1) as usize,
+            retry_base_secs: d.retry_base.map_or(60, |r| r.get().as_secs().max(1) as i64),
         }
     }
 

@@ -57,6 +57,9 @@ pub struct RawDaemon {
     pub probe_every: Option<HumanDuration>,
     /// Account checks running at once (default 64).
     pub max_concurrent_checks: Option<u32>,
+    /// The first retry delay after a failure that was not billed (default
+    /// 60s); later retries double it, up to 30 times it.
+    pub retry_base: Option<HumanDuration>,
 }
 
 /// One entry of `providers:`, told apart by `kind`.

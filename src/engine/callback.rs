@@ -115,8 +115,8 @@ impl Engine {
         } else {
             Settlement::NotPaid {
                 retry_at: Some(retry_time(
-                    600,
-                    7200,
+                    10 * rt.config.daemon.retry_base_secs,
+                    120 * rt.config.daemon.retry_base_secs,
                     order.attempts,
                     now,
                     order.observed_end,

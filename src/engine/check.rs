@@ -439,8 +439,14 @@ impl Engine {
             .await;
         let now = Clock::system_unix();
         let class = attempt.outcome.class;
-        let (after, effect) =
-            decide::after_attempt(class, seller.debug, order.attempts, now, observed_end);
+        let (after, effect) = decide::after_attempt(
+            class,
+            seller.debug,
+            order.attempts,
+            now,
+            observed_end,
+            rt.config.daemon.retry_base_secs,
+        );
         let reply = attempt.outcome.reply.as_ref();
         let price = reply
             .and_then(|r| r.price)

@@ -204,16 +204,21 @@ pub enum GateEffect {
 }
 
 /// The meaning of one attempt's outcome, for the order and the provider.
-/// `attempt` counts from 1; `end` bounds the retry time.
+/// `attempt` counts from 1; `end` bounds the retry time; `base` is the
+/// first retry delay in seconds (`daemon.retry_base`, default 60):
+/// transient failures retry after `base`, doubling up to 30 × `base`;
+/// rejections after 10 × `base`, up to 120 × `base`.
 pub fn after_attempt(
     class: OutcomeClass,
     debug_mode: bool,
     attempt: u32,
     now: i64,
     end: Option<i64>,
+    base: i64,
 ) -> (AfterAttempt, GateEffect) {
     use OutcomeClass::*;
-    let retry = |base: i64, cap: i64| Some(retry_time(base, cap, attempt, now, end));
+    let retry =
+        |first: i64, cap: i64| Some(retry_time(first * base, cap * base, attempt, now, end));
     match class {
         Accepted => (AfterAttempt::Succeeded, GateEffect::Resume),
         Pending => (AfterAttempt::Pending, GateEffect::Resume),
@@ -225,19 +230,19 @@ pub fn after_attempt(
         // The client already corrected the clock and retried once.
         Clock => (
             AfterAttempt::Failed {
-                retry_at: retry(60, 600),
+                retry_at: retry(1, 10),
             },
             GateEffect::None,
         ),
         Transient | NotSent => (
             AfterAttempt::Failed {
-                retry_at: retry(60, 1800),
+                retry_at: retry(1, 30),
             },
             GateEffect::None,
         ),
         Rejected => (
             AfterAttempt::Failed {
-                retry_at: retry(600, 7200),
+                retry_at: retry(10, 120),
             },
             GateEffect::None,
         ),
@@ -481,53 +486,53 @@ mod tests {
         use OutcomeClass::*;
         let end = Some(NOW + DAY);
         assert_eq!(
-            after_attempt(Accepted, false, 1, NOW, end),
+            after_attempt(Accepted, false, 1, NOW, end, 60),
             (AfterAttempt::Succeeded, GateEffect::Resume)
         );
         assert_eq!(
-            after_attempt(Pending, false, 1, NOW, end),
+            after_attempt(Pending, false, 1, NOW, end, 60),
             (AfterAttempt::Pending, GateEffect::Resume)
         );
         assert_eq!(
-            after_attempt(Debug, true, 1, NOW, end).0,
+            after_attempt(Debug, true, 1, NOW, end, 60).0,
             AfterAttempt::Succeeded
         );
         assert_eq!(
-            after_attempt(Debug, false, 1, NOW, end).0,
+            after_attempt(Debug, false, 1, NOW, end, 60).0,
             AfterAttempt::Failed { retry_at: None }
         );
         assert_eq!(
-            after_attempt(Unknown, false, 1, NOW, end).0,
+            after_attempt(Unknown, false, 1, NOW, end, 60).0,
             AfterAttempt::Unknown
         );
         assert_eq!(
-            after_attempt(Transient, false, 1, NOW, end).0,
+            after_attempt(Transient, false, 1, NOW, end, 60).0,
             AfterAttempt::Failed {
                 retry_at: Some(NOW + 60)
             }
         );
         assert_eq!(
-            after_attempt(NotSent, false, 2, NOW, end).0,
+            after_attempt(NotSent, false, 2, NOW, end, 60).0,
             AfterAttempt::Failed {
                 retry_at: Some(NOW + 120)
             }
         );
         assert_eq!(
-            after_attempt(Rejected, false, 1, NOW, end).0,
+            after_attempt(Rejected, false, 1, NOW, end, 60).0,
             AfterAttempt::Failed {
                 retry_at: Some(NOW + 600)
             }
         );
         assert_eq!(
-            after_attempt(Exhausted, false, 1, NOW, end).1,
+            after_attempt(Exhausted, false, 1, NOW, end, 60).1,
             GateEffect::PauseUntilProbe
         );
         assert_eq!(
-            after_attempt(Config, false, 1, NOW, end).1,
+            after_attempt(Config, false, 1, NOW, end, 60).1,
             GateEffect::PauseUntilReload
         );
         for class in OutcomeClass::ALL {
-            let (after, _) = after_attempt(class, false, 1, NOW, end);
+            let (after, _) = after_attempt(class, false, 1, NOW, end, 60);
             // Only classes that may be billed end anywhere but Failed.
             assert_eq!(
                 !matches!(after, AfterAttempt::Failed { .. }),

@@ -2,6 +2,8 @@
 //! receiver, a misbehaving upstream, and the `vipd` binary.
 #![allow(dead_code)]
 
+pub mod stack;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

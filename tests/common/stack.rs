@@ -1,0 +1,312 @@
+//! A real stack for end-to-end tests: `vipd sandbox` and `vipd run` as two
+//! child processes over loopback, with a temp state folder.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{SECRET, vipd};
+
+/// What to put in the generated configuration.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// (name, qq_vip end relative to start, e.g. `1d` or `-2h`; `None` = no membership)
+    pub accounts: Vec<(String, Option<String>)>,
+    /// Extra lines under `daemon:` (2-space indent).
+    pub daemon: String,
+    /// Extra lines under the recharge provider (4-space indent).
+    pub provider: String,
+    /// Extra lines under the rule (4-space indent).
+    pub rule: String,
+    /// Extra lines under `sandbox:` (2-space indent).
+    pub sandbox: String,
+}
+
+impl StackConfig {
+    /// `n` accounts `a0..`, all due (qq_vip ends in 1 day).
+    pub fn due(n: usize) -> StackConfig {
+        StackConfig {
+            accounts: (0..n)
+                .map(|i| (format!("a{i}"), Some("1d".to_owned())))
+                .collect(),
+            daemon: String::new(),
+            provider: String::new(),
+            rule: String::new(),
+            sandbox: String::new(),
+        }
+    }
+
+    /// The YAML, with providers pointing at `upstream`.
+    pub fn render(&self, upstream: &str) -> String {
+        let mut accounts = String::new();
+        let mut memberships = String::new();
+        for (i, (name, end)) in self.accounts.iter().enumerate() {
+            let _ = writeln!(
+                accounts,
+                "  - {{ name: {name}, qq_number: \"{}\", openid: OPENID-{name}, access_token: tok-{name} }}",
+                20_000 + i
+            );
+            if let Some(end) = end {
+                let _ = writeln!(memberships, "    {name}: {{ qq_vip: \"{end}\" }}");
+            }
+        }
+        format!(
+            r#"daemon:
+  state_dir: ./state
+  admin_listen: 127.0.0.1:0
+  callback_listen: 127.0.0.1:0
+  sandbox: false
+  startup_spread: 300ms
+  retry_base: 1s
+{daemon}
+providers:
+  qq: {{ kind: qq_connect, base_url: "{upstream}", oauth_consumer_key: "101234567", timeout: 2s }}
+  wapi:
+    kind: recharge
+    base_url: "{upstream}"
+    appid: "1"
+    secret: "{SECRET}"
+    timeout: 2s
+{provider}
+products:
+  qq_vip_month: {{ provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }}
+accounts:
+{accounts}
+rules:
+  - name: keep
+    accounts: all
+    check: {{ every: 1s }}
+    membership: qq_vip
+    renew_before: 3d
+    product: qq_vip_month
+{rule}
+sandbox:
+  prices: {{ qq_vip_month: 15.00 }}
+  memberships:
+{memberships}
+{sandbox}
+"#,
+            daemon = self.daemon,
+            provider = self.provider,
+            rule = self.rule,
+            sandbox = self.sandbox,
+        )
+    }
+}
+
+/// A running sandbox and (usually) a running daemon.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub sandbox_url: String,
+    sandbox: Child,
+    daemon: Option<Child>,
+    pub admin: String,
+    pub callbacks: String,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// Starts the sandbox, then the daemon.
+    pub async fn start(cfg: &StackConfig) -> Stack {
+        let mut stack = Stack::sandbox_only(cfg).await;
+        stack.start_daemon().await;
+        stack
+    }
+
+    /// Starts only the sandbox; the config file is written for the daemon.
+    pub async fn sandbox_only(cfg: &StackConfig) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("rules.yaml");
+        std::fs::write(&config, cfg.render("http://127.0.0.1:1")).unwrap();
+        let mut sandbox = vipd()
+            .arg("sandbox")
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("VIPD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(sandbox.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let sandbox_url = line
+            .trim()
+            .strip_prefix("sandbox listening on ")
+            .expect(&line)
+            .to_owned();
+        std::fs::write(&config, cfg.render(&sandbox_url)).unwrap();
+        Stack {
+            dir,
+            config,
+            sandbox_url,
+            sandbox,
+            daemon: None,
+            admin: String::new(),
+            callbacks: String::new(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn daemon_log(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// The daemon's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.daemon_log()).unwrap_or_default()
+    }
+
+    /// Starts `vipd run` and waits until its admin API answers.
+    pub async fn start_daemon(&mut self) {
+        let state = self.dir.path().join("state");
+        let _ = std::fs::remove_file(state.join("daemon.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.daemon_log())
+            .unwrap();
+        let child = vipd()
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("VIPD_LOG", "info,vipd=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read(state.join("daemon.json")) {
+                let v: Value = serde_json::from_slice(&text).unwrap();
+                self.admin = v["admin"].as_str().unwrap().to_owned();
+                self.callbacks = v["callbacks"].as_str().unwrap().to_owned();
+                if self
+                    .http
+                    .get(format!("{}/healthz", self.admin))
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9` the daemon: no shutdown, no flush.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill().unwrap();
+            d.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM the daemon and wait; returns its exit code.
+    pub fn stop_daemon(&mut self) -> Option<i32> {
+        let mut d = self.daemon.take()?;
+        sigterm(d.id());
+        d.wait().unwrap().code()
+    }
+
+    /// The ledger, through the admin API.
+    pub async fn orders(&self) -> Vec<Value> {
+        self.get(&format!("{}/api/orders", self.admin))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The daemon's status.
+    pub async fn status(&self) -> Value {
+        self.get(&format!("{}/api/status", self.admin)).await
+    }
+
+    /// Every recharge request the sandbox received.
+    pub async fn sandbox_orders(&self) -> Vec<Value> {
+        self.get(&format!("{}/_sandbox/orders", self.sandbox_url))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap()
+    }
+
+    /// Billed sandbox orders per account.
+    pub async fn billed(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for o in self.sandbox_orders().await {
+            if o["billed"] == true {
+                *out.entry(o["account"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
+            }
+        }
+        out
+    }
+
+    pub async fn get(&self, url: &str) -> Value {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn control(&self, body: Value) {
+        let s = super::post_json(&format!("{}/_sandbox/control", self.sandbox_url), body).await;
+        assert!(s.is_success(), "sandbox control: {s}");
+    }
+
+    /// Polls `probe` until it returns `Some`, or panics with the log.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, limit: Duration, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n--- daemon log ---\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.kill_daemon();
+        let _ = self.sandbox.kill();
+        let _ = self.sandbox.wait();
+    }
+}
+
+/// Sends SIGTERM through the `kill` command (no libc dependency).
+fn sigterm(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}

@@ -1,0 +1,435 @@
+//! The renewal engine end to end: the real `vipd run` against the real
+//! `vipd sandbox`, two processes over loopback, payments counted at the
+//! sandbox (`/_sandbox/orders`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::stack::{Stack, StackConfig};
+use common::{SECRET, vipd};
+use serde_json::{Value, json};
+use vipd::config::Secret;
+use vipd::upstream::Signer;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn states(orders: &[Value]) -> Vec<String> {
+    orders
+        .iter()
+        .map(|o| o["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn settled_and_verified(stack: &Stack, n: usize) -> Vec<Value> {
+    stack
+        .wait_for("orders succeeded and verified", LONG, || async {
+            let orders = stack.orders().await;
+            let done = orders
+                .iter()
+                .filter(|o| o["state"] == "succeeded" && o["verification"]["status"] == "verified")
+                .count();
+            (done >= n).then_some(orders)
+        })
+        .await
+}
+
+#[tokio::test]
+async fn sync_renewal_is_paid_once_and_verified() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    let stack = Stack::start(&cfg).await;
+    let orders = settled_and_verified(&stack, 1).await;
+    assert_eq!(orders.len(), 1);
+    let o = &orders[0];
+    assert_eq!(o["spent"], "15.00");
+    let history: Vec<&str> = o["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["planned", "sent", "succeeded"]);
+    assert_eq!(stack.billed().await.get("a0"), Some(&1));
+}
+
+#[tokio::test]
+async fn async_renewal_settles_by_callback() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: async\n  callback_delay: 300ms".into();
+    let stack = Stack::start(&cfg).await;
+    let orders = settled_and_verified(&stack, 1).await;
+    let history: Vec<&str> = orders[0]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["planned", "sent", "pending", "succeeded"]);
+    assert!(
+        orders[0]["history"][3]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("callback: success"),
+        "{}",
+        orders[0]
+    );
+    let sb = stack.sandbox_orders().await;
+    assert_eq!(sb.len(), 1);
+    assert_eq!(sb[0]["callbacks_acked"], 1);
+}
+
+#[tokio::test]
+async fn one_due_account_among_several_is_billed_once_over_many_polls() {
+    let mut cfg = StackConfig::due(0);
+    cfg.accounts = vec![
+        ("due".into(), Some("1d".into())),
+        ("fine1".into(), Some("20d".into())),
+        ("fine2".into(), Some("25d".into())),
+        ("fine3".into(), Some("29d".into())),
+    ];
+    cfg.sandbox = "  mode: async\n  callback_delay: 200ms".into();
+    let stack = Stack::start(&cfg).await;
+    settled_and_verified(&stack, 1).await;
+    // Checks run every second; give them many chances to pay again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let billed = stack.billed().await;
+    assert_eq!(billed.len(), 1, "{billed:?}");
+    assert_eq!(billed.get("due"), Some(&1));
+    assert_eq!(
+        stack.sandbox_orders().await.len(),
+        1,
+        "no other request reached the vendor"
+    );
+    assert_eq!(stack.orders().await.len(), 1);
+    let status = stack.status().await;
+    let checks = status["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .filter(|c| c["account"] != "due")
+            .all(|c| c["decision"].as_str().unwrap().starts_with("not due"))
+    );
+}
+
+fn signed(fields: &[(&str, &str)]) -> Vec<(String, String)> {
+    let signer = Signer::new(Default::default(), Secret::new(SECRET));
+    let mut v: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    let sign = signer.sign(fields.iter().copied());
+    v.push(("sign".into(), sign));
+    v
+}
+
+#[tokio::test]
+async fn callbacks_forged_duplicate_unknown_and_oversized() {
+    let mut cfg = StackConfig::due(1);
+    // The sandbox settles late and never calls back: the test is the vendor.
+    cfg.sandbox =
+        "  mode: async\n  callback_delay: 60s\n  faults: { recharge: { drop_callback_rate: 1.0 } }"
+            .into();
+    let stack = Stack::start(&cfg).await;
+    let order = stack
+        .wait_for("a pending order", LONG, || async {
+            stack
+                .orders()
+                .await
+                .into_iter()
+                .find(|o| o["state"] == "pending")
+        })
+        .await;
+    let vendor_id = order["vendor_orderid"].as_str().unwrap().to_owned();
+    let url = format!("{}/notify/wapi", stack.callbacks);
+    let http = reqwest::Client::new();
+
+    let forged = [
+        ("orderid", vendor_id.as_str()),
+        ("status", "success"),
+        ("sign", "0123456789abcdef0123456789abcdef"),
+    ];
+    let r = http.post(&url).form(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let unsigned = [("orderid", vendor_id.as_str()), ("status", "success")];
+    assert_eq!(
+        http.post(&url)
+            .form(&unsigned)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        stack.orders().await[0]["state"],
+        "pending",
+        "forged callbacks change nothing"
+    );
+
+    let unknown = signed(&[("orderid", "NOPE"), ("status", "success")]);
+    assert_eq!(
+        http.post(&url)
+            .form(&unknown)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let huge = vec![b'a'; 70 * 1024];
+    assert_eq!(
+        http.post(&url).body(huge).send().await.unwrap().status(),
+        413
+    );
+
+    // A real one, as JSON: settles the order.
+    let good = signed(&[
+        ("orderid", &vendor_id),
+        ("status", "success"),
+        ("price", "15.00"),
+    ]);
+    let body: serde_json::Map<String, Value> = good
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let r = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "success");
+    let after = stack.orders().await;
+    assert_eq!(after[0]["state"], "succeeded");
+    let history_len = after[0]["history"].as_array().unwrap().len();
+
+    // The same callback again, by GET query: 200 and the reply, nothing else.
+    let r = http.get(&url).query(&good).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "success");
+    let again = stack.orders().await;
+    assert_eq!(again[0]["history"].as_array().unwrap().len(), history_len);
+    let events = stack.status().await["events"].as_array().unwrap().clone();
+    let settled = events
+        .iter()
+        .filter(|e| e["kind"] == "order_settled")
+        .count();
+    assert_eq!(settled, 1, "one transition, one event: {events:?}");
+}
+
+#[tokio::test]
+async fn kill_9_with_a_recharge_in_flight_never_pays_twice() {
+    let mut cfg = StackConfig::due(1);
+    // The vendor bills, then holds the reply: the daemon waits in `sent`.
+    cfg.sandbox = "  mode: sync\n  faults: { recharge: { hang_rate: 1.0, hang_for: 20s } }".into();
+    cfg.provider = "    max_in_flight: 1".into();
+    let mut stack = Stack::sandbox_only(&cfg).await;
+    // Let the daemon wait long enough for the kill to land mid-request.
+    let text = std::fs::read_to_string(&stack.config).unwrap().replace(
+        "    timeout: 2s\n\nproducts",
+        "    timeout: 30s\n\nproducts",
+    );
+    std::fs::write(&stack.config, text).unwrap();
+    stack.start_daemon().await;
+    stack
+        .wait_for("the request to reach the vendor", LONG, || async {
+            let sb = stack.sandbox_orders().await;
+            (!sb.is_empty()).then_some(())
+        })
+        .await;
+    let in_flight = stack.orders().await;
+    assert_eq!(
+        states(&in_flight),
+        ["sent"],
+        "the order is durably `sent` before the request leaves"
+    );
+    stack.kill_daemon();
+
+    stack.control(json!({"recharge": {}})).await; // faults off
+    stack.start_daemon().await;
+    // Restart: `sent` → `unknown`; then the end moving settles it.
+    let orders = stack
+        .wait_for("the in-flight order to resolve", LONG, || async {
+            let o = stack.orders().await;
+            (o.len() == 1 && o[0]["state"] == "succeeded").then_some(o)
+        })
+        .await;
+    let history: Vec<&str> = orders[0]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["planned", "sent", "unknown", "succeeded"]);
+    assert!(
+        orders[0]["history"][3]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("evidence")
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        stack.billed().await.get("a0"),
+        Some(&1),
+        "never a second billed order"
+    );
+    assert_eq!(stack.sandbox_orders().await.len(), 1, "nothing re-sent");
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_and_keeps_the_ledger() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    let mut stack = Stack::start(&cfg).await;
+    settled_and_verified(&stack, 1).await;
+    assert_eq!(stack.stop_daemon(), Some(0));
+    let out = vipd()
+        .arg("orders")
+        .arg("--config")
+        .arg(&stack.config)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let orders: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(states(&orders), ["succeeded"]);
+}
+
+#[tokio::test]
+async fn faults_on_twenty_due_accounts_renew_each_exactly_once() {
+    let mut cfg = StackConfig::due(20);
+    cfg.sandbox = "  mode: sync\n  seed: 7\n  faults:\n    recharge: { transient_rate: 0.3, garbage_rate: 0.05, http500_rate: 0.05, hang_rate: 0.05, hang_for: 4s }\n    vip_info: { transient_rate: 0.1, garbage_rate: 0.05 }".into();
+    cfg.rule = "    max_attempts: 8".into();
+    let stack = Stack::start(&cfg).await;
+    let orders = stack
+        .wait_for("20 renewals", Duration::from_secs(90), || async {
+            let o = stack.orders().await;
+            (o.iter().filter(|o| o["state"] == "succeeded").count() == 20).then_some(o)
+        })
+        .await;
+    assert_eq!(orders.len(), 20);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let billed = stack.billed().await;
+    assert_eq!(billed.len(), 20, "{billed:?}");
+    assert!(
+        billed.values().all(|&n| n == 1),
+        "someone paid twice: {billed:?}"
+    );
+    let sb = stack.sandbox_orders().await;
+    assert!(sb.len() > 20, "faults happened: {} requests", sb.len());
+}
+
+#[tokio::test]
+async fn budget_cap_stops_spending_at_the_cap() {
+    let mut cfg = StackConfig::due(5);
+    cfg.sandbox = "  mode: sync".into();
+    // 20.00 held per order: two fit in 40.00, a third would not.
+    cfg.rule = "    budget: { per_day: 40.00 }".into();
+    let stack = Stack::start(&cfg).await;
+    settled_and_verified(&stack, 2).await;
+    let status = stack
+        .wait_for("a budget_exceeded event", LONG, || async {
+            let s = stack.status().await;
+            s["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "budget_exceeded")
+                .then_some(s)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let billed: usize = stack.billed().await.values().sum();
+    assert_eq!(billed, 2);
+    assert_eq!(status["spend"][0]["used_day"], "30.00");
+    assert_eq!(stack.orders().await.len(), 2);
+}
+
+#[tokio::test]
+async fn exhausted_balance_pauses_the_provider() {
+    let mut cfg = StackConfig::due(4);
+    cfg.sandbox = "  mode: sync\n  balance: 20.00".into();
+    cfg.daemon = "  probe_every: 1h".into();
+    cfg.provider = "    max_in_flight: 1".into();
+    let stack = Stack::start(&cfg).await;
+    let status = stack
+        .wait_for("the provider to pause", LONG, || async {
+            let s = stack.status().await;
+            s["paused"]["wapi"].is_string().then_some(s)
+        })
+        .await;
+    assert!(
+        status["paused"]["wapi"].as_str().unwrap().contains("10022"),
+        "{status}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sb = stack.sandbox_orders().await;
+    let refused: Vec<&Value> = sb.iter().filter(|o| o["codeid"] == 10022).collect();
+    assert_eq!(refused.len(), 1, "no more orders after the pause: {sb:?}");
+    assert_eq!(sb.iter().filter(|o| o["billed"] == true).count(), 1);
+    let events = status["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["kind"] == "provider_paused"));
+}
+
+#[tokio::test]
+async fn manual_recharge_uses_the_same_ledger_guards() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    let stack = Stack::sandbox_only(&cfg).await;
+    let run = |dry: bool| {
+        let mut c = vipd();
+        c.arg("recharge").arg("--config").arg(&stack.config).args([
+            "--account",
+            "a0",
+            "--product",
+            "qq_vip_month",
+        ]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        c.output().unwrap()
+    };
+    let dry = run(true);
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("dry run: would renew"),
+        "{dry:?}"
+    );
+    assert_eq!(stack.sandbox_orders().await.len(), 0);
+    let first = run(false);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("succeeded"));
+    // The end moved, so a second manual renewal is a new period: allowed,
+    // and it is a new key. The same period twice is not: recharge again
+    // with the sandbox's end put back.
+    let end = stack
+        .get(&format!("{}/_sandbox/accounts", stack.sandbox_url))
+        .await[0]["ends"]["qq_vip"]
+        .as_i64()
+        .unwrap();
+    let orders_out = vipd()
+        .arg("orders")
+        .arg("--config")
+        .arg(&stack.config)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let orders: Vec<Value> = serde_json::from_slice(&orders_out.stdout).unwrap();
+    let observed = orders[0]["observed_end"].as_i64().unwrap();
+    assert_eq!(end, observed + 30 * 86_400);
+    common::post_json(
+        &format!("{}/_sandbox/accounts/a0", stack.sandbox_url),
+        json!({"ends": {"qq_vip": observed}}),
+    )
+    .await;
+    let second = run(false);
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("not renewing: order succeeded"), "{err}");
+    assert_eq!(stack.billed().await.get("a0"), Some(&1));
+}
