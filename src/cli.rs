@@ -129,6 +129,8 @@ enum Command {
         #[arg(long)]
         base_url: Option<String>,
     },
+    /// Print the JSON Schema of rules.yaml.
+    Schema,
     /// Serve the simulated upstream.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:9620")]
@@ -217,6 +219,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             base_url,
         } => vip_info(&config, &account, json, base_url).await,
         Command::Sandbox { listen, config } => serve_sandbox(&config, listen).await,
+        Command::Schema => {
+            print!("{}", crate::config::SCHEMA);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { config, json } => admin::status(&config, json).await,
         Command::Orders {
             config,

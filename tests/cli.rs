@@ -284,3 +284,49 @@ fn invalid_fixtures_fail_with_their_message() {
     }
     assert!(seen >= 15, "only {seen} fixtures");
 }
+
+fn yaml_as_json(path: &Path) -> serde_json::Value {
+    yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn schema_accepts_every_example_and_rejects_bad_keys() {
+    let (code, out, _) = run(vipd().arg("schema"));
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("rules.yaml")];
+    for e in std::fs::read_dir(root.join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            files.push(p);
+        }
+    }
+    for f in &files {
+        let doc = yaml_as_json(f);
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", f.display());
+    }
+    for bad in [
+        "unknown-key",
+        "unknown-kind",
+        "bad-duration",
+        "rule-without-accounts",
+        "bad-knob",
+    ] {
+        let doc = yaml_as_json(&root.join(format!("tests/fixtures/invalid/{bad}.yaml")));
+        assert!(!validator.is_valid(&doc), "{bad} should not validate");
+    }
+}
+
+#[test]
+fn committed_schema_file_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (_, out, _) = run(vipd().arg("schema"));
+    let committed = std::fs::read_to_string(root.join("vipd.schema.json")).unwrap();
+    assert_eq!(committed, out, "run `vipd schema > vipd.schema.json`");
+}

@@ -433,3 +433,57 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
     assert!(err.contains("not renewing: order succeeded"), "{err}");
     assert_eq!(stack.billed().await.get("a0"), Some(&1));
 }
+
+#[tokio::test]
+async fn admin_api_needs_the_bearer_token_when_set() {
+    let mut cfg = StackConfig::due(0);
+    cfg.daemon = "  admin_token: \"${file:token.txt}\"".into();
+    cfg.files = vec![("token.txt".into(), "s3cret-admin-token\n".into())];
+    let stack = Stack::start(&cfg).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/status", stack.admin);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth("s3cret-admin-token")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{}/healthz", stack.admin))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The CLI reads the token from the configuration.
+    let out = vipd()
+        .arg("status")
+        .arg("--config")
+        .arg(&stack.config)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["generation"], 1, "answered by the live daemon");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret-admin-token"));
+    assert!(!stack.log().contains("s3cret-admin-token"));
+}

@@ -27,6 +27,12 @@ use crate::upstream::sign::{SignMode, Signer};
 use crate::upstream::vipinfo::{Format, Membership};
 use crate::upstream::{HttpMethod, RechargeEndpoint};
 
+/// The JSON Schema of `rules.yaml` (`vipd schema`), for editors
+/// (`# yaml-language-server: $schema=./vipd.schema.json`). Kept by hand
+/// beside the serde structs; a test validates every example against it and
+/// checks that it rejects what they reject.
+pub const SCHEMA: &str = include_str!("schema.json");
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -24,6 +24,8 @@ pub struct StackConfig {
     pub rule: String,
     /// Extra lines under `sandbox:` (2-space indent).
     pub sandbox: String,
+    /// Files to write beside the configuration first (name, content).
+    pub files: Vec<(String, String)>,
 }
 
 impl StackConfig {
@@ -37,6 +39,7 @@ impl StackConfig {
             provider: String::new(),
             rule: String::new(),
             sandbox: String::new(),
+            files: Vec::new(),
         }
     }
 
@@ -122,6 +125,9 @@ impl Stack {
     pub async fn sandbox_only(cfg: &StackConfig) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("rules.yaml");
+        for (name, content) in &cfg.files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         std::fs::write(&config, cfg.render("http://127.0.0.1:1")).unwrap();
         let mut sandbox = vipd()
             .arg("sandbox")
