@@ -92,6 +92,7 @@ pub fn admin_router(engine: Arc<Engine>, token: Option<Secret>) -> axum::Router 
     let api = axum::Router::new()
         .route("/api/status", get(status))
         .route("/api/orders", get(orders))
+        .route("/api/orders/count", get(order_counts))
         .route("/api/orders/{key}/resolve", post(resolve))
         .route("/api/plan", get(plan))
         .route("/api/recharge", post(recharge))
@@ -139,6 +140,18 @@ async fn orders(
     };
     match engine.ledger().orders(state) {
         Ok(list) => Json(list).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// Orders by state, without the orders: cheap to poll.
+async fn order_counts(State(engine): State<Arc<Engine>>) -> Response {
+    match engine.ledger().count_by_state() {
+        Ok(counts) => {
+            let by_name: std::collections::BTreeMap<&str, usize> =
+                counts.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
+            Json(by_name).into_response()
+        }
         Err(e) => internal(e),
     }
 }

@@ -487,3 +487,24 @@ async fn admin_api_needs_the_bearer_token_when_set() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret-admin-token"));
     assert!(!stack.log().contains("s3cret-admin-token"));
 }
+
+/// The short form of `cargo bench --bench load`: many accounts due at once,
+/// through every concurrency limit and the group commit, each paid once.
+#[tokio::test]
+async fn three_hundred_due_accounts_are_each_paid_once() {
+    let mut cfg = StackConfig::due(300);
+    cfg.sandbox = "  mode: async\n  callback_delay: 100ms".into();
+    cfg.provider = "    max_in_flight: 16".into();
+    let stack = Stack::start(&cfg).await;
+    stack
+        .wait_for("300 settled orders", Duration::from_secs(60), || async {
+            let c = stack
+                .get(&format!("{}/api/orders/count", stack.admin))
+                .await;
+            (c["succeeded"] == 300).then_some(())
+        })
+        .await;
+    let billed = stack.billed().await;
+    assert_eq!(billed.len(), 300);
+    assert!(billed.values().all(|&n| n == 1));
+}

@@ -356,7 +356,10 @@ impl Engine {
         self.tasks.spawn(async move {
             if let Ok(_permit) = engine.checks.acquire().await {
                 let rt = engine.runtime();
-                engine.check(&rt, &pair.0, &pair.1).await;
+                // Boxed: a task waiting for its permit then holds a pointer,
+                // not the whole check-and-pay state machine, which matters
+                // when 10,000 accounts are due at once.
+                Box::pin(engine.check(&rt, &pair.0, &pair.1)).await;
             }
             engine
                 .running

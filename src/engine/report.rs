@@ -96,13 +96,11 @@ pub fn status(
 ) -> Result<Status, LedgerError> {
     let now = Clock::system_unix();
     let tz = config.daemon.timezone;
-    let mut orders = BTreeMap::new();
-    for s in OrderState::ALL {
-        orders.insert(s.as_str().to_owned(), 0);
-    }
-    for o in ledger.orders(None)? {
-        *orders.entry(o.state.as_str().to_owned()).or_default() += 1;
-    }
+    let orders = ledger
+        .count_by_state()?
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_owned(), n))
+        .collect();
     let mut checks = Vec::new();
     let mut attention = BTreeMap::new();
     for rule in &config.rules {

@@ -132,6 +132,9 @@ pub enum Verification {
 pub struct Transition {
     /// Unix seconds.
     pub at: i64,
+    /// Unix milliseconds, for latency figures and sub-second order.
+    #[serde(default)]
+    pub at_ms: i64,
     /// The state entered.
     pub state: OrderState,
     /// Why, in words.
@@ -190,8 +193,12 @@ impl Order {
     pub fn enter(&mut self, state: OrderState, at: i64, why: impl Into<String>) {
         self.state = state;
         self.updated_at = at;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         self.history.push(Transition {
             at,
+            at_ms: now_ms,
             state,
             why: why.into(),
         });

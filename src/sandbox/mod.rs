@@ -39,6 +39,9 @@ use crate::units::{Fen, HumanDuration};
 use crate::upstream::Clock;
 use crate::upstream::vipinfo::Membership;
 
+/// How many callbacks the sandbox delivers at once.
+const CALLBACK_CONCURRENCY: usize = 32;
+
 /// State shared by the handlers.
 pub struct Shared {
     /// The simulated vendor. A std mutex: never held across an await.
@@ -49,6 +52,9 @@ pub struct Shared {
     tasks: TaskTracker,
     /// Stops hangs, delays and retries at shutdown.
     cancel: CancellationToken,
+    /// Callback deliveries in flight at once: vendors pace their
+    /// callbacks rather than open a connection per settled order.
+    callback_slots: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -98,6 +104,7 @@ pub async fn start(config: &Config, listen: SocketAddr) -> std::io::Result<Sandb
         http: crate::upstream::http_client(),
         tasks: TaskTracker::new(),
         cancel: CancellationToken::new(),
+        callback_slots: tokio::sync::Semaphore::new(CALLBACK_CONCURRENCY),
     });
     let app = router(shared.clone());
     let cancel = shared.cancel.clone();

@@ -344,6 +344,9 @@ async fn settle_later(sb: Arc<Shared>, job: Settle) {
 /// POSTs one callback, retrying a few times until the receiver answers
 /// HTTP 200 with the configured reply, as vendors do.
 async fn deliver(sb: &Shared, job: &Settle, url: &str, fields: &HashMap<String, String>) {
+    let Ok(_slot) = sb.callback_slots.acquire().await else {
+        return;
+    };
     let mut backoff = Duration::from_millis(300);
     for _ in 0..4 {
         let sent = sb

@@ -1,0 +1,232 @@
+//! Load benchmark: N due accounts renewed end to end.
+//!
+//! ```text
+//! cargo bench --bench load -- 10000        # N defaults to 1000
+//! ```
+//!
+//! Starts `vipd sandbox` (async mode, 200 ms callback delay) and `vipd run`
+//! as two separate processes over loopback, every account due at start-up,
+//! and waits until the daemon's ledger shows all N orders succeeded. Prints
+//! the whole cycle (daemon ready → last order settled), renewals/s, p50 and
+//! p99 of planned → settled per order, the daemon's peak RSS (VmHWM), and
+//! what the sandbox saw (billed orders, duplicates).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn config(n: usize, upstream: &str) -> String {
+    let mut accounts = String::new();
+    let mut memberships = String::new();
+    for i in 0..n {
+        accounts.push_str(&format!(
+            "  - {{ name: a{i}, qq_number: \"{}\", openid: O{i}, access_token: t{i} }}\n",
+            100_000 + i
+        ));
+        memberships.push_str(&format!("    a{i}: {{ qq_vip: 1d }}\n"));
+    }
+    format!(
+        r#"daemon:
+  state_dir: ./state
+  admin_listen: 127.0.0.1:0
+  callback_listen: 127.0.0.1:0
+  startup_spread: 1s
+  max_concurrent_checks: 64
+providers:
+  qq: {{ kind: qq_connect, base_url: "{upstream}", oauth_consumer_key: "101234567", timeout: 10s }}
+  wapi: {{ kind: recharge, base_url: "{upstream}", appid: "1", secret: "{SECRET}", timeout: 10s, max_in_flight: 64 }}
+products:
+  qq_vip_month: {{ provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }}
+accounts:
+{accounts}rules:
+  - name: keep
+    accounts: all
+    check: {{ every: 1h }}
+    membership: qq_vip
+    renew_before: 3d
+    product: qq_vip_month
+sandbox:
+  mode: async
+  callback_delay: 200ms
+  prices: {{ qq_vip_month: 15.00 }}
+  memberships:
+{memberships}"#
+    )
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let bin = env!("CARGO_BIN_EXE_vipd");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, config(n, "http://127.0.0.1:1")).unwrap();
+    let mut sandbox = Command::new(bin)
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("VIPD_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sandbox.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _sandbox = Kill(sandbox);
+    let upstream = line
+        .trim()
+        .strip_prefix("sandbox listening on ")
+        .unwrap()
+        .to_owned();
+    std::fs::write(&path, config(n, &upstream)).unwrap();
+
+    let started = Instant::now();
+    let daemon = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("VIPD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = daemon.id();
+    let _daemon = Kill(daemon);
+    let http = reqwest::Client::new();
+    let admin = loop {
+        if let Ok(text) = std::fs::read(dir.path().join("state/daemon.json")) {
+            let v: Value = serde_json::from_slice(&text).unwrap();
+            let admin = v["admin"].as_str().unwrap().to_owned();
+            if http.get(format!("{admin}/healthz")).send().await.is_ok() {
+                break admin;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "daemon did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ready = Instant::now();
+    let rss_at_ready = peak_rss_mb(pid);
+    println!(
+        "vipd load: {n} due accounts, async sandbox (200 ms callbacks); daemon ready in {:.0} ms",
+        (ready - started).as_secs_f64() * 1e3
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let resp = http.get(format!("{admin}/api/orders/count")).send().await;
+        if let Ok(r) = resp {
+            let counts: Value = r.json().await.unwrap_or_default();
+            if counts["succeeded"].as_u64().unwrap_or(0) >= n as u64 {
+                break;
+            }
+        }
+        assert!(
+            ready.elapsed() < Duration::from_secs(600),
+            "not done after 10 minutes"
+        );
+    }
+    // Peak RSS of the renewal cycle, before the big listing below.
+    let rss = peak_rss_mb(pid);
+    let orders: Vec<Value> = http
+        .get(format!("{admin}/api/orders"))
+        .query(&[("state", "succeeded")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut first_ms = i64::MAX;
+    let mut last_ms = 0;
+    let mut latencies: Vec<i64> = orders
+        .iter()
+        .filter_map(|o| {
+            let h = o["history"].as_array()?;
+            let planned = h.first()?["at_ms"].as_i64()?;
+            let settled = h.iter().find(|t| t["state"] == "succeeded")?["at_ms"].as_i64()?;
+            first_ms = first_ms.min(planned);
+            last_ms = last_ms.max(settled);
+            Some(settled - planned)
+        })
+        .collect();
+    latencies.sort_unstable();
+    let ready_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - ready.elapsed().as_millis() as i64;
+    let cycle = (last_ms - ready_ms) as f64 / 1000.0;
+    let sb: Vec<Value> = http
+        .get(format!("{upstream}/_sandbox/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let billed = sb.iter().filter(|o| o["billed"] == true).count();
+    let mut per_account = std::collections::HashMap::new();
+    for o in sb.iter().filter(|o| o["billed"] == true) {
+        *per_account
+            .entry(o["account"].as_str().unwrap_or("").to_owned())
+            .or_insert(0) += 1;
+    }
+    let twice = per_account.values().filter(|&&c| c > 1).count();
+    println!("  whole cycle (ready → last settled): {cycle:.2} s");
+    println!(
+        "  renewals/s:                         {:.0}",
+        n as f64 / cycle
+    );
+    println!(
+        "  planned → settled: p50 {} ms, p99 {} ms, max {} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0)
+    );
+    println!(
+        "  first order planned {:.2} s after ready",
+        (first_ms - ready_ms) as f64 / 1000.0
+    );
+    println!("  daemon peak RSS (VmHWM):            {rss:.1} MB (at ready: {rss_at_ready:.1} MB)");
+    println!(
+        "  sandbox: {} requests, {billed} billed, {twice} accounts billed twice",
+        sb.len()
+    );
+    assert_eq!(twice, 0, "an account was billed twice");
+    assert_eq!(billed, n);
+}
