@@ -508,3 +508,53 @@ async fn three_hundred_due_accounts_are_each_paid_once() {
     assert_eq!(billed.len(), 300);
     assert!(billed.values().all(|&n| n == 1));
 }
+
+#[tokio::test]
+async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
+    let mut cfg = StackConfig::due(1);
+    // The vendor will take 60 s to extend and never calls back itself.
+    cfg.sandbox =
+        "  mode: async\n  callback_delay: 60s\n  faults: { recharge: { drop_callback_rate: 1.0 } }"
+            .into();
+    cfg.rule = "    verify_within: 2s".into();
+    let stack = Stack::start(&cfg).await;
+    let order = stack
+        .wait_for("a pending order", LONG, || async {
+            stack
+                .orders()
+                .await
+                .into_iter()
+                .find(|o| o["state"] == "pending")
+        })
+        .await;
+    // The test plays the vendor: "success", though the end will not move.
+    let vendor_id = order["vendor_orderid"].as_str().unwrap();
+    let good = signed(&[("orderid", vendor_id), ("status", "success")]);
+    let r = reqwest::Client::new()
+        .post(format!("{}/notify/wapi", stack.callbacks))
+        .form(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status = stack
+        .wait_for("renewal_unverified", LONG, || async {
+            let s = stack.status().await;
+            s["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "renewal_unverified")
+                .then_some(s)
+        })
+        .await;
+    let orders = stack.orders().await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0]["verification"]["status"], "unverified");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        stack.sandbox_orders().await.len(),
+        1,
+        "nothing re-paid: {status}"
+    );
+}
