@@ -327,16 +327,7 @@ async fn load_with_sandbox(
     if !config.daemon.sandbox {
         return Ok((config, None));
     }
-    let sb = sandbox::start(&config, config.daemon.sandbox_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot start the sandbox on {}",
-                config.daemon.sandbox_listen
-            )
-        })?;
-    config.point_providers_at(&sb.base_url());
-    tracing::info!(url = %sb.base_url(), "sandbox: simulated upstream started; every provider points at it");
+    let sb = crate::daemon::start_sandbox(&mut config).await?;
     Ok((config, Some(sb)))
 }
 

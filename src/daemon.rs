@@ -37,6 +37,18 @@ pub fn daemon_file(state_dir: &Path) -> PathBuf {
     state_dir.join("daemon.json")
 }
 
+/// Starts the in-process sandbox (`daemon.sandbox: true`) and points every
+/// provider at it.
+pub async fn start_sandbox(config: &mut Config) -> anyhow::Result<crate::sandbox::SandboxHandle> {
+    let listen = config.daemon.sandbox_listen;
+    let sb = crate::sandbox::start(config, listen)
+        .await
+        .with_context(|| format!("cannot start the sandbox on {listen}"))?;
+    config.point_providers_at(&sb.base_url());
+    tracing::info!(url = %sb.base_url(), "sandbox: simulated upstream started; every provider points at it");
+    Ok(sb)
+}
+
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(
     mut config: Config,
@@ -44,17 +56,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let sandbox = if config.daemon.sandbox {
-        let sb = crate::sandbox::start(&config, config.daemon.sandbox_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot start the sandbox on {}",
-                    config.daemon.sandbox_listen
-                )
-            })?;
-        config.point_providers_at(&sb.base_url());
-        tracing::info!(url = %sb.base_url(), "sandbox: simulated upstream started; every provider points at it");
-        Some(sb)
+        Some(start_sandbox(&mut config).await?)
     } else {
         None
     };

@@ -49,7 +49,8 @@ impl Api {
         })
     }
 
-    async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    /// Sends with the bearer token; a non-2xx reply is an error with its body.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Vec<u8>> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -63,24 +64,15 @@ impl Api {
         if !status.is_success() {
             bail!("{}", String::from_utf8_lossy(&body));
         }
-        serde_json::from_slice(&body).context("admin API: unreadable reply")
+        Ok(body.to_vec())
+    }
+
+    async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        serde_json::from_slice(&self.send(req).await?).context("admin API: unreadable reply")
     }
 
     async fn text(&self, req: reqwest::RequestBuilder) -> anyhow::Result<String> {
-        let req = match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("admin API: {}", crate::upstream::error_chain(&e)))?;
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("{body}");
-        }
-        Ok(body)
+        Ok(String::from_utf8_lossy(&self.send(req).await?).into_owned())
     }
 }
 

@@ -312,6 +312,18 @@ impl Engine {
             tracing::info!(account = %account.name, rule = %rule.name, product = %product.name, "dry run: would renew ({why})");
             return None;
         }
+        let alert = |kind: EventKind, key: &str, detail: String| {
+            let now = Clock::system_unix();
+            emit(
+                &self.ledger,
+                kind,
+                now,
+                Some(&account.name),
+                Some(&rule.name),
+                Some(key),
+                detail,
+            );
+        };
         let seller = rt
             .sellers
             .get(&product.provider)
@@ -359,13 +371,9 @@ impl Engine {
             Ok(Ok(order)) => order,
             Ok(Err(refusal)) => {
                 if let crate::ledger::Refusal::Budget { .. } = refusal {
-                    emit(
-                        &self.ledger,
+                    alert(
                         EventKind::BudgetExceeded,
-                        now,
-                        Some(&account.name),
-                        Some(&rule.name),
-                        Some(&request.key),
+                        &request.key,
                         format!("not renewing: {refusal}"),
                     );
                 } else {
@@ -374,13 +382,9 @@ impl Engine {
                 return None;
             }
             Err(e) => {
-                emit(
-                    &self.ledger,
+                alert(
                     EventKind::Error,
-                    now,
-                    Some(&account.name),
-                    Some(&rule.name),
-                    Some(&request.key),
+                    &request.key,
                     format!("cannot plan the order: {e}"),
                 );
                 return None;
@@ -388,13 +392,9 @@ impl Engine {
         };
         log_transition(&order);
         if let Err(e) = self.ledger.durable().await {
-            emit(
-                &self.ledger,
+            alert(
                 EventKind::Error,
-                now,
-                Some(&account.name),
-                Some(&rule.name),
-                Some(&order.key),
+                &order.key,
                 format!("the planned order is not durable, not sending: {e}"),
             );
             return Some(order);
@@ -402,26 +402,18 @@ impl Engine {
         let order = match self.ledger.mark_sent(&order.key, Clock::system_unix()) {
             Ok(o) => o,
             Err(e) => {
-                emit(
-                    &self.ledger,
+                alert(
                     EventKind::Error,
-                    now,
-                    Some(&account.name),
-                    Some(&rule.name),
-                    Some(&order.key),
+                    &order.key,
                     format!("cannot mark the order sent, not sending: {e}"),
                 );
                 return Some(order);
             }
         };
         if let Err(e) = self.ledger.durable().await {
-            emit(
-                &self.ledger,
+            alert(
                 EventKind::Error,
-                now,
-                Some(&account.name),
-                Some(&rule.name),
-                Some(&order.key),
+                &order.key,
                 format!("the sent mark is not durable, not sending: {e}"),
             );
             return Some(order);
@@ -475,13 +467,9 @@ impl Engine {
             Ok(o) => o,
             Err(e) => {
                 // The order stays `sent`: restart will make it `unknown`.
-                emit(
-                    &self.ledger,
+                alert(
                     EventKind::Error,
-                    now,
-                    Some(&account.name),
-                    Some(&rule.name),
-                    Some(&order.key),
+                    &order.key,
                     format!("cannot record the reply ({class}): {e}"),
                 );
                 return Some(order);
@@ -489,26 +477,18 @@ impl Engine {
         };
         let _ = self.ledger.durable().await;
         log_transition(&order);
-        emit(
-            &self.ledger,
+        alert(
             EventKind::RechargeResult,
-            now,
-            Some(&account.name),
-            Some(&rule.name),
-            Some(&order.key),
+            &order.key,
             format!(
                 "attempt {}: {class}: {} → order {}",
                 order.attempts, attempt.outcome.detail, order.state
             ),
         );
         if seller.gate.apply(effect, &attempt.outcome.detail, now) {
-            emit(
-                &self.ledger,
+            alert(
                 EventKind::ProviderPaused,
-                now,
-                Some(&account.name),
-                Some(&rule.name),
-                Some(&order.key),
+                &order.key,
                 format!(
                     "provider {} paused: {} ({})",
                     product.provider,
@@ -522,25 +502,17 @@ impl Engine {
             );
         }
         match order.state {
-            OrderState::Unknown => emit(
-                &self.ledger,
+            OrderState::Unknown => alert(
                 EventKind::OrderUnknown,
-                now,
-                Some(&account.name),
-                Some(&rule.name),
-                Some(&order.key),
+                &order.key,
                 format!(
                     "possibly paid, not re-sending: {}; resolve by evidence or `vipd orders resolve {}`",
                     attempt.outcome.detail, order.key
                 ),
             ),
-            OrderState::Succeeded => emit(
-                &self.ledger,
+            OrderState::Succeeded => alert(
                 EventKind::OrderSettled,
-                now,
-                Some(&account.name),
-                Some(&rule.name),
-                Some(&order.key),
+                &order.key,
                 format!("succeeded: {}", attempt.outcome.detail),
             ),
             _ => {}
