@@ -557,4 +557,24 @@ async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
         1,
         "nothing re-paid: {status}"
     );
+
+    // The operator checks with the vendor: never delivered. Resolving it as
+    // failed refunds the budget and lets the same period be retried.
+    let key = orders[0]["key"].as_str().unwrap();
+    let out = vipd()
+        .arg("orders")
+        .arg("--config")
+        .arg(&stack.config)
+        .args(["resolve", &key[..10], "--as", "failed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is now failed"));
+    stack
+        .wait_for("the retry under the same key", LONG, || async {
+            let o = stack.orders().await;
+            (o.len() == 1 && o[0]["attempts"] == 2).then_some(())
+        })
+        .await;
+    assert_eq!(stack.sandbox_orders().await.len(), 2);
 }

@@ -363,6 +363,17 @@ impl Config {
                 ));
             }
         }
+        let mut covered: BTreeMap<(&str, Membership), &str> = BTreeMap::new();
+        for rule in &self.rules {
+            for account in &rule.accounts {
+                if let Some(first) = covered.insert((account, rule.membership), &rule.name) {
+                    out.push(format!(
+                        "rules {first} and {} both renew {} for account {account}; only one order per period is ever paid, the other rule waits",
+                        rule.name, rule.membership
+                    ));
+                }
+            }
+        }
         // With `daemon.sandbox: true` every provider points at the loopback
         // sandbox, so literal values are the sandbox's own, not secrets.
         if !self.daemon.sandbox && file_is_world_readable(&self.path) {

@@ -11,7 +11,9 @@ use super::decide::Decision;
 use super::events::{EventKind, emit};
 use super::{Engine, period, spread};
 use crate::config::{Budget, Check, Config, Rule, WhenLapsed};
-use crate::ledger::{EventRecord, Ledger, LedgerError, Order, OrderState, Settlement};
+use crate::ledger::{
+    EventRecord, Ledger, LedgerError, Order, OrderState, Settlement, Verification,
+};
 use crate::units::Fen;
 use crate::upstream::Clock;
 use crate::upstream::vipinfo::Membership;
@@ -173,16 +175,45 @@ pub struct PlanLine {
 /// Operator resolution of an open order (`vipd orders resolve`).
 pub async fn resolve(ledger: &Ledger, key_prefix: &str, paid: bool) -> Result<Order, String> {
     let order = ledger.find(key_prefix).map_err(|e| e.to_string())?;
+    let now = Clock::system_unix();
+    if order.state == OrderState::Succeeded
+        && matches!(order.verification, Verification::Unverified { .. })
+    {
+        if paid {
+            return Err(format!(
+                "order {} is already succeeded (paid; its renewal never showed)",
+                order.key
+            ));
+        }
+        let refuted = ledger
+            .refute_unverified(
+                &order.key,
+                now,
+                "operator: paid but never delivered; refunded to the budget, may be retried",
+            )
+            .map_err(|e| e.to_string())?;
+        ledger.durable().await.map_err(|e| e.to_string())?;
+        super::check::log_transition(&refuted);
+        emit(
+            ledger,
+            EventKind::OrderSettled,
+            now,
+            Some(&refuted.account),
+            Some(&refuted.rule),
+            Some(&refuted.key),
+            "failed by operator (unverified renewal)".into(),
+        );
+        return Ok(refuted);
+    }
     if !order.state.is_open()
         || order.state == OrderState::Planned
         || order.state == OrderState::Sent
     {
         return Err(format!(
-            "order {} is {}; only pending and unknown orders can be resolved",
+            "order {} is {}; only pending and unknown orders (and unverified paid ones, as failed) can be resolved",
             order.key, order.state
         ));
     }
-    let now = Clock::system_unix();
     let settlement = if paid {
         Settlement::Paid {
             price: None,

@@ -393,6 +393,30 @@ impl Ledger {
                 }));
             }
         }
+        // One period, one payment, across rules too: while another order
+        // for this account and membership may have paid (open, or paid and
+        // not yet showing), a second key must not pay. This covers two
+        // rules over one account, and a manual recharge racing a rule.
+        for other in self.orders_of(&req.account)? {
+            let unsettled = other.state.is_open()
+                || matches!(
+                    other.verification,
+                    Verification::Waiting { .. } | Verification::Unverified { .. }
+                );
+            if other.key != req.key
+                && other.membership == req.membership
+                && unsettled
+                && other.state != OrderState::Failed
+            {
+                return Ok(Err(Refusal::Exists {
+                    state: other.state,
+                    why: format!(
+                        "order {} (rule {}) for {} {} is not settled and shown yet",
+                        other.key, other.rule, req.account, req.membership
+                    ),
+                }));
+            }
+        }
         let day = self.spend(&req.rule, &req.day)?;
         let month = self.spend(&req.rule, &req.month)?;
         for (period, spend, cap) in [
@@ -610,6 +634,32 @@ impl Ledger {
             Ok(true)
         })?;
         Ok(changed.then_some(order))
+    }
+
+    /// An operator says a paid order whose renewal never showed was in
+    /// fact not delivered: it becomes `failed`, its spending is refunded to
+    /// the budget, and its key may be retried. Only for `unverified` orders.
+    pub fn refute_unverified(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
+        self.modify(key, |o, fx| {
+            if o.state != OrderState::Succeeded
+                || !matches!(o.verification, Verification::Unverified { .. })
+            {
+                return Err(LedgerError::Illegal {
+                    key: o.key.clone(),
+                    from: o.state,
+                    to: OrderState::Failed,
+                });
+            }
+            if o.spent > Fen::ZERO {
+                fx.budget_periods = o.charged_to.take();
+                fx.settled_delta = Fen(-o.spent.0);
+                o.spent = Fen::ZERO;
+            }
+            o.retry_at = Some(now);
+            o.enter(OrderState::Failed, now, why);
+            Ok(())
+        })
+        .map(|(o, ())| o)
     }
 
     /// Records the verification of a paid order.

@@ -11,7 +11,9 @@ fn request(key: &str) -> PlanRequest {
     PlanRequest {
         key: key.to_owned(),
         rule: "keep".into(),
-        account: "alice".into(),
+        // One account per key: two unsettled orders for one account and
+        // membership are refused (see the cross-rule test).
+        account: format!("acct-{key}"),
         membership: Membership::QqVip,
         observed_end: Some(NOW + 86_400),
         product: "qq_vip_month".into(),
@@ -58,7 +60,7 @@ async fn a_key_is_planned_once_and_held_against_the_budget() {
         ),
         "{again}"
     );
-    assert_eq!(l.orders_of("alice").unwrap().len(), 1);
+    assert_eq!(l.orders_of("acct-k1").unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -295,6 +297,86 @@ async fn concurrent_durable_writes_share_fsyncs() {
         "{fsyncs} fsyncs for {requests} requests"
     );
     assert_eq!(l.orders(Some(OrderState::Planned)).unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsettled() {
+    let (_d, l) = open();
+    l.plan(&request("rule-a-key"), NOW).unwrap().unwrap();
+    l.mark_sent("rule-a-key", NOW).unwrap();
+    l.record_attempt(
+        "rule-a-key",
+        NOW,
+        "pending",
+        "10023",
+        AttemptResult::Pending {
+            price: None,
+            vendor_orderid: None,
+        },
+    )
+    .unwrap();
+    let mut other_rule = request("rule-b-key");
+    other_rule.rule = "manual".into();
+    other_rule.account = "acct-rule-a-key".into();
+    let refused = l.plan(&other_rule, NOW).unwrap().unwrap_err();
+    assert!(
+        matches!(&refused, Refusal::Exists { state: OrderState::Pending, why } if why.contains("rule-a-key")),
+        "{refused}"
+    );
+    // Paid but not yet showing still blocks; verified releases.
+    l.settle(
+        "rule-a-key",
+        NOW,
+        Settlement::Paid {
+            price: None,
+            verify_deadline: NOW + 60,
+            why: "cb".into(),
+        },
+    )
+    .unwrap();
+    assert!(l.plan(&other_rule, NOW).unwrap().is_err());
+    l.set_verification(
+        "rule-a-key",
+        Verification::Verified {
+            at: NOW,
+            new_end: NOW + 30 * 86_400,
+        },
+    )
+    .unwrap();
+    assert!(l.plan(&other_rule, NOW).unwrap().is_ok());
+    l.mark_sent("rule-b-key", NOW).unwrap();
+    l.record_attempt(
+        "rule-b-key",
+        NOW,
+        "accepted",
+        "10000",
+        AttemptResult::Succeeded {
+            price: None,
+            vendor_orderid: None,
+            verify_deadline: NOW,
+        },
+    )
+    .unwrap();
+    let mut third = request("third-key");
+    third.account = "acct-rule-a-key".into();
+    third.budget = Budget::default();
+    // Unverified (paid, never showed) blocks too, until an operator
+    // refutes it.
+    l.set_verification("rule-b-key", Verification::Unverified { at: NOW })
+        .unwrap();
+    assert!(l.plan(&third, NOW).unwrap().is_err());
+    let refuted = l
+        .refute_unverified("rule-b-key", NOW, "operator: not delivered")
+        .unwrap();
+    assert_eq!((refuted.state, refuted.spent), (OrderState::Failed, Fen(0)));
+    assert!(l.refute_unverified("rule-b-key", NOW, "again").is_err());
+    assert!(l.plan(&third, NOW).unwrap().is_ok());
+    // Another membership was never blocked.
+    let mut svip = request("svip-key");
+    svip.account = "acct-rule-a-key".into();
+    svip.membership = Membership::QqSvip;
+    svip.budget = Budget::default();
+    assert!(l.plan(&svip, NOW).unwrap().is_ok());
 }
 
 #[tokio::test]
