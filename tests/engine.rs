@@ -568,7 +568,11 @@ async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
         .args(["resolve", &key[..10], "--as", "failed"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("is now failed"));
     stack
         .wait_for("the retry under the same key", LONG, || async {
