@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::engine::events::{EventKind, emit};
+use crate::engine::events::{EventKind, emit, emit_order};
 use crate::ledger::{Ledger, OrderState};
 use crate::upstream::Clock;
 
@@ -64,19 +64,13 @@ pub async fn run(
     let ledger = Arc::new(Ledger::open(&state_dir)?);
     let now = Clock::system_unix();
     for o in ledger.recover(now)? {
-        crate::engine::events::emit(
-            &ledger,
-            if o.state == OrderState::Unknown {
-                EventKind::OrderUnknown
-            } else {
-                EventKind::RechargeResult
-            },
-            now,
-            Some(&o.account),
-            Some(&o.rule),
-            Some(&o.key),
-            format!("recovered at start-up: {} ({})", o.state, o.last_why()),
-        );
+        let kind = if o.state == OrderState::Unknown {
+            EventKind::OrderUnknown
+        } else {
+            EventKind::RechargeResult
+        };
+        let detail = format!("recovered at start-up: {} ({})", o.state, o.last_why());
+        emit_order(&ledger, kind, now, &o, detail);
     }
     ledger.durable().await.map_err(anyhow::Error::msg)?;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Engine;
 use super::check::log_transition;
 use super::decide::retry_time;
-use super::events::{EventKind, emit};
+use super::events::{EventKind, emit_order};
 use crate::ledger::{OrderState, Settlement};
 use crate::units::Fen;
 use crate::upstream::Clock;
@@ -127,13 +127,11 @@ impl Engine {
         match self.ledger.settle(&key, now, settlement) {
             Ok(Some(o)) => {
                 log_transition(&o);
-                emit(
+                emit_order(
                     &self.ledger,
                     EventKind::OrderSettled,
                     now,
-                    Some(&o.account),
-                    Some(&o.rule),
-                    Some(&o.key),
+                    &o,
                     format!("{} by callback ({status})", o.state),
                 );
                 if o.state == OrderState::Succeeded {

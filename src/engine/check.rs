@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::decide::{self, Admission, AfterAttempt, BudgetView, Decision, Facts, GateEffect};
-use super::events::{EventKind, emit};
+use super::events::{EventKind, emit, emit_order};
 use super::{Engine, Runtime, period};
 use crate::config::{Account, Product, Rule};
 use crate::ledger::{
@@ -238,13 +238,11 @@ impl Engine {
                             why: why.clone(),
                         },
                     )? {
-                        emit(
+                        emit_order(
                             &self.ledger,
                             EventKind::OrderSettled,
                             now,
-                            Some(&o.account),
-                            Some(&o.rule),
-                            Some(&o.key),
+                            &o,
                             format!("succeeded by {why}"),
                         );
                         self.verified(&o, end.unwrap_or(0), now)?;
@@ -258,17 +256,15 @@ impl Engine {
                 {
                     self.ledger
                         .set_verification(&order.key, Verification::Unverified { at: now })?;
-                    emit(
+                    emit_order(
                         &self.ledger,
                         EventKind::RenewalUnverified,
                         now,
-                        Some(&order.account),
-                        Some(&order.rule),
-                        Some(&order.key),
+                        &order,
                         format!(
                             "paid, but {membership} still ends {} (expected at least {}); not paying again",
                             end.map_or("never".into(), crate::timefmt::utc),
-                            crate::timefmt::utc(expected)
+                            crate::timefmt::utc(expected),
                         ),
                     );
                 }
@@ -281,17 +277,15 @@ impl Engine {
     fn verified(&self, order: &Order, new_end: i64, now: i64) -> Result<(), LedgerError> {
         self.ledger
             .set_verification(&order.key, Verification::Verified { at: now, new_end })?;
-        emit(
+        emit_order(
             &self.ledger,
             EventKind::RenewalVerified,
             now,
-            Some(&order.account),
-            Some(&order.rule),
-            Some(&order.key),
+            order,
             format!(
                 "{} now ends {}",
                 order.membership,
-                crate::timefmt::utc(new_end)
+                crate::timefmt::utc(new_end),
             ),
         );
         Ok(())

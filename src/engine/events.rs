@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::ledger::{EventRecord, Ledger};
+use crate::ledger::{EventRecord, Ledger, Order};
 
 /// The events the engine emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,4 +78,17 @@ pub fn emit(
     if let Err(e) = ledger.record_event(&record) {
         tracing::error!(error = %e, "could not record event {}", kind.as_str());
     }
+}
+
+/// [`emit`] about one order: its account, rule and key.
+pub fn emit_order(ledger: &Ledger, kind: EventKind, at: i64, order: &Order, detail: String) {
+    emit(
+        ledger,
+        kind,
+        at,
+        Some(&order.account),
+        Some(&order.rule),
+        Some(&order.key),
+        detail,
+    );
 }

@@ -246,23 +246,11 @@ impl Engine {
             return;
         };
         let mut heap: BinaryHeap<Reverse<Wake>> = BinaryHeap::new();
-        let start = now_ms();
-        let rt = self.runtime();
-        let mut generation = rt.generation;
-        for rule in &rt.config.rules {
-            for account in &rule.accounts {
-                let offset = spread(&rule.name, account, rt.config.daemon.startup_spread);
-                heap.push(Reverse(Wake {
-                    at_ms: start + offset.as_millis() as i64,
-                    rule: rule.name.clone(),
-                    account: account.clone(),
-                    regular: true,
-                }));
-            }
-        }
-        drop(rt);
+        // Generations start at 1, so the first pass builds the schedule.
+        let mut generation = 0;
         loop {
-            // A reload may add or drop pairs: rebuild the regular schedule.
+            // At start, and after a reload (which may add or drop pairs):
+            // every pair's first check, spread over `startup_spread`.
             let rt = self.runtime();
             if rt.generation != generation {
                 generation = rt.generation;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::decide::Decision;
-use super::events::{EventKind, emit};
+use super::events::{EventKind, emit_order};
 use super::{Engine, period, spread};
 use crate::config::{Budget, Check, Config, Rule, WhenLapsed};
 use crate::ledger::{
@@ -194,13 +194,11 @@ pub async fn resolve(ledger: &Ledger, key_prefix: &str, paid: bool) -> Result<Or
             .map_err(|e| e.to_string())?;
         ledger.durable().await.map_err(|e| e.to_string())?;
         super::check::log_transition(&refuted);
-        emit(
+        emit_order(
             ledger,
             EventKind::OrderSettled,
             now,
-            Some(&refuted.account),
-            Some(&refuted.rule),
-            Some(&refuted.key),
+            &refuted,
             "failed by operator (unverified renewal)".into(),
         );
         return Ok(refuted);
@@ -232,13 +230,11 @@ pub async fn resolve(ledger: &Ledger, key_prefix: &str, paid: bool) -> Result<Or
         .ok_or_else(|| format!("order {} was settled meanwhile", order.key))?;
     ledger.durable().await.map_err(|e| e.to_string())?;
     super::check::log_transition(&settled);
-    emit(
+    emit_order(
         ledger,
         EventKind::OrderSettled,
         now,
-        Some(&settled.account),
-        Some(&settled.rule),
-        Some(&settled.key),
+        &settled,
         format!("{} by operator", settled.state),
     );
     Ok(settled)
