@@ -91,7 +91,6 @@ impl Engine {
         let state = CheckState {
             checked_at: Some(now),
             observed_end: end,
-            next_check: None,
             decision: decision.describe(),
         };
         if let Err(e) = self

@@ -100,8 +100,6 @@ pub struct CheckState {
     pub checked_at: Option<i64>,
     /// The end it read.
     pub observed_end: Option<i64>,
-    /// When the next regular check is due.
-    pub next_check: Option<i64>,
     /// The decision, in words.
     pub decision: String,
 }
@@ -209,6 +207,14 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// Reads a stored record back; an unreadable one names its key.
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, LedgerError> {
+    serde_json::from_slice(bytes).map_err(|e| LedgerError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("ledger records always serialize")
 }
@@ -261,14 +267,7 @@ impl Ledger {
     fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, LedgerError> {
         match self.db.get(key.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| LedgerError::Corrupt {
-                        key: key.to_owned(),
-                        reason: e.to_string(),
-                    })
-            }
+            Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
         }
     }
 
@@ -276,12 +275,7 @@ impl Ledger {
         let mut out = Vec::new();
         for item in self.db.scan_prefix(prefix.as_bytes()) {
             let (k, v) = item?;
-            out.push(
-                serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: e.to_string(),
-                })?,
-            );
+            out.push(decode(&k, &v)?);
         }
         Ok(out)
     }
@@ -297,10 +291,7 @@ impl Ledger {
         let first = it.next().transpose()?;
         let second = it.next().transpose()?;
         match (first, second) {
-            (Some((_, v)), None) => serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt {
-                key: prefix.to_owned(),
-                reason: e.to_string(),
-            }),
+            (Some((k, v)), None) => decode(&k, &v),
             (Some(_), Some(_)) => Err(LedgerError::NotFound(format!(
                 "{prefix} (several keys start so; give more of it)"
             ))),
@@ -331,10 +322,7 @@ impl Ledger {
             OrderState::ALL.iter().map(|s| (*s, 0)).collect();
         for item in self.db.scan_prefix(b"o/") {
             let (k, v) = item?;
-            let s: StateOnly = serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                reason: e.to_string(),
-            })?;
+            let s: StateOnly = decode(&k, &v)?;
             *counts.entry(s.state).or_default() += 1;
         }
         Ok(counts)
@@ -723,12 +711,7 @@ impl Ledger {
         let mut out = Vec::new();
         for item in self.db.scan_prefix(b"e/").rev().take(limit) {
             let (k, v) = item?;
-            out.push(
-                serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: e.to_string(),
-                })?,
-            );
+            out.push(decode(&k, &v)?);
         }
         out.reverse();
         Ok(out)
