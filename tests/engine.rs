@@ -21,6 +21,16 @@ fn states(orders: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The states an order went through, oldest first.
+fn history(order: &Value) -> Vec<&str> {
+    order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect()
+}
+
 async fn settled_and_verified(stack: &Stack, n: usize) -> Vec<Value> {
     stack
         .wait_for("orders succeeded and verified", LONG, || async {
@@ -43,12 +53,7 @@ async fn sync_renewal_is_paid_once_and_verified() {
     assert_eq!(orders.len(), 1);
     let o = &orders[0];
     assert_eq!(o["spent"], "15.00");
-    let history: Vec<&str> = o["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
+    let history = history(o);
     assert_eq!(history, ["planned", "sent", "succeeded"]);
     assert_eq!(stack.billed().await.get("a0"), Some(&1));
 }
@@ -59,12 +64,7 @@ async fn async_renewal_settles_by_callback() {
     cfg.sandbox = "  mode: async\n  callback_delay: 300ms".into();
     let stack = Stack::start(&cfg).await;
     let orders = settled_and_verified(&stack, 1).await;
-    let history: Vec<&str> = orders[0]["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
+    let history = history(&orders[0]);
     assert_eq!(history, ["planned", "sent", "pending", "succeeded"]);
     assert!(
         orders[0]["history"][3]["why"]
@@ -252,12 +252,7 @@ async fn kill_9_with_a_recharge_in_flight_never_pays_twice() {
             (o.len() == 1 && o[0]["state"] == "succeeded").then_some(o)
         })
         .await;
-    let history: Vec<&str> = orders[0]["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
+    let history = history(&orders[0]);
     assert_eq!(history, ["planned", "sent", "unknown", "succeeded"]);
     assert!(
         orders[0]["history"][3]["why"]

@@ -30,6 +30,23 @@ fn request(key: &str) -> PlanRequest {
     }
 }
 
+/// Plans `key`, sends it, and records a 10023 (accepted, pending) reply.
+fn pending(l: &Ledger, key: &str, price: Option<Fen>, vendor_orderid: Option<String>) -> Order {
+    l.plan(&request(key), NOW).unwrap().unwrap();
+    l.mark_sent(key, NOW).unwrap();
+    l.record_attempt(
+        key,
+        NOW,
+        "pending",
+        "10023",
+        AttemptResult::Pending {
+            price,
+            vendor_orderid,
+        },
+    )
+    .unwrap()
+}
+
 fn open() -> (tempfile::TempDir, Ledger) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path()).unwrap();
@@ -175,19 +192,7 @@ async fn retries_wait_for_backoff_and_stop_at_max_attempts() {
 #[tokio::test]
 async fn callbacks_settle_once() {
     let (_d, l) = open();
-    l.plan(&request("k1"), NOW).unwrap().unwrap();
-    l.mark_sent("k1", NOW).unwrap();
-    l.record_attempt(
-        "k1",
-        NOW,
-        "pending",
-        "10023",
-        AttemptResult::Pending {
-            price: None,
-            vendor_orderid: Some("V9".into()),
-        },
-    )
-    .unwrap();
+    pending(&l, "k1", None, Some("V9".into()));
     // Billed at 10023: the max price counts until the callback states it.
     assert_eq!(l.spend("keep", "2026-11-21").unwrap().settled, Fen(2000));
     let paid = Settlement::Paid {
@@ -213,19 +218,7 @@ async fn callbacks_settle_once() {
 #[tokio::test]
 async fn refused_callback_refunds_the_budget() {
     let (_d, l) = open();
-    l.plan(&request("k1"), NOW).unwrap().unwrap();
-    l.mark_sent("k1", NOW).unwrap();
-    l.record_attempt(
-        "k1",
-        NOW,
-        "pending",
-        "10023",
-        AttemptResult::Pending {
-            price: Some(Fen(1211)),
-            vendor_orderid: None,
-        },
-    )
-    .unwrap();
+    pending(&l, "k1", Some(Fen(1211)), None);
     let o = l
         .settle(
             "k1",
@@ -302,19 +295,7 @@ async fn concurrent_durable_writes_share_fsyncs() {
 #[tokio::test]
 async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsettled() {
     let (_d, l) = open();
-    l.plan(&request("rule-a-key"), NOW).unwrap().unwrap();
-    l.mark_sent("rule-a-key", NOW).unwrap();
-    l.record_attempt(
-        "rule-a-key",
-        NOW,
-        "pending",
-        "10023",
-        AttemptResult::Pending {
-            price: None,
-            vendor_orderid: None,
-        },
-    )
-    .unwrap();
+    pending(&l, "rule-a-key", None, None);
     let mut other_rule = request("rule-b-key");
     other_rule.rule = "manual".into();
     other_rule.account = "acct-rule-a-key".into();
