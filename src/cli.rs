@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{Config, ConfigErrors, Secret};
 use crate::ledger::OrderState;
 use crate::upstream::sign::{SignMode, Signer};
-use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoClient};
+use crate::upstream::vipinfo::{Membership, VipInfo};
 use crate::{sandbox, timefmt, upstream};
 
 /// Exit code for an invalid configuration (sysexits EX_CONFIG).
@@ -337,7 +337,7 @@ async fn vip_info(
     json: bool,
     base_url: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let (mut config, sandbox) = match base_url {
+    let (config, sandbox) = match base_url {
         Some(url) => {
             let mut c = Config::load(path)?;
             c.point_providers_at(url.trim_end_matches('/'));
@@ -348,22 +348,14 @@ async fn vip_info(
     if sandbox.is_some() {
         eprintln!("note: daemon.sandbox is true; reading from a fresh in-process sandbox");
     }
-    config.daemon.sandbox = false;
     let Some(acct) = config.account(account) else {
-        let names: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
-        let hint = crate::config::error::closest(account, names.iter().copied())
+        let names = config.accounts.iter().map(|a| a.name.as_str());
+        let hint = crate::config::error::closest(account, names)
             .map(|h| format!(" (did you mean {h}?)"))
             .unwrap_or_default();
         bail!("{}: no account named {account}{hint}", path.display());
     };
-    let reader = config.reader_of(acct);
-    let client = VipInfoClient::new(
-        upstream::http_client(),
-        &reader.base_url,
-        &reader.oauth_consumer_key,
-        reader.format,
-        reader.timeout,
-    );
+    let client = config.reader_of(acct).client(upstream::http_client());
     let result = client.fetch(&acct.openid, &acct.access_token).await;
     if let Some(sb) = sandbox {
         sb.shutdown().await;

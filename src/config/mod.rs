@@ -11,7 +11,7 @@ pub mod raw;
 pub mod rules;
 pub mod secret;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,7 +25,7 @@ use crate::sandbox::Knobs;
 use crate::units::{Fen, HumanDuration, Rate};
 use crate::upstream::sign::{SignMode, Signer};
 use crate::upstream::vipinfo::{Format, Membership};
-use crate::upstream::{HttpMethod, RechargeEndpoint};
+use crate::upstream::{HttpMethod, RechargeEndpoint, VipInfoClient};
 
 /// The JSON Schema of `rules.yaml` (`vipd schema`), for editors
 /// (`# yaml-language-server: $schema=./vipd.schema.json`). Kept by hand
@@ -54,6 +54,9 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     /// Where each secret came from, for `vipd check`'s warnings.
     pub secret_uses: Vec<SecretUse>,
+    /// Account name → index in `accounts`: every check looks its account
+    /// up, so with 10,000 accounts a scan would cost O(n²) per cycle.
+    account_index: HashMap<String, usize>,
 }
 
 /// One configured secret: where it is and how it was written.
@@ -171,6 +174,19 @@ pub struct RechargeProvider {
     pub target_param: String,
     /// How callbacks are read.
     pub callback: CallbackMapping,
+}
+
+impl QqConnectProvider {
+    /// The membership client for this application.
+    pub fn client(&self, http: reqwest::Client) -> VipInfoClient {
+        VipInfoClient::new(
+            http,
+            &self.base_url,
+            &self.oauth_consumer_key,
+            self.format,
+            self.timeout,
+        )
+    }
 }
 
 impl RechargeProvider {
@@ -302,7 +318,7 @@ impl Config {
 
     /// An account by name.
     pub fn account(&self, name: &str) -> Option<&Account> {
-        self.accounts.iter().find(|a| a.name == name)
+        self.account_index.get(name).map(|&i| &self.accounts[i])
     }
 
     /// The `qq_connect` provider of an account.
@@ -504,6 +520,11 @@ impl<'a> Builder<'a> {
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
+        let account_index = accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.clone(), i))
+            .collect();
         Ok(Config {
             path: self.path.to_owned(),
             base_dir: self.base_dir,
@@ -514,6 +535,7 @@ impl<'a> Builder<'a> {
             rules,
             sandbox,
             secret_uses: self.secret_uses,
+            account_index,
         })
     }
 

@@ -78,13 +78,7 @@ impl Runtime {
                     readers.insert(
                         name.clone(),
                         Reader {
-                            client: VipInfoClient::new(
-                                http.clone(),
-                                &q.base_url,
-                                &q.oauth_consumer_key,
-                                q.format,
-                                q.timeout,
-                            ),
+                            client: q.client(http.clone()),
                             traffic: Traffic::new(q.rate_limit, usize::MAX >> 4),
                         },
                     );
@@ -306,10 +300,10 @@ impl Engine {
     /// pair's spread offset, so the phase stays the same from cycle to cycle.
     fn next_regular(&self, wake: &Wake, now_ms: i64) -> Option<Wake> {
         let rt = self.runtime();
+        // A pair dropped by a reload needs no check here: the reload makes
+        // the next pass of `run` drop every regular wake and rebuild them,
+        // and the wake pushed now lies at least one interval ahead.
         let rule = rt.config.rule(&wake.rule)?;
-        if !rule.accounts.contains(&wake.account) {
-            return None;
-        }
         let tz = rt.config.daemon.timezone;
         let now = now_ms / 1000;
         let interval = rule.check.interval(now, tz);
