@@ -131,6 +131,9 @@ enum Command {
     },
     /// Print the JSON Schema of rules.yaml.
     Schema,
+    /// Print the LuaLS `---@meta` file of the plugin API (save it as
+    /// `scripts/vipd.d.lua`, or anywhere LuaLS looks for libraries).
+    LuaTypes,
     /// Serve the simulated upstream.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:9620")]
@@ -223,6 +226,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", crate::config::SCHEMA);
             Ok(ExitCode::SUCCESS)
         }
+        Command::LuaTypes => {
+            print!("{}", crate::plugins::types::lua_types());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { config, json } => admin::status(&config, json).await,
         Command::Orders {
             config,
@@ -250,16 +257,35 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `vipd check`: the configuration, then its plugins (loaded into a
+/// throwaway state with no store and no engine, so nothing happens).
 fn check(path: &Path, format: OutputFormat) -> ExitCode {
-    let result = Config::load(path);
-    let warnings = result.as_ref().map(Config::warnings).unwrap_or_default();
+    let result = Config::load(path).map_err(|e| e.0).and_then(|config| {
+        let plugins = crate::plugins::Plugins::load(&config, crate::plugins::Host::new(None))
+            .map_err(|e| {
+                e.0.into_iter()
+                    .map(|p| crate::config::ConfigError {
+                        file: p.file,
+                        line: p.line,
+                        column: None,
+                        message: p.message,
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+        Ok((config, plugins))
+    });
+    let warnings = result
+        .as_ref()
+        .map(|(c, _)| c.warnings())
+        .unwrap_or_default();
     match format {
         OutputFormat::Json => {
             let report = serde_json::json!({
                 "file": path,
                 "valid": result.is_ok(),
-                "errors": result.as_ref().err().map(|e| &e.0),
+                "errors": result.as_ref().err(),
                 "warnings": warnings,
+                "plugins": result.as_ref().ok().map(|(_, p)| p.names()),
             });
             println!("{report:#}");
         }
@@ -268,14 +294,24 @@ fn check(path: &Path, format: OutputFormat) -> ExitCode {
                 eprintln!("{}: warning: {w}", path.display());
             }
             match &result {
-                Ok(c) => println!(
-                    "{}: valid ({} providers, {} products, {} accounts)",
+                Ok((c, p)) => println!(
+                    "{}: valid ({} providers, {} products, {} accounts, {} plugins{})",
                     path.display(),
                     c.providers.len(),
                     c.products.len(),
-                    c.accounts.len()
+                    c.accounts.len(),
+                    p.names().len(),
+                    if p.names().is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", p.names().join(", "))
+                    }
                 ),
-                Err(e) => eprintln!("{e}"),
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("{e}");
+                    }
+                }
             }
         }
     }

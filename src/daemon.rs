@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -16,9 +17,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::engine::events::{EventKind, emit, emit_order};
+use crate::engine::events::{Event, EventKind};
+use crate::engine::{Engine, ReloadReport};
 use crate::ledger::{Ledger, OrderState};
+use crate::plugins::{Host, Plugins};
 use crate::upstream::Clock;
 
 /// Written to the state folder while the daemon runs.
@@ -62,17 +64,6 @@ pub async fn run(
     };
     let state_dir = config.daemon.state_dir.clone();
     let ledger = Arc::new(Ledger::open(&state_dir)?);
-    let now = Clock::system_unix();
-    for o in ledger.recover(now)? {
-        let kind = if o.state == OrderState::Unknown {
-            EventKind::OrderUnknown
-        } else {
-            EventKind::RechargeResult
-        };
-        let detail = format!("recovered at start-up: {} ({})", o.state, o.last_why());
-        emit_order(&ledger, kind, now, &o, detail);
-    }
-    ledger.durable().await.map_err(anyhow::Error::msg)?;
 
     let admin = TcpListener::bind(config.daemon.admin_listen)
         .await
@@ -94,7 +85,34 @@ pub async fn run(
     config.daemon.callback_listen = callback_addr;
     let dry_run = dry_run || config.daemon.dry_run;
     let token = config.daemon.admin_token.clone();
-    let engine = Engine::new(ledger.clone(), config, dry_run);
+    let host = Host::new(Some(ledger.clone()));
+    let plugins = load_plugins(&config, &host).await?;
+    let names = plugins.names().to_vec();
+    let engine = Engine::new(ledger.clone(), config, plugins, host, dry_run);
+    if !names.is_empty() {
+        tracing::info!(plugins = ?names, "plugins loaded");
+    }
+
+    // Recovery after the engine exists, so plugins hear about orders a
+    // crash left unknown.
+    let now = Clock::system_unix();
+    for o in ledger.recover(now)? {
+        let kind = if o.state == OrderState::Unknown {
+            EventKind::OrderUnknown
+        } else {
+            EventKind::RechargeResult
+        };
+        let detail = format!("recovered at start-up: {} ({})", o.state, o.last_why());
+        engine.emit(Event::new(kind, now, detail).order(&o));
+    }
+    ledger.durable().await.map_err(anyhow::Error::msg)?;
+
+    let reloader = Arc::new(Reloader {
+        engine: engine.clone(),
+        sandbox_url: sandbox.as_ref().map(|sb| sb.base_url()),
+        callback_listen: callback_addr,
+        lock: tokio::sync::Mutex::new(()),
+    });
 
     let servers = CancellationToken::new();
     let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
@@ -110,7 +128,7 @@ pub async fn run(
     };
     let admin_task = serve(
         admin,
-        crate::http::admin_router(engine.clone(), token),
+        crate::http::admin_router(engine.clone(), reloader.clone(), token),
         "admin",
     );
     let callback_task = serve(
@@ -143,22 +161,29 @@ pub async fn run(
         let stop = stop.clone();
         tokio::spawn(async move { engine.run(stop).await })
     };
+    let watcher = reloader.clone().watch(stop.clone());
+    let hangups = reloader.clone().on_sighup(stop.clone());
     shutdown.await;
     tracing::info!("stopping: no new checks; waiting for checks in flight");
     stop.cancel();
     let _ = scheduler.await;
+    let _ = tokio::join!(watcher, hangups);
     servers.cancel();
     let _ = tokio::join!(admin_task, callback_task);
+    let plugins = engine.runtime().plugins.clone();
+    plugins.retire();
+    if tokio::time::timeout(PLUGIN_GRACE, plugins.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("plugin handlers still running after {PLUGIN_GRACE:?}; stopping anyway");
+    }
     if let Err(e) = ledger.durable().await {
-        emit(
-            &ledger,
+        engine.emit(Event::new(
             EventKind::Error,
             Clock::system_unix(),
-            None,
-            None,
-            None,
             format!("final flush failed: {e}"),
-        );
+        ));
     }
     let _ = std::fs::remove_file(daemon_file(&state_dir));
     if let Some(sb) = sandbox {
@@ -166,4 +191,192 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long shutdown waits for plugin handlers (each is also bounded by
+/// its own time limit).
+const PLUGIN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long file changes settle before a reload.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Loads the plugins of `config` off the async threads: a script's top
+/// level runs under the limits, up to the time limit.
+async fn load_plugins(config: &Config, host: &Arc<Host>) -> anyhow::Result<Plugins> {
+    let (config, host) = (config.clone(), host.clone());
+    tokio::task::spawn_blocking(move || Plugins::load(&config, host))
+        .await
+        .context("plugin loading panicked")?
+        .map_err(anyhow::Error::new)
+}
+
+/// Builds new configurations and plugins beside the running ones and
+/// swaps them in when they are valid (SPEC §5, reload).
+pub struct Reloader {
+    engine: Arc<Engine>,
+    /// The in-process sandbox's address (it keeps running across reloads).
+    sandbox_url: Option<String>,
+    /// The bound callback address (listeners are not rebound by a reload).
+    callback_listen: std::net::SocketAddr,
+    /// One reload at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// Reads the configuration file and the scripts again; swaps them in
+    /// only if all of it is valid. Returns the generation in force.
+    pub async fn reload(&self, trigger: &str) -> Result<u64, String> {
+        let _one = self.lock.lock().await;
+        let current = self.engine.runtime();
+        let path = current.config.path.clone();
+        let result = self.candidate(&path, &current.config).await;
+        let (generation, error) = match result {
+            Ok((config, plugins)) => {
+                let names = plugins.names().to_vec();
+                let generation = self.engine.reload(config, plugins);
+                tracing::info!(trigger, generation, plugins = ?names, "configuration reloaded");
+                (generation, None)
+            }
+            Err(e) => {
+                tracing::error!(
+                    trigger,
+                    generation = current.generation,
+                    "reload refused; generation {} stays in force:\n{e}",
+                    current.generation
+                );
+                (current.generation, Some(e))
+            }
+        };
+        self.engine.note_reload(ReloadReport {
+            at: Clock::system_unix(),
+            trigger: trigger.to_owned(),
+            generation,
+            error: error.clone(),
+        });
+        match error {
+            None => Ok(generation),
+            Some(e) => Err(e),
+        }
+    }
+
+    async fn candidate(&self, path: &Path, current: &Config) -> Result<(Config, Plugins), String> {
+        let mut config = Config::load(path).map_err(|e| e.to_string())?;
+        if let Some(url) = &self.sandbox_url {
+            config.point_providers_at(url);
+        }
+        for (what, old, new) in [
+            (
+                "daemon.admin_listen",
+                current.daemon.admin_listen.to_string(),
+                config.daemon.admin_listen.to_string(),
+            ),
+            (
+                "daemon.state_dir",
+                current.daemon.state_dir.display().to_string(),
+                config.daemon.state_dir.display().to_string(),
+            ),
+            (
+                "daemon.sandbox",
+                current.daemon.sandbox.to_string(),
+                config.daemon.sandbox.to_string(),
+            ),
+        ] {
+            if old != new {
+                tracing::warn!(
+                    "{}: {what} changed ({old} → {new}); that takes effect at the next restart",
+                    path.display()
+                );
+            }
+        }
+        config.daemon.admin_listen = current.daemon.admin_listen;
+        config.daemon.state_dir = current.daemon.state_dir.clone();
+        config.daemon.sandbox = current.daemon.sandbox;
+        config.daemon.callback_listen = self.callback_listen;
+        load_plugins(&config, self.engine.host())
+            .await
+            .map_err(|e| e.to_string())
+            .map(|plugins| (config, plugins))
+    }
+
+    /// Reloads on SIGHUP until `stop`.
+    pub fn on_sighup(self: Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("cannot listen for SIGHUP; reload with POST /api/reload");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = hup.recv() => { let _ = self.reload("SIGHUP").await; }
+                }
+            }
+        })
+    }
+
+    /// Watches the configuration file's folder and `scripts_dir`; reloads
+    /// once changes have settled for [`DEBOUNCE`].
+    pub fn watch(self: Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let rt = self.engine.runtime();
+        let config_path = rt.config.path.clone();
+        let config_dir = rt.config.base_dir.clone();
+        let scripts_dir = rt.config.daemon.scripts_dir.clone();
+        drop(rt);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let relevant = {
+            let config_path = config_path.clone();
+            let scripts_dir = scripts_dir.clone();
+            move |p: &Path| {
+                p.file_name() == config_path.file_name() && p.parent() == config_path.parent()
+                    || p.starts_with(&scripts_dir) && p.extension().is_some_and(|x| x == "lua")
+                    || same_file(p, &config_path)
+            }
+        };
+        let debouncer = notify_debouncer_mini::new_debouncer(
+            DEBOUNCE,
+            move |res: notify_debouncer_mini::DebounceEventResult| {
+                if let Ok(events) = res {
+                    if events.iter().any(|e| relevant(&e.path)) {
+                        let _ = tx.send(());
+                    }
+                }
+            },
+        );
+        let mut debouncer = match debouncer {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for file changes; reload with SIGHUP or POST /api/reload");
+                return tokio::spawn(async {});
+            }
+        };
+        use notify_debouncer_mini::notify::RecursiveMode;
+        for (dir, mode) in [
+            (&config_dir, RecursiveMode::NonRecursive),
+            (&scripts_dir, RecursiveMode::Recursive),
+        ] {
+            if let Err(e) = debouncer.watcher().watch(dir, mode) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch this folder for changes");
+            }
+        }
+        tokio::spawn(async move {
+            let _keep = debouncer;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    Some(()) = rx.recv() => { let _ = self.reload("file change").await; }
+                }
+            }
+        })
+    }
+}
+
+/// Whether two paths name the same file (the watcher reports canonical
+/// paths; the configuration may have been named through a symlink).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }

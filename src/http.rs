@@ -4,7 +4,7 @@
 //!   form or POST JSON; bodies over 64 KiB get 413;
 //! - the admin API on `admin_listen`: `/healthz`, `/api/status`,
 //!   `/api/orders`, `/api/orders/{key}/resolve`, `/api/plan`,
-//!   `/api/recharge`, behind an optional bearer token.
+//!   `/api/recharge`, `/api/reload`, behind an optional bearer token.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,8 +88,13 @@ async fn callback(
 }
 
 /// The admin API.
-pub fn admin_router(engine: Arc<Engine>, token: Option<Secret>) -> axum::Router {
+pub fn admin_router(
+    engine: Arc<Engine>,
+    reloader: Arc<crate::daemon::Reloader>,
+    token: Option<Secret>,
+) -> axum::Router {
     let api = axum::Router::new()
+        .route("/api/reload", post(reload).layer(axum::Extension(reloader)))
         .route("/api/status", get(status))
         .route("/api/orders", get(orders))
         .route("/api/orders/count", get(order_counts))
@@ -179,8 +184,26 @@ async fn resolve(
         }
     };
     match crate::engine::resolve(engine.ledger(), &key, paid).await {
-        Ok(order) => Json(order).into_response(),
+        Ok((order, event)) => {
+            engine.runtime().plugins.notify(event);
+            Json(order).into_response()
+        }
         Err(e) => (StatusCode::CONFLICT, e).into_response(),
+    }
+}
+
+/// `POST /api/reload`: 200 with the new generation, or 422 with the
+/// errors (the old generation stays in force).
+async fn reload(
+    axum::Extension(reloader): axum::Extension<Arc<crate::daemon::Reloader>>,
+) -> Response {
+    match reloader.reload("api").await {
+        Ok(generation) => Json(serde_json::json!({"generation": generation})).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({"error": e})),
+        )
+            .into_response(),
     }
 }
 

@@ -13,6 +13,7 @@
 //! | [`http`] | the callback receiver and the admin API (axum) |
 //! | [`engine`] | scheduler, pure decisions, paying through the ledger, callbacks, evidence and verification |
 //! | [`ledger`] | the sled store: orders under deterministic keys, durable writes with group commit, budgets, events; the only module that imports sled |
+//! | [`plugins`] | Lua plugins: the sandboxed state per generation, limits, the `vipd` host API, `vipd lua-types` |
 //! | [`sandbox`] | the simulated upstream: both APIs, state, fault knobs, callbacks |
 //! | [`units`] | money in integer fen, human durations, rates |
 //! | [`timefmt`] | unix seconds → readable UTC text |
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod engine;
 pub mod http;
 pub mod ledger;
+pub mod plugins;
 pub mod sandbox;
 pub mod timefmt;
 pub mod units;

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::daemon::{DaemonFile, daemon_file};
 use crate::engine::{Engine, PlanLine, Status};
 use crate::ledger::{Ledger, Order, OrderState};
+use crate::plugins::{Host, Plugins};
 use crate::timefmt;
 
 /// A running daemon's admin API.
@@ -184,6 +185,36 @@ fn status_text(s: &Status) -> String {
             cap(sp.per_month)
         );
     }
+    if let Some(r) = &s.last_reload {
+        match &r.error {
+            Some(e) => {
+                let _ = writeln!(
+                    out,
+                    "RELOAD FAILED at {} ({}); generation {} stays in force:\n  {}",
+                    timefmt::utc(r.at),
+                    r.trigger,
+                    r.generation,
+                    e.replace('\n', "\n  ")
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "last reload {} ({}): generation {}",
+                    timefmt::utc(r.at),
+                    r.trigger,
+                    r.generation
+                );
+            }
+        }
+    }
+    for (name, c) in &s.plugins {
+        let _ = writeln!(
+            out,
+            "plugin {name}: {} calls, {} failed ({} instruction, {} time, {} memory limit)",
+            c.calls, c.errors, c.instruction_limit, c.time_limit, c.memory_limit
+        );
+    }
     for (p, why) in &s.paused {
         let _ = writeln!(out, "PAUSED provider {p}: {why}");
     }
@@ -278,6 +309,7 @@ pub async fn resolve(path: &Path, key: &str, paid: bool) -> anyhow::Result<ExitC
             crate::engine::resolve(&ledger, key, paid)
                 .await
                 .map_err(anyhow::Error::msg)?
+                .0
         }
     };
     println!(
@@ -309,7 +341,11 @@ async fn offline_engine(
     let (config, sandbox) = super::load_with_sandbox(path).await?;
     let ledger = Arc::new(open_store(&config)?);
     let dry = config.daemon.dry_run;
-    Ok((Engine::new(ledger, config, dry), sandbox))
+    // The plugins load too: `vipd recharge` asks `before_recharge` like
+    // the daemon does.
+    let host = Host::new(Some(ledger.clone()));
+    let plugins = Plugins::load(&config, host.clone())?;
+    Ok((Engine::new(ledger, config, plugins, host, dry), sandbox))
 }
 
 pub async fn plan(

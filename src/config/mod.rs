@@ -52,11 +52,37 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// `sandbox:`
     pub sandbox: SandboxSettings,
+    /// `plugins:`
+    pub plugins: PluginSettings,
     /// Where each secret came from, for `vipd check`'s warnings.
     pub secret_uses: Vec<SecretUse>,
     /// Account name → index in `accounts`: every check looks its account
     /// up, so with 10,000 accounts a scan would cost O(n²) per cycle.
     account_index: HashMap<String, usize>,
+}
+
+/// `plugins:` with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSettings {
+    /// Wall-clock limit per handler call (default 5 s).
+    pub timeout: Duration,
+    /// Memory cap of one Lua state, in bytes (default 64 MiB).
+    pub memory: usize,
+    /// Lua VM instructions per handler call (default 100 million).
+    pub instructions: u64,
+    /// Each plugin's own settings (`vipd.settings`), by plugin name.
+    pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            timeout: Duration::from_secs(5),
+            memory: 64 << 20,
+            instructions: 100_000_000,
+            settings: BTreeMap::new(),
+        }
+    }
 }
 
 /// One configured secret: where it is and how it was written.
@@ -517,6 +543,7 @@ impl<'a> Builder<'a> {
         let accounts = self.accounts(raw.accounts, &providers);
         let rules = self.rules(raw.rules, &products, &accounts);
         let sandbox = self.sandbox(raw.sandbox, &products, &accounts);
+        let plugins = self.plugins(raw.plugins);
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -534,9 +561,30 @@ impl<'a> Builder<'a> {
             accounts,
             rules,
             sandbox,
+            plugins,
             secret_uses: self.secret_uses,
             account_index,
         })
+    }
+
+    fn plugins(&mut self, p: raw::RawPlugins) -> PluginSettings {
+        let defaults = PluginSettings::default();
+        let timeout = p.timeout.map_or(defaults.timeout, |d| d.0);
+        if timeout.is_zero() {
+            self.error(&["plugins", "timeout"], "must be more than 0s");
+        }
+        if p.memory_mb.is_some_and(|m| !(4..=4096).contains(&m)) {
+            self.error(&["plugins", "memory_mb"], "must be between 4 and 4096");
+        }
+        if p.instructions.is_some_and(|n| n < 10_000) {
+            self.error(&["plugins", "instructions"], "must be at least 10000");
+        }
+        PluginSettings {
+            timeout,
+            memory: p.memory_mb.map_or(defaults.memory, |m| (m as usize) << 20),
+            instructions: p.instructions.unwrap_or(defaults.instructions),
+            settings: p.settings,
+        }
     }
 
     fn daemon(&mut self, d: raw::RawDaemon) -> Daemon {

@@ -31,6 +31,24 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub sandbox: RawSandbox,
+    #[serde(default)]
+    pub plugins: RawPlugins,
+}
+
+/// `plugins:` limits for Lua handlers and each plugin's own settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugins {
+    /// Wall-clock limit per handler call.
+    pub timeout: Option<HumanDuration>,
+    /// Memory cap of the Lua state, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Lua VM instructions per handler call.
+    pub instructions: Option<u64>,
+    /// `settings.{plugin}`: free-form values that plugin reads as
+    /// `vipd.settings`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, serde_json::Value>,
 }
 
 /// `daemon:`

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Engine;
 use super::check::log_transition;
 use super::decide::retry_time;
-use super::events::{EventKind, emit_order};
+use super::events::{Event, EventKind};
 use crate::ledger::{OrderState, Settlement};
 use crate::units::Fen;
 use crate::upstream::Clock;
@@ -60,28 +60,63 @@ impl Engine {
             tracing::warn!(provider, "callback with a wrong signature refused");
             return CallbackReply::err(403, "bad signature");
         }
-        let Some(vendor_id) = get(&map.order_field).filter(|s| !s.is_empty()) else {
-            return CallbackReply::err(400, format!("no {} field", map.order_field));
+        let builtin = || -> Result<(String, bool, String), String> {
+            let vendor_id = get(&map.order_field)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("no {} field", map.order_field))?;
+            let status = get(&map.status_field).unwrap_or("");
+            if map.success_values.iter().any(|v| v == status) {
+                Ok((vendor_id.to_owned(), true, status.to_owned()))
+            } else if map.failure_values.iter().any(|v| v == status) {
+                Ok((vendor_id.to_owned(), false, status.to_owned()))
+            } else {
+                Err(format!("unrecognised {} {status:?}", map.status_field))
+            }
         };
-        let status = get(&map.status_field).unwrap_or("");
-        let success = if map.success_values.iter().any(|v| v == status) {
-            true
-        } else if map.failure_values.iter().any(|v| v == status) {
-            false
-        } else {
-            tracing::warn!(
-                provider,
-                vendor_order = vendor_id,
-                status,
-                "callback with an unrecognised status; order left as it is"
-            );
-            return CallbackReply::err(
-                400,
-                format!("unrecognised {} {status:?}", map.status_field),
-            );
+        // A signed callback the mapping does not understand goes to the
+        // `parse_callback` handlers before it is refused.
+        let (vendor_id, success, status, plugin_price, by_plugin) = match builtin() {
+            Ok((id, success, status)) => (id, success, status, None, false),
+            Err(reason) => {
+                let mut ev = Event::new(
+                    EventKind::ParseCallback,
+                    Clock::system_unix(),
+                    format!("callback for {provider}: {reason}"),
+                );
+                ev.provider = Some(provider.to_owned());
+                ev.fields = Some(fields.iter().cloned().collect());
+                match rt.plugins.parse_callback(&ev).await {
+                    Some(m) => {
+                        let status = format!(
+                            "{} as mapped by plugin {}",
+                            if m.success { "success" } else { "failed" },
+                            m.plugin
+                        );
+                        (m.order, m.success, status, m.price, true)
+                    }
+                    None => {
+                        tracing::warn!(provider, "callback refused: {reason}; order left as it is");
+                        return CallbackReply::err(400, reason);
+                    }
+                }
+            }
         };
+        let vendor_id = vendor_id.as_str();
+        let status = status.as_str();
         let key = match self.ledger.key_of_vendor_order(provider, vendor_id) {
             Ok(Some(key)) => key,
+            // A plugin may name our own order key instead of the vendor's.
+            Ok(None)
+                if by_plugin
+                    && self
+                        .ledger
+                        .get(vendor_id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|o| o.provider == provider) =>
+            {
+                vendor_id.to_owned()
+            }
             Ok(None) => match self.match_by_target(provider, get(&seller.target_param)) {
                 Some(key) => key,
                 None => {
@@ -98,7 +133,10 @@ impl Engine {
                 return CallbackReply::err(503, "store unavailable");
             }
         };
-        let price = get(&map.price_field).and_then(|p| Fen::parse_yuan(p).ok());
+        let price = match plugin_price {
+            Some(yuan) => Fen::from_f64_yuan(yuan).ok(),
+            None => get(&map.price_field).and_then(|p| Fen::parse_yuan(p).ok()),
+        };
         let now = Clock::system_unix();
         let order = match self.ledger.get(&key) {
             Ok(Some(o)) => o,
@@ -127,12 +165,13 @@ impl Engine {
         match self.ledger.settle(&key, now, settlement) {
             Ok(Some(o)) => {
                 log_transition(&o);
-                emit_order(
-                    &self.ledger,
-                    EventKind::OrderSettled,
-                    now,
-                    &o,
-                    format!("{} by callback ({status})", o.state),
+                self.emit(
+                    Event::new(
+                        EventKind::OrderSettled,
+                        now,
+                        format!("{} by callback ({status})", o.state),
+                    )
+                    .order(&o),
                 );
                 if o.state == OrderState::Succeeded {
                     self.follow_up(&o.rule, &o.account, Duration::from_secs(1));

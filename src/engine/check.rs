@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::decide::{self, Admission, AfterAttempt, BudgetView, Decision, Facts, GateEffect};
-use super::events::{EventKind, emit, emit_order};
+use std::collections::BTreeMap;
+
+use super::events::{Event, EventKind, TermView};
 use super::{Engine, Runtime, period};
 use crate::config::{Account, Product, Rule};
 use crate::ledger::{
@@ -69,6 +71,16 @@ impl Engine {
         let info = match self.read(rt, account).await {
             Ok(info) => {
                 self.note_read_ok(account);
+                if rt.plugins.handler_count(EventKind::VipInfo) > 0 {
+                    let mut ev = Event::new(
+                        EventKind::VipInfo,
+                        Clock::system_unix(),
+                        format!("read {}'s memberships", account.name),
+                    )
+                    .about(&account.name, &rule.name);
+                    ev.memberships = Some(VipView::of(&info).memberships);
+                    self.emit_to(rt, ev);
+                }
                 info
             }
             Err(e) => {
@@ -88,10 +100,20 @@ impl Engine {
                 return;
             }
         };
+        // A standing veto lasts while the renewal stays due.
+        let veto = match decision {
+            Decision::Renew { .. } => self
+                .ledger
+                .check_state(&rule.name, &account.name)
+                .ok()
+                .and_then(|s| s.veto),
+            _ => None,
+        };
         let state = CheckState {
             checked_at: Some(now),
             observed_end: end,
             decision: decision.describe(),
+            veto,
         };
         if let Err(e) = self
             .ledger
@@ -104,18 +126,22 @@ impl Engine {
             Decision::Renew { why } => {
                 self.renew(rt, rule, account, product, end, why).await;
             }
-            Decision::BudgetExceeded { period, cap, used } => emit(
-                &self.ledger,
-                EventKind::BudgetExceeded,
-                now,
-                Some(&account.name),
-                Some(&rule.name),
-                None,
-                format!(
-                    "not renewing {}: {used} of {cap} per {period} used; {} more would pass it",
-                    rule.membership, product.max_price
-                ),
-            ),
+            Decision::BudgetExceeded { period, cap, used } => {
+                let mut ev = Event::new(
+                    EventKind::BudgetExceeded,
+                    now,
+                    format!(
+                        "not renewing {}: {used} of {cap} per {period} used; {} more would pass it",
+                        rule.membership, product.max_price
+                    ),
+                )
+                .about(&account.name, &rule.name);
+                ev.period = Some(period.to_string());
+                ev.cap = Some(cap.as_yuan_f64());
+                ev.used = Some(used.as_yuan_f64());
+                ev.price = Some(product.max_price.as_yuan_f64());
+                self.emit(ev);
+            }
             _ => {}
         }
     }
@@ -178,15 +204,14 @@ impl Engine {
         state.last_error = Some(e.to_string());
         let _ = self.ledger.put_account_state(&account.name, &state);
         if first_of_streak {
-            emit(
-                &self.ledger,
+            let mut ev = Event::new(
                 EventKind::AccountAuthFailed,
                 now,
-                Some(&account.name),
-                Some(&rule.name),
-                None,
                 format!("credentials need attention: {e}"),
-            );
+            )
+            .about(&account.name, &rule.name);
+            ev.message = Some(e.to_string());
+            self.emit(ev);
         } else {
             tracing::warn!(account = %account.name, rule = %rule.name, error = %e, "membership read failed; no decision this time");
         }
@@ -237,12 +262,9 @@ impl Engine {
                             why: why.clone(),
                         },
                     )? {
-                        emit_order(
-                            &self.ledger,
-                            EventKind::OrderSettled,
-                            now,
-                            &o,
-                            format!("succeeded by {why}"),
+                        self.emit(
+                            Event::new(EventKind::OrderSettled, now, format!("succeeded by {why}"))
+                                .order(&o),
                         );
                         self.verified(&o, end.unwrap_or(0), now)?;
                     }
@@ -255,17 +277,18 @@ impl Engine {
                 {
                     self.ledger
                         .set_verification(&order.key, Verification::Unverified { at: now })?;
-                    emit_order(
-                        &self.ledger,
+                    let mut ev = Event::new(
                         EventKind::RenewalUnverified,
                         now,
-                        &order,
                         format!(
                             "paid, but {membership} still ends {} (expected at least {}); not paying again",
                             end.map_or("never".into(), crate::timefmt::utc),
                             crate::timefmt::utc(expected),
                         ),
-                    );
+                    )
+                    .order(&order);
+                    ev.new_end = end;
+                    self.emit(ev);
                 }
                 _ => {}
             }
@@ -276,17 +299,19 @@ impl Engine {
     fn verified(&self, order: &Order, new_end: i64, now: i64) -> Result<(), LedgerError> {
         self.ledger
             .set_verification(&order.key, Verification::Verified { at: now, new_end })?;
-        emit_order(
-            &self.ledger,
+        let mut ev = Event::new(
             EventKind::RenewalVerified,
             now,
-            order,
             format!(
                 "{} now ends {}",
                 order.membership,
                 crate::timefmt::utc(new_end),
             ),
-        );
+        )
+        .order(order);
+        ev.new_end = Some(new_end);
+        ev.state = Some(OrderState::Succeeded.as_str().to_owned());
+        self.emit(ev);
         Ok(())
     }
 
@@ -301,20 +326,20 @@ impl Engine {
         observed_end: Option<i64>,
         why: String,
     ) -> Option<Order> {
+        let key = decision_key(&rule.name, &account.name, rule.membership, observed_end);
+        if let Some(veto) = self.ask_plugins(rt, rule, account, product, &key).await {
+            self.record_veto(rule, account, &key, veto);
+            return None;
+        }
         if self.dry_run {
             tracing::info!(account = %account.name, rule = %rule.name, product = %product.name, "dry run: would renew ({why})");
             return None;
         }
         let alert = |kind: EventKind, key: &str, detail: String| {
-            let now = Clock::system_unix();
-            emit(
-                &self.ledger,
-                kind,
-                now,
-                Some(&account.name),
-                Some(&rule.name),
-                Some(key),
-                detail,
+            self.emit(
+                Event::new(kind, Clock::system_unix(), detail)
+                    .about(&account.name, &rule.name)
+                    .key(key),
             );
         };
         let seller = rt
@@ -346,7 +371,7 @@ impl Engine {
         let now = Clock::system_unix();
         let (day, month) = period::periods(now, rt.config.daemon.timezone);
         let request = PlanRequest {
-            key: decision_key(&rule.name, &account.name, rule.membership, observed_end),
+            key,
             rule: rule.name.clone(),
             account: account.name.clone(),
             membership: rule.membership,
@@ -470,18 +495,25 @@ impl Engine {
         };
         let _ = self.ledger.durable().await;
         log_transition(&order);
-        alert(
+        // Every event about this attempt carries the order and the reply.
+        let about = |kind: EventKind, detail: String| {
+            let mut ev = Event::new(kind, now, detail).order(&order);
+            ev.class = Some(class.as_str().to_owned());
+            ev.codeid = reply.map(|r| r.codeid);
+            ev.message =
+                Some(reply.map_or_else(|| attempt.outcome.detail.clone(), |r| r.message.clone()));
+            ev
+        };
+        self.emit(about(
             EventKind::RechargeResult,
-            &order.key,
             format!(
                 "attempt {}: {class}: {} → order {}",
                 order.attempts, attempt.outcome.detail, order.state
             ),
-        );
+        ));
         if seller.gate.apply(effect, &attempt.outcome.detail, now) {
-            alert(
+            self.emit(about(
                 EventKind::ProviderPaused,
-                &order.key,
                 format!(
                     "provider {} paused: {} ({})",
                     product.provider,
@@ -492,22 +524,20 @@ impl Engine {
                         "until a probe order succeeds"
                     }
                 ),
-            );
+            ));
         }
         match order.state {
-            OrderState::Unknown => alert(
+            OrderState::Unknown => self.emit(about(
                 EventKind::OrderUnknown,
-                &order.key,
                 format!(
                     "possibly paid, not re-sending: {}; resolve by evidence or `vipd orders resolve {}`",
                     attempt.outcome.detail, order.key
                 ),
-            ),
-            OrderState::Succeeded => alert(
+            )),
+            OrderState::Succeeded => self.emit(about(
                 EventKind::OrderSettled,
-                &order.key,
                 format!("succeeded: {}", attempt.outcome.detail),
-            ),
+            )),
             _ => {}
         }
         match order.state {
@@ -530,6 +560,100 @@ impl Engine {
             }
         }
         Some(order)
+    }
+}
+
+/// An account's memberships as plugins see them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VipView {
+    pub is_lost: bool,
+    pub is_qq_vip: bool,
+    pub is_qq_year_vip: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qq_vip_level: Option<i64>,
+    pub memberships: BTreeMap<String, TermView>,
+}
+
+impl VipView {
+    /// The view of one read.
+    pub fn of(info: &VipInfo) -> VipView {
+        VipView {
+            is_lost: info.is_lost,
+            is_qq_vip: info.is_qq_vip,
+            is_qq_year_vip: info.is_qq_year_vip,
+            qq_vip_level: info.qq_vip_level,
+            memberships: Membership::ALL
+                .into_iter()
+                .zip(&info.terms)
+                .map(|(m, t)| {
+                    (
+                        m.as_str().to_owned(),
+                        TermView {
+                            start: t.start,
+                            end: t.end,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Engine {
+    /// Asks the `before_recharge` handlers of `rt`'s plugins.
+    async fn ask_plugins(
+        &self,
+        rt: &Runtime,
+        rule: &Rule,
+        account: &Account,
+        product: &Product,
+        key: &str,
+    ) -> Option<crate::plugins::Veto> {
+        if rt.plugins.handler_count(EventKind::BeforeRecharge) == 0 {
+            return None;
+        }
+        let mut ev = Event::new(
+            EventKind::BeforeRecharge,
+            Clock::system_unix(),
+            format!("about to renew {} for {}", rule.membership, account.name),
+        )
+        .about(&account.name, &rule.name)
+        .key(key);
+        ev.membership = Some(rule.membership.as_str().to_owned());
+        ev.product = Some(product.name.clone());
+        ev.provider = Some(product.provider.clone());
+        ev.price = Some(product.max_price.as_yuan_f64());
+        ev.dry_run = self.dry_run;
+        rt.plugins.veto(&ev).await
+    }
+
+    /// A veto is recorded in the ledger: in the check state (what
+    /// `status` shows) and, once per streak, in the event log.
+    fn record_veto(&self, rule: &Rule, account: &Account, key: &str, veto: crate::plugins::Veto) {
+        let decision = format!("vetoed by plugin {}: {}", veto.plugin, veto.reason);
+        let mut state = self
+            .ledger
+            .check_state(&rule.name, &account.name)
+            .unwrap_or_default();
+        let repeated = state.veto.as_ref() == Some(&decision);
+        state.decision = decision.clone();
+        state.veto = Some(decision.clone());
+        if let Err(e) = self
+            .ledger
+            .put_check_state(&rule.name, &account.name, &state)
+        {
+            tracing::error!(account = %account.name, error = %e, "could not record a veto");
+        }
+        if repeated {
+            tracing::debug!(account = %account.name, rule = %rule.name, "{decision} (again)");
+            return;
+        }
+        let mut ev = Event::new(EventKind::RenewalVetoed, Clock::system_unix(), decision)
+            .about(&account.name, &rule.name)
+            .key(key);
+        ev.plugin = Some(veto.plugin);
+        ev.reason = Some(veto.reason);
+        self.emit(ev);
     }
 }
 

@@ -33,11 +33,14 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use check::VipView;
 pub use report::{PlanLine, Status, resolve, status};
 
 use crate::config::{CallbackMapping, Config, Provider};
 use crate::ledger::Ledger;
+use crate::plugins::{Host, Plugins};
 use crate::upstream::{Clock, RechargeClient, Signer, VipInfoClient};
+use events::Event;
 use gate::{Gate, Traffic};
 
 /// A membership reader: one `qq_connect` provider.
@@ -63,13 +66,20 @@ pub struct Runtime {
     pub config: Config,
     /// Counts reloads; 1 for the first configuration.
     pub generation: u64,
+    /// The Lua plugins of this generation.
+    pub plugins: Arc<Plugins>,
     readers: HashMap<String, Reader>,
     sellers: HashMap<String, Seller>,
 }
 
 impl Runtime {
-    /// Builds clients and gates for `config`.
-    pub fn build(config: Config, generation: u64, http: &reqwest::Client) -> Runtime {
+    /// Builds clients and gates for `config`, beside its loaded plugins.
+    pub fn build(
+        config: Config,
+        plugins: Arc<Plugins>,
+        generation: u64,
+        http: &reqwest::Client,
+    ) -> Runtime {
         let mut readers = HashMap::new();
         let mut sellers = HashMap::new();
         for (name, p) in &config.providers {
@@ -106,6 +116,7 @@ impl Runtime {
         Runtime {
             config,
             generation,
+            plugins,
             readers,
             sellers,
         }
@@ -135,9 +146,24 @@ struct Wake {
     regular: bool,
 }
 
+/// How the last reload went, for `status` and `/api/status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    /// Unix seconds.
+    pub at: i64,
+    /// What asked for it: `file change`, `SIGHUP`, `api`.
+    pub trigger: String,
+    /// The generation in force afterwards.
+    pub generation: u64,
+    /// Why the candidate was refused (with file and line), if it was.
+    pub error: Option<String>,
+}
+
 /// The engine. Cheap to share: everything inside is behind `Arc`s.
 pub struct Engine {
     ledger: Arc<Ledger>,
+    host: Arc<Host>,
+    last_reload: Mutex<Option<ReloadReport>>,
     runtime: RwLock<Arc<Runtime>>,
     http: reqwest::Client,
     tasks: TaskTracker,
@@ -169,14 +195,23 @@ pub fn spread(rule: &str, account: &str, window: Duration) -> Duration {
 }
 
 impl Engine {
-    /// An engine over `ledger` with its first configuration.
-    pub fn new(ledger: Arc<Ledger>, config: Config, dry_run: bool) -> Arc<Engine> {
+    /// An engine over `ledger` with its first configuration and the
+    /// plugins loaded for it (through `host`, which the engine attaches).
+    pub fn new(
+        ledger: Arc<Ledger>,
+        config: Config,
+        plugins: Plugins,
+        host: Arc<Host>,
+        dry_run: bool,
+    ) -> Arc<Engine> {
         let http = crate::upstream::http_client();
         let checks = Semaphore::new(config.daemon.max_concurrent_checks);
-        let runtime = Arc::new(Runtime::build(config, 1, &http));
+        let runtime = Arc::new(Runtime::build(config, Arc::new(plugins), 1, &http));
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
-        Arc::new(Engine {
+        let engine = Arc::new(Engine {
             ledger,
+            host,
+            last_reload: Mutex::new(None),
             runtime: RwLock::new(runtime),
             http,
             tasks: TaskTracker::new(),
@@ -186,7 +221,10 @@ impl Engine {
             checks,
             running: Mutex::new(HashSet::new()),
             dry_run,
-        })
+        });
+        engine.host.attach(&engine);
+        engine.runtime().plugins.start_jobs();
+        engine
     }
 
     /// The configuration generation in force.
@@ -207,13 +245,67 @@ impl Engine {
         self.dry_run
     }
 
-    /// Swaps in a new configuration (generation + 1). Checks already
-    /// running keep the generation they started with.
-    pub fn reload(&self, config: Config) -> u64 {
-        let mut slot = self.runtime.write().unwrap_or_else(|p| p.into_inner());
-        let generation = slot.generation + 1;
-        *slot = Arc::new(Runtime::build(config, generation, &self.http));
-        generation
+    /// What plugins reach outside Lua (shared by every generation).
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    /// Swaps in a new configuration and its plugins (generation + 1).
+    /// Checks already running keep the generation they started with; the
+    /// old generation's jobs stop, its handler calls in flight finish.
+    pub fn reload(&self, config: Config, plugins: Plugins) -> u64 {
+        let plugins = Arc::new(plugins);
+        let old = {
+            let mut slot = self.runtime.write().unwrap_or_else(|p| p.into_inner());
+            let generation = slot.generation + 1;
+            let new = Arc::new(Runtime::build(
+                config,
+                plugins.clone(),
+                generation,
+                &self.http,
+            ));
+            std::mem::replace(&mut *slot, new)
+        };
+        old.plugins.retire();
+        plugins.start_jobs();
+        old.generation + 1
+    }
+
+    /// Records how a reload went.
+    pub fn note_reload(&self, report: ReloadReport) {
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+    }
+
+    /// How the last reload went, if there was one.
+    pub fn last_reload(&self) -> Option<ReloadReport> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Logs, records and delivers an event to the plugins in force.
+    pub fn emit(&self, ev: Event) {
+        let rt = self.runtime();
+        self.emit_to(&rt, ev);
+    }
+
+    /// [`Engine::emit`] to the plugins of `rt`.
+    fn emit_to(&self, rt: &Runtime, mut ev: Event) {
+        ev.dry_run = self.dry_run;
+        events::record(&self.ledger, &ev);
+        rt.plugins.notify(ev);
+    }
+
+    /// `vipd.vip_info`: one read of a configured account.
+    pub async fn plugin_vip_info(&self, account: &str) -> Result<VipView, String> {
+        let rt = self.runtime();
+        let acct = rt
+            .config
+            .account(account)
+            .ok_or_else(|| format!("no account named {account}"))?;
+        let info = self.read(&rt, acct).await.map_err(|e| e.to_string())?;
+        Ok(VipView::of(&info))
     }
 
     /// Asks for a check of (rule, account) after `delay`.

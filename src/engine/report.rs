@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::decide::Decision;
-use super::events::{EventKind, emit_order};
+use super::events::{Event, EventKind, record};
 use super::{Engine, period, spread};
 use crate::config::{Budget, Check, Config, Rule, WhenLapsed};
 use crate::ledger::{
@@ -36,6 +36,12 @@ pub struct Status {
     pub attention: BTreeMap<String, String>,
     /// The latest events.
     pub events: Vec<EventRecord>,
+    /// How the last reload went (a refused one shows its error here).
+    #[serde(default)]
+    pub last_reload: Option<super::ReloadReport>,
+    /// Loaded plugins and their handler counts.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, crate::plugins::PluginCounts>,
 }
 
 /// One (rule, account) pair in `status`.
@@ -158,6 +164,8 @@ pub fn status(
         paused,
         attention,
         events: ledger.events(20)?,
+        last_reload: None,
+        plugins: BTreeMap::new(),
     })
 }
 
@@ -172,8 +180,13 @@ pub struct PlanLine {
     pub decision: String,
 }
 
-/// Operator resolution of an open order (`vipd orders resolve`).
-pub async fn resolve(ledger: &Ledger, key_prefix: &str, paid: bool) -> Result<Order, String> {
+/// Operator resolution of an open order (`vipd orders resolve`). The
+/// event is recorded here; a running daemon also hands it to its plugins.
+pub async fn resolve(
+    ledger: &Ledger,
+    key_prefix: &str,
+    paid: bool,
+) -> Result<(Order, Event), String> {
     let order = ledger.find(key_prefix).map_err(|e| e.to_string())?;
     let now = Clock::system_unix();
     if order.state == OrderState::Succeeded
@@ -194,14 +207,14 @@ pub async fn resolve(ledger: &Ledger, key_prefix: &str, paid: bool) -> Result<Or
             .map_err(|e| e.to_string())?;
         ledger.durable().await.map_err(|e| e.to_string())?;
         super::check::log_transition(&refuted);
-        emit_order(
-            ledger,
+        let event = Event::new(
             EventKind::OrderSettled,
             now,
-            &refuted,
-            "failed by operator (unverified renewal)".into(),
-        );
-        return Ok(refuted);
+            "failed by operator (unverified renewal)",
+        )
+        .order(&refuted);
+        record(ledger, &event);
+        return Ok((refuted, event));
     }
     if !order.state.is_open()
         || order.state == OrderState::Planned
@@ -230,14 +243,14 @@ pub async fn resolve(ledger: &Ledger, key_prefix: &str, paid: bool) -> Result<Or
         .ok_or_else(|| format!("order {} was settled meanwhile", order.key))?;
     ledger.durable().await.map_err(|e| e.to_string())?;
     super::check::log_transition(&settled);
-    emit_order(
-        ledger,
+    let event = Event::new(
         EventKind::OrderSettled,
         now,
-        &settled,
         format!("{} by operator", settled.state),
-    );
-    Ok(settled)
+    )
+    .order(&settled);
+    record(ledger, &event);
+    Ok((settled, event))
 }
 
 impl Engine {
@@ -253,13 +266,22 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        status(
+        let mut s = status(
             &rt.config,
             &self.ledger,
             rt.generation,
             self.dry_run,
             paused,
-        )
+        )?;
+        s.last_reload = self.last_reload();
+        let counts = self.host.stats.snapshot();
+        s.plugins = rt
+            .plugins
+            .names()
+            .iter()
+            .map(|n| (n.clone(), counts.get(n).copied().unwrap_or_default()))
+            .collect();
+        Ok(s)
     }
 
     /// What the daemon would do for each (rule, account) at `at` (default

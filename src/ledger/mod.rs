@@ -12,12 +12,14 @@
 //! | `e/{time}{seq}` | [`EventRecord`] |
 //! | `c/{rule}/{account}` | [`CheckState`]: what the last check saw and decided |
 //! | `u/{account}` | [`AccountState`]: credential trouble |
+//! | `k/{plugin}\0{key}` | a plugin's `vipd.kv` value (see `kv.rs`) |
 //!
 //! Writers take one mutex for their read-modify-write and write one atomic
 //! batch; the planned record is then made durable through [`GroupCommit`]
 //! before the engine lets the request leave.
 
 mod durable;
+pub mod kv;
 pub mod order;
 
 use std::path::Path;
@@ -102,6 +104,10 @@ pub struct CheckState {
     pub observed_end: Option<i64>,
     /// The decision, in words.
     pub decision: String,
+    /// The standing plugin veto of a due renewal, so that a veto repeated
+    /// at every check is recorded as an event once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veto: Option<String>,
 }
 
 /// Per-account state that outlives a check.

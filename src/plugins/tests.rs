@@ -1,0 +1,521 @@
+//! The runtime on its own: a real Lua state, real scripts on disk, a real
+//! store for `vipd.kv`; no engine.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::engine::events::{Event, EventKind};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    ledger: Arc<Ledger>,
+}
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn config(dir: &Path, plugins: &str) -> Config {
+    let text = format!(
+        r#"
+daemon: {{ scripts_dir: ./scripts }}
+providers:
+  qq: {{ kind: qq_connect, base_url: "http://127.0.0.1:1", oauth_consumer_key: "1", client_secret: app-secret-xyz }}
+  wapi: {{ kind: recharge, base_url: "http://127.0.0.1:1", appid: "1", secret: "{SECRET}" }}
+products:
+  m: {{ provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }}
+accounts:
+  - {{ name: alice, qq_number: "5666857", openid: OPENID-A, access_token: token-alice-secret, tags: [staff] }}
+plugins:
+  {plugins}
+"#
+    );
+    Config::parse(&text, &dir.join("rules.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl Fixture {
+    fn new(scripts: &[(&str, &str)]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        for (name, text) in scripts {
+            let path = dir.path().join("scripts").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let ledger = Arc::new(Ledger::open(&dir.path().join("state")).unwrap());
+        Fixture { dir, ledger }
+    }
+
+    fn load_with(&self, plugins: &str) -> Result<Plugins, LoadErrors> {
+        Plugins::load(
+            &config(self.dir.path(), plugins),
+            Host::new(Some(self.ledger.clone())),
+        )
+    }
+
+    fn load(&self) -> Plugins {
+        self.load_with("{ timeout: 2s }")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+fn event(kind: EventKind) -> Event {
+    Event::new(kind, 1_700_000_000, "test").about("alice", "r")
+}
+
+/// A script's top-level expression, evaluated in a handler, as a string.
+async fn eval(p: &Plugins, kind: EventKind) -> Option<String> {
+    let (plugin, f) = &p.handlers.get(kind.as_str())?[0];
+    match p.call(plugin, "test", f, Value::Nil).await? {
+        Value::String(s) => Some(s.to_string_lossy()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn sandbox_escapes_fail() {
+    // Each probe returns "blocked" when the escape fails, anything else
+    // when it works.
+    let probes = [
+        "io",
+        "debug",
+        "package",
+        "dofile",
+        "loadfile",
+        "rawset",
+        "string.dump",
+        "os.execute",
+        "os.getenv",
+        "os.exit",
+        "os.remove",
+        "os.rename",
+        "os.tmpname",
+        "require",
+    ];
+    let mut script = String::from("local results = {}\n");
+    for p in probes {
+        let access = match p {
+            "require" => "require('../../etc/passwd')".to_owned(),
+            other => other.to_owned(),
+        };
+        script += &format!(
+            "do local ok, v = pcall(function() return {access} end)\n  results[{p:?}] = (ok and v ~= nil) and 'OPEN' or 'blocked' end\n"
+        );
+    }
+    script += r#"
+-- bytecode: load refuses binary chunks even when asked for them
+do
+  local ok, f = pcall(load, "\27Lua\84\0\25\147\13\10\26\10", "bin", "b")
+  results["load(binary)"] = (ok and f) and 'OPEN' or 'blocked'
+end
+-- the real globals of the state are not reachable through load's env
+do
+  local f = load("return io")
+  results["load env"] = (f and f() ~= nil) and 'OPEN' or 'blocked'
+end
+-- collectgarbage cannot stop the collector
+do
+  local ok = pcall(collectgarbage, "stop")
+  results["collectgarbage stop"] = ok and 'OPEN' or 'blocked'
+end
+-- the string metatable does not lead to a dump function
+do
+  results["string mt dump"] = (getmetatable("").__index.dump ~= nil) and 'OPEN' or 'blocked'
+end
+-- vipd.config is read-only
+do
+  local ok = pcall(function() vipd.config.timezone = "x" end)
+  results["config write"] = ok and 'OPEN' or 'blocked'
+  local ok2 = pcall(setmetatable, vipd.config, {})
+  results["config setmetatable"] = ok2 and 'OPEN' or 'blocked'
+end
+vipd.on("error", function()
+  local open = {}
+  for k, v in pairs(results) do if v ~= 'blocked' then open[#open + 1] = k end end
+  table.sort(open)
+  return table.concat(open, ",")
+end)
+"#;
+    let f = Fixture::new(&[("escape.lua", &script)]);
+    let p = f.load();
+    assert_eq!(
+        eval(&p, EventKind::Error).await.as_deref(),
+        Some(""),
+        "escapes that worked"
+    );
+}
+
+#[tokio::test]
+async fn require_stays_inside_scripts_dir() {
+    let f = Fixture::new(&[
+        (
+            "lib/util.lua",
+            "return { twice = function(x) return 2 * x end, plugin = vipd.plugin }",
+        ),
+        (
+            "main.lua",
+            r#"
+local util = require("lib.util")
+assert(require("lib.util") == util, "modules are cached")
+vipd.on("error", function() return tostring(util.twice(21)) .. " " .. util.plugin end)
+"#,
+        ),
+    ]);
+    let p = f.load();
+    assert_eq!(p.names(), ["main"], "modules in subfolders are not plugins");
+    assert_eq!(eval(&p, EventKind::Error).await.as_deref(), Some("42 main"));
+}
+
+#[tokio::test]
+async fn runaway_handlers_are_stopped_by_the_limit_they_pass() {
+    let f = Fixture::new(&[(
+        "bad.lua",
+        r#"
+vipd.on("error", function() while true do end end)
+vipd.on("order_unknown", function()
+  -- hides the loop in a coroutine and a pcall
+  local co = coroutine.wrap(function() while true do pcall(function() while true do end end) end end)
+  co()
+end)
+vipd.on("renewal_unverified", function()
+  while true do coroutine.resume(coroutine.create(function() while true do end end)) end
+end)
+vipd.on("budget_exceeded", function()
+  local t = {}
+  for i = 1, 1e9 do t[i] = string.rep("x", 1024) .. i end
+end)
+vipd.on("provider_paused", function() return "still fine" end)
+"#,
+    )]);
+    let p = f
+        .load_with("{ timeout: 2s, instructions: 5000000, memory_mb: 16 }")
+        .unwrap();
+    for kind in [
+        EventKind::Error,
+        EventKind::OrderUnknown,
+        EventKind::RenewalUnverified,
+        EventKind::BudgetExceeded,
+    ] {
+        let t = Instant::now();
+        assert_eq!(eval(&p, kind).await, None, "{kind:?} was not stopped");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{kind:?} took {:?}",
+            t.elapsed()
+        );
+    }
+    let stats = p.host.stats.snapshot()["bad"];
+    assert_eq!(stats.instruction_limit, 3, "{stats:?}");
+    assert_eq!(stats.memory_limit, 1, "{stats:?}");
+    // The state still works after all that.
+    assert_eq!(
+        eval(&p, EventKind::ProviderPaused).await.as_deref(),
+        Some("still fine")
+    );
+}
+
+#[tokio::test]
+async fn a_handler_waiting_on_io_is_stopped_by_the_time_limit() {
+    // A server that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let script = format!(
+        "vipd.on('error', function() return vipd.http.get('http://{addr}/hang', {{ timeout = 30 }}).status end)"
+    );
+    let f = Fixture::new(&[("slow.lua", &script)]);
+    let p = f.load_with("{ timeout: 1s }").unwrap();
+    let t = Instant::now();
+    assert_eq!(eval(&p, EventKind::Error).await, None);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(p.host.stats.snapshot()["slow"].time_limit, 1);
+}
+
+#[tokio::test]
+async fn a_failing_handler_does_not_stop_the_next() {
+    let f = Fixture::new(&[
+        (
+            "a_fails.lua",
+            "vipd.on('order_settled', function(ev) error('boom for ' .. ev.account) end)",
+        ),
+        (
+            "b_counts.lua",
+            "vipd.on('order_settled', function(ev) vipd.kv.incr('seen') end)",
+        ),
+    ]);
+    let p = f.load();
+    p.deliver(&event(EventKind::OrderSettled)).await;
+    p.deliver(&event(EventKind::OrderSettled)).await;
+    assert_eq!(
+        f.ledger.kv_get("b_counts", "seen", 0).unwrap(),
+        Some(2.into())
+    );
+    let stats = p.host.stats.snapshot();
+    assert_eq!(stats["a_fails"].errors, 2);
+    assert_eq!(stats["b_counts"].errors, 0);
+}
+
+#[test]
+fn load_errors_name_the_script_and_line() {
+    let f = Fixture::new(&[
+        ("a_ok.lua", "vipd.on('error', function() end)"),
+        ("b_syntax.lua", "local x = 1\nlocal y = = 2\n"),
+        ("c_runtime.lua", "\n\nlocal t = nil\nprint(t.x)\n"),
+        ("d_event.lua", "vipd.on('recharge_reslt', function() end)"),
+        ("e_io.lua", "vipd.kv.set('k', 1)"),
+        ("f_loop.lua", "while true do end"),
+    ]);
+    let errors = f
+        .load_with("{ timeout: 1s, instructions: 1000000 }")
+        .unwrap_err()
+        .0;
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 5, "{shown:#?}");
+    assert_eq!(errors[0].line, Some(2), "{shown:#?}");
+    assert!(shown[0].contains("b_syntax.lua:2:"), "{shown:#?}");
+    assert_eq!(errors[1].line, Some(4), "{shown:#?}");
+    assert!(
+        shown[2].contains("did you mean \"recharge_result\""),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[3].contains("not while the plugin loads"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[4].contains("instruction limit exceeded"),
+        "{shown:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_error_is_reported_with_its_line_and_traceback() {
+    let f = Fixture::new(&[(
+        "trace.lua",
+        "local function inner(ev)\n  return ev.nothing.field\nend\nvipd.on('error', function(ev) local r = inner(ev); return r end)\n",
+    )]);
+    let p = f.load();
+    let (plugin, func) = &p.handlers["error"][0];
+    let arg = api::lua_value(&p.lua, &event(EventKind::Error)).unwrap();
+    let run = async {
+        let thread = p.lua.create_thread(func.clone())?;
+        thread.into_async::<Value>(arg)?.await
+    };
+    let e = run.await.unwrap_err();
+    let text = describe_error(&e);
+    assert!(text.contains("trace.lua:2:"), "{text}");
+    assert!(text.contains("traceback"), "{text}");
+    assert!(text.contains("trace.lua:4"), "{text}");
+    // And `call` counts it against the plugin.
+    let arg = api::lua_value(&p.lua, &event(EventKind::Error)).unwrap();
+    assert_eq!(p.call(plugin, "error", func, arg).await, None);
+    assert_eq!(p.host.stats.snapshot()["trace"].errors, 1);
+}
+
+#[tokio::test]
+async fn veto_and_parse_callback_answers() {
+    let f = Fixture::new(&[
+        (
+            "a_pass.lua",
+            "vipd.on('before_recharge', function(ev) return nil end)",
+        ),
+        (
+            "b_skip.lua",
+            "vipd.on('before_recharge', function(ev) if ev.account == 'alice' then return { skip = 'alice is on leave' } end end)",
+        ),
+        (
+            "c_never.lua",
+            "vipd.on('before_recharge', function(ev) return false end)",
+        ),
+        (
+            "d_map.lua",
+            "vipd.on('parse_callback', function(ev) return { order = ev.fields.oid, status = ev.fields.st == 'OK' and 'success' or 'failed', price = 9.5 } end)",
+        ),
+    ]);
+    let p = f.load();
+    let veto = p.veto(&event(EventKind::BeforeRecharge)).await.unwrap();
+    assert_eq!(
+        (veto.plugin.as_str(), veto.reason.as_str()),
+        ("b_skip", "alice is on leave")
+    );
+    let mut bob = event(EventKind::BeforeRecharge);
+    bob.account = Some("bob".into());
+    assert_eq!(p.veto(&bob).await.unwrap().plugin, "c_never");
+    let mut cb = event(EventKind::ParseCallback);
+    cb.fields = Some(
+        [
+            ("oid".to_owned(), "V1".to_owned()),
+            ("st".to_owned(), "OK".to_owned()),
+        ]
+        .into(),
+    );
+    let m = p.parse_callback(&cb).await.unwrap();
+    assert_eq!(
+        (m.order.as_str(), m.success, m.price),
+        ("V1", true, Some(9.5))
+    );
+}
+
+#[tokio::test]
+async fn host_api_works_in_handlers() {
+    let f = Fixture::new(&[(
+        "api.lua",
+        r#"
+vipd.on("error", function()
+  local out = {}
+  out[#out + 1] = vipd.sign({ b = "2", a = 1 }, { secret = "k" })
+  out[#out + 1] = vipd.sign({ b = "2", a = 1 }, { provider = "wapi" })
+  local j = vipd.json.decode('{"x":[1,2,null],"y":"z"}')
+  out[#out + 1] = tostring(j.x[2]) .. tostring(j.x[3] == vipd.json.null) .. j.y
+  out[#out + 1] = vipd.json.encode({ a = 1 })
+  vipd.kv.set("n", { deep = { 1, 2 } }, { ttl = "1h" })
+  out[#out + 1] = tostring(vipd.kv.get("n").deep[2])
+  out[#out + 1] = tostring(vipd.kv.ttl("n") > 3500)
+  out[#out + 1] = tostring(vipd.kv.incr("c", 5))
+  out[#out + 1] = tostring(vipd.kv.del("c")) .. tostring(vipd.kv.get("c"))
+  out[#out + 1] = tostring(vipd.now() > 1700000000)
+  out[#out + 1] = vipd.config.accounts[1].name .. "/" .. vipd.config.accounts[1].tags[1]
+  out[#out + 1] = tostring(vipd.settings.greeting)
+  local ok, err = pcall(vipd.sign, {}, {})
+  out[#out + 1] = tostring(err):match("give exactly one") and "sign-err" or tostring(err)
+  return table.concat(out, "|")
+end)
+"#,
+    )]);
+    let p = f
+        .load_with("{ settings: { api: { greeting: hello } } }")
+        .unwrap();
+    let got = eval(&p, EventKind::Error).await.unwrap();
+    let md5 = |params: &[(&str, &str)], secret: &str| {
+        crate::upstream::sign::md5_sign(params.iter().copied(), secret)
+    };
+    let expected = [
+        md5(&[("a", "1"), ("b", "2")], "k"),
+        md5(&[("a", "1"), ("b", "2")], SECRET),
+        "2truez".into(),
+        r#"{"a":1}"#.into(),
+        "2".into(),
+        "true".into(),
+        "5".into(),
+        "truenil".into(),
+        "true".into(),
+        "alice/staff".into(),
+        "hello".into(),
+        "sign-err".into(),
+    ]
+    .join("|");
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn kv_survives_a_new_state_and_a_reopened_store() {
+    let f = Fixture::new(&[(
+        "count.lua",
+        "vipd.on('error', function() return tostring(vipd.kv.incr('runs')) end)",
+    )]);
+    assert_eq!(
+        eval(&f.load(), EventKind::Error).await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        eval(&f.load(), EventKind::Error).await.as_deref(),
+        Some("2")
+    );
+    let dir = f.dir.path().join("state");
+    drop(f.ledger);
+    let ledger = Arc::new(Ledger::open(&dir).unwrap());
+    let p = Plugins::load(&config(f.dir.path(), "{}"), Host::new(Some(ledger))).unwrap();
+    assert_eq!(eval(&p, EventKind::Error).await.as_deref(), Some("3"));
+}
+
+#[test]
+fn secrets_never_reach_lua() {
+    let f = Fixture::new(&[(
+        "peek.lua",
+        r#"
+local seen = {}
+local function walk(t, depth)
+  if depth > 6 then return end
+  for k, v in pairs(t) do
+    if type(v) == "table" then walk(v, depth + 1) else seen[#seen + 1] = tostring(k) .. "=" .. tostring(v) end
+  end
+end
+walk(vipd.config, 0)
+vipd.settings_dump = table.concat(seen, "\n")
+vipd.on("error", function() return vipd.settings_dump end)
+"#,
+    )]);
+    let p = f.load();
+    let (_, func) = &p.handlers["error"][0];
+    let text: String = p
+        .lua
+        .create_thread(func.clone())
+        .unwrap()
+        .resume(())
+        .unwrap();
+    assert!(text.contains("name=alice"), "{text}");
+    for secret in [SECRET, "app-secret-xyz", "token-alice-secret", "OPENID-A"] {
+        assert!(
+            !text.contains(secret),
+            "{secret} visible in vipd.config:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn every_host_function_is_documented_and_typed() {
+    let f = Fixture::new(&[(
+        "walk.lua",
+        r#"
+local paths = {}
+local function walk(t, prefix)
+  for k, v in pairs(t) do
+    if type(v) == "function" then paths[#paths + 1] = prefix .. k
+    elseif type(v) == "table" and k ~= "config" and k ~= "settings" then walk(v, prefix .. k .. ".") end
+  end
+end
+walk(vipd, "")
+table.sort(paths)
+PATHS = table.concat(paths, " ")
+vipd.on("error", function() return PATHS end)
+"#,
+    )]);
+    let p = f.load();
+    let (_, func) = &p.handlers["error"][0];
+    let live: String = p
+        .lua
+        .create_thread(func.clone())
+        .unwrap()
+        .resume(())
+        .unwrap();
+    let mut documented: Vec<&str> = API.iter().map(|d| d.path).collect();
+    documented.sort_unstable();
+    assert_eq!(live, documented.join(" "));
+    let meta = types::lua_types();
+    assert!(meta.starts_with("---@meta"));
+    for d in API {
+        assert!(
+            meta.contains(&format!("function vipd.{}(", d.path)),
+            "vipd.{} missing",
+            d.path
+        );
+    }
+    for kind in EventKind::LUA {
+        assert!(meta.contains(&format!(
+            "---@class vipd.event.{}: vipd.Event",
+            kind.as_str()
+        )));
+        assert!(meta.contains(&format!("fun(event: \"{}\"", kind.as_str())));
+    }
+    for (field, _, _) in crate::engine::events::FIELDS {
+        assert!(
+            meta.contains(&format!("---@field {field}")),
+            "field {field} missing"
+        );
+    }
+}
