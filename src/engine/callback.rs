@@ -85,7 +85,7 @@ impl Engine {
                 );
                 ev.provider = Some(provider.to_owned());
                 ev.fields = Some(fields.iter().cloned().collect());
-                match rt.plugins.parse_callback(&ev).await {
+                match rt.plugins.ask_parse_callback(ev).await {
                     Some(m) => {
                         let status = format!(
                             "{} as mapped by plugin {}",

@@ -624,7 +624,7 @@ impl Engine {
         ev.provider = Some(product.provider.clone());
         ev.price = Some(product.max_price.as_yuan_f64());
         ev.dry_run = self.dry_run;
-        rt.plugins.veto(&ev).await
+        rt.plugins.ask_veto(ev).await
     }
 
     /// A veto is recorded in the ledger: in the check state (what

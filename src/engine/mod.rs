@@ -223,7 +223,7 @@ impl Engine {
             dry_run,
         });
         engine.host.attach(&engine);
-        engine.runtime().plugins.start_jobs();
+        engine.runtime().plugins.start();
         engine
     }
 
@@ -267,7 +267,7 @@ impl Engine {
             std::mem::replace(&mut *slot, new)
         };
         old.plugins.retire();
-        plugins.start_jobs();
+        plugins.start();
         old.generation + 1
     }
 

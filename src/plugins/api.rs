@@ -361,10 +361,15 @@ pub fn build(
                 args.map_err(|e| rt_err(format!("vipd.recharge: needs {{account = string, product = string, dry_run = boolean?}}: {e}")))?;
             let what = format!("vipd.recharge{{account = {account:?}, product = {product:?}}}");
             let engine = c.engine(&what)?;
-            let message = engine
-                .manual_recharge(&account, &product, dry_run)
-                .await
-                .map_err(|e| rt_err(format!("{what}: {e}")))?;
+            let (acct, prod) = (account.clone(), product.clone());
+            let message = c
+                .on_daemon(async move {
+                    engine
+                        .manual_recharge(&acct, &prod, dry_run)
+                        .await
+                        .map_err(|e| rt_err(format!("{what}: {e}")))
+                })
+                .await?;
             tracing::info!(plugin = %c.plugin, account, product, dry_run, "{message}");
             let out = lua.create_table()?;
             out.set("ok", true)?;

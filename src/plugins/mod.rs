@@ -10,10 +10,16 @@
 //! | `http.rs` | `vipd.http` |
 //! | `types.rs` | the LuaLS `---@meta` file |
 //!
-//! Handlers run as coroutines ([`Plugins::call`]): a host call that does
-//! I/O yields, so a slow handler holds no thread and no lock, and events
-//! are delivered from their own tasks, so no renewal waits for a plugin
-//! except for the one question it must ask (`before_recharge`).
+//! All Lua of a generation runs on one thread of its own ("the Lua
+//! thread", a single-threaded tokio runtime). Handlers run there as
+//! coroutines ([`Plugins::call`]): a host call that does I/O yields and
+//! its I/O runs on the daemon's runtime, so handlers waiting on the network
+//! interleave. A handler that burns CPU holds only the Lua thread (the
+//! state is single-threaded), never the daemon's workers, until its
+//! instruction or time limit stops it. Events are queued to the Lua thread
+//! without waiting; the one question a renewal must ask (`before_recharge`)
+//! is awaited with a bound, and a plugin that does not answer in time does
+//! not veto.
 
 mod api;
 mod env;
@@ -43,6 +49,8 @@ use limits::{Budget, Limit, Limited};
 /// What plugins reach outside Lua. Shared by every generation.
 pub struct Host {
     engine: OnceLock<Weak<Engine>>,
+    /// The daemon's runtime: host I/O runs there, not on the Lua thread.
+    main: Option<tokio::runtime::Handle>,
     ledger: Option<Arc<Ledger>>,
     http: reqwest::Client,
     /// Handler counters, for status and metrics.
@@ -60,6 +68,7 @@ impl Host {
     pub fn new(ledger: Option<Arc<Ledger>>) -> Arc<Host> {
         Arc::new(Host {
             engine: OnceLock::new(),
+            main: tokio::runtime::Handle::try_current().ok(),
             ledger,
             http: crate::upstream::http_client(),
             stats: HookStats::default(),
@@ -168,6 +177,21 @@ impl Ctx {
             .ok_or_else(|| mlua::Error::RuntimeError(format!("{what}: the daemon is not running")))
     }
 
+    /// Runs host I/O on the daemon's runtime, so that connections and
+    /// timers belong to it, whichever thread the Lua runs on.
+    async fn on_daemon<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = mlua::Result<T>> + Send + 'static,
+    ) -> mlua::Result<T> {
+        match &self.host.main {
+            Some(handle) => handle
+                .spawn(fut)
+                .await
+                .map_err(|e| mlua::Error::RuntimeError(format!("host call failed: {e}")))?,
+            None => fut.await,
+        }
+    }
+
     fn ledger(&self, what: &str) -> mlua::Result<&Arc<Ledger>> {
         self.doing_io(what)?;
         self.host
@@ -246,9 +270,16 @@ pub struct Plugins {
     settings: crate::config::PluginSettings,
     timezone: chrono_tz::Tz,
     host: Arc<Host>,
-    tasks: TaskTracker,
+    /// Where work for the Lua thread is queued, once it runs.
+    queue: OnceLock<tokio::sync::mpsc::UnboundedSender<LuaTask>>,
     stop: CancellationToken,
+    /// Cancelled when the Lua thread has finished all its work.
+    finished: CancellationToken,
 }
+
+/// Work for the Lua thread.
+type LuaTask =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
 impl std::fmt::Debug for Plugins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -504,8 +535,9 @@ impl Plugins {
             settings,
             timezone: config.daemon.timezone,
             host,
-            tasks: TaskTracker::new(),
+            queue: OnceLock::new(),
             stop: CancellationToken::new(),
+            finished: CancellationToken::new(),
         })
     }
 
@@ -613,15 +645,6 @@ impl Plugins {
         }
     }
 
-    /// Delivers `ev` from its own task: nothing waits for the plugins.
-    pub fn notify(self: &Arc<Self>, ev: Event) {
-        if !self.handlers.contains_key(ev.event) {
-            return;
-        }
-        let me = self.clone();
-        self.tasks.spawn(async move { me.deliver(&ev).await });
-    }
-
     /// Asks the `before_recharge` handlers; the first veto wins. A handler
     /// that fails does not veto (it is logged and counted): a broken
     /// script must not let memberships lapse.
@@ -679,13 +702,123 @@ impl Plugins {
         None
     }
 
-    /// Starts the `vipd.every` jobs; they stop at [`Plugins::retire`].
-    pub fn start_jobs(self: &Arc<Self>) {
+    /// Starts the Lua thread and the `vipd.every` jobs. Until this runs
+    /// (and in `vipd check`, where it never does) nothing is delivered.
+    pub fn start(self: &Arc<Self>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<LuaTask>();
+        if self.queue.set(tx).is_err() {
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vipd-lua".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the Lua thread; plugins are not run");
+                        me.finished.cancel();
+                        return;
+                    }
+                };
+                let tasks = TaskTracker::new();
+                runtime.block_on(async {
+                    me.spawn_jobs(&tasks);
+                    loop {
+                        tokio::select! {
+                            _ = me.stop.cancelled() => break,
+                            task = rx.recv() => match task {
+                                Some(task) => { tasks.spawn(task()); }
+                                None => break,
+                            },
+                        }
+                    }
+                    // Work queued before the stop still runs (each call is
+                    // bounded by the time limit).
+                    while let Ok(task) = rx.try_recv() {
+                        tasks.spawn(task());
+                    }
+                    tasks.close();
+                    tasks.wait().await;
+                });
+                me.finished.cancel();
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the Lua thread; plugins are not run");
+            self.finished.cancel();
+        }
+    }
+
+    /// Queues `f` on the Lua thread.
+    fn on_lua_thread<F>(self: &Arc<Self>, f: impl FnOnce(Arc<Plugins>) -> F + Send + 'static)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Some(queue) = self.queue.get() else {
+            return;
+        };
+        let me = self.clone();
+        let _ = queue.send(Box::new(move || Box::pin(f(me))));
+    }
+
+    /// Runs `f` on the Lua thread and waits for its answer, at most the
+    /// time limit and a second: `None` when it did not answer.
+    async fn ask<T, F>(
+        self: &Arc<Self>,
+        f: impl FnOnce(Arc<Plugins>) -> F + Send + 'static,
+    ) -> Option<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Option<T>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.on_lua_thread(move |me| async move {
+            let _ = tx.send(f(me).await);
+        });
+        let bound = self.settings.timeout + std::time::Duration::from_secs(1);
+        match tokio::time::timeout(bound, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => None,
+            Err(_) => {
+                tracing::warn!("plugins did not answer within {bound:?}; going on without them");
+                None
+            }
+        }
+    }
+
+    /// Delivers `ev` on the Lua thread: nothing waits for the plugins.
+    pub fn notify(self: &Arc<Self>, ev: Event) {
+        if !self.handlers.contains_key(ev.event) {
+            return;
+        }
+        self.on_lua_thread(move |me| async move { me.deliver(&ev).await });
+    }
+
+    /// Asks the `before_recharge` handlers on the Lua thread (see
+    /// [`Plugins::veto`]).
+    pub async fn ask_veto(self: &Arc<Self>, ev: Event) -> Option<Veto> {
+        if !self.handlers.contains_key(ev.event) {
+            return None;
+        }
+        self.ask(move |me| async move { me.veto(&ev).await }).await
+    }
+
+    /// Asks the `parse_callback` handlers on the Lua thread (see
+    /// [`Plugins::parse_callback`]).
+    pub async fn ask_parse_callback(self: &Arc<Self>, ev: Event) -> Option<Mapped> {
+        if !self.handlers.contains_key(ev.event) {
+            return None;
+        }
+        self.ask(move |me| async move { me.parse_callback(&ev).await })
+            .await
+    }
+
+    fn spawn_jobs(self: &Arc<Self>, tasks: &TaskTracker) {
         for (i, job) in self.jobs.iter().enumerate() {
             let me = self.clone();
             let stop = self.stop.clone();
             let (plugin, spec) = (job.plugin.clone(), job.spec.clone());
-            self.tasks.spawn(async move {
+            tasks.spawn(async move {
                 loop {
                     let now = crate::upstream::Clock::system_unix();
                     let Some(next) = me.jobs[i].schedule.next_after(now, me.timezone) else {
@@ -704,16 +837,18 @@ impl Plugins {
         }
     }
 
-    /// Stops this generation's jobs (a new generation took over, or the
-    /// daemon stops). Handler calls already running finish.
+    /// Stops this generation: jobs end, queued work finishes, the Lua
+    /// thread exits (a new generation took over, or the daemon stops).
     pub fn retire(&self) {
         self.stop.cancel();
-        self.tasks.close();
+        if self.queue.get().is_none() {
+            self.finished.cancel();
+        }
     }
 
-    /// Waits for this generation's handler calls and jobs to finish.
+    /// Waits until the Lua thread has finished (after [`Plugins::retire`]).
     pub async fn wait(&self) {
-        self.tasks.wait().await;
+        self.finished.cancelled().await;
     }
 }
 
