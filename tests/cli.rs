@@ -330,3 +330,52 @@ fn committed_schema_file_is_current() {
     let committed = std::fs::read_to_string(root.join("vipd.schema.json")).unwrap();
     assert_eq!(committed, out, "run `vipd schema > vipd.schema.json`");
 }
+
+#[test]
+fn committed_lua_types_are_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, out, _) = run(vipd().arg("lua-types"));
+    assert_eq!(code, 0);
+    let committed = std::fs::read_to_string(root.join("scripts/types/vipd.d.lua")).unwrap();
+    assert_eq!(
+        committed, out,
+        "run `vipd lua-types > scripts/types/vipd.d.lua`"
+    );
+}
+
+#[test]
+fn check_loads_the_scripts_and_names_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &config_text("", ""));
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::write(
+        dir.path().join("scripts/ok.lua"),
+        "vipd.on('order_settled', function() end)",
+    )
+    .unwrap();
+    let (code, out, err) = run(vipd().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 plugins: ok"), "{out}");
+    // Loading has no side effects: a plugin that would write at load time
+    // fails `check` instead of writing.
+    std::fs::write(
+        dir.path().join("scripts/writes.lua"),
+        "\nvipd.kv.set('x', 1)\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("scripts/syntax.lua"), "local x = = 1").unwrap();
+    let (code, _, err) = run(vipd().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("syntax.lua:1:"), "{err}");
+    assert!(err.contains("writes.lua:2:"), "{err}");
+    assert!(err.contains("not while the plugin loads"), "{err}");
+    let (_, out, _) = run(vipd()
+        .arg("check")
+        .args(["--format", "json"])
+        .arg("--config")
+        .arg(&path));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["errors"].as_array().unwrap().len(), 2, "{report:#}");
+    assert_eq!(report["errors"][0]["line"], 1, "{report:#}");
+}

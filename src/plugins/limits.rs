@@ -50,6 +50,8 @@ pub struct Budget {
     left: AtomicI64,
     /// 0 = none, else `Limit as u8 + 1`.
     hit: AtomicU8,
+    /// `script.lua:LINE` where the hook stopped the call.
+    at: std::sync::Mutex<Option<String>>,
 }
 
 impl Budget {
@@ -61,6 +63,7 @@ impl Budget {
             instructions,
             left: AtomicI64::new(instructions.min(i64::MAX as u64) as i64),
             hit: AtomicU8::new(0),
+            at: std::sync::Mutex::new(None),
         })
     }
 
@@ -104,22 +107,34 @@ impl Budget {
         }
     }
 
+    /// `script.lua:LINE` where the hook stopped the call, if it did.
+    pub fn stopped_at(&self) -> Option<String> {
+        self.at.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Charges one hook step; an error stops the running Lua code.
-    fn charge(&self) -> mlua::Result<VmState> {
+    fn charge(&self, debug: &mlua::Debug) -> mlua::Result<VmState> {
         let left = self.left.fetch_sub(STEP as i64, Ordering::Relaxed) - STEP as i64;
         // Once passed, every later step fails too, so a `pcall` around the
         // runaway code cannot swallow the limit and carry on.
-        if left < 0 {
-            self.mark(Limit::Instructions);
-            return Err(mlua::Error::RuntimeError(
-                self.message(Limit::Instructions, 0),
+        let limit = if left < 0 {
+            Limit::Instructions
+        } else if Instant::now() >= self.deadline {
+            Limit::Time
+        } else {
+            return Ok(VmState::Continue);
+        };
+        self.mark(limit);
+        let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        if at.is_none() {
+            let src = debug.source().short_src.map(|s| s.into_owned());
+            *at = Some(format!(
+                "{}:{}",
+                src.unwrap_or_else(|| "?".into()),
+                debug.current_line().unwrap_or(0)
             ));
         }
-        if Instant::now() >= self.deadline {
-            self.mark(Limit::Time);
-            return Err(mlua::Error::RuntimeError(self.message(Limit::Time, 0)));
-        }
-        Ok(VmState::Continue)
+        Err(mlua::Error::RuntimeError(self.message(limit, 0)))
     }
 }
 
@@ -132,9 +147,9 @@ thread_local! {
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     lua.set_global_hook(
         HookTriggers::new().every_nth_instruction(STEP),
-        |_lua, _debug| {
+        |_lua, debug| {
             CURRENT.with(|c| match &*c.borrow() {
-                Some(budget) => budget.charge(),
+                Some(budget) => budget.charge(debug),
                 // Lua never runs outside a limited call; if it somehow
                 // does, it is not stopped here (but the state's memory
                 // cap still holds).

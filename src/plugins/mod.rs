@@ -598,13 +598,14 @@ impl Plugins {
                 if limit == Limit::Memory {
                     let _ = self.lua.gc_collect();
                 }
-                let where_ = describe_error(&error);
-                let at = where_
-                    .lines()
-                    .find(|l| l.contains(".lua:"))
-                    .unwrap_or("")
-                    .trim();
-                format!("{} {at}", budget.message(limit, self.settings.memory))
+                // Where: the hook saw it; else the first script line of
+                // the error's traceback.
+                let at = budget.stopped_at().unwrap_or_else(|| {
+                    let text = describe_error(&error);
+                    let line = text.lines().find(|l| l.contains(".lua:"));
+                    line.unwrap_or("").trim().to_owned()
+                });
+                format!("{} at {at}", budget.message(limit, self.settings.memory))
             }
             None => describe_error(&error),
         };

@@ -106,6 +106,41 @@ async fn receive(State(r): State<Receiver>, body: Bytes) -> impl IntoResponse {
     (StatusCode::OK, "success")
 }
 
+/// A chat-webhook stand-in: records every JSON body POSTed to it.
+#[derive(Clone, Default)]
+pub struct Webhook {
+    pub bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Webhook {
+    /// Starts it; returns it and its URL (with a query key, as real robots
+    /// have).
+    pub async fn start() -> (Webhook, String) {
+        let hook = Webhook::default();
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(hook_receive))
+            .with_state(hook.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (hook, format!("http://{addr}/hook?key=hook-key-do-not-log"))
+    }
+
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+async fn hook_receive(State(h): State<Webhook>, body: Bytes) -> impl IntoResponse {
+    match serde_json::from_slice(&body) {
+        Ok(v) => {
+            h.bodies.lock().unwrap().push(v);
+            (StatusCode::OK, r#"{"errcode":0}"#)
+        }
+        Err(_) => (StatusCode::BAD_REQUEST, r#"{"errcode":1}"#),
+    }
+}
+
 /// An upstream that answers every request with one fixed status and body.
 pub async fn evil_upstream(status: u16, body: Vec<u8>) -> SocketAddr {
     let body = Bytes::from(body);

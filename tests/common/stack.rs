@@ -24,8 +24,10 @@ pub struct StackConfig {
     pub rule: String,
     /// Extra lines under `sandbox:` (2-space indent).
     pub sandbox: String,
-    /// Files to write beside the configuration first (name, content).
+    /// Files to write beside the configuration first (path, content).
     pub files: Vec<(String, String)>,
+    /// Extra top-level YAML (e.g. a `plugins:` section).
+    pub top: String,
 }
 
 impl StackConfig {
@@ -40,6 +42,7 @@ impl StackConfig {
             rule: String::new(),
             sandbox: String::new(),
             files: Vec::new(),
+            top: String::new(),
         }
     }
 
@@ -92,11 +95,13 @@ sandbox:
   memberships:
 {memberships}
 {sandbox}
+{top}
 "#,
             daemon = self.daemon,
             provider = self.provider,
             rule = self.rule,
             sandbox = self.sandbox,
+            top = self.top,
         )
     }
 }
@@ -126,7 +131,9 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("rules.yaml");
         for (name, content) in &cfg.files {
-            std::fs::write(dir.path().join(name), content).unwrap();
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
         }
         std::fs::write(&config, cfg.render("http://127.0.0.1:1")).unwrap();
         let mut sandbox = vipd()
@@ -227,6 +234,26 @@ impl Stack {
         let mut d = self.daemon.take()?;
         sigterm(d.id());
         d.wait().unwrap().code()
+    }
+
+    /// Sends SIGHUP to the daemon (reload).
+    pub fn sighup(&self) {
+        let d = self.daemon.as_ref().expect("daemon running");
+        let _ = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(d.id().to_string())
+            .status();
+    }
+
+    /// `POST /api/reload`: status code and body.
+    pub async fn reload(&self) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/reload", self.admin))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
     }
 
     /// The ledger, through the admin API.

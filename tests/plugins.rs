@@ -1,0 +1,374 @@
+//! Lua plugins with the real daemon: `vipd run` and `vipd sandbox` as
+//! child processes, scripts on disk, local receivers for webhooks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::stack::{Stack, StackConfig};
+use common::{SECRET, Webhook};
+use serde_json::Value;
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/examples/plugins/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn with_plugins(n: usize, files: &[(&str, String)], top: &str) -> StackConfig {
+    let mut cfg = StackConfig::due(n);
+    cfg.sandbox = "  mode: sync".into();
+    cfg.files = files
+        .iter()
+        .map(|(n, t)| (format!("scripts/{n}"), t.clone()))
+        .collect();
+    cfg.top = top.into();
+    cfg
+}
+
+fn events_of(status: &Value, kind: &str) -> Vec<Value> {
+    status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_vetoed_account_is_not_billed_and_the_veto_is_recorded() {
+    let cfg = with_plugins(
+        3,
+        &[("skip-list.lua", example("skip-list.lua"))],
+        "plugins:\n  settings:\n    skip-list: { accounts: { a0: \"left the company\" } }",
+    );
+    let stack = Stack::start(&cfg).await;
+    stack
+        .wait_for("a1 and a2 billed", Duration::from_secs(20), || async {
+            let b = stack.billed().await;
+            (b.get("a1") == Some(&1) && b.get("a2") == Some(&1)).then_some(())
+        })
+        .await;
+    // Checks run every second: let a few more pass.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stack.billed().await.get("a0"), None, "{}", stack.log());
+    let status = stack.status().await;
+    let a0 = status["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["account"] == "a0")
+        .unwrap();
+    assert_eq!(
+        a0["decision"],
+        "vetoed by plugin skip-list: on the skip list: left the company"
+    );
+    let vetoes = events_of(&status, "renewal_vetoed");
+    assert_eq!(vetoes.len(), 1, "one event per standing veto: {vetoes:#?}");
+    assert_eq!(vetoes[0]["account"], "a0");
+    assert!(
+        stack.orders().await.iter().all(|o| o["account"] != "a0"),
+        "a vetoed renewal plans no order"
+    );
+}
+
+#[tokio::test]
+async fn runaway_handlers_are_stopped_while_other_renewals_go_on() {
+    // A server that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let script = format!(
+        r#"
+vipd.on("before_recharge", function(ev)
+  if ev.account == "a0" then vipd.http.get("http://{hang}/", {{ timeout = 30 }}) end
+  if ev.account == "a1" then while true do end end
+  if ev.account == "a2" then
+    local t = {{}}
+    for i = 1, 1e9 do t[i] = string.rep("x", 4096) .. i end
+  end
+end)
+"#
+    );
+    let cfg = with_plugins(
+        6,
+        &[("runaway.lua", script)],
+        "plugins: { timeout: 4s, instructions: 20000000, memory_mb: 32 }",
+    );
+    let stack = Stack::start(&cfg).await;
+    // a3..a5 renew while a0's handler still waits on the hanging server.
+    let billed = stack
+        .wait_for("a3..a5 billed", Duration::from_secs(20), || async {
+            let b = stack.billed().await;
+            ["a3", "a4", "a5"]
+                .iter()
+                .all(|a| b.contains_key(*a))
+                .then_some(b)
+        })
+        .await;
+    assert!(
+        !billed.contains_key("a0"),
+        "a0 waits for its plugin's time limit, the others do not: {billed:?}"
+    );
+    // The stopped handlers do not veto: every account renews, once.
+    let billed = stack
+        .wait_for("all billed", Duration::from_secs(20), || async {
+            let b = stack.billed().await;
+            (b.len() == 6).then_some(b)
+        })
+        .await;
+    assert!(billed.values().all(|n| *n == 1), "{billed:?}");
+    let status = stack.status().await;
+    let counts = &status["plugins"]["runaway"];
+    assert_eq!(counts["time_limit"], 1, "{status:#}");
+    assert_eq!(counts["instruction_limit"], 1, "{status:#}");
+    assert_eq!(counts["memory_limit"], 1, "{status:#}");
+    let log = stack.log();
+    for limit in [
+        "time limit exceeded",
+        "instruction limit exceeded",
+        "memory limit exceeded",
+    ] {
+        assert!(log.contains(limit), "{limit} not logged:\n{log}");
+    }
+    assert!(log.contains("runaway.lua:4"), "no script line:\n{log}");
+}
+
+#[tokio::test]
+async fn a_broken_reload_keeps_the_old_generation_and_a_fixed_one_applies() {
+    let v1 = r#"vipd.on("vip_info", function(ev) vipd.log.info("v1 saw " .. ev.account) end)"#;
+    let cfg = with_plugins(1, &[("watch.lua", v1.to_owned())], "");
+    let stack = Stack::start(&cfg).await;
+    assert_eq!(stack.status().await["generation"], 1);
+    let script = stack.dir.path().join("scripts/watch.lua");
+
+    // A broken script, picked up by the file watcher.
+    std::fs::write(&script, "vipd.on(\"vip_info\", function(ev)\n  oops(\n").unwrap();
+    let report = stack
+        .wait_for("refused reload", Duration::from_secs(10), || async {
+            let s = stack.status().await;
+            s["last_reload"]["error"].as_str().map(str::to_owned)
+        })
+        .await;
+    assert!(report.contains("watch.lua:3"), "{report}");
+    assert_eq!(stack.status().await["generation"], 1);
+    // The old generation still runs.
+    let seen = stack.log().matches("v1 saw a0").count();
+    stack
+        .wait_for("v1 still handling", Duration::from_secs(10), || async {
+            (stack.log().matches("v1 saw a0").count() > seen).then_some(())
+        })
+        .await;
+
+    // A broken rules.yaml, by SIGHUP: the error names the file and line.
+    let good_yaml = std::fs::read_to_string(&stack.config).unwrap();
+    let bad_yaml = good_yaml.replace("    renew_before: 3d", "    renew_befor: 3d");
+    std::fs::write(&stack.config, &bad_yaml).unwrap();
+    stack.sighup();
+    let line = bad_yaml
+        .lines()
+        .position(|l| l.contains("renew_befor"))
+        .unwrap()
+        + 1;
+    stack
+        .wait_for("refused SIGHUP reload", Duration::from_secs(10), || async {
+            let s = stack.status().await;
+            let e = s["last_reload"]["error"].as_str()?.to_owned();
+            (s["last_reload"]["trigger"] == "SIGHUP").then_some(e)
+        })
+        .await
+        .contains(&format!("rules.yaml:{line}"))
+        .then_some(())
+        .expect("the error names rules.yaml and the line");
+    let (code, body) = stack.reload().await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("did you mean"),
+        "{body}"
+    );
+
+    // Both fixed: the API reload applies them as generation 2.
+    std::fs::write(&stack.config, &good_yaml).unwrap();
+    std::fs::write(
+        &script,
+        r#"vipd.on("vip_info", function(ev) vipd.log.info("v2 saw " .. ev.account) end)"#,
+    )
+    .unwrap();
+    let (code, body) = stack.reload().await;
+    assert_eq!(code, 200, "{body}");
+    let generation = body["generation"].as_u64().unwrap();
+    assert!(generation >= 2, "{body}");
+    stack
+        .wait_for("v2 handling", Duration::from_secs(10), || async {
+            stack.log().contains("v2 saw a0").then_some(())
+        })
+        .await;
+    let s = stack.status().await;
+    assert_eq!(s["last_reload"]["error"], Value::Null, "{s:#}");
+    assert!(s["generation"].as_u64().unwrap() >= 2);
+    // Reloads never paid twice.
+    assert_eq!(stack.billed().await.get("a0"), Some(&1));
+}
+
+#[tokio::test]
+async fn kv_values_survive_a_restart() {
+    let script = r#"
+vipd.on("vip_info", function(ev)
+  vipd.log.info("reads=" .. vipd.kv.incr("reads"))
+end)
+"#;
+    let cfg = with_plugins(1, &[("count.lua", script.to_owned())], "");
+    let mut stack = Stack::start(&cfg).await;
+    stack
+        .wait_for("two reads", Duration::from_secs(15), || async {
+            stack.log().contains("reads=2").then_some(())
+        })
+        .await;
+    assert_eq!(stack.stop_daemon(), Some(0));
+    let max = |log: &str| {
+        log.match_indices("reads=")
+            .filter_map(|(i, _)| {
+                log[i + 6..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let before = max(&stack.log());
+    let log_len = stack.log().len();
+    stack.start_daemon().await;
+    let after = stack
+        .wait_for("a read after restart", Duration::from_secs(15), || async {
+            let log = stack.log();
+            let new = &log[log_len..];
+            new.contains("reads=").then(|| max(new))
+        })
+        .await;
+    assert!(after > before, "counter restarted: {before} then {after}");
+}
+
+#[tokio::test]
+async fn chat_webhook_alerts_a_budget_stop_once() {
+    let (hook, url) = Webhook::start().await;
+    let mut cfg = with_plugins(
+        1,
+        &[("chat-webhook.lua", example("chat-webhook.lua"))],
+        &format!("plugins:\n  settings:\n    chat-webhook: {{ url: \"{url}\", style: wecom }}"),
+    );
+    cfg.rule = "    budget: { per_day: 10.00 }".into();
+    let stack = Stack::start(&cfg).await;
+    stack
+        .wait_for("a webhook post", Duration::from_secs(15), || async {
+            (!hook.bodies().is_empty()).then_some(())
+        })
+        .await;
+    // More checks pass (every second): the alert is not repeated.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:#?}");
+    assert_eq!(bodies[0]["msgtype"], "text");
+    let text = bodies[0]["text"]["content"].as_str().unwrap();
+    assert!(text.contains("Renewal stopped by the budget"), "{text}");
+    assert!(text.contains("account a0"), "{text}");
+    assert!(stack.billed().await.is_empty());
+    assert!(
+        !stack.log().contains("hook-key-do-not-log"),
+        "the webhook key reached the log"
+    );
+}
+
+#[tokio::test]
+async fn daily_spend_summary_job_reports_what_was_paid() {
+    let (hook, url) = Webhook::start().await;
+    let cfg = with_plugins(
+        2,
+        &[("daily-spend.lua", example("daily-spend.lua"))],
+        &format!("plugins:\n  settings:\n    daily-spend: {{ url: \"{url}\", schedule: 1s }}"),
+    );
+    let stack = Stack::start(&cfg).await;
+    let text = stack
+        .wait_for(
+            "a summary with both renewals",
+            Duration::from_secs(20),
+            || async {
+                hook.bodies().iter().rev().find_map(|b| {
+                    let t = b["text"]["content"].as_str()?.to_owned();
+                    t.contains("2 renewals, 30.00 yuan").then_some(t)
+                })
+            },
+        )
+        .await;
+    assert!(text.starts_with("[vipd] spend"), "{text}");
+}
+
+#[tokio::test]
+async fn parse_callback_maps_another_vendors_fields() {
+    let mut cfg = with_plugins(
+        1,
+        &[("vendor-callback.lua", example("vendor-callback.lua"))],
+        "",
+    );
+    cfg.sandbox =
+        "  mode: async\n  callback_delay: 60s\n  faults: { recharge: { drop_callback_rate: 1.0 } }"
+            .into();
+    let stack = Stack::start(&cfg).await;
+    let order = stack
+        .wait_for("a pending order", Duration::from_secs(15), || async {
+            stack
+                .orders()
+                .await
+                .into_iter()
+                .find(|o| o["state"] == "pending")
+        })
+        .await;
+    let vendor_id = order["vendor_orderid"].as_str().unwrap().to_owned();
+    let url = format!("{}/notify/wapi", stack.callbacks);
+    let http = reqwest::Client::new();
+    let fields = [
+        ("out_trade_no", vendor_id.as_str()),
+        ("trade_state", "SUCCESS"),
+        ("amount", "1500"),
+    ];
+    let sign = vipd::upstream::sign::md5_sign(fields.iter().copied(), SECRET);
+    // Forged: the plugin is never asked.
+    let forged: Vec<(&str, &str)> = fields.iter().copied().chain([("sign", "00")]).collect();
+    let r = http.post(&url).form(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let signed: Vec<(&str, &str)> = fields
+        .iter()
+        .copied()
+        .chain([("sign", sign.as_str())])
+        .collect();
+    let r = http.post(&url).form(&signed).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", stack.log());
+    assert_eq!(r.text().await.unwrap(), "success");
+    let order = stack
+        .orders()
+        .await
+        .into_iter()
+        .find(|o| o["key"] == order["key"])
+        .unwrap();
+    assert_eq!(order["state"], "succeeded", "{order:#}");
+    assert_eq!(order["price"], "15.00", "{order:#}");
+    // A signed callback that no plugin understands is refused.
+    let other = [("something", "else")];
+    let sign = vipd::upstream::sign::md5_sign(other.iter().copied(), SECRET);
+    let r = http
+        .post(&url)
+        .form(&[("something", "else"), ("sign", sign.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
