@@ -451,10 +451,10 @@ pub fn build(
                 };
                 let plugin = &*plugin;
                 match level {
-                    "debug" => tracing::debug!(plugin, fields, "{msg}"),
-                    "info" => tracing::info!(plugin, fields, "{msg}"),
-                    "warn" => tracing::warn!(plugin, fields, "{msg}"),
-                    _ => tracing::error!(plugin, fields, "{msg}"),
+                    "debug" => tracing::debug!(target: "vipd::plugin", plugin, fields, "{msg}"),
+                    "info" => tracing::info!(target: "vipd::plugin", plugin, fields, "{msg}"),
+                    "warn" => tracing::warn!(target: "vipd::plugin", plugin, fields, "{msg}"),
+                    _ => tracing::error!(target: "vipd::plugin", plugin, fields, "{msg}"),
                 }
                 Ok(())
             })?,
