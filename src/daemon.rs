@@ -21,6 +21,7 @@ use crate::engine::events::{Event, EventKind};
 use crate::engine::{Engine, ReloadReport};
 use crate::ledger::{Ledger, OrderState};
 use crate::plugins::{Host, Plugins};
+use crate::systemd::Notifier;
 use crate::upstream::Clock;
 
 /// Written to the state folder while the daemon runs.
@@ -107,8 +108,10 @@ pub async fn run(
     }
     ledger.durable().await.map_err(anyhow::Error::msg)?;
 
+    let notifier = Arc::new(Notifier::from_env());
     let reloader = Arc::new(Reloader {
         engine: engine.clone(),
+        notifier: notifier.clone(),
         sandbox_url: sandbox.as_ref().map(|sb| sb.base_url()),
         callback_listen: callback_addr,
         lock: tokio::sync::Mutex::new(()),
@@ -156,6 +159,8 @@ pub async fn run(
     drop(rt);
 
     let stop = CancellationToken::new();
+    notifier.ready(&engine.status_line());
+    let heartbeat = heartbeat(engine.clone(), notifier.clone(), stop.clone());
     let scheduler = {
         let engine = engine.clone();
         let stop = stop.clone();
@@ -164,10 +169,11 @@ pub async fn run(
     let watcher = reloader.clone().watch(stop.clone());
     let hangups = reloader.clone().on_sighup(stop.clone());
     shutdown.await;
+    notifier.stopping();
     tracing::info!("stopping: no new checks; waiting for checks in flight");
     stop.cancel();
     let _ = scheduler.await;
-    let _ = tokio::join!(watcher, hangups);
+    let _ = tokio::join!(watcher, hangups, heartbeat);
     servers.cancel();
     let _ = tokio::join!(admin_task, callback_task);
     let plugins = engine.runtime().plugins.clone();
@@ -193,6 +199,45 @@ pub async fn run(
     Ok(())
 }
 
+/// How often `STATUS=` is refreshed when no watchdog asks for more.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// Pings the systemd watchdog at half of `WATCHDOG_USEC` and refreshes
+/// `STATUS=`, until `stop`. The pings come from the daemon's own runtime,
+/// so a stalled runtime stops them and systemd restarts the service.
+fn heartbeat(
+    engine: Arc<Engine>,
+    notifier: Arc<Notifier>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !notifier.is_active() {
+            return;
+        }
+        let watchdog = crate::systemd::watchdog_interval();
+        let every = watchdog.map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_status = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if watchdog.is_some() {
+                notifier.watchdog();
+            }
+            if last_status.elapsed() >= STATUS_EVERY {
+                last_status = std::time::Instant::now();
+                let engine = engine.clone();
+                if let Ok(line) = tokio::task::spawn_blocking(move || engine.status_line()).await {
+                    notifier.status(&line);
+                }
+            }
+        }
+    })
+}
+
 /// How long shutdown waits for plugin handlers (each is also bounded by
 /// its own time limit).
 const PLUGIN_GRACE: Duration = Duration::from_secs(10);
@@ -214,6 +259,8 @@ async fn load_plugins(config: &Config, host: &Arc<Host>) -> anyhow::Result<Plugi
 /// swaps them in when they are valid (SPEC §5, reload).
 pub struct Reloader {
     engine: Arc<Engine>,
+    /// Tells systemd about reloads.
+    notifier: Arc<Notifier>,
     /// The in-process sandbox's address (it keeps running across reloads).
     sandbox_url: Option<String>,
     /// The bound callback address (listeners are not rebound by a reload).
@@ -227,6 +274,7 @@ impl Reloader {
     /// only if all of it is valid. Returns the generation in force.
     pub async fn reload(&self, trigger: &str) -> Result<u64, String> {
         let _one = self.lock.lock().await;
+        self.notifier.reloading();
         let current = self.engine.runtime();
         let path = current.config.path.clone();
         let result = self.candidate(&path, &current.config).await;
@@ -253,6 +301,7 @@ impl Reloader {
             generation,
             error: error.clone(),
         });
+        self.notifier.ready(&self.engine.status_line());
         match error {
             None => Ok(generation),
             Some(e) => Err(e),

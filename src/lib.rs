@@ -15,6 +15,7 @@
 //! | [`ledger`] | the sled store: orders under deterministic keys, durable writes with group commit, budgets, events; the only module that imports sled |
 //! | [`plugins`] | Lua plugins: the sandboxed state per generation, limits, the `vipd` host API, `vipd lua-types` |
 //! | [`sandbox`] | the simulated upstream: both APIs, state, fault knobs, callbacks |
+//! | [`systemd`] | the sd_notify protocol: READY, RELOADING, STOPPING, WATCHDOG, STATUS |
 //! | [`units`] | money in integer fen, human durations, rates |
 //! | [`timefmt`] | unix seconds → readable UTC text |
 //!
@@ -30,6 +31,7 @@ pub mod http;
 pub mod ledger;
 pub mod plugins;
 pub mod sandbox;
+pub mod systemd;
 pub mod timefmt;
 pub mod units;
 pub mod upstream;

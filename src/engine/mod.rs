@@ -173,6 +173,8 @@ pub struct Engine {
     checks: Semaphore,
     running: Mutex<HashSet<(String, String)>>,
     dry_run: bool,
+    /// Unix milliseconds of the scheduler's next wake (0: none).
+    next_wake: std::sync::atomic::AtomicI64,
 }
 
 /// Unix milliseconds now.
@@ -221,6 +223,7 @@ impl Engine {
             checks,
             running: Mutex::new(HashSet::new()),
             dry_run,
+            next_wake: std::sync::atomic::AtomicI64::new(0),
         });
         engine.host.attach(&engine);
         engine.runtime().plugins.start();
@@ -269,6 +272,33 @@ impl Engine {
         old.plugins.retire();
         plugins.start();
         old.generation + 1
+    }
+
+    /// A one-line summary for systemd's `STATUS=`: accounts, open orders,
+    /// the next check in the configured timezone.
+    pub fn status_line(&self) -> String {
+        let rt = self.runtime();
+        let counts = self.ledger.count_by_state().unwrap_or_default();
+        let count = |s: crate::ledger::OrderState| counts.get(&s).copied().unwrap_or(0);
+        let next = match self.next_wake.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => "none".to_owned(),
+            ms => chrono::DateTime::from_timestamp_millis(ms).map_or("?".into(), |t| {
+                t.with_timezone(&rt.config.daemon.timezone)
+                    .format("%H:%M")
+                    .to_string()
+            }),
+        };
+        format!(
+            "{} accounts, {} pending, {} unknown, next check {next}{}",
+            rt.config.accounts.len(),
+            count(crate::ledger::OrderState::Pending),
+            count(crate::ledger::OrderState::Unknown),
+            if self.last_reload().is_some_and(|r| r.error.is_some()) {
+                "; last reload FAILED"
+            } else {
+                ""
+            }
+        )
     }
 
     /// Records how a reload went.
@@ -355,6 +385,10 @@ impl Engine {
                 }
             }
             drop(rt);
+            self.next_wake.store(
+                heap.peek().map_or(0, |Reverse(w)| w.at_ms),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let sleep_for = heap.peek().map_or(Duration::from_secs(3600), |Reverse(w)| {
                 Duration::from_millis((w.at_ms - now_ms()).max(0) as u64)
             });

@@ -115,6 +115,8 @@ pub struct Stack {
     daemon: Option<Child>,
     pub admin: String,
     pub callbacks: String,
+    /// Extra environment for `vipd run` (e.g. `NOTIFY_SOCKET`).
+    pub daemon_env: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -164,6 +166,7 @@ impl Stack {
             daemon: None,
             admin: String::new(),
             callbacks: String::new(),
+            daemon_env: Vec::new(),
             http: reqwest::Client::new(),
         }
     }
@@ -191,6 +194,7 @@ impl Stack {
             .arg("--config")
             .arg(&self.config)
             .env("VIPD_LOG", "info,vipd=debug")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
