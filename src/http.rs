@@ -2,7 +2,7 @@
 //!
 //! - callbacks on `callback_listen`: `/notify/{provider}` as GET query, POST
 //!   form or POST JSON; bodies over 64 KiB get 413;
-//! - the admin API on `admin_listen`: `/healthz`, `/api/status`,
+//! - the admin API on `admin_listen`: `/healthz`, `/metrics`, `/api/status`,
 //!   `/api/orders`, `/api/orders/{key}/resolve`, `/api/plan`,
 //!   `/api/recharge`, `/api/reload`, behind an optional bearer token.
 
@@ -96,6 +96,7 @@ pub fn admin_router(
     let api = axum::Router::new()
         .route("/api/reload", post(reload).layer(axum::Extension(reloader)))
         .route("/api/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/api/orders", get(orders))
         .route("/api/orders/count", get(order_counts))
         .route("/api/orders/{key}/resolve", post(resolve))
@@ -189,6 +190,23 @@ async fn resolve(
             Json(order).into_response()
         }
         Err(e) => (StatusCode::CONFLICT, e).into_response(),
+    }
+}
+
+/// `GET /metrics` (behind the bearer token like `/api/*`: it names
+/// accounts).
+async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
+    match tokio::task::spawn_blocking(move || engine.render_metrics()).await {
+        Ok(Ok(text)) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
     }
 }
 

@@ -13,6 +13,7 @@
 //! | [`http`] | the callback receiver and the admin API (axum) |
 //! | [`engine`] | scheduler, pure decisions, paying through the ledger, callbacks, evidence and verification |
 //! | [`ledger`] | the sled store: orders under deterministic keys, durable writes with group commit, budgets, events; the only module that imports sled |
+//! | [`metrics`] | `/metrics` in the Prometheus text format: hot-path counters and histograms; the rest read from the ledger at scrape time |
 //! | [`plugins`] | Lua plugins: the sandboxed state per generation, limits, the `vipd` host API, `vipd lua-types` |
 //! | [`sandbox`] | the simulated upstream: both APIs, state, fault knobs, callbacks |
 //! | [`systemd`] | the sd_notify protocol: READY, RELOADING, STOPPING, WATCHDOG, STATUS |
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod engine;
 pub mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod plugins;
 pub mod sandbox;
 pub mod systemd;

@@ -50,7 +50,7 @@ local function alert(ev, title)
 end
 
 vipd.on("recharge_result", function(ev)
-  if ev.class ~= "success" and ev.class ~= "pending" then
+  if ev.class ~= "accepted" and ev.class ~= "pending" and ev.class ~= "debug" then
     alert(ev, "Renewal attempt failed (" .. tostring(ev.class) .. ")")
   end
 end)

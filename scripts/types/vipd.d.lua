@@ -70,7 +70,7 @@
 ---@field old_end? integer The end observed when the renewal was decided (unix seconds).
 ---@field new_end? integer The end observed after the renewal (unix seconds).
 ---@field price? number Yuan: the price paid, or the most that may be paid.
----@field class? string What the vendor's reply means: success, pending, transient, exhausted, config, rejected, unknown, not_sent.
+---@field class? string What the vendor's reply means: accepted, pending, debug, clock, transient, exhausted, config, rejected, unknown, not_sent.
 ---@field codeid? integer The vendor's `codeid`, when it replied.
 ---@field message? string The vendor's or the upstream's message.
 ---@field attempt? integer Sends of this order so far.
@@ -112,7 +112,7 @@
 ---@field provider string The provider concerned.
 ---@field old_end integer The end observed when the renewal was decided (unix seconds).
 ---@field attempt integer Sends of this order so far.
----@field class string What the vendor's reply means: success, pending, transient, exhausted, config, rejected, unknown, not_sent.
+---@field class string What the vendor's reply means: accepted, pending, debug, clock, transient, exhausted, config, rejected, unknown, not_sent.
 
 ---An order became `succeeded` or `failed` (by reply, callback, evidence or operator).
 ---@class vipd.event.order_settled: vipd.Event

@@ -50,6 +50,7 @@ impl Engine {
         };
         let Some(sign) = get(&map.sign_field) else {
             tracing::warn!(provider, "callback without a signature refused");
+            self.metrics.signature_failure(provider);
             return CallbackReply::err(403, "missing signature");
         };
         let signed = fields
@@ -58,6 +59,7 @@ impl Engine {
             .map(|(k, v)| (k.as_str(), v.as_str()));
         if !seller.signer.verify(signed, sign) {
             tracing::warn!(provider, "callback with a wrong signature refused");
+            self.metrics.signature_failure(provider);
             return CallbackReply::err(403, "bad signature");
         }
         let builtin = || -> Result<(String, bool, String), String> {

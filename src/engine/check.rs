@@ -47,10 +47,19 @@ impl Engine {
             .get(&account.provider)
             .expect("validated: every account has a reader");
         let _slot = reader.traffic.enter().await;
-        reader
+        let started = std::time::Instant::now();
+        let result = reader
             .client
             .fetch(&account.openid, &account.access_token)
-            .await
+            .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.is_token_problem() => "auth_error",
+            Err(_) => "error",
+        };
+        self.metrics
+            .poll(&account.provider, outcome, started.elapsed());
+        result
     }
 
     /// One check; never fails (every problem is logged, counted or recorded).
@@ -438,6 +447,7 @@ impl Engine {
         }
         log_transition(&order);
         let notify = rt.notify_url(&product.provider);
+        let started = std::time::Instant::now();
         let attempt = seller
             .client
             .send(&RechargeRequest {
@@ -449,6 +459,8 @@ impl Engine {
             .await;
         let now = Clock::system_unix();
         let class = attempt.outcome.class;
+        self.metrics
+            .attempt(&product.provider, class.as_str(), started.elapsed());
         let (after, effect) = decide::after_attempt(
             class,
             seller.debug,

@@ -312,7 +312,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     (
         "class",
         "string",
-        "What the vendor's reply means: success, pending, transient, exhausted, config, rejected, unknown, not_sent.",
+        "What the vendor's reply means: accepted, pending, debug, clock, transient, exhausted, config, rejected, unknown, not_sent.",
     ),
     (
         "codeid",

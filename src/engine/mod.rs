@@ -175,6 +175,8 @@ pub struct Engine {
     dry_run: bool,
     /// Unix milliseconds of the scheduler's next wake (0: none).
     next_wake: std::sync::atomic::AtomicI64,
+    /// Hot-path counters for `/metrics`.
+    metrics: crate::metrics::Metrics,
 }
 
 /// Unix milliseconds now.
@@ -224,6 +226,7 @@ impl Engine {
             running: Mutex::new(HashSet::new()),
             dry_run,
             next_wake: std::sync::atomic::AtomicI64::new(0),
+            metrics: crate::metrics::Metrics::default(),
         });
         engine.host.attach(&engine);
         engine.runtime().plugins.start();

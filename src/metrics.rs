@@ -1,0 +1,227 @@
+//! `GET /metrics`: Prometheus text format (0.0.4), written by hand.
+//!
+//! Counters and histograms that happen on the hot path live here as small
+//! locked maps; everything that the ledger or the configuration already
+//! knows (orders by state, spend, membership ends, generation) is read at
+//! scrape time, so the figures always match the ledger.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Cumulative counts per bucket of [`BUCKETS`].
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (b, le) in self.buckets.iter_mut().zip(BUCKETS) {
+            if secs <= le {
+                *b += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+/// Hot-path counters. Cheap to share.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (provider, result) → membership reads.
+    polls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// (provider, class) → recharge attempts.
+    attempts: Mutex<BTreeMap<(String, String), u64>>,
+    /// (provider, api) → request latency.
+    latency: Mutex<BTreeMap<(String, &'static str), Histogram>>,
+    /// provider → callbacks refused for their signature.
+    signature_failures: Mutex<BTreeMap<String, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    /// One membership read and how it ended (`ok`, `error`, `auth_error`).
+    pub fn poll(&self, provider: &str, result: &'static str, took: Duration) {
+        *lock(&self.polls)
+            .entry((provider.to_owned(), result))
+            .or_default() += 1;
+        self.observe(provider, "get_vip_rich_info", took);
+    }
+
+    /// One recharge attempt and its outcome class.
+    pub fn attempt(&self, provider: &str, class: &str, took: Duration) {
+        *lock(&self.attempts)
+            .entry((provider.to_owned(), class.to_owned()))
+            .or_default() += 1;
+        self.observe(provider, "recharge", took);
+    }
+
+    fn observe(&self, provider: &str, api: &'static str, took: Duration) {
+        lock(&self.latency)
+            .entry((provider.to_owned(), api))
+            .or_default()
+            .observe(took.as_secs_f64());
+    }
+
+    /// A callback refused for a missing or wrong signature.
+    pub fn signature_failure(&self, provider: &str) {
+        *lock(&self.signature_failures)
+            .entry(provider.to_owned())
+            .or_default() += 1;
+    }
+}
+
+/// Escapes a label value.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes metric families in the text format.
+#[derive(Default)]
+pub struct Writer {
+    out: String,
+}
+
+impl Writer {
+    /// Starts a family.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        self
+    }
+
+    /// One sample.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", esc(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+        self
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+impl Metrics {
+    /// Writes the hot-path families.
+    pub fn write(&self, w: &mut Writer) {
+        w.family(
+            "vipd_polls_total",
+            "counter",
+            "Membership reads by provider and result.",
+        );
+        for ((provider, result), n) in lock(&self.polls).iter() {
+            w.sample(
+                "vipd_polls_total",
+                &[("provider", provider), ("result", result)],
+                *n as f64,
+            );
+        }
+        w.family(
+            "vipd_recharge_attempts_total",
+            "counter",
+            "Recharge requests by provider and outcome class.",
+        );
+        for ((provider, class), n) in lock(&self.attempts).iter() {
+            w.sample(
+                "vipd_recharge_attempts_total",
+                &[("provider", provider), ("class", class)],
+                *n as f64,
+            );
+        }
+        w.family(
+            "vipd_upstream_request_duration_seconds",
+            "histogram",
+            "Upstream request latency by provider and API.",
+        );
+        let name = "vipd_upstream_request_duration_seconds";
+        for ((provider, api), h) in lock(&self.latency).iter() {
+            let labels = [("provider", provider.as_str()), ("api", *api)];
+            for (le, n) in BUCKETS.iter().zip(h.buckets) {
+                let le = le.to_string();
+                w.sample(
+                    &format!("{name}_bucket"),
+                    &[labels[0], labels[1], ("le", &le)],
+                    n as f64,
+                );
+            }
+            w.sample(
+                &format!("{name}_bucket"),
+                &[labels[0], labels[1], ("le", "+Inf")],
+                h.count as f64,
+            );
+            w.sample(&format!("{name}_sum"), &labels, h.sum);
+            w.sample(&format!("{name}_count"), &labels, h.count as f64);
+        }
+        w.family(
+            "vipd_callback_signature_failures_total",
+            "counter",
+            "Callbacks refused for a missing or wrong signature.",
+        );
+        for (provider, n) in lock(&self.signature_failures).iter() {
+            w.sample(
+                "vipd_callback_signature_failures_total",
+                &[("provider", provider)],
+                *n as f64,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        for ms in [3, 40, 40, 2000, 60_000] {
+            m.poll("qq", "ok", Duration::from_millis(ms));
+        }
+        let mut w = Writer::default();
+        m.write(&mut w);
+        let text = w.finish();
+        let line = |le: &str| {
+            let prefix = format!(
+                "vipd_upstream_request_duration_seconds_bucket{{provider=\"qq\",api=\"get_vip_rich_info\",le=\"{le}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no bucket {le}:\n{text}"))
+                .to_owned()
+        };
+        assert_eq!(line("0.005"), "1");
+        assert_eq!(line("0.05"), "3");
+        assert_eq!(line("2.5"), "4");
+        assert_eq!(line("30"), "4");
+        assert_eq!(line("+Inf"), "5");
+        assert!(text.contains("vipd_polls_total{provider=\"qq\",result=\"ok\"} 5"));
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

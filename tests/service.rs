@@ -1,0 +1,165 @@
+//! The daemon as a service: `/metrics` after a renewal cycle, parsed by a
+//! real Prometheus text parser and compared with the ledger.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::stack::{Stack, StackConfig};
+use prometheus_parse::{Sample, Scrape, Value};
+
+async fn scrape(stack: &Stack) -> (String, Vec<Sample>) {
+    let resp = reqwest::get(format!("{}/metrics", stack.admin))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = resp.text().await.unwrap();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    (text, scrape.samples)
+}
+
+fn value(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect();
+    assert_eq!(found.len(), 1, "{metric} {labels:?}: {found:#?}");
+    match &found[0].value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+        other => panic!("{metric}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metrics_after_a_renewal_cycle_match_the_ledger() {
+    let mut cfg = StackConfig::due(3);
+    cfg.accounts.push(("later".into(), Some("40d".into())));
+    cfg.sandbox = "  mode: sync".into();
+    cfg.files = vec![(
+        "scripts/fails.lua".into(),
+        "vipd.on('order_settled', function() error('no') end)".into(),
+    )];
+    let stack = Stack::start(&cfg).await;
+    let orders = stack
+        .wait_for("three succeeded", Duration::from_secs(20), || async {
+            let o = stack.orders().await;
+            (o.len() == 3 && o.iter().all(|o| o["state"] == "succeeded")).then_some(o)
+        })
+        .await;
+    // A forged callback.
+    let r = reqwest::Client::new()
+        .post(format!("{}/notify/wapi", stack.callbacks))
+        .form(&[("orderid", "X"), ("status", "success"), ("sign", "bad")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Let the plugin calls land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (text, samples) = scrape(&stack).await;
+    // Every sample line is `name{labels} value`, every family has HELP and TYPE.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, rest) = line.split_at(line.find(['{', ' ']).unwrap());
+        assert!(name.starts_with("vipd_"), "{line}");
+        assert!(
+            rest.rsplit(' ').next().unwrap().parse::<f64>().is_ok(),
+            "{line}"
+        );
+        let family = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(text.contains(&format!("# TYPE {family} ")), "{line}");
+        assert!(text.contains(&format!("# HELP {family} ")), "{line}");
+    }
+
+    let mut by_state: HashMap<String, f64> = HashMap::new();
+    for o in &orders {
+        *by_state
+            .entry(o["state"].as_str().unwrap().to_owned())
+            .or_default() += 1.0;
+    }
+    for state in [
+        "planned",
+        "sent",
+        "pending",
+        "succeeded",
+        "failed",
+        "unknown",
+    ] {
+        assert_eq!(
+            value(&samples, "vipd_orders", &[("state", state)]),
+            by_state.get(state).copied().unwrap_or(0.0),
+            "{state}"
+        );
+    }
+    let attempts: f64 = orders.iter().map(|o| o["attempts"].as_f64().unwrap()).sum();
+    assert_eq!(
+        value(
+            &samples,
+            "vipd_recharge_attempts_total",
+            &[("class", "accepted")]
+        ),
+        attempts
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "vipd_upstream_request_duration_seconds",
+            &[("provider", "wapi"), ("api", "recharge")]
+        ),
+        attempts
+    );
+    let spent: f64 = orders
+        .iter()
+        .map(|o| o["spent"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(spent, 45.0);
+    assert_eq!(
+        value(
+            &samples,
+            "vipd_spend_yuan",
+            &[("rule", "keep"), ("period", "day")]
+        ),
+        spent
+    );
+    assert!(value(&samples, "vipd_polls_total", &[("result", "ok")]) >= 4.0);
+    assert_eq!(
+        value(
+            &samples,
+            "vipd_callback_signature_failures_total",
+            &[("provider", "wapi")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "vipd_plugin_errors_total", &[("plugin", "fails")]),
+        3.0
+    );
+    assert_eq!(value(&samples, "vipd_config_generation", &[]), 1.0);
+    assert_eq!(value(&samples, "vipd_config_last_reload_success", &[]), 1.0);
+    // The expiry gauge says what the last check read.
+    let status = stack.status().await;
+    for check in status["checks"].as_array().unwrap() {
+        let account = check["account"].as_str().unwrap();
+        let end = check["observed_end"].as_f64().unwrap();
+        assert_eq!(
+            value(
+                &samples,
+                "vipd_membership_end_timestamp_seconds",
+                &[("account", account), ("membership", "qq_vip")]
+            ),
+            end,
+            "{account}"
+        );
+    }
+}
