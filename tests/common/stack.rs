@@ -28,6 +28,8 @@ pub struct StackConfig {
     pub files: Vec<(String, String)>,
     /// Extra top-level YAML (e.g. a `plugins:` section).
     pub top: String,
+    /// Text replacements applied to the rendered file (from, to).
+    pub rewrite: Vec<(String, String)>,
 }
 
 impl StackConfig {
@@ -43,11 +45,21 @@ impl StackConfig {
             sandbox: String::new(),
             files: Vec::new(),
             top: String::new(),
+            rewrite: Vec::new(),
         }
     }
 
     /// The YAML, with providers pointing at `upstream`.
     pub fn render(&self, upstream: &str) -> String {
+        let mut text = self.render_plain(upstream);
+        for (from, to) in &self.rewrite {
+            assert!(text.contains(from.as_str()), "nothing to rewrite: {from}");
+            text = text.replace(from.as_str(), to);
+        }
+        text
+    }
+
+    fn render_plain(&self, upstream: &str) -> String {
         let mut accounts = String::new();
         let mut memberships = String::new();
         for (i, (name, end)) in self.accounts.iter().enumerate() {
