@@ -35,12 +35,21 @@ async fn secrets_appear_on_no_surface() {
     cfg.sandbox = "  mode: async\n  callback_delay: 200ms".into();
     cfg.daemon = "  admin_token: \"${credential:admin}\"".into();
     cfg.rewrite = vec![
-        (format!("secret: \"{SECRET}\""), "secret: \"${env:VIPD_TEST_RECHARGE_SECRET}\"".into()),
+        (
+            format!("secret: \"{SECRET}\""),
+            "secret: \"${env:VIPD_TEST_RECHARGE_SECRET}\"".into(),
+        ),
         (
             "oauth_consumer_key: \"101234567\",".into(),
-            format!("oauth_consumer_key: \"101234567\", client_secret: \"${{file:{}}}\",", secret_file.display()),
+            format!(
+                "oauth_consumer_key: \"101234567\", client_secret: \"${{file:{}}}\",",
+                secret_file.display()
+            ),
         ),
-        ("access_token: tok-a0".into(), "access_token: \"${credential:a0_token}\"".into()),
+        (
+            "access_token: tok-a0".into(),
+            "access_token: \"${credential:a0_token}\"".into(),
+        ),
     ];
     cfg.files = vec![(
         "scripts/peek.lua".into(),
@@ -85,7 +94,13 @@ end
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut surfaces: Vec<(String, String)> = Vec::new();
-    for path in ["/api/status", "/api/orders", "/api/plan", "/metrics", "/healthz"] {
+    for path in [
+        "/api/status",
+        "/api/orders",
+        "/api/plan",
+        "/metrics",
+        "/healthz",
+    ] {
         let text = get(path).await.unwrap().text().await.unwrap();
         assert!(!text.is_empty(), "{path} answered nothing");
         surfaces.push((path.into(), text));
@@ -111,7 +126,10 @@ end
         surfaces.push((format!("vipd {}", args.join(" ")), text));
     }
     let log = stack.log();
-    assert!(log.contains("config {"), "the plugin did not log vipd.config");
+    assert!(
+        log.contains("config {"),
+        "the plugin did not log vipd.config"
+    );
     assert!(log.contains("event {"), "the plugin did not log events");
     assert!(
         log.contains("account_auth_failed"),
@@ -120,7 +138,10 @@ end
     surfaces.push(("daemon log".into(), log));
     for (surface, text) in &surfaces {
         for secret in [ENV_SECRET, FILE_SECRET, CRED_TOKEN, CRED_ADMIN] {
-            assert!(!text.contains(secret), "{secret} appears in {surface}:\n{text}");
+            assert!(
+                !text.contains(secret),
+                "{secret} appears in {surface}:\n{text}"
+            );
         }
     }
 }

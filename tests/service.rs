@@ -163,3 +163,77 @@ async fn metrics_after_a_renewal_cycle_match_the_ledger() {
         );
     }
 }
+
+/// When the only account was last checked.
+async fn checked(stack: &Stack) -> Option<i64> {
+    stack.status().await["checks"][0]["checked_at"].as_i64()
+}
+
+#[tokio::test]
+async fn token_rotation_survives_a_restart_and_a_revoked_grant_alerts_once() {
+    let mut cfg = StackConfig::due(0);
+    cfg.accounts.push(("a0".into(), Some("40d".into())));
+    cfg.rewrite = vec![
+        (
+            "oauth_consumer_key: \"101234567\",".into(),
+            "oauth_consumer_key: \"101234567\", client_secret: app-key,".into(),
+        ),
+        (
+            "access_token: tok-a0".into(),
+            "access_token: tok-a0, refresh_token: rt-a0".into(),
+        ),
+    ];
+    let mut stack = Stack::start(&cfg).await;
+    stack
+        .wait_for("a first read", Duration::from_secs(10), || checked(&stack))
+        .await;
+    let sandbox_account = format!("{}/_sandbox/accounts/a0", stack.sandbox_url);
+    // The configured token expires: vipd refreshes (spending rt-a0) and
+    // reads on.
+    let s = common::post_json(
+        &sandbox_account,
+        serde_json::json!({ "expire_tokens": true }),
+    )
+    .await;
+    assert!(s.is_success());
+    stack
+        .wait_for("a refresh", Duration::from_secs(10), || async {
+            stack.log().contains("access token refreshed").then_some(())
+        })
+        .await;
+    assert_eq!(stack.stop_daemon(), Some(0));
+
+    // After a restart the stored pair is used: the configured token is
+    // expired and its refresh token spent, yet reads go on without
+    // another refresh or an alert.
+    let before = stack.log().len();
+    stack.start_daemon().await;
+    let start = checked(&stack).await.unwrap_or(0);
+    stack
+        .wait_for("reads after restart", Duration::from_secs(10), || async {
+            checked(&stack).await.filter(|t| *t > start + 1)
+        })
+        .await;
+    let since = stack.log()[before..].to_owned();
+    assert!(!since.contains("access token refreshed"), "{since}");
+    assert!(!since.contains("account_auth_failed"), "{since}");
+    assert!(!since.contains("membership read failed"), "{since}");
+
+    // The grant is revoked: one alert however many checks fail.
+    let s = common::post_json(
+        &sandbox_account,
+        serde_json::json!({ "revoke_tokens": true }),
+    )
+    .await;
+    assert!(s.is_success());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status = stack.status().await;
+    let alerts: Vec<_> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "account_auth_failed")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}\n{}", stack.log());
+    assert!(status["attention"]["a0"].is_string(), "{status:#}");
+}

@@ -36,11 +36,35 @@ const FOLLOW_UPS: [u64; 8] = [2, 5, 15, 30, 60, 120, 300, 900];
 const END_TOLERANCE: i64 = 86_400;
 
 impl Engine {
-    /// Reads an account's memberships through its reader's traffic control.
+    /// Reads an account's memberships through its reader's traffic control,
+    /// with the freshest token (see `token.rs`): a token the API refuses
+    /// is refreshed once and the read retried.
     pub(super) async fn read(
         &self,
         rt: &Runtime,
         account: &Account,
+    ) -> Result<VipInfo, VipInfoError> {
+        let seen = self.credentials(account).rotated_at;
+        let token = self.access_token(rt, account).await;
+        match self.fetch(rt, account, &token).await {
+            Err(e) if e.is_token_problem() && self.can_refresh(rt, account) => {
+                match self.refresh(rt, account, seen, &e.to_string()).await {
+                    Ok(token) => self.fetch(rt, account, &token).await,
+                    Err(why) => {
+                        tracing::warn!(account = %account.name, "token refused ({e}) and refresh failed: {why}");
+                        Err(e)
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch(
+        &self,
+        rt: &Runtime,
+        account: &Account,
+        token: &crate::config::Secret,
     ) -> Result<VipInfo, VipInfoError> {
         let reader = rt
             .readers
@@ -48,10 +72,7 @@ impl Engine {
             .expect("validated: every account has a reader");
         let _slot = reader.traffic.enter().await;
         let started = std::time::Instant::now();
-        let result = reader
-            .client
-            .fetch(&account.openid, &account.access_token)
-            .await;
+        let result = reader.client.fetch(&account.openid, token).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) if e.is_token_problem() => "auth_error",

@@ -22,6 +22,7 @@ pub mod events;
 mod gate;
 pub mod period;
 mod report;
+mod token;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -47,6 +48,10 @@ use gate::{Gate, Traffic};
 struct Reader {
     client: VipInfoClient,
     traffic: Traffic,
+    /// Token refresh, with the app's id and secret.
+    tokens: crate::upstream::TokenClient,
+    client_id: String,
+    client_secret: Option<crate::config::Secret>,
 }
 
 /// A seller: one `recharge` provider.
@@ -90,6 +95,13 @@ impl Runtime {
                         Reader {
                             client: q.client(http.clone()),
                             traffic: Traffic::new(q.rate_limit, usize::MAX >> 4),
+                            tokens: crate::upstream::TokenClient::new(
+                                http.clone(),
+                                &q.base_url,
+                                q.timeout,
+                            ),
+                            client_id: q.oauth_consumer_key.clone(),
+                            client_secret: q.client_secret.clone(),
                         },
                     );
                 }
@@ -177,6 +189,8 @@ pub struct Engine {
     next_wake: std::sync::atomic::AtomicI64,
     /// Hot-path counters for `/metrics`.
     metrics: crate::metrics::Metrics,
+    /// One token refresh per account at a time.
+    refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Unix milliseconds now.
@@ -227,6 +241,7 @@ impl Engine {
             dry_run,
             next_wake: std::sync::atomic::AtomicI64::new(0),
             metrics: crate::metrics::Metrics::default(),
+            refreshing: Mutex::new(HashMap::new()),
         });
         engine.host.attach(&engine);
         engine.runtime().plugins.start();

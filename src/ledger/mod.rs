@@ -13,6 +13,7 @@
 //! | `c/{rule}/{account}` | [`CheckState`]: what the last check saw and decided |
 //! | `u/{account}` | [`AccountState`]: credential trouble |
 //! | `k/{plugin}\0{key}` | a plugin's `vipd.kv` value (see `kv.rs`) |
+//! | `t/{account}` | [`StoredToken`]: the latest rotated token pair |
 //!
 //! Writers take one mutex for their read-modify-write and write one atomic
 //! batch; the planned record is then made durable through [`GroupCommit`]
@@ -117,6 +118,36 @@ pub struct AccountState {
     pub auth_failing: bool,
     /// The last read error, if the last read failed.
     pub last_error: Option<String>,
+}
+
+/// An account's latest token pair, written (and made durable) before the
+/// new access token is used: QQ refresh tokens work once, so a rotated
+/// pair that is lost is a grant that is lost.
+///
+/// The store lives in the state folder (mode 0700 under systemd); these
+/// values are never shown by any command or API.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredToken {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// Unix seconds when the access token expires.
+    pub expires_at: Option<i64>,
+    /// Seconds the access token was granted for.
+    pub lifetime: Option<i64>,
+    /// Unix seconds of the rotation.
+    pub rotated_at: i64,
+    /// Hash of the configured pair this grant descends from: when the
+    /// operator configures a new grant, it wins over the stored one.
+    pub grant: String,
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("expires_at", &self.expires_at)
+            .field("rotated_at", &self.rotated_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A request to plan (or re-plan) an order.
@@ -739,6 +770,18 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         self.db
             .insert(format!("c/{rule}/{account}").as_bytes(), json(state))?;
+        Ok(())
+    }
+
+    /// The account's stored token pair, if it was ever rotated.
+    pub fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
+        self.read(&format!("t/{account}"))
+    }
+
+    /// Stores a rotated token pair (make it durable before using it).
+    pub fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
+        self.db
+            .insert(format!("t/{account}").as_bytes(), json(token))?;
         Ok(())
     }
 

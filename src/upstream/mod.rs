@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use outcome::{Outcome, OutcomeClass, Wire, classify};
 pub use recharge::{Attempt, RechargeClient, RechargeEndpoint, RechargeReply, RechargeRequest};
 pub use sign::{SignMode, Signer};
+pub use token::TokenClient;
 pub use vipinfo::{Membership, VipInfo, VipInfoClient, VipInfoError};
 
 /// GET or POST, as a provider is configured.
