@@ -299,7 +299,7 @@ impl Engine {
         let counts = self.ledger.count_by_state().unwrap_or_default();
         let count = |s: crate::ledger::OrderState| counts.get(&s).copied().unwrap_or(0);
         let next = match self.next_wake.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => "none".to_owned(),
+            0 => "not scheduled yet".to_owned(),
             ms => chrono::DateTime::from_timestamp_millis(ms).map_or("?".into(), |t| {
                 t.with_timezone(&rt.config.daemon.timezone)
                     .format("%H:%M")

@@ -72,17 +72,34 @@ function helpers.collectgarbage(opt, ...)
   end
   return raw_gc(opt, ...)
 end
+-- A read-only view of `t`: nested tables are wrapped when first reached,
+-- so a view of 10,000 accounts costs nothing until a plugin looks.
 local function freeze(t, path)
   if type(t) ~= "table" then return t end
-  local inner = {}
-  for k, v in next, t do inner[k] = freeze(v, path .. "." .. tostring(k)) end
+  local views = {}
+  local function get(k)
+    local v = t[k]
+    if type(v) ~= "table" then return v end
+    local view = views[k]
+    if view == nil then
+      view = freeze(v, path .. "." .. tostring(k))
+      views[k] = view
+    end
+    return view
+  end
   return setmetatable({}, {
-    __index = inner,
+    __index = function(_, k) return get(k) end,
     __newindex = function(_, k)
       error(path .. " is read-only (tried to set " .. tostring(k) .. ")", 2)
     end,
-    __len = function() return #inner end,
-    __pairs = function() return next, inner, nil end,
+    __len = function() return #t end,
+    __pairs = function()
+      return function(_, k)
+        local nk = next(t, k)
+        if nk == nil then return nil end
+        return nk, get(nk)
+      end, nil, nil
+    end,
     __metatable = "read-only",
   })
 end

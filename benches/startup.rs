@@ -1,0 +1,152 @@
+//! Start-up and idle footprint: N accounts (none due), `vipd run` with a
+//! real `NOTIFY_SOCKET`; prints the time from spawn to `READY=1`, then the
+//! RSS once every account has had its first check and the daemon idles.
+//!
+//! ```text
+//! cargo bench --bench startup -- 10000     # N defaults to 10000
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn config(n: usize, upstream: &str) -> String {
+    let mut accounts = String::new();
+    let mut memberships = String::new();
+    for i in 0..n {
+        accounts.push_str(&format!(
+            "  - {{ name: a{i}, qq_number: \"{}\", openid: O{i}, access_token: t{i} }}\n",
+            100_000 + i
+        ));
+        memberships.push_str(&format!("    a{i}: {{ qq_vip: 40d }}\n"));
+    }
+    format!(
+        r#"daemon:
+  state_dir: ./state
+  scripts_dir: ./scripts
+  admin_listen: 127.0.0.1:0
+  callback_listen: 127.0.0.1:0
+  startup_spread: 5s
+providers:
+  qq: {{ kind: qq_connect, base_url: "{upstream}", oauth_consumer_key: "101234567", timeout: 10s }}
+  wapi: {{ kind: recharge, base_url: "{upstream}", appid: "1", secret: "{SECRET}", timeout: 10s }}
+products:
+  qq_vip_month: {{ provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }}
+accounts:
+{accounts}rules:
+  - name: keep
+    accounts: all
+    check: {{ every: 1h }}
+    membership: qq_vip
+    renew_before: 3d
+    product: qq_vip_month
+sandbox:
+  memberships:
+{memberships}"#
+    )
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_mb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let bin = env!("CARGO_BIN_EXE_vipd");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.yaml");
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    if std::env::var_os("NO_PLUGINS").is_none() {
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/activity.lua"),
+            dir.path().join("scripts/activity.lua"),
+        )
+        .unwrap();
+    }
+    std::fs::write(&path, config(n, "http://127.0.0.1:1")).unwrap();
+    let mut sandbox = Command::new(bin)
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("VIPD_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sandbox.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _sandbox = Kill(sandbox);
+    let upstream = line
+        .trim()
+        .strip_prefix("sandbox listening on ")
+        .unwrap()
+        .to_owned();
+    std::fs::write(&path, config(n, &upstream)).unwrap();
+
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let started = Instant::now();
+    let daemon = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("VIPD_LOG", "warn")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .envs(
+            std::env::var("BENCH_MALLOC_ARENA_MAX")
+                .ok()
+                .map(|v| ("MALLOC_ARENA_MAX", v)),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = daemon.id();
+    let _daemon = Kill(daemon);
+    let mut buf = [0u8; 4096];
+    let status = loop {
+        let len = socket.recv(&mut buf).expect("no READY=1 within 60 s");
+        let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
+        if msg.starts_with("READY=1") {
+            break msg;
+        }
+    };
+    let ready = started.elapsed();
+    let rss_ready = rss_mb(pid, "VmRSS:");
+    // First checks are spread over 5 s; then nothing is due for an hour.
+    std::thread::sleep(Duration::from_secs(12));
+    println!(
+        "vipd startup: {n} accounts (none due), 1 plugin; spawn → READY=1 in {:.0} ms ({})",
+        ready.as_secs_f64() * 1e3,
+        status.lines().nth(1).unwrap_or("")
+    );
+    println!(
+        "RSS at READY {:.1} MB; idle after every first check {:.1} MB (peak {:.1} MB)",
+        rss_ready,
+        rss_mb(pid, "VmRSS:"),
+        rss_mb(pid, "VmHWM:")
+    );
+}
