@@ -32,7 +32,10 @@ impl Notifier {
             }
             None => SocketAddr::from_pathname(&path),
         };
-        match (UnixDatagram::unbound(), addr) {
+        // Non-blocking: a manager that stops reading must not stall the
+        // daemon's runtime (a full socket buffer drops the message).
+        let socket = UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s));
+        match (socket, addr) {
             (Ok(socket), Ok(addr)) => Notifier {
                 target: Some((socket, addr)),
             },
@@ -116,6 +119,23 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manager_that_stops_reading_never_blocks_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _listener = UnixDatagram::bind(&path).unwrap();
+        // SAFETY: this test alone reads NOTIFY_SOCKET in this process.
+        unsafe { std::env::set_var("NOTIFY_SOCKET", &path) };
+        let n = Notifier::from_env();
+        unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+        assert!(n.is_active());
+        let t = std::time::Instant::now();
+        for _ in 0..100_000 {
+            n.watchdog();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
 
     #[test]
     fn sends_datagrams_to_a_path_socket() {
