@@ -11,13 +11,13 @@
 //! p99 of planned → settled per order, the daemon's peak RSS (VmHWM), and
 //! what the sandbox saw (billed orders, duplicates).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{Kill, SECRET};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 fn config(n: usize, upstream: &str) -> String {
     let mut accounts = String::new();
@@ -58,24 +58,6 @@ sandbox:
     )
 }
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -94,24 +76,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.yaml");
     std::fs::write(&path, config(n, "http://127.0.0.1:1")).unwrap();
-    let mut sandbox = Command::new(bin)
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("VIPD_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sandbox.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _sandbox = Kill(sandbox);
-    let upstream = line
-        .trim()
-        .strip_prefix("sandbox listening on ")
-        .unwrap()
-        .to_owned();
+    let (_sandbox, upstream) = common::spawn_sandbox(&path);
     std::fs::write(&path, config(n, &upstream)).unwrap();
 
     let started = Instant::now();
@@ -141,7 +106,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let ready = Instant::now();
-    let rss_at_ready = peak_rss_mb(pid);
+    let rss_at_ready = common::rss_mb(pid, "VmHWM:");
     println!(
         "vipd load: {n} due accounts, async sandbox (200 ms callbacks); daemon ready in {:.0} ms",
         (ready - started).as_secs_f64() * 1e3
@@ -161,7 +126,7 @@ async fn main() {
         );
     }
     // Peak RSS of the renewal cycle, before the big listing below.
-    let rss = peak_rss_mb(pid);
+    let rss = common::rss_mb(pid, "VmHWM:");
     let orders: Vec<Value> = http
         .get(format!("{admin}/api/orders"))
         .query(&[("state", "succeeded")])

@@ -6,12 +6,12 @@
 //! cargo bench --bench startup -- 10000     # N defaults to 10000
 //! ```
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+use common::{Kill, SECRET};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn config(n: usize, upstream: &str) -> String {
     let mut accounts = String::new();
@@ -49,24 +49,6 @@ sandbox:
     )
 }
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rss_mb(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
@@ -84,24 +66,7 @@ fn main() {
         .unwrap();
     }
     std::fs::write(&path, config(n, "http://127.0.0.1:1")).unwrap();
-    let mut sandbox = Command::new(bin)
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("VIPD_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sandbox.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _sandbox = Kill(sandbox);
-    let upstream = line
-        .trim()
-        .strip_prefix("sandbox listening on ")
-        .unwrap()
-        .to_owned();
+    let (_sandbox, upstream) = common::spawn_sandbox(&path);
     std::fs::write(&path, config(n, &upstream)).unwrap();
 
     let socket_path = dir.path().join("notify.sock");
@@ -135,7 +100,7 @@ fn main() {
         }
     };
     let ready = started.elapsed();
-    let rss_ready = rss_mb(pid, "VmRSS:");
+    let rss_ready = common::rss_mb(pid, "VmRSS:");
     // First checks are spread over 5 s; then nothing is due for an hour.
     std::thread::sleep(Duration::from_secs(12));
     println!(
@@ -146,7 +111,7 @@ fn main() {
     println!(
         "RSS at READY {:.1} MB; idle after every first check {:.1} MB (peak {:.1} MB)",
         rss_ready,
-        rss_mb(pid, "VmRSS:"),
-        rss_mb(pid, "VmHWM:")
+        common::rss_mb(pid, "VmRSS:"),
+        common::rss_mb(pid, "VmHWM:")
     );
 }
