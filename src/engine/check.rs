@@ -44,10 +44,13 @@ impl Engine {
         rt: &Runtime,
         account: &Account,
     ) -> Result<VipInfo, VipInfoError> {
-        let seen = self.credentials(account).rotated_at;
-        let token = self.access_token(rt, account).await;
+        // One read of the stored token per membership read.
+        let creds = self.credentials(account);
+        let seen = creds.rotated_at;
+        let refreshable = self.can_refresh(rt, account, &creds);
+        let token = self.access_token(rt, account, creds).await;
         match self.fetch(rt, account, &token).await {
-            Err(e) if e.is_token_problem() && self.can_refresh(rt, account) => {
+            Err(e) if e.is_token_problem() && refreshable => {
                 match self.refresh(rt, account, seen, &e.to_string()).await {
                     Ok(token) => self.fetch(rt, account, &token).await,
                     Err(why) => {

@@ -72,23 +72,28 @@ impl Engine {
         }
     }
 
-    /// Whether vipd can refresh this account's token at all.
-    pub(super) fn can_refresh(&self, rt: &Runtime, account: &Account) -> bool {
+    /// Whether vipd can refresh `creds` at all.
+    pub(super) fn can_refresh(&self, rt: &Runtime, account: &Account, creds: &Credentials) -> bool {
         rt.readers
             .get(&account.provider)
             .is_some_and(|r| r.client_secret.is_some())
-            && self.credentials(account).refresh_token.is_some()
+            && creds.refresh_token.is_some()
     }
 
-    /// The access token for a read, refreshed first when it expires soon.
-    pub(super) async fn access_token(&self, rt: &Runtime, account: &Account) -> Secret {
-        let creds = self.credentials(account);
+    /// The access token for a read from `creds`, refreshed first when it
+    /// expires soon.
+    pub(super) async fn access_token(
+        &self,
+        rt: &Runtime,
+        account: &Account,
+        creds: Credentials,
+    ) -> Secret {
         let now = Clock::system_unix();
         let ahead = creds
             .lifetime
             .map_or(REFRESH_AHEAD_SECS, |l| (l / 2).min(REFRESH_AHEAD_SECS));
         let due = creds.expires_at.is_some_and(|e| now >= e - ahead);
-        if due && self.can_refresh(rt, account) {
+        if due && self.can_refresh(rt, account, &creds) {
             match self
                 .refresh(rt, account, creds.rotated_at, "expires soon")
                 .await
