@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::ledger::{EventRecord, Ledger, Order};
 
 /// The events the engine emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     VipInfo,
@@ -26,6 +26,7 @@ pub enum EventKind {
     ProviderPaused,
     AccountAuthFailed,
     ParseCallback,
+    #[default]
     Error,
     /// A plugin vetoed a renewal (recorded; not a Lua event).
     RenewalVetoed,
@@ -208,8 +209,9 @@ pub struct TermView {
 /// The payload of every event: the fields that apply are set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Event {
-    /// The event name.
-    pub event: &'static str,
+    /// What happened; serialized as `event`, its snake_case name.
+    #[serde(rename = "event")]
+    pub kind: EventKind,
     /// Unix seconds.
     pub at: i64,
     /// What happened, in words (also in the log and ledger).
@@ -346,20 +348,11 @@ impl Event {
     /// An event of `kind` at `at`.
     pub fn new(kind: EventKind, at: i64, detail: impl Into<String>) -> Event {
         Event {
-            event: kind.as_str(),
+            kind,
             at,
             detail: detail.into(),
             ..Event::default()
         }
-    }
-
-    /// The kind, from the name.
-    pub fn kind(&self) -> EventKind {
-        EventKind::LUA
-            .into_iter()
-            .chain([EventKind::RenewalVetoed])
-            .find(|k| k.as_str() == self.event)
-            .unwrap_or(EventKind::Error)
     }
 
     /// Fills the fields that describe `order`.
@@ -397,26 +390,26 @@ impl Event {
 /// Logs an event and keeps it in the ledger's event log. A store failure
 /// is logged, never raised: an event must not stop a renewal.
 pub fn record(ledger: &Ledger, ev: &Event) {
-    let kind = ev.kind();
+    let kind = ev.kind;
     let (account, rule, key) = (ev.account.as_deref(), ev.rule.as_deref(), ev.key.as_deref());
     if kind.is_alert() {
-        tracing::warn!(event = ev.event, account, rule, key, "{}", ev.detail);
+        tracing::warn!(event = kind.as_str(), account, rule, key, "{}", ev.detail);
     } else if kind.is_recorded() {
-        tracing::info!(event = ev.event, account, rule, key, "{}", ev.detail);
+        tracing::info!(event = kind.as_str(), account, rule, key, "{}", ev.detail);
     }
     if !kind.is_recorded() {
         return;
     }
     let record = EventRecord {
         at: ev.at,
-        kind: ev.event.to_owned(),
+        kind: kind.as_str().to_owned(),
         account: ev.account.clone(),
         rule: ev.rule.clone(),
         key: ev.key.clone(),
         detail: ev.detail.clone(),
     };
     if let Err(e) = ledger.record_event(&record) {
-        tracing::error!(error = %e, "could not record event {}", ev.event);
+        tracing::error!(error = %e, "could not record event {}", kind.as_str());
     }
 }
 
@@ -427,7 +420,6 @@ mod tests {
     #[test]
     fn field_docs_match_the_payload() {
         let full = Event {
-            event: "error",
             account: Some(String::new()),
             rule: Some(String::new()),
             key: Some(String::new()),
@@ -466,7 +458,8 @@ mod tests {
             for f in kind.fields() {
                 assert!(documented.contains(f), "{kind:?} lists undocumented {f}");
             }
-            assert_eq!(Event::new(kind, 0, "").kind(), kind);
+            let json = serde_json::to_value(Event::new(kind, 0, "")).unwrap();
+            assert_eq!(json["event"], kind.as_str());
         }
     }
 }

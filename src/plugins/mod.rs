@@ -27,7 +27,7 @@ mod http;
 pub mod limits;
 pub mod types;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -264,7 +264,7 @@ pub struct Mapped {
 /// The plugins of one configuration generation.
 pub struct Plugins {
     lua: Lua,
-    handlers: BTreeMap<&'static str, Vec<(Arc<str>, Function)>>,
+    handlers: HashMap<EventKind, Vec<(Arc<str>, Function)>>,
     jobs: Vec<Job>,
     names: Vec<String>,
     settings: crate::config::PluginSettings,
@@ -527,9 +527,9 @@ impl Plugins {
             return Err(LoadErrors(errors));
         }
         let registry = std::mem::take(&mut *shared.registry());
-        let mut handlers: BTreeMap<&'static str, Vec<(Arc<str>, Function)>> = BTreeMap::new();
+        let mut handlers: HashMap<EventKind, Vec<(Arc<str>, Function)>> = HashMap::new();
         for (kind, plugin, f) in registry.handlers {
-            handlers.entry(kind.as_str()).or_default().push((plugin, f));
+            handlers.entry(kind).or_default().push((plugin, f));
         }
         let _ = lua.gc_collect();
         Ok(Plugins {
@@ -558,7 +558,7 @@ impl Plugins {
 
     /// Handlers registered for `kind`.
     pub fn handler_count(&self, kind: EventKind) -> usize {
-        self.handlers.get(kind.as_str()).map_or(0, Vec::len)
+        self.handlers.get(&kind).map_or(0, Vec::len)
     }
 
     /// `(plugin, schedule)` of every job.
@@ -633,7 +633,7 @@ impl Plugins {
         match api::lua_value(&self.lua, ev) {
             Ok(v) => Some(v),
             Err(e) => {
-                tracing::error!(event = ev.event, error = %e, "cannot pass the event to Lua");
+                tracing::error!(event = ev.kind.as_str(), error = %e, "cannot pass the event to Lua");
                 None
             }
         }
@@ -642,12 +642,12 @@ impl Plugins {
     /// Delivers `ev` to its handlers, one after another, each isolated
     /// from the others' failures.
     pub async fn deliver(&self, ev: &Event) {
-        let Some(handlers) = self.handlers.get(ev.event) else {
+        let Some(handlers) = self.handlers.get(&ev.kind) else {
             return;
         };
         for (plugin, func) in handlers {
             let Some(arg) = self.payload(ev) else { return };
-            self.call(plugin, ev.event, func, arg).await;
+            self.call(plugin, ev.kind.as_str(), func, arg).await;
         }
     }
 
@@ -655,9 +655,9 @@ impl Plugins {
     /// that fails does not veto (it is logged and counted): a broken
     /// script must not let memberships lapse.
     pub async fn veto(&self, ev: &Event) -> Option<Veto> {
-        for (plugin, func) in self.handlers.get(EventKind::BeforeRecharge.as_str())? {
+        for (plugin, func) in self.handlers.get(&EventKind::BeforeRecharge)? {
             let arg = self.payload(ev)?;
-            let reason = match self.call(plugin, ev.event, func, arg).await {
+            let reason = match self.call(plugin, ev.kind.as_str(), func, arg).await {
                 Some(Value::Boolean(false)) => Some(format!("vetoed by plugin {plugin}")),
                 Some(Value::Table(t)) => match t.get::<Value>("skip") {
                     Ok(Value::String(s)) => Some(s.to_string_lossy()),
@@ -680,9 +680,9 @@ impl Plugins {
     /// Asks the `parse_callback` handlers to map a callback; the first
     /// answer with `order` and `status` wins.
     pub async fn parse_callback(&self, ev: &Event) -> Option<Mapped> {
-        for (plugin, func) in self.handlers.get(EventKind::ParseCallback.as_str())? {
+        for (plugin, func) in self.handlers.get(&EventKind::ParseCallback)? {
             let arg = self.payload(ev)?;
-            let Some(Value::Table(t)) = self.call(plugin, ev.event, func, arg).await else {
+            let Some(Value::Table(t)) = self.call(plugin, ev.kind.as_str(), func, arg).await else {
                 continue;
             };
             let order: Option<String> = t.get("order").ok().flatten();
@@ -794,7 +794,7 @@ impl Plugins {
 
     /// Delivers `ev` on the Lua thread: nothing waits for the plugins.
     pub fn notify(self: &Arc<Self>, ev: Event) {
-        if !self.handlers.contains_key(ev.event) {
+        if !self.handlers.contains_key(&ev.kind) {
             return;
         }
         self.on_lua_thread(move |me| async move { me.deliver(&ev).await });
@@ -803,7 +803,7 @@ impl Plugins {
     /// Asks the `before_recharge` handlers on the Lua thread (see
     /// [`Plugins::veto`]).
     pub async fn ask_veto(self: &Arc<Self>, ev: Event) -> Option<Veto> {
-        if !self.handlers.contains_key(ev.event) {
+        if !self.handlers.contains_key(&ev.kind) {
             return None;
         }
         self.ask(move |me| async move { me.veto(&ev).await }).await
@@ -812,7 +812,7 @@ impl Plugins {
     /// Asks the `parse_callback` handlers on the Lua thread (see
     /// [`Plugins::parse_callback`]).
     pub async fn ask_parse_callback(self: &Arc<Self>, ev: Event) -> Option<Mapped> {
-        if !self.handlers.contains_key(ev.event) {
+        if !self.handlers.contains_key(&ev.kind) {
             return None;
         }
         self.ask(move |me| async move { me.parse_callback(&ev).await })

@@ -65,7 +65,7 @@ fn event(kind: EventKind) -> Event {
 
 /// A script's top-level expression, evaluated in a handler, as a string.
 async fn eval(p: &Plugins, kind: EventKind) -> Option<String> {
-    let (plugin, f) = &p.handlers.get(kind.as_str())?[0];
+    let (plugin, f) = &p.handlers.get(&kind)?[0];
     match p.call(plugin, "test", f, Value::Nil).await? {
         Value::String(s) => Some(s.to_string_lossy()),
         other => Some(format!("{other:?}")),
@@ -300,7 +300,7 @@ async fn a_runtime_error_is_reported_with_its_line_and_traceback() {
         "local function inner(ev)\n  return ev.nothing.field\nend\nvipd.on('error', function(ev) local r = inner(ev); return r end)\n",
     )]);
     let p = f.load();
-    let (plugin, func) = &p.handlers["error"][0];
+    let (plugin, func) = &p.handlers[&EventKind::Error][0];
     let arg = api::lua_value(&p.lua, &event(EventKind::Error)).unwrap();
     let run = async {
         let thread = p.lua.create_thread(func.clone())?;
@@ -451,7 +451,7 @@ vipd.on("error", function() return vipd.settings_dump end)
 "#,
     )]);
     let p = f.load();
-    let (_, func) = &p.handlers["error"][0];
+    let (_, func) = &p.handlers[&EventKind::Error][0];
     let text: String = p
         .lua
         .create_thread(func.clone())
@@ -486,7 +486,7 @@ vipd.on("error", function() return PATHS end)
 "#,
     )]);
     let p = f.load();
-    let (_, func) = &p.handlers["error"][0];
+    let (_, func) = &p.handlers[&EventKind::Error][0];
     let live: String = p
         .lua
         .create_thread(func.clone())
