@@ -426,14 +426,14 @@ pub fn build(
     json.set("null", lua.null())?;
 
     // vipd.log (and print)
-    for level in ["debug", "info", "warn", "error"] {
+    use tracing::Level;
+    for (path, level) in [
+        ("log.debug", Level::DEBUG),
+        ("log.info", Level::INFO),
+        ("log.warn", Level::WARN),
+        ("log.error", Level::ERROR),
+    ] {
         let plugin = ctx.plugin.clone();
-        let path = match level {
-            "debug" => "log.debug",
-            "info" => "log.info",
-            "warn" => "log.warn",
-            _ => "log.error",
-        };
         put(
             &log,
             path,
@@ -447,10 +447,13 @@ pub fn build(
                     _ => String::new(),
                 };
                 let plugin = &*plugin;
+                // tracing's macros want the level as a constant.
                 match level {
-                    "debug" => tracing::debug!(target: "vipd::plugin", plugin, fields, "{msg}"),
-                    "info" => tracing::info!(target: "vipd::plugin", plugin, fields, "{msg}"),
-                    "warn" => tracing::warn!(target: "vipd::plugin", plugin, fields, "{msg}"),
+                    Level::DEBUG => {
+                        tracing::debug!(target: "vipd::plugin", plugin, fields, "{msg}")
+                    }
+                    Level::INFO => tracing::info!(target: "vipd::plugin", plugin, fields, "{msg}"),
+                    Level::WARN => tracing::warn!(target: "vipd::plugin", plugin, fields, "{msg}"),
                     _ => tracing::error!(target: "vipd::plugin", plugin, fields, "{msg}"),
                 }
                 Ok(())
