@@ -20,15 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn config(n: usize, upstream: &str) -> String {
-    let mut accounts = String::new();
-    let mut memberships = String::new();
-    for i in 0..n {
-        accounts.push_str(&format!(
-            "  - {{ name: a{i}, qq_number: \"{}\", openid: O{i}, access_token: t{i} }}\n",
-            100_000 + i
-        ));
-        memberships.push_str(&format!("    a{i}: {{ qq_vip: 1d }}\n"));
-    }
+    let (accounts, memberships) = common::accounts(n, "1d");
     format!(
         r#"daemon:
   state_dir: ./state

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 
 use common::*;
 
@@ -187,24 +185,7 @@ fn missing_secret_names_where_it_was_expected() {
 fn sandbox_and_vip_info_as_processes() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &config_text("", ""));
-    let mut sandbox = vipd()
-        .arg("sandbox")
-        .arg("--config")
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(sandbox.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("sandbox listening on ")
-        .expect(&first)
-        .to_owned();
+    let (mut sandbox, url) = sandbox_process::spawn_sandbox(&path, "info");
     let (code, out, err) = run(vipd().arg("vip-info").arg("--config").arg(&path).args([
         "--account",
         "alice",

@@ -7,10 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::stack::{Stack, StackConfig};
-use common::{SECRET, vipd};
+use common::{signed, vipd};
 use serde_json::{Value, json};
-use vipd::config::Secret;
-use vipd::upstream::Signer;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -110,17 +108,6 @@ async fn one_due_account_among_several_is_billed_once_over_many_polls() {
             .filter(|c| c["account"] != "due")
             .all(|c| c["decision"].as_str().unwrap().starts_with("not due"))
     );
-}
-
-fn signed(fields: &[(&str, &str)]) -> Vec<(String, String)> {
-    let signer = Signer::new(Default::default(), Secret::new(SECRET));
-    let mut v: Vec<(String, String)> = fields
-        .iter()
-        .map(|(k, v)| ((*k).into(), (*v).into()))
-        .collect();
-    let sign = signer.sign(fields.iter().copied());
-    v.push(("sign".into(), sign));
-    v
 }
 
 #[tokio::test]

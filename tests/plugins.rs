@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::stack::{Stack, StackConfig};
-use common::{SECRET, Webhook};
+use common::{Webhook, signed};
 use serde_json::Value;
 
 fn example(name: &str) -> String {
@@ -340,17 +340,11 @@ async fn parse_callback_maps_another_vendors_fields() {
         ("trade_state", "SUCCESS"),
         ("amount", "1500"),
     ];
-    let sign = vipd::upstream::sign::md5_sign(fields.iter().copied(), SECRET);
     // Forged: the plugin is never asked.
     let forged: Vec<(&str, &str)> = fields.iter().copied().chain([("sign", "00")]).collect();
     let r = http.post(&url).form(&forged).send().await.unwrap();
     assert_eq!(r.status(), 403);
-    let signed: Vec<(&str, &str)> = fields
-        .iter()
-        .copied()
-        .chain([("sign", sign.as_str())])
-        .collect();
-    let r = http.post(&url).form(&signed).send().await.unwrap();
+    let r = http.post(&url).form(&signed(&fields)).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", stack.log());
     assert_eq!(r.text().await.unwrap(), "success");
     let order = stack
@@ -362,11 +356,9 @@ async fn parse_callback_maps_another_vendors_fields() {
     assert_eq!(order["state"], "succeeded", "{order:#}");
     assert_eq!(order["price"], "15.00", "{order:#}");
     // A signed callback that no plugin understands is refused.
-    let other = [("something", "else")];
-    let sign = vipd::upstream::sign::md5_sign(other.iter().copied(), SECRET);
     let r = http
         .post(&url)
-        .form(&[("something", "else"), ("sign", sign.as_str())])
+        .form(&signed(&[("something", "else")]))
         .send()
         .await
         .unwrap();

@@ -1,11 +1,26 @@
 //! What the process-level benchmarks share: a child killed on drop, the
 //! sandbox as a child process, and RSS read from /proc.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// YAML for `n` accounts `a0..`: the `accounts:` entries and the
+/// sandbox's `memberships:` entries, each account's qq_vip ending `end`
+/// from now (e.g. `1d`).
+pub fn accounts(n: usize, end: &str) -> (String, String) {
+    let mut accounts = String::new();
+    let mut memberships = String::new();
+    for i in 0..n {
+        accounts.push_str(&format!(
+            "  - {{ name: a{i}, qq_number: \"{}\", openid: O{i}, access_token: t{i} }}\n",
+            100_000 + i
+        ));
+        memberships.push_str(&format!("    a{i}: {{ qq_vip: {end} }}\n"));
+    }
+    (accounts, memberships)
+}
 
 /// A child process killed (and reaped) when dropped.
 pub struct Kill(pub Child);
@@ -17,27 +32,14 @@ impl Drop for Kill {
     }
 }
 
-/// Starts `vipd sandbox` on a free port with `config`; returns it and its
-/// URL.
+#[path = "../../tests/common/sandbox_process.rs"]
+mod sandbox_process;
+
+/// Starts `vipd sandbox` on a free port with `config`; returns it, killed
+/// on drop, and its URL.
 pub fn spawn_sandbox(config: &Path) -> (Kill, String) {
-    let mut sandbox = Command::new(env!("CARGO_BIN_EXE_vipd"))
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .env("VIPD_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sandbox.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("sandbox listening on ")
-        .expect(&line)
-        .to_owned();
-    (Kill(sandbox), url)
+    let (child, url) = sandbox_process::spawn_sandbox(config, "error");
+    (Kill(child), url)
 }
 
 /// A `/proc/PID/status` memory field (`VmRSS:`, `VmHWM:`) in MB.

@@ -2,6 +2,7 @@
 //! receiver, a misbehaving upstream, and the `vipd` binary.
 #![allow(dead_code)]
 
+pub mod sandbox_process;
 pub mod stack;
 
 use std::net::SocketAddr;
@@ -104,6 +105,18 @@ async fn receive(State(r): State<Receiver>, body: Bytes) -> impl IntoResponse {
     let fields: Fields = form_urlencoded::parse(&body).into_owned().collect();
     r.hits.lock().unwrap().push(fields);
     (StatusCode::OK, "success")
+}
+
+/// `fields` with the `sign` field a vendor would add (md5 mode, [`SECRET`]).
+pub fn signed(fields: &[(&str, &str)]) -> Vec<(String, String)> {
+    let signer = vipd::upstream::Signer::new(Default::default(), vipd::config::Secret::new(SECRET));
+    let mut v: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    let sign = signer.sign(fields.iter().copied());
+    v.push(("sign".into(), sign));
+    v
 }
 
 /// A chat-webhook stand-in: records every JSON body POSTed to it.

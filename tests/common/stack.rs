@@ -2,7 +2,6 @@
 //! child processes over loopback, with a temp state folder.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -150,25 +149,7 @@ impl Stack {
             std::fs::write(path, content).unwrap();
         }
         std::fs::write(&config, cfg.render("http://127.0.0.1:1")).unwrap();
-        let mut sandbox = vipd()
-            .arg("sandbox")
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("VIPD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(sandbox.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let sandbox_url = line
-            .trim()
-            .strip_prefix("sandbox listening on ")
-            .expect(&line)
-            .to_owned();
+        let (sandbox, sandbox_url) = super::sandbox_process::spawn_sandbox(&config, "warn");
         std::fs::write(&config, cfg.render(&sandbox_url)).unwrap();
         Stack {
             dir,
