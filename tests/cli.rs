@@ -16,15 +16,6 @@ const DOC_PARAMS: [&str; 5] = [
     "qq_number=5666857",
 ];
 
-fn run(cmd: &mut std::process::Command) -> (i32, String, String) {
-    let out = cmd.output().expect("vipd runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The vendor's Python 3 sample's signing steps, run by python3 itself.
 fn python_sample_sign(params: &[&str], secret: &str) -> String {
     let script = r#"

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::stack::{Stack, StackConfig};
-use common::{signed, vipd};
+use common::{run, signed, vipd};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -263,19 +263,13 @@ async fn sigterm_exits_zero_and_keeps_the_ledger() {
     let mut stack = Stack::start(&cfg).await;
     settled_and_verified(&stack, 1).await;
     assert_eq!(stack.stop_daemon(), Some(0));
-    let out = vipd()
+    let (code, out, err) = run(vipd()
         .arg("orders")
         .arg("--config")
         .arg(&stack.config)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let orders: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        .arg("--json"));
+    assert_eq!(code, 0, "{err}");
+    let orders: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(states(&orders), ["succeeded"]);
 }
 
@@ -360,7 +354,7 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
     let mut cfg = StackConfig::due(1);
     cfg.sandbox = "  mode: sync".into();
     let stack = Stack::sandbox_only(&cfg).await;
-    let run = |dry: bool| {
+    let recharge = |dry: bool| {
         let mut c = vipd();
         c.arg("recharge").arg("--config").arg(&stack.config).args([
             "--account",
@@ -373,13 +367,13 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
         }
         c.output().unwrap()
     };
-    let dry = run(true);
+    let dry = recharge(true);
     assert!(
         String::from_utf8_lossy(&dry.stdout).contains("dry run: would renew"),
         "{dry:?}"
     );
     assert_eq!(stack.sandbox_orders().await.len(), 0);
-    let first = run(false);
+    let first = recharge(false);
     assert!(
         first.status.success(),
         "{}",
@@ -394,14 +388,12 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
         .await[0]["ends"]["qq_vip"]
         .as_i64()
         .unwrap();
-    let orders_out = vipd()
+    let (_, orders_out, _) = run(vipd()
         .arg("orders")
         .arg("--config")
         .arg(&stack.config)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let orders: Vec<Value> = serde_json::from_slice(&orders_out.stdout).unwrap();
+        .arg("--json"));
+    let orders: Vec<Value> = serde_json::from_str(&orders_out).unwrap();
     let observed = orders[0]["observed_end"].as_i64().unwrap();
     assert_eq!(end, observed + 30 * 86_400);
     common::post_json(
@@ -409,7 +401,7 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
         json!({"ends": {"qq_vip": observed}}),
     )
     .await;
-    let second = run(false);
+    let second = recharge(false);
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("not renewing: order succeeded"), "{err}");
@@ -452,21 +444,15 @@ async fn admin_api_needs_the_bearer_token_when_set() {
         200
     );
     // The CLI reads the token from the configuration.
-    let out = vipd()
+    let (code, out, err) = run(vipd()
         .arg("status")
         .arg("--config")
         .arg(&stack.config)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        .arg("--json"));
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["generation"], 1, "answered by the live daemon");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret-admin-token"));
+    assert!(!out.contains("s3cret-admin-token"));
     assert!(!stack.log().contains("s3cret-admin-token"));
 }
 
@@ -543,19 +529,13 @@ async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
     // The operator checks with the vendor: never delivered. Resolving it as
     // failed refunds the budget and lets the same period be retried.
     let key = orders[0]["key"].as_str().unwrap();
-    let out = vipd()
+    let (code, out, err) = run(vipd()
         .arg("orders")
         .arg("--config")
         .arg(&stack.config)
-        .args(["resolve", &key[..10], "--as", "failed"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("is now failed"));
+        .args(["resolve", &key[..10], "--as", "failed"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is now failed"));
     stack
         .wait_for("the retry under the same key", LONG, || async {
             let o = stack.orders().await;

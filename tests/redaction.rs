@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::stack::{Stack, StackConfig};
-use common::{SECRET, vipd};
+use common::{SECRET, run, vipd};
 
 const ENV_SECRET: &str = "ENVxSECRETx6c1f0e";
 const FILE_SECRET: &str = "FILExSECRETx93ad2b";
@@ -112,17 +112,8 @@ end
         vec!["check", "--format", "json"],
         vec!["orders", "--json"],
     ] {
-        let out = vipd()
-            .args(&args)
-            .arg("--config")
-            .arg(&stack.config)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (_, out, err) = run(vipd().args(&args).arg("--config").arg(&stack.config));
+        let text = format!("{out}{err}");
         surfaces.push((format!("vipd {}", args.join(" ")), text));
     }
     let log = stack.log();

@@ -107,6 +107,16 @@ async fn receive(State(r): State<Receiver>, body: Bytes) -> impl IntoResponse {
     (StatusCode::OK, "success")
 }
 
+/// Runs a command: exit code, stdout, stderr.
+pub fn run(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("vipd runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `fields` with the `sign` field a vendor would add (md5 mode, [`SECRET`]).
 pub fn signed(fields: &[(&str, &str)]) -> Vec<(String, String)> {
     let signer = vipd::upstream::Signer::new(Default::default(), vipd::config::Secret::new(SECRET));
