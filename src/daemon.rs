@@ -380,7 +380,12 @@ impl Reloader {
 
     /// Watches the configuration file's folder and `scripts_dir`; reloads
     /// once changes have settled for [`DEBOUNCE`].
+    ///
+    /// Only changes count: the watcher also reports files being opened and
+    /// closed after reading, and a reload reads the very files it watches,
+    /// so counting those made every reload trigger the next one.
     pub fn watch(self: Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        use notify::{EventKind, RecursiveMode, Watcher};
         let rt = self.engine.runtime();
         let config_path = rt.config.path.clone();
         let config_dir = rt.config.base_dir.clone();
@@ -396,39 +401,43 @@ impl Reloader {
                     || same_file(p, &config_path)
             }
         };
-        let debouncer = notify_debouncer_mini::new_debouncer(
-            DEBOUNCE,
-            move |res: notify_debouncer_mini::DebounceEventResult| {
-                if let Ok(events) = res {
-                    if events.iter().any(|e| relevant(&e.path)) {
-                        let _ = tx.send(());
-                    }
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(event) = res {
+                let change = matches!(
+                    event.kind,
+                    EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+                );
+                if change && event.paths.iter().any(|p| relevant(p)) {
+                    let _ = tx.send(());
                 }
-            },
-        );
-        let mut debouncer = match debouncer {
-            Ok(d) => d,
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch for file changes; reload with SIGHUP or POST /api/reload");
                 return tokio::spawn(async {});
             }
         };
-        use notify_debouncer_mini::notify::RecursiveMode;
         for (dir, mode) in [
             (&config_dir, RecursiveMode::NonRecursive),
             (&scripts_dir, RecursiveMode::Recursive),
         ] {
-            if let Err(e) = debouncer.watcher().watch(dir, mode) {
+            if let Err(e) = watcher.watch(dir, mode) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch this folder for changes");
             }
         }
         tokio::spawn(async move {
-            let _keep = debouncer;
+            let _keep = watcher;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    Some(()) = rx.recv() => { let _ = self.reload("file change").await; }
+                    Some(()) = rx.recv() => {}
                 }
+                // Debounce: an editor's save is several events; wait until
+                // none has come for DEBOUNCE.
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                let _ = self.reload("file change").await;
             }
         })
     }
