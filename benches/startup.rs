@@ -13,9 +13,12 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn config(n: usize, upstream: &str) -> String {
+/// The daemon's configuration and, separately, the sandbox's: the sandbox
+/// section (10,000 memberships) is not something a production `rules.yaml`
+/// carries, so the daemon does not parse or hold it here.
+fn config(n: usize, upstream: &str) -> (String, String) {
     let (accounts, memberships) = common::accounts(n, "40d");
-    format!(
+    let daemon = format!(
         r#"daemon:
   state_dir: ./state
   scripts_dir: ./scripts
@@ -35,10 +38,10 @@ accounts:
     membership: qq_vip
     renew_before: 3d
     product: qq_vip_month
-sandbox:
-  memberships:
-{memberships}"#
-    )
+"#
+    );
+    let sandbox = format!("{daemon}sandbox:\n  memberships:\n{memberships}");
+    (daemon, sandbox)
 }
 
 fn main() {
@@ -57,9 +60,10 @@ fn main() {
         )
         .unwrap();
     }
-    std::fs::write(&path, config(n, "http://127.0.0.1:1")).unwrap();
-    let (_sandbox, upstream) = common::spawn_sandbox(&path);
-    std::fs::write(&path, config(n, &upstream)).unwrap();
+    let sandbox_path = dir.path().join("sandbox.yaml");
+    std::fs::write(&sandbox_path, config(n, "http://127.0.0.1:1").1).unwrap();
+    let (_sandbox, upstream) = common::spawn_sandbox(&sandbox_path);
+    std::fs::write(&path, config(n, &upstream).0).unwrap();
 
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -106,4 +110,13 @@ fn main() {
         common::rss_mb(pid, "VmRSS:"),
         common::rss_mb(pid, "VmHWM:")
     );
+    println!(
+        "  of which heap and other anonymous memory {:.1} MB, mapped files (the binary) {:.1} MB",
+        common::rss_mb(pid, "RssAnon:"),
+        common::rss_mb(pid, "RssFile:")
+    );
+    if std::env::var_os("BENCH_HOLD").is_some() {
+        println!("holding pid {pid}; press enter to stop");
+        let _ = std::io::stdin().read_line(&mut String::new());
+    }
 }

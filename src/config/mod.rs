@@ -419,13 +419,30 @@ impl Config {
         // With `daemon.sandbox: true` every provider points at the loopback
         // sandbox, so literal values are the sandbox's own, not secrets.
         if !self.daemon.sandbox && file_is_world_readable(&self.path) {
-            for use_ in &self.secret_uses {
-                if use_.source == SecretSource::Literal {
+            let literal: Vec<&str> = self
+                .secret_uses
+                .iter()
+                .filter(|u| u.source == SecretSource::Literal)
+                .map(|u| u.at.as_str())
+                .collect();
+            const FIX: &str = "use ${env:..}, ${file:..} or ${credential:..}";
+            // One line per secret reads well for a few; a file with an
+            // access token per account would print thousands, so past a
+            // handful they are summarised in one line.
+            const ONE_BY_ONE: usize = 5;
+            if literal.len() <= ONE_BY_ONE {
+                for at in literal {
                     out.push(format!(
-                        "{} is written literally in a file other users can read; use ${{env:..}}, ${{file:..}} or ${{credential:..}}",
-                        use_.at
+                        "{at} is written literally in a file other users can read; {FIX}"
                     ));
                 }
+            } else {
+                out.push(format!(
+                    "{} secrets are written literally in a file other users can read ({}, ... and {} more); {FIX}",
+                    literal.len(),
+                    literal[..3].join(", "),
+                    literal.len() - 3
+                ));
             }
         }
         out
@@ -1233,5 +1250,47 @@ rules:
             .replace("qq_number: 5666857", "qq_number: abc");
         let errs = parse(&text).unwrap_err();
         assert_eq!(errs.0.len(), 2, "{errs}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn many_literal_secrets_warn_in_one_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("rules.yaml");
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            Config::load(&path).unwrap().warnings()
+        };
+        let text = GOOD.replace("daemon: { sandbox: true }", "daemon: { sandbox: false }");
+        // Two literal secrets: the vendor's, and alice's token.
+        let few = readable(&text);
+        assert_eq!(
+            few.iter().filter(|w| w.contains("literally")).count(),
+            2,
+            "{few:?}"
+        );
+
+        let mut many = text.clone();
+        for i in 0..9 {
+            many.push_str(&format!(
+                "  - {{ name: b{i}, qq_number: {}, openid: O{i}, access_token: t{i} }}\n",
+                1000 + i
+            ));
+        }
+        let warnings = readable(&many);
+        let literal: Vec<_> = warnings
+            .iter()
+            .filter(|w| w.contains("literally"))
+            .collect();
+        assert_eq!(literal.len(), 1, "{warnings:?}");
+        assert!(
+            literal[0].starts_with("11 secrets are written literally")
+                && literal[0].contains("providers.wapi.secret")
+                && literal[0].contains("and 8 more"),
+            "{}",
+            literal[0]
+        );
     }
 }
