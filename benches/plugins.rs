@@ -23,7 +23,8 @@ fn load(config: &Path, scripts: Option<&Path>, ledger: &Arc<Ledger>) -> Plugins 
     if let Some(dir) = scripts {
         config.daemon.scripts_dir = dir.to_owned();
     }
-    Plugins::load(&config, Host::new(Some(ledger.clone()))).unwrap_or_else(|e| panic!("{e}"))
+    Plugins::load(&Arc::new(config), Host::new(Some(ledger.clone())))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn event() -> Event {

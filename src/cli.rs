@@ -261,6 +261,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// throwaway state with no store and no engine, so nothing happens).
 fn check(path: &Path, format: OutputFormat) -> ExitCode {
     let result = Config::load(path).map_err(|e| e.0).and_then(|config| {
+        let config = std::sync::Arc::new(config);
         let plugins = crate::plugins::Plugins::load(&config, crate::plugins::Host::new(None))
             .map_err(|e| {
                 e.0.into_iter()

@@ -87,6 +87,7 @@ pub async fn run(
     let dry_run = dry_run || config.daemon.dry_run;
     let token = config.daemon.admin_token.clone();
     let host = Host::new(Some(ledger.clone()));
+    let config = Arc::new(config);
     let plugins = load_plugins(&config, &host).await?;
     let names = plugins.names().to_vec();
     let engine = Engine::new(ledger.clone(), config, plugins, host, dry_run);
@@ -260,7 +261,7 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Loads the plugins of `config` off the async threads: a script's top
 /// level runs under the limits, up to the time limit.
-async fn load_plugins(config: &Config, host: &Arc<Host>) -> anyhow::Result<Plugins> {
+async fn load_plugins(config: &Arc<Config>, host: &Arc<Host>) -> anyhow::Result<Plugins> {
     let (config, host) = (config.clone(), host.clone());
     tokio::task::spawn_blocking(move || Plugins::load(&config, host))
         .await
@@ -321,7 +322,11 @@ impl Reloader {
         }
     }
 
-    async fn candidate(&self, path: &Path, current: &Config) -> Result<(Config, Plugins), String> {
+    async fn candidate(
+        &self,
+        path: &Path,
+        current: &Config,
+    ) -> Result<(Arc<Config>, Plugins), String> {
         let mut config = Config::load(path).map_err(|e| e.to_string())?;
         if let Some(url) = &self.sandbox_url {
             config.point_providers_at(url);
@@ -354,6 +359,7 @@ impl Reloader {
         config.daemon.state_dir = current.daemon.state_dir.clone();
         config.daemon.sandbox = current.daemon.sandbox;
         config.daemon.callback_listen = self.callback_listen;
+        let config = Arc::new(config);
         load_plugins(&config, self.engine.host())
             .await
             .map_err(|e| e.to_string())

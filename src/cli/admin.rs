@@ -344,6 +344,7 @@ async fn offline_engine(
     // The plugins load too: `vipd recharge` asks `before_recharge` like
     // the daemon does.
     let host = Host::new(Some(ledger.clone()));
+    let config = Arc::new(config);
     let plugins = Plugins::load(&config, host.clone())?;
     Ok((Engine::new(ledger, config, plugins, host, dry), sandbox))
 }

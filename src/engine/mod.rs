@@ -67,8 +67,9 @@ struct Seller {
 
 /// One configuration generation with its clients and gates.
 pub struct Runtime {
-    /// The validated configuration.
-    pub config: Config,
+    /// The validated configuration (shared with this generation's plugins,
+    /// whose `vipd.config` view reads it on demand).
+    pub config: Arc<Config>,
     /// Counts reloads; 1 for the first configuration.
     pub generation: u64,
     /// The Lua plugins of this generation.
@@ -80,7 +81,7 @@ pub struct Runtime {
 impl Runtime {
     /// Builds clients and gates for `config`, beside its loaded plugins.
     pub fn build(
-        config: Config,
+        config: Arc<Config>,
         plugins: Arc<Plugins>,
         generation: u64,
         http: &reqwest::Client,
@@ -217,7 +218,7 @@ impl Engine {
     /// plugins loaded for it (through `host`, which the engine attaches).
     pub fn new(
         ledger: Arc<Ledger>,
-        config: Config,
+        config: Arc<Config>,
         plugins: Plugins,
         host: Arc<Host>,
         dry_run: bool,
@@ -274,7 +275,7 @@ impl Engine {
     /// Swaps in a new configuration and its plugins (generation + 1).
     /// Checks already running keep the generation they started with; the
     /// old generation's jobs stop, its handler calls in flight finish.
-    pub fn reload(&self, config: Config, plugins: Plugins) -> u64 {
+    pub fn reload(&self, config: Arc<Config>, plugins: Plugins) -> u64 {
         let plugins = Arc::new(plugins);
         let old = {
             let mut slot = self.runtime.write().unwrap_or_else(|p| p.into_inner());

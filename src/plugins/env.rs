@@ -73,12 +73,24 @@ function helpers.collectgarbage(opt, ...)
   return raw_gc(opt, ...)
 end
 -- A read-only view of `t`: nested tables are wrapped when first reached,
--- so a view of 10,000 accounts costs nothing until a plugin looks.
-local function freeze(t, path)
+-- so a view of 10,000 accounts costs nothing until a plugin looks. With
+-- `part`, `t` only names the keys (key -> true) and `part(key)` builds a
+-- key's value the first time it is read.
+local function freeze(t, path, part)
   if type(t) ~= "table" then return t end
-  local views = {}
+  local views, built = {}, {}
+  local function raw(k)
+    if part == nil then return t[k] end
+    if not t[k] then return nil end
+    local v = built[k]
+    if v == nil then
+      v = part(k)
+      built[k] = v
+    end
+    return v
+  end
   local function get(k)
-    local v = t[k]
+    local v = raw(k)
     if type(v) ~= "table" then return v end
     local view = views[k]
     if view == nil then
@@ -92,7 +104,7 @@ local function freeze(t, path)
     __newindex = function(_, k)
       error(path .. " is read-only (tried to set " .. tostring(k) .. ")", 2)
     end,
-    __len = function() return #t end,
+    __len = function() return part == nil and #t or 0 end,
     __pairs = function()
       return function(_, k)
         local nk = next(t, k)

@@ -314,17 +314,19 @@ fn line_in(message: &str, chunk: &str) -> Option<usize> {
     rest.split(':').next()?.trim().parse().ok()
 }
 
-/// The configuration as plugins see it: names, tags, rules, products; no
-/// secrets, tokens or openids.
-#[derive(Serialize)]
-struct ConfigView<'a> {
-    timezone: &'a str,
-    dry_run: bool,
-    accounts: Vec<AccountView<'a>>,
-    rules: Vec<RuleView<'a>>,
-    products: BTreeMap<&'a str, ProductView<'a>>,
-    providers: BTreeMap<&'a str, &'static str>,
-}
+/// The configuration as plugins see it (`vipd.config`): names, tags,
+/// rules, products; no secrets, tokens or openids. Each top-level key is
+/// turned into Lua only when a plugin first reads it: with 10,000 accounts
+/// `accounts` and the rules' account lists are a few MB of Lua tables,
+/// which a plugin that never looks should not cost.
+const CONFIG_KEYS: &[&str] = &[
+    "timezone",
+    "dry_run",
+    "accounts",
+    "rules",
+    "products",
+    "providers",
+];
 
 #[derive(Serialize)]
 struct AccountView<'a> {
@@ -353,67 +355,92 @@ struct ProductView<'a> {
     max_price: f64,
 }
 
-fn config_view(config: &Config) -> ConfigView<'_> {
-    ConfigView {
-        timezone: config.daemon.timezone.name(),
-        dry_run: config.daemon.dry_run,
-        accounts: config
-            .accounts
-            .iter()
-            .map(|a| AccountView {
-                name: &a.name,
-                qq_number: &a.qq_number,
-                tags: &a.tags,
-                provider: &a.provider,
-            })
-            .collect(),
-        rules: config
-            .rules
-            .iter()
-            .map(|r| RuleView {
-                name: &r.name,
-                membership: r.membership.as_str(),
-                product: &r.product,
-                accounts: &r.accounts,
-                renew_before: r.renew_before.as_secs(),
-                per_day: r.budget.per_day.map(|f| f.as_yuan_f64()),
-                per_month: r.budget.per_month.map(|f| f.as_yuan_f64()),
-            })
-            .collect(),
-        products: config
-            .products
-            .iter()
-            .map(|(n, p)| {
-                (
-                    n.as_str(),
-                    ProductView {
+/// The value of `vipd.config[key]`, built from `config`.
+fn config_part(lua: &Lua, config: &Config, key: &str) -> mlua::Result<Value> {
+    match key {
+        "timezone" => api::lua_value(lua, &config.daemon.timezone.name()),
+        "dry_run" => Ok(Value::Boolean(config.daemon.dry_run)),
+        "accounts" => {
+            let accounts: Vec<_> = config
+                .accounts
+                .iter()
+                .map(|a| AccountView {
+                    name: &a.name,
+                    qq_number: &a.qq_number,
+                    tags: &a.tags,
+                    provider: &a.provider,
+                })
+                .collect();
+            api::lua_value(lua, &accounts)
+        }
+        "rules" => {
+            let rules: Vec<_> = config
+                .rules
+                .iter()
+                .map(|r| RuleView {
+                    name: &r.name,
+                    membership: r.membership.as_str(),
+                    product: &r.product,
+                    accounts: &r.accounts,
+                    renew_before: r.renew_before.as_secs(),
+                    per_day: r.budget.per_day.map(|f| f.as_yuan_f64()),
+                    per_month: r.budget.per_month.map(|f| f.as_yuan_f64()),
+                })
+                .collect();
+            api::lua_value(lua, &rules)
+        }
+        "products" => {
+            let products: BTreeMap<_, _> = config
+                .products
+                .iter()
+                .map(|(n, p)| {
+                    let view = ProductView {
                         provider: &p.provider,
                         extends: p.extends.as_str(),
                         adds: p.adds.as_secs(),
                         max_price: p.max_price.as_yuan_f64(),
-                    },
-                )
-            })
-            .collect(),
-        providers: config
-            .providers
-            .iter()
-            .map(|(n, p)| {
-                let kind = match p {
-                    Provider::QqConnect(_) => "qq_connect",
-                    Provider::Recharge(_) => "recharge",
-                };
-                (n.as_str(), kind)
-            })
-            .collect(),
+                    };
+                    (n.as_str(), view)
+                })
+                .collect();
+            api::lua_value(lua, &products)
+        }
+        "providers" => {
+            let providers: BTreeMap<_, _> = config
+                .providers
+                .iter()
+                .map(|(n, p)| {
+                    let kind = match p {
+                        Provider::QqConnect(_) => "qq_connect",
+                        Provider::Recharge(_) => "recharge",
+                    };
+                    (n.as_str(), kind)
+                })
+                .collect();
+            api::lua_value(lua, &providers)
+        }
+        _ => Ok(Value::Nil),
     }
+}
+
+/// `vipd.config`: a read-only view whose top-level keys are built by
+/// [`config_part`] on first access (the view holds the generation's
+/// `Arc<Config>`, so it copies nothing up front).
+fn config_view(lua: &Lua, freeze: &Function, config: &Arc<Config>) -> mlua::Result<Table> {
+    let keys = lua.create_table()?;
+    for key in CONFIG_KEYS {
+        keys.set(*key, true)?;
+    }
+    let config = config.clone();
+    let part = lua.create_function(move |lua, key: String| config_part(lua, &config, &key))?;
+    freeze.call((keys, "vipd.config", part))
 }
 
 impl Plugins {
     /// Loads every plugin of `config` into a new state. Loading runs each
     /// script's top level (registrations) under the per-call limits; host
     /// functions with side effects refuse to run then.
-    pub fn load(config: &Config, host: Arc<Host>) -> Result<Plugins, LoadErrors> {
+    pub fn load(config: &Arc<Config>, host: Arc<Host>) -> Result<Plugins, LoadErrors> {
         let dir = &config.daemon.scripts_dir;
         let fail = |file: &Path, message: String| {
             LoadErrors(vec![LoadError {
@@ -444,14 +471,8 @@ impl Plugins {
         let freeze: Function = helpers
             .get("freeze")
             .map_err(|e| fail(dir, e.to_string()))?;
-        // No plugins, no view: with 10,000 accounts it is a few MB.
-        let view = if files.is_empty() {
-            lua.create_table()
-        } else {
-            api::lua_value(&lua, &config_view(config))
-                .and_then(|v| freeze.call::<Table>((v, "vipd.config")))
-        }
-        .map_err(|e| fail(dir, format!("cannot build vipd.config: {e}")))?;
+        let view = config_view(&lua, &freeze, config)
+            .map_err(|e| fail(dir, format!("cannot build vipd.config: {e}")))?;
         let mut errors = Vec::new();
         let mut names = Vec::new();
         for file in &files {

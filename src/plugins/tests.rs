@@ -48,7 +48,7 @@ impl Fixture {
 
     fn load_with(&self, plugins: &str) -> Result<Plugins, LoadErrors> {
         Plugins::load(
-            &config(self.dir.path(), plugins),
+            &Arc::new(config(self.dir.path(), plugins)),
             Host::new(Some(self.ledger.clone())),
         )
     }
@@ -429,7 +429,11 @@ async fn kv_survives_a_new_state_and_a_reopened_store() {
     let dir = f.dir.path().join("state");
     drop(f.ledger);
     let ledger = Arc::new(Ledger::open(&dir).unwrap());
-    let p = Plugins::load(&config(f.dir.path(), "{}"), Host::new(Some(ledger))).unwrap();
+    let p = Plugins::load(
+        &Arc::new(config(f.dir.path(), "{}")),
+        Host::new(Some(ledger)),
+    )
+    .unwrap();
     assert_eq!(eval(&p, EventKind::Error).await.as_deref(), Some("3"));
 }
 
@@ -518,4 +522,65 @@ vipd.on("error", function() return PATHS end)
             "field {field} missing"
         );
     }
+}
+
+#[tokio::test]
+async fn config_view_is_built_on_first_read() {
+    let f = Fixture::new(&[(
+        "view.lua",
+        r#"
+vipd.on("error", function()
+  local function kb()
+    collectgarbage("collect")
+    return collectgarbage("count")
+  end
+  local out = {}
+  local c0 = kb()
+  local tz = vipd.config.timezone
+  local c1 = kb()
+  local accounts = vipd.config.accounts
+  local n = #accounts
+  local c2 = kb()
+  local again = vipd.config.accounts
+  local c3 = kb()
+  local keys = {}
+  for k in pairs(vipd.config) do keys[#keys + 1] = k end
+  table.sort(keys)
+  out[#out + 1] = tz
+  out[#out + 1] = tostring(n) .. " " .. accounts[2001].name .. " " .. accounts[1].tags[1]
+  out[#out + 1] = string.format("%s %s %s", c1 - c0 < 8, c2 - c1 > 200, c3 == c2)
+  out[#out + 1] = tostring(again == accounts)
+  out[#out + 1] = table.concat(keys, ",")
+  out[#out + 1] = vipd.config.providers.wapi .. " " .. vipd.config.products.m.max_price
+  out[#out + 1] = pcall(function() accounts[1].name = "x" end) and "OPEN" or "blocked"
+  return table.concat(out, "|")
+end)
+"#,
+    )]);
+    let mut config = config(f.dir.path(), "{ timeout: 2s }");
+    // 2,000 more accounts: built, they are a few hundred KB of Lua tables.
+    let alice = config.accounts[0].clone();
+    for i in 0..2000 {
+        let mut a = alice.clone();
+        a.name = format!("a{i}");
+        config.accounts.push(a);
+    }
+    let p = Plugins::load(&Arc::new(config), Host::new(Some(f.ledger.clone())))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = eval(&p, EventKind::Error).await.unwrap();
+    assert_eq!(
+        got,
+        [
+            "Asia/Shanghai",
+            "2001 a1999 staff",
+            // Reading the timezone built no accounts; reading `accounts`
+            // did, once.
+            "true true true",
+            "true",
+            "accounts,dry_run,products,providers,rules,timezone",
+            "recharge 20.0",
+            "blocked",
+        ]
+        .join("|")
+    );
 }
