@@ -163,6 +163,7 @@ enum ModeArg {
 
 /// Parses arguments, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
+    crate::daemon::one_malloc_arena();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -212,12 +212,31 @@ fn release_freed_memory() {
     }
 }
 
+/// Keeps every thread on glibc's main heap (unless `MALLOC_ARENA_MAX` says
+/// otherwise). By default glibc gives each thread that meets contention
+/// its own arena, up to eight per core; the workers, sled's threads and
+/// the Lua thread then each hold a partly used heap, about 2.5 MB of idle
+/// RSS at 10,000 accounts (BENCHMARKS.md). The per-thread caches (tcache)
+/// still serve most small allocations without the lock, and this daemon
+/// waits on the network, not on malloc. Called before any thread starts.
+pub fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator tunable; no thread other
+        // than this one exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// How often `STATUS=` is refreshed when no watchdog asks for more.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// Pings the systemd watchdog at half of `WATCHDOG_USEC`, refreshes
-/// `STATUS=` and returns freed heap to the system every 10 s, until `stop`. The pings come from the daemon's own runtime,
-/// so a stalled runtime stops them and systemd restarts the service.
+/// `STATUS=` and returns freed heap to the system every 10 s, until `stop`.
+/// The pings come from the daemon's own runtime, so a stalled runtime
+/// stops them and systemd restarts the service.
 fn heartbeat(
     engine: Arc<Engine>,
     notifier: Arc<Notifier>,

@@ -54,8 +54,11 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     /// `plugins:`
     pub plugins: PluginSettings,
-    /// Where each secret came from, for `vipd check`'s warnings.
-    pub secret_uses: Vec<SecretUse>,
+    /// Where secrets are written literally (`providers.wapi.secret`), for
+    /// the warning about readable files. Only these are kept: with a token
+    /// per account, a record of every secret would cost about 100 bytes an
+    /// account for the daemon's lifetime.
+    pub literal_secrets: Vec<String>,
     /// Account name → index in `accounts`: every check looks its account
     /// up, so with 10,000 accounts a scan would cost O(n²) per cycle.
     account_index: HashMap<String, usize>,
@@ -83,15 +86,6 @@ impl Default for PluginSettings {
             settings: BTreeMap::new(),
         }
     }
-}
-
-/// One configured secret: where it is and how it was written.
-#[derive(Debug, Clone)]
-pub struct SecretUse {
-    /// e.g. `providers.wapi.secret`.
-    pub at: String,
-    /// env, file, credential or literal.
-    pub source: SecretSource,
 }
 
 /// `daemon:` with defaults applied.
@@ -419,12 +413,7 @@ impl Config {
         // With `daemon.sandbox: true` every provider points at the loopback
         // sandbox, so literal values are the sandbox's own, not secrets.
         if !self.daemon.sandbox && file_is_world_readable(&self.path) {
-            let literal: Vec<&str> = self
-                .secret_uses
-                .iter()
-                .filter(|u| u.source == SecretSource::Literal)
-                .map(|u| u.at.as_str())
-                .collect();
+            let literal = &self.literal_secrets;
             const FIX: &str = "use ${env:..}, ${file:..} or ${credential:..}";
             // One line per secret reads well for a few; a file with an
             // access token per account would print thousands, so past a
@@ -473,7 +462,7 @@ struct Builder<'a> {
     path: &'a Path,
     base_dir: PathBuf,
     errors: Vec<ConfigError>,
-    secret_uses: Vec<SecretUse>,
+    literal_secrets: Vec<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -487,7 +476,7 @@ impl<'a> Builder<'a> {
             path,
             base_dir,
             errors: Vec::new(),
-            secret_uses: Vec::new(),
+            literal_secrets: Vec::new(),
         }
     }
 
@@ -505,10 +494,9 @@ impl<'a> Builder<'a> {
     fn secret(&mut self, at: &[&str], subject: &str, raw: &str) -> Secret {
         match secret::resolve(raw, &self.base_dir) {
             Ok((secret, source)) => {
-                self.secret_uses.push(SecretUse {
-                    at: at.join("."),
-                    source,
-                });
+                if source == SecretSource::Literal {
+                    self.literal_secrets.push(at.join("."));
+                }
                 secret
             }
             Err(e) => {
@@ -579,7 +567,11 @@ impl<'a> Builder<'a> {
             rules,
             sandbox,
             plugins,
-            secret_uses: self.secret_uses,
+            literal_secrets: {
+                let mut literal = self.literal_secrets;
+                literal.shrink_to_fit();
+                literal
+            },
             account_index,
         })
     }
@@ -1094,10 +1086,9 @@ accounts:
         assert_eq!(c.accounts[0].qq_number, "5666857");
         assert_eq!(c.daemon.public_url, None);
         assert_eq!(c.daemon.callback_listen.port(), 9611);
-        assert!(
-            c.secret_uses
-                .iter()
-                .any(|u| u.at == "providers.wapi.secret" && u.source == SecretSource::Literal)
+        assert_eq!(
+            c.literal_secrets,
+            ["providers.wapi.secret", "accounts.alice.access_token"]
         );
     }
 
