@@ -405,7 +405,7 @@ impl Engine {
         let (day, month) = period::periods(now, rt.config.daemon.timezone);
         let request = PlanRequest {
             key,
-            rule: rule.name.clone(),
+            rule: rule.name.to_string(),
             account: account.name.clone(),
             membership: rule.membership,
             observed_end,

@@ -153,8 +153,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 struct Wake {
     /// Unix milliseconds.
     at_ms: i64,
-    rule: String,
-    account: String,
+    rule: Arc<str>,
+    account: Arc<str>,
     /// Regular wakes schedule the next regular one; follow-ups do not.
     regular: bool,
 }
@@ -184,7 +184,7 @@ pub struct Engine {
     wake_tx: mpsc::UnboundedSender<Wake>,
     wake_rx: Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
     checks: Semaphore,
-    running: Mutex<HashSet<(String, String)>>,
+    running: Mutex<HashSet<(Arc<str>, Arc<str>)>>,
     dry_run: bool,
     /// Unix milliseconds of the scheduler's next wake (0: none).
     next_wake: std::sync::atomic::AtomicI64,
@@ -361,8 +361,8 @@ impl Engine {
     fn follow_up(&self, rule: &str, account: &str, delay: Duration) {
         let _ = self.wake_tx.send(Wake {
             at_ms: now_ms() + delay.as_millis() as i64,
-            rule: rule.to_owned(),
-            account: account.to_owned(),
+            rule: rule.into(),
+            account: account.into(),
             regular: false,
         });
     }
@@ -469,7 +469,7 @@ impl Engine {
 
     /// Runs one check in a tracked task, unless that pair is already
     /// being checked.
-    fn dispatch(self: &Arc<Self>, rule: String, account: String) {
+    fn dispatch(self: &Arc<Self>, rule: Arc<str>, account: Arc<str>) {
         let pair = (rule, account);
         if !self
             .running

@@ -117,7 +117,7 @@ pub fn status(
             let last_order = ledger
                 .orders_of(name)?
                 .into_iter()
-                .filter(|o| o.rule == rule.name)
+                .filter(|o| *o.rule == *rule.name)
                 .max_by_key(|o| o.updated_at);
             let offset = spread(&rule.name, name, rule.check.interval(now, tz)).as_secs() as i64;
             let next_check = match &rule.check {
@@ -125,8 +125,8 @@ pub fn status(
                 Check::Cron { .. } => rule.check.next_after(now - offset, tz).map(|t| t + offset),
             };
             checks.push(CheckLine {
-                rule: rule.name.clone(),
-                account: name.clone(),
+                rule: rule.name.to_string(),
+                account: name.to_string(),
                 membership: rule.membership,
                 observed_end: c.observed_end,
                 checked_at: c.checked_at,
@@ -145,7 +145,7 @@ pub fn status(
     let mut spend = Vec::new();
     for rule in &config.rules {
         spend.push(SpendLine {
-            rule: rule.name.clone(),
+            rule: rule.name.to_string(),
             used_day: ledger.spend(&rule.name, &day)?.used(),
             per_day: rule.budget.per_day,
             used_month: ledger.spend(&rule.name, &month)?.used(),
@@ -296,7 +296,7 @@ impl Engine {
         let mut lines = Vec::new();
         for rule in &rt.config.rules {
             for name in &rule.accounts {
-                if account.is_some_and(|a| a != name) {
+                if account.is_some_and(|a| a != &**name) {
                     continue;
                 }
                 let acct = rt.config.account(name).expect("validated");
@@ -317,8 +317,8 @@ impl Engine {
                     ),
                 };
                 lines.push(PlanLine {
-                    rule: rule.name.clone(),
-                    account: name.clone(),
+                    rule: rule.name.to_string(),
+                    account: name.to_string(),
                     membership: rule.membership,
                     end,
                     due: matches!(decision, Decision::Renew { .. }),
@@ -355,7 +355,7 @@ impl Engine {
             .ok_or_else(|| format!("no product named {product}"))?;
         let rule = Rule {
             name: "manual".into(),
-            accounts: vec![acct.name.clone()],
+            accounts: vec![acct.name.as_str().into()],
             check: Check::Every(Duration::from_secs(86_400)),
             membership: prod.extends,
             renew_before: Duration::from_secs(u32::MAX as u64),
@@ -429,7 +429,7 @@ impl Engine {
                     used.as_yuan_f64(),
                 );
                 if let Some(cap) = cap {
-                    caps.push((rule.name.as_str(), period, cap));
+                    caps.push((&*rule.name, period, cap));
                 }
             }
         }
@@ -456,7 +456,7 @@ impl Engine {
             for account in &rule.accounts {
                 let state = self.ledger.check_state(&rule.name, account)?;
                 if let Some(end) = state.observed_end {
-                    ends.insert((account.as_str(), rule.membership.as_str()), end);
+                    ends.insert((&**account, rule.membership.as_str()), end);
                 }
             }
         }
