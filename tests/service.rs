@@ -169,8 +169,9 @@ async fn checked(stack: &Stack) -> Option<i64> {
     stack.status().await["checks"][0]["checked_at"].as_i64()
 }
 
-#[tokio::test]
-async fn token_rotation_survives_a_restart_and_a_revoked_grant_alerts_once() {
+/// A stack whose account a0 carries a refresh token and whose reader has
+/// the app's client secret.
+fn refreshable() -> StackConfig {
     let mut cfg = StackConfig::due(0);
     cfg.accounts.push(("a0".into(), Some("40d".into())));
     cfg.rewrite = vec![
@@ -183,7 +184,78 @@ async fn token_rotation_survives_a_restart_and_a_revoked_grant_alerts_once() {
             "access_token: tok-a0, refresh_token: rt-a0".into(),
         ),
     ];
-    let mut stack = Stack::start(&cfg).await;
+    cfg
+}
+
+/// The reasons of every refresh in `log`, in order.
+fn refreshes(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split("access token refreshed (").nth(1))
+        .map(|rest| {
+            rest.split("); the rotated pair")
+                .next()
+                .unwrap_or(rest)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_token_with_a_known_expiry_is_refreshed_ahead_of_it() {
+    let mut stack = Stack::start(&refreshable()).await;
+    stack
+        .wait_for("a first read", Duration::from_secs(10), || checked(&stack))
+        .await;
+    // Refreshed tokens live 6 s, so vipd should refresh each at half its
+    // life (3 s), before the sandbox would refuse it.
+    let control = format!("{}/_sandbox/control", stack.sandbox_url);
+    let s = common::post_json(&control, serde_json::json!({ "token_ttl": "6s" })).await;
+    assert!(s.is_success());
+    // The configured token has no known expiry: it is refreshed when the
+    // sandbox refuses it.
+    let s = common::post_json(
+        &format!("{}/_sandbox/accounts/a0", stack.sandbox_url),
+        serde_json::json!({ "expire_tokens": true }),
+    )
+    .await;
+    assert!(s.is_success());
+    stack
+        .wait_for(
+            "two refreshes ahead of expiry",
+            Duration::from_secs(20),
+            || async {
+                let ahead = refreshes(&stack.log())
+                    .iter()
+                    .filter(|r| *r == "expires soon")
+                    .count();
+                (ahead >= 2).then_some(())
+            },
+        )
+        .await;
+    let log = stack.log();
+    let reasons = refreshes(&log);
+    // One refresh forced by the refused configured token; every later one
+    // came ahead of expiry, so no rotated token was ever refused.
+    assert!(!reasons[0].contains("expires soon"), "{reasons:?}");
+    assert!(
+        reasons[1..].iter().all(|r| r == "expires soon"),
+        "{reasons:?}\n{log}"
+    );
+    let after_first = &log[log.find("access token refreshed").unwrap()..];
+    assert!(
+        !after_first.contains("membership read failed"),
+        "{after_first}"
+    );
+    assert!(
+        !after_first.contains("account_auth_failed"),
+        "{after_first}"
+    );
+    assert_eq!(stack.stop_daemon(), Some(0));
+}
+
+#[tokio::test]
+async fn token_rotation_survives_a_restart_and_a_revoked_grant_alerts_once() {
+    let mut stack = Stack::start(&refreshable()).await;
     stack
         .wait_for("a first read", Duration::from_secs(10), || checked(&stack))
         .await;

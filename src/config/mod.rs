@@ -303,13 +303,18 @@ pub struct Account {
     pub provider: String,
 }
 
+/// How long QQ's refreshed access tokens live: 90 days.
+pub const QQ_TOKEN_TTL: Duration = Duration::from_secs(90 * 86_400);
+
 /// The simulated upstream's settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SandboxSettings {
     /// sync or async.
     pub mode: SandboxMode,
     /// How long before an async order settles and calls back.
     pub callback_delay: Duration,
+    /// How long a refreshed access token lives.
+    pub token_ttl: Duration,
     /// Money at the vendor; `None` = unlimited.
     pub balance: Option<Fen>,
     /// Price per product name.
@@ -1040,6 +1045,7 @@ impl<'a> Builder<'a> {
             callback_delay: raw
                 .callback_delay
                 .map_or(Duration::from_millis(500), HumanDuration::get),
+            token_ttl: raw.token_ttl.map_or(QQ_TOKEN_TTL, HumanDuration::get),
             balance: raw.balance,
             prices: raw.prices,
             memberships,

@@ -252,6 +252,8 @@ pub struct RawSandbox {
     /// `sync` answers 10000; `async` answers 10023 and calls back.
     pub mode: Option<SandboxMode>,
     pub callback_delay: Option<HumanDuration>,
+    /// How long a refreshed access token lives (QQ's 90 days by default).
+    pub token_ttl: Option<HumanDuration>,
     /// Money at the vendor; unlimited when absent.
     pub balance: Option<Fen>,
     /// Price charged per product (default: the product's `max_price`).

@@ -206,6 +206,7 @@ async fn get_control(State(sb): State<Arc<Shared>>) -> Response {
 struct ControlChange {
     mode: Option<SandboxMode>,
     callback_delay: Option<HumanDuration>,
+    token_ttl: Option<HumanDuration>,
     /// `null` keeps it; `"unlimited"` removes the limit.
     balance: Option<BalanceChange>,
     recharge: Option<Knobs>,
@@ -232,6 +233,9 @@ async fn set_control(State(sb): State<Arc<Shared>>, Json(change): Json<ControlCh
     }
     if let Some(delay) = change.callback_delay {
         c.callback_delay = delay;
+    }
+    if let Some(ttl) = change.token_ttl {
+        c.token_ttl = ttl;
     }
     match change.balance {
         Some(BalanceChange::Amount(fen)) => c.balance = Some(fen),

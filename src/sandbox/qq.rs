@@ -20,9 +20,6 @@ use super::world::{SimAccount, TokenState};
 use crate::upstream::Clock;
 use crate::upstream::vipinfo::Membership;
 
-/// How long a refreshed access token lives (QQ's 90 days).
-const TOKEN_TTL_SECS: i64 = 7_776_000;
-
 /// `GET|POST /user/get_vip_rich_info`
 pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
     let params = request_params(&uri, &body);
@@ -149,11 +146,11 @@ pub async fn token(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Resp
         )
     };
     let body = match result {
-        Ok((access, refresh)) if json => format!(
-            "{{\"access_token\":\"{access}\",\"expires_in\":\"{TOKEN_TTL_SECS}\",\"refresh_token\":\"{refresh}\"}}"
+        Ok((access, refresh, ttl)) if json => format!(
+            "{{\"access_token\":\"{access}\",\"expires_in\":\"{ttl}\",\"refresh_token\":\"{refresh}\"}}"
         ),
-        Ok((access, refresh)) => {
-            format!("access_token={access}&expires_in={TOKEN_TTL_SECS}&refresh_token={refresh}")
+        Ok((access, refresh, ttl)) => {
+            format!("access_token={access}&expires_in={ttl}&refresh_token={refresh}")
         }
         Err((code, msg)) => {
             format!("callback( {{\"error\":{code},\"error_description\":\"{msg}\"}} );")
@@ -169,7 +166,7 @@ fn refresh(
     client_secret: &str,
     refresh_token: &str,
     now: i64,
-) -> Result<(String, String), (i64, &'static str)> {
+) -> Result<(String, String, i64), (i64, &'static str)> {
     if grant_type != "refresh_token" {
         return Err((100000, "grant_type must be refresh_token"));
     }
@@ -201,14 +198,16 @@ fn refresh(
     }
     let access = world.fresh_id("AT");
     let refresh = world.fresh_id("RT");
+    // Whole seconds, at least one: `expires_in` is an integer on the wire.
+    let ttl = (world.control.token_ttl.get().as_secs() as i64).max(1);
     world.tokens.insert(
         access.clone(),
         TokenState {
             openid: openid.clone(),
-            expires_at: Some(now + TOKEN_TTL_SECS),
+            expires_at: Some(now + ttl),
             revoked: false,
         },
     );
     world.refresh_tokens.insert(refresh.clone(), openid);
-    Ok((access, refresh))
+    Ok((access, refresh, ttl))
 }

@@ -127,6 +127,8 @@ pub struct Control {
     pub mode: SandboxMode,
     /// Delay before async settlement.
     pub callback_delay: crate::units::HumanDuration,
+    /// How long a refreshed access token lives.
+    pub token_ttl: crate::units::HumanDuration,
     /// Money left; `None` = unlimited.
     pub balance: Option<Fen>,
     /// Recharge faults.
@@ -221,6 +223,7 @@ impl World {
             control: Control {
                 mode: config.sandbox.mode,
                 callback_delay: crate::units::HumanDuration(config.sandbox.callback_delay),
+                token_ttl: crate::units::HumanDuration(config.sandbox.token_ttl),
                 balance: config.sandbox.balance,
                 recharge: config.sandbox.recharge_faults.clone(),
                 vip_info: config.sandbox.vip_info_faults.clone(),
