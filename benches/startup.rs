@@ -4,6 +4,9 @@
 //!
 //! ```text
 //! cargo bench --bench startup -- 10000     # N defaults to 10000
+//! NO_PLUGINS=1 ...                         # without scripts/activity.lua
+//! BENCH_MALLOC_ARENA_MAX=8 ...             # glibc's arenas instead of vipd's one
+//! BENCH_HOLD=1 ...                         # keep the daemon up (smaps, gdb, heaptrack)
 //! ```
 
 mod common;
