@@ -305,7 +305,7 @@ async fn budget_cap_stops_spending_at_the_cap() {
     cfg.rule = "    budget: { per_day: 40.00 }".into();
     let stack = Stack::start(&cfg).await;
     settled_and_verified(&stack, 2).await;
-    let status = stack
+    stack
         .wait_for("a budget_exceeded event", LONG, || async {
             let s = stack.status().await;
             s["events"]
@@ -313,10 +313,25 @@ async fn budget_cap_stops_spending_at_the_cap() {
                 .unwrap()
                 .iter()
                 .any(|e| e["kind"] == "budget_exceeded")
-                .then_some(s)
+                .then_some(())
         })
         .await;
+    let budget_events = |s: &Value| -> Vec<(i64, String)> {
+        s["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "budget_exceeded")
+            .map(|e| (e["at"].as_i64().unwrap(), e["account"].to_string()))
+            .collect()
+    };
+    // Let every account's decision settle, then watch three more checks
+    // of each (every 1 s): a budget that stays exceeded alerts once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = budget_events(&stack.status().await);
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = stack.status().await;
+    assert_eq!(budget_events(&status), before, "{:#}", status["events"]);
     let billed: usize = stack.billed().await.values().sum();
     assert_eq!(billed, 2);
     assert_eq!(status["spend"][0]["used_day"], "30.00");

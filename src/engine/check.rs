@@ -133,13 +133,13 @@ impl Engine {
                 return;
             }
         };
+        let previous = self
+            .ledger
+            .check_state(&rule.name, &account.name)
+            .unwrap_or_default();
         // A standing veto lasts while the renewal stays due.
         let veto = match decision {
-            Decision::Renew { .. } => self
-                .ledger
-                .check_state(&rule.name, &account.name)
-                .ok()
-                .and_then(|s| s.veto),
+            Decision::Renew { .. } => previous.veto,
             _ => None,
         };
         let state = CheckState {
@@ -148,6 +148,9 @@ impl Engine {
             decision: decision.describe(),
             veto,
         };
+        // The same decision as last time (same period, cap and spend):
+        // the operator has heard about it already.
+        let standing = previous.decision == state.decision;
         if let Err(e) = self
             .ledger
             .put_check_state(&rule.name, &account.name, &state)
@@ -158,6 +161,9 @@ impl Engine {
         match decision {
             Decision::Renew { why } => {
                 self.renew(rt, rule, account, product, end, why).await;
+            }
+            Decision::BudgetExceeded { .. } if standing => {
+                tracing::debug!(account = %account.name, rule = %rule.name, "budget still exceeded; alerted already");
             }
             Decision::BudgetExceeded { period, cap, used } => {
                 let mut ev = Event::new(
