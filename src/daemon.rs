@@ -170,12 +170,13 @@ pub async fn run(
     };
     let watcher = reloader.clone().watch(stop.clone());
     let hangups = reloader.clone().on_sighup(stop.clone());
+    let pruner = prune_events(engine.clone(), stop.clone());
     shutdown.await;
     notifier.stopping();
     tracing::info!("stopping: no new checks; waiting for checks in flight");
     stop.cancel();
     let _ = scheduler.await;
-    let _ = tokio::join!(watcher, hangups, heartbeat);
+    let _ = tokio::join!(watcher, hangups, heartbeat, pruner);
     servers.cancel();
     let _ = tokio::join!(admin_task, callback_task);
     let plugins = engine.runtime().plugins.clone();
@@ -266,6 +267,38 @@ fn heartbeat(
                 if let Ok(line) = tokio::task::spawn_blocking(move || engine.status_line()).await {
                     notifier.status(&line);
                 }
+            }
+        }
+    })
+}
+
+/// How often events past `daemon.event_retention` are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// Prunes events older than `daemon.event_retention` (as configured now,
+/// so a reload applies) at start and every [`PRUNE_EVERY`], until `stop`.
+fn prune_events(engine: Arc<Engine>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let retention = engine.runtime().config.daemon.event_retention;
+            let before = Clock::system_unix() - retention.as_secs() as i64;
+            let ledger = engine.ledger().clone();
+            match tokio::task::spawn_blocking(move || ledger.prune_events(before)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(
+                    pruned = n,
+                    "events recorded before {} pruned (daemon.event_retention {})",
+                    crate::timefmt::utc(before),
+                    crate::units::HumanDuration(retention)
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not prune old events"),
+                Err(e) => tracing::warn!(error = %e, "event pruning panicked"),
             }
         }
     })

@@ -559,3 +559,51 @@ async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
         .await;
     assert_eq!(stack.sandbox_orders().await.len(), 2);
 }
+
+#[tokio::test]
+async fn events_past_their_retention_are_pruned_at_start_and_orders_stay() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    let mut stack = Stack::start(&cfg).await;
+    let orders = settled_and_verified(&stack, 1).await;
+    let events = stack.status().await["events"].as_array().unwrap().len();
+    assert!(events >= 3, "planned, settled, verified: {events}");
+    assert_eq!(stack.stop_daemon(), Some(0));
+
+    // Restarted with a retention of one second, two seconds later.
+    let text = std::fs::read_to_string(&stack.config).unwrap();
+    std::fs::write(
+        &stack.config,
+        text.replace("daemon:\n", "daemon:\n  event_retention: 1s\n"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    stack.start_daemon().await;
+    let log = stack
+        .wait_for("the old events pruned", LONG, || async {
+            let log = stack.log();
+            log.contains("pruned").then_some(log)
+        })
+        .await;
+    assert!(log.contains(&format!("pruned={events}")), "{log}");
+    // stderr is a file here, as under systemd: no colour codes in it.
+    assert!(!log.contains('\x1b'), "{log}");
+    let status = stack.status().await;
+    assert!(
+        status["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["at"].as_i64().unwrap() >= restarted - 1),
+        "{:#}",
+        status["events"]
+    );
+    // The order and its history are all still there.
+    let after = stack.orders().await;
+    assert_eq!(after.len(), orders.len());
+    assert_eq!(after[0]["history"], orders[0]["history"]);
+}

@@ -123,6 +123,8 @@ pub struct Daemon {
     pub max_concurrent_checks: usize,
     /// First retry delay in seconds (see `decide::after_attempt`).
     pub retry_base_secs: i64,
+    /// How long recorded events are kept; orders are kept for ever.
+    pub event_retention: Duration,
 }
 
 /// A provider: one upstream application.
@@ -659,6 +661,10 @@ impl<'a> Builder<'a> {
                 .map_or(Duration::from_secs(600), HumanDuration::get),
             max_concurrent_checks: d.max_concurrent_checks.unwrap_or(64).max(1) as usize,
             retry_base_secs: d.retry_base.map_or(60, |r| r.get().as_secs().max(1) as i64),
+            // A year and a month: last year's events for a yearly review.
+            event_retention: d
+                .event_retention
+                .map_or(Duration::from_secs(400 * 86_400), HumanDuration::get),
         }
     }
 

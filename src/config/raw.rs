@@ -78,6 +78,8 @@ pub struct RawDaemon {
     /// The first retry delay after a failure that was not billed (default
     /// 60s); later retries double it, up to 30 times it.
     pub retry_base: Option<HumanDuration>,
+    /// How long recorded events are kept (default 400d).
+    pub event_retention: Option<HumanDuration>,
 }
 
 /// One entry of `providers:`, told apart by `kind`.

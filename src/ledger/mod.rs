@@ -743,6 +743,33 @@ impl Ledger {
         Ok(())
     }
 
+    /// Drops the events recorded before `before` (unix seconds) and returns
+    /// how many. Orders and their transition histories are never pruned:
+    /// the event log is what explains them, and it is kept for
+    /// `daemon.event_retention`. Keys start with the event's time, so the
+    /// old ones are one range at the front; they go in batches.
+    pub fn prune_events(&self, before: i64) -> Result<usize, LedgerError> {
+        let end = format!("e/{:016x}", before.max(0));
+        let mut pruned = 0;
+        loop {
+            let keys = self
+                .db
+                .range(b"e/".as_slice()..end.as_bytes())
+                .keys()
+                .take(1024)
+                .collect::<Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                return Ok(pruned);
+            }
+            let mut batch = sled::Batch::default();
+            for k in &keys {
+                batch.remove(k.clone());
+            }
+            self.db.apply_batch(batch)?;
+            pruned += keys.len();
+        }
+    }
+
     /// The latest `limit` events, newest last.
     pub fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError> {
         let mut out = Vec::new();

@@ -377,3 +377,39 @@ async fn events_keep_order() {
     let last: Vec<String> = l.events(3).unwrap().into_iter().map(|e| e.kind).collect();
     assert_eq!(last, ["e2", "e3", "e4"]);
 }
+
+#[tokio::test]
+async fn pruning_drops_old_events_only() {
+    let (_d, l) = open();
+    let order = l.plan(&request("k1"), NOW - 5000).unwrap().unwrap();
+    // 3,000 events 50 minutes apart, then a few recent ones: more than one
+    // pruning batch.
+    for i in 0..3000 {
+        l.record_event(&EventRecord {
+            at: NOW - 10_000_000 + i * 3000,
+            kind: "old".into(),
+            account: None,
+            rule: None,
+            key: Some(order.key.clone()),
+            detail: String::new(),
+        })
+        .unwrap();
+    }
+    for i in 0..3 {
+        l.record_event(&EventRecord {
+            at: NOW - 10 + i,
+            kind: format!("new{i}"),
+            account: None,
+            rule: None,
+            key: None,
+            detail: String::new(),
+        })
+        .unwrap();
+    }
+    assert_eq!(l.prune_events(NOW - 100).unwrap(), 3000);
+    let kept: Vec<String> = l.events(10).unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kept, ["new0", "new1", "new2"]);
+    assert_eq!(l.prune_events(NOW - 100).unwrap(), 0);
+    // The order the old events were about is still there.
+    assert_eq!(l.get(&order.key).unwrap().unwrap().key, order.key);
+}
