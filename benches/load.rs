@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{Kill, SECRET};
+use common::Kill;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,32 +21,14 @@ use serde_json::Value;
 
 fn config(n: usize, upstream: &str) -> String {
     let (accounts, memberships) = common::accounts(n, "1d");
+    let daemon = common::rules_yaml(
+        upstream,
+        &accounts,
+        "  startup_spread: 1s\n  max_concurrent_checks: 64\n",
+        ", max_in_flight: 64",
+    );
     format!(
-        r#"daemon:
-  state_dir: ./state
-  admin_listen: 127.0.0.1:0
-  callback_listen: 127.0.0.1:0
-  startup_spread: 1s
-  max_concurrent_checks: 64
-providers:
-  qq: {{ kind: qq_connect, base_url: "{upstream}", oauth_consumer_key: "101234567", timeout: 10s }}
-  wapi: {{ kind: recharge, base_url: "{upstream}", appid: "1", secret: "{SECRET}", timeout: 10s, max_in_flight: 64 }}
-products:
-  qq_vip_month: {{ provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }}
-accounts:
-{accounts}rules:
-  - name: keep
-    accounts: all
-    check: {{ every: 1h }}
-    membership: qq_vip
-    renew_before: 3d
-    product: qq_vip_month
-sandbox:
-  mode: async
-  callback_delay: 200ms
-  prices: {{ qq_vip_month: 15.00 }}
-  memberships:
-{memberships}"#
+        "{daemon}sandbox:\n  mode: async\n  callback_delay: 200ms\n  prices: {{ qq_vip_month: 15.00 }}\n  memberships:\n{memberships}"
     )
 }
 

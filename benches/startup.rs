@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Kill, SECRET};
+use common::Kill;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,27 +21,11 @@ use std::time::{Duration, Instant};
 /// carries, so the daemon does not parse or hold it here.
 fn config(n: usize, upstream: &str) -> (String, String) {
     let (accounts, memberships) = common::accounts(n, "40d");
-    let daemon = format!(
-        r#"daemon:
-  state_dir: ./state
-  scripts_dir: ./scripts
-  admin_listen: 127.0.0.1:0
-  callback_listen: 127.0.0.1:0
-  startup_spread: 5s
-providers:
-  qq: {{ kind: qq_connect, base_url: "{upstream}", oauth_consumer_key: "101234567", timeout: 10s }}
-  wapi: {{ kind: recharge, base_url: "{upstream}", appid: "1", secret: "{SECRET}", timeout: 10s }}
-products:
-  qq_vip_month: {{ provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }}
-accounts:
-{accounts}rules:
-  - name: keep
-    accounts: all
-    check: {{ every: 1h }}
-    membership: qq_vip
-    renew_before: 3d
-    product: qq_vip_month
-"#
+    let daemon = common::rules_yaml(
+        upstream,
+        &accounts,
+        "  scripts_dir: ./scripts\n  startup_spread: 5s\n",
+        "",
     );
     let sandbox = format!("{daemon}sandbox:\n  memberships:\n{memberships}");
     (daemon, sandbox)

@@ -6,6 +6,34 @@ use std::process::Child;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+/// A daemon `rules.yaml` over `accounts` (from [`accounts`]): both
+/// providers at `upstream`, one `every: 1h` rule renewing qq_vip 3 days
+/// ahead. `daemon` is more lines for the `daemon:` section and `wapi`
+/// more keys for the recharge provider (`, max_in_flight: 64`). No
+/// `sandbox:` section: the caller appends one where it needs it.
+pub fn rules_yaml(upstream: &str, accounts: &str, daemon: &str, wapi: &str) -> String {
+    format!(
+        r#"daemon:
+  state_dir: ./state
+  admin_listen: 127.0.0.1:0
+  callback_listen: 127.0.0.1:0
+{daemon}providers:
+  qq: {{ kind: qq_connect, base_url: "{upstream}", oauth_consumer_key: "101234567", timeout: 10s }}
+  wapi: {{ kind: recharge, base_url: "{upstream}", appid: "1", secret: "{SECRET}", timeout: 10s{wapi} }}
+products:
+  qq_vip_month: {{ provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }}
+accounts:
+{accounts}rules:
+  - name: keep
+    accounts: all
+    check: {{ every: 1h }}
+    membership: qq_vip
+    renew_before: 3d
+    product: qq_vip_month
+"#
+    )
+}
+
 /// YAML for `n` accounts `a0..`: the `accounts:` entries and the
 /// sandbox's `memberships:` entries, each account's qq_vip ending `end`
 /// from now (e.g. `1d`).
