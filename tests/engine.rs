@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::stack::{Stack, StackConfig};
+use common::stack::{SILENT_VENDOR, Stack, StackConfig};
 use common::{run, signed, vipd};
 use serde_json::{Value, json};
 
@@ -114,19 +114,9 @@ async fn one_due_account_among_several_is_billed_once_over_many_polls() {
 async fn callbacks_forged_duplicate_unknown_and_oversized() {
     let mut cfg = StackConfig::due(1);
     // The sandbox settles late and never calls back: the test is the vendor.
-    cfg.sandbox =
-        "  mode: async\n  callback_delay: 60s\n  faults: { recharge: { drop_callback_rate: 1.0 } }"
-            .into();
+    cfg.sandbox = SILENT_VENDOR.into();
     let stack = Stack::start(&cfg).await;
-    let order = stack
-        .wait_for("a pending order", LONG, || async {
-            stack
-                .orders()
-                .await
-                .into_iter()
-                .find(|o| o["state"] == "pending")
-        })
-        .await;
+    let order = stack.pending_order(LONG).await;
     let vendor_id = order["vendor_orderid"].as_str().unwrap().to_owned();
     let url = format!("{}/notify/wapi", stack.callbacks);
     let http = reqwest::Client::new();
@@ -496,20 +486,10 @@ async fn three_hundred_due_accounts_are_each_paid_once() {
 async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
     let mut cfg = StackConfig::due(1);
     // The vendor will take 60 s to extend and never calls back itself.
-    cfg.sandbox =
-        "  mode: async\n  callback_delay: 60s\n  faults: { recharge: { drop_callback_rate: 1.0 } }"
-            .into();
+    cfg.sandbox = SILENT_VENDOR.into();
     cfg.rule = "    verify_within: 2s".into();
     let stack = Stack::start(&cfg).await;
-    let order = stack
-        .wait_for("a pending order", LONG, || async {
-            stack
-                .orders()
-                .await
-                .into_iter()
-                .find(|o| o["state"] == "pending")
-        })
-        .await;
+    let order = stack.pending_order(LONG).await;
     // The test plays the vendor: "success", though the end will not move.
     let vendor_id = order["vendor_orderid"].as_str().unwrap();
     let good = signed(&[("orderid", vendor_id), ("status", "success")]);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::stack::{Stack, StackConfig};
+use common::stack::{SILENT_VENDOR, Stack, StackConfig};
 use common::{Webhook, signed};
 use serde_json::Value;
 
@@ -328,19 +328,9 @@ async fn parse_callback_maps_another_vendors_fields() {
         &[("vendor-callback.lua", example("vendor-callback.lua"))],
         "",
     );
-    cfg.sandbox =
-        "  mode: async\n  callback_delay: 60s\n  faults: { recharge: { drop_callback_rate: 1.0 } }"
-            .into();
+    cfg.sandbox = SILENT_VENDOR.into();
     let stack = Stack::start(&cfg).await;
-    let order = stack
-        .wait_for("a pending order", Duration::from_secs(15), || async {
-            stack
-                .orders()
-                .await
-                .into_iter()
-                .find(|o| o["state"] == "pending")
-        })
-        .await;
+    let order = stack.pending_order(Duration::from_secs(15)).await;
     let vendor_id = order["vendor_orderid"].as_str().unwrap().to_owned();
     let url = format!("{}/notify/wapi", stack.callbacks);
     let http = reqwest::Client::new();

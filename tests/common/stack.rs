@@ -10,6 +10,11 @@ use serde_json::Value;
 
 use super::{SECRET, vipd};
 
+/// `StackConfig::sandbox` for a vendor that answers "pending", takes 60 s
+/// to extend and never calls back: the test plays the vendor.
+pub const SILENT_VENDOR: &str =
+    "  mode: async\n  callback_delay: 60s\n  faults: { recharge: { drop_callback_rate: 1.0 } }";
+
 /// What to put in the generated configuration.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -260,6 +265,17 @@ impl Stack {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The first order to reach `pending`, waiting up to `limit`.
+    pub async fn pending_order(&self, limit: Duration) -> Value {
+        self.wait_for("a pending order", limit, || async {
+            self.orders()
+                .await
+                .into_iter()
+                .find(|o| o["state"] == "pending")
+        })
+        .await
     }
 
     /// The daemon's status.
