@@ -308,6 +308,14 @@ impl Ledger {
         }
     }
 
+    /// Stores one JSON record outside the write lock: for records no
+    /// invariant ties to others (a check's state, an account's token and
+    /// credentials, an event).
+    fn write<T: Serialize>(&self, key: &str, value: &T) -> Result<(), LedgerError> {
+        self.db.insert(key.as_bytes(), json(value))?;
+        Ok(())
+    }
+
     fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, LedgerError> {
         let mut out = Vec::new();
         for item in self.db.scan_prefix(prefix.as_bytes()) {
@@ -736,11 +744,7 @@ impl Ledger {
     /// Appends an event (not made durable by itself).
     pub fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
         let seq = self.db.generate_id()?;
-        self.db.insert(
-            format!("e/{:016x}{seq:016x}", ev.at.max(0)).as_bytes(),
-            json(ev),
-        )?;
-        Ok(())
+        self.write(&format!("e/{:016x}{seq:016x}", ev.at.max(0)), ev)
     }
 
     /// Drops the events recorded before `before` (unix seconds) and returns
@@ -795,9 +799,7 @@ impl Ledger {
         account: &str,
         state: &CheckState,
     ) -> Result<(), LedgerError> {
-        self.db
-            .insert(format!("c/{rule}/{account}").as_bytes(), json(state))?;
-        Ok(())
+        self.write(&format!("c/{rule}/{account}"), state)
     }
 
     /// The account's stored token pair, if it was ever rotated.
@@ -807,9 +809,7 @@ impl Ledger {
 
     /// Stores a rotated token pair (make it durable before using it).
     pub fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
-        self.db
-            .insert(format!("t/{account}").as_bytes(), json(token))?;
-        Ok(())
+        self.write(&format!("t/{account}"), token)
     }
 
     /// An account's credential state.
@@ -823,9 +823,7 @@ impl Ledger {
         account: &str,
         state: &AccountState,
     ) -> Result<(), LedgerError> {
-        self.db
-            .insert(format!("u/{account}").as_bytes(), json(state))?;
-        Ok(())
+        self.write(&format!("u/{account}"), state)
     }
 }
 
