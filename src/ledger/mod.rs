@@ -256,23 +256,40 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("ledger records always serialize")
 }
 
+/// How long [`Ledger::open`] waits for a store that is still locked.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Ledger {
     /// Opens (or creates) the store in `dir`. Fails if another process
-    /// holds it.
+    /// holds it (after [`LOCK_WAIT`]).
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
         let open_err = |reason: String| LedgerError::Open {
             path: dir.display().to_string(),
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
             // sled's default page cache is 1 GiB; the ledger's working set
             // is a few MB even with 10,000 accounts.
-            .cache_capacity(16 << 20)
-            .open()
-            .map_err(|e| open_err(e.to_string()))?;
+            .cache_capacity(16 << 20);
+        // sled closes its file (and so drops its lock) when its last
+        // background task lets go, which can be a little after the last
+        // handle is dropped: a store reopened at once in the same process
+        // can find it still locked. So the lock is tried for a moment.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(|e| open_err(e.to_string()))?,
+            }
+        };
         let file =
             std::fs::File::open(dir.join("db")).map_err(|e| open_err(format!("db file: {e}")))?;
         // The directory entries of a fresh store must be durable too.
