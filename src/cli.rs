@@ -51,6 +51,18 @@ enum Command {
         /// Decide and log, never pay.
         #[arg(long)]
         dry_run: bool,
+        /// Start on a store that fails its integrity check, as it is:
+        /// every new order is held until `vipd store release`.
+        #[arg(long)]
+        accept_damaged_store: bool,
+    },
+    /// The state store: verify it, back it up, restore a backup, release
+    /// held orders.
+    Store {
+        #[arg(long, default_value = "rules.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: StoreAction,
     },
     /// Validate the configuration; exit 0 if valid, 78 if not.
     Check {
@@ -155,6 +167,26 @@ enum OrdersAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum StoreAction {
+    /// Check the store against its seal and decode every order (the
+    /// daemon must be stopped); exit 0 if sound, 1 if damaged.
+    Verify,
+    /// Write a backup of the ledger to FILE (from the running daemon, or
+    /// from the store when none runs).
+    Backup { file: PathBuf },
+    /// Make a new store from a backup (the daemon must be stopped and the
+    /// old store moved aside). Every new order is then held until released.
+    Restore { file: PathBuf },
+    /// Release held orders, for one account or all of them.
+    Release {
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        account: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
     Md5,
@@ -213,7 +245,19 @@ fn init_logging(format: LogFormat) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config, dry_run } => run_daemon(&config, dry_run).await,
+        Command::Run {
+            config,
+            dry_run,
+            accept_damaged_store,
+        } => run_daemon(&config, dry_run, accept_damaged_store).await,
+        Command::Store { config, action } => match action {
+            StoreAction::Verify => admin::store_verify(&config).await,
+            StoreAction::Backup { file } => admin::store_backup(&config, &file).await,
+            StoreAction::Restore { file } => admin::store_restore(&config, &file).await,
+            StoreAction::Release { account, all: _ } => {
+                admin::store_release(&config, account.as_deref()).await
+            }
+        },
         Command::Check { config, format } => Ok(check(&config, format)),
         Command::Sign {
             secret_file,
@@ -482,12 +526,17 @@ async fn serve_sandbox(path: &Path, listen: SocketAddr) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_daemon(path: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
+async fn run_daemon(path: &Path, dry_run: bool, accept_damaged: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
     for w in config.warnings() {
         tracing::warn!("{}: {w}", path.display());
     }
-    crate::daemon::run(config, dry_run, shutdown_signal()).await?;
+    let store = if accept_damaged {
+        crate::ledger::OpenMode::AcceptDamaged
+    } else {
+        crate::ledger::OpenMode::Normal
+    };
+    crate::daemon::run(config, dry_run, store, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

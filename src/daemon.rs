@@ -56,6 +56,7 @@ pub async fn start_sandbox(config: &mut Config) -> anyhow::Result<crate::sandbox
 pub async fn run(
     mut config: Config,
     dry_run: bool,
+    store: crate::ledger::OpenMode,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let sandbox = if config.daemon.sandbox {
@@ -64,7 +65,7 @@ pub async fn run(
         None
     };
     let state_dir = config.daemon.state_dir.clone();
-    let ledger = Arc::new(Ledger::open(&state_dir)?);
+    let ledger = Arc::new(Ledger::open_with(&state_dir, store)?);
 
     let admin = TcpListener::bind(config.daemon.admin_listen)
         .await

@@ -102,6 +102,8 @@ pub fn admin_router(
         .route("/api/orders/{key}/resolve", post(resolve))
         .route("/api/plan", get(plan))
         .route("/api/recharge", post(recharge))
+        .route("/api/store/backup", get(store_backup))
+        .route("/api/store/release", post(store_release))
         .route_layer(middleware::from_fn_with_state(Arc::new(token), bearer));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -254,5 +256,40 @@ async fn recharge(State(engine): State<Arc<Engine>>, Json(body): Json<RechargeBo
     {
         Ok(msg) => (StatusCode::OK, msg).into_response(),
         Err(e) => (StatusCode::CONFLICT, e).into_response(),
+    }
+}
+
+/// `GET /api/store/backup`: the ledger as `vipd store backup` writes it.
+async fn store_backup(State(engine): State<Arc<Engine>>) -> Response {
+    let ledger = engine.ledger().clone();
+    match tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        ledger.backup(&mut out).map(|_| out)
+    })
+    .await
+    {
+        Ok(Ok(body)) => body.into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReleaseBody {
+    account: Option<String>,
+}
+
+/// `POST /api/store/release`: `{"account": A}` or `{"account": null}`
+/// for all; answers what stays held (`null`: nothing).
+async fn store_release(
+    State(engine): State<Arc<Engine>>,
+    Json(body): Json<ReleaseBody>,
+) -> Response {
+    match engine.ledger().release(body.account.as_deref()) {
+        Ok(left) => {
+            tracing::warn!(account = ?body.account, "held orders released by an operator");
+            Json(left).into_response()
+        }
+        Err(e) => internal(e),
     }
 }

@@ -534,7 +534,7 @@ async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
     stack
         .wait_for("the retry under the same key", LONG, || async {
             let o = stack.orders().await;
-            (o.len() == 1 && o[0]["attempts"] == 2).then_some(())
+            (o.len() == 1 && o[0]["attempts"] == 2 && o[0]["state"] == "pending").then_some(())
         })
         .await;
     assert_eq!(stack.sandbox_orders().await.len(), 2);

@@ -129,6 +129,9 @@ pub struct Daemon {
 
 /// A provider: one upstream application.
 #[derive(Debug, Clone)]
+// Built once per configuration load; a few hundred bytes per provider
+// are not worth a box at every use.
+#[allow(clippy::large_enum_variant)]
 pub enum Provider {
     /// Membership reads.
     QqConnect(QqConnectProvider),
@@ -251,6 +254,15 @@ pub struct CallbackMapping {
     pub failure_values: Vec<String>,
     /// Body of the HTTP 200 reply.
     pub reply: String,
+    /// Field with the unix time the callback was signed at.
+    pub time_field: String,
+    /// Callbacks signed longer ago are refused: a replay carries its old
+    /// time, and the signature covers it.
+    pub max_age: Duration,
+    /// A `pending` order with no callback after this long becomes
+    /// `unknown` (and alerts): a lost callback must not leave an order
+    /// waiting, and a membership lapsing, in silence.
+    pub within: Duration,
 }
 
 impl Default for CallbackMapping {
@@ -263,6 +275,9 @@ impl Default for CallbackMapping {
             success_values: vec!["success".into(), "1".into(), "10000".into()],
             failure_values: vec!["failed".into(), "fail".into(), "0".into()],
             reply: "success".into(),
+            time_field: "time".into(),
+            max_age: Duration::from_secs(86_400),
+            within: Duration::from_secs(7_200),
         }
     }
 }
@@ -854,6 +869,9 @@ impl<'a> Builder<'a> {
                             success_values: cb.success_values.unwrap_or(defaults.success_values),
                             failure_values: cb.failure_values.unwrap_or(defaults.failure_values),
                             reply: cb.reply.unwrap_or(defaults.reply),
+                            time_field: cb.time_field.unwrap_or(defaults.time_field),
+                            max_age: cb.max_age.map_or(defaults.max_age, HumanDuration::get),
+                            within: cb.within.map_or(defaults.within, HumanDuration::get),
                         },
                         name: name.clone(),
                     })

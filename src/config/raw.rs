@@ -85,6 +85,9 @@ pub struct RawDaemon {
 /// One entry of `providers:`, told apart by `kind`.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// Built once per configuration load; a few hundred bytes per provider
+// are not worth a box at every use.
+#[allow(clippy::large_enum_variant)]
 pub enum RawProvider {
     /// Membership reads (QQ Connect).
     QqConnect(RawQqConnect),
@@ -141,6 +144,9 @@ pub struct RawCallback {
     pub success_values: Option<Vec<String>>,
     pub failure_values: Option<Vec<String>>,
     pub reply: Option<String>,
+    pub time_field: Option<String>,
+    pub max_age: Option<HumanDuration>,
+    pub within: Option<HumanDuration>,
 }
 
 /// One entry of `products:`.

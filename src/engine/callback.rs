@@ -7,7 +7,7 @@ use super::Engine;
 use super::check::log_transition;
 use super::decide::retry_time;
 use super::events::{Event, EventKind};
-use crate::ledger::{OrderState, Settlement};
+use crate::ledger::{OrderState, Settled, Settlement};
 use crate::units::Fen;
 use crate::upstream::Clock;
 
@@ -105,8 +105,17 @@ impl Engine {
         };
         let vendor_id = vendor_id.as_str();
         let status = status.as_str();
-        let key = match self.ledger.key_of_vendor_order(provider, vendor_id) {
-            Ok(Some(key)) => key,
+        let now = Clock::system_unix();
+        if let Err(why) = fresh(get(&map.time_field), now, map.max_age.as_secs() as i64) {
+            tracing::warn!(
+                provider,
+                vendor_order = vendor_id,
+                "callback refused: {why}"
+            );
+            return CallbackReply::err(403, why);
+        }
+        let (key, attempt) = match self.ledger.attempt_of_vendor_order(provider, vendor_id) {
+            Ok(Some(found)) => found,
             // A plugin may name our own order key instead of the vendor's.
             Ok(None)
                 if by_plugin
@@ -117,10 +126,18 @@ impl Engine {
                         .flatten()
                         .is_some_and(|o| o.provider == provider) =>
             {
-                vendor_id.to_owned()
+                (vendor_id.to_owned(), None)
             }
             Ok(None) => match self.match_by_target(provider, get(&seller.target_param)) {
-                Some(key) => key,
+                // Bound to that attempt for good: the same callback
+                // delivered again finds it through the index.
+                Some(key) => match self.ledger.bind_vendor_order(&key, vendor_id) {
+                    Ok(n) => (key, Some(n)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot bind a callback to its order");
+                        return CallbackReply::err(503, "store unavailable");
+                    }
+                },
                 None => {
                     tracing::warn!(
                         provider,
@@ -139,12 +156,11 @@ impl Engine {
             Some(yuan) => Fen::from_f64_yuan(yuan).ok(),
             None => get(&map.price_field).and_then(|p| Fen::parse_yuan(p).ok()),
         };
-        let now = Clock::system_unix();
-        let order = match self.ledger.get(&key) {
+        let before = match self.ledger.get(&key) {
             Ok(Some(o)) => o,
             _ => return CallbackReply::err(404, "unknown order"),
         };
-        let rule = rt.config.rule(&order.rule);
+        let rule = rt.config.rule(&before.rule);
         let verify_within = rule.map_or(3600, |r| r.verify_within.as_secs() as i64);
         let settlement = if success {
             Settlement::Paid {
@@ -157,27 +173,39 @@ impl Engine {
                 retry_at: Some(retry_time(
                     10 * rt.config.daemon.retry_base_secs,
                     120 * rt.config.daemon.retry_base_secs,
-                    order.attempts,
+                    before.attempts,
                     now,
-                    order.observed_end,
+                    before.observed_end,
                 )),
                 why: format!("callback: {status} (vendor order {vendor_id}); not paid"),
             }
         };
-        match self.ledger.settle(&key, now, settlement) {
-            Ok(Some(o)) => {
+        match self.ledger.settle_attempt(&key, attempt, now, settlement) {
+            Ok(Settled::Changed { order: o, conflict }) => {
                 log_transition(&o);
-                self.emit(
-                    Event::new(
-                        EventKind::OrderSettled,
-                        now,
-                        format!("{} by callback ({status})", o.state),
-                    )
-                    .order(&o),
-                );
+                if let Some(why) = conflict {
+                    self.emit(
+                        Event::new(
+                            EventKind::BillingConflict,
+                            now,
+                            format!("{why} (callback: {status}, vendor order {vendor_id})"),
+                        )
+                        .order(&o),
+                    );
+                }
+                if o.state != before.state {
+                    self.emit(
+                        Event::new(
+                            EventKind::OrderSettled,
+                            now,
+                            format!("{} by callback ({status})", o.state),
+                        )
+                        .order(&o),
+                    );
+                }
                 if o.state == OrderState::Succeeded {
                     self.follow_up(&o.rule, &o.account, Duration::from_secs(1));
-                } else if let Some(at) = o.retry_at {
+                } else if let Some(at) = o.retry_at.filter(|_| o.state == OrderState::Failed) {
                     self.follow_up(
                         &o.rule,
                         &o.account,
@@ -185,10 +213,21 @@ impl Engine {
                     );
                 }
             }
-            Ok(None) => tracing::debug!(
+            Ok(Settled::Repeated(_)) => tracing::debug!(
                 key,
-                "repeated callback for a settled order; nothing changes"
+                vendor_order = vendor_id,
+                "repeated callback; nothing changes"
             ),
+            Ok(Settled::Contradicted { order: o, why }) => {
+                self.emit(
+                    Event::new(
+                        EventKind::BillingConflict,
+                        now,
+                        format!("callback not applied: {why} (vendor order {vendor_id})"),
+                    )
+                    .order(&o),
+                );
+            }
             Err(e) => {
                 tracing::error!(key, error = %e, "cannot settle the order from its callback");
                 return CallbackReply::err(503, "store unavailable");
@@ -232,5 +271,45 @@ impl Engine {
             [only] => Some(only.key.clone()),
             _ => None,
         }
+    }
+}
+
+/// Refuses a callback whose `time` is older than `max_age` or more than
+/// the vendor's own skew tolerance (10 minutes) ahead: a replayed old
+/// callback carries its old time, and the signature covers it. A callback
+/// without the field (or with an unreadable one) is let through: the
+/// vendor does not publish its callback fields.
+fn fresh(time: Option<&str>, now: i64, max_age: i64) -> Result<(), String> {
+    let Some(at) = time.and_then(|t| t.trim().parse::<i64>().ok()) else {
+        return Ok(());
+    };
+    if now - at > max_age {
+        Err(format!(
+            "callback signed at {} is older than the provider's callback max_age ({max_age} s)",
+            crate::timefmt::utc(at)
+        ))
+    } else if at - now > 600 {
+        Err(format!(
+            "callback signed at {} is more than 10 minutes ahead of our clock",
+            crate::timefmt::utc(at)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh;
+
+    #[test]
+    fn callback_time_window() {
+        let now = 1_800_000_000;
+        assert!(fresh(None, now, 3600).is_ok());
+        assert!(fresh(Some("not a time"), now, 3600).is_ok());
+        assert!(fresh(Some(&(now - 3600).to_string()), now, 3600).is_ok());
+        assert!(fresh(Some(&(now - 3601).to_string()), now, 3600).is_err());
+        assert!(fresh(Some(&(now + 600).to_string()), now, 3600).is_ok());
+        assert!(fresh(Some(&(now + 601).to_string()), now, 3600).is_err());
     }
 }

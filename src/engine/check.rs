@@ -162,6 +162,20 @@ impl Engine {
             Decision::Renew { why } => {
                 self.renew(rt, rule, account, product, end, why).await;
             }
+            Decision::Held { .. } if standing => {}
+            Decision::Held { why } => {
+                let mut ev = Event::new(
+                    EventKind::RenewalHeld,
+                    now,
+                    format!(
+                        "not renewing {}: new orders are held: {why}",
+                        rule.membership
+                    ),
+                )
+                .about(&account.name, &rule.name);
+                ev.reason = Some(why);
+                self.emit(ev);
+            }
             Decision::BudgetExceeded { .. } if standing => {
                 tracing::debug!(account = %account.name, rule = %rule.name, "budget still exceeded; alerted already");
             }
@@ -208,6 +222,7 @@ impl Engine {
             .sellers
             .get(&product.provider)
             .map_or(Admission::Open, |s| s.gate.peek(now));
+        let held = self.ledger.held(&account.name)?;
         Ok(decide::decide(&Facts {
             now,
             end,
@@ -218,6 +233,7 @@ impl Engine {
             admission,
             budget,
             max_price: product.max_price,
+            held: held.as_deref(),
         }))
     }
 
@@ -565,6 +581,21 @@ impl Engine {
                     } else {
                         "until a probe order succeeds"
                     }
+                ),
+            ));
+        }
+        if order.paid_attempts().len() > 1
+            && order
+                .attempt_log
+                .last()
+                .is_some_and(|a| a.state == crate::ledger::AttemptState::Paid)
+        {
+            self.emit(about(
+                EventKind::BillingConflict,
+                format!(
+                    "attempt {} was billed, and attempt(s) {:?} of this period were paid already",
+                    order.attempts,
+                    order.paid_attempts()
                 ),
             ));
         }

@@ -44,6 +44,9 @@ pub struct Facts<'a> {
     pub admission: Admission,
     pub budget: BudgetView,
     pub max_price: Fen,
+    /// Why new orders for this account are held (a damaged store was
+    /// accepted or a backup restored), if they are.
+    pub held: Option<&'a str>,
 }
 
 /// What to do for one account under one rule, and why.
@@ -69,6 +72,8 @@ pub enum Decision {
     },
     /// The provider is paused.
     ProviderPaused { why: String },
+    /// New orders are held until an operator releases them.
+    Held { why: String },
 }
 
 impl Decision {
@@ -89,6 +94,7 @@ impl Decision {
                 format!("budget exceeded: {used} of {cap} per {period} used")
             }
             Decision::ProviderPaused { why } => format!("provider paused: {why}"),
+            Decision::Held { why } => format!("held: {why}"),
         }
     }
 }
@@ -147,6 +153,11 @@ pub fn decide(f: &Facts<'_>) -> Decision {
                 return Decision::Waiting { state, why };
             }
         }
+    }
+    if let Some(why) = f.held {
+        return Decision::Held {
+            why: why.to_owned(),
+        };
     }
     if let Admission::Closed { why } = &f.admission {
         return Decision::ProviderPaused { why: why.clone() };
@@ -305,6 +316,7 @@ mod tests {
             created_at: NOW,
             updated_at: NOW,
             history: vec![],
+            attempt_log: vec![],
         }
     }
 
@@ -319,6 +331,7 @@ mod tests {
             admission: Admission::Open,
             budget: BudgetView::default(),
             max_price: Fen(2000),
+            held: None,
         }
     }
 

@@ -22,6 +22,8 @@ pub enum EventKind {
     RenewalVerified,
     RenewalUnverified,
     OrderUnknown,
+    BillingConflict,
+    RenewalHeld,
     BudgetExceeded,
     ProviderPaused,
     AccountAuthFailed,
@@ -34,7 +36,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// The events plugins can listen to, in SPEC order.
-    pub const LUA: [EventKind; 12] = [
+    pub const LUA: [EventKind; 14] = [
         EventKind::VipInfo,
         EventKind::BeforeRecharge,
         EventKind::RechargeResult,
@@ -42,6 +44,8 @@ impl EventKind {
         EventKind::RenewalVerified,
         EventKind::RenewalUnverified,
         EventKind::OrderUnknown,
+        EventKind::BillingConflict,
+        EventKind::RenewalHeld,
         EventKind::BudgetExceeded,
         EventKind::ProviderPaused,
         EventKind::AccountAuthFailed,
@@ -59,6 +63,8 @@ impl EventKind {
             EventKind::RenewalVerified => "renewal_verified",
             EventKind::RenewalUnverified => "renewal_unverified",
             EventKind::OrderUnknown => "order_unknown",
+            EventKind::BillingConflict => "billing_conflict",
+            EventKind::RenewalHeld => "renewal_held",
             EventKind::BudgetExceeded => "budget_exceeded",
             EventKind::ProviderPaused => "provider_paused",
             EventKind::AccountAuthFailed => "account_auth_failed",
@@ -92,6 +98,12 @@ impl EventKind {
             }
             EventKind::OrderUnknown => {
                 "An order may or may not be paid (lost reply, crash while sent); it is never re-sent automatically."
+            }
+            EventKind::BillingConflict => {
+                "The vendor's word contradicts the ledger: an attempt recorded as not paid was billed, a period was billed twice, or a paid attempt is reported failed. Billed money is always counted; check the vendor's records."
+            }
+            EventKind::RenewalHeld => {
+                "A due renewal is held: the store was damaged and accepted, or restored from a backup, so it may have forgotten orders the vendor billed. Compare with the vendor's order list, then `vipd store release`. Fires once per streak."
             }
             EventKind::BudgetExceeded => {
                 "A renewal was skipped because it would pass a budget cap."
@@ -149,9 +161,10 @@ impl EventKind {
                 "attempt",
                 "class",
             ],
-            EventKind::OrderSettled | EventKind::OrderUnknown | EventKind::RenewalUnverified => {
-                ORDER
-            }
+            EventKind::OrderSettled
+            | EventKind::OrderUnknown
+            | EventKind::RenewalUnverified
+            | EventKind::BillingConflict => ORDER,
             EventKind::RenewalVerified => &[
                 "account",
                 "rule",
@@ -164,6 +177,7 @@ impl EventKind {
                 "new_end",
             ],
             EventKind::BudgetExceeded => &["account", "rule", "period", "cap", "used", "price"],
+            EventKind::RenewalHeld => &["account", "rule", "reason"],
             EventKind::ProviderPaused => &["provider", "message"],
             EventKind::AccountAuthFailed => &["account", "message"],
             EventKind::ParseCallback => &["provider", "fields"],
@@ -178,6 +192,8 @@ impl EventKind {
             self,
             EventKind::RenewalUnverified
                 | EventKind::OrderUnknown
+                | EventKind::BillingConflict
+                | EventKind::RenewalHeld
                 | EventKind::BudgetExceeded
                 | EventKind::ProviderPaused
                 | EventKind::AccountAuthFailed

@@ -23,7 +23,11 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
+use super::seal::SealWriter;
+
 type Waiter = oneshot::Sender<Result<(), String>>;
+
+const STOPPED: &str = "the commit thread has stopped";
 
 /// Counters, for metrics and the benchmark.
 #[derive(Debug, Default)]
@@ -53,8 +57,10 @@ impl Drop for GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the commit thread for `db`, whose data file is `file`.
-    pub fn start(db: sled::Db, file: File) -> std::io::Result<GroupCommit> {
+    /// Starts the commit thread for `db`, whose data file is `file`;
+    /// after each round it writes the change counter made durable to the
+    /// store's seal (see `seal.rs`).
+    pub fn start(db: sled::Db, file: File, mut seal: SealWriter) -> std::io::Result<GroupCommit> {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
@@ -64,10 +70,20 @@ impl GroupCommit {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    // Read before the flush: what the flush makes durable
+                    // includes at least this counter's batch.
+                    let seq = super::read_seq(&db).unwrap_or(0);
                     let result = db
                         .flush()
                         .map_err(|e| format!("flush: {e}"))
-                        .and_then(|_| file.sync_all().map_err(|e| format!("fsync: {e}")));
+                        .and_then(|_| file.sync_all().map_err(|e| format!("fsync: {e}")))
+                        .and_then(|()| {
+                            if seq > seal.sealed {
+                                seal.write(seq).map_err(|e| format!("seal: {e}"))
+                            } else {
+                                Ok(())
+                            }
+                        });
                     thread_stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "the store could not make writes durable");
@@ -87,14 +103,25 @@ impl GroupCommit {
     /// Waits until every write made before this call is on stable storage.
     pub async fn durable(&self) -> Result<(), String> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.enqueue()?.await.map_err(|_| STOPPED.to_owned())?
+    }
+
+    /// [`GroupCommit::durable`] from outside a runtime.
+    pub fn durable_blocking(&self) -> Result<(), String> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.enqueue()?
+            .blocking_recv()
+            .map_err(|_| STOPPED.to_owned())?
+    }
+
+    fn enqueue(&self) -> Result<oneshot::Receiver<Result<(), String>>, String> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .as_ref()
-            .ok_or("the commit thread has stopped")?
+            .ok_or(STOPPED)?
             .send(tx)
-            .map_err(|_| "the commit thread has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the commit thread has stopped".to_owned())?
+            .map_err(|_| STOPPED.to_owned())?;
+        Ok(rx)
     }
 
     /// The counters.

@@ -22,6 +22,7 @@
 mod durable;
 pub mod kv;
 pub mod order;
+mod seal;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -30,7 +31,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use durable::{CommitStats, GroupCommit};
-pub use order::{BudgetHold, Order, OrderState, Transition, Verification, decision_key};
+pub use order::{
+    AttemptRecord, AttemptState, BudgetHold, Order, OrderState, Transition, Verification,
+    decision_key,
+};
 
 use crate::config::Budget;
 use crate::units::Fen;
@@ -61,6 +65,172 @@ pub enum LedgerError {
     /// Opening the store failed (often: another vipd holds it).
     #[error("cannot open the state store at {path}: {reason}")]
     Open { path: String, reason: String },
+    /// The store is damaged or is not the ledger it claims to be: using
+    /// it could pay again for orders it forgot.
+    #[error(
+        "the state store at {path} is damaged: {reason}.\n\
+         vipd will not use it: a ledger that forgot orders would pay them again.\n\
+         To recover (README, \"A damaged or restored store\"):\n\
+         \x20 1. `vipd store verify` says what is wrong;\n\
+         \x20 2. `vipd store restore BACKUP` puts back a backup (new orders are then held until released), or\n\
+         \x20 3. `vipd run --accept-damaged-store` starts on the store as it is, with every new order held\n\
+         \x20    until you have checked the vendor's order list and run `vipd store release`"
+    )]
+    Damaged { path: String, reason: String },
+}
+
+/// What to do when the store fails its check at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Refuse it.
+    Normal,
+    /// Use it as it is: re-seal it, set aside records that do not decode,
+    /// and hold every new order until an operator releases them.
+    AcceptDamaged,
+}
+
+/// New orders held after a damaged store was accepted or a backup
+/// restored: the ledger may have forgotten orders the vendor billed, so
+/// nothing is paid until an operator has compared it with the vendor's
+/// records and released the hold (all accounts, or one at a time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Unix seconds.
+    pub since: i64,
+    /// Why, in words.
+    pub reason: String,
+    /// Accounts released one by one.
+    #[serde(default)]
+    pub released: std::collections::BTreeSet<String>,
+}
+
+/// The ledger id.
+const ID_KEY: &[u8] = b"m/id";
+/// The change counter (u64, big-endian).
+const SEQ_KEY: &[u8] = b"m/seq";
+/// The [`Hold`], when there is one.
+const HOLD_KEY: &[u8] = b"m/hold";
+/// Where records that did not decode are set aside.
+const QUARANTINE: &str = "q/";
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn stored_id(db: &sled::Db) -> Result<Option<[u8; 16]>, LedgerError> {
+    Ok(db
+        .get(ID_KEY)?
+        .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()))
+}
+
+fn read_seq(db: &sled::Db) -> Result<u64, LedgerError> {
+    Ok(db
+        .get(SEQ_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// Why the store does not match its seal or holds unreadable records.
+fn check(db: &sled::Db, seal: Option<&seal::Seal>) -> Option<String> {
+    let id = match stored_id(db) {
+        Ok(id) => id,
+        Err(e) => return Some(e.to_string()),
+    };
+    let seq = match read_seq(db) {
+        Ok(s) => s,
+        Err(e) => return Some(e.to_string()),
+    };
+    match (seal, id) {
+        (None, Some(id)) => {
+            return Some(format!(
+                "the seal file is missing beside ledger {} (deleted, or the store was copied without it)",
+                seal::hex(&id)
+            ));
+        }
+        (Some(s), None) => {
+            return Some(format!(
+                "the store has no ledger id but its seal names ledger {}: its db file was deleted or replaced",
+                seal::hex(&s.id)
+            ));
+        }
+        (Some(s), Some(id)) if s.id != id => {
+            return Some(format!(
+                "the store is ledger {} but its seal names ledger {}",
+                seal::hex(&id),
+                seal::hex(&s.id)
+            ));
+        }
+        (Some(s), Some(_)) if seq < s.seq => {
+            return Some(format!(
+                "the store holds changes up to #{seq} but #{} were made durable: writes were lost (a damaged or truncated file, or an older copy put back)",
+                s.seq
+            ));
+        }
+        _ => {}
+    }
+    unreadable(db).first().map(|(k, why)| {
+        format!(
+            "record {} does not decode: {why}",
+            String::from_utf8_lossy(k)
+        )
+    })
+}
+
+/// Records of orders, budgets and indexes that do not decode.
+fn unreadable(db: &sled::Db) -> Vec<(sled::IVec, String)> {
+    let mut bad = Vec::new();
+    for prefix in ["o/", "b/"] {
+        for item in db.scan_prefix(prefix.as_bytes()) {
+            match item {
+                Err(e) => bad.push((sled::IVec::from(prefix.as_bytes()), e.to_string())),
+                Ok((k, v)) => {
+                    let ok = if prefix == "o/" {
+                        serde_json::from_slice::<Order>(&v).map(|_| ())
+                    } else {
+                        serde_json::from_slice::<Spend>(&v).map(|_| ())
+                    };
+                    if let Err(e) = ok {
+                        bad.push((k, e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// Makes a damaged store usable: unreadable records set aside under `q/`,
+/// an id if it lost its own, and every new order held.
+fn accept_damaged(db: &sled::Db, reason: &str) -> Result<[u8; 16], LedgerError> {
+    for (k, why) in unreadable(db) {
+        tracing::error!(record = %String::from_utf8_lossy(&k), "setting aside a record that does not decode: {why}");
+        if let Some(v) = db.remove(&k)? {
+            let mut q = QUARANTINE.as_bytes().to_vec();
+            q.extend_from_slice(&k);
+            db.insert(q, v)?;
+        }
+    }
+    let id = match stored_id(db)? {
+        Some(id) => id,
+        None => {
+            let id = seal::new_id();
+            db.insert(ID_KEY, &id[..])?;
+            id
+        }
+    };
+    let hold = Hold {
+        since: crate::upstream::Clock::system_unix(),
+        reason: format!("damaged store accepted: {reason}"),
+        released: Default::default(),
+    };
+    db.insert(HOLD_KEY, json(&hold))?;
+    Ok(id)
 }
 
 /// Money counted against a rule in one period.
@@ -177,6 +347,8 @@ pub enum Refusal {
     Exists { state: OrderState, why: String },
     /// The key has used all its attempts.
     MaxAttempts { attempts: u32 },
+    /// New orders are held (see [`Hold`]).
+    Held { why: String },
     /// Paying would pass a cap.
     Budget {
         period: String,
@@ -192,6 +364,7 @@ impl std::fmt::Display for Refusal {
             Refusal::Exists { state, why } => {
                 write!(f, "an order for this period is {state} ({why})")
             }
+            Refusal::Held { why } => write!(f, "new orders are held: {why}"),
             Refusal::MaxAttempts { attempts } => {
                 write!(f, "all {attempts} attempts for this period are used")
             }
@@ -261,13 +434,25 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Ledger {
     /// Opens (or creates) the store in `dir`. Fails if another process
-    /// holds it (after [`LOCK_WAIT`]).
+    /// holds it (after [`LOCK_WAIT`]), and refuses a damaged store (see
+    /// `seal.rs`) with [`LedgerError::Damaged`].
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(dir, OpenMode::Normal)
+    }
+
+    /// [`Ledger::open`], choosing what to do with a damaged store.
+    pub fn open_with(dir: &Path, mode: OpenMode) -> Result<Ledger, LedgerError> {
         let open_err = |reason: String| LedgerError::Open {
             path: dir.display().to_string(),
             reason,
         };
+        let damaged = |reason: String| LedgerError::Damaged {
+            path: dir.display().to_string(),
+            reason,
+        };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let seal_path = dir.join("seal");
+        let seal = seal::read(&seal_path);
         let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
@@ -287,21 +472,199 @@ impl Ledger {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                other => break other.map_err(|e| open_err(e.to_string()))?,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    return Err(open_err(e.to_string()));
+                }
+                // Anything else sled refuses is damage it found itself.
+                Err(e) => return Err(damaged(format!("the store cannot be read: {e}"))),
+                Ok(db) => break db,
             }
         };
+        let problem = match &seal {
+            Err(why) => Some(why.clone()),
+            Ok(seal) => check(&db, seal.as_ref()),
+        };
+        let ledger_id = match (problem, mode) {
+            (None, _) => match stored_id(&db)? {
+                Some(id) => id,
+                None => {
+                    // A new store, or one an older vipd wrote: give it an id.
+                    if db.scan_prefix(b"o/").next().is_some() {
+                        tracing::info!(store = %dir.display(), "sealing a store written before stores were sealed");
+                    }
+                    let id = seal::new_id();
+                    db.insert(ID_KEY, &id[..])?;
+                    id
+                }
+            },
+            (Some(reason), OpenMode::Normal) => return Err(damaged(reason)),
+            (Some(reason), OpenMode::AcceptDamaged) => {
+                tracing::error!(store = %dir.display(), "accepting a damaged store: {reason}; every new order is held until `vipd store release`");
+                accept_damaged(&db, &reason)?
+            }
+        };
+        db.flush()?;
         let file =
             std::fs::File::open(dir.join("db")).map_err(|e| open_err(format!("db file: {e}")))?;
+        file.sync_all()
+            .map_err(|e| open_err(format!("db file: {e}")))?;
+        let sealer = seal::SealWriter::create(&seal_path, ledger_id, read_seq(&db)?)
+            .map_err(|e| open_err(format!("seal: {e}")))?;
         // The directory entries of a fresh store must be durable too.
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-        let commit = GroupCommit::start(db.clone(), file).map_err(|e| open_err(e.to_string()))?;
+        let commit =
+            GroupCommit::start(db.clone(), file, sealer).map_err(|e| open_err(e.to_string()))?;
         Ok(Ledger {
             db,
             commit,
             write: Mutex::new(()),
         })
+    }
+
+    /// Checks the store in `dir` without opening it for writing: what
+    /// `vipd store verify` prints. `Ok` with a summary, or the damage.
+    pub fn verify(dir: &Path) -> Result<String, LedgerError> {
+        if !dir.join("db").exists() && !dir.join("seal").exists() {
+            return Err(LedgerError::Open {
+                path: dir.display().to_string(),
+                reason: "there is no store here".into(),
+            });
+        }
+        let l = Ledger::open(dir)?;
+        let counts = l.count_by_state()?;
+        let held = l.hold()?;
+        let total: usize = counts.values().sum();
+        Ok(format!(
+            "store {} is sound: ledger {}, {} changes, {total} orders ({}){}",
+            dir.display(),
+            seal::hex(&stored_id(&l.db)?.unwrap_or_default()),
+            read_seq(&l.db)?,
+            counts
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match held {
+                Some(h) => format!(
+                    "; new orders HELD since {}: {}",
+                    crate::timefmt::utc(h.since),
+                    h.reason
+                ),
+                None => String::new(),
+            }
+        ))
+    }
+
+    /// Writes a backup: a JSON header line, then one line per record
+    /// (`{"k": hex, "v": hex}`). Orders and budgets are copied under the
+    /// write lock, so the backup is one consistent point of the ledger.
+    /// Returns the number of records.
+    pub fn backup(&self, out: &mut impl std::io::Write) -> Result<usize, LedgerError> {
+        let io = |e: std::io::Error| LedgerError::Durability(format!("writing the backup: {e}"));
+        let _guard = self.lock();
+        let header = serde_json::json!({
+            "vipd_backup": 1,
+            "ledger": seal::hex(&stored_id(&self.db)?.unwrap_or_default()),
+            "seq": read_seq(&self.db)?,
+            "taken_at": crate::upstream::Clock::system_unix(),
+        });
+        writeln!(out, "{header}").map_err(io)?;
+        let mut n = 0;
+        for item in self.db.iter() {
+            let (k, v) = item?;
+            if k.starts_with(b"m/") {
+                continue;
+            }
+            let line = serde_json::json!({
+                "k": crate::upstream::sign::hex_lower(&k),
+                "v": crate::upstream::sign::hex_lower(&v),
+            });
+            writeln!(out, "{line}").map_err(io)?;
+            n += 1;
+        }
+        out.flush().map_err(io)?;
+        Ok(n)
+    }
+
+    /// Makes a new store in `dir` (which must hold none) from a backup.
+    /// The restored ledger may be older than the vendor's reality, so
+    /// every new order is held until an operator releases them.
+    pub fn restore(dir: &Path, input: impl std::io::BufRead) -> Result<String, LedgerError> {
+        let bad = |line: usize, why: String| LedgerError::Corrupt {
+            key: format!("backup line {line}"),
+            reason: why,
+        };
+        if dir.join("db").exists() || dir.join("seal").exists() {
+            return Err(LedgerError::Open {
+                path: dir.display().to_string(),
+                reason: "a store is already there; move it aside first (it may be needed to find out what was paid)".into(),
+            });
+        }
+        let mut lines = input.lines().enumerate();
+        let header: serde_json::Value = match lines.next() {
+            Some((_, Ok(l))) => serde_json::from_str(&l).map_err(|e| bad(1, e.to_string()))?,
+            _ => return Err(bad(1, "empty backup".into())),
+        };
+        if header["vipd_backup"] != 1 {
+            return Err(bad(
+                1,
+                "not a vipd backup (no `vipd_backup: 1` header)".into(),
+            ));
+        }
+        let taken_at = header["taken_at"].as_i64().unwrap_or(0);
+        let seq = header["seq"].as_u64().unwrap_or(0);
+        let ledger = Ledger::open(dir)?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for (i, line) in lines {
+            let line = line.map_err(|e| bad(i + 1, e.to_string()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            #[derive(Deserialize)]
+            struct Record {
+                k: String,
+                v: String,
+            }
+            let r: Record = serde_json::from_str(&line).map_err(|e| bad(i + 1, e.to_string()))?;
+            let k = unhex(&r.k).ok_or_else(|| bad(i + 1, "k is not hex".into()))?;
+            let v = unhex(&r.v).ok_or_else(|| bad(i + 1, "v is not hex".into()))?;
+            if k.starts_with(b"m/") {
+                continue;
+            }
+            batch.insert(k, v);
+            n += 1;
+        }
+        batch.insert(SEQ_KEY, &seq.max(1).to_be_bytes()[..]);
+        ledger.db.apply_batch(batch)?;
+        if let Some((k, why)) = unreadable(&ledger.db).first() {
+            return Err(bad(
+                0,
+                format!(
+                    "record {} does not decode: {why}",
+                    String::from_utf8_lossy(k)
+                ),
+            ));
+        }
+        ledger.hold_all(
+            crate::upstream::Clock::system_unix(),
+            &format!(
+                "restored from a backup taken at {}: orders paid since may be missing",
+                crate::timefmt::utc(taken_at)
+            ),
+        )?;
+        ledger
+            .commit
+            .durable_blocking()
+            .map_err(LedgerError::Durability)?;
+        Ok(format!(
+            "restored {n} records from a backup taken at {} into {}; every new order is held until `vipd store release`",
+            crate::timefmt::utc(taken_at),
+            dir.display()
+        ))
     }
 
     /// Waits until every write so far is on stable storage.
@@ -312,6 +675,68 @@ impl Ledger {
     /// Group-commit counters.
     pub fn commit_stats(&self) -> &CommitStats {
         self.commit.stats()
+    }
+
+    /// Adds the change counter's next value to a batch that changes an
+    /// order or a budget (under the write lock). See `seal.rs`.
+    fn count_change(&self, batch: &mut sled::Batch) -> Result<(), LedgerError> {
+        let next = read_seq(&self.db)? + 1;
+        batch.insert(SEQ_KEY, &next.to_be_bytes()[..]);
+        Ok(())
+    }
+
+    /// The hold on new orders, if there is one.
+    pub fn hold(&self) -> Result<Option<Hold>, LedgerError> {
+        match self.db.get(HOLD_KEY)? {
+            None => Ok(None),
+            Some(v) => decode(HOLD_KEY, &v).map(Some),
+        }
+    }
+
+    /// Why new orders for `account` are held, if they are.
+    pub fn held(&self, account: &str) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .hold()?
+            .filter(|h| !h.released.contains(account))
+            .map(|h| {
+                format!(
+                    "{} (since {}); check the vendor's orders, then `vipd store release`",
+                    h.reason,
+                    crate::timefmt::utc(h.since)
+                )
+            }))
+    }
+
+    /// Holds every new order, for `reason`.
+    pub fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError> {
+        let _guard = self.lock();
+        let hold = Hold {
+            since: now,
+            reason: reason.to_owned(),
+            released: Default::default(),
+        };
+        self.db.insert(HOLD_KEY, json(&hold))?;
+        Ok(())
+    }
+
+    /// Releases the hold for one account, or (`None`) entirely. Returns
+    /// what is still held afterwards.
+    pub fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError> {
+        let _guard = self.lock();
+        let Some(mut hold) = self.hold()? else {
+            return Ok(None);
+        };
+        match account {
+            None => {
+                self.db.remove(HOLD_KEY)?;
+                Ok(None)
+            }
+            Some(a) => {
+                hold.released.insert(a.to_owned());
+                self.db.insert(HOLD_KEY, json(&hold))?;
+                Ok(Some(hold))
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -429,6 +854,9 @@ impl Ledger {
     /// [`Ledger::durable`] before sending.
     pub fn plan(&self, req: &PlanRequest, now: i64) -> Result<Result<Order, Refusal>, LedgerError> {
         let _guard = self.lock();
+        if let Some(why) = self.held(&req.account)? {
+            return Ok(Err(Refusal::Held { why }));
+        }
         let existing = self.get(&req.key)?;
         if let Some(o) = &existing {
             if o.state == OrderState::Failed && o.attempts >= req.max_attempts {
@@ -506,15 +934,28 @@ impl Ledger {
             created_at: now,
             updated_at: now,
             history: Vec::new(),
+            attempt_log: Vec::new(),
         });
+        if order.attempts > 0 {
+            // Records of earlier attempts (made up for old orders).
+            order.attempt_mut(order.attempts);
+        }
         order.attempts += 1;
         order.retry_at = None;
         order.max_price = req.max_price;
-        order.hold = Some(BudgetHold {
+        let hold = BudgetHold {
             day: req.day.clone(),
             month: req.month.clone(),
             amount: req.max_price,
+        };
+        order.attempt_log.push(AttemptRecord {
+            n: order.attempts,
+            state: AttemptState::Planned,
+            vendor_orderid: None,
+            spent: Fen::ZERO,
+            periods: hold.clone(),
         });
+        order.hold = Some(hold);
         order.enter(
             OrderState::Planned,
             now,
@@ -530,6 +971,7 @@ impl Ledger {
             batch.insert(format!("b/{}/{period}", req.rule).as_bytes(), json(&spend));
         }
         batch.insert(format!("o/{}", order.key).as_bytes(), json(&order));
+        self.count_change(&mut batch)?;
         self.db.apply_batch(batch)?;
         Ok(Ok(order))
     }
@@ -548,24 +990,40 @@ impl Ledger {
         let mut fx = Effects::default();
         let r = f(&mut order, &mut fx)?;
         let mut batch = sled::Batch::default();
-        if let Some(hold) = &fx.budget_periods {
-            for period in [&hold.day, &hold.month] {
-                let mut spend = self.spend(&order.rule, period)?;
-                spend.reserved.0 = (spend.reserved.0 + fx.reserved_delta.0).max(0);
-                spend.settled.0 = (spend.settled.0 + fx.settled_delta.0).max(0);
-                batch.insert(
-                    format!("b/{}/{period}", order.rule).as_bytes(),
-                    json(&spend),
-                );
+        // Two changes to one period in one batch must add up, not overwrite.
+        let mut spends: Vec<(String, Spend)> = Vec::new();
+        for change in &fx.budget {
+            for period in [&change.periods.day, &change.periods.month] {
+                if period.is_empty() {
+                    continue;
+                }
+                let at = match spends.iter().position(|(p, _)| p == period) {
+                    Some(i) => i,
+                    None => {
+                        spends.push((period.clone(), self.spend(&order.rule, period)?));
+                        spends.len() - 1
+                    }
+                };
+                let spend = &mut spends[at].1;
+                spend.reserved.0 = (spend.reserved.0 + change.reserved.0).max(0);
+                spend.settled.0 = (spend.settled.0 + change.settled.0).max(0);
             }
         }
-        if let Some(id) = &fx.vendor_index {
+        for (period, spend) in spends {
             batch.insert(
-                format!("x/{}/{id}", order.provider).as_bytes(),
-                order.key.as_bytes(),
+                format!("b/{}/{period}", order.rule).as_bytes(),
+                json(&spend),
             );
         }
+        if let Some((n, id)) = &fx.vendor_index {
+            batch.insert(
+                format!("x/{}/{id}", order.provider).as_bytes(),
+                format!("{}#{n}", order.key).as_bytes(),
+            );
+        }
+        order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
         batch.insert(format!("o/{}", order.key).as_bytes(), json(&order));
+        self.count_change(&mut batch)?;
         self.db.apply_batch(batch)?;
         Ok((order, r))
     }
@@ -576,13 +1034,19 @@ impl Ledger {
     pub fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError> {
         self.modify(key, |o, _| {
             expect_state(o, &[OrderState::Planned], OrderState::Sent)?;
+            o.attempt_mut(o.attempts).state = AttemptState::Sent;
             o.enter(OrderState::Sent, now, "request leaving");
             Ok(())
         })
         .map(|(o, ())| o)
     }
 
-    /// Records what an attempt's reply means.
+    /// Records what the current attempt's reply means.
+    ///
+    /// The attempt must be `sent`. The order follows it while the order is
+    /// `sent` too; if a callback for an earlier attempt settled the order
+    /// meanwhile (the vendor billed that one after all), only the attempt
+    /// is recorded, and a billed reply is counted as a second payment.
     pub fn record_attempt(
         &self,
         key: &str,
@@ -598,7 +1062,15 @@ impl Ledger {
                 AttemptResult::Unknown => OrderState::Unknown,
                 AttemptResult::Failed { .. } => OrderState::Failed,
             };
-            expect_state(o, &[OrderState::Sent], to)?;
+            let n = o.attempts;
+            if o.attempt_mut(n).state != AttemptState::Sent {
+                return Err(LedgerError::Illegal {
+                    key: o.key.clone(),
+                    from: o.state,
+                    to,
+                });
+            }
+            let follows = o.state == OrderState::Sent;
             o.last_outcome = Some(outcome.to_owned());
             match result {
                 AttemptResult::Succeeded {
@@ -606,84 +1078,174 @@ impl Ledger {
                     vendor_orderid,
                     verify_deadline,
                 } => {
-                    settle_hold(o, fx, price);
-                    index_vendor(o, fx, vendor_orderid);
-                    o.verification = Verification::Waiting {
-                        deadline: verify_deadline,
-                    };
+                    charge(o, n, fx, price);
+                    index_vendor(o, n, fx, vendor_orderid);
+                    o.attempt_mut(n).state = AttemptState::Paid;
+                    if follows {
+                        o.verification = Verification::Waiting {
+                            deadline: verify_deadline,
+                        };
+                    }
                 }
                 AttemptResult::Pending {
                     price,
                     vendor_orderid,
                 } => {
-                    settle_hold(o, fx, price);
-                    index_vendor(o, fx, vendor_orderid);
+                    charge(o, n, fx, price);
+                    index_vendor(o, n, fx, vendor_orderid);
+                    o.attempt_mut(n).state = AttemptState::Pending;
                 }
-                AttemptResult::Unknown => {}
+                AttemptResult::Unknown => o.attempt_mut(n).state = AttemptState::Unknown,
                 AttemptResult::Failed { retry_at } => {
-                    release_hold(o, fx);
-                    o.retry_at = retry_at;
+                    refund(o, n, fx);
+                    o.attempt_mut(n).state = AttemptState::NotPaid;
+                    if follows {
+                        o.retry_at = retry_at;
+                    }
                 }
             }
-            o.enter(to, now, format!("{outcome}: {detail}"));
+            if follows {
+                o.enter(to, now, format!("{outcome}: {detail}"));
+            } else {
+                let state = o.state;
+                o.enter(
+                    state,
+                    now,
+                    format!(
+                        "attempt {n} answered after the order was settled: {outcome}: {detail}"
+                    ),
+                );
+            }
             Ok(())
         })
         .map(|(o, ())| o)
     }
 
-    /// Settles an order by evidence: a callback, the membership end moving,
+    /// Settles the current attempt by evidence (the membership end moved)
     /// or an operator. Returns `None` (and changes nothing) when the order
-    /// was already settled: a repeated callback is not a second transition.
+    /// was already settled.
     pub fn settle(
         &self,
         key: &str,
         now: i64,
         settlement: Settlement,
     ) -> Result<Option<Order>, LedgerError> {
-        let (order, changed) = self.modify(key, |o, fx| {
-            if !o.state.is_open() {
-                return Ok(false);
+        Ok(match self.settle_attempt(key, None, now, settlement)? {
+            Settled::Changed { order, .. } => Some(order),
+            Settled::Repeated(_) | Settled::Contradicted { .. } => None,
+        })
+    }
+
+    /// Settles one attempt of an order: `attempt` names it (a callback
+    /// names it through the vendor's order id), `None` means the current
+    /// one.
+    ///
+    /// - A payment for an attempt already paid, or a refusal for one
+    ///   already not paid, is a repeat: nothing changes.
+    /// - A payment is always recorded and counted in the budget, whatever
+    ///   the order's state: money the vendor took is money spent. When the
+    ///   ledger had that attempt as not paid, or another attempt is paid
+    ///   too, the result says so ([`Settled::Changed::conflict`]).
+    /// - A refusal changes the order only when it names the current
+    ///   attempt of an open order; for an earlier attempt it is recorded
+    ///   on that attempt alone. A refusal for a paid attempt is a
+    ///   contradiction: nothing changes, and the caller alerts.
+    pub fn settle_attempt(
+        &self,
+        key: &str,
+        attempt: Option<u32>,
+        now: i64,
+        settlement: Settlement,
+    ) -> Result<Settled, LedgerError> {
+        let (order, result) = self.modify(key, |o, fx| {
+            let current = o.attempts;
+            let n = attempt.unwrap_or(current);
+            if n == 0 || n > current {
+                return Ok(Err(format!(
+                    "attempt {n} does not exist (the order has {current})"
+                )));
             }
+            let was = o.attempt_mut(n).state;
             match &settlement {
                 Settlement::Paid {
                     price,
                     verify_deadline,
                     why,
                 } => {
-                    if o.hold.is_some() {
-                        settle_hold(o, fx, *price);
-                    } else if let Some(p) = price {
-                        // Pending orders were settled at the reply's price
-                        // (or max); the callback may state the real one.
-                        if *p != o.spent {
-                            fx.budget_periods = o.charged_to.clone();
-                            fx.settled_delta = Fen(p.0 - o.spent.0);
-                            o.spent = *p;
-                            o.price = Some(*p);
+                    if was == AttemptState::Paid {
+                        // The order itself may still be open when the
+                        // current attempt was answered 10000 earlier.
+                        return Ok(Ok(None));
+                    }
+                    if matches!(was, AttemptState::Planned) {
+                        return Ok(Err(format!("attempt {n} was never sent")));
+                    }
+                    let others: Vec<u32> = o
+                        .paid_attempts()
+                        .into_iter()
+                        .filter(|m| *m != n)
+                        .collect();
+                    charge(o, n, fx, *price);
+                    o.attempt_mut(n).state = AttemptState::Paid;
+                    let conflict = if !others.is_empty() {
+                        Some(format!(
+                            "the period is billed twice: attempt {n} and attempt {} are both paid",
+                            others[0]
+                        ))
+                    } else if was == AttemptState::NotPaid {
+                        Some(format!(
+                            "the vendor billed attempt {n}, which the ledger had as not paid; counted in the budget"
+                        ))
+                    } else {
+                        None
+                    };
+                    if o.state != OrderState::Succeeded {
+                        o.retry_at = None;
+                        if o.verification == Verification::None {
+                            o.verification = Verification::Waiting {
+                                deadline: *verify_deadline,
+                            };
                         }
-                    }
-                    if o.verification == Verification::None {
-                        o.verification = Verification::Waiting {
-                            deadline: *verify_deadline,
+                        let why = if n == current {
+                            why.clone()
+                        } else {
+                            format!("{why}; for attempt {n} of {current}")
                         };
+                        o.enter(OrderState::Succeeded, now, why);
+                    } else {
+                        o.enter(
+                            OrderState::Succeeded,
+                            now,
+                            format!("{why}; attempt {n} paid as well"),
+                        );
                     }
-                    o.enter(OrderState::Succeeded, now, why.clone());
+                    Ok(Ok(Some(conflict)))
                 }
-                Settlement::NotPaid { retry_at, why } => {
-                    if o.hold.is_some() {
-                        release_hold(o, fx);
-                    } else if o.spent > Fen::ZERO {
-                        fx.budget_periods = o.charged_to.take();
-                        fx.settled_delta = Fen(-o.spent.0);
-                        o.spent = Fen::ZERO;
+                Settlement::NotPaid { retry_at, why } => match was {
+                    AttemptState::NotPaid | AttemptState::Planned => Ok(Ok(None)),
+                    AttemptState::Paid => Ok(Err(format!(
+                        "attempt {n} is recorded as paid; the vendor now says: {why}"
+                    ))),
+                    AttemptState::Sent | AttemptState::Pending | AttemptState::Unknown => {
+                        refund(o, n, fx);
+                        o.attempt_mut(n).state = AttemptState::NotPaid;
+                        if n == current && o.state.is_open() {
+                            o.retry_at = *retry_at;
+                            o.enter(OrderState::Failed, now, why.clone());
+                        } else {
+                            let state = o.state;
+                            o.enter(state, now, format!("attempt {n}: {why}"));
+                        }
+                        Ok(Ok(Some(None)))
                     }
-                    o.retry_at = *retry_at;
-                    o.enter(OrderState::Failed, now, why.clone());
-                }
+                },
             }
-            Ok(true)
         })?;
-        Ok(changed.then_some(order))
+        Ok(match result {
+            Ok(Some(conflict)) => Settled::Changed { order, conflict },
+            Ok(None) => Settled::Repeated(order),
+            Err(why) => Settled::Contradicted { order, why },
+        })
     }
 
     /// An operator says a paid order whose renewal never showed was in
@@ -700,10 +1262,9 @@ impl Ledger {
                     to: OrderState::Failed,
                 });
             }
-            if o.spent > Fen::ZERO {
-                fx.budget_periods = o.charged_to.take();
-                fx.settled_delta = Fen(-o.spent.0);
-                o.spent = Fen::ZERO;
+            for n in o.paid_attempts() {
+                refund(o, n, fx);
+                o.attempt_mut(n).state = AttemptState::NotPaid;
             }
             o.retry_at = Some(now);
             o.enter(OrderState::Failed, now, why);
@@ -721,6 +1282,39 @@ impl Ledger {
         .map(|(o, ())| o)
     }
 
+    /// The attempt a vendor order id names: `(key, attempt)`. Entries
+    /// written before attempts were recorded name only the key; they
+    /// stand for the order's current attempt.
+    pub fn attempt_of_vendor_order(
+        &self,
+        provider: &str,
+        vendor_orderid: &str,
+    ) -> Result<Option<(String, Option<u32>)>, LedgerError> {
+        Ok(self
+            .key_of_vendor_order(provider, vendor_orderid)?
+            .map(|v| {
+                match v
+                    .rsplit_once('#')
+                    .and_then(|(k, n)| Some((k, n.parse().ok()?)))
+                {
+                    Some((k, n)) => (k.to_owned(), Some(n)),
+                    None => (v, None),
+                }
+            }))
+    }
+
+    /// Binds a vendor order id to the current attempt of `key` (a callback
+    /// matched by its target, whose reply was lost), so that the same
+    /// callback delivered again finds the same attempt.
+    pub fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError> {
+        self.modify(key, |o, fx| {
+            let n = o.attempts;
+            index_vendor(o, n, fx, Some(vendor_orderid.to_owned()));
+            Ok(n)
+        })
+        .map(|(_, n)| n)
+    }
+
     /// Start-up recovery: `sent` orders may have left, so they become
     /// `unknown`; `planned` orders never left, so they become `failed` and
     /// may be retried at once. Returns the orders changed.
@@ -730,6 +1324,7 @@ impl Ledger {
             match o.state {
                 OrderState::Sent => {
                     let (o, ()) = self.modify(&o.key, |o, _| {
+                        o.attempt_mut(o.attempts).state = AttemptState::Unknown;
                         o.enter(
                             OrderState::Unknown,
                             now,
@@ -741,7 +1336,9 @@ impl Ledger {
                 }
                 OrderState::Planned => {
                     let (o, ()) = self.modify(&o.key, |o, fx| {
-                        release_hold(o, fx);
+                        let n = o.attempts;
+                        refund(o, n, fx);
+                        o.attempt_mut(n).state = AttemptState::NotPaid;
                         o.retry_at = Some(now);
                         o.enter(
                             OrderState::Failed,
@@ -857,13 +1454,38 @@ pub enum Settlement {
     NotPaid { retry_at: Option<i64>, why: String },
 }
 
+/// What settling an attempt did.
+#[derive(Debug, Clone)]
+pub enum Settled {
+    /// The attempt (and perhaps the order) changed. `conflict` says how
+    /// the vendor's word contradicts the ledger (an attempt recorded as
+    /// not paid was billed, or a second attempt of one period was paid):
+    /// the money is counted, and an operator must hear about it.
+    Changed {
+        order: Order,
+        conflict: Option<String>,
+    },
+    /// The attempt already stood so (a re-delivered or replayed callback).
+    Repeated(Order),
+    /// The vendor's word contradicts a paid attempt, or names no attempt
+    /// that was sent: nothing changes.
+    Contradicted { order: Order, why: String },
+}
+
 /// Budget changes a modification makes.
 #[derive(Debug, Default)]
 struct Effects {
-    budget_periods: Option<BudgetHold>,
-    reserved_delta: Fen,
-    settled_delta: Fen,
-    vendor_index: Option<String>,
+    budget: Vec<BudgetChange>,
+    /// `(attempt, vendor order id)` to index.
+    vendor_index: Option<(u32, String)>,
+}
+
+/// One change to a rule's spend in the periods of one plan.
+#[derive(Debug)]
+struct BudgetChange {
+    periods: BudgetHold,
+    reserved: Fen,
+    settled: Fen,
 }
 
 fn expect_state(o: &Order, from: &[OrderState], to: OrderState) -> Result<(), LedgerError> {
@@ -878,31 +1500,52 @@ fn expect_state(o: &Order, from: &[OrderState], to: OrderState) -> Result<(), Le
     }
 }
 
-/// The hold becomes spending at `price` (or the held max when unknown).
-fn settle_hold(o: &mut Order, fx: &mut Effects, price: Option<Fen>) {
-    if let Some(hold) = o.hold.take() {
-        let paid = price.unwrap_or(hold.amount);
-        fx.reserved_delta = Fen(-hold.amount.0);
-        fx.settled_delta = paid;
-        o.charged_to = Some(hold.clone());
-        fx.budget_periods = Some(hold);
-        o.spent = paid;
-        o.price = price.or(o.price);
+/// Attempt `n` was billed at `price` (or, when the vendor did not say, at
+/// what it was counted at already, else the held maximum). The current
+/// attempt's hold, if still there, becomes spending.
+fn charge(o: &mut Order, n: u32, fx: &mut Effects, price: Option<Fen>) {
+    let hold = if n == o.attempts { o.hold.take() } else { None };
+    let a = o.attempt_mut(n);
+    let counted = a.spent;
+    let paid = price.unwrap_or(if counted > Fen::ZERO {
+        counted
+    } else {
+        a.periods.amount
+    });
+    a.spent = paid;
+    let periods = a.periods.clone();
+    fx.budget.push(BudgetChange {
+        reserved: Fen(-hold.as_ref().map_or(0, |h| h.amount.0)),
+        settled: Fen(paid.0 - counted.0),
+        periods: hold.clone().unwrap_or(periods),
+    });
+    if let Some(h) = hold {
+        o.charged_to = Some(h);
+    }
+    o.price = Some(paid);
+}
+
+/// Attempt `n` was not billed (or was refunded): its hold and spending go
+/// back to the budget.
+fn refund(o: &mut Order, n: u32, fx: &mut Effects) {
+    let hold = if n == o.attempts { o.hold.take() } else { None };
+    let a = o.attempt_mut(n);
+    let counted = std::mem::replace(&mut a.spent, Fen::ZERO);
+    let periods = a.periods.clone();
+    if hold.is_some() || counted > Fen::ZERO {
+        fx.budget.push(BudgetChange {
+            reserved: Fen(-hold.as_ref().map_or(0, |h| h.amount.0)),
+            settled: Fen(-counted.0),
+            periods: hold.unwrap_or(periods),
+        });
     }
 }
 
-/// The hold is given back: nothing was paid.
-fn release_hold(o: &mut Order, fx: &mut Effects) {
-    if let Some(hold) = o.hold.take() {
-        fx.reserved_delta = Fen(-hold.amount.0);
-        fx.budget_periods = Some(hold);
-    }
-}
-
-fn index_vendor(o: &mut Order, fx: &mut Effects, vendor_orderid: Option<String>) {
+fn index_vendor(o: &mut Order, n: u32, fx: &mut Effects, vendor_orderid: Option<String>) {
     if let Some(id) = vendor_orderid.filter(|s| !s.is_empty()) {
         o.vendor_orderid = Some(id.clone());
-        fx.vendor_index = Some(id);
+        o.attempt_mut(n).vendor_orderid = Some(id.clone());
+        fx.vendor_index = Some((n, id));
     }
 }
 

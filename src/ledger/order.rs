@@ -127,6 +127,43 @@ pub enum Verification {
     Unverified { at: i64 },
 }
 
+/// What became of one request sent under a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    /// Planned; not sent.
+    Planned,
+    /// May have left; no reply yet.
+    Sent,
+    /// Accepted and billed; the result comes by callback.
+    Pending,
+    /// Billed and delivered.
+    Paid,
+    /// Not billed, or refunded.
+    NotPaid,
+    /// The reply was lost: possibly billed.
+    Unknown,
+}
+
+/// One request sent under a key. Callbacks name the vendor's order id,
+/// and the vendor index points at `(key, n)`: a callback settles the
+/// attempt it names and never another (a re-delivered `failed` for
+/// attempt 1 cannot fail attempt 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1 for the first request under the key.
+    pub n: u32,
+    /// Where it stands.
+    pub state: AttemptState,
+    /// The vendor's order id, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_orderid: Option<String>,
+    /// Money counted against the budget for this attempt.
+    pub spent: Fen,
+    /// The budget periods of its plan (and the amount held then).
+    pub periods: BudgetHold,
+}
+
 /// One step in an order's life: what happened and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
@@ -186,6 +223,10 @@ pub struct Order {
     pub updated_at: i64,
     /// Every transition, oldest first.
     pub history: Vec<Transition>,
+    /// Every request sent under this key, oldest first (empty in orders
+    /// written before attempts were recorded; see [`Order::attempt_mut`]).
+    #[serde(default)]
+    pub attempt_log: Vec<AttemptRecord>,
 }
 
 impl Order {
@@ -209,6 +250,56 @@ impl Order {
         self.state == OrderState::Failed
             && self.attempts < max_attempts
             && self.retry_at.is_some_and(|at| at <= now)
+    }
+
+    /// Attempt `n`'s record. Orders written before attempts were recorded
+    /// get records made up from what the order says: the current attempt
+    /// from its state, earlier ones as not paid (they were retried, so
+    /// they were not billed).
+    pub fn attempt_mut(&mut self, n: u32) -> &mut AttemptRecord {
+        while self.attempt_log.len() < n as usize {
+            let m = self.attempt_log.len() as u32 + 1;
+            let current = m == self.attempts;
+            let periods = self
+                .hold
+                .clone()
+                .or_else(|| self.charged_to.clone())
+                .unwrap_or(BudgetHold {
+                    day: String::new(),
+                    month: String::new(),
+                    amount: self.max_price,
+                });
+            let state = match self.state {
+                _ if !current => AttemptState::NotPaid,
+                OrderState::Planned => AttemptState::Planned,
+                OrderState::Sent => AttemptState::Sent,
+                OrderState::Pending => AttemptState::Pending,
+                OrderState::Succeeded => AttemptState::Paid,
+                OrderState::Failed => AttemptState::NotPaid,
+                OrderState::Unknown => AttemptState::Unknown,
+            };
+            self.attempt_log.push(AttemptRecord {
+                n: m,
+                state,
+                vendor_orderid: if current {
+                    self.vendor_orderid.clone()
+                } else {
+                    None
+                },
+                spent: if current { self.spent } else { Fen::ZERO },
+                periods,
+            });
+        }
+        &mut self.attempt_log[n as usize - 1]
+    }
+
+    /// The attempts the vendor billed and delivered.
+    pub fn paid_attempts(&self) -> Vec<u32> {
+        self.attempt_log
+            .iter()
+            .filter(|a| a.state == AttemptState::Paid)
+            .map(|a| a.n)
+            .collect()
     }
 
     /// The last reason recorded.

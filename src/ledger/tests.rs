@@ -114,8 +114,8 @@ async fn paid_reply_settles_at_the_real_price() {
     );
     assert_eq!(l.spend("keep", "2026-11").unwrap().settled, Fen(1211));
     assert_eq!(
-        l.key_of_vendor_order("wapi", "V1").unwrap().as_deref(),
-        Some("k1")
+        l.attempt_of_vendor_order("wapi", "V1").unwrap(),
+        Some(("k1".to_owned(), Some(1)))
     );
     let history: Vec<OrderState> = o.history.iter().map(|t| t.state).collect();
     assert_eq!(
@@ -443,4 +443,323 @@ async fn a_store_reopened_at_once_opens_and_a_held_one_does_not() {
     };
     assert!(err.to_string().contains("could not acquire lock"), "{err}");
     assert!(started.elapsed() >= LOCK_WAIT, "it waited before giving up");
+}
+
+fn not_paid(why: &str) -> Settlement {
+    Settlement::NotPaid {
+        retry_at: Some(NOW),
+        why: why.into(),
+    }
+}
+
+fn paid(price: Option<Fen>) -> Settlement {
+    Settlement::Paid {
+        price,
+        verify_deadline: NOW + 3600,
+        why: "callback: success".into(),
+    }
+}
+
+/// The vendor's id for attempt `n` of `key`, through the index.
+fn attempt_of(l: &Ledger, vendor: &str) -> (String, Option<u32>) {
+    l.attempt_of_vendor_order("wapi", vendor).unwrap().unwrap()
+}
+
+/// Attempt 1 pending as V1, failed by its callback; attempt 2 pending as V2.
+fn second_attempt_pending(l: &Ledger) {
+    pending(l, "k1", Some(Fen(1500)), Some("V1".into()));
+    let (key, n) = attempt_of(l, "V1");
+    let s = l
+        .settle_attempt(&key, n, NOW, not_paid("callback: failed"))
+        .unwrap();
+    assert!(
+        matches!(s, Settled::Changed { conflict: None, .. }),
+        "{s:?}"
+    );
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    l.record_attempt(
+        "k1",
+        NOW,
+        "pending",
+        "10023",
+        AttemptResult::Pending {
+            price: Some(Fen(1500)),
+            vendor_orderid: Some("V2".into()),
+        },
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_redelivered_failure_for_an_earlier_attempt_changes_nothing() {
+    let (_d, l) = open();
+    second_attempt_pending(&l);
+    assert_eq!(attempt_of(&l, "V1"), ("k1".to_owned(), Some(1)));
+    assert_eq!(attempt_of(&l, "V2"), ("k1".to_owned(), Some(2)));
+    let before = l.get("k1").unwrap().unwrap();
+    // The vendor delivers attempt 1's `failed` again (lost ack, or replay).
+    let (key, n) = attempt_of(&l, "V1");
+    let s = l
+        .settle_attempt(&key, n, NOW + 5, not_paid("callback: failed"))
+        .unwrap();
+    assert!(matches!(s, Settled::Repeated(_)), "{s:?}");
+    let after = l.get("k1").unwrap().unwrap();
+    assert_eq!(after, before, "attempt 2 stays pending, nothing recorded");
+    assert_eq!(after.state, OrderState::Pending);
+    // The real result of attempt 2 still lands, and is counted.
+    let (key, n) = attempt_of(&l, "V2");
+    let s = l
+        .settle_attempt(&key, n, NOW + 6, paid(Some(Fen(1400))))
+        .unwrap();
+    let Settled::Changed { order, conflict } = s else {
+        panic!("{s:?}")
+    };
+    assert_eq!(conflict, None);
+    assert_eq!(
+        (order.state, order.spent),
+        (OrderState::Succeeded, Fen(1400))
+    );
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().used(), Fen(1400));
+    // And a later replay of attempt 1's failure cannot undo it.
+    let s = l
+        .settle_attempt("k1", Some(1), NOW + 7, not_paid("callback: failed"))
+        .unwrap();
+    assert!(matches!(s, Settled::Repeated(_)), "{s:?}");
+    assert_eq!(l.get("k1").unwrap().unwrap().state, OrderState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged() {
+    let (_d, l) = open();
+    second_attempt_pending(&l);
+    // The vendor says attempt 1 was billed after all.
+    let s = l
+        .settle_attempt("k1", Some(1), NOW + 5, paid(Some(Fen(1500))))
+        .unwrap();
+    let Settled::Changed { order, conflict } = s else {
+        panic!("{s:?}")
+    };
+    assert!(conflict.unwrap().contains("not paid"));
+    assert_eq!(order.state, OrderState::Succeeded, "the period is paid");
+    assert_eq!(
+        l.spend("keep", "2026-11-21").unwrap().used(),
+        Fen(3000),
+        "both billed attempts count: attempt 2 is pending and billed too"
+    );
+    // Attempt 2 is billed as well: a second payment, said out loud.
+    let s = l
+        .settle_attempt("k1", Some(2), NOW + 6, paid(None))
+        .unwrap();
+    let Settled::Changed { order, conflict } = s else {
+        panic!("{s:?}")
+    };
+    assert!(conflict.unwrap().contains("billed twice"));
+    assert_eq!(order.spent, Fen(3000));
+    assert_eq!(order.paid_attempts(), [1, 2]);
+    // Attempt 2 refunded instead: its money goes back, attempt 1's stays.
+    let (_d2, l2) = open();
+    second_attempt_pending(&l2);
+    l2.settle_attempt("k1", Some(1), NOW + 5, paid(Some(Fen(1500))))
+        .unwrap();
+    let s = l2
+        .settle_attempt("k1", Some(2), NOW + 6, not_paid("callback: failed"))
+        .unwrap();
+    let Settled::Changed { order, .. } = s else {
+        panic!("{s:?}")
+    };
+    assert_eq!(
+        (order.state, order.spent),
+        (OrderState::Succeeded, Fen(1500))
+    );
+    assert_eq!(l2.spend("keep", "2026-11-21").unwrap().used(), Fen(1500));
+}
+
+#[tokio::test]
+async fn a_failure_for_a_paid_attempt_is_a_contradiction() {
+    let (_d, l) = open();
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+    l.settle_attempt("k1", Some(1), NOW, paid(None)).unwrap();
+    let before = l.get("k1").unwrap().unwrap();
+    let s = l
+        .settle_attempt("k1", Some(1), NOW + 1, not_paid("callback: failed"))
+        .unwrap();
+    assert!(matches!(s, Settled::Contradicted { .. }), "{s:?}");
+    assert_eq!(l.get("k1").unwrap().unwrap(), before);
+    let s = l
+        .settle_attempt("k1", Some(7), NOW + 1, paid(None))
+        .unwrap();
+    assert!(
+        matches!(s, Settled::Contradicted { .. }),
+        "no attempt 7: {s:?}"
+    );
+}
+
+#[tokio::test]
+async fn orders_written_before_attempts_were_recorded_still_settle() {
+    let (_d, l) = open();
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+    // Rewrite the order and index as an older vipd wrote them.
+    let mut old = l.get("k1").unwrap().unwrap();
+    old.attempt_log.clear();
+    l.db.insert(b"o/k1", json(&old)).unwrap();
+    l.db.insert(b"x/wapi/V1", b"k1".as_slice()).unwrap();
+    assert_eq!(attempt_of(&l, "V1"), ("k1".to_owned(), None));
+    let s = l
+        .settle_attempt("k1", None, NOW, paid(Some(Fen(1200))))
+        .unwrap();
+    let Settled::Changed { order, conflict } = s else {
+        panic!("{s:?}")
+    };
+    assert_eq!(conflict, None);
+    assert_eq!(
+        (order.state, order.spent),
+        (OrderState::Succeeded, Fen(1200))
+    );
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().used(), Fen(1200));
+}
+
+/// A store in `dir` with one pending order, cleanly closed.
+async fn store_with_a_pending_order(dir: &std::path::Path) {
+    let l = Ledger::open(dir).unwrap();
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+    l.durable().await.unwrap();
+}
+
+fn damaged(dir: &std::path::Path) -> String {
+    match Ledger::open(dir) {
+        Err(e @ LedgerError::Damaged { .. }) => e.to_string(),
+        Err(e) => panic!("expected damage, got {e}"),
+        Ok(_) => panic!("a damaged store was opened"),
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_db_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_a_pending_order(dir.path()).await;
+    std::fs::remove_file(dir.path().join("db")).unwrap();
+    let e = damaged(dir.path());
+    assert!(e.contains("no ledger id"), "{e}");
+    assert!(e.contains("vipd store restore") && e.contains("--accept-damaged-store"));
+}
+
+#[tokio::test]
+async fn an_older_copy_of_the_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = tempfile::tempdir().unwrap();
+    {
+        let l = Ledger::open(dir.path()).unwrap();
+        pending(&l, "k0", Some(Fen(1500)), Some("V0".into()));
+        l.durable().await.unwrap();
+        drop(l);
+        // The operator's "backup": a copy of db and conf.
+        for f in ["db", "conf"] {
+            std::fs::copy(dir.path().join(f), old.path().join(f)).unwrap();
+        }
+    }
+    store_with_a_pending_order(dir.path()).await;
+    for f in ["db", "conf"] {
+        std::fs::copy(old.path().join(f), dir.path().join(f)).unwrap();
+    }
+    let e = damaged(dir.path());
+    assert!(e.contains("writes were lost"), "{e}");
+}
+
+#[tokio::test]
+async fn a_missing_seal_beside_a_sealed_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_a_pending_order(dir.path()).await;
+    std::fs::remove_file(dir.path().join("seal")).unwrap();
+    assert!(damaged(dir.path()).contains("seal file is missing"));
+}
+
+#[tokio::test]
+async fn a_store_from_before_seals_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_a_pending_order(dir.path()).await;
+    {
+        // As an older vipd left it: no id, no counter, no seal.
+        let db = sled::open(dir.path()).unwrap();
+        db.remove(ID_KEY).unwrap();
+        db.remove(SEQ_KEY).unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::remove_file(dir.path().join("seal")).unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    assert_eq!(l.get("k1").unwrap().unwrap().state, OrderState::Pending);
+    assert_eq!(l.hold().unwrap(), None);
+    drop(l);
+    assert!(Ledger::verify(dir.path()).unwrap().contains("sound"));
+}
+
+#[tokio::test]
+async fn an_accepted_damaged_store_holds_every_new_order_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_a_pending_order(dir.path()).await;
+    std::fs::remove_file(dir.path().join("db")).unwrap();
+    let l = Ledger::open_with(dir.path(), OpenMode::AcceptDamaged).unwrap();
+    let refusal = l.plan(&request("k2"), NOW).unwrap().unwrap_err();
+    assert!(matches!(refusal, Refusal::Held { .. }), "{refusal}");
+    l.release(Some("acct-k2")).unwrap();
+    l.plan(&request("k2"), NOW).unwrap().unwrap();
+    let refusal = l.plan(&request("k3"), NOW).unwrap().unwrap_err();
+    assert!(matches!(refusal, Refusal::Held { .. }), "others stay held");
+    l.durable().await.unwrap();
+    drop(l);
+    // Accepted once, the store is sealed again and opens normally, held.
+    let l = Ledger::open(dir.path()).unwrap();
+    assert!(l.hold().unwrap().is_some());
+    l.release(None).unwrap();
+    l.plan(&request("k3"), NOW).unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_record_that_does_not_decode_is_refused_and_set_aside_when_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_a_pending_order(dir.path()).await;
+    {
+        let l = Ledger::open(dir.path()).unwrap();
+        l.db.insert(b"o/k1", b"{not json".as_slice()).unwrap();
+        l.durable().await.unwrap();
+    }
+    assert!(damaged(dir.path()).contains("o/k1"));
+    let l = Ledger::open_with(dir.path(), OpenMode::AcceptDamaged).unwrap();
+    assert!(l.orders(None).unwrap().is_empty());
+    assert!(l.db.get(b"q/o/k1").unwrap().is_some(), "kept for forensics");
+    assert!(l.hold().unwrap().is_some());
+}
+
+/// Not async: restore waits for durability from outside a runtime, as
+/// the CLI runs it (in `spawn_blocking`).
+#[test]
+fn a_backup_restores_into_a_new_store_that_holds_new_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backup = Vec::new();
+    {
+        let l = Ledger::open(dir.path()).unwrap();
+        pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+        l.backup(&mut backup).unwrap();
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let target = fresh.path().join("state");
+    let summary = Ledger::restore(&target, backup.as_slice()).unwrap();
+    assert!(summary.contains("held"), "{summary}");
+    let l = Ledger::open(&target).unwrap();
+    let o = l.get("k1").unwrap().unwrap();
+    assert_eq!((o.state, o.spent), (OrderState::Pending, Fen(1500)));
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().used(), Fen(1500));
+    assert_eq!(
+        l.attempt_of_vendor_order("wapi", "V1").unwrap(),
+        Some(("k1".to_owned(), Some(1)))
+    );
+    assert!(matches!(
+        l.plan(&request("k2"), NOW).unwrap(),
+        Err(Refusal::Held { .. })
+    ));
+    drop(l);
+    // Never over an existing store.
+    let e = Ledger::restore(&target, backup.as_slice()).unwrap_err();
+    assert!(e.to_string().contains("already there"), "{e}");
+    assert!(Ledger::restore(&fresh.path().join("x"), b"garbage\n".as_slice()).is_err());
 }

@@ -133,6 +133,8 @@ pub struct Stack {
     pub callbacks: String,
     /// Extra environment for `vipd run` (e.g. `NOTIFY_SOCKET`).
     pub daemon_env: Vec<(String, String)>,
+    /// Extra arguments for `vipd run` (e.g. `--accept-damaged-store`).
+    pub daemon_args: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -165,6 +167,7 @@ impl Stack {
             admin: String::new(),
             callbacks: String::new(),
             daemon_env: Vec::new(),
+            daemon_args: Vec::new(),
             http: reqwest::Client::new(),
         }
     }
@@ -191,6 +194,7 @@ impl Stack {
             .arg("run")
             .arg("--config")
             .arg(&self.config)
+            .args(&self.daemon_args)
             .env("VIPD_LOG", "info,vipd=debug")
             .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())

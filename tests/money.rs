@@ -1,0 +1,151 @@
+//! Money safety under a hostile world (issue 10): a vendor that
+//! re-delivers and replays callbacks. The real `vipd run` against the real
+//! `vipd sandbox`; the test plays the vendor's callbacks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::signed;
+use common::stack::{SILENT_VENDOR, Stack, StackConfig};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(30);
+
+async fn callback(stack: &Stack, fields: &[(&str, &str)]) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/notify/wapi", stack.callbacks))
+        .form(&signed(fields))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn now() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string()
+}
+
+async fn order_where(stack: &Stack, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    stack
+        .wait_for(what, LONG, || async {
+            stack.orders().await.into_iter().find(|o| want(o))
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_redelivered_failed_callback_never_pays_a_period_twice() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = SILENT_VENDOR.into();
+    let stack = Stack::start(&cfg).await;
+    let first = stack.pending_order(LONG).await;
+    let v1 = first["vendor_orderid"].as_str().unwrap().to_owned();
+    let t = now();
+    let failed_v1 = [
+        ("orderid", v1.as_str()),
+        ("status", "failed"),
+        ("time", t.as_str()),
+    ];
+    assert_eq!(callback(&stack, &failed_v1).await.0, 200);
+    // The key is retried (first retry ~10 s with retry_base 1s): attempt 2.
+    let second = order_where(&stack, "attempt 2 pending", |o| {
+        o["attempts"] == 2 && o["state"] == "pending"
+    })
+    .await;
+    let v2 = second["vendor_orderid"].as_str().unwrap().to_owned();
+    assert_ne!(v1, v2);
+
+    // The vendor delivers attempt 1's failure again.
+    assert_eq!(callback(&stack, &failed_v1).await, (200, "success".into()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let orders = stack.orders().await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        (&orders[0]["state"], &orders[0]["attempts"]),
+        (&Value::from("pending"), &Value::from(2)),
+        "attempt 2 is untouched: {}",
+        orders[0]
+    );
+
+    // Attempt 2's real success is recorded and counted.
+    let ok_v2 = [
+        ("orderid", v2.as_str()),
+        ("status", "success"),
+        ("price", "15.00"),
+        ("time", t.as_str()),
+    ];
+    assert_eq!(callback(&stack, &ok_v2).await.0, 200);
+    let done = order_where(&stack, "the order succeeded", |o| o["state"] == "succeeded").await;
+    assert_eq!(done["spent"], "15.00");
+    // A replay of attempt 1's failure now changes nothing either.
+    assert_eq!(callback(&stack, &failed_v1).await.0, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let orders = stack.orders().await;
+    assert_eq!(orders[0]["state"], "succeeded");
+    assert_eq!(
+        stack.sandbox_orders().await.len(),
+        2,
+        "two requests for the period, never a third"
+    );
+}
+
+#[tokio::test]
+async fn a_success_for_an_attempt_recorded_failed_is_counted_and_alerted() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = SILENT_VENDOR.into();
+    let stack = Stack::start(&cfg).await;
+    let first = stack.pending_order(LONG).await;
+    let v1 = first["vendor_orderid"].as_str().unwrap().to_owned();
+    let t = now();
+    let failed = [
+        ("orderid", v1.as_str()),
+        ("status", "failed"),
+        ("time", t.as_str()),
+    ];
+    assert_eq!(callback(&stack, &failed).await.0, 200);
+    order_where(&stack, "attempt 1 failed", |o| o["state"] == "failed").await;
+    // Before the retry leaves, the vendor says attempt 1 was billed.
+    let ok = [
+        ("orderid", v1.as_str()),
+        ("status", "success"),
+        ("price", "15.00"),
+        ("time", t.as_str()),
+    ];
+    assert_eq!(callback(&stack, &ok).await.0, 200);
+    let o = order_where(&stack, "the order succeeded", |o| o["state"] == "succeeded").await;
+    assert_eq!(o["spent"], "15.00", "billed money is counted: {o}");
+    let events = stack.status().await["events"].as_array().unwrap().clone();
+    assert!(
+        events.iter().any(|e| e["kind"] == "billing_conflict"),
+        "{events:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(stack.sandbox_orders().await.len(), 1, "no retry once paid");
+}
+
+#[tokio::test]
+async fn stale_and_future_callbacks_are_refused() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = SILENT_VENDOR.into();
+    cfg.provider = "    callback: { max_age: 1h }".into();
+    let stack = Stack::start(&cfg).await;
+    let first = stack.pending_order(LONG).await;
+    let v1 = first["vendor_orderid"].as_str().unwrap().to_owned();
+    let now: i64 = now().parse().unwrap();
+    for t in [now - 3_700, now + 700] {
+        let t = t.to_string();
+        let fields = [
+            ("orderid", v1.as_str()),
+            ("status", "failed"),
+            ("time", t.as_str()),
+        ];
+        let (status, body) = callback(&stack, &fields).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    assert_eq!(stack.orders().await[0]["state"], "pending");
+}
