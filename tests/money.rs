@@ -149,3 +149,101 @@ async fn stale_and_future_callbacks_are_refused() {
     }
     assert_eq!(stack.orders().await[0]["state"], "pending");
 }
+
+fn events_of(status: &Value, kind: &str) -> Vec<Value> {
+    status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_callback_that_never_comes_makes_the_order_unknown_and_a_late_refund_releases_it() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = SILENT_VENDOR.into();
+    cfg.provider = "    callback: { within: 2s }".into();
+    let stack = Stack::start(&cfg).await;
+    let first = stack.pending_order(LONG).await;
+    let v1 = first["vendor_orderid"].as_str().unwrap().to_owned();
+    let unknown = order_where(&stack, "the order to become unknown", |o| {
+        o["state"] == "unknown"
+    })
+    .await;
+    assert_eq!(unknown["spent"], "15.00", "possibly paid: still counted");
+    assert!(
+        unknown["history"].as_array().unwrap().last().unwrap()["why"]
+            .as_str()
+            .unwrap()
+            .contains("no callback within 2s"),
+        "{unknown}"
+    );
+    let status = stack.status().await;
+    assert_eq!(events_of(&status, "order_unknown").len(), 1, "{status}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        stack.sandbox_orders().await.len(),
+        1,
+        "unknown is never re-sent"
+    );
+
+    // The refund arrives late: the money goes back and the period is retried.
+    let t = now();
+    let refund = [
+        ("orderid", v1.as_str()),
+        ("status", "failed"),
+        ("time", t.as_str()),
+    ];
+    assert_eq!(callback(&stack, &refund).await.0, 200);
+    let retried = order_where(&stack, "the retry", |o| {
+        o["attempts"] == 2 && o["state"] == "pending"
+    })
+    .await;
+    let first = &retried["attempt_log"][0];
+    assert_eq!(
+        (&first["state"], &first["spent"]),
+        (&Value::from("not_paid"), &Value::from("0.00")),
+        "the refunded attempt's money is released: {retried}"
+    );
+    assert_eq!(retried["spent"], "15.00", "only attempt 2 counts");
+    assert_eq!(stack.sandbox_orders().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_due_account_that_will_not_be_renewed_is_alerted_once() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync\n  faults: { recharge: { transient_rate: 1.0 } }".into();
+    cfg.rule = "    max_attempts: 1".into();
+    let stack = Stack::start(&cfg).await;
+    let status = stack
+        .wait_for("the give-up alert", LONG, || async {
+            let s = stack.status().await;
+            events_of(&s, "error")
+                .iter()
+                .any(|e| {
+                    e["detail"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("will not be renewed")
+                })
+                .then_some(s)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status2 = stack.status().await;
+    let alerts = |s: &Value| {
+        events_of(s, "error")
+            .iter()
+            .filter(|e| {
+                e["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("will not be renewed")
+            })
+            .count()
+    };
+    assert_eq!(alerts(&status), 1);
+    assert_eq!(alerts(&status2), 1, "once per streak, not at every check");
+}

@@ -162,6 +162,22 @@ impl Engine {
             Decision::Renew { why } => {
                 self.renew(rt, rule, account, product, end, why).await;
             }
+            Decision::GaveUp { .. } if standing => {}
+            Decision::GaveUp { why } => {
+                // No order can progress and the membership is inside its
+                // window: it lapses unless an operator steps in.
+                let mut ev = Event::new(
+                    EventKind::Error,
+                    now,
+                    format!(
+                        "{} is due and will not be renewed: {why}; it ends {}",
+                        rule.membership,
+                        end.map_or("now (lapsed)".into(), crate::timefmt::utc)
+                    ),
+                )
+                .about(&account.name, &rule.name);
+                self.emit(ev);
+            }
             Decision::Held { .. } if standing => {}
             Decision::Held { why } => {
                 let mut ev = Event::new(
@@ -323,6 +339,29 @@ impl Engine {
                         );
                         self.verified(&o, end.unwrap_or(0), now)?;
                     }
+                }
+                (OrderState::Pending, _, false)
+                    if now - order.updated_at > callback_within(rt, &order.provider) =>
+                {
+                    let within = callback_within(rt, &order.provider);
+                    let why = format!(
+                        "no callback within {} (callback.within) and {membership} still ends {}; possibly paid, not re-sending",
+                        crate::units::HumanDuration(Duration::from_secs(within as u64)),
+                        end.map_or("never".into(), crate::timefmt::utc),
+                    );
+                    let o = self.ledger.callback_overdue(&order.key, now, &why)?;
+                    log_transition(&o);
+                    self.emit(
+                        Event::new(
+                            EventKind::OrderUnknown,
+                            now,
+                            format!(
+                                "{why}; resolve by evidence or `vipd orders resolve {}`",
+                                o.key
+                            ),
+                        )
+                        .order(&o),
+                    );
                 }
                 (OrderState::Succeeded, Verification::Waiting { .. }, true) => {
                     self.verified(&order, end.unwrap_or(0), now)?
@@ -727,6 +766,14 @@ impl Engine {
         ev.plugin = Some(veto.plugin);
         ev.reason = Some(veto.reason);
         self.emit(ev);
+    }
+}
+
+/// How long a provider's `pending` orders wait for their callback.
+fn callback_within(rt: &Runtime, provider: &str) -> i64 {
+    match rt.config.providers.get(provider) {
+        Some(crate::config::Provider::Recharge(r)) => r.callback.within.as_secs() as i64,
+        _ => crate::config::CallbackMapping::default().within.as_secs() as i64,
     }
 }
 

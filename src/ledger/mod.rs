@@ -1273,6 +1273,20 @@ impl Ledger {
         .map(|(o, ())| o)
     }
 
+    /// A `pending` order whose callback did not come in time becomes
+    /// `unknown`: possibly paid (its money stays counted), never re-sent,
+    /// resolved by evidence, a late callback, or an operator.
+    pub fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
+        self.modify(key, |o, _| {
+            expect_state(o, &[OrderState::Pending], OrderState::Unknown)?;
+            let n = o.attempts;
+            o.attempt_mut(n).state = AttemptState::Unknown;
+            o.enter(OrderState::Unknown, now, why);
+            Ok(())
+        })
+        .map(|(o, ())| o)
+    }
+
     /// Records the verification of a paid order.
     pub fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError> {
         self.modify(key, |o, _| {
