@@ -166,17 +166,18 @@ impl Engine {
             Decision::GaveUp { why } => {
                 // No order can progress and the membership is inside its
                 // window: it lapses unless an operator steps in.
-                let mut ev = Event::new(
-                    EventKind::Error,
-                    now,
-                    format!(
-                        "{} is due and will not be renewed: {why}; it ends {}",
-                        rule.membership,
-                        end.map_or("now (lapsed)".into(), crate::timefmt::utc)
-                    ),
-                )
-                .about(&account.name, &rule.name);
-                self.emit(ev);
+                self.emit(
+                    Event::new(
+                        EventKind::Error,
+                        now,
+                        format!(
+                            "{} is due and will not be renewed: {why}; it ends {}",
+                            rule.membership,
+                            end.map_or("now (lapsed)".into(), crate::timefmt::utc)
+                        ),
+                    )
+                    .about(&account.name, &rule.name),
+                );
             }
             Decision::Held { .. } if standing => {}
             Decision::Held { why } => {
