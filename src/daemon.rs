@@ -84,7 +84,10 @@ pub async fn run(
             )
         })?;
     let (admin_addr, callback_addr) = (admin.local_addr()?, callbacks.local_addr()?);
+    // The bound addresses (port 0 becomes a real port): plugins must not
+    // reach them, and the callback URL names them.
     config.daemon.callback_listen = callback_addr;
+    config.daemon.admin_listen = admin_addr;
     let dry_run = dry_run || config.daemon.dry_run;
     let token = config.daemon.admin_token.clone();
     let host = Host::new(Some(ledger.clone()));
@@ -116,6 +119,7 @@ pub async fn run(
         notifier: notifier.clone(),
         sandbox_url: sandbox.as_ref().map(|sb| sb.base_url()),
         callback_listen: callback_addr,
+        admin_listen: admin_addr,
         lock: tokio::sync::Mutex::new(()),
     });
 
@@ -332,6 +336,8 @@ pub struct Reloader {
     sandbox_url: Option<String>,
     /// The bound callback address (listeners are not rebound by a reload).
     callback_listen: std::net::SocketAddr,
+    /// The bound admin address, for the same reason.
+    admin_listen: std::net::SocketAddr,
     /// One reload at a time.
     lock: tokio::sync::Mutex<()>,
 }
@@ -412,6 +418,7 @@ impl Reloader {
         config.daemon.state_dir = current.daemon.state_dir.clone();
         config.daemon.sandbox = current.daemon.sandbox;
         config.daemon.callback_listen = self.callback_listen;
+        config.daemon.admin_listen = self.admin_listen;
         let config = Arc::new(config);
         load_plugins(&config, self.engine.host())
             .await

@@ -104,12 +104,83 @@ pub fn admin_router(
         .route("/api/recharge", post(recharge))
         .route("/api/store/backup", get(store_backup))
         .route("/api/store/release", post(store_release))
-        .route_layer(middleware::from_fn_with_state(Arc::new(token), bearer));
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(token.clone()),
+            bearer,
+        ))
+        .route_layer(middleware::from_fn_with_state(token.is_some(), same_site));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api)
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(engine)
+}
+
+/// Refuses what a web page could make a browser send to the admin API.
+///
+/// - Without a token, only loopback `Host` names are served: a page on a
+///   domain that re-resolves to 127.0.0.1 (DNS rebinding) sends its own
+///   domain as `Host`.
+/// - A request with an `Origin` other than the API's own is refused: vipd
+///   serves no pages, so no legitimate client sends one (curl and the
+///   `vipd` commands send none).
+/// - Writes must be `application/json`: the content types a page can send
+///   without a CORS preflight (forms, `text/plain`) are refused, and the
+///   preflight is never answered.
+async fn same_site(State(has_token): State<bool>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !has_token && !loopback_host(&host) {
+        return (
+            StatusCode::FORBIDDEN,
+            "without admin_token only loopback Host names are served",
+        )
+            .into_response();
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let own = [format!("http://{host}"), format!("https://{host}")];
+        if !own
+            .iter()
+            .any(|o| origin.as_bytes().eq_ignore_ascii_case(o.as_bytes()))
+        {
+            return (StatusCode::FORBIDDEN, "cross-site requests are refused").into_response();
+        }
+    }
+    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if !json {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send writes as Content-Type: application/json",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn bearer(State(token): State<Arc<Option<Secret>>>, req: Request, next: Next) -> Response {
@@ -271,6 +342,33 @@ async fn store_backup(State(engine): State<Arc<Engine>>) -> Response {
         Ok(Ok(body)) => body.into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "localhost",
+            "localhost:9610",
+            "127.0.0.1:9610",
+            "127.5.5.5",
+            "[::1]:9610",
+            "[::1]",
+        ] {
+            assert!(super::loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9610",
+            "10.0.0.1:9610",
+            "localhost.evil.example",
+            "",
+            "[::2]:1",
+        ] {
+            assert!(!super::loopback_host(bad), "{bad}");
+        }
     }
 }
 

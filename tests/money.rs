@@ -247,3 +247,142 @@ async fn a_due_account_that_will_not_be_renewed_is_alerted_once() {
     assert_eq!(alerts(&status), 1);
     assert_eq!(alerts(&status2), 1, "once per streak, not at every check");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_plugin_in_a_recharge_loop_is_held_to_the_manual_budget() {
+    let mut cfg = StackConfig::due(0);
+    // Not due: the rule would never pay; only the plugin asks.
+    cfg.accounts = vec![("a0".into(), Some("60d".into()))];
+    cfg.sandbox = "  mode: sync".into();
+    cfg.files = vec![(
+        "scripts/loop.lua".into(),
+        r#"vipd.every("1s", function()
+  local ok, r = pcall(vipd.recharge, {account = "a0", product = "qq_vip_month"})
+  vipd.log.info("loop recharge", {ok = ok, result = tostring(r)})
+end)
+"#
+        .into(),
+    )];
+    // max_price 20.00 is held per order, 15.00 is paid: two fit in 40.00.
+    cfg.top = "manual: { budget: { per_day: 40.00 } }".into();
+    let stack = Stack::start(&cfg).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let billed = stack.billed().await;
+    assert_eq!(billed.get("a0"), Some(&2), "{}", stack.log());
+    let orders = stack.orders().await;
+    assert!(orders.iter().all(|o| o["rule"] == "manual"));
+    assert!(
+        stack.log().contains("budget"),
+        "the refusals say why:\n{}",
+        stack.log()
+    );
+}
+
+#[tokio::test]
+async fn plugins_cannot_reach_the_daemons_own_listeners_or_sign_as_the_vendor() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = SILENT_VENDOR.into();
+    let (admin, callbacks) = (free_port(), free_port());
+    cfg.rewrite = vec![
+        (
+            "admin_listen: 127.0.0.1:0".into(),
+            format!("admin_listen: 127.0.0.1:{admin}"),
+        ),
+        (
+            "callback_listen: 127.0.0.1:0".into(),
+            format!("callback_listen: 127.0.0.1:{callbacks}"),
+        ),
+    ];
+    cfg.files = vec![(
+        "scripts/attack.lua".into(),
+        format!(
+            r#"vipd.every("1s", function()
+  local tries = {{
+    resolve = function() return vipd.http.post("http://127.0.0.1:{admin}/api/orders/x/resolve", {{as = "failed"}}) end,
+    reload = function() return vipd.http.post("http://localhost:{admin}/api/reload", {{}}) end,
+    forged = function() return vipd.http.post("http://[::1]:{callbacks}/notify/wapi", "orderid=SB1&status=failed") end,
+    sign = function() return vipd.sign({{orderid = "SB1", status = "failed"}}, {{provider = "wapi"}}) end,
+  }}
+  for name, try in pairs(tries) do
+    local ok, err = pcall(try)
+    vipd.log.warn("attack " .. name, {{ok = ok, err = tostring(err)}})
+  end
+end)
+"#
+        ),
+    )];
+    let stack = Stack::start(&cfg).await;
+    stack.pending_order(LONG).await;
+    let log = stack
+        .wait_for("the attacks to run", LONG, || async {
+            let log = stack.log();
+            (log.matches("attack ").count() >= 8).then_some(log)
+        })
+        .await;
+    let attacks: Vec<&str> = log.lines().filter(|l| l.contains("attack ")).collect();
+    for line in &attacks {
+        assert!(line.contains(r#"\"ok\":false"#), "{line}");
+    }
+    assert!(log.contains("plugins may not reach"), "{log}");
+    assert!(log.contains("plugins may not sign"), "{log}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let orders = stack.orders().await;
+    assert_eq!(
+        orders[0]["state"], "pending",
+        "nothing the plugin did changed the order"
+    );
+    assert_eq!(stack.sandbox_orders().await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_foreign_hosts_and_cross_site_writes() {
+    let stack = Stack::start(&StackConfig::due(0)).await;
+    let http = reqwest::Client::new();
+    let status = format!("{}/api/status", stack.admin);
+    let reload = format!("{}/api/reload", stack.admin);
+    let code = |r: reqwest::Response| r.status().as_u16();
+    // DNS rebinding: a page on evil.example resolving to 127.0.0.1.
+    let r = http
+        .get(&status)
+        .header("host", "evil.example:9610")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r), 403);
+    let r = http.get(&status).send().await.unwrap();
+    assert_eq!(code(r), 200);
+    // A cross-site form or text/plain fetch: no preflight, so refused here.
+    let r = http
+        .post(&reload)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r), 415);
+    let r = http.post(&reload).form(&[("a", "b")]).send().await.unwrap();
+    assert_eq!(code(r), 415);
+    let r = http
+        .post(&reload)
+        .header("origin", "http://evil.example")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r), 403);
+    let r = http
+        .post(&reload)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r), 200);
+}

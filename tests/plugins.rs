@@ -101,7 +101,9 @@ end)
     let cfg = with_plugins(
         6,
         &[("runaway.lua", script)],
-        "plugins: { timeout: 4s, instructions: 20000000, memory_mb: 32 }",
+        &format!(
+            "plugins: {{ timeout: 4s, instructions: 20000000, memory_mb: 32, http_allow: [\"{hang}\"] }}"
+        ),
     );
     let stack = Stack::start(&cfg).await;
     // a3..a5 renew while a0's handler still waits on the hanging server.
@@ -273,7 +275,10 @@ async fn chat_webhook_alerts_a_budget_stop_once() {
     let mut cfg = with_plugins(
         1,
         &[("chat-webhook.lua", example("chat-webhook.lua"))],
-        &format!("plugins:\n  settings:\n    chat-webhook: {{ url: \"{url}\", style: wecom }}"),
+        &format!(
+            "plugins:\n  http_allow: [\"{}\"]\n  settings:\n    chat-webhook: {{ url: \"{url}\", style: wecom }}",
+            Webhook::host_port(&url)
+        ),
     );
     cfg.rule = "    budget: { per_day: 10.00 }".into();
     let stack = Stack::start(&cfg).await;
@@ -303,7 +308,10 @@ async fn daily_spend_summary_job_reports_what_was_paid() {
     let cfg = with_plugins(
         2,
         &[("daily-spend.lua", example("daily-spend.lua"))],
-        &format!("plugins:\n  settings:\n    daily-spend: {{ url: \"{url}\", schedule: 1s }}"),
+        &format!(
+            "plugins:\n  http_allow: [\"{}\"]\n  settings:\n    daily-spend: {{ url: \"{url}\", schedule: 1s }}",
+            Webhook::host_port(&url)
+        ),
     );
     let stack = Stack::start(&cfg).await;
     let text = stack

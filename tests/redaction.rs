@@ -81,6 +81,7 @@ end
     let r = admin
         .post(format!("{}/api/reload", stack.admin))
         .bearer_auth(CRED_ADMIN)
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();

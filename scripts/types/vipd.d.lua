@@ -262,7 +262,7 @@ function vipd.on(event, handler) end
 ---@param job fun()
 function vipd.every(schedule, job) end
 
----The vendor signature of `params`: with `opts.provider` (the provider's secret, md5 mode only; the secret never reaches Lua) or with `opts.secret`.
+---The vendor signature of `params`: with `opts.provider` (the provider's secret, md5 mode only, and only for providers listed in `plugins.sign_with`; the secret never reaches Lua) or with `opts.secret`.
 ---@param params table<string, string|number>
 ---@param opts vipd.SignOpts
 ---@return string
@@ -278,7 +278,7 @@ function vipd.vip_info(account) end
 ---@return vipd.RechargeResult
 function vipd.recharge(req) end
 
----An HTTP request. Redirects are not followed; the reply is capped at 1 MiB; `timeout` defaults to 10 s (at most 30 s). (async)
+---An HTTP request. Redirects are not followed; the reply is capped at 1 MiB; `timeout` defaults to 10 s (at most 30 s). Loopback, link-local and the daemon's own listeners are refused unless the `host:port` is listed in `plugins.http_allow`. (async)
 ---@param req vipd.HttpRequest
 ---@return vipd.HttpResponse
 function vipd.http.request(req) end

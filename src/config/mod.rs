@@ -55,6 +55,8 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     /// `plugins:`
     pub plugins: PluginSettings,
+    /// `manual:`: caps on recharges outside the rules.
+    pub manual: Manual,
     /// Where secrets are written literally (`providers.wapi.secret`), for
     /// the warning about readable files. Only these are kept: with a token
     /// per account, a record of every secret would cost about 100 bytes an
@@ -65,6 +67,27 @@ pub struct Config {
     /// cost O(n²) per cycle. Four bytes an account, where a map keyed by
     /// a copy of each name took about seventy.
     account_index: Vec<u32>,
+}
+
+/// `manual:` with defaults applied. Manual recharges (the CLI, the admin
+/// API, `vipd.recharge` from Lua) pass the same ledger gate as rules, under
+/// the rule name `manual`, with these caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Manual {
+    /// Default 100.00 a day and 500.00 a month: small, so that a plugin
+    /// in a loop or a leaked admin token cannot spend much.
+    pub budget: Budget,
+}
+
+impl Default for Manual {
+    fn default() -> Self {
+        Manual {
+            budget: Budget {
+                per_day: Some(Fen(10_000)),
+                per_month: Some(Fen(50_000)),
+            },
+        }
+    }
 }
 
 /// `plugins:` with defaults applied.
@@ -78,6 +101,11 @@ pub struct PluginSettings {
     pub instructions: u64,
     /// Each plugin's own settings (`vipd.settings`), by plugin name.
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// `host:port` destinations `vipd.http` may reach although they are
+    /// loopback or the daemon's own listeners (lower-case host).
+    pub http_allow: Vec<String>,
+    /// Recharge providers whose secret `vipd.sign{provider=}` may use.
+    pub sign_with: Vec<String>,
 }
 
 impl Default for PluginSettings {
@@ -87,6 +115,8 @@ impl Default for PluginSettings {
             memory: 64 << 20,
             instructions: 100_000_000,
             settings: BTreeMap::new(),
+            http_allow: Vec::new(),
+            sign_with: Vec::new(),
         }
     }
 }
@@ -578,6 +608,15 @@ impl<'a> Builder<'a> {
         let rules = self.rules(raw.rules, &products, &accounts);
         let sandbox = self.sandbox(raw.sandbox, &products, &accounts);
         let plugins = self.plugins(raw.plugins);
+        let manual = self.manual(raw.manual);
+        for p in &plugins.sign_with {
+            if !matches!(providers.get(p), Some(Provider::Recharge(_))) {
+                self.error(
+                    &["plugins", "sign_with"],
+                    format!("{p:?} is not a recharge provider"),
+                );
+            }
+        }
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -594,6 +633,7 @@ impl<'a> Builder<'a> {
             rules,
             sandbox,
             plugins,
+            manual,
             literal_secrets: {
                 let mut literal = self.literal_secrets;
                 literal.shrink_to_fit();
@@ -601,6 +641,27 @@ impl<'a> Builder<'a> {
             },
             account_index,
         })
+    }
+
+    fn manual(&mut self, m: raw::RawManual) -> Manual {
+        let defaults = Manual::default().budget;
+        let Some(b) = m.budget else {
+            return Manual::default();
+        };
+        for (key, cap) in [("per_day", b.per_day), ("per_month", b.per_month)] {
+            if cap.is_some_and(|c| c < Fen::ZERO) {
+                self.error(
+                    &["manual", "budget", key],
+                    format!("manual: budget {key} cannot be negative"),
+                );
+            }
+        }
+        Manual {
+            budget: Budget {
+                per_day: b.per_day.or(defaults.per_day),
+                per_month: b.per_month.or(defaults.per_month),
+            },
+        }
     }
 
     fn plugins(&mut self, p: raw::RawPlugins) -> PluginSettings {
@@ -620,6 +681,12 @@ impl<'a> Builder<'a> {
             memory: p.memory_mb.map_or(defaults.memory, |m| (m as usize) << 20),
             instructions: p.instructions.unwrap_or(defaults.instructions),
             settings: p.settings,
+            http_allow: p
+                .http_allow
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect(),
+            sign_with: p.sign_with,
         }
     }
 

@@ -33,6 +33,16 @@ pub struct RawConfig {
     pub sandbox: RawSandbox,
     #[serde(default)]
     pub plugins: RawPlugins,
+    #[serde(default)]
+    pub manual: RawManual,
+}
+
+/// `manual:`: recharges outside the rules (`vipd recharge`,
+/// `POST /api/recharge`, `vipd.recharge` from Lua).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManual {
+    pub budget: Option<RawBudget>,
 }
 
 /// `plugins:` limits for Lua handlers and each plugin's own settings.
@@ -49,6 +59,13 @@ pub struct RawPlugins {
     /// `vipd.settings`.
     #[serde(default)]
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// `host:port` destinations `vipd.http` may reach although they are
+    /// loopback or the daemon's own listeners.
+    #[serde(default)]
+    pub http_allow: Vec<String>,
+    /// Recharge providers whose secret `vipd.sign{provider=}` may use.
+    #[serde(default)]
+    pub sign_with: Vec<String>,
 }
 
 /// `daemon:`

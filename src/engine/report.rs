@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::decide::Decision;
 use super::events::{Event, EventKind, record};
 use super::{Engine, period, spread};
-use crate::config::{Budget, Check, Config, Rule, WhenLapsed};
+use crate::config::{Check, Config, Rule, WhenLapsed};
 use crate::ledger::{
     EventRecord, Ledger, LedgerError, Order, OrderState, Settlement, Verification,
 };
@@ -361,7 +361,7 @@ impl Engine {
             renew_before: Duration::from_secs(u32::MAX as u64),
             product: prod.name.clone(),
             when_lapsed: WhenLapsed::Renew,
-            budget: Budget::default(),
+            budget: rt.config.manual.budget,
             max_attempts: 1,
             verify_within: Duration::from_secs(3600),
         };

@@ -87,7 +87,7 @@ pub const API: &[ApiDoc] = &[
             ("opts", "vipd.SignOpts"),
         ],
         "string",
-        "The vendor signature of `params`: with `opts.provider` (the provider's secret, md5 mode only; the secret never reaches Lua) or with `opts.secret`.",
+        "The vendor signature of `params`: with `opts.provider` (the provider's secret, md5 mode only, and only for providers listed in `plugins.sign_with`; the secret never reaches Lua) or with `opts.secret`.",
     ),
     a(
         "vip_info",
@@ -105,7 +105,7 @@ pub const API: &[ApiDoc] = &[
         "http.request",
         &[("req", "vipd.HttpRequest")],
         "vipd.HttpResponse",
-        "An HTTP request. Redirects are not followed; the reply is capped at 1 MiB; `timeout` defaults to 10 s (at most 30 s).",
+        "An HTTP request. Redirects are not followed; the reply is capped at 1 MiB; `timeout` defaults to 10 s (at most 30 s). Loopback, link-local and the daemon's own listeners are refused unless the `host:port` is listed in `plugins.http_allow`.",
     ),
     a(
         "http.get",
@@ -318,6 +318,10 @@ pub fn build(
             (None, Some(p)) => {
                 let signer = c.shared.signers.get(&p).ok_or_else(|| {
                     rt_err(format!("vipd.sign{{provider = {p:?}}}: no recharge provider of that name"))
+                })?.as_ref().ok_or_else(|| {
+                    // A plugin that can sign with a provider's secret can
+                    // forge that vendor's callbacks.
+                    rt_err(format!("vipd.sign{{provider = {p:?}}}: plugins may not sign with this provider's secret; list it in plugins.sign_with to allow it"))
                 })?;
                 if signer.mode() != crate::upstream::sign::SignMode::Md5 {
                     return Err(rt_err(format!(
@@ -391,9 +395,17 @@ pub fn build(
                 async move {
                     let spec = spec?;
                     c.doing_io(&format!("vipd.{path} {}", spec.describe()))?;
-                    let reply = super::http::send(&c.host.http, &spec)
-                        .await
-                        .map_err(rt_err)?;
+                    let allowed = c
+                        .shared
+                        .destinations
+                        .check(spec.url())
+                        .map_err(|e| rt_err(format!("vipd.{path} {}: {e}", spec.describe())))?;
+                    let client = if allowed {
+                        &c.host.http
+                    } else {
+                        &c.host.guarded
+                    };
+                    let reply = super::http::send(client, &spec).await.map_err(rt_err)?;
                     reply.into_lua_table(&lua)
                 }
             })?,

@@ -163,6 +163,11 @@ impl Spec {
         })
     }
 
+    /// Where it goes.
+    pub fn url(&self) -> &url::Url {
+        &self.url
+    }
+
     /// Method and URL without its query, for errors and logs.
     pub fn describe(&self) -> String {
         format!("{} {}", self.method, url_for_logs(self.url.as_str()))

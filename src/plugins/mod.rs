@@ -52,7 +52,11 @@ pub struct Host {
     /// The daemon's runtime: host I/O runs there, not on the Lua thread.
     main: Option<tokio::runtime::Handle>,
     ledger: Option<Arc<Ledger>>,
+    /// For destinations the operator allowed in `plugins.http_allow`.
     http: reqwest::Client,
+    /// For every other destination: refuses loopback and the like at
+    /// resolution (see `upstream::guard`).
+    guarded: reqwest::Client,
     /// Handler counters, for status and metrics.
     pub stats: HookStats,
 }
@@ -71,6 +75,7 @@ impl Host {
             main: tokio::runtime::Handle::try_current().ok(),
             ledger,
             http: crate::upstream::http_client(),
+            guarded: crate::upstream::guard::plugin_http_client(),
             stats: HookStats::default(),
         })
     }
@@ -131,7 +136,11 @@ struct Registry {
 struct Shared {
     loading: AtomicBool,
     registry: Mutex<Registry>,
-    signers: BTreeMap<String, Signer>,
+    /// Every recharge provider; `None` where `plugins.sign_with` does not
+    /// let plugins sign with its secret.
+    signers: BTreeMap<String, Option<Signer>>,
+    /// Where `vipd.http` may go.
+    destinations: crate::upstream::guard::Destinations,
 }
 
 impl Shared {
@@ -458,7 +467,10 @@ impl Plugins {
             .providers
             .iter()
             .filter_map(|(n, p)| match p {
-                Provider::Recharge(r) => Some((n.clone(), r.signer())),
+                Provider::Recharge(r) => Some((
+                    n.clone(),
+                    settings.sign_with.contains(n).then(|| r.signer()),
+                )),
                 Provider::QqConnect(_) => None,
             })
             .collect();
@@ -466,6 +478,10 @@ impl Plugins {
             loading: AtomicBool::new(true),
             registry: Mutex::new(Registry::default()),
             signers,
+            destinations: crate::upstream::guard::Destinations {
+                allow: settings.http_allow.clone(),
+                own: vec![config.daemon.admin_listen, config.daemon.callback_listen],
+            },
         });
         let scripts_dir: Arc<Path> = Arc::from(dir.as_path());
         let freeze: Function = helpers

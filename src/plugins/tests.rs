@@ -229,7 +229,10 @@ async fn a_handler_waiting_on_io_is_stopped_by_the_time_limit() {
         "vipd.on('error', function() return vipd.http.get('http://{addr}/hang', {{ timeout = 30 }}).status end)"
     );
     let f = Fixture::new(&[("slow.lua", &script)]);
-    let p = f.load_with("{ timeout: 1s }").unwrap();
+    // A local server: plugins reach loopback only where allowed.
+    let p = f
+        .load_with(&format!("{{ timeout: 1s, http_allow: [\"{addr}\"] }}"))
+        .unwrap();
     let t = Instant::now();
     assert_eq!(eval(&p, EventKind::Error).await, None);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
@@ -388,7 +391,7 @@ end)
 "#,
     )]);
     let p = f
-        .load_with("{ settings: { api: { greeting: hello } } }")
+        .load_with("{ sign_with: [wapi], settings: { api: { greeting: hello } } }")
         .unwrap();
     let got = eval(&p, EventKind::Error).await.unwrap();
     let md5 = |params: &[(&str, &str)], secret: &str| {

@@ -6,6 +6,7 @@
 //! it never carry a URL (`reqwest::Error::without_url`): URLs hold access
 //! tokens and, in hash mode, the secret itself.
 
+pub mod guard;
 pub mod lenient;
 pub mod outcome;
 pub mod recharge;
@@ -72,6 +73,13 @@ impl Clock {
 /// The shared HTTP client: one connection pool for all providers. Timeouts
 /// are set per request from each provider's configuration.
 pub fn http_client() -> reqwest::Client {
+    client_builder()
+        .build()
+        .expect("the HTTP client has no fallible options set")
+}
+
+/// The settings every client of the daemon shares.
+fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(concat!("vipd/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
@@ -79,8 +87,6 @@ pub fn http_client() -> reqwest::Client {
         // Vendors answer over plain HTTP/1.1; never follow a redirect with
         // signed parameters to somewhere we did not configure.
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("the HTTP client has no fallible options set")
 }
 
 /// Why a body could not be read.

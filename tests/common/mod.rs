@@ -136,6 +136,13 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// The `host:port` of a receiver URL, for `plugins.http_allow` (the
+    /// receivers listen on loopback, which plugins may not reach otherwise).
+    pub fn host_port(url: &str) -> String {
+        let u = url::Url::parse(url).unwrap();
+        format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
+    }
+
     /// Starts it; returns it and its URL (with a query key, as real robots
     /// have).
     pub async fn start() -> (Webhook, String) {

@@ -256,6 +256,7 @@ impl Stack {
         let r = self
             .http
             .post(format!("{}/api/reload", self.admin))
+            .json(&serde_json::json!({}))
             .send()
             .await
             .unwrap();
