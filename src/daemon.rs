@@ -124,16 +124,21 @@ pub async fn run(
     });
 
     let servers = CancellationToken::new();
+    let nofile = crate::http::serve::raise_file_limit();
+    let limits = crate::http::serve::Limits::for_file_limit(nofile);
+    tracing::debug!(
+        nofile,
+        max_connections = limits.max_connections,
+        "listener limits"
+    );
     let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
-        let stop = servers.clone();
-        tokio::spawn(async move {
-            let result = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "{name} listener stopped");
-            }
-        })
+        tokio::spawn(crate::http::serve::serve(
+            listener,
+            router,
+            limits,
+            name,
+            servers.clone(),
+        ))
     };
     let admin_task = serve(
         admin,
@@ -176,7 +181,16 @@ pub async fn run(
     let watcher = reloader.clone().watch(stop.clone());
     let hangups = reloader.clone().on_sighup(stop.clone());
     let pruner = prune_events(engine.clone(), stop.clone());
-    shutdown.await;
+    // No payment without a durable plan: a store that cannot make writes
+    // durable (a full disk) stops the daemon, and systemd restarts it
+    // (Restart=on-failure) until the cause is cleared.
+    let broken = tokio::select! {
+        _ = shutdown => None,
+        e = ledger.failed() => Some(e),
+    };
+    if let Some(e) = &broken {
+        tracing::error!(error = %e, "the store cannot make writes durable; stopping so that the service manager restarts vipd once the cause is cleared");
+    }
     notifier.stopping();
     tracing::info!("stopping: no new checks; waiting for checks in flight");
     stop.cancel();
@@ -204,7 +218,10 @@ pub async fn run(
         sb.shutdown().await;
     }
     tracing::info!("stopped");
-    Ok(())
+    match broken {
+        Some(e) => anyhow::bail!("the state store cannot make writes durable: {e}"),
+        None => Ok(()),
+    }
 }
 
 /// Gives the heap that start-up freed (parsing a large `rules.yaml`

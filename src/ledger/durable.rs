@@ -45,6 +45,11 @@ pub struct GroupCommit {
     tx: Option<mpsc::Sender<Waiter>>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<CommitStats>,
+    /// The first failure to make writes durable. sled keeps failing after
+    /// an I/O error until it is reopened, so it is sticky: the daemon
+    /// reports it on `/healthz` and exits for the service manager to
+    /// restart it once the cause (a full disk) is cleared.
+    failed: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Drop for GroupCommit {
@@ -62,6 +67,7 @@ impl GroupCommit {
     /// store's seal (see `seal.rs`).
     pub fn start(db: sled::Db, file: File, mut seal: SealWriter) -> std::io::Result<GroupCommit> {
         let (tx, rx) = mpsc::channel::<Waiter>();
+        let (failed_tx, failed) = tokio::sync::watch::channel(None);
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
@@ -87,6 +93,13 @@ impl GroupCommit {
                     thread_stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "the store could not make writes durable");
+                        failed_tx.send_if_modified(|f| {
+                            let first = f.is_none();
+                            if first {
+                                *f = Some(e.clone());
+                            }
+                            first
+                        });
                     }
                     for waiter in batch {
                         let _ = waiter.send(result.clone());
@@ -97,6 +110,7 @@ impl GroupCommit {
             tx: Some(tx),
             thread: Some(thread),
             stats,
+            failed,
         })
     }
 
@@ -122,6 +136,25 @@ impl GroupCommit {
             .send(tx)
             .map_err(|_| STOPPED.to_owned())?;
         Ok(rx)
+    }
+
+    /// The first durability failure, if there was one.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// Resolves with the first durability failure.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.clone();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                // The commit thread is gone without a failure: never.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The counters.

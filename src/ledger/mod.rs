@@ -672,6 +672,25 @@ impl Ledger {
         self.commit.durable().await.map_err(LedgerError::Durability)
     }
 
+    /// Whether the store can make a write durable now: writes a probe
+    /// record and waits for it (one group commit). What `/healthz` asks.
+    pub async fn probe(&self) -> Result<(), LedgerError> {
+        if let Some(e) = self.commit.failure() {
+            return Err(LedgerError::Durability(e));
+        }
+        self.db.insert(
+            b"m/probe",
+            &crate::upstream::Clock::system_unix().to_be_bytes()[..],
+        )?;
+        self.durable().await
+    }
+
+    /// Resolves when the store has failed to make writes durable (sticky;
+    /// see [`GroupCommit`]).
+    pub async fn failed(&self) -> String {
+        self.commit.failed().await
+    }
+
     /// Group-commit counters.
     pub fn commit_stats(&self) -> &CommitStats {
         self.commit.stats()

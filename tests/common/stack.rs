@@ -135,6 +135,8 @@ pub struct Stack {
     pub daemon_env: Vec<(String, String)>,
     /// Extra arguments for `vipd run` (e.g. `--accept-damaged-store`).
     pub daemon_args: Vec<String>,
+    /// A file-handle limit (soft and hard) for `vipd run`.
+    pub daemon_nofile: Option<u64>,
     http: reqwest::Client,
 }
 
@@ -168,6 +170,7 @@ impl Stack {
             callbacks: String::new(),
             daemon_env: Vec::new(),
             daemon_args: Vec::new(),
+            daemon_nofile: None,
             http: reqwest::Client::new(),
         }
     }
@@ -190,7 +193,25 @@ impl Stack {
             .append(true)
             .open(self.daemon_log())
             .unwrap();
-        let child = vipd()
+        let mut cmd = vipd();
+        if let Some(n) = self.daemon_nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&self.config)
@@ -232,6 +253,24 @@ impl Stack {
         if let Some(mut d) = self.daemon.take() {
             d.kill().unwrap();
             d.wait().unwrap();
+        }
+    }
+
+    /// Waits up to `limit` for the daemon to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let d = self.daemon.as_mut()?;
+        loop {
+            if let Some(status) = d.try_wait().unwrap() {
+                self.daemon = None;
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

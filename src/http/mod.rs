@@ -4,7 +4,12 @@
 //!   form or POST JSON; bodies over 64 KiB get 413;
 //! - the admin API on `admin_listen`: `/healthz`, `/metrics`, `/api/status`,
 //!   `/api/orders`, `/api/orders/{key}/resolve`, `/api/plan`,
-//!   `/api/recharge`, `/api/reload`, behind an optional bearer token.
+//!   `/api/recharge`, `/api/reload`, `/api/store/*`, behind an optional
+//!   bearer token.
+//!
+//! Both are served by [`serve::serve`], which bounds slow and idle peers.
+
+pub mod serve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,11 +31,17 @@ use crate::upstream::sign::constant_time_eq_ignore_ascii_case;
 /// Callback bodies larger than this are refused with 413.
 pub const MAX_CALLBACK_BODY: usize = 64 << 10;
 
+/// Admin request bodies larger than this are refused with 413.
+const MAX_ADMIN_BODY: usize = 64 << 10;
+
 /// The callback receiver.
 pub fn callback_router(engine: Arc<Engine>) -> axum::Router {
     axum::Router::new()
         .route("/notify/{provider}", get(callback).post(callback))
         .layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY))
+        .layer(middleware::from_fn(|req, next| {
+            serve::limit_body(MAX_CALLBACK_BODY, req, next)
+        }))
         .with_state(engine)
 }
 
@@ -110,9 +121,12 @@ pub fn admin_router(
         ))
         .route_layer(middleware::from_fn_with_state(token.is_some(), same_site));
     axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .merge(api)
-        .layer(DefaultBodyLimit::max(64 << 10))
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
+        .layer(middleware::from_fn(|req, next| {
+            serve::limit_body(MAX_ADMIN_BODY, req, next)
+        }))
         .with_state(engine)
 }
 
@@ -196,6 +210,16 @@ async fn bearer(State(token): State<Arc<Option<Secret>>>, req: Request, next: Ne
         }
     }
     next.run(req).await
+}
+
+/// `GET /healthz`: 200 `ok` while the store can make a write durable,
+/// 503 with the reason otherwise. Open, like a liveness probe: it names
+/// no account.
+async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
+    match engine.ledger().probe().await {
+        Ok(()) => "ok".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {e}")).into_response(),
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {

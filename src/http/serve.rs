@@ -1,0 +1,186 @@
+//! Serving a router on a listener that the internet can reach, without
+//! letting slow or hostile peers hold the daemon.
+//!
+//! `axum::serve` has no header timeout, no connection cap and no bound on
+//! how long a connection lives; a peer that trickles headers or a body, or
+//! opens connections and idles, would hold sockets (and file handles that
+//! membership reads and payments need) for ever. This loop adds:
+//!
+//! - a cap on open connections per listener: past it, new ones are
+//!   accepted and closed at once (so the kernel's queue does not fill);
+//! - a header read timeout ([`HEADER_TIMEOUT`]);
+//! - a lifetime for every connection ([`CONNECTION_LIFETIME`]), which
+//!   bounds a slow body and an idle keep-alive alike;
+//! - back-off when `accept` fails (out of file handles), instead of a spin.
+//!
+//! Bodies are bounded before they are read by [`limit_body`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Headers must arrive within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lives longer (callbacks and admin calls take well under
+/// a second; clients reconnect).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Open connections per listener.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_timeout: HEADER_TIMEOUT,
+            lifetime: CONNECTION_LIFETIME,
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults, with the connection cap lowered to a quarter of the
+    /// process's file-handle limit: the two listeners together then hold
+    /// at most half, and membership reads, payments, the store and the
+    /// plugins keep the rest.
+    pub fn for_file_limit(nofile: u64) -> Limits {
+        Limits {
+            max_connections: MAX_CONNECTIONS.min((nofile / 4).max(8) as usize),
+            ..Limits::default()
+        }
+    }
+}
+
+/// Raises the soft file-handle limit to the hard one (systemd's default
+/// soft limit is 1024) and returns it.
+pub fn raise_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Serves `router` on `listener` until `stop`, then lets requests in
+/// flight finish (within a bound).
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    name: &'static str,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut refused_logged = false;
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and the like: wait for handles to come back.
+                    tracing::warn!(listener = name, error = %e, "accept failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            if !refused_logged {
+                tracing::warn!(listener = name, %peer, max = limits.max_connections, "too many open connections; closing new ones until some end");
+                refused_logged = true;
+            }
+            drop(stream);
+            continue;
+        };
+        refused_logged = false;
+        let service = TowerToHyperService::new(router.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        let lifetime = limits.lifetime;
+        tokio::spawn(async move {
+            match tokio::time::timeout(lifetime, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = name, %peer, error = %e, "connection ended")
+                }
+                Err(_) => {
+                    tracing::debug!(listener = name, %peer, "connection closed at its lifetime")
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            listener = name,
+            "connections still open at shutdown; closed"
+        );
+    }
+}
+
+/// Answers 413 to a request whose `Content-Length` passes `max`, before a
+/// byte of its body is read. (Bodies without a length are still cut at
+/// `max` by the routers' `DefaultBodyLimit`.)
+pub async fn limit_body(max: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        // The body stays unread on the connection: it cannot carry
+        // another request, and the client must not try.
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            format!("body over {max} bytes"),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
