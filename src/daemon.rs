@@ -184,12 +184,18 @@ pub async fn run(
     // No payment without a durable plan: a store that cannot make writes
     // durable (a full disk) stops the daemon, and systemd restarts it
     // (Restart=on-failure) until the cause is cleared.
-    let broken = tokio::select! {
+    let broken: Option<String> = tokio::select! {
         _ = shutdown => None,
         e = ledger.failed() => Some(e),
     };
     if let Some(e) = &broken {
-        tracing::error!(error = %e, "the store cannot make writes durable; stopping so that the service manager restarts vipd once the cause is cleared");
+        // Not a graceful stop: sled blocks writers after an I/O error
+        // (checks in flight would never finish). Exiting now is a crash,
+        // which the ledger is built for: `sent` orders become `unknown`,
+        // `planned` ones are retried, nothing is paid twice.
+        tracing::error!(error = %e, "the state store cannot make writes durable; exiting so that the service manager restarts vipd once the cause is cleared");
+        notifier.stopping();
+        std::process::exit(1);
     }
     notifier.stopping();
     tracing::info!("stopping: no new checks; waiting for checks in flight");
@@ -218,10 +224,7 @@ pub async fn run(
         sb.shutdown().await;
     }
     tracing::info!("stopped");
-    match broken {
-        Some(e) => anyhow::bail!("the state store cannot make writes durable: {e}"),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Gives the heap that start-up freed (parsing a large `rules.yaml`

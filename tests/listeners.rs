@@ -202,8 +202,10 @@ end)
         "{}",
         stack.log()
     );
-    // The operator frees space; systemd would restart it.
+    // The operator frees space (and stops what filled it); systemd would
+    // restart vipd.
     std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(stack.dir.path().join("scripts/writer.lua")).unwrap();
     stack.start_daemon().await;
     let h = http
         .get(format!("{}/healthz", stack.admin))

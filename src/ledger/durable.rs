@@ -50,6 +50,20 @@ pub struct GroupCommit {
     /// reports it on `/healthz` and exits for the service manager to
     /// restart it once the cause (a full disk) is cleared.
     failed: tokio::sync::watch::Receiver<Option<String>>,
+    /// Also set by writers: sled can fail at insert (needing a new
+    /// segment on a full disk) while flushes still succeed.
+    fail_tx: Arc<tokio::sync::watch::Sender<Option<String>>>,
+}
+
+/// Keeps the first failure only.
+fn first_failure(tx: &tokio::sync::watch::Sender<Option<String>>, why: &str) {
+    tx.send_if_modified(|f| {
+        let first = f.is_none();
+        if first {
+            *f = Some(why.to_owned());
+        }
+        first
+    });
 }
 
 impl Drop for GroupCommit {
@@ -68,6 +82,8 @@ impl GroupCommit {
     pub fn start(db: sled::Db, file: File, mut seal: SealWriter) -> std::io::Result<GroupCommit> {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let (failed_tx, failed) = tokio::sync::watch::channel(None);
+        let failed_tx = Arc::new(failed_tx);
+        let fail_tx = failed_tx.clone();
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
@@ -93,13 +109,7 @@ impl GroupCommit {
                     thread_stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "the store could not make writes durable");
-                        failed_tx.send_if_modified(|f| {
-                            let first = f.is_none();
-                            if first {
-                                *f = Some(e.clone());
-                            }
-                            first
-                        });
+                        first_failure(&failed_tx, e);
                     }
                     for waiter in batch {
                         let _ = waiter.send(result.clone());
@@ -111,6 +121,7 @@ impl GroupCommit {
             thread: Some(thread),
             stats,
             failed,
+            fail_tx,
         })
     }
 
@@ -136,6 +147,12 @@ impl GroupCommit {
             .send(tx)
             .map_err(|_| STOPPED.to_owned())?;
         Ok(rx)
+    }
+
+    /// Records a write that failed for good (an I/O error).
+    pub fn fail(&self, why: &str) {
+        tracing::error!(error = %why, "the store could not write");
+        first_failure(&self.fail_tx, why);
     }
 
     /// The first durability failure, if there was one.

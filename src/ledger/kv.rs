@@ -92,14 +92,14 @@ impl Ledger {
                 len: bytes.len(),
             });
         }
-        self.db.insert(k, bytes).map_err(LedgerError::from)?;
+        self.io(self.db.insert(k, bytes))?;
         Ok(())
     }
 
     /// Removes `key`; whether it held a live value.
     pub fn kv_del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError> {
         let k = kv_key(plugin, key)?;
-        Ok(match self.db.remove(&k).map_err(LedgerError::from)? {
+        Ok(match self.io(self.db.remove(&k))? {
             None => false,
             Some(bytes) => decode::<Entry>(&k, &bytes)?.live(now).is_some(),
         })
@@ -135,9 +135,7 @@ impl Ledger {
         let new = old.checked_add(by).ok_or_else(|| KvError::Overflow {
             key: key.to_owned(),
         })?;
-        self.db
-            .insert(k, json(&Entry { v: new.into(), exp }))
-            .map_err(LedgerError::from)?;
+        self.io(self.db.insert(k, json(&Entry { v: new.into(), exp })))?;
         Ok(new)
     }
 

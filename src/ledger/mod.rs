@@ -678,10 +678,10 @@ impl Ledger {
         if let Some(e) = self.commit.failure() {
             return Err(LedgerError::Durability(e));
         }
-        self.db.insert(
+        self.io(self.db.insert(
             b"m/probe",
             &crate::upstream::Clock::system_unix().to_be_bytes()[..],
-        )?;
+        ))?;
         self.durable().await
     }
 
@@ -734,7 +734,7 @@ impl Ledger {
             reason: reason.to_owned(),
             released: Default::default(),
         };
-        self.db.insert(HOLD_KEY, json(&hold))?;
+        self.io(self.db.insert(HOLD_KEY, json(&hold)))?;
         Ok(())
     }
 
@@ -747,15 +747,24 @@ impl Ledger {
         };
         match account {
             None => {
-                self.db.remove(HOLD_KEY)?;
+                self.io(self.db.remove(HOLD_KEY))?;
                 Ok(None)
             }
             Some(a) => {
                 hold.released.insert(a.to_owned());
-                self.db.insert(HOLD_KEY, json(&hold))?;
+                self.io(self.db.insert(HOLD_KEY, json(&hold)))?;
                 Ok(Some(hold))
             }
         }
+    }
+
+    /// A write's result; an I/O error marks the store failed (see
+    /// [`Ledger::failed`]): sled does not recover from one until reopened.
+    fn io<T>(&self, r: sled::Result<T>) -> Result<T, LedgerError> {
+        if let Err(sled::Error::Io(e)) = &r {
+            self.commit.fail(&format!("write: {e}"));
+        }
+        r.map_err(LedgerError::from)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -773,7 +782,7 @@ impl Ledger {
     /// invariant ties to others (a check's state, an account's token and
     /// credentials, an event).
     fn write<T: Serialize>(&self, key: &str, value: &T) -> Result<(), LedgerError> {
-        self.db.insert(key.as_bytes(), json(value))?;
+        self.io(self.db.insert(key.as_bytes(), json(value)))?;
         Ok(())
     }
 
@@ -991,7 +1000,7 @@ impl Ledger {
         }
         batch.insert(format!("o/{}", order.key).as_bytes(), json(&order));
         self.count_change(&mut batch)?;
-        self.db.apply_batch(batch)?;
+        self.io(self.db.apply_batch(batch))?;
         Ok(Ok(order))
     }
 
@@ -1043,7 +1052,7 @@ impl Ledger {
         order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
         batch.insert(format!("o/{}", order.key).as_bytes(), json(&order));
         self.count_change(&mut batch)?;
-        self.db.apply_batch(batch)?;
+        self.io(self.db.apply_batch(batch))?;
         Ok((order, r))
     }
 
@@ -1416,7 +1425,7 @@ impl Ledger {
             for k in &keys {
                 batch.remove(k.clone());
             }
-            self.db.apply_batch(batch)?;
+            self.io(self.db.apply_batch(batch))?;
             pruned += keys.len();
         }
     }
