@@ -20,6 +20,7 @@ use super::decide::{self, Admission, AfterAttempt, BudgetView, Decision, Facts, 
 use std::collections::BTreeMap;
 
 use super::events::{Event, EventKind, TermView};
+use super::time::{Now, Source};
 use super::{Engine, Runtime, period};
 use crate::config::{Account, Product, Rule};
 use crate::ledger::{
@@ -122,7 +123,9 @@ impl Engine {
             }
         };
         let end = info.end(rule.membership);
-        let now = Clock::system_unix();
+        let Some(now) = self.trusted_now(rule, account) else {
+            return;
+        };
         if let Err(e) = self.settle_by_evidence(rt, account, rule.membership, end, now) {
             tracing::error!(account = %account.name, error = %e, "could not apply evidence to open orders");
         }
@@ -463,7 +466,8 @@ impl Engine {
                 return None;
             }
         }
-        let now = Clock::system_unix();
+        // The clock is asked again: the decision may be minutes old.
+        let now = self.trusted_now(rule, account)?;
         let (day, month) = period::periods(now, rt.config.daemon.timezone);
         let request = PlanRequest {
             key,
@@ -544,6 +548,10 @@ impl Engine {
             })
             .await;
         let now = Clock::system_unix();
+        // The vendor's clock is the one that matters for money.
+        if let Some(curtime) = attempt.outcome.reply.as_ref().and_then(|r| r.curtime) {
+            self.time.vendor(curtime, tokio::time::Instant::now());
+        }
         let class = attempt.outcome.class;
         self.metrics
             .attempt(&product.provider, class.as_str(), started.elapsed());
@@ -767,6 +775,43 @@ impl Engine {
         ev.plugin = Some(veto.plugin);
         ev.reason = Some(veto.reason);
         self.emit(ev);
+    }
+}
+
+impl Engine {
+    /// The time decisions use (see `time.rs`), or `None` while the wall
+    /// clock is disputed: then nothing is decided or paid, one alert fires
+    /// per step, and the pair is checked again in 30 s.
+    pub(super) fn trusted_now(&self, rule: &Rule, account: &Account) -> Option<i64> {
+        match self
+            .time
+            .observe(Clock::system_unix(), tokio::time::Instant::now())
+        {
+            Now::Trusted { now } => Some(now),
+            Now::Disputed {
+                now,
+                by,
+                source,
+                first,
+            } => {
+                let whose = match source {
+                    Source::Vendor => "the vendor's clock",
+                    Source::Wall => "the time since the last agreement",
+                };
+                let detail = format!(
+                    "the wall clock is {} {} {whose}; not paying until they agree",
+                    crate::units::HumanDuration(Duration::from_secs(by.unsigned_abs())),
+                    if by > 0 { "ahead of" } else { "behind" },
+                );
+                if first {
+                    self.emit(Event::new(EventKind::Error, now, detail));
+                } else {
+                    tracing::debug!(account = %account.name, rule = %rule.name, "{detail}");
+                }
+                self.follow_up(&rule.name, &account.name, Duration::from_secs(30));
+                None
+            }
+        }
     }
 }
 

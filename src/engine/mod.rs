@@ -22,6 +22,7 @@ pub mod events;
 mod gate;
 pub mod period;
 mod report;
+pub mod time;
 mod token;
 
 use std::cmp::Reverse;
@@ -151,8 +152,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A scheduled wake-up of one (rule, account) pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Wake {
-    /// Unix milliseconds.
-    at_ms: i64,
+    /// On the monotonic clock: a wall-clock step never delays or hurries
+    /// the wakes already scheduled.
+    at: tokio::time::Instant,
     rule: Arc<str>,
     account: Arc<str>,
     /// Regular wakes schedule the next regular one; follow-ups do not.
@@ -192,6 +194,9 @@ pub struct Engine {
     metrics: crate::metrics::Metrics,
     /// One token refresh per account at a time.
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The time decisions use: monotonic, anchored to the vendor's clock,
+    /// and wary of wall-clock steps (see `time.rs`).
+    time: time::TimeKeeper,
 }
 
 /// Unix milliseconds now.
@@ -243,6 +248,7 @@ impl Engine {
             next_wake: std::sync::atomic::AtomicI64::new(0),
             metrics: crate::metrics::Metrics::default(),
             refreshing: Mutex::new(HashMap::new()),
+            time: time::TimeKeeper::new(Clock::system_unix(), tokio::time::Instant::now()),
         });
         engine.host.attach(&engine);
         engine.runtime().plugins.start();
@@ -360,7 +366,7 @@ impl Engine {
     /// Asks for a check of (rule, account) after `delay`.
     fn follow_up(&self, rule: &str, account: &str, delay: Duration) {
         let _ = self.wake_tx.send(Wake {
-            at_ms: now_ms() + delay.as_millis() as i64,
+            at: tokio::time::Instant::now() + delay,
             rule: rule.into(),
             account: account.into(),
             regular: false,
@@ -390,12 +396,12 @@ impl Engine {
             if rt.generation != generation {
                 generation = rt.generation;
                 heap.retain(|Reverse(w)| !w.regular);
-                let now = now_ms();
+                let now = tokio::time::Instant::now();
                 for rule in &rt.config.rules {
                     for account in &rule.accounts {
                         let offset = spread(&rule.name, account, rt.config.daemon.startup_spread);
                         heap.push(Reverse(Wake {
-                            at_ms: now + offset.as_millis() as i64,
+                            at: now + offset,
                             rule: rule.name.clone(),
                             account: account.clone(),
                             regular: true,
@@ -404,20 +410,23 @@ impl Engine {
                 }
             }
             drop(rt);
+            let mono = tokio::time::Instant::now();
             self.next_wake.store(
-                heap.peek().map_or(0, |Reverse(w)| w.at_ms),
+                heap.peek().map_or(0, |Reverse(w)| {
+                    now_ms() + w.at.saturating_duration_since(mono).as_millis() as i64
+                }),
                 std::sync::atomic::Ordering::Relaxed,
             );
             let sleep_for = heap.peek().map_or(Duration::from_secs(3600), |Reverse(w)| {
-                Duration::from_millis((w.at_ms - now_ms()).max(0) as u64)
+                w.at.saturating_duration_since(mono)
             });
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(sleep_for) => {}
                 Some(w) = rx.recv() => { heap.push(Reverse(w)); continue; }
             }
-            let now = now_ms();
-            while heap.peek().is_some_and(|Reverse(w)| w.at_ms <= now) {
+            let now = tokio::time::Instant::now();
+            while heap.peek().is_some_and(|Reverse(w)| w.at <= now) {
                 let Reverse(wake) = heap.pop().expect("peeked");
                 if wake.regular {
                     if let Some(next) = self.next_regular(&wake, now) {
@@ -443,24 +452,27 @@ impl Engine {
 
     /// The next regular wake of a pair: its rule's schedule shifted by the
     /// pair's spread offset, so the phase stays the same from cycle to cycle.
-    fn next_regular(&self, wake: &Wake, now_ms: i64) -> Option<Wake> {
+    /// Intervals count on the monotonic clock; a cron time is found on the
+    /// wall clock and turned into a delay from `now`.
+    fn next_regular(&self, wake: &Wake, now: tokio::time::Instant) -> Option<Wake> {
         let rt = self.runtime();
         // A pair dropped by a reload needs no check here: the reload makes
         // the next pass of `run` drop every regular wake and rebuild them,
         // and the wake pushed now lies at least one interval ahead.
         let rule = rt.config.rule(&wake.rule)?;
         let tz = rt.config.daemon.timezone;
-        let now = now_ms / 1000;
-        let interval = rule.check.interval(now, tz);
-        let at_ms = match &rule.check {
-            crate::config::Check::Every(d) => now_ms + d.as_millis() as i64,
+        let at = match &rule.check {
+            crate::config::Check::Every(d) => now + *d,
             crate::config::Check::Cron { .. } => {
+                let wall = now_ms() / 1000;
+                let interval = rule.check.interval(wall, tz);
                 let offset = spread(&rule.name, &wake.account, interval).as_secs() as i64;
-                (rule.check.next_after(now - offset, tz)? + offset) * 1000
+                let next = rule.check.next_after(wall - offset, tz)? + offset;
+                now + Duration::from_secs((next - wall).max(1) as u64)
             }
         };
         Some(Wake {
-            at_ms,
+            at,
             rule: wake.rule.clone(),
             account: wake.account.clone(),
             regular: true,

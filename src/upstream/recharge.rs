@@ -130,6 +130,10 @@ pub struct Attempt {
     pub clock_corrected: Option<i64>,
 }
 
+/// The largest clock error (seconds) a 10004 is corrected and resent for at
+/// once: decisions are measured in days, so an hour off cannot change one.
+pub const MAX_RESEND_SKEW: i64 = 3600;
+
 /// Sends signed recharge requests to one vendor application.
 #[derive(Debug, Clone)]
 pub struct RechargeClient {
@@ -186,12 +190,22 @@ impl RechargeClient {
         if outcome.class == OutcomeClass::Clock {
             if let Some(server) = outcome.reply.as_ref().and_then(|r| r.curtime) {
                 let offset = self.clock.correct_to(server);
-                tracing::warn!(
-                    offset_secs = offset,
-                    "vendor says our clock is off; corrected, sending again"
-                );
                 clock_corrected = Some(offset);
-                (outcome, params) = self.send_once(req).await;
+                if offset.abs() <= MAX_RESEND_SKEW {
+                    tracing::warn!(
+                        offset_secs = offset,
+                        "vendor says our clock is off; corrected, sending again"
+                    );
+                    (outcome, params) = self.send_once(req).await;
+                } else {
+                    // The decision to pay was made on a clock this far
+                    // off: it may be wrong. Not billed; the engine decides
+                    // again on the vendor's time.
+                    tracing::warn!(
+                        offset_secs = offset,
+                        "vendor says our clock is off by more than {MAX_RESEND_SKEW} s; not sending again"
+                    );
+                }
             }
         }
         params.retain(|(k, _)| k != SIGN_FIELD);
