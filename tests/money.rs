@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::signed;
 use common::stack::{SILENT_VENDOR, Stack, StackConfig};
+use common::{events_of, signed};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -30,6 +30,25 @@ fn now() -> String {
         .to_string()
 }
 
+/// A daemon whose vendor never calls back (the test plays it), its first
+/// order pending, and that order's attempt 1 failed by a signed callback.
+/// Returns the stack, attempt 1's vendor id, and the callback's `time`.
+async fn attempt_one_failed() -> (Stack, String, String) {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = SILENT_VENDOR.into();
+    let stack = Stack::start(&cfg).await;
+    let first = stack.pending_order(LONG).await;
+    let v1 = first["vendor_orderid"].as_str().unwrap().to_owned();
+    let t = now();
+    let failed = [
+        ("orderid", v1.as_str()),
+        ("status", "failed"),
+        ("time", t.as_str()),
+    ];
+    assert_eq!(callback(&stack, &failed).await.0, 200);
+    (stack, v1, t)
+}
+
 async fn order_where(stack: &Stack, what: &str, want: impl Fn(&Value) -> bool) -> Value {
     stack
         .wait_for(what, LONG, || async {
@@ -40,18 +59,12 @@ async fn order_where(stack: &Stack, what: &str, want: impl Fn(&Value) -> bool) -
 
 #[tokio::test]
 async fn a_redelivered_failed_callback_never_pays_a_period_twice() {
-    let mut cfg = StackConfig::due(1);
-    cfg.sandbox = SILENT_VENDOR.into();
-    let stack = Stack::start(&cfg).await;
-    let first = stack.pending_order(LONG).await;
-    let v1 = first["vendor_orderid"].as_str().unwrap().to_owned();
-    let t = now();
+    let (stack, v1, t) = attempt_one_failed().await;
     let failed_v1 = [
         ("orderid", v1.as_str()),
         ("status", "failed"),
         ("time", t.as_str()),
     ];
-    assert_eq!(callback(&stack, &failed_v1).await.0, 200);
     // The key is retried (first retry ~10 s with retry_base 1s): attempt 2.
     let second = order_where(&stack, "attempt 2 pending", |o| {
         o["attempts"] == 2 && o["state"] == "pending"
@@ -96,18 +109,7 @@ async fn a_redelivered_failed_callback_never_pays_a_period_twice() {
 
 #[tokio::test]
 async fn a_success_for_an_attempt_recorded_failed_is_counted_and_alerted() {
-    let mut cfg = StackConfig::due(1);
-    cfg.sandbox = SILENT_VENDOR.into();
-    let stack = Stack::start(&cfg).await;
-    let first = stack.pending_order(LONG).await;
-    let v1 = first["vendor_orderid"].as_str().unwrap().to_owned();
-    let t = now();
-    let failed = [
-        ("orderid", v1.as_str()),
-        ("status", "failed"),
-        ("time", t.as_str()),
-    ];
-    assert_eq!(callback(&stack, &failed).await.0, 200);
+    let (stack, v1, t) = attempt_one_failed().await;
     order_where(&stack, "attempt 1 failed", |o| o["state"] == "failed").await;
     // Before the retry leaves, the vendor says attempt 1 was billed.
     let ok = [
@@ -148,16 +150,6 @@ async fn stale_and_future_callbacks_are_refused() {
         assert_eq!(status, 403, "{body}");
     }
     assert_eq!(stack.orders().await[0]["state"], "pending");
-}
-
-fn events_of(status: &Value, kind: &str) -> Vec<Value> {
-    status["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .cloned()
-        .collect()
 }
 
 #[tokio::test]

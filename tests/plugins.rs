@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::stack::{SILENT_VENDOR, Stack, StackConfig};
-use common::{Webhook, signed};
+use common::{Webhook, events_of, signed};
 use serde_json::Value;
 
 fn example(name: &str) -> String {
@@ -26,16 +26,6 @@ fn with_plugins(n: usize, files: &[(&str, String)], top: &str) -> StackConfig {
         .collect();
     cfg.top = top.into();
     cfg
-}
-
-fn events_of(status: &Value, kind: &str) -> Vec<Value> {
-    status["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .cloned()
-        .collect()
 }
 
 #[tokio::test]

@@ -460,6 +460,14 @@ fn paid(price: Option<Fen>) -> Settlement {
     }
 }
 
+/// The order and conflict of a settlement that changed something.
+fn changed(s: Settled) -> (Order, Option<String>) {
+    match s {
+        Settled::Changed { order, conflict } => (order, conflict),
+        other => panic!("expected a change: {other:?}"),
+    }
+}
+
 /// The vendor's id for attempt `n` of `key`, through the index.
 fn attempt_of(l: &Ledger, vendor: &str) -> (String, Option<u32>) {
     l.attempt_of_vendor_order("wapi", vendor).unwrap().unwrap()
@@ -512,9 +520,7 @@ async fn a_redelivered_failure_for_an_earlier_attempt_changes_nothing() {
     let s = l
         .settle_attempt(&key, n, NOW + 6, paid(Some(Fen(1400))))
         .unwrap();
-    let Settled::Changed { order, conflict } = s else {
-        panic!("{s:?}")
-    };
+    let (order, conflict) = changed(s);
     assert_eq!(conflict, None);
     assert_eq!(
         (order.state, order.spent),
@@ -537,9 +543,7 @@ async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged() {
     let s = l
         .settle_attempt("k1", Some(1), NOW + 5, paid(Some(Fen(1500))))
         .unwrap();
-    let Settled::Changed { order, conflict } = s else {
-        panic!("{s:?}")
-    };
+    let (order, conflict) = changed(s);
     assert!(conflict.unwrap().contains("not paid"));
     assert_eq!(order.state, OrderState::Succeeded, "the period is paid");
     assert_eq!(
@@ -551,9 +555,7 @@ async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged() {
     let s = l
         .settle_attempt("k1", Some(2), NOW + 6, paid(None))
         .unwrap();
-    let Settled::Changed { order, conflict } = s else {
-        panic!("{s:?}")
-    };
+    let (order, conflict) = changed(s);
     assert!(conflict.unwrap().contains("billed twice"));
     assert_eq!(order.spent, Fen(3000));
     assert_eq!(order.paid_attempts(), [1, 2]);
@@ -565,9 +567,7 @@ async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged() {
     let s = l2
         .settle_attempt("k1", Some(2), NOW + 6, not_paid("callback: failed"))
         .unwrap();
-    let Settled::Changed { order, .. } = s else {
-        panic!("{s:?}")
-    };
+    let (order, _) = changed(s);
     assert_eq!(
         (order.state, order.spent),
         (OrderState::Succeeded, Fen(1500))
@@ -608,9 +608,7 @@ async fn orders_written_before_attempts_were_recorded_still_settle() {
     let s = l
         .settle_attempt("k1", None, NOW, paid(Some(Fen(1200))))
         .unwrap();
-    let Settled::Changed { order, conflict } = s else {
-        panic!("{s:?}")
-    };
+    let (order, conflict) = changed(s);
     assert_eq!(conflict, None);
     assert_eq!(
         (order.state, order.spent),

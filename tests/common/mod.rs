@@ -129,6 +129,17 @@ pub fn signed(fields: &[(&str, &str)]) -> Vec<(String, String)> {
     v
 }
 
+/// The events of one kind in a `status` reply.
+pub fn events_of(status: &serde_json::Value, kind: &str) -> Vec<serde_json::Value> {
+    status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
 /// A chat-webhook stand-in: records every JSON body POSTed to it.
 #[derive(Clone, Default)]
 pub struct Webhook {
