@@ -8,8 +8,11 @@
 //! cannot stop the collector, and `string.dump` is gone. `require` finds
 //! modules only inside `scripts_dir`.
 //!
-//! Each plugin gets its own global table (`_ENV`), so plugins cannot see or
-//! clobber each other's globals; the libraries themselves are shared.
+//! Each plugin gets its own global table (`_ENV`) and its own copies of the
+//! library tables, so plugins cannot see or clobber each other's globals or
+//! library functions; the string metatable is hidden (`getmetatable("")`
+//! is `"string"`). `setmetatable` refuses `__gc`: finalizers would run
+//! outside every limit.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,8 +47,8 @@ const LIBS: &[&str] = &["coroutine", "table", "string", "utf8", "math"];
 /// `collectgarbage`, and `freeze` for read-only views.
 const PRELUDE: &str = r#"
 local limit_hit = ...
-local raw_load, raw_gc, error, type, next, setmetatable, tostring =
-      load, collectgarbage, error, type, next, setmetatable, tostring
+local raw_load, raw_gc, error, type, next, setmetatable, tostring, rawget =
+      load, collectgarbage, error, type, next, setmetatable, tostring, rawget
 local raw_pcall, raw_xpcall, raw_resume, pack, unpack =
       pcall, xpcall, coroutine.resume, table.pack, table.unpack
 local helpers = {}
@@ -63,6 +66,17 @@ function helpers.load_for(env)
   return function(chunk, name, _mode, e)
     return raw_load(chunk, name, "t", e or env)
   end
+end
+-- Finalizers run when the collector decides, outside every handler and so
+-- outside every limit: a looping `__gc` would hang the daemon (and
+-- `vipd check`). Lua 5.4 marks an object for finalization only if its
+-- metatable has `__gc` when it is set, so refusing such metatables here is
+-- enough (plugins cannot make userdata, and `debug` is never opened).
+function helpers.setmetatable(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("setmetatable: finalizers (__gc) are not allowed in a plugin; they would run outside every limit", 2)
+  end
+  return setmetatable(t, mt)
 end
 local gc_ok = { collect = true, count = true, step = true, isrunning = true }
 function helpers.collectgarbage(opt, ...)
@@ -140,6 +154,11 @@ pub fn new_state(memory: usize) -> mlua::Result<(Lua, Table)> {
     for name in ["time", "date", "clock"] {
         safe_os.set(name, os.get::<Function>(name)?)?;
     }
+    // The string metatable is shared by every string of the state: hidden,
+    // so no plugin can change what `("x"):format()` means for the others.
+    lua.load(r#"getmetatable("").__metatable = "string""#)
+        .set_name("=vipd")
+        .exec()?;
     let limit_hit = lua.create_function(|_, ()| Ok(super::limits::current_limit_hit()))?;
     let helpers: Table = lua.load(PRELUDE).set_name("=vipd").call(limit_hit)?;
     let coroutine: Table = globals.get("coroutine")?;
@@ -152,6 +171,7 @@ pub fn new_state(memory: usize) -> mlua::Result<(Lua, Table)> {
     base.set("collectgarbage", helpers.get::<Function>("collectgarbage")?)?;
     base.set("pcall", helpers.get::<Function>("pcall")?)?;
     base.set("xpcall", helpers.get::<Function>("xpcall")?)?;
+    base.set("setmetatable", helpers.get::<Function>("setmetatable")?)?;
     lua.set_memory_limit(memory)?;
     Ok((lua, {
         helpers.set("base", base)?;
@@ -171,6 +191,19 @@ pub fn plugin_env(
     let env = lua.create_table()?;
     for pair in base.pairs::<Value, Value>() {
         let (k, v) = pair?;
+        // Library tables are copied, so that one plugin replacing
+        // `string.format` changes only its own.
+        let v = match v {
+            Value::Table(lib) => {
+                let copy = lua.create_table()?;
+                for f in lib.pairs::<Value, Value>() {
+                    let (name, f) = f?;
+                    copy.raw_set(name, f)?;
+                }
+                Value::Table(copy)
+            }
+            other => other,
+        };
         env.raw_set(k, v)?;
     }
     let load_for: Function = helpers.get("load_for")?;

@@ -73,6 +73,39 @@ async fn eval(p: &Plugins, kind: EventKind) -> Option<String> {
 }
 
 #[tokio::test]
+async fn finalizers_are_refused_and_libraries_are_per_plugin() {
+    // A finalizer that loops would run outside every limit.
+    let f = Fixture::new(&[(
+        "gc.lua",
+        "setmetatable({}, { __gc = function() while true do end end })",
+    )]);
+    let Err(e) = f.load_with("{ timeout: 1s }") else {
+        panic!("a __gc metatable was accepted")
+    };
+    assert!(e.to_string().contains("__gc"), "{e}");
+    assert!(e.to_string().contains("gc.lua:1"), "{e}");
+    // One plugin replacing string functions, or reaching for the shared
+    // string metatable, changes nothing for another.
+    let f = Fixture::new(&[
+        (
+            "a.lua",
+            r#"string.format = function() return "pwned" end
+local mt = getmetatable("")
+assert(mt == "string", tostring(mt))
+table.concat = nil"#,
+        ),
+        (
+            "b.lua",
+            r#"vipd.on("error", function()
+  return string.format("%d", 1) .. ("%d"):format(2) .. table.concat({ "3" })
+end)"#,
+        ),
+    ]);
+    let p = f.load();
+    assert_eq!(eval(&p, EventKind::Error).await.as_deref(), Some("123"));
+}
+
+#[tokio::test]
 async fn sandbox_escapes_fail() {
     // Each probe returns "blocked" when the escape fails, anything else
     // when it works.
@@ -118,9 +151,10 @@ do
   local ok = pcall(collectgarbage, "stop")
   results["collectgarbage stop"] = ok and 'OPEN' or 'blocked'
 end
--- the string metatable does not lead to a dump function
+-- the string metatable (hidden) does not lead to a dump function
 do
-  results["string mt dump"] = (getmetatable("").__index.dump ~= nil) and 'OPEN' or 'blocked'
+  local ok, d = pcall(function() return getmetatable("").__index.dump end)
+  results["string mt dump"] = (ok and d ~= nil) and 'OPEN' or 'blocked'
 end
 -- vipd.config is read-only
 do
