@@ -147,6 +147,10 @@ fn check(db: &sled::Db, seal: Option<&seal::Seal>) -> Option<String> {
         Err(e) => return Some(e.to_string()),
     };
     match (seal, id) {
+        // A store sealed for the first time (new, or written by an older
+        // vipd) that stopped before its seal was written: no change was
+        // counted under its id, so none can have been lost.
+        (None, Some(_)) if seq == 0 => {}
         (None, Some(id)) => {
             return Some(format!(
                 "the seal file is missing beside ledger {} (deleted, or the store was copied without it)",

@@ -673,6 +673,20 @@ async fn a_missing_seal_beside_a_sealed_store_is_refused() {
 }
 
 #[tokio::test]
+async fn a_first_start_that_stopped_before_its_seal_is_sealed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Ledger::open(dir.path()).unwrap());
+    std::fs::remove_file(dir.path().join("seal")).unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    pending(&l, "k1", None, None);
+    l.durable().await.unwrap();
+    drop(l);
+    // Once a change is counted, a missing seal is damage.
+    std::fs::remove_file(dir.path().join("seal")).unwrap();
+    assert!(damaged(dir.path()).contains("seal file is missing"));
+}
+
+#[tokio::test]
 async fn a_store_from_before_seals_is_adopted() {
     let dir = tempfile::tempdir().unwrap();
     store_with_a_pending_order(dir.path()).await;
