@@ -130,6 +130,8 @@ pub async fn serve(
             continue;
         };
         refused_logged = false;
+        // Replies are small: do not let Nagle hold them for an ACK.
+        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
