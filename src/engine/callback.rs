@@ -213,7 +213,7 @@ impl Engine {
                     );
                 }
             }
-            Ok(Settled::Repeated(_)) => tracing::debug!(
+            Ok(Settled::Repeated) => tracing::debug!(
                 key,
                 vendor_order = vendor_id,
                 "repeated callback; nothing changes"

@@ -321,6 +321,7 @@ impl Engine {
                 .config
                 .rule(&order.rule)
                 .map_or(3600, |r| r.verify_within.as_secs() as i64);
+            let within = callback_within(rt, &order.provider);
             match (order.state, &order.verification, moved) {
                 (OrderState::Pending | OrderState::Unknown, _, true) => {
                     let why = format!(
@@ -344,10 +345,7 @@ impl Engine {
                         self.verified(&o, end.unwrap_or(0), now)?;
                     }
                 }
-                (OrderState::Pending, _, false)
-                    if now - order.updated_at > callback_within(rt, &order.provider) =>
-                {
-                    let within = callback_within(rt, &order.provider);
+                (OrderState::Pending, _, false) if now - order.updated_at > within => {
                     let why = format!(
                         "no callback within {} (callback.within) and {membership} still ends {}; possibly paid, not re-sending",
                         crate::units::HumanDuration(Duration::from_secs(within as u64)),

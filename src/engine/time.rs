@@ -56,15 +56,6 @@ pub enum Now {
     },
 }
 
-impl Now {
-    /// The best estimate of the time, trusted or not.
-    pub fn unix(self) -> i64 {
-        match self {
-            Now::Trusted { now } | Now::Disputed { now, .. } => now,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct State {
     wall: i64,

@@ -1164,7 +1164,7 @@ impl Ledger {
     ) -> Result<Option<Order>, LedgerError> {
         Ok(match self.settle_attempt(key, None, now, settlement)? {
             Settled::Changed { order, .. } => Some(order),
-            Settled::Repeated(_) | Settled::Contradicted { .. } => None,
+            Settled::Repeated | Settled::Contradicted { .. } => None,
         })
     }
 
@@ -1275,7 +1275,7 @@ impl Ledger {
         })?;
         Ok(match result {
             Ok(Some(conflict)) => Settled::Changed { order, conflict },
-            Ok(None) => Settled::Repeated(order),
+            Ok(None) => Settled::Repeated,
             Err(why) => Settled::Contradicted { order, why },
         })
     }
@@ -1512,7 +1512,7 @@ pub enum Settled {
         conflict: Option<String>,
     },
     /// The attempt already stood so (a re-delivered or replayed callback).
-    Repeated(Order),
+    Repeated,
     /// The vendor's word contradicts a paid attempt, or names no attempt
     /// that was sent: nothing changes.
     Contradicted { order: Order, why: String },
