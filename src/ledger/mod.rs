@@ -228,13 +228,22 @@ fn accept_damaged(db: &sled::Db, reason: &str) -> Result<[u8; 16], LedgerError> 
             id
         }
     };
+    put_hold(
+        db,
+        crate::upstream::Clock::system_unix(),
+        &format!("damaged store accepted: {reason}"),
+    )?;
+    Ok(id)
+}
+
+/// Holds every new order from `since`, for `reason` (none released yet).
+fn put_hold(db: &sled::Db, since: i64, reason: &str) -> sled::Result<()> {
     let hold = Hold {
-        since: crate::upstream::Clock::system_unix(),
-        reason: format!("damaged store accepted: {reason}"),
+        since,
+        reason: reason.to_owned(),
         released: Default::default(),
     };
-    db.insert(HOLD_KEY, json(&hold))?;
-    Ok(id)
+    db.insert(HOLD_KEY, json(&hold)).map(|_| ())
 }
 
 /// Money counted against a rule in one period.
@@ -733,13 +742,7 @@ impl Ledger {
     /// Holds every new order, for `reason`.
     pub fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError> {
         let _guard = self.lock();
-        let hold = Hold {
-            since: now,
-            reason: reason.to_owned(),
-            released: Default::default(),
-        };
-        self.io(self.db.insert(HOLD_KEY, json(&hold)))?;
-        Ok(())
+        self.io(put_hold(&self.db, now, reason))
     }
 
     /// Releases the hold for one account, or (`None`) entirely. Returns
