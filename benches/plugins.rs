@@ -1,7 +1,8 @@
 //! Plugin dispatch: the cost of delivering one `recharge_result` event to a
 //! trivial Lua handler (payload table built, coroutine created, resumed,
 //! finished, limits charged), and the memory of a Lua state with the
-//! shipped plugins loaded.
+//! shipped plugins loaded; and the cost of the pattern-matching guard
+//! beside bare Lua.
 //!
 //! `cargo bench --bench plugins`
 
@@ -94,6 +95,32 @@ fn bench(c: &mut Criterion) {
     c.bench_function("deliver recharge_result to scripts/activity.lua", |b| {
         b.iter(|| runtime.block_on(shipped.deliver(&ev)))
     });
+
+    // The pattern guard's cost, side by side: the same 100 calls in a bare
+    // Lua state and in one with the guard installed.
+    const LOOP: &str = r#"
+local s, t = "order_id=ABC123", ("word "):rep(40)
+return function()
+  for _ = 1, 25 do
+    s:match("^(%w+)=(%w*)$")
+    s:find("=", 1, true)
+    t:gsub("%s+", " ")
+    for _ in t:gmatch("%a+") do end
+  end
+end"#;
+    for guarded in [false, true] {
+        let lua = mlua::Lua::new();
+        if guarded {
+            vipd::plugins::pattern::install(&lua, &lua.globals().get("string").unwrap()).unwrap();
+        }
+        let f: mlua::Function = lua.load(LOOP).call(()).unwrap();
+        let name = if guarded {
+            "100 string pattern calls, guarded"
+        } else {
+            "100 string pattern calls, bare Lua"
+        };
+        c.bench_function(name, |b| b.iter(|| f.call::<()>(()).unwrap()));
+    }
 }
 
 criterion_group!(benches, bench);

@@ -99,6 +99,9 @@ pub struct PluginSettings {
     pub memory: usize,
     /// Lua VM instructions per handler call (default 100 million).
     pub instructions: u64,
+    /// Each plugin's `vipd.kv` quota, in bytes kept and bytes written per
+    /// minute (default 16 MiB).
+    pub kv_bytes: u64,
     /// Each plugin's own settings (`vipd.settings`), by plugin name.
     pub settings: BTreeMap<String, serde_json::Value>,
     /// `host:port` destinations `vipd.http` may reach although they are
@@ -114,6 +117,7 @@ impl Default for PluginSettings {
             timeout: Duration::from_secs(5),
             memory: 64 << 20,
             instructions: 100_000_000,
+            kv_bytes: 16 << 20,
             settings: BTreeMap::new(),
             http_allow: Vec::new(),
             sign_with: Vec::new(),
@@ -676,10 +680,14 @@ impl<'a> Builder<'a> {
         if p.instructions.is_some_and(|n| n < 10_000) {
             self.error(&["plugins", "instructions"], "must be at least 10000");
         }
+        if p.kv_mb.is_some_and(|m| !(1..=1024).contains(&m)) {
+            self.error(&["plugins", "kv_mb"], "must be between 1 and 1024");
+        }
         PluginSettings {
             timeout,
             memory: p.memory_mb.map_or(defaults.memory, |m| (m as usize) << 20),
             instructions: p.instructions.unwrap_or(defaults.instructions),
+            kv_bytes: p.kv_mb.map_or(defaults.kv_bytes, |m| m << 20),
             settings: p.settings,
             http_allow: p
                 .http_allow

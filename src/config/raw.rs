@@ -55,6 +55,8 @@ pub struct RawPlugins {
     pub memory_mb: Option<u64>,
     /// Lua VM instructions per handler call.
     pub instructions: Option<u64>,
+    /// Each plugin's `vipd.kv` quota in MiB: kept, and written per minute.
+    pub kv_mb: Option<u64>,
     /// `settings.{plugin}`: free-form values that plugin reads as
     /// `vipd.settings`.
     #[serde(default)]

@@ -1,6 +1,14 @@
 //! The plugins' key-value store (`vipd.kv`): one namespace per plugin,
 //! values as JSON, optional expiry. Lives in the ledger's tree under
 //! `k/{plugin}\0{key}` so it shares the store's durability and lock.
+//!
+//! Each plugin has a [`KvQuota`]: the bytes it may keep (keys plus JSON
+//! values, expired values included until a full namespace sweeps them)
+//! and the bytes it may write per minute, so that no plugin can fill the
+//! disk the ledger needs or wear it out with rewrites.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +37,48 @@ impl Entry {
     }
 }
 
+/// What one plugin may keep and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    /// Bytes of keys and values kept in its namespace.
+    pub stored: u64,
+    /// Bytes of keys and values written per minute.
+    pub written_per_minute: u64,
+}
+
+impl KvQuota {
+    /// The same figure for both: `plugins.kv_mb`.
+    pub const fn of_bytes(bytes: u64) -> KvQuota {
+        KvQuota {
+            stored: bytes,
+            written_per_minute: bytes,
+        }
+    }
+}
+
+/// Per plugin: bytes stored (counted from the store on first use) and
+/// bytes written in the current minute.
+#[derive(Debug, Default)]
+pub(super) struct Usage(Mutex<HashMap<String, PluginUsage>>);
+
+impl Usage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PluginUsage>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PluginUsage {
+    stored: u64,
+    minute: i64,
+    written: u64,
+}
+
+/// What an entry counts against its plugin's quota.
+fn size(key: &str, stored: &[u8]) -> u64 {
+    (key.len() + stored.len()) as u64
+}
+
 /// Why a kv operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -40,6 +90,16 @@ pub enum KvError {
     NotAnInteger { key: String, found: String },
     #[error("incr of key {key:?} overflows")]
     Overflow { key: String },
+    #[error(
+        "storing key {key:?} would keep {would} bytes in this plugin's namespace; \
+         its quota is {quota} (plugins.kv_mb): delete keys or give them a ttl"
+    )]
+    Quota { key: String, would: u64, quota: u64 },
+    #[error(
+        "writing key {key:?} would pass {quota} bytes written this minute \
+         (plugins.kv_mb); try again next minute"
+    )]
+    WriteRate { key: String, quota: u64 },
     #[error(transparent)]
     Store(#[from] LedgerError),
 }
@@ -72,7 +132,8 @@ impl Ledger {
         Ok(self.kv_read(&kv_key(plugin, key)?, now)?.map(|e| e.v))
     }
 
-    /// Stores `value` under `key`, for `ttl` seconds when given.
+    /// Stores `value` under `key`, for `ttl` seconds when given, within
+    /// the plugin's `quota`.
     pub fn kv_set(
         &self,
         plugin: &str,
@@ -80,6 +141,7 @@ impl Ledger {
         value: serde_json::Value,
         ttl: Option<i64>,
         now: i64,
+        quota: KvQuota,
     ) -> Result<(), KvError> {
         let k = kv_key(plugin, key)?;
         let bytes = json(&Entry {
@@ -92,16 +154,111 @@ impl Ledger {
                 len: bytes.len(),
             });
         }
+        let _guard = self.lock();
+        self.kv_write(plugin, key, k, bytes, now, quota)
+    }
+
+    /// Writes one entry under the write lock, counting it against the
+    /// plugin's quota.
+    fn kv_write(
+        &self,
+        plugin: &str,
+        key: &str,
+        k: Vec<u8>,
+        bytes: Vec<u8>,
+        now: i64,
+        quota: KvQuota,
+    ) -> Result<(), KvError> {
+        let mut usage = self.kv_usage_of(plugin)?;
+        let minute = now.div_euclid(60);
+        if usage.minute != minute {
+            usage.minute = minute;
+            usage.written = 0;
+        }
+        let new = size(key, &bytes);
+        let old = match self.db.get(&k).map_err(LedgerError::from)? {
+            Some(b) => size(key, &b),
+            None => 0,
+        };
+        let mut would = usage.stored.saturating_sub(old) + new;
+        if would > quota.stored {
+            usage.stored = usage.stored.saturating_sub(self.kv_sweep(plugin, now)?);
+            let old = match self.db.get(&k).map_err(LedgerError::from)? {
+                Some(b) => size(key, &b),
+                None => 0,
+            };
+            would = usage.stored.saturating_sub(old) + new;
+            if would > quota.stored {
+                self.kv_put_usage(plugin, usage);
+                return Err(KvError::Quota {
+                    key: key.to_owned(),
+                    would,
+                    quota: quota.stored,
+                });
+            }
+        }
+        if usage.written + new > quota.written_per_minute {
+            self.kv_put_usage(plugin, usage);
+            return Err(KvError::WriteRate {
+                key: key.to_owned(),
+                quota: quota.written_per_minute,
+            });
+        }
         self.io(self.db.insert(k, bytes))?;
+        usage.stored = would;
+        usage.written += new;
+        self.kv_put_usage(plugin, usage);
         Ok(())
+    }
+
+    /// The plugin's usage; counted from the store the first time.
+    fn kv_usage_of(&self, plugin: &str) -> Result<PluginUsage, KvError> {
+        if let Some(u) = self.kv_usage.lock().get(plugin) {
+            return Ok(*u);
+        }
+        let prefix = kv_key(plugin, "")?;
+        let mut stored = 0;
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(LedgerError::from)?;
+            stored += (k.len() - prefix.len() + v.len()) as u64;
+        }
+        Ok(PluginUsage {
+            stored,
+            minute: i64::MIN,
+            written: 0,
+        })
+    }
+
+    fn kv_put_usage(&self, plugin: &str, usage: PluginUsage) {
+        self.kv_usage.lock().insert(plugin.to_owned(), usage);
+    }
+
+    /// Removes the plugin's expired entries; the bytes they held.
+    fn kv_sweep(&self, plugin: &str, now: i64) -> Result<u64, KvError> {
+        let prefix = kv_key(plugin, "")?;
+        let mut freed = 0;
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(LedgerError::from)?;
+            if decode::<Entry>(&k, &v)?.live(now).is_none() {
+                self.io(self.db.remove(&k))?;
+                freed += (k.len() - prefix.len() + v.len()) as u64;
+            }
+        }
+        Ok(freed)
     }
 
     /// Removes `key`; whether it held a live value.
     pub fn kv_del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError> {
         let k = kv_key(plugin, key)?;
+        let _guard = self.lock();
+        let mut usage = self.kv_usage_of(plugin)?;
         Ok(match self.io(self.db.remove(&k))? {
             None => false,
-            Some(bytes) => decode::<Entry>(&k, &bytes)?.live(now).is_some(),
+            Some(bytes) => {
+                usage.stored = usage.stored.saturating_sub(size(key, &bytes));
+                self.kv_put_usage(plugin, usage);
+                decode::<Entry>(&k, &bytes)?.live(now).is_some()
+            }
         })
     }
 
@@ -117,6 +274,7 @@ impl Ledger {
         by: i64,
         ttl: Option<i64>,
         now: i64,
+        quota: KvQuota,
     ) -> Result<i64, KvError> {
         let k = kv_key(plugin, key)?;
         let _guard = self.lock();
@@ -135,7 +293,8 @@ impl Ledger {
         let new = old.checked_add(by).ok_or_else(|| KvError::Overflow {
             key: key.to_owned(),
         })?;
-        self.io(self.db.insert(k, json(&Entry { v: new.into(), exp })))?;
+        let bytes = json(&Entry { v: new.into(), exp });
+        self.kv_write(plugin, key, k, bytes, now, quota)?;
         Ok(new)
     }
 
@@ -157,6 +316,9 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    /// Room enough for any test that is not about the quota.
+    const Q: KvQuota = KvQuota::of_bytes(1 << 30);
+
     fn ledger() -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path()).unwrap();
@@ -166,7 +328,7 @@ mod tests {
     #[test]
     fn namespaces_are_separate_and_values_round_trip() {
         let (_d, l) = ledger();
-        l.kv_set("a", "k", serde_json::json!({"n": [1, 2]}), None, 0)
+        l.kv_set("a", "k", serde_json::json!({"n": [1, 2]}), None, 0, Q)
             .unwrap();
         assert_eq!(
             l.kv_get("a", "k", 0).unwrap(),
@@ -183,12 +345,12 @@ mod tests {
     #[test]
     fn values_expire() {
         let (_d, l) = ledger();
-        l.kv_set("p", "k", 1.into(), Some(10), 100).unwrap();
+        l.kv_set("p", "k", 1.into(), Some(10), 100, Q).unwrap();
         assert_eq!(l.kv_ttl("p", "k", 105).unwrap(), Some(Some(5)));
         assert_eq!(l.kv_get("p", "k", 109).unwrap(), Some(1.into()));
         assert_eq!(l.kv_get("p", "k", 110).unwrap(), None);
         assert_eq!(l.kv_ttl("p", "k", 110).unwrap(), None);
-        l.kv_set("p", "forever", 1.into(), None, 100).unwrap();
+        l.kv_set("p", "forever", 1.into(), None, 100, Q).unwrap();
         assert_eq!(l.kv_ttl("p", "forever", 1 << 40).unwrap(), Some(None));
     }
 
@@ -201,7 +363,7 @@ mod tests {
                 let l = l.clone();
                 std::thread::spawn(move || {
                     for _ in 0..250 {
-                        l.kv_incr("p", "n", 1, Some(60), 0).unwrap();
+                        l.kv_incr("p", "n", 1, Some(60), 0, Q).unwrap();
                     }
                 })
             })
@@ -212,9 +374,9 @@ mod tests {
         assert_eq!(l.kv_get("p", "n", 0).unwrap(), Some(1000.into()));
         assert_eq!(l.kv_ttl("p", "n", 30).unwrap(), Some(Some(30)));
         // Expired: starts again from zero with a fresh expiry.
-        assert_eq!(l.kv_incr("p", "n", 5, Some(60), 61).unwrap(), 5);
-        l.kv_set("p", "s", "x".into(), None, 0).unwrap();
-        let e = l.kv_incr("p", "s", 1, None, 0).unwrap_err();
+        assert_eq!(l.kv_incr("p", "n", 5, Some(60), 61, Q).unwrap(), 5);
+        l.kv_set("p", "s", "x".into(), None, 0, Q).unwrap();
+        let e = l.kv_incr("p", "s", 1, None, 0, Q).unwrap_err();
         assert!(e.to_string().contains("\"s\""), "{e}");
     }
 
@@ -224,7 +386,71 @@ mod tests {
         let e = l.kv_get("p", &"k".repeat(300), 0).unwrap_err();
         assert!(e.to_string().contains("300 bytes"), "{e}");
         let big = serde_json::Value::String("x".repeat(MAX_VALUE));
-        let e = l.kv_set("p", "big", big, None, 0).unwrap_err();
+        let e = l.kv_set("p", "big", big, None, 0, Q).unwrap_err();
         assert!(e.to_string().contains("\"big\""), "{e}");
+    }
+
+    #[test]
+    fn each_plugin_keeps_and_writes_within_its_quota() {
+        let (dir, l) = ledger();
+        let q = KvQuota {
+            stored: 10_000,
+            written_per_minute: 1_000_000,
+        };
+        let v = || serde_json::Value::String("x".repeat(900));
+        // 10 keys of 2 + 908 bytes ({"v":"xxx…"}): 9,100 bytes kept.
+        for i in 0..10 {
+            l.kv_set("p", &format!("k{i}"), v(), None, 0, q).unwrap();
+        }
+        let e = l.kv_set("p", "k10", v(), None, 0, q).unwrap_err();
+        assert!(matches!(e, KvError::Quota { would: 10_011, .. }), "{e}");
+        assert!(e.to_string().contains("\"k10\""), "{e}");
+        // Another plugin has its own quota; overwriting in place fits.
+        l.kv_set("other", "k10", v(), None, 0, q).unwrap();
+        l.kv_set("p", "k0", v(), None, 0, q).unwrap();
+        // Deleting frees room.
+        assert!(l.kv_del("p", "k0", 0).unwrap());
+        l.kv_set("p", "k10", v(), None, 0, q).unwrap();
+        // Expired values are swept when the quota is reached.
+        l.kv_set("p", "k0", 1.into(), Some(5), 0, KvQuota::of_bytes(1 << 20))
+            .unwrap();
+        l.kv_del("p", "k1", 0).unwrap();
+        l.kv_set("p", "t", v(), Some(5), 0, q).unwrap();
+        let e = l.kv_set("p", "k1", v(), None, 4, q).unwrap_err();
+        assert!(matches!(e, KvError::Quota { .. }), "{e}");
+        l.kv_set("p", "k1", v(), None, 5, q).unwrap();
+        assert_eq!(l.kv_get("p", "t", 0).unwrap(), None, "swept");
+        // incr counts too: {"v":1001001} is 13 bytes.
+        let tiny = KvQuota {
+            stored: 12,
+            written_per_minute: 1000,
+        };
+        assert_eq!(l.kv_incr("i", "n", 1, None, 0, tiny).unwrap(), 1);
+        assert_eq!(l.kv_incr("i", "n", 1000, None, 0, tiny).unwrap(), 1001);
+        let e = l.kv_incr("i", "n", 1_000_000, None, 0, tiny).unwrap_err();
+        assert!(matches!(e, KvError::Quota { would: 14, .. }), "{e}");
+        // Usage is counted from the store after a restart.
+        drop(l);
+        let l = Ledger::open(dir.path()).unwrap();
+        let e = l.kv_set("p", "k11", v(), None, 5, q).unwrap_err();
+        assert!(matches!(e, KvError::Quota { .. }), "{e}");
+    }
+
+    #[test]
+    fn rewrites_are_limited_per_minute() {
+        let (_d, l) = ledger();
+        let q = KvQuota {
+            stored: 1 << 20,
+            written_per_minute: 10_000,
+        };
+        let v = serde_json::Value::String("x".repeat(998));
+        // The same key over and over: 1,001 bytes a write.
+        for _ in 0..9 {
+            l.kv_set("p", "k", v.clone(), None, 60, q).unwrap();
+        }
+        let e = l.kv_set("p", "k", v.clone(), None, 119, q).unwrap_err();
+        assert!(matches!(e, KvError::WriteRate { .. }), "{e}");
+        l.kv_set("other", "k", v.clone(), None, 119, q).unwrap();
+        l.kv_set("p", "k", v, None, 120, q).unwrap();
     }
 }

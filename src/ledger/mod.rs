@@ -422,6 +422,8 @@ pub struct Ledger {
     commit: GroupCommit,
     /// Serialises read-modify-write sequences (one process owns the store).
     write: Mutex<()>,
+    /// What each plugin keeps in and has lately written to `vipd.kv`.
+    kv_usage: kv::Usage,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -533,6 +535,7 @@ impl Ledger {
             db,
             commit,
             write: Mutex::new(()),
+            kv_usage: kv::Usage::default(),
         })
     }
 

@@ -498,7 +498,14 @@ pub fn build(
                 let ttl = ttl_of(opts.as_ref(), &what)?;
                 let value = to_json(lua, value, &what)?;
                 ledger
-                    .kv_set(&c.plugin, &key, value, ttl, Clock::system_unix())
+                    .kv_set(
+                        &c.plugin,
+                        &key,
+                        value,
+                        ttl,
+                        Clock::system_unix(),
+                        c.kv_quota,
+                    )
                     .map_err(|e| rt_err(format!("{what}: {e}")))
             },
         )?,
@@ -523,7 +530,14 @@ pub fn build(
                 let what = format!("vipd.kv.incr({key:?})");
                 let ttl = ttl_of(opts.as_ref(), &what)?;
                 c.ledger(&what)?
-                    .kv_incr(&c.plugin, &key, by.unwrap_or(1), ttl, Clock::system_unix())
+                    .kv_incr(
+                        &c.plugin,
+                        &key,
+                        by.unwrap_or(1),
+                        ttl,
+                        Clock::system_unix(),
+                        c.kv_quota,
+                    )
                     .map_err(|e| rt_err(format!("{what}: {e}")))
             },
         )?,

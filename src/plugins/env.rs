@@ -149,6 +149,7 @@ pub fn new_state(memory: usize) -> mlua::Result<(Lua, Table)> {
     let globals = lua.globals();
     let string: Table = globals.get("string")?;
     string.set("dump", Value::Nil)?;
+    super::pattern::install(&lua, &string)?;
     let os: Table = globals.get("os")?;
     let safe_os = lua.create_table()?;
     for name in ["time", "date", "clock"] {

@@ -25,6 +25,7 @@ mod api;
 mod env;
 mod http;
 pub mod limits;
+pub mod pattern;
 pub mod types;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +44,7 @@ use crate::config::{Check, Config, Provider};
 use crate::engine::Engine;
 use crate::engine::events::{Event, EventKind};
 use crate::ledger::Ledger;
+use crate::ledger::kv::KvQuota;
 use crate::upstream::Signer;
 use limits::{Budget, Limit, Limited};
 
@@ -152,6 +154,7 @@ impl Shared {
 /// One plugin's view of the host: its name, for tags and its kv namespace.
 pub(crate) struct Ctx {
     plugin: Arc<str>,
+    kv_quota: KvQuota,
     host: Arc<Host>,
     shared: Arc<Shared>,
 }
@@ -511,6 +514,7 @@ impl Plugins {
                     .map_err(|e| mlua::Error::RuntimeError(format!("cannot read: {e}")))?;
                 let ctx = Arc::new(Ctx {
                     plugin: Arc::from(name.as_str()),
+                    kv_quota: KvQuota::of_bytes(settings.kv_bytes),
                     host: host.clone(),
                     shared: shared.clone(),
                 });

@@ -106,6 +106,72 @@ end)"#,
 }
 
 #[tokio::test]
+async fn pattern_matching_cannot_run_past_the_limits() {
+    // `a*b` on 100,000 "a"s is 5e9 matcher steps in C (about 8 s here),
+    // where the instruction hook never fires: without the guard the
+    // handler ends long after its 1 s timeout.
+    let f = Fixture::new(&[(
+        "p.lua",
+        r#"vipd.on("error", function()
+  local s = ("a"):rep(100000)
+  local ok, e = pcall(string.find, s, "a*b")
+  local ok2, e2 = pcall(function() local r = s:gsub(".-.-b", ""); return r end)
+  -- Linear work on the same string still runs: plain search, a trailing
+  -- quantifier, an anchored match.
+  local plain = s:find("a*b", 1, true)
+  local n = select(2, (s .. " x"):gsub("%s+", ""))
+  local m = s:match("^(a+)$")
+  return tostring(ok) .. "|" .. e .. "|" .. tostring(ok2) .. "|" .. e2 .. "|"
+    .. tostring(plain) .. "|" .. n .. "|" .. #m
+end)"#,
+    )]);
+    let p = f.load_with("{ timeout: 1s }").unwrap();
+    let started = Instant::now();
+    let out = eval(&p, EventKind::Error).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let parts: Vec<&str> = out.split('|').collect();
+    assert_eq!(parts[0], "false", "{out}");
+    assert!(
+        parts[1].contains("string.find: pattern \"a*b\" on a 100000-byte string"),
+        "{out}"
+    );
+    assert_eq!(parts[2], "false", "{out}");
+    // At the plugin's own line, as the library's errors are.
+    assert!(
+        parts[3].starts_with("p.lua:4: string.gsub: pattern \".-.-b\""),
+        "{out}"
+    );
+    assert_eq!(&parts[4..], ["nil", "1", "100000"], "{out}");
+}
+
+#[tokio::test]
+async fn kv_writes_stop_at_the_plugins_quota() {
+    // Without a quota this loop wrote 1.1 GB in 10 s.
+    let f = Fixture::new(&[(
+        "fill.lua",
+        r#"vipd.on("error", function()
+  local big = ("x"):rep(60000)
+  for i = 1, 100000 do
+    local ok, e = pcall(vipd.kv.set, "k" .. i, big)
+    if not ok then return i .. "|" .. tostring(e) end
+  end
+  return "no limit"
+end)"#,
+    )]);
+    let p = f.load_with("{ timeout: 5s, kv_mb: 1 }").unwrap();
+    let out = eval(&p, EventKind::Error).await.unwrap();
+    let (n, e) = out.split_once('|').unwrap_or_else(|| panic!("{out}"));
+    // 1 MiB holds 17 values of 60,000 bytes.
+    assert_eq!(n, "18", "{out}");
+    assert!(e.contains("vipd.kv.set(\"k18\")"), "{e}");
+    assert!(e.contains("quota is 1048576 (plugins.kv_mb)"), "{e}");
+}
+
+#[tokio::test]
 async fn sandbox_escapes_fail() {
     // Each probe returns "blocked" when the escape fails, anything else
     // when it works.
