@@ -138,8 +138,29 @@ pub fn resolve(raw: &str, base: &Path) -> Result<(Secret, SecretSource), SecretE
     Ok((Secret(value), source))
 }
 
+/// The largest secret file read, in bytes: a secret is a key or a token.
+const MAX_SECRET_FILE: u64 = 64 << 10;
+
+/// Reads a secret file. Only a regular file of at most
+/// [`MAX_SECRET_FILE`] bytes: `${file:/dev/zero}` or a FIFO must not hang a
+/// reload or `vipd check`.
 fn read_trimmed(path: &Path) -> std::io::Result<String> {
-    let mut s = std::fs::read_to_string(path)?;
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut s = String::new();
+    file.take(MAX_SECRET_FILE + 1).read_to_string(&mut s)?;
+    if s.len() as u64 > MAX_SECRET_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_SECRET_FILE} bytes; a secret is a key or a token"),
+        ));
+    }
     if s.ends_with('\n') {
         s.pop();
         if s.ends_with('\r') {
@@ -152,6 +173,24 @@ fn read_trimmed(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_are_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big"), vec![b'x'; 70_000]).unwrap();
+        let e = resolve("${file:big}", dir.path()).unwrap_err().to_string();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        // A device never ends: it used to be read until memory ran out.
+        let e = resolve("${file:/dev/zero}", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::write(dir.path().join("ok"), "s3cret\n").unwrap();
+        assert_eq!(
+            resolve("${file:ok}", dir.path()).unwrap().0.expose(),
+            "s3cret"
+        );
+    }
 
     #[test]
     fn secrets_never_print() {
