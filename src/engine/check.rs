@@ -24,7 +24,7 @@ use super::time::{Now, Source};
 use super::{Engine, Runtime, period};
 use crate::config::{Account, Product, Rule};
 use crate::ledger::{
-    AttemptResult, CheckState, LedgerError, Order, OrderState, PlanRequest, Settlement,
+    AttemptResult, CheckState, LedgerError, Order, OrderState, PlanRequest, Recorded, Settlement,
     Verification, decision_key,
 };
 use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoError};
@@ -579,7 +579,7 @@ impl Engine {
             AfterAttempt::Unknown => AttemptResult::Unknown,
             AfterAttempt::Failed { retry_at } => AttemptResult::Failed { retry_at },
         };
-        let order = match self.ledger.record_attempt(
+        let Recorded { order, conflict } = match self.ledger.record_attempt(
             &order.key,
             now,
             class.as_str(),
@@ -630,20 +630,8 @@ impl Engine {
                 ),
             ));
         }
-        if order.paid_attempts().len() > 1
-            && order
-                .attempt_log
-                .last()
-                .is_some_and(|a| a.state == crate::ledger::AttemptState::Paid)
-        {
-            self.emit(about(
-                EventKind::BillingConflict,
-                format!(
-                    "attempt {} was billed, and attempt(s) {:?} of this period were paid already",
-                    order.attempts,
-                    order.paid_attempts()
-                ),
-            ));
+        if let Some(conflict) = conflict {
+            self.emit(about(EventKind::BillingConflict, conflict));
         }
         match order.state {
             OrderState::Unknown => self.emit(about(

@@ -1092,7 +1092,7 @@ impl Ledger {
         outcome: &str,
         detail: &str,
         result: AttemptResult,
-    ) -> Result<Order, LedgerError> {
+    ) -> Result<Recorded, LedgerError> {
         self.modify(key, |o, fx| {
             let to = match &result {
                 AttemptResult::Succeeded { .. } => OrderState::Succeeded,
@@ -1109,6 +1109,7 @@ impl Ledger {
                 });
             }
             let follows = o.state == OrderState::Sent;
+            let mut conflict = None;
             o.last_outcome = Some(outcome.to_owned());
             match result {
                 AttemptResult::Succeeded {
@@ -1119,6 +1120,7 @@ impl Ledger {
                     charge(o, n, fx, price);
                     index_vendor(o, n, fx, vendor_orderid);
                     o.attempt_mut(n).state = AttemptState::Paid;
+                    conflict = billed_twice(o, n);
                     if follows {
                         o.verification = Verification::Waiting {
                             deadline: verify_deadline,
@@ -1154,9 +1156,9 @@ impl Ledger {
                     ),
                 );
             }
-            Ok(())
+            Ok(conflict)
         })
-        .map(|(o, ())| o)
+        .map(|(order, conflict)| Recorded { order, conflict })
     }
 
     /// Settles the current attempt by evidence (the membership end moved)
@@ -1218,18 +1220,10 @@ impl Ledger {
                     if matches!(was, AttemptState::Planned) {
                         return Ok(Err(format!("attempt {n} was never sent")));
                     }
-                    let others: Vec<u32> = o
-                        .paid_attempts()
-                        .into_iter()
-                        .filter(|m| *m != n)
-                        .collect();
                     charge(o, n, fx, *price);
                     o.attempt_mut(n).state = AttemptState::Paid;
-                    let conflict = if !others.is_empty() {
-                        Some(format!(
-                            "the period is billed twice: attempt {n} and attempt {} are both paid",
-                            others[0]
-                        ))
+                    let conflict = if let Some(twice) = billed_twice(o, n) {
+                        Some(twice)
                     } else if was == AttemptState::NotPaid {
                         Some(format!(
                             "the vendor billed attempt {n}, which the ledger had as not paid; counted in the budget"
@@ -1506,8 +1500,19 @@ pub enum Settlement {
     NotPaid { retry_at: Option<i64>, why: String },
 }
 
-/// What settling an attempt did.
+/// What [`Ledger::record_attempt`] did.
 #[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The order after the reply.
+    pub order: Order,
+    /// Set when the reply billed an attempt while another attempt of the
+    /// same period is paid already: the money is counted, and an operator
+    /// must hear about it.
+    pub conflict: Option<String>,
+}
+
+/// What settling an attempt did ([`Ledger::settle_attempt`]).
+#[derive(Debug)]
 pub enum Settled {
     /// The attempt (and perhaps the order) changed. `conflict` says how
     /// the vendor's word contradicts the ledger (an attempt recorded as
@@ -1522,6 +1527,15 @@ pub enum Settled {
     /// The vendor's word contradicts a paid attempt, or names no attempt
     /// that was sent: nothing changes.
     Contradicted { order: Order, why: String },
+}
+
+/// When attempt `n`, just paid, is not the only paid attempt of its
+/// order: the period was billed twice. One rule for replies and callbacks.
+fn billed_twice(o: &Order, n: u32) -> Option<String> {
+    let other = o.paid_attempts().into_iter().find(|m| *m != n)?;
+    Some(format!(
+        "the period is billed twice: attempt {n} and attempt {other} are both paid"
+    ))
 }
 
 /// Budget changes a modification makes.

@@ -45,6 +45,7 @@ fn pending(l: &Ledger, key: &str, price: Option<Fen>, vendor_orderid: Option<Str
         },
     )
     .unwrap()
+    .order
 }
 
 fn open() -> (tempfile::TempDir, Ledger) {
@@ -97,7 +98,8 @@ async fn paid_reply_settles_at_the_real_price() {
                 verify_deadline: NOW + 3600,
             },
         )
-        .unwrap();
+        .unwrap()
+        .order;
     assert_eq!(o.state, OrderState::Succeeded);
     assert_eq!(
         o.verification,
@@ -533,6 +535,56 @@ async fn a_redelivered_failure_for_an_earlier_attempt_changes_nothing() {
         .unwrap();
     assert!(matches!(s, Settled::Repeated), "{s:?}");
     assert_eq!(l.get("k1").unwrap().unwrap().state, OrderState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_reply_that_bills_a_second_attempt_is_flagged() {
+    let (_d, l) = open();
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+    l.settle_attempt("k1", Some(1), NOW, not_paid("callback: failed"))
+        .unwrap();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    // While attempt 2 is on the wire, the vendor says attempt 1 was billed.
+    l.settle_attempt("k1", Some(1), NOW + 1, paid(Some(Fen(1500))))
+        .unwrap();
+    // Attempt 2's reply is 10000: the same period, paid again.
+    let r = l
+        .record_attempt(
+            "k1",
+            NOW + 2,
+            "accepted",
+            "codeid 10000",
+            AttemptResult::Succeeded {
+                price: Some(Fen(1500)),
+                vendor_orderid: Some("V2".into()),
+                verify_deadline: NOW + 3600,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        r.conflict.as_deref(),
+        Some("the period is billed twice: attempt 2 and attempt 1 are both paid")
+    );
+    assert_eq!(r.order.spent, Fen(3000));
+    // One paid attempt is no conflict.
+    let (_d, l) = open();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    let r = l
+        .record_attempt(
+            "k1",
+            NOW,
+            "accepted",
+            "codeid 10000",
+            AttemptResult::Succeeded {
+                price: None,
+                vendor_orderid: None,
+                verify_deadline: NOW,
+            },
+        )
+        .unwrap();
+    assert_eq!(r.conflict, None);
 }
 
 #[tokio::test]
