@@ -28,6 +28,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod ledger;
 pub mod metrics;

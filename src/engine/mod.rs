@@ -15,7 +15,7 @@
 //! whole; a check holds the `Arc` it started with, so orders in flight are
 //! never affected by a reload.
 
-mod callback;
+pub(crate) mod callback;
 mod check;
 pub mod decide;
 pub mod events;

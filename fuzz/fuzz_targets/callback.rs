@@ -1,0 +1,3 @@
+#![no_main]
+// The target's input format and what it asserts: vipd::fuzz::callback.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vipd::fuzz::callback(data));
