@@ -17,16 +17,16 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(callback recharge_reply vip_info config pattern lua)
 jobs=${JOBS:-1}
-cargo +nightly fuzz build --release "${targets[@]/#/}" 2>/dev/null || cargo +nightly fuzz build --release
+cargo +nightly fuzz build --release
 run() {
     local t=$1
     mkdir -p "corpus/$t"
     # -timeout: a single input past 10 s is a hang; -rss_limit_mb: a
     # runaway allocation is a finding, not a machine out of memory.
+    local rc=0
     cargo +nightly fuzz run --release "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        >"/tmp/vipd-fuzz-$t.log" 2>&1
-    local rc=$?
+        >"/tmp/vipd-fuzz-$t.log" 2>&1 || rc=$?
     echo "$t: exit $rc; $(grep -E '^stat::number_of_executed_units' "/tmp/vipd-fuzz-$t.log" | awk '{print $2}') runs in ${secs} s; corpus $(ls "corpus/$t" | wc -l) inputs (log /tmp/vipd-fuzz-$t.log)"
     return $rc
 }

@@ -19,6 +19,7 @@
 //! | [`systemd`] | the sd_notify protocol: READY, RELOADING, STOPPING, WATCHDOG, STATUS |
 //! | [`units`] | money in integer fen, human durations, rates |
 //! | [`timefmt`] | unix seconds → readable UTC text |
+//! | `fuzz` | fuzz target functions (hidden; `fuzz/` and `tests/fuzz_corpus.rs` call them) |
 //!
 //! Data flows one way: configuration is parsed and validated once into a
 //! [`config::Config`]; clients are built from it; nothing downstream

@@ -167,6 +167,12 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
 }
 
 fn find_key(text: &str, from: usize, key: &str, top_level: bool) -> Option<usize> {
+    // An empty key (`"": 1`, reported as unknown field ``) is found
+    // everywhere and would never advance the search: found by the config
+    // fuzz target, which hung `vipd check` here.
+    if key.is_empty() {
+        return None;
+    }
     let mut search = from;
     while let Some(rel) = text[search..].find(key) {
         let at = search + rel;

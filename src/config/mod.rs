@@ -1221,6 +1221,16 @@ accounts:
         parse(&text).unwrap();
     }
 
+    /// Found by the config fuzz target (fuzz/regressions/config/): an
+    /// empty key made the error locator loop forever.
+    #[test]
+    fn an_empty_key_is_an_error_not_a_hang() {
+        for text in ["\"\" : 1\n", "&a: 1\n", "daemon: { \"\" : 1 }\n"] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("unknown field ``"), "{text}: {e}");
+        }
+    }
+
     #[test]
     fn good_config_builds() {
         let c = parse(GOOD).unwrap();
