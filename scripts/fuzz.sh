@@ -23,11 +23,11 @@ run() {
     mkdir -p "corpus/$t"
     # -timeout: a single input past 10 s is a hang; -rss_limit_mb: a
     # runaway allocation is a finding, not a machine out of memory.
-    local rc=0
+    local rc=0 start=$SECONDS
     cargo +nightly fuzz run --release "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"/tmp/vipd-fuzz-$t.log" 2>&1 || rc=$?
-    echo "$t: exit $rc; $(grep -E '^stat::number_of_executed_units' "/tmp/vipd-fuzz-$t.log" | awk '{print $2}') runs in ${secs} s; corpus $(ls "corpus/$t" | wc -l) inputs (log /tmp/vipd-fuzz-$t.log)"
+    echo "$t: exit $rc; $(grep -E '^stat::number_of_executed_units' "/tmp/vipd-fuzz-$t.log" | awk '{print $2}') runs in $((SECONDS - start)) s; corpus $(ls "corpus/$t" | wc -l) inputs (log /tmp/vipd-fuzz-$t.log)"
     return $rc
 }
 status=0
