@@ -421,7 +421,32 @@ async fn admin_api_needs_the_bearer_token_when_set() {
     let stack = Stack::start(&cfg).await;
     let http = reqwest::Client::new();
     let url = format!("{}/api/status", stack.admin);
-    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let refused = http.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Bearer realm=\"vipd\""
+    );
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth("S3CRET-ADMIN-TOKEN")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "the token is compared exactly"
+    );
+    assert_eq!(
+        http.get(&url)
+            .header("authorization", "bearer s3cret-admin-token")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the scheme ignores case"
+    );
     assert_eq!(
         http.get(&url)
             .bearer_auth("wrong")

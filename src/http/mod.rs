@@ -26,7 +26,6 @@ use serde::Deserialize;
 use crate::config::Secret;
 use crate::engine::Engine;
 use crate::ledger::OrderState;
-use crate::upstream::sign::constant_time_eq_ignore_ascii_case;
 
 /// Callback bodies larger than this are refused with 413.
 pub const MAX_CALLBACK_BODY: usize = 64 << 10;
@@ -202,14 +201,31 @@ async fn bearer(State(token): State<Arc<Option<Secret>>>, req: Request, next: Ne
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq_ignore_ascii_case(given.as_bytes(), token.expose().as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+            .and_then(|v| v.to_str().ok());
+        if !authorized(given, token) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"vipd\"")],
+                "missing or wrong bearer token",
+            )
+                .into_response();
         }
     }
     next.run(req).await
+}
+
+/// Whether an `Authorization` header carries `token` as a bearer token.
+/// The scheme is case-insensitive (RFC 9110 §11.1); the token is compared
+/// byte for byte, in time that depends only on the lengths.
+fn authorized(header: Option<&str>, token: &Secret) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some((scheme, given)) = header.and_then(|h| h.split_once(' ')) else {
+        return false;
+    };
+    let (given, expected) = (given.trim().as_bytes(), token.expose().as_bytes());
+    scheme.eq_ignore_ascii_case("bearer")
+        && given.len() == expected.len()
+        && bool::from(given.ct_eq(expected))
 }
 
 /// `GET /healthz`: 200 `ok` while the store can make a write durable,
@@ -371,6 +387,30 @@ async fn store_backup(State(engine): State<Arc<Engine>>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    /// The token is compared exactly (it was compared ignoring case, as a
+    /// hex signature is); the scheme ignoring case, as RFC 9110 says.
+    #[test]
+    fn bearer_tokens_match_exactly() {
+        let token = crate::config::Secret::new("s3cret-tok");
+        let ok = |h: &str| super::authorized(Some(h), &token);
+        assert!(ok("Bearer s3cret-tok"));
+        assert!(ok("bearer s3cret-tok"));
+        assert!(ok("BEARER s3cret-tok"));
+        for wrong in [
+            "Bearer S3CRET-TOK",
+            "Bearer s3cret-to",
+            "Bearer s3cret-tokk",
+            "Basic s3cret-tok",
+            "Bearers3cret-tok",
+            "s3cret-tok",
+            "Bearer ",
+            "",
+        ] {
+            assert!(!ok(wrong), "{wrong:?} accepted");
+        }
+        assert!(!super::authorized(None, &token));
+    }
+
     #[test]
     fn loopback_hosts() {
         for ok in [
