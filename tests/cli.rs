@@ -351,3 +351,18 @@ fn check_loads_the_scripts_and_names_a_broken_one() {
     assert_eq!(report["errors"].as_array().unwrap().len(), 2, "{report:#}");
     assert_eq!(report["errors"][0]["line"], 1, "{report:#}");
 }
+
+/// `VIPD_LOG=warnings` silenced every log line (issue 11, item 6): now it
+/// is reported, and logging goes on at info.
+#[test]
+fn a_log_filter_without_a_level_is_reported() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules.yaml");
+    let (code, _, err) = run(vipd()
+        .env("VIPD_LOG", "warnings")
+        .args(["check", "--config", rules]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("VIPD_LOG=\"warnings\": `warnings` is not a level"),
+        "{err}"
+    );
+}
