@@ -100,7 +100,7 @@ fn unknown_field(message: &str) -> Option<&str> {
 }
 
 /// 1-based line and column of a byte offset.
-fn line_col(text: &str, at: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, at: usize) -> (usize, usize) {
     let line = text[..at].matches('\n').count() + 1;
     let col = at - text[..at].rfind('\n').map_or(0, |p| p + 1) + 1;
     (line, col)

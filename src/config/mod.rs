@@ -392,8 +392,7 @@ impl Config {
     /// Validates `text` as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         if let Some(at) = depth::too_deep(text) {
-            let line = text[..at].matches('\n').count() + 1;
-            let column = at - text[..at].rfind('\n').map_or(0, |p| p + 1) + 1;
+            let (line, column) = error::line_col(text, at);
             return Err(ConfigErrors(vec![error::ConfigError {
                 file: path.to_owned(),
                 line: Some(line),

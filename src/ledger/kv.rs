@@ -75,8 +75,8 @@ struct PluginUsage {
 }
 
 /// What an entry counts against its plugin's quota.
-fn size(key: &str, stored: &[u8]) -> u64 {
-    (key.len() + stored.len()) as u64
+fn size(key_len: usize, stored_len: usize) -> u64 {
+    (key_len + stored_len) as u64
 }
 
 /// Why a kv operation was refused.
@@ -175,19 +175,19 @@ impl Ledger {
             usage.minute = minute;
             usage.written = 0;
         }
-        let new = size(key, &bytes);
-        let old = match self.db.get(&k).map_err(LedgerError::from)? {
-            Some(b) => size(key, &b),
-            None => 0,
+        let new = size(key.len(), bytes.len());
+        // What the key holds now; again after a sweep, which may remove it.
+        let old_size = || -> Result<u64, KvError> {
+            Ok(match self.db.get(&k).map_err(LedgerError::from)? {
+                Some(b) => size(key.len(), b.len()),
+                None => 0,
+            })
         };
+        let old = old_size()?;
         let mut would = usage.stored.saturating_sub(old) + new;
         if would > quota.stored {
             usage.stored = usage.stored.saturating_sub(self.kv_sweep(plugin, now)?);
-            let old = match self.db.get(&k).map_err(LedgerError::from)? {
-                Some(b) => size(key, &b),
-                None => 0,
-            };
-            would = usage.stored.saturating_sub(old) + new;
+            would = usage.stored.saturating_sub(old_size()?) + new;
             if would > quota.stored {
                 self.kv_put_usage(plugin, usage);
                 return Err(KvError::Quota {
@@ -220,7 +220,7 @@ impl Ledger {
         let mut stored = 0;
         for item in self.db.scan_prefix(&prefix) {
             let (k, v) = item.map_err(LedgerError::from)?;
-            stored += (k.len() - prefix.len() + v.len()) as u64;
+            stored += size(k.len() - prefix.len(), v.len());
         }
         Ok(PluginUsage {
             stored,
@@ -241,7 +241,7 @@ impl Ledger {
             let (k, v) = item.map_err(LedgerError::from)?;
             if decode::<Entry>(&k, &v)?.live(now).is_none() {
                 self.io(self.db.remove(&k))?;
-                freed += (k.len() - prefix.len() + v.len()) as u64;
+                freed += size(k.len() - prefix.len(), v.len());
             }
         }
         Ok(freed)
@@ -255,7 +255,7 @@ impl Ledger {
         Ok(match self.io(self.db.remove(&k))? {
             None => false,
             Some(bytes) => {
-                usage.stored = usage.stored.saturating_sub(size(key, &bytes));
+                usage.stored = usage.stored.saturating_sub(size(key.len(), bytes.len()));
                 self.kv_put_usage(plugin, usage);
                 decode::<Entry>(&k, &bytes)?.live(now).is_some()
             }
