@@ -89,7 +89,6 @@ pub async fn run(
     config.daemon.callback_listen = callback_addr;
     config.daemon.admin_listen = admin_addr;
     let dry_run = dry_run || config.daemon.dry_run;
-    let token = config.daemon.admin_token.clone();
     let host = Host::new(Some(ledger.clone()));
     let config = Arc::new(config);
     let plugins = load_plugins(&config, &host).await?;
@@ -142,7 +141,7 @@ pub async fn run(
     };
     let admin_task = serve(
         admin,
-        crate::http::admin_router(engine.clone(), reloader.clone(), token),
+        crate::http::admin_router(engine.clone(), reloader.clone()),
         "admin",
     );
     let callback_task = serve(
@@ -433,6 +432,13 @@ impl Reloader {
                     path.display()
                 );
             }
+        }
+        if config.daemon.admin_token.is_none() && !self.admin_listen.ip().is_loopback() {
+            return Err(format!(
+                "{}: daemon.admin_token: removed, but the admin API listens on {}, which other hosts reach: keep a token (or restart on a loopback admin_listen)",
+                path.display(),
+                self.admin_listen
+            ));
         }
         config.daemon.admin_listen = current.daemon.admin_listen;
         config.daemon.state_dir = current.daemon.state_dir.clone();

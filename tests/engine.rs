@@ -416,8 +416,11 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
 #[tokio::test]
 async fn admin_api_needs_the_bearer_token_when_set() {
     let mut cfg = StackConfig::due(0);
-    cfg.daemon = "  admin_token: \"${file:token.txt}\"".into();
-    cfg.files = vec![("token.txt".into(), "s3cret-admin-token\n".into())];
+    cfg.daemon = "  admin_token: \"${file:token.txt}\"\n  read_token: \"${file:read.txt}\"".into();
+    cfg.files = vec![
+        ("token.txt".into(), "s3cret-admin-token\n".into()),
+        ("read.txt".into(), "scrape-only\n".into()),
+    ];
     let stack = Stack::start(&cfg).await;
     let http = reqwest::Client::new();
     let url = format!("{}/api/status", stack.admin);
@@ -473,6 +476,48 @@ async fn admin_api_needs_the_bearer_token_when_set() {
             .status(),
         200
     );
+    // The read token reads, and nothing else: a scrape credential cannot
+    // spend money, reload, resolve or export the store.
+    for path in [
+        "/metrics",
+        "/api/status",
+        "/api/orders",
+        "/api/orders/count",
+        "/api/plan",
+    ] {
+        let reply = http
+            .get(format!("{}{path}", stack.admin))
+            .bearer_auth("scrape-only")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200, "read token on GET {path}");
+    }
+    for (path, body) in [
+        (
+            "/api/recharge",
+            json!({"account": "a0", "product": "qq_vip"}),
+        ),
+        ("/api/reload", json!({})),
+        ("/api/orders/x/resolve", json!({"as": "failed"})),
+        ("/api/store/release", json!({"account": null})),
+    ] {
+        let reply = http
+            .post(format!("{}{path}", stack.admin))
+            .bearer_auth("scrape-only")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 403, "read token on POST {path}");
+    }
+    let backup = http
+        .get(format!("{}/api/store/backup", stack.admin))
+        .bearer_auth("scrape-only")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backup.status(), 403, "the backup is every record at once");
     // The CLI reads the token from the configuration.
     let (code, out, err) = run(vipd()
         .arg("status")
@@ -611,4 +656,49 @@ async fn events_past_their_retention_are_pruned_at_start_and_orders_stay() {
     let after = stack.orders().await;
     assert_eq!(after.len(), orders.len());
     assert_eq!(after[0]["history"], orders[0]["history"]);
+}
+
+/// A reload cannot open an admin API that other hosts reach: with the
+/// listener on every interface, a new file that drops the token (and
+/// names a loopback address, which only takes effect at restart) is
+/// refused and the token stays in force.
+#[tokio::test]
+async fn a_reload_cannot_drop_the_token_of_a_public_admin_api() {
+    let mut cfg = StackConfig::due(0);
+    cfg.daemon = "  admin_token: \"${file:token.txt}\"".into();
+    cfg.files = vec![("token.txt".into(), "s3cret-admin-token\n".into())];
+    cfg.rewrite = vec![(
+        "admin_listen: 127.0.0.1:0".into(),
+        "admin_listen: 0.0.0.0:0".into(),
+    )];
+    let stack = Stack::start(&cfg).await;
+    let text = std::fs::read_to_string(&stack.config).unwrap();
+    let open = text
+        .replace("  admin_token: \"${file:token.txt}\"\n", "")
+        .replace("admin_listen: 0.0.0.0:0", "admin_listen: 127.0.0.1:0");
+    assert_ne!(open, text);
+    std::fs::write(&stack.config, open).unwrap();
+    let http = reqwest::Client::new();
+    let reply = http
+        .post(format!("{}/api/reload", stack.admin))
+        .bearer_auth("s3cret-admin-token")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 422);
+    let body: Value = reply.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("daemon.admin_token: removed"),
+        "{body}"
+    );
+    let status = http
+        .get(format!("{}/api/status", stack.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 401, "the token is still in force");
 }

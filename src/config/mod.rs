@@ -148,8 +148,10 @@ pub struct Daemon {
     pub sandbox_listen: SocketAddr,
     /// Decide and log, never pay.
     pub dry_run: bool,
-    /// Bearer token for `/api/*`, when set.
+    /// Bearer token for `/api/*` and `/metrics`, when set: every request.
     pub admin_token: Option<Secret>,
+    /// Bearer token that may only read: `/metrics`, status, orders, plan.
+    pub read_token: Option<Secret>,
     /// First checks after start-up are spread over this.
     pub startup_spread: Duration,
     /// How often a paused provider lets one order through as a probe.
@@ -740,6 +742,32 @@ impl<'a> Builder<'a> {
         let admin_token = d
             .admin_token
             .map(|raw| self.secret(&["daemon", "admin_token"], "daemon", &raw));
+        let read_token = d
+            .read_token
+            .map(|raw| self.secret(&["daemon", "read_token"], "daemon", &raw));
+        if admin_token.is_none() && !admin_listen.ip().is_loopback() {
+            self.error(
+                &["daemon", "admin_listen"],
+                format!(
+                    "daemon: admin_listen: {admin_listen} is reachable from other hosts, and the admin API can spend money: set daemon.admin_token (e.g. \"${{credential:admin_token}}\") or listen on 127.0.0.1"
+                ),
+            );
+        }
+        if read_token.is_some() && admin_token.is_none() {
+            self.error(
+                &["daemon", "read_token"],
+                "daemon: read_token: without admin_token the API is open to loopback peers and a read token restricts nothing: set admin_token too",
+            );
+        }
+        if let (Some(a), Some(r)) = (&admin_token, &read_token)
+            && a.expose() == r.expose()
+            && !a.expose().is_empty()
+        {
+            self.error(
+                &["daemon", "read_token"],
+                "daemon: read_token: is the same as admin_token, so a scrape credential could spend money: use two different tokens",
+            );
+        }
         let tz_name = d.timezone.as_deref().unwrap_or("Asia/Shanghai");
         let timezone = tz_name.parse().unwrap_or_else(|_| {
             self.error(&["daemon", "timezone"], format!("daemon: timezone: unknown zone {tz_name:?} (expected an IANA name such as Asia/Shanghai or UTC)"));
@@ -756,6 +784,7 @@ impl<'a> Builder<'a> {
             sandbox_listen,
             dry_run: d.dry_run,
             admin_token,
+            read_token,
             startup_spread: d
                 .startup_spread
                 .map_or(Duration::from_secs(10), HumanDuration::get),

@@ -88,6 +88,9 @@ pub struct RawDaemon {
     #[serde(default)]
     pub dry_run: bool,
     pub admin_token: Option<String>,
+    /// A second bearer token that may only read (`/metrics`, status,
+    /// orders, plan).
+    pub read_token: Option<String>,
     /// First checks after start-up are spread over this (default 10s).
     pub startup_spread: Option<HumanDuration>,
     /// How often a paused provider lets one order through as a probe.

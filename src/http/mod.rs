@@ -98,11 +98,7 @@ async fn callback(
 }
 
 /// The admin API.
-pub fn admin_router(
-    engine: Arc<Engine>,
-    reloader: Arc<crate::daemon::Reloader>,
-    token: Option<Secret>,
-) -> axum::Router {
+pub fn admin_router(engine: Arc<Engine>, reloader: Arc<crate::daemon::Reloader>) -> axum::Router {
     let api = axum::Router::new()
         .route("/api/reload", post(reload).layer(axum::Extension(reloader)))
         .route("/api/status", get(status))
@@ -114,11 +110,8 @@ pub fn admin_router(
         .route("/api/recharge", post(recharge))
         .route("/api/store/backup", get(store_backup))
         .route("/api/store/release", post(store_release))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::new(token.clone()),
-            bearer,
-        ))
-        .route_layer(middleware::from_fn_with_state(token.is_some(), same_site));
+        .route_layer(middleware::from_fn_with_state(engine.clone(), bearer))
+        .route_layer(middleware::from_fn_with_state(engine.clone(), same_site));
     axum::Router::new()
         .route("/healthz", get(healthz))
         .merge(api)
@@ -140,7 +133,8 @@ pub fn admin_router(
 /// - Writes must be `application/json`: the content types a page can send
 ///   without a CORS preflight (forms, `text/plain`) are refused, and the
 ///   preflight is never answered.
-async fn same_site(State(has_token): State<bool>, req: Request, next: Next) -> Response {
+async fn same_site(State(engine): State<Arc<Engine>>, req: Request, next: Next) -> Response {
+    let has_token = engine.runtime().config.daemon.admin_token.is_some();
     let host = req
         .headers()
         .get(header::HOST)
@@ -196,22 +190,54 @@ fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn bearer(State(token): State<Arc<Option<Secret>>>, req: Request, next: Next) -> Response {
-    if let Some(token) = token.as_ref() {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !authorized(given, token) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer realm=\"vipd\"")],
-                "missing or wrong bearer token",
-            )
-                .into_response();
-        }
+/// What the read token may do: `GET`/`HEAD` of status, orders, plan and
+/// metrics. Not the store backup (every record at once) and no write.
+fn read_scope(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    (*method == Method::GET || *method == Method::HEAD)
+        && matches!(
+            path,
+            "/metrics" | "/api/status" | "/api/orders" | "/api/orders/count" | "/api/plan"
+        )
+}
+
+/// Two scopes: `daemon.admin_token` may do everything; `daemon.read_token`
+/// only what [`read_scope`] allows, so a scrape credential cannot spend
+/// money. Without an admin token the API is open to loopback peers (the
+/// configuration refuses a read token without one, and a non-loopback
+/// `admin_listen` without one). Read from the configuration in force, so a
+/// reload rotates them.
+async fn bearer(State(engine): State<Arc<Engine>>, req: Request, next: Next) -> Response {
+    let rt = engine.runtime();
+    let tokens = &rt.config.daemon;
+    let Some(admin) = tokens.admin_token.as_ref() else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if authorized(given, admin) {
+        return next.run(req).await;
     }
-    next.run(req).await
+    if let Some(read) = tokens.read_token.as_ref()
+        && authorized(given, read)
+    {
+        if read_scope(req.method(), req.uri().path()) {
+            return next.run(req).await;
+        }
+        return (
+            StatusCode::FORBIDDEN,
+            "the read token may only read status, orders, plan and metrics: this needs the admin token",
+        )
+            .into_response();
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"vipd\"")],
+        "missing or wrong bearer token",
+    )
+        .into_response()
 }
 
 /// Whether an `Authorization` header carries `token` as a bearer token.
@@ -409,6 +435,29 @@ mod tests {
             assert!(!ok(wrong), "{wrong:?} accepted");
         }
         assert!(!super::authorized(None, &token));
+    }
+
+    #[test]
+    fn the_read_scope_is_reads_of_status_orders_plan_and_metrics() {
+        use axum::http::Method;
+        for path in [
+            "/metrics",
+            "/api/status",
+            "/api/orders",
+            "/api/orders/count",
+            "/api/plan",
+        ] {
+            assert!(super::read_scope(&Method::GET, path), "{path}");
+            assert!(!super::read_scope(&Method::POST, path), "{path}");
+        }
+        for path in [
+            "/api/store/backup",
+            "/api/reload",
+            "/api/recharge",
+            "/api/orders/k/resolve",
+        ] {
+            assert!(!super::read_scope(&Method::GET, path), "{path}");
+        }
     }
 
     #[test]
