@@ -1,13 +1,16 @@
 //! `rules:`: which accounts to keep, how often to check, when to renew,
 //! with what product, and within what budget.
 //!
-//! Cron expressions are written the crontab way: 5 fields (a seconds field
-//! `0` is prefixed) or 6 with seconds first, and day-of-week numbered like
-//! crontab (0 or 7 = Sunday, 1 = Monday). The `cron` crate numbers days
-//! 1-7 from Sunday, so numeric day-of-week fields are translated: without
-//! that, `1-5` would silently mean Sunday to Thursday.
+//! Cron expressions mean what crontab(5) says: 5 fields (minute hour
+//! day-of-month month day-of-week), or 6 with seconds first; day-of-week
+//! 0-7 with 0 and 7 both Sunday, names (`MON`, `JAN`) in any case; when
+//! both day fields are restricted a day matching *either* fires (crontab
+//! ORs them; the `cron` crate used before ANDed them, so `0 9 1 * 1` on a
+//! Sunday the 29th fired in February), and, as Vixie cron does, a day
+//! field that starts with `*` (`*/2`) counts as unrestricted, so the two
+//! are ANDed. The nicknames `@hourly` to `@yearly` are accepted. Parsing
+//! and the search are `croner`'s; times are in the daemon's zone.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,8 +64,8 @@ pub enum Check {
     Cron {
         /// As written.
         expr: String,
-        /// Compiled (6+ fields, crate day numbering).
-        schedule: Box<cron::Schedule>,
+        /// Compiled.
+        schedule: Box<croner::Cron>,
     },
     /// A fixed interval.
     Every(Duration),
@@ -71,25 +74,38 @@ pub enum Check {
 impl Check {
     /// Parses a cron expression written the crontab way (see module doc).
     pub fn cron(expr: &str) -> Result<Check, String> {
-        let fields: Vec<&str> = expr.split_whitespace().collect();
-        let mut six: Vec<String> = match fields.len() {
-            5 => std::iter::once("0")
-                .chain(fields.iter().copied())
-                .map(str::to_owned)
-                .collect(),
-            6 => fields.iter().map(|s| (*s).to_owned()).collect(),
-            n => {
-                return Err(format!(
-                    "cron {expr:?} has {n} fields; expected 5 (min hour day month weekday) or 6 (with seconds first)"
-                ));
+        use croner::parser::{CronParser, Seconds, Year};
+        let mut fields: Vec<&str> = expr.split_whitespace().collect();
+        let n = fields.len();
+        let nickname = n == 1 && fields[0].starts_with('@');
+        if !(5..=6).contains(&n) && !nickname {
+            return Err(format!(
+                "cron {expr:?} has {n} fields; expected 5 (min hour day month weekday) or 6 (with seconds first)"
+            ));
+        }
+        // Vixie cron: a day field written `*…` leaves days unrestricted,
+        // so a day must match both (croner's `+` on the weekday field).
+        let and;
+        if n >= 5 {
+            let (dom, dow) = (fields[n - 3], fields[n - 1]);
+            if dom != "*" && dow != "*" && (dom.starts_with('*') || dow.starts_with('*')) {
+                and = format!("+{dow}");
+                fields[n - 1] = &and;
             }
-        };
-        six[5] =
-            translate_weekdays(&six[5]).map_err(|e| format!("cron {expr:?}: day-of-week: {e}"))?;
-        let schedule =
-            cron::Schedule::from_str(&six.join(" ")).map_err(|e| format!("cron {expr:?}: {e}"))?;
-        if schedule.upcoming(chrono::Utc).next().is_none() {
-            return Err(format!("cron {expr:?} never fires"));
+        }
+        let schedule = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build()
+            .parse(&fields.join(" "))
+            .map_err(|e| format!("cron {expr:?}: {e}"))?;
+        // A pattern such as `0 0 30 2 *` parses but never fires. Search a
+        // leap cycle and a little (Feb 29 fires within 8 years).
+        let now = chrono::Utc::now();
+        let horizon = now + chrono::Duration::days(9 * 366);
+        match schedule.find_next_occurrence(&now, false) {
+            Ok(t) if t <= horizon => {}
+            _ => return Err(format!("cron {expr:?} never fires")),
         }
         Ok(Check::Cron {
             expr: expr.to_owned(),
@@ -103,7 +119,10 @@ impl Check {
             Check::Every(d) => Some(after + (d.as_secs() as i64).max(1)),
             Check::Cron { schedule, .. } => {
                 let at = tz.timestamp_opt(after, 0).single()?;
-                schedule.after(&at).next().map(|t| t.timestamp())
+                schedule
+                    .find_next_occurrence(&at, false)
+                    .ok()
+                    .map(|t| t.timestamp())
             }
         }
     }
@@ -130,74 +149,9 @@ impl std::fmt::Display for Check {
     }
 }
 
-/// Turns a crontab day-of-week field (0-7, 0 and 7 = Sunday) into the cron
-/// crate's numbering (1-7, 1 = Sunday). Names, `*` and `?` pass through.
-pub fn translate_weekdays(field: &str) -> Result<String, String> {
-    if field == "*" || field == "?" || field.chars().any(|c| c.is_ascii_alphabetic()) {
-        return Ok(field.to_owned());
-    }
-    let mut days = [false; 7];
-    for part in field.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (
-                r,
-                s.parse::<usize>()
-                    .map_err(|_| format!("bad step in {part:?}"))?,
-            ),
-            None => (part, 1),
-        };
-        if step == 0 {
-            return Err(format!("step 0 in {part:?}"));
-        }
-        let (lo, hi) = match range {
-            "*" => (0, 6),
-            r => match r.split_once('-') {
-                Some((a, b)) => (parse_day(a)?, parse_day(b)?),
-                None => {
-                    let d = parse_day(r)?;
-                    (d, if part.contains('/') { 7 } else { d })
-                }
-            },
-        };
-        if lo > hi {
-            return Err(format!("range {range:?} runs backwards"));
-        }
-        for d in (lo..=hi).step_by(step) {
-            days[d % 7] = true;
-        }
-    }
-    let list: Vec<String> = (0..7)
-        .filter(|&d| days[d])
-        .map(|d| (d + 1).to_string())
-        .collect();
-    Ok(list.join(","))
-}
-
-fn parse_day(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(d) if d <= 7 => Ok(d),
-        _ => Err(format!("{s:?} is not a day 0-7")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn weekdays_follow_crontab_numbering() {
-        // crate numbering: 1 = Sunday ... 7 = Saturday
-        assert_eq!(translate_weekdays("1-5").unwrap(), "2,3,4,5,6"); // Mon-Fri
-        assert_eq!(translate_weekdays("0").unwrap(), "1");
-        assert_eq!(translate_weekdays("7").unwrap(), "1");
-        assert_eq!(translate_weekdays("0,6").unwrap(), "1,7");
-        assert_eq!(translate_weekdays("5-7").unwrap(), "1,6,7");
-        assert_eq!(translate_weekdays("*/2").unwrap(), "1,3,5,7");
-        assert_eq!(translate_weekdays("MON-FRI").unwrap(), "MON-FRI");
-        assert_eq!(translate_weekdays("*").unwrap(), "*");
-        assert!(translate_weekdays("8").is_err());
-        assert!(translate_weekdays("5-1").is_err());
-    }
 
     #[test]
     fn five_and_six_field_cron() {
@@ -224,6 +178,63 @@ mod tests {
         }
         for bad in ["* * * *", "61 * * * *", "* * * * * * * *", "0 0 30 2 *"] {
             assert!(Check::cron(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Next fire times worked out by hand from crontab(5), from Sunday
+    /// 2026-11-29 12:00 UTC. Day-of-month and day-of-week are ORed when
+    /// both are restricted (`0 9 1 * 1` is the 1st *or* any Monday).
+    #[test]
+    fn next_fires_follow_crontab() {
+        use chrono::{DateTime, Utc};
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp();
+        let start = at("2026-11-29T12:00:00Z");
+        assert_eq!(
+            Utc.timestamp_opt(start, 0)
+                .unwrap()
+                .format("%a")
+                .to_string(),
+            "Sun"
+        );
+        let table = [
+            ("UTC", "0 9 1 * 1", "2026-11-30T09:00:00Z"), // Monday, not Feb 1
+            ("UTC", "0 9 1-7 * 5", "2026-12-01T09:00:00Z"), // the 1st, not Friday 4th
+            ("UTC", "0 9 13 * 5", "2026-12-04T09:00:00Z"), // a Friday, not Friday 13th
+            ("UTC", "30 8 15 * MON-FRI", "2026-11-30T08:30:00Z"),
+            ("UTC", "0 9 * * 1", "2026-11-30T09:00:00Z"),
+            ("UTC", "0 9 * * mon", "2026-11-30T09:00:00Z"),
+            ("UTC", "0 9 1 * *", "2026-12-01T09:00:00Z"),
+            ("UTC", "0 9 * * 0", "2026-12-06T09:00:00Z"),
+            ("UTC", "0 9 * * 7", "2026-12-06T09:00:00Z"),
+            ("UTC", "0 13 * * SUN", "2026-11-29T13:00:00Z"),
+            ("UTC", "0 0 * * 1-5", "2026-11-30T00:00:00Z"),
+            ("UTC", "0 0 29 2 *", "2028-02-29T00:00:00Z"),
+            ("UTC", "*/15 * * * *", "2026-11-29T12:15:00Z"),
+            ("UTC", "0 9 * DEC *", "2026-12-01T09:00:00Z"),
+            ("UTC", "0 9 */10 * *", "2026-12-01T09:00:00Z"),
+            ("UTC", "30 0 9 * * *", "2026-11-30T09:00:30Z"),
+            // Vixie: a day field starting with `*` ANDs: odd days that are
+            // Mondays (the 30th is even).
+            ("UTC", "0 9 */2 * 1", "2026-12-07T09:00:00Z"),
+            ("UTC", "0 9 1 * */2", "2026-12-01T09:00:00Z"),
+            ("UTC", "@daily", "2026-11-30T00:00:00Z"),
+            ("UTC", "@weekly", "2026-12-06T00:00:00Z"),
+            ("UTC", "@monthly", "2026-12-01T00:00:00Z"),
+            // 20:00 in Shanghai at the start: 09:00 there tomorrow.
+            ("Asia/Shanghai", "0 9 * * *", "2026-11-30T01:00:00Z"),
+            // Monday 00:00 in Shanghai is still Sunday in UTC.
+            ("Asia/Shanghai", "0 0 * * 1", "2026-11-29T16:00:00Z"),
+        ];
+        for (tz, expr, want) in table {
+            let tz: Tz = tz.parse().unwrap();
+            let got = Check::cron(expr)
+                .unwrap_or_else(|e| panic!("{expr}: {e}"))
+                .next_after(start, tz);
+            assert_eq!(
+                got.map(|t| Utc.timestamp_opt(t, 0).unwrap().to_rfc3339()),
+                Some(Utc.timestamp_opt(at(want), 0).unwrap().to_rfc3339()),
+                "{expr} in {tz}"
+            );
         }
     }
 
