@@ -19,6 +19,7 @@ use crate::{sandbox, timefmt, upstream};
 pub const EXIT_CONFIG: u8 = 78;
 
 mod admin;
+mod logging;
 
 #[derive(Debug, Parser)]
 #[command(name = "vipd", version, about = "Keeps paid memberships from lapsing.")]
@@ -34,6 +35,15 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+impl From<LogFormat> for logging::Format {
+    fn from(f: LogFormat) -> logging::Format {
+        match f {
+            LogFormat::Text => logging::Format::Text,
+            LogFormat::Json => logging::Format::Json,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -197,14 +207,21 @@ enum ModeArg {
 pub fn main() -> ExitCode {
     crate::daemon::one_malloc_arena();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let format = logging::Format::from(cli.log_format);
+    if let Err(e) = logging::init(format) {
+        logging::fatal(format, &[format!("vipd: {e}")]);
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("vipd: cannot start the async runtime: {e}");
+            logging::fatal(
+                format,
+                &[format!("vipd: cannot start the async runtime: {e}")],
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -212,73 +229,14 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if let Some(errors) = e.downcast_ref::<ConfigErrors>() {
-                eprintln!("{errors}");
+                let lines: Vec<String> = errors.to_string().lines().map(str::to_owned).collect();
+                logging::fatal(format, &lines);
                 return ExitCode::from(EXIT_CONFIG);
             }
-            eprintln!("vipd: {e:#}");
+            logging::fatal(format, &[format!("vipd: {e:#}")]);
             ExitCode::FAILURE
         }
     }
-}
-
-/// Log level from `VIPD_LOG`, then `RUST_LOG`, else `info`. A filter that
-/// does not parse, or names no level (`warnings`, which the filter syntax
-/// takes for a module name and so silences everything else), is reported
-/// once at start and replaced by `info`.
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let (filter, problem) = match std::env::var("VIPD_LOG")
-        .map(|s| ("VIPD_LOG", s))
-        .or_else(|_| std::env::var("RUST_LOG").map(|s| ("RUST_LOG", s)))
-    {
-        Ok((var, spec)) => match log_filter(&spec) {
-            Ok(f) => (f, None),
-            Err(why) => (
-                EnvFilter::new("info"),
-                Some(format!("{var}={spec:?}: {why}; logging at info")),
-            ),
-        },
-        Err(_) => (EnvFilter::new("info"), None),
-    };
-    // Colours only for a person at a terminal: under systemd stderr goes
-    // to the journal, where escape codes would be stored as text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    if let Some(problem) = problem {
-        tracing::warn!("{problem}");
-    }
-}
-
-/// Parses a log filter, refusing a directive without `=` that is not a
-/// level: operators write levels, and a bare word is a module name.
-fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    let directives: Vec<&str> = spec
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .collect();
-    for &directive in &directives {
-        if !directive.contains('=')
-            && !directive.contains("::")
-            && !directive.starts_with('[')
-            && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive))
-        {
-            return Err(format!(
-                "`{directive}` is not a level (trace, debug, info, warn, error, off); \
-                 for one module write module=level"
-            ));
-        }
-    }
-    tracing_subscriber::EnvFilter::try_new(directives.join(",")).map_err(|e| e.to_string())
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -598,29 +556,4 @@ pub(crate) async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::log_filter;
-
-    /// `VIPD_LOG=warnings` was taken for a module name and silenced every
-    /// log line (issue 11, item 6).
-    #[test]
-    fn log_filters_must_name_a_level() {
-        for ok in [
-            "warn",
-            "WARN",
-            "info,vipd=debug",
-            "vipd::engine",
-            "error, sled=off",
-            "",
-        ] {
-            assert!(log_filter(ok).is_ok(), "{ok:?}");
-        }
-        for bad in ["warnings", "verbose", "info,loud"] {
-            let e = log_filter(bad).unwrap_err();
-            assert!(e.contains("is not a level"), "{bad}: {e}");
-        }
-    }
 }

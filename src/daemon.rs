@@ -378,12 +378,16 @@ impl Reloader {
                 (generation, None)
             }
             Err(e) => {
-                tracing::error!(
-                    trigger,
-                    generation = current.generation,
-                    "reload refused; generation {} stays in force:\n{e}",
-                    current.generation
-                );
+                // One record per cause, each with its level: a journal
+                // splits a multi-line message into records without one.
+                for cause in e.lines().filter(|l| !l.trim().is_empty()) {
+                    tracing::error!(
+                        trigger,
+                        generation = current.generation,
+                        "reload refused; generation {} stays in force: {cause}",
+                        current.generation
+                    );
+                }
                 (current.generation, Some(e))
             }
         };

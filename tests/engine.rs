@@ -702,3 +702,30 @@ async fn a_reload_cannot_drop_the_token_of_a_public_admin_api() {
         .unwrap();
     assert_eq!(status.status(), 401, "the token is still in force");
 }
+
+/// A refused reload with two causes logs two records, each with its level
+/// and its cause: the message once spanned lines, and a journal made the
+/// cause a record without a level.
+#[tokio::test]
+async fn a_refused_reload_logs_one_record_per_cause() {
+    let stack = Stack::start(&StackConfig::due(0)).await;
+    let text = std::fs::read_to_string(&stack.config).unwrap();
+    let broken = text
+        .replace("retry_base: 1s", "retry_base: 1s\n  timezone: Mars/Olympus")
+        .replace("    product: qq_vip_month", "    product: qq_vip_yearly");
+    assert_ne!(broken, text);
+    std::fs::write(&stack.config, broken).unwrap();
+    let (code, body) = stack.reload().await;
+    assert_eq!(code, 422, "{body}");
+    let log = stack.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("reload refused"))
+        .collect();
+    assert!(refused.len() >= 2, "{log}");
+    for line in &refused {
+        assert!(line.contains("ERROR"), "{line}");
+    }
+    assert!(refused.iter().any(|l| l.contains("Mars/Olympus")), "{log}");
+    assert!(refused.iter().any(|l| l.contains("qq_vip_yearly")), "{log}");
+}
