@@ -96,6 +96,26 @@ fn bench(c: &mut Criterion) {
         b.iter(|| runtime.block_on(shipped.deliver(&ev)))
     });
 
+    // The limits' cost, side by side: the same loop of about 1.2M Lua
+    // instructions in a bare state and under the instruction/time hook
+    // (which also notes where Lua runs, for memory-limit errors).
+    const SPIN: &str = "local n = 0\nfor i = 1, 200000 do n = n + i % 7 end\nreturn n";
+    {
+        let lua = mlua::Lua::new();
+        let f = lua.load(SPIN).into_function().unwrap();
+        c.bench_function("a 1.2M-instruction loop, bare Lua", |b| {
+            b.iter(|| f.call::<i64>(()).unwrap())
+        });
+        let lua = mlua::Lua::new();
+        vipd::plugins::limits::install(&lua).unwrap();
+        let f = lua.load(SPIN).into_function().unwrap();
+        let budget =
+            vipd::plugins::limits::Budget::new(u64::MAX / 2, std::time::Duration::from_secs(60));
+        c.bench_function("a 1.2M-instruction loop, under the limits", |b| {
+            b.iter(|| vipd::plugins::limits::with_budget(&budget, || f.call::<i64>(()).unwrap()))
+        });
+    }
+
     // The pattern guard's cost, side by side: the same 100 calls in a bare
     // Lua state and in one with the guard installed.
     const LOOP: &str = r#"

@@ -154,7 +154,8 @@ enum Command {
     /// Print the JSON Schema of rules.yaml.
     Schema,
     /// Print the LuaLS `---@meta` file of the plugin API (save it as
-    /// `scripts/vipd.d.lua`, or anywhere LuaLS looks for libraries).
+    /// `scripts/types/vipd.d.lua`, as this repository does; plugins load
+    /// from `*.lua` in scripts_dir, never from `*.d.lua`).
     LuaTypes,
     /// Serve the simulated upstream.
     Sandbox {

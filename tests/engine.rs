@@ -373,10 +373,11 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
         c.output().unwrap()
     };
     let dry = recharge(true);
-    assert!(
-        String::from_utf8_lossy(&dry.stdout).contains("dry run: would renew"),
-        "{dry:?}"
-    );
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(said.contains("dry run: would renew"), "{dry:?}");
+    // It named the stand-in rule's window (`renew_before 4294967295s`).
+    assert!(!said.contains("renew_before"), "{said}");
+    assert!(said.contains("qq_vip ends in"), "{said}");
     assert_eq!(stack.sandbox_orders().await.len(), 0);
     let first = recharge(false);
     assert!(
@@ -728,4 +729,64 @@ async fn a_refused_reload_logs_one_record_per_cause() {
     }
     assert!(refused.iter().any(|l| l.contains("Mars/Olympus")), "{log}");
     assert!(refused.iter().any(|l| l.contains("qq_vip_yearly")), "{log}");
+}
+
+/// A manual order through the running daemon is followed up like a rule's
+/// (no rule checks it: the rule here checks hourly and a0 is not due), so
+/// it is verified within seconds, and `status` shows it. Before, the
+/// renewal was verified only at a rule's next check and status never
+/// named it.
+#[tokio::test]
+async fn a_manual_order_is_verified_and_shown() {
+    let mut cfg = StackConfig::due(1);
+    cfg.accounts = vec![("a0".into(), Some("40d".into()))];
+    cfg.sandbox = "  mode: async\n  callback_delay: 200ms".into();
+    cfg.rewrite = vec![("check: { every: 1s }".into(), "check: { every: 1h }".into())];
+    let mut stack = Stack::start(&cfg).await;
+    // The first (spread) check sees a0 not due.
+    stack
+        .wait_for("first check", Duration::from_secs(10), || async {
+            let s = stack.status().await;
+            s["checks"][0]["checked_at"].as_i64().map(|_| ())
+        })
+        .await;
+    let out = vipd()
+        .arg("recharge")
+        .arg("--config")
+        .arg(&stack.config)
+        .args(["--account", "a0", "--product", "qq_vip_month"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified = stack
+        .wait_for("manual order verified", Duration::from_secs(10), || async {
+            let s = stack.status().await;
+            let v = &s["manual"][0]["verification"];
+            (v["status"] == "verified").then(|| s.clone())
+        })
+        .await;
+    assert_eq!(verified["manual"][0]["account"], "a0");
+    assert_eq!(verified["manual"][0]["order"]["state"], "succeeded");
+    assert!(!common::events_of(&verified, "renewal_verified").is_empty());
+    let (code, text, err) = run(vipd().arg("status").arg("--config").arg(&stack.config));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("manual / a0 (qq_vip, qq_vip_month)"),
+        "{text}"
+    );
+    assert!(text.contains("verified    yes: ends"), "{text}");
+    // With the daemon stopped nothing checks: no "next check in 17s".
+    assert_eq!(stack.stop_daemon(), Some(0));
+    let (code, text, err) = run(vipd().arg("status").arg("--config").arg(&stack.config));
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("daemon not running"), "{text}");
+    assert!(
+        text.contains("next check  - (daemon not running)"),
+        "{text}"
+    );
+    assert!(text.contains("manual / a0"), "{text}");
 }

@@ -132,6 +132,14 @@ end)
         assert!(log.contains(limit), "{limit} not logged:\n{log}");
     }
     assert!(log.contains("runaway.lua:4"), "no script line:\n{log}");
+    // The memory limit names its line too (it was `... at  plugin=`): the
+    // allocator raises it with no position, so where the hook last saw
+    // the loop run.
+    let memory = log
+        .lines()
+        .find(|l| l.contains("memory limit exceeded"))
+        .unwrap();
+    assert!(memory.contains("at runaway.lua:7"), "{memory}");
 }
 
 #[tokio::test]

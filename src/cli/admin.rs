@@ -134,7 +134,15 @@ fn status_text(s: &Status) -> String {
         let _ = writeln!(out, "\n{} / {} ({})", c.rule, c.account, c.membership);
         let _ = writeln!(out, "  ends        {}", when(c.observed_end, s.now));
         let _ = writeln!(out, "  checked     {}", when(c.checked_at, s.now));
-        let _ = writeln!(out, "  next check  {}", when(c.next_check, s.now));
+        let _ = writeln!(
+            out,
+            "  next check  {}",
+            if s.generation == 0 {
+                "- (daemon not running)".to_owned()
+            } else {
+                when(c.next_check, s.now)
+            }
+        );
         let _ = writeln!(
             out,
             "  decision    {}",
@@ -155,6 +163,28 @@ fn status_text(s: &Status) -> String {
                 o.why
             );
         }
+    }
+    for m in &s.manual {
+        let _ = writeln!(
+            out,
+            "\nmanual / {} ({}, {})\n  order       {} {} (spent {}): {}\n  verified    {}",
+            m.account,
+            m.membership,
+            m.product,
+            &m.order.key[..12],
+            m.order.state,
+            m.order.spent,
+            m.order.why,
+            match &m.verification {
+                crate::ledger::Verification::None => "-".to_owned(),
+                crate::ledger::Verification::Waiting { deadline } =>
+                    format!("waiting, until {}", when(Some(*deadline), s.now)),
+                crate::ledger::Verification::Verified { new_end, .. } =>
+                    format!("yes: ends {}", timefmt::utc(*new_end)),
+                crate::ledger::Verification::Unverified { .. } =>
+                    "NO: paid, and the end has not moved".to_owned(),
+            }
+        );
     }
     let counts: Vec<String> = s
         .orders

@@ -615,8 +615,20 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// `raw` against the configuration's folder, without `.` components
+    /// (`rules.yaml` with `./state` is `state`, not `././state`).
     fn path_in(&self, raw: &str) -> PathBuf {
-        self.base_dir.join(raw)
+        let joined: PathBuf = self
+            .base_dir
+            .join(raw)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        if joined.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            joined
+        }
     }
 
     fn build(mut self, raw: raw::RawConfig) -> Result<Config, ConfigErrors> {
@@ -820,6 +832,12 @@ impl<'a> Builder<'a> {
             }
             if !seen.insert(r.name.clone()) {
                 self.error(&at("name"), format!("{subject}: the name is used twice"));
+            }
+            if r.name == crate::engine::MANUAL_RULE {
+                self.error(
+                    &at("name"),
+                    format!("{subject}: the name is reserved for manual orders (`vipd recharge`)"),
+                );
             }
             let selected = self.select(&at("accounts"), &subject, r.accounts, accounts);
             let check = match r.check {
@@ -1218,6 +1236,24 @@ accounts:
 
     fn parse(text: &str) -> Result<Config, ConfigErrors> {
         Config::parse(text, Path::new("rules.yaml"))
+    }
+
+    /// Paths beside a configuration in the current folder printed as
+    /// `././state` (issue 11, item 7).
+    #[test]
+    fn paths_beside_the_file_have_no_dot_components() {
+        if std::env::var_os("STATE_DIRECTORY").is_some() {
+            return;
+        }
+        let c = parse(&GOOD.replace(
+            "daemon: { sandbox: true }",
+            "daemon: { sandbox: true, state_dir: ./state }",
+        ))
+        .unwrap();
+        assert_eq!(c.daemon.state_dir, Path::new("state"));
+        assert_eq!(c.daemon.scripts_dir, Path::new("scripts"));
+        let c = Config::parse(GOOD, Path::new("/etc/vipd/./rules.yaml")).unwrap();
+        assert_eq!(c.daemon.state_dir, Path::new("/etc/vipd/state"));
     }
 
     /// 100,000 nested brackets took 126 s before the parser's recursion

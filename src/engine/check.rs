@@ -94,6 +94,12 @@ impl Engine {
         rule_name: &str,
         account_name: &str,
     ) {
+        if rule_name == super::MANUAL_RULE {
+            if let Some(account) = rt.config.account(account_name) {
+                self.check_manual(rt, account).await;
+            }
+            return;
+        }
         let (Some(rule), Some(account)) =
             (rt.config.rule(rule_name), rt.config.account(account_name))
         else {
@@ -289,6 +295,60 @@ impl Engine {
             self.emit(ev);
         } else {
             tracing::warn!(account = %account.name, rule = %rule.name, error = %e, "membership read failed; no decision this time");
+        }
+    }
+
+    /// Follows up an account's manual orders, which no rule checks: reads
+    /// the account, applies the evidence to each membership a manual order
+    /// of it is open or unverified for, and comes back in 30 s while one
+    /// still is (a callback settling one also brings a follow-up).
+    async fn check_manual(self: &Arc<Self>, rt: &Arc<Runtime>, account: &Account) {
+        const AGAIN: Duration = Duration::from_secs(30);
+        let open = |engine: &Self| -> Vec<Membership> {
+            let mut open: Vec<Membership> = engine
+                .ledger
+                .orders_of(&account.name)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| &*o.rule == super::MANUAL_RULE)
+                .filter(|o| {
+                    matches!(o.state, OrderState::Pending | OrderState::Unknown)
+                        || o.state == OrderState::Succeeded
+                            && matches!(o.verification, Verification::Waiting { .. })
+                })
+                .map(|o| o.membership)
+                .collect();
+            open.sort_by_key(|m| m.as_str());
+            open.dedup();
+            open
+        };
+        let memberships = open(self);
+        if memberships.is_empty() {
+            return;
+        }
+        let info = match self.read(rt, account).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(account = %account.name, error = %e, "membership read for a manual order failed; trying again in 30s");
+                self.follow_up(super::MANUAL_RULE, &account.name, AGAIN);
+                return;
+            }
+        };
+        self.note_read_ok(account);
+        let Now::Trusted { now } = self
+            .time
+            .observe(Clock::system_unix(), tokio::time::Instant::now())
+        else {
+            self.follow_up(super::MANUAL_RULE, &account.name, AGAIN);
+            return;
+        };
+        for m in memberships {
+            if let Err(e) = self.settle_by_evidence(rt, account, m, info.end(m), now) {
+                tracing::error!(account = %account.name, error = %e, "could not apply evidence to manual orders");
+            }
+        }
+        if !open(self).is_empty() {
+            self.follow_up(super::MANUAL_RULE, &account.name, AGAIN);
         }
     }
 

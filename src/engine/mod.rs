@@ -200,6 +200,10 @@ pub struct Engine {
 }
 
 /// Unix milliseconds now.
+/// The rule name manual orders (`vipd recharge`) are recorded under;
+/// reserved in the configuration.
+pub const MANUAL_RULE: &str = "manual";
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -42,6 +42,20 @@ pub struct Status {
     /// Loaded plugins and their handler counts.
     #[serde(default)]
     pub plugins: BTreeMap<String, crate::plugins::PluginCounts>,
+    /// Each account's latest manual order (`vipd recharge`), while it is
+    /// open or unverified, or for 7 days after.
+    #[serde(default)]
+    pub manual: Vec<ManualLine>,
+}
+
+/// A manual order in `status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ManualLine {
+    pub account: String,
+    pub membership: Membership,
+    pub product: String,
+    pub order: OrderBrief,
+    pub verification: Verification,
 }
 
 /// One (rule, account) pair in `status`.
@@ -120,7 +134,10 @@ pub fn status(
                 .filter(|o| *o.rule == *rule.name)
                 .max_by_key(|o| o.updated_at);
             let offset = spread(&rule.name, name, rule.check.interval(now, tz)).as_secs() as i64;
+            // Only a running daemon checks (generation 0: read from the
+            // store with the daemon stopped).
             let next_check = match &rule.check {
+                _ if generation == 0 => None,
                 Check::Every(d) => c.checked_at.map(|at| at + d.as_secs() as i64),
                 Check::Cron { .. } => rule.check.next_after(now - offset, tz).map(|t| t + offset),
             };
@@ -136,9 +153,31 @@ pub fn status(
             });
         }
     }
+    let mut manual = Vec::new();
     for a in &config.accounts {
         if let Some(err) = ledger.account_state(&a.name)?.last_error {
             attention.insert(a.name.clone(), err);
+        }
+        let latest = ledger
+            .orders_of(&a.name)?
+            .into_iter()
+            .filter(|o| &*o.rule == super::MANUAL_RULE)
+            .max_by_key(|o| o.updated_at);
+        if let Some(o) = latest {
+            let open = !matches!(o.state, OrderState::Succeeded | OrderState::Failed)
+                || matches!(
+                    o.verification,
+                    Verification::Waiting { .. } | Verification::Unverified { .. }
+                );
+            if open || now - o.updated_at < 7 * 86_400 {
+                manual.push(ManualLine {
+                    account: a.name.clone(),
+                    membership: o.membership,
+                    product: o.product.to_string(),
+                    order: OrderBrief::from(&o),
+                    verification: o.verification.clone(),
+                });
+            }
         }
     }
     let (day, month) = period::periods(now, tz);
@@ -166,6 +205,7 @@ pub fn status(
         events: ledger.events(20)?,
         last_reload: None,
         plugins: BTreeMap::new(),
+        manual,
     })
 }
 
@@ -354,7 +394,7 @@ impl Engine {
             .get(product)
             .ok_or_else(|| format!("no product named {product}"))?;
         let rule = Rule {
-            name: "manual".into(),
+            name: super::MANUAL_RULE.into(),
             accounts: vec![acct.name.as_str().into()],
             check: Check::Every(Duration::from_secs(86_400)),
             membership: prod.extends,
@@ -374,8 +414,22 @@ impl Engine {
         let decision = self
             .decide_now(&rt, &rule, acct, prod, end, now)
             .map_err(|e| e.to_string())?;
-        let Decision::Renew { why } = decision else {
+        let Decision::Renew { .. } = decision else {
             return Err(format!("not renewing: {}", decision.describe()));
+        };
+        // The rule's own words would name its stand-in window.
+        let why = match end {
+            Some(end) if end > now => format!(
+                "{} ends {}",
+                prod.extends,
+                crate::timefmt::relative(end - now)
+            ),
+            Some(end) => format!(
+                "{} lapsed {}",
+                prod.extends,
+                crate::timefmt::relative(end - now)
+            ),
+            None => format!("no {} membership", prod.extends),
         };
         if dry_run || self.dry_run {
             return Ok(format!(
@@ -387,7 +441,12 @@ impl Engine {
             .renew(&rt, &rule, acct, prod, end, format!("manual: {why}"))
             .await
         {
-            Some(o) => Ok(format!("order {} {}: {}", o.key, o.state, o.last_why())),
+            Some(o) => {
+                // No rule checks manual orders: follow this one up until
+                // it is settled and verified (see `check_manual`).
+                self.follow_up(super::MANUAL_RULE, &acct.name, Duration::from_secs(1));
+                Ok(format!("order {} {}: {}", o.key, o.state, o.last_why()))
+            }
             None => Err("not paid; see the log for why".into()),
         }
     }

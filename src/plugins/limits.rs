@@ -52,6 +52,9 @@ pub struct Budget {
     hit: AtomicU8,
     /// `script.lua:LINE` where the hook stopped the call.
     at: std::sync::Mutex<Option<String>>,
+    /// Where the hook last saw Lua code run (script, line): a memory limit
+    /// is raised by the allocator, which names no line.
+    seen: std::sync::Mutex<Option<(String, usize)>>,
 }
 
 impl Budget {
@@ -64,6 +67,7 @@ impl Budget {
             left: AtomicI64::new(instructions.min(i64::MAX as u64) as i64),
             hit: AtomicU8::new(0),
             at: std::sync::Mutex::new(None),
+            seen: std::sync::Mutex::new(None),
         })
     }
 
@@ -112,8 +116,31 @@ impl Budget {
         self.at.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// `script.lua:LINE` where the hook last saw this call's Lua run (at
+    /// most `STEP` instructions before any point), if it ran that long.
+    pub fn last_seen(&self) -> Option<String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(src, line)| format!("{src}:{line}"))
+    }
+
+    /// Notes where Lua runs; allocates only when the script changes.
+    fn note(&self, debug: &mlua::Debug) {
+        let line = debug.current_line().unwrap_or(0);
+        let source = debug.source();
+        let Some(src) = source.short_src else { return };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *seen {
+            Some((s, l)) if *s == *src => *l = line,
+            other => *other = Some((src.into_owned(), line)),
+        }
+    }
+
     /// Charges one hook step; an error stops the running Lua code.
     fn charge(&self, debug: &mlua::Debug) -> mlua::Result<VmState> {
+        self.note(debug);
         let left = self.left.fetch_sub(STEP as i64, Ordering::Relaxed) - STEP as i64;
         // Once passed, every later step fails too, so a `pcall` around the
         // runaway code cannot swallow the limit and carry on.

@@ -308,7 +308,12 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         Ok(entries) => {
             for e in entries {
                 let path = e?.path();
-                if path.extension().is_some_and(|x| x == "lua") && path.is_file() {
+                // `*.d.lua` are LuaLS declaration files (`vipd lua-types`),
+                // never plugins.
+                let declaration = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(".d.lua"));
+                if path.extension().is_some_and(|x| x == "lua") && !declaration && path.is_file() {
                     files.push(path);
                 }
             }
@@ -555,9 +560,19 @@ impl Plugins {
                 Ok(()) => names.push(name),
                 Err(e) => {
                     let message = describe_error(&e);
+                    let line = line_in(&message, &file_name);
+                    // Shown once, as `scripts/x.lua:3:`, not again as
+                    // Lua's own `x.lua:3:` prefix.
+                    let message = match line {
+                        Some(l) => message
+                            .strip_prefix(&format!("{file_name}:{l}: "))
+                            .map(str::to_owned)
+                            .unwrap_or(message),
+                        None => message,
+                    };
                     errors.push(LoadError {
                         file: shown,
-                        line: line_in(&message, &file_name),
+                        line,
                         message,
                     });
                 }
@@ -644,13 +659,26 @@ impl Plugins {
                 if limit == Limit::Memory {
                     let _ = self.lua.gc_collect();
                 }
-                // Where: the hook saw it; else the first script line of
-                // the error's traceback.
-                let at = budget.stopped_at().unwrap_or_else(|| {
-                    let text = describe_error(&error);
-                    let line = text.lines().find(|l| l.contains(".lua:"));
-                    line.unwrap_or("").trim().to_owned()
-                });
+                // Where: the hook stopped it; else the first script line
+                // of the error's traceback; else (the allocator raises a
+                // memory error, naming no line) where the hook last saw
+                // it run; else the handler's own definition.
+                let at = budget
+                    .stopped_at()
+                    .or_else(|| {
+                        let text = describe_error(&error);
+                        let line = text.lines().find(|l| l.contains(".lua:"))?;
+                        Some(line.trim().trim_end_matches(':').to_owned())
+                    })
+                    .or_else(|| budget.last_seen().map(|at| format!("{at} or just after")))
+                    .unwrap_or_else(|| {
+                        let info = func.info();
+                        format!(
+                            "{}:{} (the handler)",
+                            info.short_src.unwrap_or_else(|| "?".into()),
+                            info.line_defined.unwrap_or(0)
+                        )
+                    });
                 format!("{} at {at}", budget.message(limit, self.settings.memory))
             }
             None => describe_error(&error),

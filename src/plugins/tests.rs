@@ -382,6 +382,14 @@ fn load_errors_name_the_script_and_line() {
     assert_eq!(errors[0].line, Some(2), "{shown:#?}");
     assert!(shown[0].contains("b_syntax.lua:2:"), "{shown:#?}");
     assert_eq!(errors[1].line, Some(4), "{shown:#?}");
+    // The location once, not `c_runtime.lua:4: c_runtime.lua:4:`.
+    for (s, n) in [
+        (&shown[0], "b_syntax.lua:2:"),
+        (&shown[1], "c_runtime.lua:4:"),
+    ] {
+        let first = s.lines().next().unwrap();
+        assert_eq!(first.matches(n).count(), 1, "{s}");
+    }
     assert!(
         shown[2].contains("did you mean \"recharge_result\""),
         "{shown:#?}"
@@ -686,4 +694,16 @@ end)
         ]
         .join("|")
     );
+}
+
+/// `vipd lua-types` suggested saving its output in scripts/, where it was
+/// then loaded as a plugin and failed `check`: `*.d.lua` are skipped.
+#[test]
+fn declaration_files_are_not_plugins() {
+    let f = Fixture::new(&[
+        ("a.lua", "vipd.on('error', function() end)"),
+        ("vipd.d.lua", "---@meta\nerror('a declaration file ran')"),
+    ]);
+    let p = f.load();
+    assert_eq!(p.names(), ["a"]);
 }
