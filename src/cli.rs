@@ -27,6 +27,11 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The daemon's state folder, for commands run beside it (status,
+    /// orders, plan, recharge, store); wins over $STATE_DIRECTORY and the
+    /// configuration's state_dir.
+    #[arg(long, global = true, env = "VIPD_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,6 +85,10 @@ enum Command {
         config: PathBuf,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Fail on a `${credential:}` that cannot be read here (outside the
+        /// service it is a warning: only the service is handed them).
+        #[arg(long)]
+        strict: bool,
     },
     /// Per account and rule: expiry, next check, last order, spend.
     Status {
@@ -209,6 +218,9 @@ pub fn main() -> ExitCode {
     crate::daemon::one_malloc_arena();
     let cli = Cli::parse();
     let format = logging::Format::from(cli.log_format);
+    if let Some(dir) = cli.state_dir.clone() {
+        crate::config::override_state_dir(dir);
+    }
     if let Err(e) = logging::init(format) {
         logging::fatal(format, &[format!("vipd: {e}")]);
         return ExitCode::from(2);
@@ -255,7 +267,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 admin::store_release(&config, account.as_deref()).await
             }
         },
-        Command::Check { config, format } => Ok(check(&config, format)),
+        Command::Check {
+            config,
+            format,
+            strict,
+        } => Ok(check(&config, format, strict)),
         Command::Sign {
             secret_file,
             secret,
@@ -306,8 +322,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// `vipd check`: the configuration, then its plugins (loaded into a
 /// throwaway state with no store and no engine, so nothing happens).
-fn check(path: &Path, format: OutputFormat) -> ExitCode {
-    let result = Config::load(path).map_err(|e| e.0).and_then(|config| {
+fn check(path: &Path, format: OutputFormat, strict: bool) -> ExitCode {
+    // Outside the service its credentials cannot be read: a warning here,
+    // an error with --strict (and under the unit, which sets
+    // $CREDENTIALS_DIRECTORY, where a missing one is always an error).
+    let load = if strict {
+        Config::load
+    } else {
+        Config::load_outside
+    };
+    let result = load(path).map_err(|e| e.0).and_then(|config| {
         let config = std::sync::Arc::new(config);
         let plugins = crate::plugins::Plugins::load(&config, crate::plugins::Host::new(None))
             .map_err(|e| {
@@ -322,33 +346,50 @@ fn check(path: &Path, format: OutputFormat) -> ExitCode {
             })?;
         Ok((config, plugins))
     });
-    let warnings = result
+    // (line:column, message): a credential only the service can read is
+    // located; the other warnings are about the whole file or a rule.
+    let warnings: Vec<(Option<(usize, usize)>, String)> = result
         .as_ref()
-        .map(|(c, _)| c.warnings())
+        .map(|(c, _)| {
+            let unavailable = c.unavailable.iter().map(|e| {
+                (
+                    e.line.zip(e.column),
+                    format!("{} (vipd run and check --strict need it)", e.message),
+                )
+            });
+            unavailable
+                .chain(c.warnings().into_iter().map(|w| (None, w)))
+                .collect()
+        })
         .unwrap_or_default();
+    let shown = |(at, w): &(Option<(usize, usize)>, String)| match at {
+        Some((l, c)) => format!("{}:{l}:{c}: warning: {w}", path.display()),
+        None => format!("{}: warning: {w}", path.display()),
+    };
     match format {
         OutputFormat::Json => {
             let report = serde_json::json!({
                 "file": path,
                 "valid": result.is_ok(),
                 "errors": result.as_ref().err(),
-                "warnings": warnings,
+                "warnings": warnings.iter().map(shown).collect::<Vec<_>>(),
                 "plugins": result.as_ref().ok().map(|(_, p)| p.names()),
             });
             println!("{report:#}");
         }
         OutputFormat::Text => {
             for w in &warnings {
-                eprintln!("{}: warning: {w}", path.display());
+                eprintln!("{}", shown(w));
             }
             match &result {
                 Ok((c, p)) => println!(
-                    "{}: valid ({} providers, {} products, {} accounts, {} plugins{})",
+                    "{}: valid ({}, {}, {}, {}, {}{})",
                     path.display(),
-                    c.providers.len(),
-                    c.products.len(),
-                    c.accounts.len(),
-                    p.names().len(),
+                    count(c.providers.len(), "provider"),
+                    count(c.products.len(), "product"),
+                    count(c.accounts.len(), "account"),
+                    count(c.rules.len(), "rule"),
+                    count(p.names().len(), "plugin"),
                     if p.names().is_empty() {
                         String::new()
                     } else {
@@ -367,6 +408,15 @@ fn check(path: &Path, format: OutputFormat) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// `1 rule`, `2 rules`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

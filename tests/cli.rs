@@ -125,17 +125,25 @@ fn literal_secrets_in_a_readable_file_warn() {
         assert!(!err.contains(SECRET), "a warning never shows the value");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let (_, _, err) = run(vipd().arg("check").arg("--config").arg(&path));
-        assert!(!err.contains("warning"), "{err}");
+        assert!(!err.contains("written literally"), "{err}");
     }
+}
+
+/// The `${credential:NAME}` names a configuration uses.
+fn credential_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .split("${credential:")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(n, _)| n.to_owned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 #[test]
 fn every_example_and_the_default_config_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let creds = tempfile::tempdir().unwrap();
-    for name in ["admin_token", "qq_app_key", "alice_token", "alice_refresh"] {
-        std::fs::write(creds.path().join(name), "test-value\n").unwrap();
-    }
     let mut files = vec![root.join("rules.yaml")];
     for entry in std::fs::read_dir(root.join("examples")).unwrap() {
         let path = entry.unwrap().path();
@@ -145,30 +153,90 @@ fn every_example_and_the_default_config_check() {
     }
     assert!(files.len() >= 3, "{files:?}");
     for file in files {
+        let creds = tempfile::tempdir().unwrap();
+        for name in credential_names(&std::fs::read_to_string(&file).unwrap()) {
+            std::fs::write(creds.path().join(&name), format!("test-value-{name}\n")).unwrap();
+        }
         let (code, out, err) = run(vipd()
-            .arg("check")
-            .arg("--config")
+            .args(["check", "--strict", "--config"])
             .arg(&file)
-            .env("VIPD_WAPI_SECRET", "0123456789abcdef0123456789abcdef")
             .env("CREDENTIALS_DIRECTORY", creds.path()));
         assert_eq!(code, 0, "{}: {out}{err}", file.display());
     }
 }
 
+/// The production example is complete: it has rules, every secret is a
+/// credential, and the names it uses are the ones its header lists (the
+/// files an operator puts in /etc/vipd/credentials, which the unit hands
+/// over as a folder).
 #[test]
-fn missing_secret_names_where_it_was_expected() {
+fn the_production_example_is_complete() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (code, _, err) = run(vipd()
-        .arg("check")
-        .arg("--config")
-        .arg(root.join("examples/production.yaml"))
-        .env_remove("VIPD_WAPI_SECRET")
-        .env_remove("CREDENTIALS_DIRECTORY"));
-    assert_eq!(code, 78);
+    let text = std::fs::read_to_string(root.join("examples/production.yaml")).unwrap();
     assert!(
-        err.contains("provider wapi: secret: environment variable VIPD_WAPI_SECRET is not set"),
+        !text.contains("${env:") && !text.contains("${file:"),
+        "credentials only"
+    );
+    let names = credential_names(&text);
+    let header: String = text
+        .lines()
+        .skip_while(|l| !l.contains("Credentials it names:"))
+        .take_while(|l| l.starts_with('#'))
+        .collect();
+    for name in &names {
+        let per_account = ["_token", "_refresh"]
+            .iter()
+            .any(|kind| name.ends_with(kind) && header.contains(&format!("<name>{kind}")));
+        assert!(
+            header.contains(name.as_str()) || per_account,
+            "{name} is not in the header: {header}"
+        );
+    }
+    let unit = std::fs::read_to_string(root.join("packaging/vipd.service")).unwrap();
+    assert!(
+        unit.lines()
+            .any(|l| l == "LoadCredential=vipd:/etc/vipd/credentials"),
+        "the unit hands over the whole credentials folder"
+    );
+    let (code, out, err) = run(vipd()
+        .args(["check", "--config"])
+        .arg(root.join("examples/production.yaml"))
+        .env_remove("CREDENTIALS_DIRECTORY"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 rule"), "{out}");
+}
+
+/// Outside the unit (an operator's shell, no $CREDENTIALS_DIRECTORY) a
+/// credential only the service can read is a located warning, and an
+/// error with --strict; under the unit a missing one is an error.
+#[test]
+fn missing_credentials_are_warnings_outside_the_service() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let production = root.join("examples/production.yaml");
+    let (code, _, err) = run(vipd()
+        .args(["check", "--config"])
+        .arg(&production)
+        .env_remove("CREDENTIALS_DIRECTORY"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("production.yaml:30:5: warning: provider wapi: secret: credential wapi_secret cannot be read here"),
         "{err}"
     );
+    let (code, _, err) = run(vipd()
+        .args(["check", "--strict", "--config"])
+        .arg(&production)
+        .env_remove("CREDENTIALS_DIRECTORY"));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("production.yaml:30:5: provider wapi: secret"),
+        "{err}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(vipd()
+        .args(["check", "--config"])
+        .arg(&production)
+        .env("CREDENTIALS_DIRECTORY", empty.path()));
+    assert_eq!(code, 78, "{err}");
     assert!(err.contains("credential alice_token not found"), "{err}");
 }
 
@@ -327,7 +395,7 @@ fn check_loads_the_scripts_and_names_a_broken_one() {
     .unwrap();
     let (code, out, err) = run(vipd().arg("check").arg("--config").arg(&path));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("1 plugins: ok"), "{out}");
+    assert!(out.contains("1 plugin: ok"), "{out}");
     // Loading has no side effects: a plugin that would write at load time
     // fails `check` instead of writing.
     std::fs::write(
@@ -452,4 +520,35 @@ fn journal_records_carry_priorities_and_no_timestamp() {
             "a timestamp of our own: {line}"
         );
     }
+}
+
+/// `status` and `plan` with no daemon and no store (the wrong folder, or
+/// before the first start) never create one: `status` says where it
+/// looked, `plan` plans on a throwaway store and says so.
+#[test]
+fn status_and_plan_never_create_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/rules.yaml"),
+        dir.path().join("rules.yaml"),
+    )
+    .unwrap();
+    let path = dir.path().join("rules.yaml");
+    let (code, _, err) = run(vipd().args(["status", "--config"]).arg(&path));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no store at"), "{err}");
+    assert!(err.contains("--state-dir"), "{err}");
+    let (code, out, err) = run(vipd().args(["plan", "--config"]).arg(&path));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("planning as if no order was ever made"),
+        "{err}"
+    );
+    assert!(out.contains("DUE   keep-staff-vip / alice"), "{out}");
+    let (code, _, err) = run(vipd().args(["orders", "--config"]).arg(&path));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        !dir.path().join("state").exists(),
+        "a store was created beside the configuration"
+    );
 }

@@ -22,6 +22,8 @@ struct Api {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Why the configured admin token is empty here, if it is.
+    token_missing: Option<String>,
 }
 
 impl Api {
@@ -39,6 +41,11 @@ impl Api {
             .send()
             .await
             .is_ok_and(|r| r.status().is_success());
+        let token_missing = config
+            .unavailable
+            .iter()
+            .find(|e| e.message.contains("admin_token"))
+            .map(|e| e.message.clone());
         alive.then(|| Api {
             base: file.admin,
             http,
@@ -47,6 +54,7 @@ impl Api {
                 .admin_token
                 .as_ref()
                 .map(|t| t.expose().to_owned()),
+            token_missing,
         })
     }
 
@@ -62,6 +70,13 @@ impl Api {
             .map_err(|e| anyhow::anyhow!("admin API: {}", crate::upstream::error_chain(&e)))?;
         let status = resp.status();
         let body = resp.bytes().await.context("admin API: reading the reply")?;
+        if status == reqwest::StatusCode::UNAUTHORIZED
+            && let Some(why) = &self.token_missing
+        {
+            bail!(
+                "the daemon wants its admin token, and {why}; run this as root, or with --state-dir and a readable token"
+            );
+        }
         if !status.is_success() {
             bail!("{}", String::from_utf8_lossy(&body));
         }
@@ -77,17 +92,57 @@ impl Api {
     }
 }
 
+/// Where a packaged service keeps its store (`StateDirectory=vipd`).
+pub const UNIT_STATE_DIR: &str = "/var/lib/vipd";
+
+/// The configuration as commands run beside the daemon read it: a
+/// `${credential:}` only the service can read is left empty (see
+/// [`Config::load_outside`]), and the state folder is found in this order:
+/// `--state-dir`; `$STATE_DIRECTORY`; the configuration's `state_dir` when
+/// a store or a running daemon is there; the unit's `/var/lib/vipd` when
+/// one is there; else the configured one (where nothing is created).
+pub fn load_outside(path: &Path) -> anyhow::Result<Config> {
+    let mut config = Config::load_outside(path)?;
+    config.daemon.state_dir = state_dir(&config, Path::new(UNIT_STATE_DIR));
+    Ok(config)
+}
+
+fn state_dir(config: &Config, unit: &Path) -> std::path::PathBuf {
+    let configured = &config.daemon.state_dir;
+    if crate::config::state_dir_overridden() || has_store(configured) {
+        return configured.clone();
+    }
+    if has_store(unit) {
+        return unit.to_path_buf();
+    }
+    configured.clone()
+}
+
+/// A sled store or a running daemon's address file is in `dir`.
+fn has_store(dir: &Path) -> bool {
+    daemon_file(dir).exists() || dir.join("conf").exists() || dir.join("db").exists()
+}
+
+/// Opens the store a daemon left, never creating one: a command run in
+/// the wrong folder must say so, not answer from a new empty store.
 fn open_store(config: &Config) -> anyhow::Result<Ledger> {
-    Ledger::open(&config.daemon.state_dir).map_err(|e| {
+    let dir = &config.daemon.state_dir;
+    if !has_store(dir) {
+        bail!(
+            "no store at {}: vipd has not run with this state_dir. A service keeps its store in {UNIT_STATE_DIR}; name the folder with --state-dir",
+            dir.display()
+        );
+    }
+    Ledger::open(dir).map_err(|e| {
         anyhow::anyhow!(
             "{e}\n(no running daemon answered for {}; if one runs, its admin API is unreachable)",
-            config.daemon.state_dir.display()
+            dir.display()
         )
     })
 }
 
 pub async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+    let config = load_outside(path)?;
     let status: Status = match Api::find(&config).await {
         Some(api) => {
             api.call(api.http.get(format!("{}/api/status", api.base)))
@@ -277,7 +332,7 @@ pub async fn orders(
     state: Option<OrderState>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+    let config = load_outside(path)?;
     let list: Vec<Order> = match Api::find(&config).await {
         Some(api) => {
             let mut req = api.http.get(format!("{}/api/orders", api.base));
@@ -323,7 +378,7 @@ pub async fn orders(
 }
 
 pub async fn resolve(path: &Path, key: &str, paid: bool) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+    let config = load_outside(path)?;
     let order: Order = match Api::find(&config).await {
         Some(api) => {
             let body = serde_json::json!({"as": if paid { "succeeded" } else { "failed" }});
@@ -363,20 +418,54 @@ fn parse_at(at: &str) -> anyhow::Result<i64> {
         })
 }
 
+/// What an engine without a daemon is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Offline {
+    /// `plan`: writes nothing; without a store, plans on a throwaway one
+    /// (no order was ever made) and says so.
+    Plan,
+    /// `recharge`: pays, so it records in the store, creating it when
+    /// none is anywhere (a first manual renewal).
+    Recharge,
+}
+
 /// An engine over the store, not scheduling: for `plan` and `recharge`
-/// when no daemon runs.
+/// when no daemon runs. Every secret is needed (it reads upstream). The
+/// third value is a throwaway store folder to remove after.
 async fn offline_engine(
     path: &Path,
-) -> anyhow::Result<(Arc<Engine>, Option<crate::sandbox::SandboxHandle>)> {
-    let (config, sandbox) = super::load_with_sandbox(path).await?;
-    let ledger = Arc::new(open_store(&config)?);
+    purpose: Offline,
+) -> anyhow::Result<(
+    Arc<Engine>,
+    Option<crate::sandbox::SandboxHandle>,
+    Option<std::path::PathBuf>,
+)> {
+    let (mut config, sandbox) = super::load_with_sandbox(path).await?;
+    config.daemon.state_dir = state_dir(&config, Path::new(UNIT_STATE_DIR));
+    let (ledger, throwaway) = if has_store(&config.daemon.state_dir) {
+        (open_store(&config)?, None)
+    } else if purpose == Offline::Plan {
+        eprintln!(
+            "note: no store at {}; planning as if no order was ever made",
+            config.daemon.state_dir.display()
+        );
+        let dir = std::env::temp_dir().join(format!("vipd-plan-{}", std::process::id()));
+        (Ledger::open(&dir)?, Some(dir))
+    } else {
+        (Ledger::open(&config.daemon.state_dir)?, None)
+    };
+    let ledger = Arc::new(ledger);
     let dry = config.daemon.dry_run;
     // The plugins load too: `vipd recharge` asks `before_recharge` like
     // the daemon does.
     let host = Host::new(Some(ledger.clone()));
     let config = Arc::new(config);
     let plugins = Plugins::load(&config, host.clone())?;
-    Ok((Engine::new(ledger, config, plugins, host, dry), sandbox))
+    Ok((
+        Engine::new(ledger, config, plugins, host, dry),
+        sandbox,
+        throwaway,
+    ))
 }
 
 pub async fn plan(
@@ -385,7 +474,7 @@ pub async fn plan(
     at: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+    let config = load_outside(path)?;
     let at = at.map(parse_at).transpose()?;
     let lines: Vec<PlanLine> = match Api::find(&config).await {
         Some(api) => {
@@ -400,13 +489,17 @@ pub async fn plan(
                 .await?
         }
         None => {
-            let (engine, sandbox) = offline_engine(path).await?;
+            let (engine, sandbox, throwaway) = offline_engine(path, Offline::Plan).await?;
             if sandbox.is_some() {
                 eprintln!("note: no daemon running; reading from a fresh in-process sandbox");
             }
             let lines = engine.plan(account, at).await.map_err(anyhow::Error::msg);
             if let Some(sb) = sandbox {
                 sb.shutdown().await;
+            }
+            drop(engine);
+            if let Some(dir) = throwaway {
+                let _ = std::fs::remove_dir_all(dir);
             }
             lines?
         }
@@ -440,7 +533,7 @@ pub async fn recharge(
     product: &str,
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+    let config = load_outside(path)?;
     let result = match Api::find(&config).await {
         Some(api) => {
             let body =
@@ -453,7 +546,7 @@ pub async fn recharge(
             .await
         }
         None => {
-            let (engine, sandbox) = offline_engine(path).await?;
+            let (engine, sandbox, _) = offline_engine(path, Offline::Recharge).await?;
             let r = engine
                 .manual_recharge(account, product, dry_run)
                 .await
@@ -470,7 +563,7 @@ pub async fn recharge(
 
 /// `vipd store verify`.
 pub async fn store_verify(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+    let config = load_outside(path)?;
     if Api::find(&config).await.is_some() {
         bail!(
             "a daemon is running on {}: it verified the store when it opened it; stop it to verify again",
@@ -492,7 +585,7 @@ pub async fn store_verify(path: &Path) -> anyhow::Result<ExitCode> {
 /// `vipd store backup FILE`: written beside FILE, made durable, then
 /// renamed into place, so a half-written backup never has FILE's name.
 pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+    let config = load_outside(path)?;
     let tmp = file.with_extension("partial");
     let bytes = match Api::find(&config).await {
         Some(api) => {
@@ -521,7 +614,7 @@ pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> 
 
 /// `vipd store restore FILE`.
 pub async fn store_restore(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+    let config = load_outside(path)?;
     if Api::find(&config).await.is_some() {
         bail!(
             "a daemon is running on {}: stop it first",
@@ -539,7 +632,7 @@ pub async fn store_restore(path: &Path, file: &Path) -> anyhow::Result<ExitCode>
 
 /// `vipd store release [--account A | --all]`.
 pub async fn store_release(path: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+    let config = load_outside(path)?;
     let left: Option<crate::ledger::Hold> = match Api::find(&config).await {
         Some(api) => {
             api.call(

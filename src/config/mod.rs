@@ -35,6 +35,21 @@ use crate::upstream::{HttpMethod, RechargeEndpoint, VipInfoClient};
 /// checks that it rejects what they reject.
 pub const SCHEMA: &str = include_str!("schema.json");
 
+/// `--state-dir`, set once at start; wins over `$STATE_DIRECTORY` and
+/// `daemon.state_dir` in every configuration read after.
+static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the `--state-dir` override (the first call wins).
+pub fn override_state_dir(dir: PathBuf) {
+    let _ = STATE_DIR.set(dir);
+}
+
+/// Whether the state folder comes from `--state-dir` or
+/// `$STATE_DIRECTORY` rather than the file.
+pub fn state_dir_overridden() -> bool {
+    STATE_DIR.get().is_some() || std::env::var_os("STATE_DIRECTORY").is_some()
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -63,6 +78,10 @@ pub struct Config {
     /// per account, a record of every secret would cost about 100 bytes an
     /// account for the daemon's lifetime.
     pub literal_secrets: Vec<String>,
+    /// `${credential:}` secrets that cannot be read outside the service
+    /// (located messages), left empty. [`Config::load`] refuses them;
+    /// [`Config::load_outside`] keeps them as warnings.
+    pub unavailable: Vec<ConfigError>,
     /// Indices into `accounts` in name order, for binary search: every
     /// check looks its account up, so with 10,000 accounts a scan would
     /// cost O(n²) per cycle. Four bytes an account, where a map keyed by
@@ -384,15 +403,35 @@ pub struct SandboxSettings {
 }
 
 impl Config {
-    /// Reads and validates a file.
+    /// Reads and validates a file, every secret included: what the
+    /// daemon and anything that pays or reads upstream needs.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::one(path, format!("cannot read: {e}")))?;
         Config::parse(&text, path)
     }
 
-    /// Validates `text` as if read from `path`.
+    /// [`Config::load`] for commands an operator runs beside the service
+    /// (`check`, `status`, `orders`, `plan` through the daemon): a
+    /// `${credential:}` only the service can read is left empty and listed
+    /// in [`Config::unavailable`] instead of failing the whole file.
+    pub fn load_outside(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::one(path, format!("cannot read: {e}")))?;
+        Config::parse_outside(&text, path)
+    }
+
+    /// Validates `text` as if read from `path`, every secret included.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let config = Config::parse_outside(text, path)?;
+        if !config.unavailable.is_empty() {
+            return Err(ConfigErrors(config.unavailable));
+        }
+        Ok(config)
+    }
+
+    /// [`Config::parse`] as [`Config::load_outside`] reads.
+    pub fn parse_outside(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         if let Some(at) = depth::too_deep(text) {
             let (line, column) = error::line_col(text, at);
             return Err(ConfigErrors(vec![error::ConfigError {
@@ -453,6 +492,11 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         let now = crate::upstream::Clock::system_unix();
+        if self.rules.is_empty() {
+            out.push(
+                "no rules: vipd will check and renew nothing (add a rule under rules:)".to_owned(),
+            );
+        }
         for rule in &self.rules {
             let subject = format!("rule {}", rule.name);
             if rule.accounts.is_empty() {
@@ -541,6 +585,7 @@ struct Builder<'a> {
     base_dir: PathBuf,
     errors: Vec<ConfigError>,
     literal_secrets: Vec<String>,
+    unavailable: Vec<ConfigError>,
 }
 
 impl<'a> Builder<'a> {
@@ -555,6 +600,7 @@ impl<'a> Builder<'a> {
             base_dir,
             errors: Vec::new(),
             literal_secrets: Vec::new(),
+            unavailable: Vec::new(),
         }
     }
 
@@ -576,6 +622,17 @@ impl<'a> Builder<'a> {
                     self.literal_secrets.push(at.join("."));
                 }
                 secret
+            }
+            Err(e @ secret::SecretError::Outside { .. }) => {
+                let key = at.last().copied().unwrap_or("secret");
+                let loc = error::locate(self.text, at);
+                self.unavailable.push(ConfigError {
+                    file: self.path.to_owned(),
+                    line: loc.map(|l| l.0),
+                    column: loc.map(|l| l.1),
+                    message: format!("{subject}: {key}: {e}"),
+                });
+                Secret::new("")
             }
             Err(e) => {
                 let key = at.last().copied().unwrap_or("secret");
@@ -670,6 +727,7 @@ impl<'a> Builder<'a> {
                 literal.shrink_to_fit();
                 literal
             },
+            unavailable: self.unavailable,
             account_index,
         })
     }
@@ -744,12 +802,13 @@ impl<'a> Builder<'a> {
         let public_url = d
             .public_url
             .map(|u| self.url(&["daemon", "public_url"], "daemon: public_url", &u));
-        let state_dir = match std::env::var_os("STATE_DIRECTORY") {
+        let state_dir = match (STATE_DIR.get(), std::env::var_os("STATE_DIRECTORY")) {
+            (Some(flag), _) => flag.clone(),
             // systemd may pass several, colon-separated; the first is ours.
-            Some(dirs) => {
+            (None, Some(dirs)) => {
                 PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default())
             }
-            None => self.path_in(d.state_dir.as_deref().unwrap_or("state")),
+            (None, None) => self.path_in(d.state_dir.as_deref().unwrap_or("state")),
         };
         let admin_token = d
             .admin_token

@@ -100,9 +100,14 @@ pub enum SecretError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// `${credential:NAME}` without `$CREDENTIALS_DIRECTORY` or the file.
+    /// `${credential:NAME}` missing from `$CREDENTIALS_DIRECTORY`.
     #[error("credential {name} not found: {why}")]
     Credential { name: String, why: String },
+    /// `${credential:NAME}` outside the service (`$CREDENTIALS_DIRECTORY`
+    /// unset) and not readable beside the configuration either: what an
+    /// operator's shell sees. Commands that do not use the secret go on.
+    #[error("credential {name} cannot be read here: {why}")]
+    Outside { name: String, why: String },
 }
 
 /// Resolves a configured value to a [`Secret`]. `base` is the folder of the
@@ -119,23 +124,51 @@ pub fn resolve(raw: &str, base: &Path) -> Result<(Secret, SecretSource), SecretE
             let path = base.join(path);
             read_trimmed(&path).map_err(|source| SecretError::File { path, source })?
         }
-        SecretSource::Credential(name) => {
-            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-                SecretError::Credential {
-                    name: name.clone(),
-                    why: "$CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit, \
-                          or set it to a folder holding the file)"
-                        .into(),
-                }
-            })?;
-            let path = Path::new(&dir).join(name);
-            read_trimmed(&path).map_err(|e| SecretError::Credential {
-                name: name.clone(),
-                why: format!("cannot read {}: {e}", path.display()),
-            })?
-        }
+        SecretSource::Credential(name) => credential(name, base)?,
     };
     Ok((Secret(value), source))
+}
+
+/// `${credential:NAME}`. Under systemd: `$CREDENTIALS_DIRECTORY/NAME`, or
+/// `vipd_NAME` (the unit loads the whole `/etc/vipd/credentials` folder
+/// with `LoadCredential=vipd:…`, which prefixes each file's name). Outside
+/// it (an operator's shell): `credentials/NAME` beside the configuration,
+/// where the install steps keep them (readable by root).
+fn credential(name: &str, base: &Path) -> Result<String, SecretError> {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => {
+            let dir = Path::new(&dir);
+            let path = dir.join(name);
+            match read_trimmed(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    read_trimmed(&dir.join(format!("vipd_{name}"))).map_err(|_| {
+                        SecretError::Credential {
+                            name: name.to_owned(),
+                            why: format!(
+                                "neither {} nor vipd_{name} beside it exists (add it to /etc/vipd/credentials/, or a LoadCredential= line to the unit)",
+                                path.display()
+                            ),
+                        }
+                    })
+                }
+                Err(e) => Err(SecretError::Credential {
+                    name: name.to_owned(),
+                    why: format!("cannot read {}: {e}", path.display()),
+                }),
+                Ok(v) => Ok(v),
+            }
+        }
+        None => {
+            let path = base.join("credentials").join(name);
+            read_trimmed(&path).map_err(|e| SecretError::Outside {
+                name: name.to_owned(),
+                why: format!(
+                    "$CREDENTIALS_DIRECTORY is not set (only the service gets it) and {}: {e}",
+                    path.display()
+                ),
+            })
+        }
+    }
 }
 
 /// The largest secret file read, in bytes: a secret is a key or a token.

@@ -488,7 +488,11 @@ impl Ledger {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 Err(e) if e.to_string().contains("could not acquire lock") => {
-                    return Err(open_err(e.to_string()));
+                    return Err(open_err(
+                        "another process holds it (a vipd already running with this state_dir? \
+                         `vipd status` asks a running one)"
+                            .into(),
+                    ));
                 }
                 // Anything else sled refuses is damage it found itself.
                 Err(e) => return Err(damaged(format!("the store cannot be read: {e}"))),
