@@ -357,9 +357,7 @@ fn check(path: &Path, format: OutputFormat, strict: bool) -> ExitCode {
                     format!("{} (vipd run and check --strict need it)", e.message),
                 )
             });
-            unavailable
-                .chain(c.warnings().into_iter().map(|w| (None, w)))
-                .collect()
+            unavailable.chain(c.located_warnings()).collect()
         })
         .unwrap_or_default();
     let shown = |(at, w): &(Option<(usize, usize)>, String)| match at {
@@ -575,8 +573,11 @@ async fn serve_sandbox(path: &Path, listen: SocketAddr) -> anyhow::Result<ExitCo
 
 async fn run_daemon(path: &Path, dry_run: bool, accept_damaged: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
-    for w in config.warnings() {
-        tracing::warn!("{}: {w}", path.display());
+    for (at, w) in config.located_warnings() {
+        match at {
+            Some((line, col)) => tracing::warn!("{}:{line}:{col}: {w}", path.display()),
+            None => tracing::warn!("{}: {w}", path.display()),
+        }
     }
     let store = if accept_damaged {
         crate::ledger::OpenMode::AcceptDamaged

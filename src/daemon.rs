@@ -346,7 +346,7 @@ async fn load_plugins(config: &Arc<Config>, host: &Arc<Host>) -> anyhow::Result<
 }
 
 /// Builds new configurations and plugins beside the running ones and
-/// swaps them in when they are valid (SPEC §5, reload).
+/// swaps them in when they are valid (README "Running it as a service", Reload).
 pub struct Reloader {
     engine: Arc<Engine>,
     /// Tells systemd about reloads.

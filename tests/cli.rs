@@ -118,8 +118,17 @@ fn literal_secrets_in_a_readable_file_warn() {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let (code, _, err) = run(vipd().arg("check").arg("--config").arg(&path));
         assert_eq!(code, 0);
+        // At the secret's own line and column (warnings had none).
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with("secret:"))
+            .unwrap()
+            + 1;
+        let col = text.lines().nth(line - 1).unwrap().find("secret:").unwrap() + 1;
         assert!(
-            err.contains("warning: providers.wapi.secret is written literally"),
+            err.contains(&format!(
+                "rules.yaml:{line}:{col}: warning: providers.wapi.secret is written literally"
+            )),
             "{err}"
         );
         assert!(!err.contains(SECRET), "a warning never shows the value");
@@ -286,20 +295,22 @@ fn sandbox_and_vip_info_as_processes() {
     );
 }
 
-/// Every file in tests/fixtures/invalid starts with `# expect: TEXT`; the
-/// check must fail with exit 78 and say TEXT.
+/// Every file in tests/fixtures/invalid starts with `# expect L:C: TEXT`:
+/// the check must fail with exit 78 and say TEXT at exactly line L,
+/// column C of that file (the offending key's own position).
 #[test]
-fn invalid_fixtures_fail_with_their_message() {
+fn invalid_fixtures_fail_with_their_message_at_their_line() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let expect = text
+        let (at, expect) = text
             .lines()
             .next()
-            .and_then(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} lacks a `# expect:` line", path.display()));
+            .and_then(|l| l.strip_prefix("# expect "))
+            .and_then(|l| l.split_once(": "))
+            .unwrap_or_else(|| panic!("{} lacks a `# expect L:C: TEXT` line", path.display()));
         let (code, _, err) = run(vipd()
             .arg("check")
             .arg("--config")
@@ -307,14 +318,12 @@ fn invalid_fixtures_fail_with_their_message() {
             .env("VIPD_FIXTURE_SECRET", "fixture-secret-value")
             .env_remove("VIPD_FIXTURE_MISSING"));
         assert_eq!(code, 78, "{}: {err}", path.display());
+        let located = format!("{}:{at}: ", path.display());
         assert!(
-            err.contains(expect),
-            "{}: expected {expect:?} in:\n{err}",
+            err.lines()
+                .any(|l| l.starts_with(&located) && l.contains(expect)),
+            "{}: expected {expect:?} at {at} in:\n{err}",
             path.display()
-        );
-        assert!(
-            err.contains(&*path.file_name().unwrap().to_string_lossy()),
-            "errors name the file: {err}"
         );
         assert!(
             !err.contains("fixture-secret-value"),
@@ -322,7 +331,36 @@ fn invalid_fixtures_fail_with_their_message() {
         );
         seen += 1;
     }
-    assert!(seen >= 15, "only {seen} fixtures");
+    assert!(seen >= 19, "only {seen} fixtures");
+}
+
+/// Three mistakes in three places are three errors in one run, each at
+/// its own line (serde stopped at the first; a bad value was reported at
+/// the start of its rule).
+#[test]
+fn every_error_of_a_file_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules.yaml"))
+        .unwrap()
+        .replacen("renew_before: 3d", "renew_before: 3x", 1)
+        .replacen("max_price: 20.00", "max_price: 20.005", 1)
+        .replacen("tags: [staff]", "tagz: [staff]", 1);
+    let path = write_config(dir.path(), &text);
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let (code, _, err) = run(vipd().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 78, "{err}");
+    for (needle, says) in [
+        ("renew_before: 3x", "invalid duration \"3x\""),
+        ("max_price: 20.005", "more than two decimals"),
+        ("tagz: [staff]", "unknown field `tagz`"),
+    ] {
+        let at = format!("rules.yaml:{}:", line_of(needle));
+        assert!(
+            err.lines().any(|l| l.contains(&at) && l.contains(says)),
+            "{says} not at {at}:\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 3, "{err}");
 }
 
 fn yaml_as_json(path: &Path) -> serde_json::Value {

@@ -65,7 +65,7 @@ impl ConfigErrors {
     /// Turns a YAML/serde error into ours: location kept, the trailing
     /// " at line L column C" dropped (we print it in front), and a
     /// suggestion added for unknown keys and values.
-    pub fn from_yaml(file: &Path, text: &str, err: &yaml_serde::Error) -> ConfigErrors {
+    pub fn from_yaml(file: &Path, err: &yaml_serde::Error) -> ConfigErrors {
         let mut message = err.to_string();
         if let Some(pos) = message.rfind(" at line ") {
             message.truncate(pos);
@@ -73,15 +73,7 @@ impl ConfigErrors {
         if let Some(hint) = did_you_mean(&message) {
             message.push_str(&format!(" (did you mean `{hint}`?)"));
         }
-        let mut at = err.location().map(|l| (l.line(), l.column(), l.index()));
-        // Inside a `kind:`-tagged entry serde buffers the mapping and
-        // reports the entry's own position; point at the unknown key.
-        if let (Some((_, _, index)), Some(key)) = (at, unknown_field(&message)) {
-            if let Some(found) = find_key(text, index.min(text.len()), key, false) {
-                let (line, col) = line_col(text, found);
-                at = Some((line, col, found));
-            }
-        }
+        let at = err.location().map(|l| (l.line(), l.column()));
         ConfigErrors(vec![ConfigError {
             file: file.to_owned(),
             line: at.map(|a| a.0),
@@ -89,14 +81,6 @@ impl ConfigErrors {
             message,
         }])
     }
-}
-
-fn unknown_field(message: &str) -> Option<&str> {
-    message
-        .split_once("unknown field `")?
-        .1
-        .split_once('`')
-        .map(|(k, _)| k)
 }
 
 /// 1-based line and column of a byte offset.
@@ -149,66 +133,6 @@ fn levenshtein(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Finds where a key path such as `["providers", "wapi", "secret"]` is
-/// written, for errors found after parsing (serde keeps no spans). Each
-/// step is looked for after the previous one, as `step:` or, for list
-/// entries, as `name: step`. Good enough to point a person at the right
-/// line of block or flow YAML; `None` when a step cannot be found.
-pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
-    let mut from = 0;
-    let mut found = None;
-    for (depth, step) in path.iter().enumerate() {
-        let at =
-            find_key(text, from, step, depth == 0).or_else(|| find_name_entry(text, from, step))?;
-        found = Some(at);
-        from = at + step.len();
-    }
-    Some(line_col(text, found?))
-}
-
-fn find_key(text: &str, from: usize, key: &str, top_level: bool) -> Option<usize> {
-    // An empty key (`"": 1`, reported as unknown field ``) is found
-    // everywhere and would never advance the search: found by the config
-    // fuzz target, which hung `vipd check` here.
-    if key.is_empty() {
-        return None;
-    }
-    let mut search = from;
-    while let Some(rel) = text[search..].find(key) {
-        let at = search + rel;
-        let before = text[..at].chars().next_back();
-        let after = &text[at + key.len()..];
-        let boundary =
-            before.is_none_or(|c| c == ' ' || c == '\n' || c == '{' || c == ',' || c == '-');
-        let line_start = before.is_none_or(|c| c == '\n');
-        if boundary
-            && after.trim_start_matches(['"', '\'']).starts_with(':')
-            && (!top_level || line_start)
-        {
-            return Some(at);
-        }
-        search = at + key.len();
-    }
-    None
-}
-
-fn find_name_entry(text: &str, from: usize, name: &str) -> Option<usize> {
-    let mut search = from;
-    while let Some(rel) = text[search..].find("name:") {
-        let at = search + rel;
-        let value = text[at + 5..].trim_start_matches(' ');
-        let value = value.trim_start_matches(['"', '\'']);
-        if value.starts_with(name)
-            && value[name.len()..]
-                .starts_with(|c: char| !c.is_alphanumeric() && c != '_' && c != '-')
-        {
-            return Some(at);
-        }
-        search = at + 5;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,18 +146,5 @@ mod tests {
         assert_eq!(did_you_mean(msg), None);
         let msg = "unknown variant `qq_connct`, expected `qq_connect` or `recharge`";
         assert_eq!(did_you_mean(msg).as_deref(), Some("qq_connect"));
-    }
-
-    #[test]
-    fn locates_block_and_flow_keys() {
-        let text = "daemon:\n  sandbox: true\nproviders:\n  qq: { kind: qq_connect, base_url: x }\n  wapi:\n    kind: recharge\n    secret: abc\naccounts:\n  - { name: alice, qq_number: 1 }\n  - name: bob\n    openid: o\n";
-        assert_eq!(locate(text, &["providers", "wapi", "secret"]), Some((7, 5)));
-        assert_eq!(
-            locate(text, &["providers", "qq", "base_url"]),
-            Some((4, 27))
-        );
-        assert_eq!(locate(text, &["accounts", "bob", "openid"]), Some((11, 5)));
-        assert_eq!(locate(text, &["accounts", "alice"]), Some((9, 7)));
-        assert_eq!(locate(text, &["nothing"]), None);
     }
 }

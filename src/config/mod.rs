@@ -7,10 +7,12 @@
 //! alice`), so `vipd check` shows them all at once.
 
 mod depth;
+mod diagnose;
 pub mod error;
 pub mod raw;
 pub mod rules;
 pub mod secret;
+pub mod spans;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -293,7 +295,7 @@ impl RechargeProvider {
     }
 }
 
-/// How a provider's callbacks are read (SPEC §1.3).
+/// How a provider's callbacks are read (README "Renewals: decisions, the ledger, callbacks").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackMapping {
     /// Field with the vendor's order id.
@@ -444,8 +446,22 @@ impl Config {
                 ),
             }]));
         }
-        let raw: raw::RawConfig =
-            yaml_serde::from_str(text).map_err(|e| ConfigErrors::from_yaml(path, text, &e))?;
+        let raw: raw::RawConfig = match yaml_serde::from_str(text) {
+            Ok(raw) => raw,
+            // Not a file of the right shape: every such error, each at its
+            // key (a syntax error is the parser's one).
+            Err(e) => {
+                let all = match yaml_serde::from_str::<yaml_serde::Value>(text) {
+                    Ok(value) => diagnose::all(path, value, &spans::Spans::parse(text)),
+                    Err(_) => Vec::new(),
+                };
+                return Err(if all.is_empty() {
+                    ConfigErrors::from_yaml(path, &e)
+                } else {
+                    ConfigErrors(all)
+                });
+            }
+        };
         Builder::new(text, path).build(raw)
     }
 
@@ -490,45 +506,59 @@ impl Config {
     /// fewer than three checks in them, rules that select nobody, and
     /// literal secrets in a file other users can read.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        self.located_warnings()
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect()
+    }
+
+    /// [`Config::warnings`], each with the line and column of the entry
+    /// it is about, when it is about one.
+    pub fn located_warnings(&self) -> Vec<(Option<spans::At>, String)> {
+        // Each warning with the key path it is about; the file is parsed
+        // for positions only when there is a warning to place.
+        let mut out: Vec<(Option<String>, String)> = Vec::new();
+        let at = Some;
         let now = crate::upstream::Clock::system_unix();
         if self.rules.is_empty() {
-            out.push(
+            out.push((
+                None,
                 "no rules: vipd will check and renew nothing (add a rule under rules:)".to_owned(),
-            );
+            ));
         }
         for rule in &self.rules {
             let subject = format!("rule {}", rule.name);
+            let key = |k: &str| Some(format!("rules.{}.{k}", rule.name));
             if rule.accounts.is_empty() {
-                out.push(format!("{subject}: selects no account"));
+                out.push((key("accounts"), format!("{subject}: selects no account")));
             }
             if let Some(product) = self.products.get(&rule.product) {
                 if rule.renew_before >= product.adds {
-                    out.push(format!(
+                    out.push((key("renew_before"), format!(
                         "{subject}: renew_before ({}) is not smaller than what {} adds ({}): after each renewal the account is due again, so it would renew repeatedly",
                         HumanDuration(rule.renew_before),
                         product.name,
                         HumanDuration(product.adds)
-                    ));
+                    )));
                 }
             }
             let interval = rule.check.interval(now, self.daemon.timezone);
             if rule.renew_before < interval * 3 {
-                out.push(format!(
+                out.push((key("check"), format!(
                     "{subject}: the renewal window ({}) holds fewer than three checks ({}); one failed check could let the membership lapse",
                     HumanDuration(rule.renew_before),
                     rule.check
-                ));
+                )));
             }
         }
         let mut covered: BTreeMap<(&str, Membership), &str> = BTreeMap::new();
         for rule in &self.rules {
             for account in &rule.accounts {
                 if let Some(first) = covered.insert((account, rule.membership), &rule.name) {
-                    out.push(format!(
+                    out.push((at(format!("rules.{}", rule.name)), format!(
                         "rules {first} and {} both renew {} for account {account}; only one order per period is ever paid, the other rule waits",
                         rule.name, rule.membership
-                    ));
+                    )));
                 }
             }
         }
@@ -542,21 +572,50 @@ impl Config {
             // handful they are summarised in one line.
             const ONE_BY_ONE: usize = 5;
             if literal.len() <= ONE_BY_ONE {
-                for at in literal {
-                    out.push(format!(
-                        "{at} is written literally in a file other users can read; {FIX}"
+                for key in literal {
+                    out.push((
+                        at(key.clone()),
+                        format!("{key} is written literally in a file other users can read; {FIX}"),
                     ));
                 }
             } else {
-                out.push(format!(
+                out.push((at(literal[0].clone()), format!(
                     "{} secrets are written literally in a file other users can read ({}, ... and {} more); {FIX}",
                     literal.len(),
                     literal[..3].join(", "),
                     literal.len() - 3
-                ));
+                )));
             }
         }
-        out
+        let spans = out
+            .iter()
+            .any(|(k, _)| k.is_some())
+            .then(|| std::fs::read_to_string(&self.path).ok())
+            .flatten()
+            .map(|text| spans::Spans::parse(&text));
+        out.into_iter()
+            .map(|(key, w)| {
+                let at = key.zip(spans.as_ref()).and_then(|(key, spans)| {
+                    // Rule and account names may hold dots; the first two
+                    // segments of a rule path are `rules` and its name.
+                    let path: Vec<&str> = match key.strip_prefix("rules.") {
+                        Some(rest) => {
+                            let (name, field) = rest
+                                .rsplit_once('.')
+                                .filter(|(n, _)| self.rule(n).is_some())
+                                .unwrap_or((rest, ""));
+                            ["rules", name, field]
+                                .into_iter()
+                                .filter(|s| !s.is_empty())
+                                .collect()
+                        }
+                        None => key.split('.').collect(),
+                    };
+                    spans.locate(&path)
+                });
+                (at, w)
+            })
+            .collect()
     }
 
     /// Points every provider at `base_url` (the in-process sandbox).
@@ -581,6 +640,9 @@ fn file_is_world_readable(_: &Path) -> bool {
 /// Turns a [`raw::RawConfig`] into a [`Config`], collecting errors.
 struct Builder<'a> {
     text: &'a str,
+    /// Where each entry is, from the parser: built at the first error
+    /// (a valid file never needs it).
+    spans: std::cell::OnceCell<spans::Spans>,
     path: &'a Path,
     base_dir: PathBuf,
     errors: Vec<ConfigError>,
@@ -596,6 +658,7 @@ impl<'a> Builder<'a> {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         Builder {
             text,
+            spans: std::cell::OnceCell::new(),
             path,
             base_dir,
             errors: Vec::new(),
@@ -604,9 +667,16 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Where the entry at `at` (a key path) is.
+    fn locate(&self, at: &[&str]) -> Option<spans::At> {
+        self.spans
+            .get_or_init(|| spans::Spans::parse(self.text))
+            .locate(at)
+    }
+
     /// Records an error about the entry at `at` (a key path).
     fn error(&mut self, at: &[&str], message: impl Into<String>) {
-        let loc = error::locate(self.text, at);
+        let loc = self.locate(at);
         self.errors.push(ConfigError {
             file: self.path.to_owned(),
             line: loc.map(|l| l.0),
@@ -625,7 +695,7 @@ impl<'a> Builder<'a> {
             }
             Err(e @ secret::SecretError::Outside { .. }) => {
                 let key = at.last().copied().unwrap_or("secret");
-                let loc = error::locate(self.text, at);
+                let loc = self.locate(at);
                 self.unavailable.push(ConfigError {
                     file: self.path.to_owned(),
                     line: loc.map(|l| l.0),
@@ -728,6 +798,7 @@ impl<'a> Builder<'a> {
                 literal
             },
             unavailable: self.unavailable,
+
             account_index,
         })
     }
@@ -1252,8 +1323,10 @@ impl<'a> Builder<'a> {
             ("vip_info", &raw.faults.vip_info),
         ] {
             if let Err(e) = knobs.validate() {
+                // The knob is the message's first word: point at its key.
+                let knob = e.split_whitespace().next().unwrap_or_default();
                 self.error(
-                    &["sandbox", "faults", api],
+                    &["sandbox", "faults", api, knob],
                     format!("sandbox: faults: {api}: {e}"),
                 );
             }
@@ -1350,7 +1423,10 @@ accounts:
     fn an_empty_key_is_an_error_not_a_hang() {
         for text in ["\"\" : 1\n", "&a: 1\n", "daemon: { \"\" : 1 }\n"] {
             let e = parse(text).unwrap_err().to_string();
-            assert!(e.contains("unknown field ``"), "{text}: {e}");
+            assert!(
+                e.contains("unknown field ``") || e.contains("a top-level key must be text"),
+                "{text}: {e}"
+            );
         }
     }
 

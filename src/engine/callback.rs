@@ -1,4 +1,4 @@
-//! Vendor callbacks (SPEC §1.3): verify, find the order, settle it once.
+//! Vendor callbacks (README "Renewals: decisions, the ledger, callbacks"): verify, find the order, settle it once.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -33,7 +33,7 @@ use crate::upstream::{Clock, RechargeRequest};
 /// Follow-up checks after a payment, to catch the new end quickly.
 const FOLLOW_UPS: [u64; 8] = [2, 5, 15, 30, 60, 120, 300, 900];
 
-/// Tolerance when comparing a new end with the expected one (SPEC §3.3).
+/// Tolerance when comparing a new end with the expected one (README, "Renewals": verification).
 const END_TOLERANCE: i64 = 86_400;
 
 impl Engine {
@@ -170,6 +170,11 @@ impl Engine {
         match decision {
             Decision::Renew { why } => {
                 self.renew(rt, rule, account, product, end, why).await;
+            }
+            // Said once when an account starts being left alone (the
+            // text names how long ago it lapsed, so it changes each time).
+            Decision::Skip { why } if !previous.decision.starts_with("skip:") => {
+                tracing::info!(account = %account.name, rule = %rule.name, "left alone: {why}");
             }
             Decision::GaveUp { .. } if standing => {}
             Decision::GaveUp { why } => {

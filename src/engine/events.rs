@@ -1,4 +1,4 @@
-//! Events (SPEC §5): what the engine tells the world. Each is logged once
+//! Events (README "Lua plugins"): what the engine tells the world. Each is logged once
 //! through `tracing`, kept in the ledger's event log (so `status` can say
 //! what happened and why) and delivered to the Lua plugins that listen.
 //!
@@ -35,7 +35,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// The events plugins can listen to, in SPEC order.
+    /// The events plugins can listen to, in the order README "Lua plugins" lists them.
     pub const LUA: [EventKind; 14] = [
         EventKind::VipInfo,
         EventKind::BeforeRecharge,

@@ -1,4 +1,4 @@
-//! Access tokens (SPEC §1.1): which token a read uses, and refreshing it.
+//! Access tokens (README "Membership reads"): which token a read uses, and refreshing it.
 //!
 //! - A stored pair (rotated by vipd) is used over the configured one, as
 //!   long as it descends from the configured grant; when the operator

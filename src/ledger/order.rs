@@ -1,4 +1,4 @@
-//! The order record and its states (SPEC §3.2).
+//! The order record and its states (README "Renewals: decisions, the ledger, callbacks").
 //!
 //! ```text
 //! planned ──▶ sent ──▶ pending ──▶ succeeded | failed

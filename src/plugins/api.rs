@@ -1,4 +1,4 @@
-//! The host API: the `vipd` table each plugin sees (SPEC §5).
+//! The host API: the `vipd` table each plugin sees (README "Lua plugins").
 //!
 //! Every function is registered through [`put`], which takes its
 //! documentation from [`API`]; `vipd lua-types` prints the same table, and

@@ -1,4 +1,4 @@
-//! Lua plugins (SPEC §5): every `*.lua` file in `scripts_dir`, loaded in
+//! Lua plugins (README "Lua plugins"): every `*.lua` file in `scripts_dir`, loaded in
 //! name order into one sandboxed Lua 5.4 state per configuration
 //! generation.
 //!

@@ -1,4 +1,4 @@
-//! The simulated upstream (SPEC §7): both vendor APIs with the real
+//! The simulated upstream (README "The sandbox"): both vendor APIs with the real
 //! protocol, state kept per account, and fault knobs.
 //!
 //! It runs as `vipd sandbox` or inside the daemon (`daemon.sandbox: true`),

@@ -1,4 +1,4 @@
-//! What a recharge attempt means for the ledger (SPEC §1.2), as a pure
+//! What a recharge attempt means for the ledger (README "The upstream protocol, as built"), as a pure
 //! function of what happened on the wire.
 //!
 //! Every vendor code lands in exactly one [`OutcomeClass`]; so does every

@@ -1,4 +1,4 @@
-//! The recharge client (SPEC §1.2): builds and signs the request, sends it
+//! The recharge client (README "The upstream protocol, as built"): builds and signs the request, sends it
 //! by GET or POST, and classifies what came back.
 //!
 //! The client never decides whether to pay; the engine does, and records

@@ -1,4 +1,4 @@
-//! The vendor's request signature (SPEC §1.2), used for outgoing recharge
+//! The vendor's request signature (README "The upstream protocol, as built"), used for outgoing recharge
 //! requests, incoming callbacks and the sandbox.
 //!
 //! md5 mode: take every parameter except `sign` whose value is not empty,

@@ -1,4 +1,4 @@
-//! Membership reads: QQ Connect `get_vip_rich_info` (SPEC §1.1).
+//! Membership reads: QQ Connect `get_vip_rich_info` (README "Membership reads").
 //!
 //! Real replies are inconsistent, so the parser is built around one idea:
 //! turn JSON or XML into a flat map of field name to text, then read every
