@@ -23,7 +23,7 @@ mod logging;
 
 #[derive(Debug, Parser)]
 #[command(name = "vipd", version, about = "Keeps paid memberships from lapsing.")]
-struct Cli {
+pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -61,7 +61,8 @@ enum OutputFormat {
 enum Command {
     /// Run the daemon in the foreground.
     Run {
-        #[arg(long, default_value = "rules.yaml")]
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
         config: PathBuf,
         /// Decide and log, never pay.
         #[arg(long)]
@@ -74,15 +75,18 @@ enum Command {
     /// The state store: verify it, back it up, restore a backup, release
     /// held orders.
     Store {
-        #[arg(long, default_value = "rules.yaml", global = true)]
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml", global = true)]
         config: PathBuf,
         #[command(subcommand)]
         action: StoreAction,
     },
     /// Validate the configuration; exit 0 if valid, 78 if not.
     Check {
-        #[arg(long, default_value = "rules.yaml")]
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
         config: PathBuf,
+        /// Report as text or as one JSON object.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
         /// Fail on a `${credential:}` that cannot be read here (outside the
@@ -92,18 +96,22 @@ enum Command {
     },
     /// Per account and rule: expiry, next check, last order, spend.
     Status {
-        #[arg(long, default_value = "rules.yaml")]
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
         config: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// The order ledger; `orders resolve KEY --as S` settles an open order.
     Orders {
-        #[arg(long, default_value = "rules.yaml", global = true)]
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml", global = true)]
         config: PathBuf,
         /// Only orders in this state.
         #[arg(long)]
         state: Option<OrderState>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
@@ -112,24 +120,31 @@ enum Command {
     /// What the daemon would do for each account and rule now (or at
     /// TIME), and why. Pays nothing, writes nothing.
     Plan {
-        #[arg(long, default_value = "rules.yaml")]
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
         config: PathBuf,
+        /// Only this account.
         #[arg(long)]
         account: Option<String>,
         /// Unix seconds or RFC 3339 (`2026-12-01T00:00:00Z`).
         #[arg(long)]
         at: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// One manual renewal, through the same ledger and guards.
     Recharge {
-        #[arg(long, default_value = "rules.yaml")]
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
         config: PathBuf,
+        /// The account to renew.
         #[arg(long)]
         account: String,
+        /// The product to buy (it must extend a membership).
         #[arg(long)]
         product: String,
+        /// Decide and say what would be paid; pay nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -141,6 +156,7 @@ enum Command {
         /// The secret itself (visible to other users in `ps`; prefer --secret-file).
         #[arg(long)]
         secret: Option<String>,
+        /// md5: the vendor's MD5 signature; hash: the secret itself.
         #[arg(long, value_enum, default_value_t = ModeArg::Md5)]
         mode: ModeArg,
         /// Parameters as KEY=VALUE; values are signed raw.
@@ -149,10 +165,13 @@ enum Command {
     },
     /// One read of an account's memberships.
     VipInfo {
-        #[arg(long, default_value = "rules.yaml")]
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
         config: PathBuf,
+        /// The account to read.
         #[arg(long)]
         account: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Read from this URL instead of the configured one (e.g. a running
@@ -166,11 +185,21 @@ enum Command {
     /// `scripts/types/vipd.d.lua`, as this repository does; plugins load
     /// from `*.lua` in scripts_dir, never from `*.d.lua`).
     LuaTypes,
+    /// Print a shell completion script (`vipd completions bash >
+    /// /etc/bash_completion.d/vipd`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `vipd man | man -l -`).
+    Man,
     /// Serve the simulated upstream.
     Sandbox {
+        /// Where to listen (port 0: a free one, printed first).
         #[arg(long, default_value = "127.0.0.1:9620")]
         listen: SocketAddr,
-        #[arg(long, default_value = "rules.yaml")]
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
         config: PathBuf,
     },
 }
@@ -194,14 +223,22 @@ enum StoreAction {
     Verify,
     /// Write a backup of the ledger to FILE (from the running daemon, or
     /// from the store when none runs).
-    Backup { file: PathBuf },
+    Backup {
+        /// Where to write the backup (atomically).
+        file: PathBuf,
+    },
     /// Make a new store from a backup (the daemon must be stopped and the
     /// old store moved aside). Every new order is then held until released.
-    Restore { file: PathBuf },
+    Restore {
+        /// The backup to restore.
+        file: PathBuf,
+    },
     /// Release held orders, for one account or all of them.
     Release {
+        /// Release this account's held orders.
         #[arg(long, conflicts_with = "all", required_unless_present = "all")]
         account: Option<String>,
+        /// Release every held order.
         #[arg(long)]
         all: bool,
     },
@@ -291,6 +328,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::LuaTypes => {
             print!("{}", crate::plugins::types::lua_types());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "vipd", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config, json } => admin::status(&config, json).await,
@@ -608,4 +655,35 @@ pub(crate) async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every command says what it is for.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "vipd", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        super::Cli::command().debug_assert();
+    }
 }

@@ -590,3 +590,32 @@ fn status_and_plan_never_create_a_store() {
         "a store was created beside the configuration"
     );
 }
+
+/// Shell completions and a man page from clap's own generators, and
+/// `VIPD_CONFIG` as the default for `--config`.
+#[test]
+fn completions_man_page_and_vipd_config() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run(vipd().args(["completions", shell]));
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(
+            out.contains("recharge") && out.contains("config"),
+            "{shell}: {out}"
+        );
+    }
+    let (code, man, _) = run(vipd().arg("man"));
+    assert_eq!(code, 0);
+    assert!(man.starts_with(".ie") || man.contains(".TH vipd"), "{man}");
+    assert!(man.contains("Keeps paid memberships from lapsing"), "{man}");
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules.yaml");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(vipd()
+        .arg("check")
+        .current_dir(elsewhere.path())
+        .env("VIPD_CONFIG", rules));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rules.yaml: valid"), "{out}");
+    // lua-types names a place `check` does not load as a plugin.
+    let (_, help, _) = run(vipd().args(["lua-types", "--help"]));
+    assert!(help.contains("scripts/types/vipd.d.lua"), "{help}");
+}
