@@ -252,6 +252,7 @@ enum ModeArg {
 
 /// Parses arguments, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
+    crate::metrics::process_start();
     crate::daemon::one_malloc_arena();
     let cli = Cli::parse();
     let format = logging::Format::from(cli.log_format);

@@ -46,15 +46,54 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<(String, &'static str), Histogram>>,
     /// provider → callbacks refused for their signature.
     signature_failures: Mutex<BTreeMap<String, u64>>,
+    /// Unix seconds of the last membership read that succeeded (0: none).
+    last_ok_read: std::sync::atomic::AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How a membership read ends, as counted.
+pub const POLL_RESULTS: [&str; 3] = ["ok", "error", "auth_error"];
+
 impl Metrics {
+    /// Every known label value at 0, so that a rate or an alert on a
+    /// series works before the first event of its kind: reads of each
+    /// `qq_connect` provider by result, and attempts of each `recharge`
+    /// provider by class, and its signature failures. Counts already
+    /// there are kept (a reload primes again).
+    pub fn prime<'a>(
+        &self,
+        readers: impl IntoIterator<Item = &'a str>,
+        sellers: impl IntoIterator<Item = &'a str>,
+        classes: &[&'static str],
+    ) {
+        let mut polls = lock(&self.polls);
+        for p in readers {
+            for r in POLL_RESULTS {
+                polls.entry((p.to_owned(), r)).or_default();
+            }
+        }
+        drop(polls);
+        let mut attempts = lock(&self.attempts);
+        let mut failures = lock(&self.signature_failures);
+        for p in sellers {
+            for c in classes {
+                attempts.entry((p.to_owned(), (*c).to_owned())).or_default();
+            }
+            failures.entry(p.to_owned()).or_default();
+        }
+    }
+
     /// One membership read and how it ended (`ok`, `error`, `auth_error`).
     pub fn poll(&self, provider: &str, result: &'static str, took: Duration) {
+        if result == "ok" {
+            self.last_ok_read.store(
+                crate::upstream::Clock::system_unix(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         *lock(&self.polls)
             .entry((provider.to_owned(), result))
             .or_default() += 1;
@@ -82,6 +121,26 @@ impl Metrics {
             .entry(provider.to_owned())
             .or_default() += 1;
     }
+}
+
+/// When this process started (unix seconds), taken at the first call:
+/// `cli::main` calls it first thing.
+pub fn process_start() -> f64 {
+    static START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    })
+}
+
+/// Resident memory of this process in bytes (`/proc/self/statm`).
+pub fn resident_bytes() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    (page > 0).then(|| pages * page as f64)
 }
 
 /// Escapes a label value.
@@ -129,8 +188,49 @@ impl Writer {
 }
 
 impl Metrics {
-    /// Writes the hot-path families.
+    /// Writes the hot-path families, and the process's own.
     pub fn write(&self, w: &mut Writer) {
+        w.family(
+            "vipd_build_info",
+            "gauge",
+            "1, labelled with the version of vipd running.",
+        );
+        w.sample(
+            "vipd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        w.family(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the unix epoch in seconds.",
+        );
+        w.sample("process_start_time_seconds", &[], process_start());
+        if let Some(rss) = resident_bytes() {
+            w.family(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+            );
+            w.sample("process_resident_memory_bytes", &[], rss);
+        }
+        // The process start until the first read: an alert on its age
+        // then measures from start, not from 1970.
+        let last = self.last_ok_read.load(std::sync::atomic::Ordering::Relaxed);
+        w.family(
+            "vipd_last_successful_read_timestamp_seconds",
+            "gauge",
+            "When a membership read last succeeded (unix seconds; the process start before the first).",
+        );
+        w.sample(
+            "vipd_last_successful_read_timestamp_seconds",
+            &[],
+            if last > 0 {
+                last as f64
+            } else {
+                process_start()
+            },
+        );
         w.family(
             "vipd_polls_total",
             "counter",

@@ -69,7 +69,10 @@ async fn metrics_after_a_renewal_cycle_match_the_ledger() {
     // Every sample line is `name{labels} value`, every family has HELP and TYPE.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (name, rest) = line.split_at(line.find(['{', ' ']).unwrap());
-        assert!(name.starts_with("vipd_"), "{line}");
+        assert!(
+            name.starts_with("vipd_") || name.starts_with("process_"),
+            "{line}"
+        );
         assert!(
             rest.rsplit(' ').next().unwrap().parse::<f64>().is_ok(),
             "{line}"
@@ -308,4 +311,102 @@ async fn token_rotation_survives_a_restart_and_a_revoked_grant_alerts_once() {
         .collect();
     assert_eq!(alerts.len(), 1, "{alerts:#?}\n{}", stack.log());
     assert!(status["attention"]["a0"].is_string(), "{status:#}");
+}
+
+/// Right after start, before any read or payment: the build and process
+/// metrics, every known label value at 0 (so a rate or an alert on it
+/// has a series), and the configuration's load time.
+#[tokio::test]
+async fn metrics_are_present_from_start() {
+    // No account: nothing is read or paid.
+    let cfg = StackConfig::due(0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let stack = Stack::start(&cfg).await;
+    let (text, samples) = scrape(&stack).await;
+    assert_eq!(
+        value(
+            &samples,
+            "vipd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    let started = value(&samples, "process_start_time_seconds", &[]);
+    assert!(
+        (before - 5.0..before + 30.0).contains(&started),
+        "{started} vs {before}"
+    );
+    assert!(value(&samples, "process_resident_memory_bytes", &[]) > 1e6);
+    for result in ["ok", "error", "auth_error"] {
+        assert_eq!(
+            value(
+                &samples,
+                "vipd_polls_total",
+                &[("provider", "qq"), ("result", result)]
+            ),
+            0.0,
+            "{text}"
+        );
+    }
+    for class in ["accepted", "pending", "transient", "rejected", "unknown"] {
+        assert_eq!(
+            value(
+                &samples,
+                "vipd_recharge_attempts_total",
+                &[("provider", "wapi"), ("class", class)]
+            ),
+            0.0,
+            "{text}"
+        );
+    }
+    assert_eq!(
+        value(
+            &samples,
+            "vipd_callback_signature_failures_total",
+            &[("provider", "wapi")]
+        ),
+        0.0
+    );
+    let loaded = value(&samples, "vipd_config_last_reload_timestamp_seconds", &[]);
+    assert!(loaded >= before.floor() - 1.0, "{loaded} vs {before}");
+
+    // Every metric the shipped dashboard and alert rules query is one the
+    // daemon exports (a family it declares, even before its first sample).
+    let exported: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in [
+        "packaging/grafana/vipd-dashboard.json",
+        "packaging/prometheus/vipd-alerts.yaml",
+    ] {
+        let queries: String = std::fs::read_to_string(root.join(file))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut named = 0;
+        for word in queries.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !(word.starts_with("vipd_") || word.starts_with("process_")) {
+                continue;
+            }
+            let family = word
+                .strip_suffix("_bucket")
+                .or_else(|| word.strip_suffix("_sum"))
+                .or_else(|| word.strip_suffix("_count"))
+                .unwrap_or(word);
+            assert!(
+                exported.contains(&family) || exported.contains(&word),
+                "{file} queries {word}, which vipd does not export:\n{text}"
+            );
+            named += 1;
+        }
+        assert!(named >= 6, "{file} names only {named} metrics");
+    }
 }

@@ -192,6 +192,8 @@ pub struct Engine {
     next_wake: std::sync::atomic::AtomicI64,
     /// Hot-path counters for `/metrics`.
     metrics: crate::metrics::Metrics,
+    /// When this engine (and its first configuration) started, unix secs.
+    started_at: i64,
     /// One token refresh per account at a time.
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The time decisions use: monotonic, anchored to the vendor's clock,
@@ -251,12 +253,28 @@ impl Engine {
             dry_run,
             next_wake: std::sync::atomic::AtomicI64::new(0),
             metrics: crate::metrics::Metrics::default(),
+            started_at: Clock::system_unix(),
             refreshing: Mutex::new(HashMap::new()),
             time: time::TimeKeeper::new(Clock::system_unix(), tokio::time::Instant::now()),
         });
         engine.host.attach(&engine);
+        engine.prime_metrics(&engine.runtime().config);
         engine.runtime().plugins.start();
         engine
+    }
+
+    /// Known label values at 0 for this configuration's providers.
+    fn prime_metrics(&self, config: &Config) {
+        let classes = crate::upstream::outcome::OutcomeClass::ALL.map(|c| c.as_str());
+        self.metrics.prime(
+            config.providers.iter().filter_map(|(name, p)| {
+                matches!(p, Provider::QqConnect(_)).then_some(name.as_str())
+            }),
+            config.providers.iter().filter_map(|(name, p)| {
+                matches!(p, Provider::Recharge(_)).then_some(name.as_str())
+            }),
+            &classes,
+        );
     }
 
     /// The configuration generation in force.
@@ -286,6 +304,7 @@ impl Engine {
     /// Checks already running keep the generation they started with; the
     /// old generation's jobs stop, its handler calls in flight finish.
     pub fn reload(&self, config: Arc<Config>, plugins: Plugins) -> u64 {
+        self.prime_metrics(&config);
         let plugins = Arc::new(plugins);
         let old = {
             let mut slot = self.runtime.write().unwrap_or_else(|p| p.into_inner());

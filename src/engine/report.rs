@@ -527,6 +527,41 @@ impl Engine {
             );
         }
 
+        // The window each rule renews in, per covered account: an alert
+        // compares it with the end above without knowing the rules.
+        w.family(
+            "vipd_renew_window_seconds",
+            "gauge",
+            "A rule's renew_before, for each account and membership it covers.",
+        );
+        for rule in &rt.config.rules {
+            let window = rule.renew_before.as_secs() as f64;
+            for account in &rule.accounts {
+                w.sample(
+                    "vipd_renew_window_seconds",
+                    &[
+                        ("rule", &rule.name),
+                        ("account", account),
+                        ("membership", rule.membership.as_str()),
+                    ],
+                    window,
+                );
+            }
+        }
+
+        w.family(
+            "vipd_renewals_unverified",
+            "gauge",
+            "Paid orders whose renewal never showed (verification: unverified).",
+        );
+        let unverified = self
+            .ledger
+            .orders(Some(OrderState::Succeeded))?
+            .iter()
+            .filter(|o| matches!(o.verification, Verification::Unverified { .. }))
+            .count();
+        w.sample("vipd_renewals_unverified", &[], unverified as f64);
+
         w.family(
             "vipd_provider_paused",
             "gauge",
@@ -606,18 +641,18 @@ impl Engine {
             &[],
             if ok { 1.0 } else { 0.0 },
         );
-        if let Some(r) = last {
-            w.family(
-                "vipd_config_last_reload_timestamp_seconds",
-                "gauge",
-                "When the last reload was asked for (unix seconds).",
-            );
-            w.sample(
-                "vipd_config_last_reload_timestamp_seconds",
-                &[],
-                r.at as f64,
-            );
-        }
+        // Present from start: the first load counts, so an alert on an
+        // old configuration has a value to compare before any reload.
+        w.family(
+            "vipd_config_last_reload_timestamp_seconds",
+            "gauge",
+            "When the configuration in force was last loaded or a reload was last asked for (unix seconds).",
+        );
+        w.sample(
+            "vipd_config_last_reload_timestamp_seconds",
+            &[],
+            last.map_or(self.started_at as f64, |r| r.at as f64),
+        );
         Ok(w.finish())
     }
 }
