@@ -18,7 +18,8 @@ vipd.on("order_settled", function(ev)
 end)
 
 vipd.on("renewal_verified", function(ev)
-  vipd.log.info(string.format("%s: %s now ends %s", ev.account, ev.membership, os.date("!%Y-%m-%d %H:%M UTC", ev.new_end)))
+  local ends = os.date("!%Y-%m-%d %H:%M UTC", ev.new_end)
+  vipd.log.info(string.format("%s: %s now ends %s", ev.account, ev.membership, ends))
 end)
 
 vipd.every("10m", function()

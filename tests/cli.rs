@@ -619,3 +619,28 @@ fn completions_man_page_and_vipd_config() {
     let (_, help, _) = run(vipd().args(["lua-types", "--help"]));
     assert!(help.contains("scripts/types/vipd.d.lua"), "{help}");
 }
+
+/// Every shipped YAML names the schema with a modeline that resolves from
+/// where the file is (examples/plugins.yaml pointed at ./vipd.schema.json,
+/// which is not in examples/).
+#[test]
+fn every_yaml_has_a_schema_modeline_that_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("rules.yaml")];
+    for e in std::fs::read_dir(root.join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            files.push(p);
+        }
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let target = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# yaml-language-server: $schema="))
+            .unwrap_or_else(|| panic!("{}: no schema modeline on line 1", f.display()));
+        let resolved = f.parent().unwrap().join(target);
+        assert!(resolved.is_file(), "{}: {target} does not resolve", f.display());
+    }
+}

@@ -25,8 +25,8 @@ end)
 
 vipd.every(settings.schedule or "0 9 * * *", function()
   local lines = {}
-  for _, offset in ipairs({ -86400, 0 }) do
-    local d = day(vipd.now() + offset)
+  for _, back in ipairs({ -86400, 0 }) do
+    local d = day(vipd.now() + back)
     local fen = vipd.kv.get("fen:" .. d) or 0
     local n = vipd.kv.get("orders:" .. d) or 0
     lines[#lines + 1] = string.format("%s: %d renewals, %.2f yuan", d, n, fen / 100)
