@@ -28,11 +28,11 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The README's install block: the first ```sh block after "**Install**".
+/// The README's install block: the first ```sh block after "**Install by hand**".
 fn readme_install_steps() -> Vec<String> {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let from = readme
-        .find("**Install**")
+        .find("**Install by hand**")
         .expect("README has an Install step");
     let block = readme[from..]
         .split("```sh\n")
