@@ -324,7 +324,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => vip_info(&config, &account, json, base_url).await,
         Command::Sandbox { listen, config } => serve_sandbox(&config, listen).await,
         Command::Schema => {
-            print!("{}", crate::config::SCHEMA);
+            print!("{}", crate::config::schema());
             Ok(ExitCode::SUCCESS)
         }
         Command::LuaTypes => {

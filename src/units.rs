@@ -102,6 +102,22 @@ impl FromStr for Fen {
     }
 }
 
+impl schemars::JsonSchema for Fen {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "money".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An amount in yuan, at most two decimals (kept as integer fen; more is an error, never a rounding).",
+            "oneOf": [
+                { "type": "number", "minimum": 0, "multipleOf": 0.01 },
+                { "type": "string", "pattern": "^[0-9]+(\\.[0-9]{1,2})?$" }
+            ],
+            "examples": [20.0, "12.50"]
+        })
+    }
+}
+
 impl Serialize for Fen {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -241,6 +257,20 @@ impl FromStr for HumanDuration {
     }
 }
 
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]+(ms|s|m|h|d|w))+$",
+            "description": "A duration: 500ms, 90s, 10m, 1h30m, 3d, 2w.",
+            "examples": ["10m", "3d"]
+        })
+    }
+}
+
 impl Serialize for HumanDuration {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -304,6 +334,20 @@ impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let s = String::deserialize(deserializer)?;
         s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Rate {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "rate".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]+/[smh]$",
+            "description": "Requests per second, minute or hour: 20/s, 100/m, 1000/h.",
+            "examples": ["20/s"]
+        })
     }
 }
 

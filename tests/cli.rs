@@ -641,6 +641,96 @@ fn every_yaml_has_a_schema_modeline_that_resolves() {
             .and_then(|l| l.strip_prefix("# yaml-language-server: $schema="))
             .unwrap_or_else(|| panic!("{}: no schema modeline on line 1", f.display()));
         let resolved = f.parent().unwrap().join(target);
-        assert!(resolved.is_file(), "{}: {target} does not resolve", f.display());
+        assert!(
+            resolved.is_file(),
+            "{}: {target} does not resolve",
+            f.display()
+        );
     }
+}
+
+/// The schema is generated from the configuration types: every key has a
+/// description (tag discriminators excepted), objects refuse unknown keys,
+/// money is a multiple of 0.01, defaults are stated, and it has a real $id.
+#[test]
+fn the_schema_describes_every_key() {
+    let (code, out, _) = run(vipd().arg("schema"));
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(schema["$id"].as_str().unwrap().starts_with("https://"));
+    fn walk(
+        node: &serde_json::Value,
+        path: &str,
+        keys: &mut usize,
+        missing: &mut Vec<String>,
+        open: &mut Vec<String>,
+        defaults: &mut usize,
+    ) {
+        let Some(obj) = node.as_object() else { return };
+        if let Some(props) = obj.get("properties").and_then(|p| p.as_object()) {
+            // Free-form maps (plugin settings) aside, objects with keys
+            // refuse others.
+            if obj.get("additionalProperties") != Some(&serde_json::Value::Bool(false)) {
+                open.push(path.to_owned());
+            }
+            for (k, v) in props {
+                *keys += 1;
+                if v.get("default").is_some() {
+                    *defaults += 1;
+                }
+                if v.get("description").is_none() && v.get("const").is_none() {
+                    missing.push(format!("{path}.{k}"));
+                }
+                walk(v, &format!("{path}.{k}"), keys, missing, open, defaults);
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(v) = obj.get(key) {
+                walk(v, path, keys, missing, open, defaults);
+            }
+        }
+        for key in ["oneOf", "anyOf", "allOf"] {
+            for v in obj
+                .get(key)
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                walk(v, path, keys, missing, open, defaults);
+            }
+        }
+    }
+    let (mut keys, mut missing, mut open, mut defaults) = (0, Vec::new(), Vec::new(), 0);
+    walk(
+        &schema,
+        "",
+        &mut keys,
+        &mut missing,
+        &mut open,
+        &mut defaults,
+    );
+    for (name, def) in schema["$defs"].as_object().unwrap() {
+        walk(
+            def,
+            &format!("#{name}"),
+            &mut keys,
+            &mut missing,
+            &mut open,
+            &mut defaults,
+        );
+    }
+    assert!(keys > 100, "{keys} keys");
+    assert!(
+        missing.is_empty(),
+        "keys without a description: {missing:#?}"
+    );
+    assert!(
+        open.is_empty(),
+        "objects that accept unknown keys: {open:#?}"
+    );
+    assert!(defaults >= 50, "only {defaults} defaults stated");
+    assert_eq!(
+        schema["$defs"]["money"]["oneOf"][0]["multipleOf"],
+        serde_json::json!(0.01)
+    );
 }

@@ -31,11 +31,26 @@ use crate::upstream::sign::{SignMode, Signer};
 use crate::upstream::vipinfo::{Format, Membership};
 use crate::upstream::{HttpMethod, RechargeEndpoint, VipInfoClient};
 
-/// The JSON Schema of `rules.yaml` (`vipd schema`), for editors
-/// (`# yaml-language-server: $schema=./vipd.schema.json`). Kept by hand
-/// beside the serde structs; a test validates every example against it and
-/// checks that it rejects what they reject.
-pub const SCHEMA: &str = include_str!("schema.json");
+/// The JSON Schema of `rules.yaml` (`vipd schema`, committed as
+/// `vipd.schema.json` for editors: `# yaml-language-server:
+/// $schema=./vipd.schema.json`), generated from the very types the file is
+/// read into ([`raw`]), so it cannot drift from them: every key with its
+/// description (the field's doc comment) and default,
+/// `additionalProperties: false` where unknown keys are refused, money as
+/// `multipleOf: 0.01`.
+pub fn schema() -> String {
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<raw::RawConfig>();
+    schema.insert(
+        "$id".into(),
+        "https://raw.githubusercontent.com/vipd/vipd/main/vipd.schema.json".into(),
+    );
+    schema.insert("title".into(), "vipd rules.yaml".into());
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
 
 /// `--state-dir`, set once at start; wins over `$STATE_DIRECTORY` and
 /// `daemon.state_dir` in every configuration read after.

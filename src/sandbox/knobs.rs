@@ -8,28 +8,36 @@ use serde::{Deserialize, Serialize};
 use crate::units::HumanDuration;
 
 /// Faults injected into one API. All default to off.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Knobs {
     /// Added before every reply.
     pub latency: Option<HumanDuration>,
     /// Recharge: 10021 before billing. Vip-info: `ret=-1` "system busy".
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub transient_rate: f64,
     /// Reply HTTP 500 (recharge: after billing, so the reply is lost).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub http500_rate: f64,
     /// Reply an HTML page (recharge: after billing).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub garbage_rate: f64,
     /// Hold the reply for `hang_for` (recharge: after billing).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub hang_rate: f64,
     /// How long a hang lasts (default 30s: longer than client timeouts).
     pub hang_for: Option<HumanDuration>,
     /// Recharge, async: settle but never call back.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub drop_callback_rate: f64,
     /// Recharge, async: call back twice.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub duplicate_callback_rate: f64,
     /// Recharge, async: the order settles as failed (refunded).
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub fail_rate: f64,
     /// Vip-info: send every number as a string.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub string_numbers_rate: f64,
 }
 

@@ -26,7 +26,9 @@ pub use token::TokenClient;
 pub use vipinfo::{Membership, VipInfo, VipInfoClient, VipInfoError};
 
 /// GET or POST, as a provider is configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     /// Parameters in the query string.

@@ -19,7 +19,9 @@ use crate::config::Secret;
 pub const SIGN_FIELD: &str = "sign";
 
 /// How the vendor checks a request, chosen per application in its console.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SignMode {
     /// `md5(k1v1k2v2...secret)`.

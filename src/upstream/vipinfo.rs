@@ -21,7 +21,19 @@ use crate::config::Secret;
 pub const MAX_REPLY_BYTES: usize = 256 << 10;
 
 /// The memberships the API reports, each with `_start`, `_end`, `_payway`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Membership {
     /// QQ会员
@@ -349,7 +361,9 @@ pub fn parse_vip_info(body: &[u8]) -> Result<VipInfo, VipInfoError> {
 }
 
 /// Reply format to ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `format=json`
