@@ -1385,6 +1385,66 @@ accounts:
         Config::parse(text, Path::new("rules.yaml"))
     }
 
+    /// The defaults the schema states are the ones the configuration
+    /// applies: a file with every stated default written out builds the
+    /// same configuration as one that leaves them out.
+    #[test]
+    fn the_schemas_defaults_are_the_ones_applied() {
+        if std::env::var_os("STATE_DIRECTORY").is_some() {
+            return;
+        }
+        let schema: serde_json::Value = serde_json::from_str(&schema()).unwrap();
+        let defs = &schema["$defs"];
+        let text = format!(
+            "{GOOD}rules:\n  - {{ name: keep, accounts: all, check: {{ every: 1h }}, membership: qq_vip, renew_before: 3d, product: qq_vip_month }}\n"
+        );
+        let mut doc: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+        let provider = |kind: &str| {
+            defs["RawProvider"]["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["properties"]["kind"]["const"] == kind)
+                .unwrap()
+                .clone()
+        };
+        let fill = |obj: &mut serde_json::Value, def: &str| {
+            let node = match def {
+                "RawQqConnect" => provider("qq_connect"),
+                "RawRecharge" => provider("recharge"),
+                _ => defs[def].clone(),
+            };
+            let props = node["properties"].as_object().unwrap();
+            let mut filled = 0;
+            for (k, v) in props {
+                if let Some(d) = v.get("default")
+                    && obj.get(k).is_none()
+                {
+                    obj[k] = d.clone();
+                    filled += 1;
+                }
+            }
+            assert!(filled > 0, "{def}: no default filled");
+        };
+        // The root's own sections are inline in the root schema.
+        let root_props = schema["properties"].as_object().unwrap();
+        assert!(root_props.contains_key("daemon"));
+        fill(&mut doc["daemon"], "RawDaemon");
+        fill(&mut doc["providers"]["qq"], "RawQqConnect");
+        doc["providers"]["wapi"]["callback"] = serde_json::json!({});
+        fill(&mut doc["providers"]["wapi"]["callback"], "RawCallback");
+        fill(&mut doc["providers"]["wapi"], "RawRecharge");
+        fill(&mut doc["rules"][0], "RawRule");
+        doc["plugins"] = serde_json::json!({});
+        fill(&mut doc["plugins"], "RawPlugins");
+        doc["sandbox"] = serde_json::json!({});
+        fill(&mut doc["sandbox"], "RawSandbox");
+        let explicit = yaml_serde::to_string(&doc).unwrap();
+        let implicit = format!("{:?}", parse(&text).unwrap());
+        let explicit = format!("{:?}", parse(&explicit).unwrap());
+        assert_eq!(implicit, explicit);
+    }
+
     /// Paths beside a configuration in the current folder printed as
     /// `././state` (issue 11, item 7).
     #[test]
