@@ -519,6 +519,12 @@ impl Reloader {
             (&config_dir, RecursiveMode::NonRecursive),
             (&scripts_dir, RecursiveMode::Recursive),
         ] {
+            // No scripts folder is no plugins, not a problem worth a
+            // warning at every start (create it and reload to add some).
+            if !dir.exists() {
+                tracing::debug!(dir = %dir.display(), "not watched: the folder does not exist");
+                continue;
+            }
             if let Err(e) = watcher.watch(dir, mode) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch this folder for changes");
             }

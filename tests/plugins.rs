@@ -170,6 +170,14 @@ async fn a_broken_reload_keeps_the_old_generation_and_a_fixed_one_applies() {
         stack.log()
     );
     // The old generation still runs.
+    // A log line without fields carries none (it printed `fields=""`).
+    let line = stack
+        .log()
+        .lines()
+        .find(|l| l.contains("v1 saw a0"))
+        .unwrap()
+        .to_owned();
+    assert!(!line.contains("fields="), "{line}");
     let seen = stack.log().matches("v1 saw a0").count();
     stack
         .wait_for("v1 still handling", Duration::from_secs(10), || async {

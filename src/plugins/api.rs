@@ -455,9 +455,13 @@ pub fn build(
                     other => other.to_string()?,
                 };
                 let fields = match fields {
-                    Some(v @ Value::Table(_)) => to_json(lua, v, "vipd.log fields")?.to_string(),
-                    _ => String::new(),
+                    Some(v @ Value::Table(_)) => {
+                        Some(to_json(lua, v, "vipd.log fields")?.to_string())
+                    }
+                    _ => None,
                 };
+                // No `fields=""` on a line that gave none.
+                let fields = fields.as_deref();
                 let plugin = &*plugin;
                 // tracing's macros want the level as a constant.
                 match level {
