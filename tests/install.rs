@@ -28,18 +28,51 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The README's install block: the first ```sh block after "**Install by hand**".
-fn readme_install_steps() -> Vec<String> {
+/// The lines of the first ```sh block after `heading` in the README.
+fn readme_block(heading: &str) -> Vec<String> {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let from = readme
-        .find("**Install by hand**")
-        .expect("README has an Install step");
+        .find(heading)
+        .unwrap_or_else(|| panic!("README has no {heading}"));
     let block = readme[from..]
         .split("```sh\n")
         .nth(1)
         .and_then(|b| b.split("```").next())
         .unwrap();
     block.lines().map(str::to_owned).collect()
+}
+
+/// Runs README lines as root, one shell, with the system's paths moved
+/// into `root` and `vipd` the binary under test; `skip` lines are left
+/// out (the build, and lines the test runs later).
+fn run_readme(lines: &[String], root: &Path, skip: impl Fn(&str) -> bool) {
+    let mut script = String::from("set -e\n");
+    for line in lines {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || skip(line) {
+            continue;
+        }
+        let line = rooted(&format!(" {line}"), root)
+            .trim()
+            .replace("target/release/vipd", env!("CARGO_BIN_EXE_vipd"));
+        let line = match line.strip_prefix("vipd ") {
+            Some(rest) => format!("{} {rest}", env!("CARGO_BIN_EXE_vipd")),
+            None => line,
+        };
+        script.push_str(&line);
+        script.push('\n');
+    }
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(repo())
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "README steps failed:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A path of the real system, inside the temporary root.
@@ -94,30 +127,9 @@ async fn the_readme_install_runs_as_the_units_dynamic_user() {
     }
 
     // 1. The install steps, literally (the build is the test's own).
-    for line in readme_install_steps() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with("cargo build") {
-            continue;
-        }
-        let line = rooted(&format!(" {line}"), &root)
-            .trim()
-            .replace("target/release/vipd", env!("CARGO_BIN_EXE_vipd"));
-        let line = match line.strip_prefix("vipd ") {
-            Some(rest) => format!("{} {rest}", env!("CARGO_BIN_EXE_vipd")),
-            None => line,
-        };
-        let out = Command::new("sh")
-            .args(["-c", &line])
-            .current_dir(repo())
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "README step failed: {line}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    run_readme(&readme_block("**Install by hand**"), &root, |l| {
+        l.starts_with("cargo build")
+    });
     let etc = root.join("etc/vipd");
     assert!(root.join("usr/bin/vipd").exists());
 
@@ -136,11 +148,32 @@ async fn the_readme_install_runs_as_the_units_dynamic_user() {
         n.dedup();
         n
     };
+    // The README's credential lines write some; the operator writes the
+    // rest the same way; then its `check --strict` line, as root.
+    let credentials = readme_block("**Credentials.**");
+    run_readme(&credentials, &root, |l| l.starts_with("vipd check"));
+    let mut from_readme = 0;
     for name in &names {
         let path = etc.join("credentials").join(name);
-        std::fs::write(&path, format!("value-of-{name}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if path.exists() {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(
+                mode,
+                0o600,
+                "{}: the README's umask makes it 0600",
+                path.display()
+            );
+            from_readme += 1;
+        } else {
+            std::fs::write(&path, format!("value-of-{name}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
+    assert!(
+        from_readme >= 2,
+        "the README's credential lines wrote {from_readme}"
+    );
+    run_readme(&credentials, &root, |l| !l.starts_with("vipd check"));
     let sandbox_config = tmp.path().join("sandbox.yaml");
     // The sandbox must know the accounts' tokens: it reads the same
     // file with the credentials, as root, plus memberships and prices.
