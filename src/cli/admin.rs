@@ -654,3 +654,39 @@ pub async fn store_release(path: &Path, account: Option<&str>) -> anyhow::Result
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The order host-side commands find the daemon's state folder in: the
+    /// configured `state_dir` when a store or daemon is there, else the
+    /// unit's folder when one is there, else the configured one (where
+    /// nothing is then created).
+    #[test]
+    fn the_state_folder_is_found_beside_the_config_then_in_the_units() {
+        if crate::config::state_dir_overridden() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("rules.yaml");
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/rules.yaml"),
+            &config_path,
+        )
+        .unwrap();
+        let config = Config::load_outside(&config_path).unwrap();
+        let configured = dir.path().join("state");
+        let unit = dir.path().join("var-lib-vipd");
+        // Nothing anywhere: the configured folder (and no store made).
+        assert_eq!(state_dir(&config, &unit), configured);
+        // The unit's folder holds a running daemon's address file.
+        std::fs::create_dir_all(&unit).unwrap();
+        std::fs::write(daemon_file(&unit), "{}").unwrap();
+        assert_eq!(state_dir(&config, &unit), unit);
+        // A store beside the configuration wins.
+        std::fs::create_dir_all(&configured).unwrap();
+        std::fs::write(configured.join("conf"), "").unwrap();
+        assert_eq!(state_dir(&config, &unit), configured);
+    }
+}
