@@ -89,10 +89,11 @@ impl Metrics {
     /// One membership read and how it ended (`ok`, `error`, `auth_error`).
     pub fn poll(&self, provider: &str, result: &'static str, took: Duration) {
         if result == "ok" {
-            self.last_ok_read.store(
-                crate::upstream::Clock::system_unix(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            self.last_ok_read
+                .store(now, std::sync::atomic::Ordering::Relaxed);
         }
         *lock(&self.polls)
             .entry((provider.to_owned(), result))

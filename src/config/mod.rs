@@ -52,6 +52,10 @@ pub fn schema() -> String {
     text
 }
 
+/// The rule name manual orders (`vipd recharge`) are recorded under: no
+/// rule of the file may have it.
+pub const MANUAL_RULE: &str = "manual";
+
 /// `--state-dir`, set once at start; wins over `$STATE_DIRECTORY` and
 /// `daemon.state_dir` in every configuration read after.
 static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -978,7 +982,7 @@ impl<'a> Builder<'a> {
             if !seen.insert(r.name.clone()) {
                 self.error(&at("name"), format!("{subject}: the name is used twice"));
             }
-            if r.name == crate::engine::MANUAL_RULE {
+            if r.name == MANUAL_RULE {
                 self.error(
                     &at("name"),
                     format!("{subject}: the name is reserved for manual orders (`vipd recharge`)"),

@@ -203,8 +203,8 @@ pub struct Engine {
 
 /// Unix milliseconds now.
 /// The rule name manual orders (`vipd recharge`) are recorded under;
-/// reserved in the configuration.
-pub const MANUAL_RULE: &str = "manual";
+/// reserved by the configuration, which owns the name.
+pub use crate::config::MANUAL_RULE;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
