@@ -17,7 +17,8 @@
 //! | [`plugins`] | Lua plugins: the sandboxed state per generation, limits, the `vipd` host API, `vipd lua-types` |
 //! | [`sandbox`] | the simulated upstream: both APIs, state, fault knobs, callbacks |
 //! | [`systemd`] | the sd_notify protocol: READY, RELOADING, STOPPING, WATCHDOG, STATUS |
-//! | [`units`] | money in integer fen, human durations, rates |
+//! | [`model`] | domain values every layer may name: memberships, the wall clock |
+//! | [`units`] | money in integer fen, human durations, rates, hex |
 //! | [`timefmt`] | unix seconds → readable UTC text |
 //! | `fuzz` | fuzz target functions (hidden; `fuzz/` and `tests/fuzz_corpus.rs` call them) |
 //!
@@ -34,6 +35,7 @@ pub mod fuzz;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
+pub mod model;
 pub mod plugins;
 pub mod sandbox;
 pub mod systemd;

@@ -44,7 +44,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("engine", "plugins"),
     ("http", "daemon"),
     ("ledger", "config"),
-    ("ledger", "upstream"),
     ("sandbox", "config"),
     ("sandbox", "upstream"),
     ("upstream", "config"),

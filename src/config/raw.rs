@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
+use crate::model::Membership;
 use crate::units::{Fen, HumanDuration, Rate};
 use crate::upstream::HttpMethod;
 use crate::upstream::sign::SignMode;
-use crate::upstream::vipinfo::{Format, Membership};
+use crate::upstream::vipinfo::Format;
 
 /// The whole file.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -18,8 +18,8 @@ use chrono::TimeZone;
 use chrono_tz::Tz;
 
 pub use super::raw::WhenLapsed;
+use crate::model::Membership;
 use crate::units::Fen;
-use crate::upstream::vipinfo::Membership;
 
 /// A validated rule.
 #[derive(Debug, Clone)]

@@ -37,8 +37,8 @@ pub use order::{
 };
 
 use crate::config::Budget;
+use crate::model::Membership;
 use crate::units::Fen;
-use crate::upstream::vipinfo::Membership;
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +230,7 @@ fn accept_damaged(db: &sled::Db, reason: &str) -> Result<[u8; 16], LedgerError> 
     };
     put_hold(
         db,
-        crate::upstream::Clock::system_unix(),
+        crate::model::now_unix(),
         &format!("damaged store accepted: {reason}"),
     )?;
     Ok(id)
@@ -589,7 +589,7 @@ impl Ledger {
             "vipd_backup": 1,
             "ledger": seal::hex(&stored_id(&self.db)?.unwrap_or_default()),
             "seq": read_seq(&self.db)?,
-            "taken_at": crate::upstream::Clock::system_unix(),
+            "taken_at": crate::model::now_unix(),
         });
         writeln!(out, "{header}").map_err(io)?;
         let mut n = 0;
@@ -599,8 +599,8 @@ impl Ledger {
                 continue;
             }
             let line = serde_json::json!({
-                "k": crate::upstream::sign::hex_lower(&k),
-                "v": crate::upstream::sign::hex_lower(&v),
+                "k": crate::units::hex_lower(&k),
+                "v": crate::units::hex_lower(&v),
             });
             writeln!(out, "{line}").map_err(io)?;
             n += 1;
@@ -670,7 +670,7 @@ impl Ledger {
             ));
         }
         ledger.hold_all(
-            crate::upstream::Clock::system_unix(),
+            crate::model::now_unix(),
             &format!(
                 "restored from a backup taken at {}: orders paid since may be missing",
                 crate::timefmt::utc(taken_at)
@@ -698,10 +698,9 @@ impl Ledger {
         if let Some(e) = self.commit.failure() {
             return Err(LedgerError::Durability(e));
         }
-        self.io(self.db.insert(
-            b"m/probe",
-            &crate::upstream::Clock::system_unix().to_be_bytes()[..],
-        ))?;
+        self.io(self
+            .db
+            .insert(b"m/probe", &crate::model::now_unix().to_be_bytes()[..]))?;
         self.durable().await
     }
 

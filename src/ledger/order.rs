@@ -13,9 +13,9 @@
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
+use crate::model::Membership;
 use crate::units::Fen;
-use crate::upstream::sign::hex_lower;
-use crate::upstream::vipinfo::Membership;
+use crate::units::hex_lower;
 
 /// Where an order stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

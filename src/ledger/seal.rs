@@ -156,7 +156,7 @@ pub fn new_id() -> [u8; 16] {
 
 /// The id as hex, for messages.
 pub fn hex(id: &[u8; 16]) -> String {
-    crate::upstream::sign::hex_lower(id)
+    crate::units::hex_lower(id)
 }
 
 #[cfg(test)]

@@ -35,9 +35,9 @@ pub use recharge::{Reply, decide};
 pub use world::{Control, OrderRecord, OrderState, SimAccount, World};
 
 use crate::config::{Config, SandboxMode};
+use crate::model::Membership;
 use crate::units::{Fen, HumanDuration};
 use crate::upstream::Clock;
-use crate::upstream::vipinfo::Membership;
 
 /// How many callbacks the sandbox delivers at once.
 const CALLBACK_CONCURRENCY: usize = 32;

@@ -17,8 +17,8 @@ use super::Shared;
 use super::knobs::{ReplyFault, roll_reply_fault};
 use super::recharge::{json_as_html, param, request_params};
 use super::world::{SimAccount, TokenState};
+use crate::model::Membership;
 use crate::upstream::Clock;
-use crate::upstream::vipinfo::Membership;
 
 /// `GET|POST /user/get_vip_rich_info`
 pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {

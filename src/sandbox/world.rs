@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::knobs::Knobs;
 use crate::config::{Config, Provider, SandboxMode};
+use crate::model::Membership;
 use crate::units::Fen;
 use crate::upstream::sign::Signer;
-use crate::upstream::vipinfo::Membership;
 
 /// A recharge application the sandbox serves, by appid.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ pub mod token;
 pub mod vipinfo;
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,9 +49,7 @@ pub struct Clock {
 impl Clock {
     /// The system clock in unix seconds, without any offset.
     pub fn system_unix() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
+        crate::model::now_unix()
     }
 
     /// Unix seconds, corrected.

@@ -103,16 +103,7 @@ where
     hex_lower(&hasher.finalize())
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
-    out
-}
+pub use crate::units::hex_lower;
 
 /// Compares two byte strings in time that depends only on their lengths,
 /// folding ASCII case. A length mismatch returns early: lengths are public

@@ -20,66 +20,8 @@ use crate::config::Secret;
 /// A membership reply larger than this is garbage.
 pub const MAX_REPLY_BYTES: usize = 256 << 10;
 
-/// The memberships the API reports, each with `_start`, `_end`, `_payway`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Membership {
-    /// QQ会员
-    QqVip,
-    /// QQ年费会员
-    QqYearVip,
-    /// QQ钻皇
-    QqZuanhuang,
-    /// 豪华版QQ会员
-    QqHaohua,
-    /// QQ SVIP (reserved by the API; its fields are documented as invalid).
-    QqSvip,
-}
-
-impl Membership {
-    /// All memberships in the API's order.
-    pub const ALL: [Membership; 5] = [
-        Membership::QqVip,
-        Membership::QqYearVip,
-        Membership::QqZuanhuang,
-        Membership::QqHaohua,
-        Membership::QqSvip,
-    ];
-
-    /// The field prefix, e.g. `qq_vip` for `qq_vip_end`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Membership::QqVip => "qq_vip",
-            Membership::QqYearVip => "qq_year_vip",
-            Membership::QqZuanhuang => "qq_zuanhuang",
-            Membership::QqHaohua => "qq_haohua",
-            Membership::QqSvip => "qq_svip",
-        }
-    }
-
-    /// The membership whose prefix is `name`.
-    pub fn from_name(name: &str) -> Option<Membership> {
-        Membership::ALL.into_iter().find(|m| m.as_str() == name)
-    }
-}
-
-impl fmt::Display for Membership {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The membership kinds are domain values, kept in [`crate::model`].
+pub use crate::model::Membership;
 
 /// A payment channel code (`*_payway`), with the seed document's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,75 @@
+//! Domain values every layer may name: the lowest layer, importing
+//! nothing of vipd's (issue 12: dependencies point one way).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The wall clock in unix seconds. (The vendor's clock, with the offset
+/// learned from its replies, is `upstream::Clock`.)
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The memberships the API reports, each with `_start`, `_end`, `_payway`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Membership {
+    /// QQ会员
+    QqVip,
+    /// QQ年费会员
+    QqYearVip,
+    /// QQ钻皇
+    QqZuanhuang,
+    /// 豪华版QQ会员
+    QqHaohua,
+    /// QQ SVIP (reserved by the API; its fields are documented as invalid).
+    QqSvip,
+}
+
+impl Membership {
+    /// All memberships in the API's order.
+    pub const ALL: [Membership; 5] = [
+        Membership::QqVip,
+        Membership::QqYearVip,
+        Membership::QqZuanhuang,
+        Membership::QqHaohua,
+        Membership::QqSvip,
+    ];
+
+    /// The field prefix, e.g. `qq_vip` for `qq_vip_end`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::QqVip => "qq_vip",
+            Membership::QqYearVip => "qq_year_vip",
+            Membership::QqZuanhuang => "qq_zuanhuang",
+            Membership::QqHaohua => "qq_haohua",
+            Membership::QqSvip => "qq_svip",
+        }
+    }
+
+    /// The membership whose prefix is `name`.
+    pub fn from_name(name: &str) -> Option<Membership> {
+        Membership::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+impl fmt::Display for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
