@@ -25,8 +25,8 @@ mod logging;
 #[command(name = "vipd", version, about = "Keeps paid memberships from lapsing.")]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
     /// The daemon's state folder, for commands run beside it (status,
     /// orders, plan, recharge, store); wins over $STATE_DIRECTORY and the
     /// configuration's state_dir.
@@ -34,21 +34,6 @@ pub struct Cli {
     state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-impl From<LogFormat> for logging::Format {
-    fn from(f: LogFormat) -> logging::Format {
-        match f {
-            LogFormat::Text => logging::Format::Text,
-            LogFormat::Json => logging::Format::Json,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -255,7 +240,7 @@ pub fn main() -> ExitCode {
     crate::metrics::process_start();
     crate::daemon::one_malloc_arena();
     let cli = Cli::parse();
-    let format = logging::Format::from(cli.log_format);
+    let format = cli.log_format;
     if let Some(dir) = cli.state_dir.clone() {
         crate::config::override_state_dir(dir);
     }

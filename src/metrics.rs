@@ -89,11 +89,10 @@ impl Metrics {
     /// One membership read and how it ended (`ok`, `error`, `auth_error`).
     pub fn poll(&self, provider: &str, result: &'static str, took: Duration) {
         if result == "ok" {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            self.last_ok_read
-                .store(now, std::sync::atomic::Ordering::Relaxed);
+            self.last_ok_read.store(
+                crate::model::now_unix(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         *lock(&self.polls)
             .entry((provider.to_owned(), result))

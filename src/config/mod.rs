@@ -427,9 +427,7 @@ impl Config {
     /// Reads and validates a file, every secret included: what the
     /// daemon and anything that pays or reads upstream needs.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigErrors::one(path, format!("cannot read: {e}")))?;
-        Config::parse(&text, path)
+        Config::load_outside(path)?.every_secret()
     }
 
     /// [`Config::load`] for commands an operator runs beside the service
@@ -444,11 +442,17 @@ impl Config {
 
     /// Validates `text` as if read from `path`, every secret included.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-        let config = Config::parse_outside(text, path)?;
-        if !config.unavailable.is_empty() {
-            return Err(ConfigErrors(config.unavailable));
+        Config::parse_outside(text, path)?.every_secret()
+    }
+
+    /// This configuration if every secret was read, else the located
+    /// errors of those that could not be.
+    fn every_secret(self) -> Result<Config, ConfigErrors> {
+        if self.unavailable.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigErrors(self.unavailable))
         }
-        Ok(config)
     }
 
     /// [`Config::parse`] as [`Config::load_outside`] reads.
@@ -525,19 +529,34 @@ impl Config {
     /// fewer than three checks in them, rules that select nobody, and
     /// literal secrets in a file other users can read.
     pub fn warnings(&self) -> Vec<String> {
-        self.located_warnings()
-            .into_iter()
-            .map(|(_, w)| w)
-            .collect()
+        self.warnings_at().into_iter().map(|(_, w)| w).collect()
     }
 
     /// [`Config::warnings`], each with the line and column of the entry
-    /// it is about, when it is about one.
+    /// it is about, when it is about one. The file is read again and parsed
+    /// for positions only when there is a warning to place.
     pub fn located_warnings(&self) -> Vec<(Option<spans::At>, String)> {
-        // Each warning with the key path it is about; the file is parsed
-        // for positions only when there is a warning to place.
-        let mut out: Vec<(Option<String>, String)> = Vec::new();
-        let at = Some;
+        let warnings = self.warnings_at();
+        let spans = warnings
+            .iter()
+            .any(|(path, _)| path.is_some())
+            .then(|| std::fs::read_to_string(&self.path).ok())
+            .flatten()
+            .map(|text| spans::Spans::parse(&text));
+        warnings
+            .into_iter()
+            .map(|(path, w)| {
+                let at = path
+                    .zip(spans.as_ref())
+                    .and_then(|(path, spans)| spans.locate(&path));
+                (at, w)
+            })
+            .collect()
+    }
+
+    /// Each warning with the key path of the entry it is about.
+    fn warnings_at(&self) -> Vec<(Option<Vec<&str>>, String)> {
+        let mut out: Vec<(Option<Vec<&str>>, String)> = Vec::new();
         let now = crate::upstream::Clock::system_unix();
         if self.rules.is_empty() {
             out.push((
@@ -547,7 +566,7 @@ impl Config {
         }
         for rule in &self.rules {
             let subject = format!("rule {}", rule.name);
-            let key = |k: &str| Some(format!("rules.{}.{k}", rule.name));
+            let key = |k: &'static str| Some(vec!["rules", &*rule.name, k]);
             if rule.accounts.is_empty() {
                 out.push((key("accounts"), format!("{subject}: selects no account")));
             }
@@ -574,7 +593,7 @@ impl Config {
         for rule in &self.rules {
             for account in &rule.accounts {
                 if let Some(first) = covered.insert((account, rule.membership), &rule.name) {
-                    out.push((at(format!("rules.{}", rule.name)), format!(
+                    out.push((Some(vec!["rules", &*rule.name]), format!(
                         "rules {first} and {} both renew {} for account {account}; only one order per period is ever paid, the other rule waits",
                         rule.name, rule.membership
                     )));
@@ -593,12 +612,12 @@ impl Config {
             if literal.len() <= ONE_BY_ONE {
                 for key in literal {
                     out.push((
-                        at(key.clone()),
+                        Some(key.split('.').collect()),
                         format!("{key} is written literally in a file other users can read; {FIX}"),
                     ));
                 }
             } else {
-                out.push((at(literal[0].clone()), format!(
+                out.push((Some(literal[0].split('.').collect()), format!(
                     "{} secrets are written literally in a file other users can read ({}, ... and {} more); {FIX}",
                     literal.len(),
                     literal[..3].join(", "),
@@ -606,35 +625,7 @@ impl Config {
                 )));
             }
         }
-        let spans = out
-            .iter()
-            .any(|(k, _)| k.is_some())
-            .then(|| std::fs::read_to_string(&self.path).ok())
-            .flatten()
-            .map(|text| spans::Spans::parse(&text));
-        out.into_iter()
-            .map(|(key, w)| {
-                let at = key.zip(spans.as_ref()).and_then(|(key, spans)| {
-                    // Rule and account names may hold dots; the first two
-                    // segments of a rule path are `rules` and its name.
-                    let path: Vec<&str> = match key.strip_prefix("rules.") {
-                        Some(rest) => {
-                            let (name, field) = rest
-                                .rsplit_once('.')
-                                .filter(|(n, _)| self.rule(n).is_some())
-                                .unwrap_or((rest, ""));
-                            ["rules", name, field]
-                                .into_iter()
-                                .filter(|s| !s.is_empty())
-                                .collect()
-                        }
-                        None => key.split('.').collect(),
-                    };
-                    spans.locate(&path)
-                });
-                (at, w)
-            })
-            .collect()
+        out
     }
 
     /// Points every provider at `base_url` (the in-process sandbox).
@@ -693,15 +684,21 @@ impl<'a> Builder<'a> {
             .locate(at)
     }
 
-    /// Records an error about the entry at `at` (a key path).
-    fn error(&mut self, at: &[&str], message: impl Into<String>) {
+    /// An error about the entry at `at` (a key path), located.
+    fn located(&self, at: &[&str], message: String) -> ConfigError {
         let loc = self.locate(at);
-        self.errors.push(ConfigError {
+        ConfigError {
             file: self.path.to_owned(),
             line: loc.map(|l| l.0),
             column: loc.map(|l| l.1),
-            message: message.into(),
-        });
+            message,
+        }
+    }
+
+    /// Records an error about the entry at `at` (a key path).
+    fn error(&mut self, at: &[&str], message: impl Into<String>) {
+        let e = self.located(at, message.into());
+        self.errors.push(e);
     }
 
     fn secret(&mut self, at: &[&str], subject: &str, raw: &str) -> Secret {
@@ -712,20 +709,15 @@ impl<'a> Builder<'a> {
                 }
                 secret
             }
-            Err(e @ secret::SecretError::Outside { .. }) => {
-                let key = at.last().copied().unwrap_or("secret");
-                let loc = self.locate(at);
-                self.unavailable.push(ConfigError {
-                    file: self.path.to_owned(),
-                    line: loc.map(|l| l.0),
-                    column: loc.map(|l| l.1),
-                    message: format!("{subject}: {key}: {e}"),
-                });
-                Secret::new("")
-            }
             Err(e) => {
                 let key = at.last().copied().unwrap_or("secret");
-                self.error(at, format!("{subject}: {key}: {e}"));
+                let error = self.located(at, format!("{subject}: {key}: {e}"));
+                // Outside the service a credential may be unreadable: the
+                // callers that need every secret refuse it then.
+                match e {
+                    secret::SecretError::Outside { .. } => self.unavailable.push(error),
+                    _ => self.errors.push(error),
+                }
                 Secret::new("")
             }
         }

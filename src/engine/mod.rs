@@ -201,11 +201,11 @@ pub struct Engine {
     time: time::TimeKeeper,
 }
 
-/// Unix milliseconds now.
 /// The rule name manual orders (`vipd recharge`) are recorded under;
 /// reserved by the configuration, which owns the name.
 pub use crate::config::MANUAL_RULE;
 
+/// Unix milliseconds now.
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
