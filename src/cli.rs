@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigErrors, Secret};
 use crate::ledger::OrderState;
-use crate::upstream::sign::{SignMode, Signer};
+use crate::model::sign::{SignMode, Signer};
 use crate::upstream::vipinfo::{Membership, VipInfo};
 use crate::{sandbox, timefmt, upstream};
 
@@ -238,7 +238,7 @@ enum ModeArg {
 /// Parses arguments, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
     crate::metrics::process_start();
-    crate::daemon::one_malloc_arena();
+    crate::service::one_malloc_arena();
     let cli = Cli::parse();
     let format = cli.log_format;
     if let Some(dir) = cli.state_dir.clone() {
@@ -492,7 +492,7 @@ async fn load_with_sandbox(
     if !config.daemon.sandbox {
         return Ok((config, None));
     }
-    let sb = crate::daemon::start_sandbox(&mut config).await?;
+    let sb = crate::service::start_sandbox(&mut config).await?;
     Ok((config, Some(sb)))
 }
 
@@ -520,7 +520,7 @@ async fn vip_info(
             .unwrap_or_default();
         bail!("{}: no account named {account}{hint}", path.display());
     };
-    let client = config.reader_of(acct).client(upstream::http_client());
+    let client = crate::engine::clients::vip_info(config.reader_of(acct), &upstream::http_client());
     let result = client.fetch(&acct.openid, &acct.access_token).await;
     if let Some(sb) = sandbox {
         sb.shutdown().await;
@@ -617,7 +617,7 @@ async fn run_daemon(path: &Path, dry_run: bool, accept_damaged: bool) -> anyhow:
     } else {
         crate::ledger::OpenMode::Normal
     };
-    crate::daemon::run(config, dry_run, store, shutdown_signal()).await?;
+    crate::service::run(config, dry_run, store, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, Secret};
 use crate::engine::events::{Event, EventKind};
 use crate::ledger::Ledger;
+use crate::model::sign::{SignMode, Signer};
 use crate::plugins::pattern::{MAX_WORK, Op, work};
 use crate::plugins::{Host, Plugins};
 use crate::upstream::outcome::{OutcomeClass, Wire, classify};
 use crate::upstream::recharge::RechargeReply;
-use crate::upstream::sign::{SignMode, Signer};
 use crate::upstream::token::parse_token_reply;
 use crate::upstream::vipinfo::parse_vip_info;
 

@@ -28,7 +28,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod daemon;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzz;
@@ -38,6 +37,7 @@ pub mod metrics;
 pub mod model;
 pub mod plugins;
 pub mod sandbox;
+pub mod service;
 pub mod systemd;
 pub mod timefmt;
 pub mod units;

@@ -30,7 +30,11 @@ fn recharge_client(c: &Config, clock: Arc<Clock>) -> RechargeClient {
     let Provider::Recharge(p) = &c.providers["wapi"] else {
         unreachable!()
     };
-    RechargeClient::new(http_client(), p.endpoint(), clock)
+    RechargeClient::new(
+        http_client(),
+        vipd::engine::clients::recharge_endpoint(p),
+        clock,
+    )
 }
 
 fn vip_client(c: &Config, format: Format) -> VipInfoClient {

@@ -11,10 +11,10 @@ use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
 
 use crate::config::Config;
-use crate::daemon::{DaemonFile, daemon_file};
 use crate::engine::{Engine, PlanLine, Status};
 use crate::ledger::{Ledger, Order, OrderState};
 use crate::plugins::{Host, Plugins};
+use crate::service::{DaemonFile, daemon_file};
 use crate::timefmt;
 
 /// A running daemon's admin API.

@@ -20,16 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::model::{Budget, CallbackMapping, SandboxMode, Secret};
 pub use error::{ConfigError, ConfigErrors};
-pub use raw::SandboxMode;
-pub use rules::{Budget, Check, Rule, WhenLapsed};
-pub use secret::{Secret, SecretSource};
+pub use rules::{Check, Rule, WhenLapsed};
+pub use secret::SecretSource;
 
-use crate::sandbox::Knobs;
+use crate::model::{Format, HttpMethod, Knobs, Membership, SignMode, Signer};
 use crate::units::{Fen, HumanDuration, Rate};
-use crate::upstream::sign::{SignMode, Signer};
-use crate::upstream::vipinfo::{Format, Membership};
-use crate::upstream::{HttpMethod, RechargeEndpoint, VipInfoClient};
 
 /// The JSON Schema of `rules.yaml` (`vipd schema`, committed as
 /// `vipd.schema.json` for editors: `# yaml-language-server:
@@ -281,81 +278,10 @@ pub struct RechargeProvider {
     pub callback: CallbackMapping,
 }
 
-impl QqConnectProvider {
-    /// The membership client for this application.
-    pub fn client(&self, http: reqwest::Client) -> VipInfoClient {
-        VipInfoClient::new(
-            http,
-            &self.base_url,
-            &self.oauth_consumer_key,
-            self.format,
-            self.timeout,
-        )
-    }
-}
-
 impl RechargeProvider {
     /// The signer for requests and callbacks.
     pub fn signer(&self) -> Signer {
         Signer::new(self.sign_mode, self.secret.clone())
-    }
-
-    /// What the recharge client needs.
-    pub fn endpoint(&self) -> RechargeEndpoint {
-        RechargeEndpoint {
-            base_url: self.base_url.clone(),
-            appid: self.appid.clone(),
-            signer: self.signer(),
-            method: self.method,
-            debug: self.debug,
-            target_param: self.target_param.clone(),
-            timeout: self.timeout,
-        }
-    }
-}
-
-/// How a provider's callbacks are read (README "Renewals: decisions, the ledger, callbacks").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallbackMapping {
-    /// Field with the vendor's order id.
-    pub order_field: String,
-    /// Field with the result.
-    pub status_field: String,
-    /// Field with the signature.
-    pub sign_field: String,
-    /// Field with the price billed, if the vendor sends one.
-    pub price_field: String,
-    /// Status values that mean success.
-    pub success_values: Vec<String>,
-    /// Status values that mean failure.
-    pub failure_values: Vec<String>,
-    /// Body of the HTTP 200 reply.
-    pub reply: String,
-    /// Field with the unix time the callback was signed at.
-    pub time_field: String,
-    /// Callbacks signed longer ago are refused: a replay carries its old
-    /// time, and the signature covers it.
-    pub max_age: Duration,
-    /// A `pending` order with no callback after this long becomes
-    /// `unknown` (and alerts): a lost callback must not leave an order
-    /// waiting, and a membership lapsing, in silence.
-    pub within: Duration,
-}
-
-impl Default for CallbackMapping {
-    fn default() -> Self {
-        CallbackMapping {
-            order_field: "orderid".into(),
-            status_field: "status".into(),
-            sign_field: "sign".into(),
-            price_field: "price".into(),
-            success_values: vec!["success".into(), "1".into(), "10000".into()],
-            failure_values: vec!["failed".into(), "fail".into(), "0".into()],
-            reply: "success".into(),
-            time_field: "time".into(),
-            max_age: Duration::from_secs(86_400),
-            within: Duration::from_secs(7_200),
-        }
     }
 }
 
@@ -557,7 +483,7 @@ impl Config {
     /// Each warning with the key path of the entry it is about.
     fn warnings_at(&self) -> Vec<(Option<Vec<&str>>, String)> {
         let mut out: Vec<(Option<Vec<&str>>, String)> = Vec::new();
-        let now = crate::upstream::Clock::system_unix();
+        let now = crate::model::now_unix();
         if self.rules.is_empty() {
             out.push((
                 None,

@@ -8,11 +8,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
-use crate::model::Membership;
+use crate::model::{Format, HttpMethod, Knobs, Membership, SandboxMode, SignMode};
 use crate::units::{Fen, HumanDuration, Rate};
-use crate::upstream::HttpMethod;
-use crate::upstream::sign::SignMode;
-use crate::upstream::vipinfo::Format;
 
 /// The whole file.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -426,27 +423,16 @@ pub struct RawSandbox {
     pub seed: Option<u64>,
 }
 
-/// The sandbox's recharge mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxMode {
-    /// Answer 10000 and extend at once.
-    Sync,
-    /// Answer 10023, extend and call back after `callback_delay`.
-    #[default]
-    Async,
-}
-
 /// Fault knobs per API.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFaults {
     /// Faults of the recharge API.
     #[serde(default)]
-    pub recharge: crate::sandbox::Knobs,
+    pub recharge: Knobs,
     /// Faults of the membership API.
     #[serde(default)]
-    pub vip_info: crate::sandbox::Knobs,
+    pub vip_info: Knobs,
 }
 
 /// A secret: `${env:NAME}`, `${file:PATH}`, `${credential:NAME}`, or

@@ -18,8 +18,8 @@ use chrono::TimeZone;
 use chrono_tz::Tz;
 
 pub use super::raw::WhenLapsed;
+pub use crate::model::Budget;
 use crate::model::Membership;
-use crate::units::Fen;
 
 /// A validated rule.
 #[derive(Debug, Clone)]
@@ -46,15 +46,6 @@ pub struct Rule {
     pub max_attempts: u32,
     /// How long after success the new end must show.
     pub verify_within: Duration,
-}
-
-/// Spending caps of a rule, per day and per month in the daemon's timezone.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Budget {
-    /// Per calendar day.
-    pub per_day: Option<Fen>,
-    /// Per calendar month.
-    pub per_month: Option<Fen>,
 }
 
 /// When a rule checks its accounts.

@@ -7,42 +7,9 @@
 //! a mask, which has no `Serialize`, and whose value is reached only through
 //! [`Secret::expose`]: grep for that call to audit every use.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// A resolved secret value. Never printed, never serialized.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value that is already known (tests, sandbox-generated tokens).
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value itself. Every caller is a place where the secret leaves the
-    /// mask: signing, an upstream request, a comparison.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True for an empty value (an unset credential).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::model::Secret;
 
 /// Where a secret value comes from, as written in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +93,7 @@ pub fn resolve(raw: &str, base: &Path) -> Result<(Secret, SecretSource), SecretE
         }
         SecretSource::Credential(name) => credential(name, base)?,
     };
-    Ok((Secret(value), source))
+    Ok((Secret::new(value), source))
 }
 
 /// `${credential:NAME}`. Under systemd: `$CREDENTIALS_DIRECTORY/NAME`, or

@@ -17,6 +17,7 @@
 
 pub(crate) mod callback;
 mod check;
+pub mod clients;
 pub mod decide;
 pub mod events;
 mod gate;
@@ -95,13 +96,9 @@ impl Runtime {
                     readers.insert(
                         name.clone(),
                         Reader {
-                            client: q.client(http.clone()),
+                            client: clients::vip_info(q, http),
                             traffic: Traffic::new(q.rate_limit, usize::MAX >> 4),
-                            tokens: crate::upstream::TokenClient::new(
-                                http.clone(),
-                                &q.base_url,
-                                q.timeout,
-                            ),
+                            tokens: clients::tokens(q, http),
                             client_id: q.oauth_consumer_key.clone(),
                             client_secret: q.client_secret.clone(),
                         },
@@ -111,11 +108,7 @@ impl Runtime {
                     sellers.insert(
                         name.clone(),
                         Seller {
-                            client: RechargeClient::new(
-                                http.clone(),
-                                r.endpoint(),
-                                Arc::new(Clock::default()),
-                            ),
+                            client: clients::recharge(r, http, Arc::new(Clock::default())),
                             traffic: Traffic::new(r.rate_limit, r.max_in_flight as usize),
                             gate: Gate::new(config.daemon.probe_every),
                             debug: r.debug,

@@ -18,8 +18,8 @@ use md5::{Digest, Md5};
 use super::{Engine, Runtime};
 use crate::config::{Account, Secret};
 use crate::ledger::StoredToken;
+use crate::model::sign::hex_lower;
 use crate::upstream::Clock;
-use crate::upstream::sign::hex_lower;
 
 /// How long before expiry a token is refreshed, at most.
 const REFRESH_AHEAD_SECS: i64 = 7 * 86_400;

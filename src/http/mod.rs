@@ -97,8 +97,18 @@ async fn callback(
     (status, reply.body).into_response()
 }
 
+/// What `POST /api/reload` calls: the service's reloader, which this layer
+/// does not know (it is above us), only this port.
+pub trait Reload: Send + Sync + 'static {
+    /// Reloads; the generation in force, or why the old one stays.
+    fn reload<'a>(
+        &'a self,
+        trigger: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, String>> + Send + 'a>>;
+}
+
 /// The admin API.
-pub fn admin_router(engine: Arc<Engine>, reloader: Arc<crate::daemon::Reloader>) -> axum::Router {
+pub fn admin_router(engine: Arc<Engine>, reloader: Arc<dyn Reload>) -> axum::Router {
     let api = axum::Router::new()
         .route("/api/reload", post(reload).layer(axum::Extension(reloader)))
         .route("/api/status", get(status))
@@ -351,9 +361,7 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
 
 /// `POST /api/reload`: 200 with the new generation, or 422 with the
 /// errors (the old generation stays in force).
-async fn reload(
-    axum::Extension(reloader): axum::Extension<Arc<crate::daemon::Reloader>>,
-) -> Response {
+async fn reload(axum::Extension(reloader): axum::Extension<Arc<dyn Reload>>) -> Response {
     match reloader.reload("api").await {
         Ok(generation) => Json(serde_json::json!({"generation": generation})).into_response(),
         Err(e) => (

@@ -36,7 +36,7 @@ pub use order::{
     decision_key,
 };
 
-use crate::config::Budget;
+use crate::model::Budget;
 use crate::model::Membership;
 use crate::units::Fen;
 

@@ -314,7 +314,7 @@ pub fn build(
         let secret: Option<mlua::String> = opts.get("secret")?;
         let provider: Option<String> = opts.get("provider")?;
         match (secret, provider) {
-            (Some(secret), None) => Ok(crate::upstream::sign::md5_sign(params, &secret.to_str()?)),
+            (Some(secret), None) => Ok(crate::model::sign::md5_sign(params, &secret.to_str()?)),
             (None, Some(p)) => {
                 let signer = c.shared.signers.get(&p).ok_or_else(|| {
                     rt_err(format!("vipd.sign{{provider = {p:?}}}: no recharge provider of that name"))
@@ -323,7 +323,7 @@ pub fn build(
                     // forge that vendor's callbacks.
                     rt_err(format!("vipd.sign{{provider = {p:?}}}: plugins may not sign with this provider's secret; list it in plugins.sign_with to allow it"))
                 })?;
-                if signer.mode() != crate::upstream::sign::SignMode::Md5 {
+                if signer.mode() != crate::model::sign::SignMode::Md5 {
                     return Err(rt_err(format!(
                         "vipd.sign{{provider = {p:?}}}: the provider signs in hash mode, where the signature is the secret itself; it is not given to plugins"
                     )));

@@ -503,7 +503,7 @@ end)
         .unwrap();
     let got = eval(&p, EventKind::Error).await.unwrap();
     let md5 = |params: &[(&str, &str)], secret: &str| {
-        crate::upstream::sign::md5_sign(params.iter().copied(), secret)
+        crate::model::sign::md5_sign(params.iter().copied(), secret)
     };
     let expected = [
         md5(&[("a", "1"), ("b", "2")], "k"),

@@ -12,7 +12,7 @@
 //! | `POST /_sandbox/accounts/{name}` | set ends, revoke or expire tokens |
 //! | `GET`/`POST /_sandbox/control` | mode, balance, callback delay, fault knobs |
 
-mod knobs;
+mod faults;
 mod qq;
 mod recharge;
 mod world;
@@ -30,14 +30,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use knobs::{Knobs, ReplyFault};
+pub use faults::{Knobs, ReplyFault};
 pub use recharge::{Reply, decide};
 pub use world::{Control, OrderRecord, OrderState, SimAccount, World};
 
 use crate::config::{Config, SandboxMode};
-use crate::model::Membership;
+use crate::model::{Membership, now_unix};
 use crate::units::{Fen, HumanDuration};
-use crate::upstream::Clock;
 
 /// How many callbacks the sandbox delivers at once.
 const CALLBACK_CONCURRENCY: usize = 32;
@@ -100,7 +99,7 @@ pub async fn start(config: &Config, listen: SocketAddr) -> std::io::Result<Sandb
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
-        world: Mutex::new(World::from_config(config, Clock::system_unix())),
+        world: Mutex::new(World::from_config(config, now_unix())),
         http: crate::upstream::http_client(),
         tasks: TaskTracker::new(),
         cancel: CancellationToken::new(),
@@ -186,7 +185,7 @@ async fn change_account(
         world.accounts[idx].ends[m as usize] = end;
     }
     let openid = world.accounts[idx].openid.clone();
-    let now = Clock::system_unix();
+    let now = now_unix();
     for t in world.tokens.values_mut().filter(|t| t.openid == openid) {
         t.revoked |= change.revoke_tokens;
         if change.expire_tokens {

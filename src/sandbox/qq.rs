@@ -14,18 +14,17 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
-use super::knobs::{ReplyFault, roll_reply_fault};
+use super::faults::{ReplyFault, roll_reply_fault};
 use super::recharge::{json_as_html, param, request_params};
 use super::world::{SimAccount, TokenState};
-use crate::model::Membership;
-use crate::upstream::Clock;
+use crate::model::{Membership, now_unix};
 
 /// `GET|POST /user/get_vip_rich_info`
 pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
     let params = request_params(&uri, &body);
     let get = |k: &str| param(&params, k).unwrap_or("");
     let xml = get("format") == "xml";
-    let now = Clock::system_unix();
+    let now = now_unix();
     let (latency, fault, hang, transient, strings, checked) = {
         let mut world = sb.world();
         let knobs = world.control.vip_info.clone();
@@ -86,7 +85,7 @@ fn error_body(ret: i64, msg: &str, xml: bool) -> String {
 
 /// Writes a successful reply in the API's field order.
 pub fn render(a: &SimAccount, xml: bool, strings: bool) -> String {
-    let now = Clock::system_unix();
+    let now = now_unix();
     let vip = a.ends[Membership::QqVip as usize] > now;
     let year = a.ends[Membership::QqYearVip as usize] > now;
     let mut fields: Vec<(String, i64)> = vec![
@@ -133,7 +132,7 @@ pub async fn token(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Resp
     let params = request_params(&uri, &body);
     let get = |k: &str| param(&params, k).unwrap_or("");
     let json = get("fmt") == "json" || get("format") == "json";
-    let now = Clock::system_unix();
+    let now = now_unix();
     let result = {
         let mut world = sb.world();
         refresh(
@@ -174,7 +173,7 @@ fn refresh(
         None => return Err((100008, "client_id is wrong or lost")),
         Some(expected) => {
             let ok = expected.as_deref().is_some_and(|s| {
-                crate::upstream::sign::constant_time_eq_ignore_ascii_case(
+                crate::model::sign::constant_time_eq_ignore_ascii_case(
                     s.as_bytes(),
                     client_secret.as_bytes(),
                 )

@@ -16,11 +16,11 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
-use super::knobs::{ReplyFault, roll_reply_fault};
+use super::faults::{ReplyFault, roll_reply_fault};
 use super::world::{App, OrderRecord, OrderState, World};
-use crate::config::SandboxMode;
+use crate::model::SandboxMode;
+use crate::model::now_unix;
 use crate::units::Fen;
-use crate::upstream::Clock;
 
 /// A reply before faults: the vendor's JSON fields.
 #[derive(Debug, Clone, PartialEq)]
@@ -259,7 +259,7 @@ pub async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let now = Clock::system_unix();
+    let now = now_unix();
     let (reply, fault, settle, hang) = {
         let mut world = sb.world();
         let (reply, fault, settle) = decide(&mut world, &method, uri.path(), &params, now);
@@ -280,7 +280,7 @@ pub async fn handle(
                 _ = tokio::time::sleep(hang) => {}
                 _ = sb.cancel.cancelled() => {}
             }
-            json_as_html(reply.body(Clock::system_unix()))
+            json_as_html(reply.body(now_unix()))
         }
         None => json_as_html(reply.body(now)),
     }
@@ -301,7 +301,7 @@ async fn settle_later(sb: Arc<Shared>, job: Settle) {
         _ = tokio::time::sleep(job.delay) => {}
         _ = sb.cancel.cancelled() => return,
     }
-    let now = Clock::system_unix();
+    let now = now_unix();
     {
         let mut world = sb.world();
         if job.success {

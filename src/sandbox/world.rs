@@ -7,11 +7,11 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::knobs::Knobs;
+use super::faults::Knobs;
 use crate::config::{Config, Provider, SandboxMode};
 use crate::model::Membership;
+use crate::model::sign::Signer;
 use crate::units::Fen;
-use crate::upstream::sign::Signer;
 
 /// A recharge application the sandbox serves, by appid.
 #[derive(Debug, Clone)]
@@ -111,7 +111,7 @@ pub struct OrderRecord {
     /// Where it ended.
     pub state: OrderState,
     /// The reply fault injected, if any.
-    pub fault: Option<super::knobs::ReplyFault>,
+    pub fault: Option<super::faults::ReplyFault>,
     /// Callback deliveries attempted.
     pub callbacks_sent: u32,
     /// Callback deliveries the receiver acknowledged.

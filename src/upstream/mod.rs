@@ -10,33 +10,19 @@ pub mod guard;
 pub mod lenient;
 pub mod outcome;
 pub mod recharge;
-pub mod sign;
+
 pub mod token;
 pub mod vipinfo;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::model::sign;
+pub use crate::model::{HttpMethod, SignMode, Signer};
 pub use outcome::{Outcome, OutcomeClass, Wire, classify};
 pub use recharge::{Attempt, RechargeClient, RechargeEndpoint, RechargeReply, RechargeRequest};
-pub use sign::{SignMode, Signer};
 pub use token::TokenClient;
 pub use vipinfo::{Membership, VipInfo, VipInfoClient, VipInfoError};
-
-/// GET or POST, as a provider is configured.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum HttpMethod {
-    /// Parameters in the query string.
-    Get,
-    /// Parameters in a form body.
-    #[default]
-    Post,
-}
 
 /// Unix time as the vendor sees it: the system clock plus an offset learned
 /// from 10004 replies, shared by every client of one provider.

@@ -15,8 +15,9 @@ use serde_json::Value;
 
 use super::lenient::{int_field, shorten, text_field};
 use super::outcome::{Outcome, OutcomeClass, Wire, classify};
-use super::sign::{SIGN_FIELD, Signer};
-use super::{Clock, HttpMethod, ReadError, read_capped, wire_of_error};
+use super::{Clock, ReadError, read_capped, wire_of_error};
+use crate::model::HttpMethod;
+use crate::model::sign::{SIGN_FIELD, Signer};
 use crate::units::Fen;
 
 /// A recharge reply larger than this is not a reply.

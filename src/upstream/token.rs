@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::lenient::{int_field, parse_int_text, shorten, text_field};
 use super::{ReadError, error_chain, read_capped};
-use crate::config::Secret;
+use crate::model::Secret;
 
 /// A token reply larger than this is garbage.
 const MAX_REPLY_BYTES: usize = 64 << 10;

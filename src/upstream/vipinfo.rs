@@ -10,18 +10,18 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::lenient::{parse_int_text, shorten};
 use super::{ReadError, error_chain, read_capped};
-use crate::config::Secret;
+use crate::model::Secret;
 
 /// A membership reply larger than this is garbage.
 pub const MAX_REPLY_BYTES: usize = 256 << 10;
 
 /// The membership kinds are domain values, kept in [`crate::model`].
-pub use crate::model::Membership;
+pub use crate::model::{Format, Membership};
 
 /// A payment channel code (`*_payway`), with the seed document's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,29 +300,6 @@ pub fn parse_vip_info(body: &[u8]) -> Result<VipInfo, VipInfoError> {
         history_pay_time: fields.nonzero("history_pay_time")?,
         history_end_time: fields.nonzero("history_end_time")?,
     })
-}
-
-/// Reply format to ask for.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// `format=json`
-    #[default]
-    Json,
-    /// `format=xml`
-    Xml,
-}
-
-impl Format {
-    /// The parameter value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Json => "json",
-            Format::Xml => "xml",
-        }
-    }
 }
 
 /// Reads memberships from one QQ Connect application.

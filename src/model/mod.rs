@@ -1,9 +1,19 @@
 //! Domain values every layer may name: the lowest layer, importing
 //! nothing of vipd's (issue 12: dependencies point one way).
 
+pub mod knobs;
+pub mod protocol;
+mod secret;
+pub mod sign;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use knobs::Knobs;
+pub use protocol::{Budget, CallbackMapping, Format, HttpMethod, SandboxMode};
+pub use secret::Secret;
+pub use sign::{SignMode, Signer};
 
 /// The wall clock in unix seconds. (The vendor's clock, with the offset
 /// learned from its replies, is `upstream::Clock`.)

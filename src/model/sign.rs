@@ -13,7 +13,7 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::model::Secret;
 
 /// The parameter that carries the signature; never signed itself.
 pub const SIGN_FIELD: &str = "sign";

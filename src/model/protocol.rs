@@ -1,0 +1,112 @@
+//! The vendor protocol's configurable choices, named by the configuration
+//! (which reads them), the clients (which speak them) and the sandbox
+//! (which answers them).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::Fen;
+
+/// GET or POST, as a provider is configured.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// Parameters in the query string.
+    Get,
+    /// Parameters in a form body.
+    #[default]
+    Post,
+}
+
+/// Reply format to ask for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `format=json`
+    #[default]
+    Json,
+    /// `format=xml`
+    Xml,
+}
+
+impl Format {
+    /// The parameter value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Xml => "xml",
+        }
+    }
+}
+
+/// The sandbox's recharge mode.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Answer 10000 and extend at once.
+    Sync,
+    /// Answer 10023, extend and call back after `callback_delay`.
+    #[default]
+    Async,
+}
+
+/// How a provider's callbacks are read (README "Renewals: decisions, the ledger, callbacks").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackMapping {
+    /// Field with the vendor's order id.
+    pub order_field: String,
+    /// Field with the result.
+    pub status_field: String,
+    /// Field with the signature.
+    pub sign_field: String,
+    /// Field with the price billed, if the vendor sends one.
+    pub price_field: String,
+    /// Status values that mean success.
+    pub success_values: Vec<String>,
+    /// Status values that mean failure.
+    pub failure_values: Vec<String>,
+    /// Body of the HTTP 200 reply.
+    pub reply: String,
+    /// Field with the unix time the callback was signed at.
+    pub time_field: String,
+    /// Callbacks signed longer ago are refused: a replay carries its old
+    /// time, and the signature covers it.
+    pub max_age: Duration,
+    /// A `pending` order with no callback after this long becomes
+    /// `unknown` (and alerts): a lost callback must not leave an order
+    /// waiting, and a membership lapsing, in silence.
+    pub within: Duration,
+}
+
+impl Default for CallbackMapping {
+    fn default() -> Self {
+        CallbackMapping {
+            order_field: "orderid".into(),
+            status_field: "status".into(),
+            sign_field: "sign".into(),
+            price_field: "price".into(),
+            success_values: vec!["success".into(), "1".into(), "10000".into()],
+            failure_values: vec!["failed".into(), "fail".into(), "0".into()],
+            reply: "success".into(),
+            time_field: "time".into(),
+            max_age: Duration::from_secs(86_400),
+            within: Duration::from_secs(7_200),
+        }
+    }
+}
+
+/// Spending caps of a rule, per day and per month in the daemon's timezone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Per calendar day.
+    pub per_day: Option<Fen>,
+    /// Per calendar month.
+    pub per_month: Option<Fen>,
+}
