@@ -5,16 +5,13 @@
 //! modules of a lower layer (never its own layer's siblings, never a
 //! higher one).
 //!
-//! This checks top-level modules; circles inside one (`plugins::api` and
-//! `plugins::http`, `upstream::outcome` and `upstream::recharge`) are not
-//! seen here.
+//! Inside a top-level module, its submodules must not form a circle
+//! either (`a` naming `b` while `b` names `a`, directly or through
+//! others); a module's `mod.rs` is its hub and is not counted.
 //!
-//! The layering is being reached step by step, so the imports that break
-//! it today are listed in `KNOWN`: a ratchet. A new one fails this test;
-//! so does a listed one that is gone (strike it from the list, so that it
-//! cannot come back).
+//! Run it alone: `cargo test --test layers`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Each top-level module of `src/` and its layer (higher imports lower).
@@ -38,10 +35,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 6),
     ("fuzz", 6),
 ];
-
-/// `(from, to)` imports that break the layering today, to be removed as
-/// issue 12 proceeds. Never add to this list.
-const KNOWN: &[(&str, &str)] = &[("engine", "plugins")];
 
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
@@ -110,18 +103,114 @@ fn dependencies_point_one_way() {
         unknown.is_empty(),
         "modules without a layer (add them to LAYERS): {unknown:?}"
     );
-    let known: BTreeSet<(String, String)> = KNOWN
-        .iter()
-        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-        .collect();
-    let new: Vec<_> = broken.difference(&known).collect();
-    let gone: Vec<_> = known.difference(&broken).collect();
     assert!(
-        new.is_empty(),
-        "imports against the layering (a lower or same layer naming a higher or sibling one): {new:?}"
+        broken.is_empty(),
+        "imports against the layering (a lower or same layer naming a higher or sibling one): {broken:?}"
     );
-    assert!(
-        gone.is_empty(),
-        "fixed, so strike them from KNOWN: {gone:?}"
+}
+
+/// The submodule of `top` a file belongs to (`upstream/recharge.rs` →
+/// `recharge`); `None` for the hub (`mod.rs`) and for files outside `top`.
+fn submodule_of(src: &Path, top: &str, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src.join(top)).ok()?;
+    let first = rel.components().next()?.as_os_str().to_string_lossy();
+    let name = first.trim_end_matches(".rs");
+    (name != "mod").then(|| name.to_owned())
+}
+
+/// The sibling submodules a line of `top/<from>` names: `super::b::…`,
+/// `super::{b::…, …}` and `crate::top::b::…`.
+fn siblings_named(line: &str, top: &str) -> Vec<String> {
+    let code = line.split("//").next().unwrap_or("");
+    let mut out = Vec::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut push_path = |rest: &str| {
+        let name = ident(rest);
+        if !name.is_empty() && rest[name.len()..].starts_with("::") {
+            out.push(name);
+        }
+    };
+    for part in code.split("super::").skip(1) {
+        if let Some(group) = part.strip_prefix('{') {
+            for item in group.split('}').next().unwrap_or("").split(',') {
+                push_path(item.trim());
+            }
+        } else {
+            push_path(part);
+        }
+    }
+    let prefix = format!("crate::{top}::");
+    for part in code.split(prefix.as_str()).skip(1) {
+        push_path(part);
+    }
+    out
+}
+
+#[test]
+fn no_circles_inside_a_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut circles = Vec::new();
+    for (top, _) in LAYERS {
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for file in &files {
+            let Some(from) = submodule_of(&src, top, file) else {
+                continue;
+            };
+            // Nested files (`a/b.rs`) say `super::` of `a`, not of `top`.
+            if file.parent() != Some(src.join(top).as_path()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(file).unwrap();
+            // A `mod tests` inside the file names `super::` for its own
+            // module: stop reading at the tests.
+            let text = text.split("#[cfg(test)]").next().unwrap_or("");
+            for line in text.lines() {
+                for to in siblings_named(line, top) {
+                    if to != from {
+                        edges.entry(from.clone()).or_default().insert(to);
+                    }
+                }
+            }
+        }
+        // A circle: `b` reachable from `a` and `a` from `b`.
+        let reach = |start: &str| {
+            let mut seen = BTreeSet::new();
+            let mut todo = vec![start.to_owned()];
+            while let Some(m) = todo.pop() {
+                for n in edges.get(&m).into_iter().flatten() {
+                    if seen.insert(n.clone()) {
+                        todo.push(n.clone());
+                    }
+                }
+            }
+            seen
+        };
+        for a in edges.keys() {
+            for b in reach(a) {
+                if a < &b && reach(&b).contains(a) {
+                    circles.push(format!("{top}::{a} <-> {top}::{b}"));
+                }
+            }
+        }
+    }
+    assert!(circles.is_empty(), "submodules in a circle: {circles:?}");
+}
+
+#[test]
+fn the_scanner_sees_sibling_paths() {
+    assert_eq!(
+        siblings_named("use super::{lenient::int, ReadError, reply::R};", "upstream"),
+        ["lenient", "reply"]
     );
+    assert_eq!(
+        siblings_named("let x = super::http::send(crate::plugins::api::f());", "plugins"),
+        ["http", "api"]
+    );
+    assert!(siblings_named("// use super::http::x;", "plugins").is_empty());
 }

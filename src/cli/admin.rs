@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::config::Config;
 use crate::engine::{Engine, PlanLine, Status};
 use crate::ledger::{Ledger, Order, OrderState};
-use crate::plugins::{Host, Plugins};
+use crate::plugins::{Host, LuaHooks, Plugins};
 use crate::service::{DaemonFile, daemon_file};
 use crate::timefmt;
 
@@ -462,7 +462,7 @@ async fn offline_engine(
     let config = Arc::new(config);
     let plugins = Plugins::load(&config, host.clone())?;
     Ok((
-        Engine::new(ledger, config, plugins, host, dry),
+        Engine::new(ledger, config, LuaHooks::new(plugins), dry),
         sandbox,
         throwaway,
     ))

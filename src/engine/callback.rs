@@ -87,7 +87,7 @@ impl Engine {
                 );
                 ev.provider = Some(provider.to_owned());
                 ev.fields = Some(fields.iter().cloned().collect());
-                match rt.plugins.ask_parse_callback(ev).await {
+                match rt.hooks.parse_callback(ev).await {
                     Some(m) => {
                         let status = format!(
                             "{} as mapped by plugin {}",

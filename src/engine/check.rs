@@ -111,7 +111,7 @@ impl Engine {
         let info = match self.read(rt, account).await {
             Ok(info) => {
                 self.note_read_ok(account);
-                if rt.plugins.handler_count(EventKind::VipInfo) > 0 {
+                if rt.hooks.listens(EventKind::VipInfo) {
                     let mut ev = Event::new(
                         EventKind::VipInfo,
                         Clock::system_unix(),
@@ -780,8 +780,8 @@ impl Engine {
         account: &Account,
         product: &Product,
         key: &str,
-    ) -> Option<crate::plugins::Veto> {
-        if rt.plugins.handler_count(EventKind::BeforeRecharge) == 0 {
+    ) -> Option<super::hooks::Veto> {
+        if !rt.hooks.listens(EventKind::BeforeRecharge) {
             return None;
         }
         let mut ev = Event::new(
@@ -796,12 +796,12 @@ impl Engine {
         ev.provider = Some(product.provider.clone());
         ev.price = Some(product.max_price.as_yuan_f64());
         ev.dry_run = self.dry_run;
-        rt.plugins.ask_veto(ev).await
+        rt.hooks.veto(ev).await
     }
 
     /// A veto is recorded in the ledger: in the check state (what
     /// `status` shows) and, once per streak, in the event log.
-    fn record_veto(&self, rule: &Rule, account: &Account, key: &str, veto: crate::plugins::Veto) {
+    fn record_veto(&self, rule: &Rule, account: &Account, key: &str, veto: super::hooks::Veto) {
         let decision = format!("vetoed by plugin {}: {}", veto.plugin, veto.reason);
         let mut state = self
             .ledger

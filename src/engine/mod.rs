@@ -21,6 +21,7 @@ pub mod clients;
 pub mod decide;
 pub mod events;
 mod gate;
+pub mod hooks;
 pub mod period;
 mod report;
 pub mod time;
@@ -41,10 +42,10 @@ pub use report::{PlanLine, Status, resolve, status};
 
 use crate::config::{CallbackMapping, Config, Provider};
 use crate::ledger::Ledger;
-use crate::plugins::{Host, Plugins};
 use crate::upstream::{Clock, RechargeClient, Signer, VipInfoClient};
 use events::Event;
 use gate::{Gate, Traffic};
+pub use hooks::{Hooks, NoHooks};
 
 /// A membership reader: one `qq_connect` provider.
 struct Reader {
@@ -74,8 +75,8 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// Counts reloads; 1 for the first configuration.
     pub generation: u64,
-    /// The Lua plugins of this generation.
-    pub plugins: Arc<Plugins>,
+    /// What listens to this generation's events (its Lua plugins).
+    pub hooks: Arc<dyn Hooks>,
     readers: HashMap<String, Reader>,
     sellers: HashMap<String, Seller>,
 }
@@ -84,7 +85,7 @@ impl Runtime {
     /// Builds clients and gates for `config`, beside its loaded plugins.
     pub fn build(
         config: Arc<Config>,
-        plugins: Arc<Plugins>,
+        hooks: Arc<dyn Hooks>,
         generation: u64,
         http: &reqwest::Client,
     ) -> Runtime {
@@ -123,7 +124,7 @@ impl Runtime {
         Runtime {
             config,
             generation,
-            plugins,
+            hooks,
             readers,
             sellers,
         }
@@ -170,7 +171,6 @@ pub struct ReloadReport {
 /// The engine. Cheap to share: everything inside is behind `Arc`s.
 pub struct Engine {
     ledger: Arc<Ledger>,
-    host: Arc<Host>,
     last_reload: Mutex<Option<ReloadReport>>,
     runtime: RwLock<Arc<Runtime>>,
     http: reqwest::Client,
@@ -218,22 +218,20 @@ pub fn spread(rule: &str, account: &str, window: Duration) -> Duration {
 }
 
 impl Engine {
-    /// An engine over `ledger` with its first configuration and the
-    /// plugins loaded for it (through `host`, which the engine attaches).
+    /// An engine over `ledger` with its first configuration and what
+    /// listens to it (started here, with this engine to call back into).
     pub fn new(
         ledger: Arc<Ledger>,
         config: Arc<Config>,
-        plugins: Plugins,
-        host: Arc<Host>,
+        hooks: Arc<dyn Hooks>,
         dry_run: bool,
     ) -> Arc<Engine> {
         let http = crate::upstream::http_client();
         let checks = Semaphore::new(config.daemon.max_concurrent_checks);
-        let runtime = Arc::new(Runtime::build(config, Arc::new(plugins), 1, &http));
+        let runtime = Arc::new(Runtime::build(config, hooks, 1, &http));
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         let engine = Arc::new(Engine {
             ledger,
-            host,
             last_reload: Mutex::new(None),
             runtime: RwLock::new(runtime),
             http,
@@ -250,9 +248,8 @@ impl Engine {
             refreshing: Mutex::new(HashMap::new()),
             time: time::TimeKeeper::new(Clock::system_unix(), tokio::time::Instant::now()),
         });
-        engine.host.attach(&engine);
         engine.prime_metrics(&engine.runtime().config);
-        engine.runtime().plugins.start();
+        engine.runtime().hooks.start(&engine);
         engine
     }
 
@@ -288,30 +285,24 @@ impl Engine {
         self.dry_run
     }
 
-    /// What plugins reach outside Lua (shared by every generation).
-    pub fn host(&self) -> &Arc<Host> {
-        &self.host
-    }
-
     /// Swaps in a new configuration and its plugins (generation + 1).
     /// Checks already running keep the generation they started with; the
     /// old generation's jobs stop, its handler calls in flight finish.
-    pub fn reload(&self, config: Arc<Config>, plugins: Plugins) -> u64 {
+    pub fn reload(self: &Arc<Self>, config: Arc<Config>, hooks: Arc<dyn Hooks>) -> u64 {
         self.prime_metrics(&config);
-        let plugins = Arc::new(plugins);
         let old = {
             let mut slot = self.runtime.write().unwrap_or_else(|p| p.into_inner());
             let generation = slot.generation + 1;
             let new = Arc::new(Runtime::build(
                 config,
-                plugins.clone(),
+                hooks.clone(),
                 generation,
                 &self.http,
             ));
             std::mem::replace(&mut *slot, new)
         };
-        old.plugins.retire();
-        plugins.start();
+        old.hooks.retire();
+        hooks.start(self);
         old.generation + 1
     }
 
@@ -365,7 +356,7 @@ impl Engine {
     fn emit_to(&self, rt: &Runtime, mut ev: Event) {
         ev.dry_run = self.dry_run;
         events::record(&self.ledger, &ev);
-        rt.plugins.notify(ev);
+        rt.hooks.notify(ev);
     }
 
     /// `vipd.vip_info`: one read of a configured account.

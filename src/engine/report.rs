@@ -41,7 +41,7 @@ pub struct Status {
     pub last_reload: Option<super::ReloadReport>,
     /// Loaded plugins and their handler counts.
     #[serde(default)]
-    pub plugins: BTreeMap<String, crate::plugins::PluginCounts>,
+    pub plugins: BTreeMap<String, super::hooks::PluginCounts>,
     /// Each account's latest manual order (`vipd recharge`), while it is
     /// open or unverified, or for 7 days after.
     #[serde(default)]
@@ -314,12 +314,15 @@ impl Engine {
             paused,
         )?;
         s.last_reload = self.last_reload();
-        let counts = self.host.stats.snapshot();
+        let counts = rt.hooks.counts();
         s.plugins = rt
-            .plugins
+            .hooks
             .names()
-            .iter()
-            .map(|n| (n.clone(), counts.get(n).copied().unwrap_or_default()))
+            .into_iter()
+            .map(|n| {
+                let c = counts.get(&n).copied().unwrap_or_default();
+                (n, c)
+            })
             .collect();
         Ok(s)
     }
@@ -579,7 +582,7 @@ impl Engine {
             );
         }
 
-        let stats = self.host.stats.snapshot();
+        let stats = self.runtime().hooks.counts();
         w.family(
             "vipd_plugin_calls_total",
             "counter",

@@ -335,7 +335,7 @@ async fn resolve(
     };
     match crate::engine::resolve(engine.ledger(), &key, paid).await {
         Ok((order, event)) => {
-            engine.runtime().plugins.notify(event);
+            engine.runtime().hooks.notify(event);
             Json(order).into_response()
         }
         Err(e) => (StatusCode::CONFLICT, e).into_response(),

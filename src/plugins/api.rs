@@ -233,21 +233,6 @@ fn to_json(lua: &Lua, v: Value, what: &str) -> mlua::Result<serde_json::Value> {
         .map_err(|e| rt_err(format!("{what}: cannot be stored as JSON: {e}")))
 }
 
-/// A URL as it may appear in errors and logs: without its query, which
-/// often holds a webhook key.
-pub fn url_for_logs(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            u.set_query(None);
-            u.set_fragment(None);
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u.to_string()
-        }
-        Err(_) => "<invalid url>".into(),
-    }
-}
-
 /// Builds the `vipd` table for one plugin.
 pub fn build(
     lua: &Lua,

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 
-use super::api::url_for_logs;
 
 /// The biggest reply body a plugin gets.
 pub const MAX_REPLY: usize = 1 << 20;
@@ -233,5 +232,20 @@ impl Reply {
         }
         t.set("body", lua.create_string(&self.body)?)?;
         Ok(t)
+    }
+}
+
+/// A URL as it may appear in errors and logs: without its query, which
+/// often holds a webhook key.
+pub fn url_for_logs(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".into(),
     }
 }

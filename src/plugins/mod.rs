@@ -23,6 +23,7 @@
 
 mod api;
 mod env;
+mod hooks;
 mod http;
 pub mod limits;
 pub mod pattern;
@@ -38,7 +39,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::engine::hooks::{Mapped, PluginCounts, Veto};
 pub use api::{API, ApiDoc};
+pub use hooks::LuaHooks;
 
 use crate::config::{Check, Config, Provider};
 use crate::engine::Engine;
@@ -92,16 +95,6 @@ impl Host {
 #[derive(Debug, Default)]
 pub struct HookStats {
     per_plugin: Mutex<BTreeMap<String, PluginCounts>>,
-}
-
-/// One plugin's counts.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct PluginCounts {
-    pub calls: u64,
-    pub errors: u64,
-    pub instruction_limit: u64,
-    pub time_limit: u64,
-    pub memory_limit: u64,
 }
 
 impl HookStats {
@@ -250,28 +243,6 @@ impl std::fmt::Display for LoadErrors {
 }
 
 impl std::error::Error for LoadErrors {}
-
-/// A veto from `before_recharge`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Veto {
-    /// The plugin that said no.
-    pub plugin: String,
-    /// Its reason.
-    pub reason: String,
-}
-
-/// A callback mapped by a `parse_callback` handler.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mapped {
-    /// The plugin that mapped it.
-    pub plugin: String,
-    /// A vendor order id or a vipd order key.
-    pub order: String,
-    /// Paid or not.
-    pub success: bool,
-    /// Yuan, when given.
-    pub price: Option<f64>,
-}
 
 /// The plugins of one configuration generation.
 pub struct Plugins {

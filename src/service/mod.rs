@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::events::{Event, EventKind};
 use crate::ledger::{Ledger, OrderState};
-use crate::plugins::Host;
+use crate::plugins::{Host, LuaHooks};
 use crate::systemd::Notifier;
 pub use reload::Reloader;
 use reload::load_plugins;
@@ -96,7 +96,7 @@ pub async fn run(
     let config = Arc::new(config);
     let plugins = load_plugins(&config, &host).await?;
     let names = plugins.names().to_vec();
-    let engine = Engine::new(ledger.clone(), config, plugins, host, dry_run);
+    let engine = Engine::new(ledger.clone(), config, LuaHooks::new(plugins), dry_run);
     if !names.is_empty() {
         tracing::info!(plugins = ?names, "plugins loaded");
     }
@@ -117,6 +117,7 @@ pub async fn run(
 
     let notifier = Arc::new(Notifier::from_env());
     let reloader = Arc::new(Reloader {
+        host: host.clone(),
         engine: engine.clone(),
         notifier: notifier.clone(),
         sandbox_url: sandbox.as_ref().map(|sb| sb.base_url()),
@@ -206,9 +207,9 @@ pub async fn run(
     let _ = tokio::join!(watcher, hangups, heartbeat, pruner);
     servers.cancel();
     let _ = tokio::join!(admin_task, callback_task);
-    let plugins = engine.runtime().plugins.clone();
-    plugins.retire();
-    if tokio::time::timeout(PLUGIN_GRACE, plugins.wait())
+    let hooks = engine.runtime().hooks.clone();
+    hooks.retire();
+    if tokio::time::timeout(PLUGIN_GRACE, hooks.finished())
         .await
         .is_err()
     {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::{Engine, ReloadReport};
-use crate::plugins::{Host, Plugins};
+use crate::plugins::{Host, LuaHooks, Plugins};
 use crate::systemd::Notifier;
 
 /// How long file changes settle before a reload.
@@ -37,6 +37,8 @@ pub(super) async fn load_plugins(
 /// swaps them in when they are valid (README "Running it as a service", Reload).
 pub struct Reloader {
     pub(super) engine: Arc<Engine>,
+    /// What every generation's plugins reach outside Lua.
+    pub(super) host: Arc<Host>,
     /// Tells systemd about reloads.
     pub(super) notifier: Arc<Notifier>,
     /// The in-process sandbox's address (it keeps running across reloads).
@@ -61,7 +63,7 @@ impl Reloader {
         let (generation, error) = match result {
             Ok((config, plugins)) => {
                 let names = plugins.names().to_vec();
-                let generation = self.engine.reload(config, plugins);
+                let generation = self.engine.reload(config, LuaHooks::new(plugins));
                 tracing::info!(trigger, generation, plugins = ?names, "configuration reloaded");
                 (generation, None)
             }
@@ -138,7 +140,7 @@ impl Reloader {
         config.daemon.callback_listen = self.callback_listen;
         config.daemon.admin_listen = self.admin_listen;
         let config = Arc::new(config);
-        load_plugins(&config, self.engine.host())
+        load_plugins(&config, &self.host)
             .await
             .map_err(|e| e.to_string())
             .map(|plugins| (config, plugins))

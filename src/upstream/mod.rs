@@ -10,6 +10,7 @@ pub mod guard;
 pub mod lenient;
 pub mod outcome;
 pub mod recharge;
+pub mod reply;
 
 pub mod token;
 pub mod vipinfo;

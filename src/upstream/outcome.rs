@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use super::recharge::RechargeReply;
+use super::reply::RechargeReply;
 
 /// What happened when a recharge request was attempted.
 #[derive(Debug, Clone, PartialEq)]
