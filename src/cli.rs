@@ -561,7 +561,7 @@ fn vip_info_json(account: &str, info: &VipInfo) -> serde_json::Value {
 
 fn vip_info_text(account: &str, qq: &str, info: &VipInfo) -> String {
     use std::fmt::Write;
-    let now = upstream::Clock::system_unix();
+    let now = crate::model::now_unix();
     let mut out = format!(
         "account {account} (qq {qq}): member={} yearly={} level={}\n",
         yes_no(info.is_qq_vip),

@@ -205,11 +205,17 @@ fn no_circles_inside_a_module() {
 #[test]
 fn the_scanner_sees_sibling_paths() {
     assert_eq!(
-        siblings_named("use super::{lenient::int, ReadError, reply::R};", "upstream"),
+        siblings_named(
+            "use super::{lenient::int, ReadError, reply::R};",
+            "upstream"
+        ),
         ["lenient", "reply"]
     );
     assert_eq!(
-        siblings_named("let x = super::http::send(crate::plugins::api::f());", "plugins"),
+        siblings_named(
+            "let x = super::http::send(crate::plugins::api::f());",
+            "plugins"
+        ),
         ["http", "api"]
     );
     assert!(siblings_named("// use super::http::x;", "plugins").is_empty());

@@ -14,7 +14,7 @@ use vipd::sandbox::{self, SandboxHandle};
 use vipd::upstream::token::{TokenClient, TokenError};
 use vipd::upstream::vipinfo::{Format, Membership, VipInfoClient, VipInfoError};
 use vipd::upstream::{
-    Attempt, Clock, OutcomeClass, RechargeClient, RechargeRequest, Signer, http_client,
+    Attempt, OutcomeClass, RechargeClient, RechargeRequest, Signer, VendorClock, http_client,
 };
 
 async fn setup(extra_provider: &str, extra_sandbox: &str) -> (Config, SandboxHandle) {
@@ -26,7 +26,7 @@ async fn setup(extra_provider: &str, extra_sandbox: &str) -> (Config, SandboxHan
     (c, sb)
 }
 
-fn recharge_client(c: &Config, clock: Arc<Clock>) -> RechargeClient {
+fn recharge_client(c: &Config, clock: Arc<VendorClock>) -> RechargeClient {
     let Provider::Recharge(p) = &c.providers["wapi"] else {
         unreachable!()
     };
@@ -159,8 +159,8 @@ async fn debug_mode_is_never_billed() {
 #[tokio::test]
 async fn clock_skew_is_corrected_from_curtime_and_retried_once() {
     let (c, sb) = setup("", "  mode: sync").await;
-    let clock = Arc::new(Clock::default());
-    clock.correct_to(Clock::system_unix() - 3_600); // our clock is an hour slow
+    let clock = Arc::new(VendorClock::default());
+    clock.correct_to(vipd::model::now_unix() - 3_600); // our clock is an hour slow
     let attempt = recharge(&recharge_client(&c, clock.clone()), "5666857", None).await;
     assert_eq!(
         attempt.outcome.class,
@@ -325,7 +325,7 @@ async fn membership_reads_json_xml_and_strings_agree() {
     assert_eq!(json, xml);
     assert!(json.is_qq_vip);
     let end = json.end(Membership::QqVip).unwrap();
-    assert!((end - Clock::system_unix() - 2 * 86_400).abs() < 10);
+    assert!((end - vipd::model::now_unix() - 2 * 86_400).abs() < 10);
     assert_eq!(json.end(Membership::QqHaohua), None);
     post_json(
         &format!("{}/_sandbox/control", sb.base_url()),
@@ -355,7 +355,7 @@ async fn membership_reads_json_xml_and_strings_agree() {
         .fetch(&b.openid, &b.access_token)
         .await
         .unwrap();
-    assert!(!bob.is_qq_vip && bob.end(Membership::QqVip).unwrap() < Clock::system_unix());
+    assert!(!bob.is_qq_vip && bob.end(Membership::QqVip).unwrap() < vipd::model::now_unix());
     sb.shutdown().await;
 }
 

@@ -156,6 +156,7 @@ pub async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 0,
                 config.daemon.dry_run,
                 Default::default(),
+                crate::model::now_unix(),
             )?
         }
     };
@@ -391,7 +392,7 @@ pub async fn resolve(path: &Path, key: &str, paid: bool) -> anyhow::Result<ExitC
         }
         None => {
             let ledger = open_store(&config)?;
-            crate::engine::resolve(&ledger, key, paid)
+            crate::engine::resolve(&ledger, key, paid, crate::model::now_unix())
                 .await
                 .map_err(anyhow::Error::msg)?
                 .0
@@ -462,7 +463,13 @@ async fn offline_engine(
     let config = Arc::new(config);
     let plugins = Plugins::load(&config, host.clone())?;
     Ok((
-        Engine::new(ledger, config, LuaHooks::new(plugins), dry),
+        Engine::new(
+            ledger,
+            config,
+            LuaHooks::new(plugins),
+            dry,
+            crate::model::clock::system(),
+        ),
         sandbox,
         throwaway,
     ))
@@ -507,7 +514,7 @@ pub async fn plan(
     if json {
         println!("{}", serde_json::to_string_pretty(&lines)?);
     } else {
-        let now = at.unwrap_or_else(crate::upstream::Clock::system_unix);
+        let now = at.unwrap_or_else(crate::model::now_unix);
         for l in &lines {
             println!(
                 "{:<5} {} / {} ({}, ends {}): {}",

@@ -9,7 +9,6 @@ use super::decide::retry_time;
 use super::events::{Event, EventKind};
 use crate::ledger::{OrderState, Settled, Settlement};
 use crate::units::Fen;
-use crate::upstream::Clock;
 
 /// How a callback was answered: HTTP status and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +81,7 @@ impl Engine {
             Err(reason) => {
                 let mut ev = Event::new(
                     EventKind::ParseCallback,
-                    Clock::system_unix(),
+                    self.clock.unix(),
                     format!("callback for {provider}: {reason}"),
                 );
                 ev.provider = Some(provider.to_owned());
@@ -105,7 +104,7 @@ impl Engine {
         };
         let vendor_id = vendor_id.as_str();
         let status = status.as_str();
-        let now = Clock::system_unix();
+        let now = self.clock.unix();
         if let Err(why) = fresh(get(&map.time_field), now, map.max_age.as_secs() as i64) {
             tracing::warn!(
                 provider,

@@ -27,8 +27,8 @@ use crate::ledger::{
     AttemptResult, CheckState, LedgerError, Order, OrderState, PlanRequest, Recorded, Settlement,
     Verification, decision_key,
 };
+use crate::upstream::RechargeRequest;
 use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoError};
-use crate::upstream::{Clock, RechargeRequest};
 
 /// Follow-up checks after a payment, to catch the new end quickly.
 const FOLLOW_UPS: [u64; 8] = [2, 5, 15, 30, 60, 120, 300, 900];
@@ -114,7 +114,7 @@ impl Engine {
                 if rt.hooks.listens(EventKind::VipInfo) {
                     let mut ev = Event::new(
                         EventKind::VipInfo,
-                        Clock::system_unix(),
+                        self.clock.unix(),
                         format!("read {}'s memberships", account.name),
                     )
                     .about(&account.name, &rule.name);
@@ -283,7 +283,7 @@ impl Engine {
     /// A failed read makes no decision. Token problems fire
     /// `account_auth_failed` once per failure streak.
     fn note_read_error(&self, rule: &Rule, account: &Account, e: &VipInfoError) {
-        let now = Clock::system_unix();
+        let now = self.clock.unix();
         let mut state = self.ledger.account_state(&account.name).unwrap_or_default();
         let first_of_streak = e.is_token_problem() && !state.auth_failing;
         state.auth_failing |= e.is_token_problem();
@@ -342,7 +342,7 @@ impl Engine {
         self.note_read_ok(account);
         let Now::Trusted { now } = self
             .time
-            .observe(Clock::system_unix(), tokio::time::Instant::now())
+            .observe(self.clock.unix(), tokio::time::Instant::now())
         else {
             self.follow_up(super::MANUAL_RULE, &account.name, AGAIN);
             return;
@@ -498,7 +498,7 @@ impl Engine {
         }
         let alert = |kind: EventKind, key: &str, detail: String| {
             self.emit(
-                Event::new(kind, Clock::system_unix(), detail)
+                Event::new(kind, self.clock.unix(), detail)
                     .about(&account.name, &rule.name)
                     .key(key),
             );
@@ -511,7 +511,7 @@ impl Engine {
         if self.cancel.is_cancelled() {
             return None;
         }
-        let now = Clock::system_unix();
+        let now = self.clock.unix();
         if let Admission::Closed { why } = seller.gate.admit(now) {
             tracing::info!(account = %account.name, provider = %product.provider, "provider paused: {why}");
             return None;
@@ -579,7 +579,7 @@ impl Engine {
             );
             return Some(order);
         }
-        let order = match self.ledger.mark_sent(&order.key, Clock::system_unix()) {
+        let order = match self.ledger.mark_sent(&order.key, self.clock.unix()) {
             Ok(o) => o,
             Err(e) => {
                 alert(
@@ -610,7 +610,7 @@ impl Engine {
                 extra: &product.params,
             })
             .await;
-        let now = Clock::system_unix();
+        let now = self.clock.unix();
         // The vendor's clock is the one that matters for money.
         if let Some(curtime) = attempt.outcome.reply.as_ref().and_then(|r| r.curtime) {
             self.time.vendor(curtime, tokio::time::Instant::now());
@@ -786,7 +786,7 @@ impl Engine {
         }
         let mut ev = Event::new(
             EventKind::BeforeRecharge,
-            Clock::system_unix(),
+            self.clock.unix(),
             format!("about to renew {} for {}", rule.membership, account.name),
         )
         .about(&account.name, &rule.name)
@@ -820,7 +820,7 @@ impl Engine {
             tracing::debug!(account = %account.name, rule = %rule.name, "{decision} (again)");
             return;
         }
-        let mut ev = Event::new(EventKind::RenewalVetoed, Clock::system_unix(), decision)
+        let mut ev = Event::new(EventKind::RenewalVetoed, self.clock.unix(), decision)
             .about(&account.name, &rule.name)
             .key(key);
         ev.plugin = Some(veto.plugin);
@@ -836,7 +836,7 @@ impl Engine {
     pub(super) fn trusted_now(&self, rule: &Rule, account: &Account) -> Option<i64> {
         match self
             .time
-            .observe(Clock::system_unix(), tokio::time::Instant::now())
+            .observe(self.clock.unix(), tokio::time::Instant::now())
         {
             Now::Trusted { now } => Some(now),
             Now::Disputed {

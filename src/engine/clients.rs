@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::{QqConnectProvider, RechargeProvider};
-use crate::upstream::{Clock, RechargeClient, RechargeEndpoint, TokenClient, VipInfoClient};
+use crate::upstream::{RechargeClient, RechargeEndpoint, TokenClient, VendorClock, VipInfoClient};
 
 /// The membership client of a `qq_connect` provider.
 pub fn vip_info(q: &QqConnectProvider, http: &reqwest::Client) -> VipInfoClient {
@@ -37,6 +37,10 @@ pub fn recharge_endpoint(r: &RechargeProvider) -> RechargeEndpoint {
 }
 
 /// The recharge client of a `recharge` provider, on `clock`.
-pub fn recharge(r: &RechargeProvider, http: &reqwest::Client, clock: Arc<Clock>) -> RechargeClient {
+pub fn recharge(
+    r: &RechargeProvider,
+    http: &reqwest::Client,
+    clock: Arc<VendorClock>,
+) -> RechargeClient {
     RechargeClient::new(http.clone(), recharge_endpoint(r), clock)
 }

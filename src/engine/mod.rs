@@ -42,7 +42,7 @@ pub use report::{PlanLine, Status, resolve, status};
 
 use crate::config::{CallbackMapping, Config, Provider};
 use crate::ledger::Ledger;
-use crate::upstream::{Clock, RechargeClient, Signer, VipInfoClient};
+use crate::upstream::{RechargeClient, Signer, VendorClock, VipInfoClient};
 use events::Event;
 use gate::{Gate, Traffic};
 pub use hooks::{Hooks, NoHooks};
@@ -88,6 +88,7 @@ impl Runtime {
         hooks: Arc<dyn Hooks>,
         generation: u64,
         http: &reqwest::Client,
+        clock: &Arc<dyn crate::model::Clock>,
     ) -> Runtime {
         let mut readers = HashMap::new();
         let mut sellers = HashMap::new();
@@ -109,7 +110,11 @@ impl Runtime {
                     sellers.insert(
                         name.clone(),
                         Seller {
-                            client: clients::recharge(r, http, Arc::new(Clock::default())),
+                            client: clients::recharge(
+                                r,
+                                http,
+                                Arc::new(VendorClock::on(clock.clone())),
+                            ),
                             traffic: Traffic::new(r.rate_limit, r.max_in_flight as usize),
                             gate: Gate::new(config.daemon.probe_every),
                             debug: r.debug,
@@ -189,6 +194,8 @@ pub struct Engine {
     started_at: i64,
     /// One token refresh per account at a time.
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The wall clock (the system's, or a test's).
+    clock: Arc<dyn crate::model::Clock>,
     /// The time decisions use: monotonic, anchored to the vendor's clock,
     /// and wary of wall-clock steps (see `time.rs`).
     time: time::TimeKeeper,
@@ -197,13 +204,6 @@ pub struct Engine {
 /// The rule name manual orders (`vipd recharge`) are recorded under;
 /// reserved by the configuration, which owns the name.
 pub use crate::config::MANUAL_RULE;
-
-/// Unix milliseconds now.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// A deterministic offset in `[0, window)` for a pair, so that 10,000
 /// accounts of one rule do not all fire in the same second.
@@ -225,10 +225,11 @@ impl Engine {
         config: Arc<Config>,
         hooks: Arc<dyn Hooks>,
         dry_run: bool,
+        clock: Arc<dyn crate::model::Clock>,
     ) -> Arc<Engine> {
         let http = crate::upstream::http_client();
         let checks = Semaphore::new(config.daemon.max_concurrent_checks);
-        let runtime = Arc::new(Runtime::build(config, hooks, 1, &http));
+        let runtime = Arc::new(Runtime::build(config, hooks, 1, &http, &clock));
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         let engine = Arc::new(Engine {
             ledger,
@@ -244,9 +245,10 @@ impl Engine {
             dry_run,
             next_wake: std::sync::atomic::AtomicI64::new(0),
             metrics: crate::metrics::Metrics::default(),
-            started_at: Clock::system_unix(),
+            started_at: clock.unix(),
             refreshing: Mutex::new(HashMap::new()),
-            time: time::TimeKeeper::new(Clock::system_unix(), tokio::time::Instant::now()),
+            time: time::TimeKeeper::new(clock.unix(), tokio::time::Instant::now()),
+            clock,
         });
         engine.prime_metrics(&engine.runtime().config);
         engine.runtime().hooks.start(&engine);
@@ -280,6 +282,11 @@ impl Engine {
         &self.ledger
     }
 
+    /// The wall clock this engine reads.
+    pub fn clock(&self) -> &Arc<dyn crate::model::Clock> {
+        &self.clock
+    }
+
     /// Whether this engine never pays.
     pub fn dry_run(&self) -> bool {
         self.dry_run
@@ -298,6 +305,7 @@ impl Engine {
                 hooks.clone(),
                 generation,
                 &self.http,
+                &self.clock,
             ));
             std::mem::replace(&mut *slot, new)
         };
@@ -420,7 +428,7 @@ impl Engine {
             let mono = tokio::time::Instant::now();
             self.next_wake.store(
                 heap.peek().map_or(0, |Reverse(w)| {
-                    now_ms() + w.at.saturating_duration_since(mono).as_millis() as i64
+                    self.clock.unix_ms() + w.at.saturating_duration_since(mono).as_millis() as i64
                 }),
                 std::sync::atomic::Ordering::Relaxed,
             );
@@ -471,7 +479,7 @@ impl Engine {
         let at = match &rule.check {
             crate::config::Check::Every(d) => now + *d,
             crate::config::Check::Cron { .. } => {
-                let wall = now_ms() / 1000;
+                let wall = self.clock.unix_ms() / 1000;
                 let interval = rule.check.interval(wall, tz);
                 let offset = spread(&rule.name, &wake.account, interval).as_secs() as i64;
                 let next = rule.check.next_after(wall - offset, tz)? + offset;

@@ -15,7 +15,6 @@ use crate::ledger::{
     EventRecord, Ledger, LedgerError, Order, OrderState, Settlement, Verification,
 };
 use crate::units::Fen;
-use crate::upstream::Clock;
 use crate::upstream::vipinfo::Membership;
 
 /// `vipd status` / `GET /api/status`.
@@ -107,16 +106,16 @@ pub struct SpendLine {
     pub per_month: Option<Fen>,
 }
 
-/// Gathers a status from the configuration and the store. `paused` names
-/// paused providers (only a running daemon knows).
+/// Gathers a status at `now` from the configuration and the store.
+/// `paused` names paused providers (only a running daemon knows).
 pub fn status(
     config: &Config,
     ledger: &Ledger,
     generation: u64,
     dry_run: bool,
     paused: BTreeMap<String, String>,
+    now: i64,
 ) -> Result<Status, LedgerError> {
-    let now = Clock::system_unix();
     let tz = config.daemon.timezone;
     let orders = ledger
         .count_by_state()?
@@ -226,9 +225,9 @@ pub async fn resolve(
     ledger: &Ledger,
     key_prefix: &str,
     paid: bool,
+    now: i64,
 ) -> Result<(Order, Event), String> {
     let order = ledger.find(key_prefix).map_err(|e| e.to_string())?;
-    let now = Clock::system_unix();
     if order.state == OrderState::Succeeded
         && matches!(order.verification, Verification::Unverified { .. })
     {
@@ -297,7 +296,7 @@ impl Engine {
     /// `status` of this running engine.
     pub fn status(&self) -> Result<Status, LedgerError> {
         let rt = self.runtime();
-        let now = Clock::system_unix();
+        let now = self.clock.unix();
         let paused = rt
             .sellers
             .iter()
@@ -312,6 +311,7 @@ impl Engine {
             rt.generation,
             self.dry_run,
             paused,
+            now,
         )?;
         s.last_reload = self.last_reload();
         let counts = rt.hooks.counts();
@@ -335,7 +335,7 @@ impl Engine {
         at: Option<i64>,
     ) -> Result<Vec<PlanLine>, String> {
         let rt = self.runtime();
-        let now = at.unwrap_or_else(Clock::system_unix);
+        let now = at.unwrap_or_else(|| self.clock.unix());
         let mut lines = Vec::new();
         for rule in &rt.config.rules {
             for name in &rule.accounts {
@@ -413,7 +413,7 @@ impl Engine {
             .await
             .map_err(|e| format!("cannot read memberships: {e}"))?
             .end(prod.extends);
-        let now = Clock::system_unix();
+        let now = self.clock.unix();
         let decision = self
             .decide_now(&rt, &rule, acct, prod, end, now)
             .map_err(|e| e.to_string())?;
@@ -461,7 +461,7 @@ impl Engine {
     pub fn render_metrics(&self) -> Result<String, LedgerError> {
         use crate::metrics::Writer;
         let rt = self.runtime();
-        let now = Clock::system_unix();
+        let now = self.clock.unix();
         let mut w = Writer::default();
         self.metrics.write(&mut w);
 

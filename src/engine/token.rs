@@ -19,7 +19,6 @@ use super::{Engine, Runtime};
 use crate::config::{Account, Secret};
 use crate::ledger::StoredToken;
 use crate::model::sign::hex_lower;
-use crate::upstream::Clock;
 
 /// How long before expiry a token is refreshed, at most.
 const REFRESH_AHEAD_SECS: i64 = 7 * 86_400;
@@ -88,7 +87,7 @@ impl Engine {
         account: &Account,
         creds: Credentials,
     ) -> Secret {
-        let now = Clock::system_unix();
+        let now = self.clock.unix();
         let ahead = creds
             .lifetime
             .map_or(REFRESH_AHEAD_SECS, |l| (l / 2).min(REFRESH_AHEAD_SECS));
@@ -142,7 +141,7 @@ impl Engine {
             .refresh(&reader.client_id, client_secret, refresh_token)
             .await
             .map_err(|e| e.to_string())?;
-        let now = Clock::system_unix();
+        let now = self.clock.unix();
         let lifetime = fresh.expires_in.as_secs() as i64;
         let stored = StoredToken {
             access_token: fresh.access_token.expose().to_owned(),

@@ -333,7 +333,7 @@ async fn resolve(
                 .into_response();
         }
     };
-    match crate::engine::resolve(engine.ledger(), &key, paid).await {
+    match crate::engine::resolve(engine.ledger(), &key, paid, engine.clock().unix()).await {
         Ok((order, event)) => {
             engine.runtime().hooks.notify(event);
             Json(order).into_response()

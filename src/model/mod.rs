@@ -1,6 +1,7 @@
 //! Domain values every layer may name: the lowest layer, importing
 //! nothing of vipd's (issue 12: dependencies point one way).
 
+pub mod clock;
 pub mod knobs;
 pub mod protocol;
 mod secret;
@@ -10,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use clock::{Clock, SystemClock, TokioClock};
 pub use knobs::Knobs;
 pub use protocol::{Budget, CallbackMapping, Format, HttpMethod, SandboxMode};
 pub use secret::Secret;

@@ -19,7 +19,6 @@ use super::{Ctx, Job};
 use crate::config::Check;
 use crate::engine::events::EventKind;
 use crate::units::HumanDuration;
-use crate::upstream::Clock;
 
 /// One documented host function.
 #[derive(Debug)]
@@ -469,7 +468,7 @@ pub fn build(
         "kv.get",
         lua.create_function(move |lua, key: String| {
             let ledger = c.ledger(&format!("vipd.kv.get({key:?})"))?;
-            match ledger.kv_get(&c.plugin, &key, Clock::system_unix()) {
+            match ledger.kv_get(&c.plugin, &key, crate::model::now_unix()) {
                 Ok(Some(v)) => lua.to_value(&v),
                 Ok(None) => Ok(Value::Nil),
                 Err(e) => Err(rt_err(format!("vipd.kv.get({key:?}): {e}"))),
@@ -492,7 +491,7 @@ pub fn build(
                         &key,
                         value,
                         ttl,
-                        Clock::system_unix(),
+                        crate::model::now_unix(),
                         c.kv_quota,
                     )
                     .map_err(|e| rt_err(format!("{what}: {e}")))
@@ -506,7 +505,7 @@ pub fn build(
         lua.create_function(move |_, key: String| {
             let what = format!("vipd.kv.del({key:?})");
             c.ledger(&what)?
-                .kv_del(&c.plugin, &key, Clock::system_unix())
+                .kv_del(&c.plugin, &key, crate::model::now_unix())
                 .map_err(|e| rt_err(format!("{what}: {e}")))
         })?,
     )?;
@@ -524,7 +523,7 @@ pub fn build(
                         &key,
                         by.unwrap_or(1),
                         ttl,
-                        Clock::system_unix(),
+                        crate::model::now_unix(),
                         c.kv_quota,
                     )
                     .map_err(|e| rt_err(format!("{what}: {e}")))
@@ -539,7 +538,7 @@ pub fn build(
             let what = format!("vipd.kv.ttl({key:?})");
             match c
                 .ledger(&what)?
-                .kv_ttl(&c.plugin, &key, Clock::system_unix())
+                .kv_ttl(&c.plugin, &key, crate::model::now_unix())
             {
                 Ok(None) => Ok(None),
                 Ok(Some(None)) => Ok(Some(-1)),
@@ -552,7 +551,7 @@ pub fn build(
     put(
         &vipd,
         "now",
-        lua.create_function(|_, ()| Ok(Clock::system_unix()))?,
+        lua.create_function(|_, ()| Ok(crate::model::now_unix()))?,
     )?;
 
     vipd.set("http", http)?;

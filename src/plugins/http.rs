@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 
-
 /// The biggest reply body a plugin gets.
 pub const MAX_REPLY: usize = 1 << 20;
 /// The biggest request body a plugin may send.

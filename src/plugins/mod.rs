@@ -866,7 +866,7 @@ impl Plugins {
             let (plugin, spec) = (job.plugin.clone(), job.spec.clone());
             tasks.spawn(async move {
                 loop {
-                    let now = crate::upstream::Clock::system_unix();
+                    let now = crate::model::now_unix();
                     let Some(next) = me.jobs[i].schedule.next_after(now, me.timezone) else {
                         tracing::warn!(plugin = %plugin, schedule = spec, "job never runs again");
                         return;

@@ -35,7 +35,7 @@ pub use recharge::{Reply, decide};
 pub use world::{Control, OrderRecord, OrderState, SimAccount, World};
 
 use crate::config::{Config, SandboxMode};
-use crate::model::{Membership, now_unix};
+use crate::model::{Clock, Membership};
 use crate::units::{Fen, HumanDuration};
 
 /// How many callbacks the sandbox delivers at once.
@@ -54,6 +54,8 @@ pub struct Shared {
     /// Callback deliveries in flight at once: vendors pace their
     /// callbacks rather than open a connection per settled order.
     callback_slots: tokio::sync::Semaphore,
+    /// The vendor's wall clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl Shared {
@@ -96,14 +98,24 @@ impl SandboxHandle {
 
 /// Binds `listen` and serves the upstream of `config` until shut down.
 pub async fn start(config: &Config, listen: SocketAddr) -> std::io::Result<SandboxHandle> {
+    start_with_clock(config, listen, crate::model::clock::system()).await
+}
+
+/// [`start`] on `clock` (a test's, to move the vendor's time with tokio's).
+pub async fn start_with_clock(
+    config: &Config,
+    listen: SocketAddr,
+    clock: Arc<dyn Clock>,
+) -> std::io::Result<SandboxHandle> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
-        world: Mutex::new(World::from_config(config, now_unix())),
+        world: Mutex::new(World::from_config(config, clock.unix())),
         http: crate::upstream::http_client(),
         tasks: TaskTracker::new(),
         cancel: CancellationToken::new(),
         callback_slots: tokio::sync::Semaphore::new(CALLBACK_CONCURRENCY),
+        clock,
     });
     let app = router(shared.clone());
     let cancel = shared.cancel.clone();
@@ -185,7 +197,7 @@ async fn change_account(
         world.accounts[idx].ends[m as usize] = end;
     }
     let openid = world.accounts[idx].openid.clone();
-    let now = now_unix();
+    let now = sb.clock.unix();
     for t in world.tokens.values_mut().filter(|t| t.openid == openid) {
         t.revoked |= change.revoke_tokens;
         if change.expire_tokens {

@@ -17,14 +17,14 @@ use super::Shared;
 use super::faults::{ReplyFault, roll_reply_fault};
 use super::recharge::{json_as_html, param, request_params};
 use super::world::{SimAccount, TokenState};
-use crate::model::{Membership, now_unix};
+use crate::model::Membership;
 
 /// `GET|POST /user/get_vip_rich_info`
 pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
     let params = request_params(&uri, &body);
     let get = |k: &str| param(&params, k).unwrap_or("");
     let xml = get("format") == "xml";
-    let now = now_unix();
+    let now = sb.clock.unix();
     let (latency, fault, hang, transient, strings, checked) = {
         let mut world = sb.world();
         let knobs = world.control.vip_info.clone();
@@ -68,7 +68,7 @@ pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> R
     let body = match (transient, checked) {
         (true, _) => error_body(-1, "系统繁忙,请稍后再试", xml),
         (false, Err((ret, msg))) => error_body(ret, msg, xml),
-        (false, Ok(account)) => render(&account, xml, strings),
+        (false, Ok(account)) => render(&account, xml, strings, now),
     };
     json_as_html(body)
 }
@@ -84,8 +84,8 @@ fn error_body(ret: i64, msg: &str, xml: bool) -> String {
 }
 
 /// Writes a successful reply in the API's field order.
-pub fn render(a: &SimAccount, xml: bool, strings: bool) -> String {
-    let now = now_unix();
+/// `now` is the vendor's time (the `is_*` flags compare with it).
+pub fn render(a: &SimAccount, xml: bool, strings: bool, now: i64) -> String {
     let vip = a.ends[Membership::QqVip as usize] > now;
     let year = a.ends[Membership::QqYearVip as usize] > now;
     let mut fields: Vec<(String, i64)> = vec![
@@ -132,7 +132,7 @@ pub async fn token(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Resp
     let params = request_params(&uri, &body);
     let get = |k: &str| param(&params, k).unwrap_or("");
     let json = get("fmt") == "json" || get("format") == "json";
-    let now = now_unix();
+    let now = sb.clock.unix();
     let result = {
         let mut world = sb.world();
         refresh(

@@ -19,7 +19,6 @@ use super::Shared;
 use super::faults::{ReplyFault, roll_reply_fault};
 use super::world::{App, OrderRecord, OrderState, World};
 use crate::model::SandboxMode;
-use crate::model::now_unix;
 use crate::units::Fen;
 
 /// A reply before faults: the vendor's JSON fields.
@@ -259,7 +258,7 @@ pub async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let now = now_unix();
+    let now = sb.clock.unix();
     let (reply, fault, settle, hang) = {
         let mut world = sb.world();
         let (reply, fault, settle) = decide(&mut world, &method, uri.path(), &params, now);
@@ -280,7 +279,7 @@ pub async fn handle(
                 _ = tokio::time::sleep(hang) => {}
                 _ = sb.cancel.cancelled() => {}
             }
-            json_as_html(reply.body(now_unix()))
+            json_as_html(reply.body(sb.clock.unix()))
         }
         None => json_as_html(reply.body(now)),
     }
@@ -301,7 +300,7 @@ async fn settle_later(sb: Arc<Shared>, job: Settle) {
         _ = tokio::time::sleep(job.delay) => {}
         _ = sb.cancel.cancelled() => return,
     }
-    let now = now_unix();
+    let now = sb.clock.unix();
     {
         let mut world = sb.world();
         if job.success {

@@ -96,7 +96,13 @@ pub async fn run(
     let config = Arc::new(config);
     let plugins = load_plugins(&config, &host).await?;
     let names = plugins.names().to_vec();
-    let engine = Engine::new(ledger.clone(), config, LuaHooks::new(plugins), dry_run);
+    let engine = Engine::new(
+        ledger.clone(),
+        config,
+        LuaHooks::new(plugins),
+        dry_run,
+        crate::model::clock::system(),
+    );
     if !names.is_empty() {
         tracing::info!(plugins = ?names, "plugins loaded");
     }

@@ -15,6 +15,7 @@ pub mod reply;
 pub mod token;
 pub mod vipinfo;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -25,28 +26,39 @@ pub use recharge::{Attempt, RechargeClient, RechargeEndpoint, RechargeReply, Rec
 pub use token::TokenClient;
 pub use vipinfo::{Membership, VipInfo, VipInfoClient, VipInfoError};
 
-/// Unix time as the vendor sees it: the system clock plus an offset learned
+/// Unix time as the vendor sees it: the wall clock plus an offset learned
 /// from 10004 replies, shared by every client of one provider.
-#[derive(Debug, Default)]
-pub struct Clock {
-    /// Seconds to add to the system clock.
+#[derive(Debug)]
+pub struct VendorClock {
+    /// The wall clock (the system's in the daemon).
+    base: Arc<dyn crate::model::Clock>,
+    /// Seconds to add to it.
     offset_secs: AtomicI64,
 }
 
-impl Clock {
-    /// The system clock in unix seconds, without any offset.
-    pub fn system_unix() -> i64 {
-        crate::model::now_unix()
+impl Default for VendorClock {
+    fn default() -> Self {
+        VendorClock::on(crate::model::clock::system())
+    }
+}
+
+impl VendorClock {
+    /// The vendor's time on `base`, with no offset yet.
+    pub fn on(base: Arc<dyn crate::model::Clock>) -> VendorClock {
+        VendorClock {
+            base,
+            offset_secs: AtomicI64::new(0),
+        }
     }
 
     /// Unix seconds, corrected.
     pub fn now_unix(&self) -> i64 {
-        Self::system_unix() + self.offset_secs.load(Ordering::Relaxed)
+        self.base.unix() + self.offset_secs.load(Ordering::Relaxed)
     }
 
     /// Sets the offset so that now equals `server_now`; returns it.
     pub fn correct_to(&self, server_now: i64) -> i64 {
-        let offset = server_now - Self::system_unix();
+        let offset = server_now - self.base.unix();
         self.offset_secs.store(offset, Ordering::Relaxed);
         offset
     }
@@ -168,8 +180,8 @@ mod tests {
 
     #[test]
     fn clock_correction_moves_now() {
-        let clock = Clock::default();
-        let system = Clock::system_unix();
+        let clock = VendorClock::default();
+        let system = crate::model::now_unix();
         let offset = clock.correct_to(system + 1_000);
         assert!((999..=1_001).contains(&offset), "{offset}");
         assert!((clock.now_unix() - system - 1_000).abs() <= 1);

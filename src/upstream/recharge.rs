@@ -10,10 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 use super::outcome::{Outcome, OutcomeClass, Wire, classify};
 pub use super::reply::{RechargeReply, ReplyError};
-use super::{Clock, ReadError, read_capped, wire_of_error};
+use super::{ReadError, VendorClock, read_capped, wire_of_error};
 use crate::model::HttpMethod;
 use crate::model::sign::{SIGN_FIELD, Signer};
 
@@ -76,13 +75,13 @@ pub const MAX_RESEND_SKEW: i64 = 3600;
 pub struct RechargeClient {
     http: reqwest::Client,
     endpoint: Arc<RechargeEndpoint>,
-    clock: Arc<Clock>,
+    clock: Arc<VendorClock>,
 }
 
 impl RechargeClient {
     /// A client for `endpoint`, sharing `http` (its connection pool) and
     /// `clock` (the offset learned from 10004 replies).
-    pub fn new(http: reqwest::Client, endpoint: RechargeEndpoint, clock: Arc<Clock>) -> Self {
+    pub fn new(http: reqwest::Client, endpoint: RechargeEndpoint, clock: Arc<VendorClock>) -> Self {
         RechargeClient {
             http,
             endpoint: Arc::new(endpoint),
