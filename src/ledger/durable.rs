@@ -53,6 +53,9 @@ pub struct GroupCommit {
     /// Also set by writers: sled can fail at insert (needing a new
     /// segment on a full disk) while flushes still succeed.
     fail_tx: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// Wait for the commit thread from tokio's blocking pool (see
+    /// [`GroupCommit::wait_as_work`]).
+    as_work: std::sync::atomic::AtomicBool,
 }
 
 /// Keeps the first failure only.
@@ -122,13 +125,32 @@ impl GroupCommit {
             stats,
             failed,
             fail_tx,
+            as_work: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Makes every later [`GroupCommit::durable`] wait from tokio's
+    /// blocking pool. Under tokio's paused time (the in-process tests) a
+    /// task waiting for the disk looks idle, and the clock jumps to the
+    /// next timer while the disk works: retries and deadlines would fire
+    /// early. A blocking task in flight stops that jump, so the disk's
+    /// time counts as work. It costs a thread hand-off per wait; the
+    /// daemon never turns it on.
+    pub fn wait_as_work(&self) {
+        self.as_work.store(true, Ordering::Relaxed);
     }
 
     /// Waits until every write made before this call is on stable storage.
     pub async fn durable(&self) -> Result<(), String> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        self.enqueue()?.await.map_err(|_| STOPPED.to_owned())?
+        let answer = self.enqueue()?;
+        if self.as_work.load(Ordering::Relaxed) {
+            return tokio::task::spawn_blocking(move || answer.blocking_recv())
+                .await
+                .map_err(|_| STOPPED.to_owned())?
+                .map_err(|_| STOPPED.to_owned())?;
+        }
+        answer.await.map_err(|_| STOPPED.to_owned())?
     }
 
     /// [`GroupCommit::durable`] from outside a runtime.

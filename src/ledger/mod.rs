@@ -710,6 +710,12 @@ impl Ledger {
         self.commit.failed().await
     }
 
+    /// Durability waits count as work under tokio's paused time: see
+    /// [`GroupCommit::wait_as_work`]. For in-process tests.
+    pub fn wait_for_disk_as_work(&self) {
+        self.commit.wait_as_work();
+    }
+
     /// Group-commit counters.
     pub fn commit_stats(&self) -> &CommitStats {
         self.commit.stats()

@@ -24,7 +24,10 @@ pub const EPOCH: i64 = 1_800_000_000;
 /// The sandbox, the engine and its callback listener in this process.
 pub struct World {
     pub dir: tempfile::TempDir,
+    /// The daemon's wall clock (step it to play a wrong clock).
     pub clock: Arc<TokioClock>,
+    /// The vendor's, which keeps true time.
+    pub vendor_clock: Arc<TokioClock>,
     pub sandbox: SandboxHandle,
     pub engine: Arc<Engine>,
     stop: CancellationToken,
@@ -36,19 +39,25 @@ impl World {
     pub async fn start(cfg: &StackConfig) -> World {
         let dir = tempfile::tempdir().unwrap();
         let clock = TokioClock::new(EPOCH);
+        let vendor_clock = TokioClock::new(EPOCH);
         let path = dir.path().join("rules.yaml");
         let text = cfg.render("http://127.0.0.1:1");
         let mut config =
             Config::parse(&text, &path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let sandbox =
-            sandbox::start_with_clock(&config, "127.0.0.1:0".parse().unwrap(), clock.clone())
-                .await
-                .unwrap();
+        let sandbox = sandbox::start_with_clock(
+            &config,
+            "127.0.0.1:0".parse().unwrap(),
+            vendor_clock.clone(),
+        )
+        .await
+        .unwrap();
         config.point_providers_at(&sandbox.base_url());
         let callbacks = TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.daemon.callback_listen = callbacks.local_addr().unwrap();
         config.daemon.state_dir = dir.path().join("state");
         let ledger = Arc::new(Ledger::open(&config.daemon.state_dir).unwrap());
+        // Paused time must not jump ahead while the disk syncs.
+        ledger.wait_for_disk_as_work();
         let engine = Engine::new(
             ledger,
             Arc::new(config),
@@ -71,6 +80,7 @@ impl World {
         World {
             dir,
             clock,
+            vendor_clock,
             sandbox,
             engine,
             stop,
@@ -116,9 +126,9 @@ impl World {
         tokio::time::sleep(d).await;
     }
 
-    /// The wall time now, as the vendor and the engine see it.
+    /// The true wall time now (the vendor's; the daemon's unless stepped).
     pub fn now(&self) -> i64 {
-        self.clock.unix()
+        self.vendor_clock.unix()
     }
 
     /// Delivers a callback signed with the test secret to the engine, as
@@ -127,6 +137,60 @@ impl World {
         let fields = super::signed(fields);
         let reply = self.engine.handle_callback("wapi", &fields).await;
         (reply.status, reply.body)
+    }
+
+    /// The events of one kind among those `status` shows (the latest 20).
+    pub fn events_of(&self, kind: &str) -> Vec<vipd::ledger::EventRecord> {
+        self.engine
+            .status()
+            .unwrap()
+            .events
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect()
+    }
+
+    /// Billed requests per account, as the vendor counts them.
+    pub fn billed(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for o in self.sandbox.orders() {
+            if o.billed {
+                *out.entry(o.account.clone().unwrap_or_else(|| "?".into()))
+                    .or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Waits until `n` orders have succeeded and been verified; returns
+    /// every order then.
+    pub async fn settled_and_verified(&self, n: usize, within: Duration) -> Vec<Order> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let orders = self.orders();
+            let done = orders
+                .iter()
+                .filter(|o| {
+                    o.state == vipd::ledger::OrderState::Succeeded
+                        && matches!(o.verification, vipd::ledger::Verification::Verified { .. })
+                })
+                .count();
+            if done >= n {
+                return orders;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{n} orders not succeeded and verified within {within:?}: {orders:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The callback listener's URL for `provider`.
+    pub fn callback_url(&self, provider: &str) -> String {
+        format!(
+            "http://{}/notify/{provider}",
+            self.engine.runtime().config.daemon.callback_listen
+        )
     }
 
     /// Requests the sandbox has received.
