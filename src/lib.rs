@@ -4,27 +4,31 @@
 //!
 //! # Layout
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`cli`] | the `vipd` commands: parse arguments, set up logging, run, exit code |
-//! | [`config`] | `rules.yaml`: raw serde shape → validated runtime config; secrets |
-//! | [`upstream`] | the signer, the recharge client and its outcome classes, the membership and token clients; the only module that builds HTTP clients |
-//! | [`daemon`] | `vipd run`: start-up order, listeners, ordered shutdown |
-//! | [`http`] | the callback receiver and the admin API (axum) |
-//! | [`engine`] | scheduler, pure decisions, paying through the ledger, callbacks, evidence and verification |
-//! | [`ledger`] | the sled store: orders under deterministic keys, durable writes with group commit, budgets, events; the only module that imports sled |
-//! | [`metrics`] | `/metrics` in the Prometheus text format: hot-path counters and histograms; the rest read from the ledger at scrape time |
-//! | [`plugins`] | Lua plugins: the sandboxed state per generation, limits, the `vipd` host API, `vipd lua-types` |
-//! | [`sandbox`] | the simulated upstream: both APIs, state, fault knobs, callbacks |
-//! | [`systemd`] | the sd_notify protocol: READY, RELOADING, STOPPING, WATCHDOG, STATUS |
-//! | [`model`] | domain values every layer may name: memberships, the wall clock |
-//! | [`units`] | money in integer fen, human durations, rates, hex |
-//! | [`timefmt`] | unix seconds → readable UTC text |
-//! | `fuzz` | fuzz target functions (hidden; `fuzz/` and `tests/fuzz_corpus.rs` call them) |
+//! Dependencies point one way, down this table's layers (`tests/layers.rs`
+//! fails otherwise; ARCHITECTURE.md has the ports and the life of one
+//! order):
+//!
+//! | layer | module | owns |
+//! |---|---|---|
+//! | 6 | [`cli`] | the `vipd` commands: parse arguments, set up logging, run, exit code |
+//! | 6 | `fuzz` | fuzz target functions (hidden; `fuzz/` and `tests/fuzz_corpus.rs` call them) |
+//! | 5 | [`service`] | the one wiring place: start-up order, listeners, reload (file watch, SIGHUP, API), ordered shutdown |
+//! | 4 | [`http`] | the callback receiver and the admin API (axum); the `Reload` port the service implements |
+//! | 4 | [`plugins`] | Lua plugins: the sandboxed state per generation, limits, the `vipd` host API, `vipd lua-types`; `LuaHooks` implements the engine's `Hooks` |
+//! | 3 | [`engine`] | scheduler, pure decisions, paying through the ledger, callbacks, evidence and verification; builds every upstream client; owns the `Hooks` port |
+//! | 3 | [`sandbox`] | the simulated vendor of a configuration: both APIs, state, fault dice, callbacks |
+//! | 2 | [`config`] | `rules.yaml`: raw serde shape → validated runtime config; how secrets are written and read |
+//! | 2 | [`ledger`] | the sled store: orders under deterministic keys, durable writes with group commit, budgets, events; the only module that imports sled |
+//! | 2 | [`upstream`] | the recharge client and its outcome classes, the membership and token clients, the vendor's clock; the only module that builds HTTP clients |
+//! | 2 | [`metrics`] | `/metrics` in the Prometheus text format: hot-path counters and histograms |
+//! | 2 | [`systemd`] | the sd_notify protocol: READY, RELOADING, STOPPING, WATCHDOG, STATUS |
+//! | 1 | [`model`] | values every layer may name: memberships, secrets, the protocol's choices, the vendor's signature, fault knobs, the `Clock` port |
+//! | 0 | [`units`] | money in integer fen, human durations, rates, hex |
+//! | 0 | [`timefmt`] | unix seconds → readable UTC text |
 //!
 //! Data flows one way: configuration is parsed and validated once into a
-//! [`config::Config`]; clients are built from it; nothing downstream
-//! re-checks what validation already guaranteed.
+//! [`config::Config`]; clients are built from it (`engine::clients`);
+//! nothing downstream re-checks what validation already guaranteed.
 
 pub mod cli;
 pub mod config;

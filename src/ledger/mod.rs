@@ -23,6 +23,7 @@ mod durable;
 pub mod kv;
 pub mod order;
 mod seal;
+pub mod store;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -1624,5 +1625,7 @@ fn index_vendor(o: &mut Order, n: u32, fx: &mut Effects, vendor_orderid: Option<
     }
 }
 
+#[cfg(test)]
+mod conformance;
 #[cfg(test)]
 mod tests;

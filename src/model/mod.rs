@@ -18,7 +18,7 @@ pub use secret::Secret;
 pub use sign::{SignMode, Signer};
 
 /// The wall clock in unix seconds. (The vendor's clock, with the offset
-/// learned from its replies, is `upstream::Clock`.)
+/// learned from its replies, is `upstream::VendorClock`.)
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

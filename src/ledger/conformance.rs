@@ -1,0 +1,627 @@
+//! The conformance suite of [`Store`]: every invariant of the order
+//! ledger, written once, generic over the backend. sled runs it today
+//! (`tests.rs`: `conformance_suite!(SledBackend)`); a second backend adds
+//! one line of its own.
+//!
+//! Each function is a test: it makes its own store through the
+//! [`Backend`], so backends need no shared state between tests.
+
+use super::store::Store;
+use super::*;
+
+pub const NOW: i64 = 1_795_252_469;
+
+/// How the suite gets stores of one backend.
+pub trait Backend {
+    /// The store.
+    type Store: Store;
+    /// Where its data lives (a temporary folder, a database); kept alive
+    /// for the test's length.
+    type Place;
+    /// A new, empty place.
+    fn place() -> Self::Place;
+    /// Opens (or, after a drop, reopens) the store at `place`.
+    fn open(place: &Self::Place) -> Self::Store;
+}
+
+/// A fresh store and its place.
+pub fn fresh<B: Backend>() -> (B::Place, B::Store) {
+    let place = B::place();
+    let store = B::open(&place);
+    (place, store)
+}
+
+/// Declares one `#[tokio::test]` per suite function for `$backend`.
+macro_rules! conformance_suite {
+    ($backend:ty) => {
+        conformance_suite!(@tests $backend;
+            a_key_is_planned_once_and_held_against_the_budget,
+            paid_reply_settles_at_the_real_price,
+            budget_cap_refuses_and_failed_attempts_release,
+            retries_wait_for_backoff_and_stop_at_max_attempts,
+            callbacks_settle_once,
+            refused_callback_refunds_the_budget,
+            restart_turns_sent_into_unknown_and_planned_into_retryable,
+            another_rule_cannot_pay_while_an_order_for_the_membership_is_unsettled,
+            events_keep_order,
+            pruning_drops_old_events_only,
+            a_redelivered_failure_for_an_earlier_attempt_changes_nothing,
+            a_reply_that_bills_a_second_attempt_is_flagged,
+            a_success_for_an_attempt_recorded_failed_is_counted_and_flagged,
+            a_failure_for_a_paid_attempt_is_a_contradiction,
+        );
+    };
+    (@tests $backend:ty; $($name:ident,)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                $crate::ledger::conformance::$name::<$backend>().await
+            }
+        )*
+    };
+}
+pub(crate) use conformance_suite;
+
+pub fn request(key: &str) -> PlanRequest {
+    PlanRequest {
+        key: key.to_owned(),
+        rule: "keep".into(),
+        // One account per key: two unsettled orders for one account and
+        // membership are refused (see the cross-rule test).
+        account: format!("acct-{key}"),
+        membership: Membership::QqVip,
+        observed_end: Some(NOW + 86_400),
+        product: "qq_vip_month".into(),
+        provider: "wapi".into(),
+        max_price: Fen(2000),
+        max_attempts: 3,
+        budget: Budget {
+            per_day: Some(Fen(5000)),
+            per_month: None,
+        },
+        day: "2026-11-21".into(),
+        month: "2026-11".into(),
+        why: "due in 1d".into(),
+    }
+}
+
+/// Plans `key`, sends it, and records a 10023 (accepted, pending) reply.
+pub fn pending(
+    l: &impl Store,
+    key: &str,
+    price: Option<Fen>,
+    vendor_orderid: Option<String>,
+) -> Order {
+    l.plan(&request(key), NOW).unwrap().unwrap();
+    l.mark_sent(key, NOW).unwrap();
+    l.record_attempt(
+        key,
+        NOW,
+        "pending",
+        "10023",
+        AttemptResult::Pending {
+            price,
+            vendor_orderid,
+        },
+    )
+    .unwrap()
+    .order
+}
+
+pub fn not_paid(why: &str) -> Settlement {
+    Settlement::NotPaid {
+        retry_at: Some(NOW),
+        why: why.into(),
+    }
+}
+
+pub fn paid(price: Option<Fen>) -> Settlement {
+    Settlement::Paid {
+        price,
+        verify_deadline: NOW + 3600,
+        why: "callback: success".into(),
+    }
+}
+
+/// The order and conflict of a settlement that changed something.
+pub fn changed(s: Settled) -> (Order, Option<String>) {
+    match s {
+        Settled::Changed { order, conflict } => (order, conflict),
+        other => panic!("expected a change: {other:?}"),
+    }
+}
+
+/// The vendor's id for attempt `n` of `key`, through the index.
+pub fn attempt_of(l: &impl Store, vendor: &str) -> (String, Option<u32>) {
+    l.attempt_of_vendor_order("wapi", vendor).unwrap().unwrap()
+}
+
+/// Attempt 1 pending as V1, failed by its callback; attempt 2 pending as V2.
+pub fn second_attempt_pending(l: &impl Store) {
+    pending(l, "k1", Some(Fen(1500)), Some("V1".into()));
+    let (key, n) = attempt_of(l, "V1");
+    let s = l
+        .settle_attempt(&key, n, NOW, not_paid("callback: failed"))
+        .unwrap();
+    assert!(
+        matches!(s, Settled::Changed { conflict: None, .. }),
+        "{s:?}"
+    );
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    l.record_attempt(
+        "k1",
+        NOW,
+        "pending",
+        "10023",
+        AttemptResult::Pending {
+            price: Some(Fen(1500)),
+            vendor_orderid: Some("V2".into()),
+        },
+    )
+    .unwrap();
+}
+
+pub async fn a_key_is_planned_once_and_held_against_the_budget<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    let o = l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.durable().await.unwrap();
+    assert_eq!((o.state, o.attempts), (OrderState::Planned, 1));
+    assert_eq!(
+        l.spend("keep", "2026-11-21").unwrap(),
+        Spend {
+            reserved: Fen(2000),
+            settled: Fen(0)
+        }
+    );
+    let again = l.plan(&request("k1"), NOW).unwrap().unwrap_err();
+    assert!(
+        matches!(
+            again,
+            Refusal::Exists {
+                state: OrderState::Planned,
+                ..
+            }
+        ),
+        "{again}"
+    );
+    assert_eq!(l.orders_of("acct-k1").unwrap().len(), 1);
+}
+
+pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    let o = l
+        .record_attempt(
+            "k1",
+            NOW + 1,
+            "accepted",
+            "codeid 10000",
+            AttemptResult::Succeeded {
+                price: Some(Fen(1211)),
+                vendor_orderid: Some("V1".into()),
+                verify_deadline: NOW + 3600,
+            },
+        )
+        .unwrap()
+        .order;
+    assert_eq!(o.state, OrderState::Succeeded);
+    assert_eq!(
+        o.verification,
+        Verification::Waiting {
+            deadline: NOW + 3600
+        }
+    );
+    assert_eq!(
+        l.spend("keep", "2026-11-21").unwrap(),
+        Spend {
+            reserved: Fen(0),
+            settled: Fen(1211)
+        }
+    );
+    assert_eq!(l.spend("keep", "2026-11").unwrap().settled, Fen(1211));
+    assert_eq!(
+        l.attempt_of_vendor_order("wapi", "V1").unwrap(),
+        Some(("k1".to_owned(), Some(1)))
+    );
+    let history: Vec<OrderState> = o.history.iter().map(|t| t.state).collect();
+    assert_eq!(
+        history,
+        [OrderState::Planned, OrderState::Sent, OrderState::Succeeded]
+    );
+}
+
+pub async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.plan(&request("k2"), NOW).unwrap().unwrap();
+    // 2 x 20.00 held of 50.00: a third would pass the cap.
+    let refused = l.plan(&request("k3"), NOW).unwrap().unwrap_err();
+    assert_eq!(
+        refused,
+        Refusal::Budget {
+            period: "2026-11-21".into(),
+            cap: Fen(5000),
+            used: Fen(4000),
+            price: Fen(2000)
+        }
+    );
+    l.mark_sent("k1", NOW).unwrap();
+    l.record_attempt(
+        "k1",
+        NOW,
+        "transient",
+        "10021",
+        AttemptResult::Failed {
+            retry_at: Some(NOW + 60),
+        },
+    )
+    .unwrap();
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().reserved, Fen(2000));
+    assert!(l.plan(&request("k3"), NOW).unwrap().is_ok());
+}
+
+pub async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    for attempt in 1..=3 {
+        let at = NOW + attempt * 100;
+        let o = l.plan(&request("k1"), at).unwrap().unwrap();
+        assert_eq!(o.attempts as i64, attempt);
+        l.mark_sent("k1", at).unwrap();
+        l.record_attempt(
+            "k1",
+            at,
+            "transient",
+            "10021",
+            AttemptResult::Failed {
+                retry_at: Some(at + 50),
+            },
+        )
+        .unwrap();
+        let early = l.plan(&request("k1"), at + 10).unwrap().unwrap_err();
+        assert!(
+            matches!(
+                early,
+                Refusal::Exists {
+                    state: OrderState::Failed,
+                    ..
+                }
+            ) || attempt == 3,
+            "{early}"
+        );
+    }
+    let done = l.plan(&request("k1"), NOW + 10_000).unwrap().unwrap_err();
+    assert_eq!(done, Refusal::MaxAttempts { attempts: 3 });
+}
+
+pub async fn callbacks_settle_once<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    pending(&l, "k1", None, Some("V9".into()));
+    // Billed at 10023: the max price counts until the callback states it.
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().settled, Fen(2000));
+    let paid = Settlement::Paid {
+        price: Some(Fen(1500)),
+        verify_deadline: NOW + 3600,
+        why: "callback success".into(),
+    };
+    let first = l.settle("k1", NOW + 5, paid.clone()).unwrap();
+    assert_eq!(first.unwrap().state, OrderState::Succeeded);
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().settled, Fen(1500));
+    assert!(
+        l.settle("k1", NOW + 6, paid).unwrap().is_none(),
+        "a repeated callback changes nothing"
+    );
+    let failed_later = Settlement::NotPaid {
+        retry_at: None,
+        why: "late failure callback".into(),
+    };
+    assert!(l.settle("k1", NOW + 7, failed_later).unwrap().is_none());
+    assert_eq!(l.get("k1").unwrap().unwrap().history.len(), 4);
+}
+
+pub async fn refused_callback_refunds_the_budget<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    pending(&l, "k1", Some(Fen(1211)), None);
+    let o = l
+        .settle(
+            "k1",
+            NOW,
+            Settlement::NotPaid {
+                retry_at: Some(NOW + 60),
+                why: "callback failed".into(),
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!((o.state, o.spent), (OrderState::Failed, Fen(0)));
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap(), Spend::default());
+}
+
+pub async fn restart_turns_sent_into_unknown_and_planned_into_retryable<B: Backend>() {
+    let place = B::place();
+    {
+        let l = B::open(&place);
+        l.plan(&request("sent"), NOW).unwrap().unwrap();
+        l.mark_sent("sent", NOW).unwrap();
+        l.plan(&request("planned"), NOW).unwrap().unwrap();
+        l.durable().await.unwrap();
+    }
+    let l = B::open(&place);
+    let changed = l.recover(NOW + 10).unwrap();
+    assert_eq!(changed.len(), 2);
+    let sent = l.get("sent").unwrap().unwrap();
+    assert_eq!(sent.state, OrderState::Unknown);
+    assert!(sent.hold.is_some(), "possibly paid: the money stays held");
+    let planned = l.get("planned").unwrap().unwrap();
+    assert_eq!(
+        (planned.state, planned.retry_at),
+        (OrderState::Failed, Some(NOW + 10))
+    );
+    assert!(
+        l.plan(&request("sent"), NOW + 20).unwrap().is_err(),
+        "unknown is never re-sent"
+    );
+    assert!(l.plan(&request("planned"), NOW + 20).unwrap().is_ok());
+}
+
+pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsettled<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    pending(&l, "rule-a-key", None, None);
+    let mut other_rule = request("rule-b-key");
+    other_rule.rule = "manual".into();
+    other_rule.account = "acct-rule-a-key".into();
+    let refused = l.plan(&other_rule, NOW).unwrap().unwrap_err();
+    assert!(
+        matches!(&refused, Refusal::Exists { state: OrderState::Pending, why } if why.contains("rule-a-key")),
+        "{refused}"
+    );
+    // Paid but not yet showing still blocks; verified releases.
+    l.settle(
+        "rule-a-key",
+        NOW,
+        Settlement::Paid {
+            price: None,
+            verify_deadline: NOW + 60,
+            why: "cb".into(),
+        },
+    )
+    .unwrap();
+    assert!(l.plan(&other_rule, NOW).unwrap().is_err());
+    l.set_verification(
+        "rule-a-key",
+        Verification::Verified {
+            at: NOW,
+            new_end: NOW + 30 * 86_400,
+        },
+    )
+    .unwrap();
+    assert!(l.plan(&other_rule, NOW).unwrap().is_ok());
+    l.mark_sent("rule-b-key", NOW).unwrap();
+    l.record_attempt(
+        "rule-b-key",
+        NOW,
+        "accepted",
+        "10000",
+        AttemptResult::Succeeded {
+            price: None,
+            vendor_orderid: None,
+            verify_deadline: NOW,
+        },
+    )
+    .unwrap();
+    let mut third = request("third-key");
+    third.account = "acct-rule-a-key".into();
+    third.budget = Budget::default();
+    // Unverified (paid, never showed) blocks too, until an operator
+    // refutes it.
+    l.set_verification("rule-b-key", Verification::Unverified { at: NOW })
+        .unwrap();
+    assert!(l.plan(&third, NOW).unwrap().is_err());
+    let refuted = l
+        .refute_unverified("rule-b-key", NOW, "operator: not delivered")
+        .unwrap();
+    assert_eq!((refuted.state, refuted.spent), (OrderState::Failed, Fen(0)));
+    assert!(l.refute_unverified("rule-b-key", NOW, "again").is_err());
+    assert!(l.plan(&third, NOW).unwrap().is_ok());
+    // Another membership was never blocked.
+    let mut svip = request("svip-key");
+    svip.account = "acct-rule-a-key".into();
+    svip.membership = Membership::QqSvip;
+    svip.budget = Budget::default();
+    assert!(l.plan(&svip, NOW).unwrap().is_ok());
+}
+
+pub async fn events_keep_order<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    for i in 0..5 {
+        l.record_event(&EventRecord {
+            at: NOW + i,
+            kind: format!("e{i}"),
+            account: None,
+            rule: None,
+            key: None,
+            detail: String::new(),
+        })
+        .unwrap();
+    }
+    let last: Vec<String> = l.events(3).unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(last, ["e2", "e3", "e4"]);
+}
+
+pub async fn pruning_drops_old_events_only<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    let order = l.plan(&request("k1"), NOW - 5000).unwrap().unwrap();
+    // 3,000 events 50 minutes apart, then a few recent ones: more than one
+    // pruning batch.
+    for i in 0..3000 {
+        l.record_event(&EventRecord {
+            at: NOW - 10_000_000 + i * 3000,
+            kind: "old".into(),
+            account: None,
+            rule: None,
+            key: Some(order.key.clone()),
+            detail: String::new(),
+        })
+        .unwrap();
+    }
+    for i in 0..3 {
+        l.record_event(&EventRecord {
+            at: NOW - 10 + i,
+            kind: format!("new{i}"),
+            account: None,
+            rule: None,
+            key: None,
+            detail: String::new(),
+        })
+        .unwrap();
+    }
+    assert_eq!(l.prune_events(NOW - 100).unwrap(), 3000);
+    let kept: Vec<String> = l.events(10).unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kept, ["new0", "new1", "new2"]);
+    assert_eq!(l.prune_events(NOW - 100).unwrap(), 0);
+    // The order the old events were about is still there.
+    assert_eq!(l.get(&order.key).unwrap().unwrap().key, order.key);
+}
+
+pub async fn a_redelivered_failure_for_an_earlier_attempt_changes_nothing<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    second_attempt_pending(&l);
+    assert_eq!(attempt_of(&l, "V1"), ("k1".to_owned(), Some(1)));
+    assert_eq!(attempt_of(&l, "V2"), ("k1".to_owned(), Some(2)));
+    let before = l.get("k1").unwrap().unwrap();
+    // The vendor delivers attempt 1's `failed` again (lost ack, or replay).
+    let (key, n) = attempt_of(&l, "V1");
+    let s = l
+        .settle_attempt(&key, n, NOW + 5, not_paid("callback: failed"))
+        .unwrap();
+    assert!(matches!(s, Settled::Repeated), "{s:?}");
+    let after = l.get("k1").unwrap().unwrap();
+    assert_eq!(after, before, "attempt 2 stays pending, nothing recorded");
+    assert_eq!(after.state, OrderState::Pending);
+    // The real result of attempt 2 still lands, and is counted.
+    let (key, n) = attempt_of(&l, "V2");
+    let s = l
+        .settle_attempt(&key, n, NOW + 6, paid(Some(Fen(1400))))
+        .unwrap();
+    let (order, conflict) = changed(s);
+    assert_eq!(conflict, None);
+    assert_eq!(
+        (order.state, order.spent),
+        (OrderState::Succeeded, Fen(1400))
+    );
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().used(), Fen(1400));
+    // And a later replay of attempt 1's failure cannot undo it.
+    let s = l
+        .settle_attempt("k1", Some(1), NOW + 7, not_paid("callback: failed"))
+        .unwrap();
+    assert!(matches!(s, Settled::Repeated), "{s:?}");
+    assert_eq!(l.get("k1").unwrap().unwrap().state, OrderState::Succeeded);
+}
+
+pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+    l.settle_attempt("k1", Some(1), NOW, not_paid("callback: failed"))
+        .unwrap();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    // While attempt 2 is on the wire, the vendor says attempt 1 was billed.
+    l.settle_attempt("k1", Some(1), NOW + 1, paid(Some(Fen(1500))))
+        .unwrap();
+    // Attempt 2's reply is 10000: the same period, paid again.
+    let r = l
+        .record_attempt(
+            "k1",
+            NOW + 2,
+            "accepted",
+            "codeid 10000",
+            AttemptResult::Succeeded {
+                price: Some(Fen(1500)),
+                vendor_orderid: Some("V2".into()),
+                verify_deadline: NOW + 3600,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        r.conflict.as_deref(),
+        Some("the period is billed twice: attempt 2 and attempt 1 are both paid")
+    );
+    assert_eq!(r.order.spent, Fen(3000));
+    // One paid attempt is no conflict.
+    let (_place, l) = fresh::<B>();
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    l.mark_sent("k1", NOW).unwrap();
+    let r = l
+        .record_attempt(
+            "k1",
+            NOW,
+            "accepted",
+            "codeid 10000",
+            AttemptResult::Succeeded {
+                price: None,
+                vendor_orderid: None,
+                verify_deadline: NOW,
+            },
+        )
+        .unwrap();
+    assert_eq!(r.conflict, None);
+}
+
+pub async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    second_attempt_pending(&l);
+    // The vendor says attempt 1 was billed after all.
+    let s = l
+        .settle_attempt("k1", Some(1), NOW + 5, paid(Some(Fen(1500))))
+        .unwrap();
+    let (order, conflict) = changed(s);
+    assert!(conflict.unwrap().contains("not paid"));
+    assert_eq!(order.state, OrderState::Succeeded, "the period is paid");
+    assert_eq!(
+        l.spend("keep", "2026-11-21").unwrap().used(),
+        Fen(3000),
+        "both billed attempts count: attempt 2 is pending and billed too"
+    );
+    // Attempt 2 is billed as well: a second payment, said out loud.
+    let s = l
+        .settle_attempt("k1", Some(2), NOW + 6, paid(None))
+        .unwrap();
+    let (order, conflict) = changed(s);
+    assert!(conflict.unwrap().contains("billed twice"));
+    assert_eq!(order.spent, Fen(3000));
+    assert_eq!(order.paid_attempts(), [1, 2]);
+    // Attempt 2 refunded instead: its money goes back, attempt 1's stays.
+    let (_place2, l2) = fresh::<B>();
+    second_attempt_pending(&l2);
+    l2.settle_attempt("k1", Some(1), NOW + 5, paid(Some(Fen(1500))))
+        .unwrap();
+    let s = l2
+        .settle_attempt("k1", Some(2), NOW + 6, not_paid("callback: failed"))
+        .unwrap();
+    let (order, _) = changed(s);
+    assert_eq!(
+        (order.state, order.spent),
+        (OrderState::Succeeded, Fen(1500))
+    );
+    assert_eq!(l2.spend("keep", "2026-11-21").unwrap().used(), Fen(1500));
+}
+
+pub async fn a_failure_for_a_paid_attempt_is_a_contradiction<B: Backend>() {
+    let (_place, l) = fresh::<B>();
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+    l.settle_attempt("k1", Some(1), NOW, paid(None)).unwrap();
+    let before = l.get("k1").unwrap().unwrap();
+    let s = l
+        .settle_attempt("k1", Some(1), NOW + 1, not_paid("callback: failed"))
+        .unwrap();
+    assert!(matches!(s, Settled::Contradicted { .. }), "{s:?}");
+    assert_eq!(l.get("k1").unwrap().unwrap(), before);
+    let s = l
+        .settle_attempt("k1", Some(7), NOW + 1, paid(None))
+        .unwrap();
+    assert!(
+        matches!(s, Settled::Contradicted { .. }),
+        "no attempt 7: {s:?}"
+    );
+}
