@@ -1,0 +1,462 @@
+//! The builder: a [`raw::RawConfig`] checked entry by entry into a
+//! [`Config`], every error collected with its location.
+
+mod entries;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::units::{Fen, HumanDuration};
+
+/// Turns a [`raw::RawConfig`] into a [`Config`], collecting errors.
+pub(super) struct Builder<'a> {
+    text: &'a str,
+    /// Where each entry is, from the parser: built at the first error
+    /// (a valid file never needs it).
+    spans: std::cell::OnceCell<spans::Spans>,
+    path: &'a Path,
+    base_dir: PathBuf,
+    errors: Vec<ConfigError>,
+    literal_secrets: Vec<String>,
+    unavailable: Vec<ConfigError>,
+}
+
+impl<'a> Builder<'a> {
+    pub(super) fn new(text: &'a str, path: &'a Path) -> Self {
+        let base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Builder {
+            text,
+            spans: std::cell::OnceCell::new(),
+            path,
+            base_dir,
+            errors: Vec::new(),
+            literal_secrets: Vec::new(),
+            unavailable: Vec::new(),
+        }
+    }
+
+    /// Where the entry at `at` (a key path) is.
+    fn locate(&self, at: &[&str]) -> Option<spans::At> {
+        self.spans
+            .get_or_init(|| spans::Spans::parse(self.text))
+            .locate(at)
+    }
+
+    /// An error about the entry at `at` (a key path), located.
+    fn located(&self, at: &[&str], message: String) -> ConfigError {
+        let loc = self.locate(at);
+        ConfigError {
+            file: self.path.to_owned(),
+            line: loc.map(|l| l.0),
+            column: loc.map(|l| l.1),
+            message,
+        }
+    }
+
+    /// Records an error about the entry at `at` (a key path).
+    fn error(&mut self, at: &[&str], message: impl Into<String>) {
+        let e = self.located(at, message.into());
+        self.errors.push(e);
+    }
+
+    fn secret(&mut self, at: &[&str], subject: &str, raw: &str) -> Secret {
+        match secret::resolve(raw, &self.base_dir) {
+            Ok((secret, source)) => {
+                if source == SecretSource::Literal {
+                    self.literal_secrets.push(at.join("."));
+                }
+                secret
+            }
+            Err(e) => {
+                let key = at.last().copied().unwrap_or("secret");
+                let error = self.located(at, format!("{subject}: {key}: {e}"));
+                // Outside the service a credential may be unreadable: the
+                // callers that need every secret refuse it then.
+                match e {
+                    secret::SecretError::Outside { .. } => self.unavailable.push(error),
+                    _ => self.errors.push(error),
+                }
+                Secret::new("")
+            }
+        }
+    }
+
+    fn url(&mut self, at: &[&str], subject: &str, raw: &str) -> String {
+        match url::Url::parse(raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                raw.trim_end_matches('/').to_owned()
+            }
+            Ok(_) => {
+                self.error(at, format!("{subject}: {raw:?} is not an http(s) URL"));
+                String::new()
+            }
+            Err(e) => {
+                self.error(at, format!("{subject}: invalid URL {raw:?}: {e}"));
+                String::new()
+            }
+        }
+    }
+
+    fn addr(&mut self, at: &[&str], raw: Option<&str>, default: &str) -> SocketAddr {
+        let raw = raw.unwrap_or(default);
+        raw.parse().unwrap_or_else(|_| {
+            self.error(
+                at,
+                format!(
+                    "daemon: {}: {raw:?} is not an address such as 127.0.0.1:9610",
+                    at[1]
+                ),
+            );
+            default.parse().expect("defaults are valid addresses")
+        })
+    }
+
+    /// `raw` against the configuration's folder, without `.` components
+    /// (`rules.yaml` with `./state` is `state`, not `././state`).
+    fn path_in(&self, raw: &str) -> PathBuf {
+        let joined: PathBuf = self
+            .base_dir
+            .join(raw)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        if joined.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            joined
+        }
+    }
+
+    pub(super) fn build(mut self, raw: raw::RawConfig) -> Result<Config, ConfigErrors> {
+        let daemon = self.daemon(raw.daemon);
+        let providers = self.providers(raw.providers);
+        let products = self.products(raw.products, &providers);
+        let accounts = self.accounts(raw.accounts, &providers);
+        let rules = self.rules(raw.rules, &products, &accounts);
+        let sandbox = self.sandbox(raw.sandbox, &products, &accounts);
+        let plugins = self.plugins(raw.plugins);
+        let manual = self.manual(raw.manual);
+        for p in &plugins.sign_with {
+            if !matches!(providers.get(p), Some(Provider::Recharge(_))) {
+                self.error(
+                    &["plugins", "sign_with"],
+                    format!("{p:?} is not a recharge provider"),
+                );
+            }
+        }
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
+        let mut account_index: Vec<u32> = (0..accounts.len() as u32).collect();
+        account_index
+            .sort_unstable_by(|&a, &b| accounts[a as usize].name.cmp(&accounts[b as usize].name));
+        Ok(Config {
+            path: self.path.to_owned(),
+            base_dir: self.base_dir,
+            daemon,
+            providers,
+            products,
+            accounts,
+            rules,
+            sandbox,
+            plugins,
+            manual,
+            literal_secrets: {
+                let mut literal = self.literal_secrets;
+                literal.shrink_to_fit();
+                literal
+            },
+            unavailable: self.unavailable,
+
+            account_index,
+        })
+    }
+
+    fn manual(&mut self, m: raw::RawManual) -> Manual {
+        let defaults = Manual::default().budget;
+        let Some(b) = m.budget else {
+            return Manual::default();
+        };
+        for (key, cap) in [("per_day", b.per_day), ("per_month", b.per_month)] {
+            if cap.is_some_and(|c| c < Fen::ZERO) {
+                self.error(
+                    &["manual", "budget", key],
+                    format!("manual: budget {key} cannot be negative"),
+                );
+            }
+        }
+        Manual {
+            budget: Budget {
+                per_day: b.per_day.or(defaults.per_day),
+                per_month: b.per_month.or(defaults.per_month),
+            },
+        }
+    }
+
+    fn plugins(&mut self, p: raw::RawPlugins) -> PluginSettings {
+        let defaults = PluginSettings::default();
+        let timeout = p.timeout.map_or(defaults.timeout, |d| d.0);
+        if timeout.is_zero() {
+            self.error(&["plugins", "timeout"], "must be more than 0s");
+        }
+        if p.memory_mb.is_some_and(|m| !(4..=4096).contains(&m)) {
+            self.error(&["plugins", "memory_mb"], "must be between 4 and 4096");
+        }
+        if p.instructions.is_some_and(|n| n < 10_000) {
+            self.error(&["plugins", "instructions"], "must be at least 10000");
+        }
+        if p.kv_mb.is_some_and(|m| !(1..=1024).contains(&m)) {
+            self.error(&["plugins", "kv_mb"], "must be between 1 and 1024");
+        }
+        PluginSettings {
+            timeout,
+            memory: p.memory_mb.map_or(defaults.memory, |m| (m as usize) << 20),
+            instructions: p.instructions.unwrap_or(defaults.instructions),
+            kv_bytes: p.kv_mb.map_or(defaults.kv_bytes, |m| m << 20),
+            settings: p.settings,
+            http_allow: p
+                .http_allow
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect(),
+            sign_with: p.sign_with,
+        }
+    }
+
+    fn daemon(&mut self, d: raw::RawDaemon) -> Daemon {
+        let admin_listen = self.addr(
+            &["daemon", "admin_listen"],
+            d.admin_listen.as_deref(),
+            "127.0.0.1:9610",
+        );
+        let callback_listen = self.addr(
+            &["daemon", "callback_listen"],
+            d.callback_listen.as_deref(),
+            "127.0.0.1:9611",
+        );
+        let sandbox_listen = self.addr(
+            &["daemon", "sandbox_listen"],
+            d.sandbox_listen.as_deref(),
+            "127.0.0.1:0",
+        );
+        let public_url = d
+            .public_url
+            .map(|u| self.url(&["daemon", "public_url"], "daemon: public_url", &u));
+        let state_dir = match (STATE_DIR.get(), std::env::var_os("STATE_DIRECTORY")) {
+            (Some(flag), _) => flag.clone(),
+            // systemd may pass several, colon-separated; the first is ours.
+            (None, Some(dirs)) => {
+                PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default())
+            }
+            (None, None) => self.path_in(d.state_dir.as_deref().unwrap_or("state")),
+        };
+        let admin_token = d
+            .admin_token
+            .map(|raw| self.secret(&["daemon", "admin_token"], "daemon", &raw));
+        let read_token = d
+            .read_token
+            .map(|raw| self.secret(&["daemon", "read_token"], "daemon", &raw));
+        if admin_token.is_none() && !admin_listen.ip().is_loopback() {
+            self.error(
+                &["daemon", "admin_listen"],
+                format!(
+                    "daemon: admin_listen: {admin_listen} is reachable from other hosts, and the admin API can spend money: set daemon.admin_token (e.g. \"${{credential:admin_token}}\") or listen on 127.0.0.1"
+                ),
+            );
+        }
+        if read_token.is_some() && admin_token.is_none() {
+            self.error(
+                &["daemon", "read_token"],
+                "daemon: read_token: without admin_token the API is open to loopback peers and a read token restricts nothing: set admin_token too",
+            );
+        }
+        if let (Some(a), Some(r)) = (&admin_token, &read_token)
+            && a.expose() == r.expose()
+            && !a.expose().is_empty()
+        {
+            self.error(
+                &["daemon", "read_token"],
+                "daemon: read_token: is the same as admin_token, so a scrape credential could spend money: use two different tokens",
+            );
+        }
+        let tz_name = d.timezone.as_deref().unwrap_or("Asia/Shanghai");
+        let timezone = tz_name.parse().unwrap_or_else(|_| {
+            self.error(&["daemon", "timezone"], format!("daemon: timezone: unknown zone {tz_name:?} (expected an IANA name such as Asia/Shanghai or UTC)"));
+            chrono_tz::Tz::UTC
+        });
+        Daemon {
+            state_dir,
+            scripts_dir: self.path_in(d.scripts_dir.as_deref().unwrap_or("scripts")),
+            timezone,
+            admin_listen,
+            callback_listen,
+            public_url,
+            sandbox: d.sandbox,
+            sandbox_listen,
+            dry_run: d.dry_run,
+            admin_token,
+            read_token,
+            startup_spread: d
+                .startup_spread
+                .map_or(Duration::from_secs(10), HumanDuration::get),
+            probe_every: d
+                .probe_every
+                .map_or(Duration::from_secs(600), HumanDuration::get),
+            max_concurrent_checks: d.max_concurrent_checks.unwrap_or(64).max(1) as usize,
+            retry_base_secs: d.retry_base.map_or(60, |r| r.get().as_secs().max(1) as i64),
+            // A year and a month: last year's events for a yearly review.
+            event_retention: d
+                .event_retention
+                .map_or(Duration::from_secs(400 * 86_400), HumanDuration::get),
+        }
+    }
+
+    fn rules(
+        &mut self,
+        raw: Vec<raw::RawRule>,
+        products: &BTreeMap<String, Product>,
+        accounts: &[Account],
+    ) -> Vec<Rule> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            let subject = format!("rule {}", r.name);
+            let name = r.name.clone();
+            let at = |key: &'static str| ["rules", name.as_str(), key];
+            if r.name.is_empty() || r.name.contains(['/', '\0']) {
+                self.error(
+                    &at("name"),
+                    format!("{subject}: a rule name cannot be empty or contain '/'"),
+                );
+            }
+            if !seen.insert(r.name.clone()) {
+                self.error(&at("name"), format!("{subject}: the name is used twice"));
+            }
+            if r.name == MANUAL_RULE {
+                self.error(
+                    &at("name"),
+                    format!("{subject}: the name is reserved for manual orders (`vipd recharge`)"),
+                );
+            }
+            let selected = self.select(&at("accounts"), &subject, r.accounts, accounts);
+            let check = match r.check {
+                raw::RawCheck::Cron(expr) => Check::cron(&expr).unwrap_or_else(|e| {
+                    self.error(&at("check"), format!("{subject}: {e}"));
+                    Check::Every(Duration::from_secs(600))
+                }),
+                raw::RawCheck::Every(e) if e.every.get() < Duration::from_secs(1) => {
+                    self.error(
+                        &at("check"),
+                        format!("{subject}: check every {} is shorter than 1s", e.every),
+                    );
+                    Check::Every(Duration::from_secs(1))
+                }
+                raw::RawCheck::Every(e) => Check::Every(e.every.get()),
+            };
+            match products.get(&r.product) {
+                None => {
+                    let hint = error::closest(&r.product, products.keys().map(String::as_str))
+                        .map(|h| format!(" (did you mean `{h}`?)"))
+                        .unwrap_or_default();
+                    self.error(&at("product"), format!("{subject}: no product named {}{hint}", r.product));
+                }
+                Some(p) if p.extends != r.membership => self.error(
+                    &at("membership"),
+                    format!(
+                        "{subject}: watches {} but product {} extends {}; the renewal would never show and the rule would pay again",
+                        r.membership, p.name, p.extends
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if r.max_attempts == Some(0) {
+                self.error(
+                    &at("max_attempts"),
+                    format!("{subject}: max_attempts must be at least 1"),
+                );
+            }
+            for (key, cap) in [
+                ("per_day", r.budget.per_day),
+                ("per_month", r.budget.per_month),
+            ] {
+                if cap.is_some_and(|c| c < Fen::ZERO) {
+                    self.error(
+                        &["rules", name.as_str(), "budget", key],
+                        format!("{subject}: budget {key} cannot be negative"),
+                    );
+                }
+            }
+            out.push(Rule {
+                name: r.name.into(),
+                accounts: selected,
+                check,
+                membership: r.membership,
+                renew_before: r.renew_before.get(),
+                product: r.product,
+                when_lapsed: r.when_lapsed,
+                budget: Budget {
+                    per_day: r.budget.per_day,
+                    per_month: r.budget.per_month,
+                },
+                max_attempts: r.max_attempts.unwrap_or(3).max(1),
+                verify_within: r
+                    .verify_within
+                    .map_or(Duration::from_secs(3600), HumanDuration::get),
+            });
+        }
+        out
+    }
+
+    fn select(
+        &mut self,
+        at: &[&str],
+        subject: &str,
+        sel: raw::RawSelector,
+        accounts: &[Account],
+    ) -> Vec<Arc<str>> {
+        let all = || accounts.iter().map(|a| a.name.as_str().into()).collect();
+        match sel {
+            raw::RawSelector::Word(w) if w == "all" => all(),
+            raw::RawSelector::Word(w) => {
+                self.error(at, format!("{subject}: accounts: {w:?} is not a selector (expected all, {{ tags: [...] }} or {{ names: [...] }})"));
+                Vec::new()
+            }
+            raw::RawSelector::Map(m) => {
+                if m.tags.is_none() && m.names.is_none() {
+                    self.error(
+                        at,
+                        format!("{subject}: accounts: give tags, names, or write all"),
+                    );
+                }
+                for n in m.names.iter().flatten() {
+                    if !accounts.iter().any(|a| &a.name == n) {
+                        let hint = error::closest(n, accounts.iter().map(|a| a.name.as_str()))
+                            .map(|h| format!(" (did you mean `{h}`?)"))
+                            .unwrap_or_default();
+                        self.error(
+                            at,
+                            format!("{subject}: accounts: no account named {n}{hint}"),
+                        );
+                    }
+                }
+                accounts
+                    .iter()
+                    .filter(|a| {
+                        m.names.as_ref().is_some_and(|ns| ns.contains(&a.name))
+                            || m.tags
+                                .as_ref()
+                                .is_some_and(|ts| a.tags.iter().any(|t| ts.contains(t)))
+                    })
+                    .map(|a| a.name.as_str().into())
+                    .collect()
+            }
+        }
+    }
+}
