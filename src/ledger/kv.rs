@@ -111,7 +111,7 @@ fn kv_key(plugin: &str, key: &str) -> Result<Vec<u8>, KvError> {
             len: key.len(),
         });
     }
-    Ok(format!("k/{plugin}\0{key}").into_bytes())
+    Ok(super::keys::kv(plugin, key))
 }
 
 impl Ledger {

@@ -195,8 +195,8 @@ async fn a_store_from_before_seals_is_adopted() {
     {
         // As an older vipd left it: no id, no counter, no seal.
         let db = sled::open(dir.path()).unwrap();
-        db.remove(ID_KEY).unwrap();
-        db.remove(SEQ_KEY).unwrap();
+        db.remove(keys::ID).unwrap();
+        db.remove(keys::SEQ).unwrap();
         db.flush().unwrap();
     }
     std::fs::remove_file(dir.path().join("seal")).unwrap();

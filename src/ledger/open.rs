@@ -1,0 +1,378 @@
+//! Opening a store: the seal and change counter checked, a damaged store
+//! refused or accepted and held, backups and restores.
+
+use super::*;
+
+pub(super) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub(super) fn stored_id(db: &sled::Db) -> Result<Option<[u8; 16]>, LedgerError> {
+    Ok(db
+        .get(keys::ID)?
+        .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()))
+}
+
+pub(super) fn read_seq(db: &sled::Db) -> Result<u64, LedgerError> {
+    Ok(db
+        .get(keys::SEQ)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// Why the store does not match its seal or holds unreadable records.
+pub(super) fn check(db: &sled::Db, seal: Option<&seal::Seal>) -> Option<String> {
+    let id = match stored_id(db) {
+        Ok(id) => id,
+        Err(e) => return Some(e.to_string()),
+    };
+    let seq = match read_seq(db) {
+        Ok(s) => s,
+        Err(e) => return Some(e.to_string()),
+    };
+    match (seal, id) {
+        // A store sealed for the first time (new, or written by an older
+        // vipd) that stopped before its seal was written: no change was
+        // counted under its id, so none can have been lost.
+        (None, Some(_)) if seq == 0 => {}
+        (None, Some(id)) => {
+            return Some(format!(
+                "the seal file is missing beside ledger {} (deleted, or the store was copied without it)",
+                seal::hex(&id)
+            ));
+        }
+        (Some(s), None) => {
+            return Some(format!(
+                "the store has no ledger id but its seal names ledger {}: its db file was deleted or replaced",
+                seal::hex(&s.id)
+            ));
+        }
+        (Some(s), Some(id)) if s.id != id => {
+            return Some(format!(
+                "the store is ledger {} but its seal names ledger {}",
+                seal::hex(&id),
+                seal::hex(&s.id)
+            ));
+        }
+        (Some(s), Some(_)) if seq < s.seq => {
+            return Some(format!(
+                "the store holds changes up to #{seq} but #{} were made durable: writes were lost (a damaged or truncated file, or an older copy put back)",
+                s.seq
+            ));
+        }
+        _ => {}
+    }
+    unreadable(db).first().map(|(k, why)| {
+        format!(
+            "record {} does not decode: {why}",
+            String::from_utf8_lossy(k)
+        )
+    })
+}
+
+/// Records of orders, budgets and indexes that do not decode.
+pub(super) fn unreadable(db: &sled::Db) -> Vec<(sled::IVec, String)> {
+    let mut bad = Vec::new();
+    for prefix in [keys::ORDERS, keys::SPEND] {
+        for item in db.scan_prefix(prefix.as_bytes()) {
+            match item {
+                Err(e) => bad.push((sled::IVec::from(prefix.as_bytes()), e.to_string())),
+                Ok((k, v)) => {
+                    let ok = if prefix == keys::ORDERS {
+                        serde_json::from_slice::<Order>(&v).map(|_| ())
+                    } else {
+                        serde_json::from_slice::<Spend>(&v).map(|_| ())
+                    };
+                    if let Err(e) = ok {
+                        bad.push((k, e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// Makes a damaged store usable: unreadable records set aside under `q/`,
+/// an id if it lost its own, and every new order held.
+pub(super) fn accept_damaged(db: &sled::Db, reason: &str) -> Result<[u8; 16], LedgerError> {
+    for (k, why) in unreadable(db) {
+        tracing::error!(record = %String::from_utf8_lossy(&k), "setting aside a record that does not decode: {why}");
+        if let Some(v) = db.remove(&k)? {
+            let mut q = keys::QUARANTINE.as_bytes().to_vec();
+            q.extend_from_slice(&k);
+            db.insert(q, v)?;
+        }
+    }
+    let id = match stored_id(db)? {
+        Some(id) => id,
+        None => {
+            let id = seal::new_id();
+            db.insert(keys::ID, &id[..])?;
+            id
+        }
+    };
+    put_hold(
+        db,
+        crate::model::now_unix(),
+        &format!("damaged store accepted: {reason}"),
+    )?;
+    Ok(id)
+}
+
+/// Holds every new order from `since`, for `reason` (none released yet).
+pub(super) fn put_hold(db: &sled::Db, since: i64, reason: &str) -> sled::Result<()> {
+    let hold = Hold {
+        since,
+        reason: reason.to_owned(),
+        released: Default::default(),
+    };
+    db.insert(keys::HOLD, json(&hold)).map(|_| ())
+}
+
+impl Ledger {
+    /// Opens (or creates) the store in `dir`. Fails if another process
+    /// holds it (after [`LOCK_WAIT`]), and refuses a damaged store (see
+    /// `seal.rs`) with [`LedgerError::Damaged`].
+    pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(dir, OpenMode::Normal)
+    }
+
+    /// [`Ledger::open`], choosing what to do with a damaged store.
+    pub fn open_with(dir: &Path, mode: OpenMode) -> Result<Ledger, LedgerError> {
+        let open_err = |reason: String| LedgerError::Open {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let damaged = |reason: String| LedgerError::Damaged {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let seal_path = dir.join("seal");
+        let seal = seal::read(&seal_path);
+        let config = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::LowSpace)
+            // sled's default page cache is 1 GiB; the ledger's working set
+            // is a few MB even with 10,000 accounts.
+            .cache_capacity(16 << 20);
+        // sled closes its file (and so drops its lock) when its last
+        // background task lets go, which can be a little after the last
+        // handle is dropped: a store reopened at once in the same process
+        // can find it still locked. So the lock is tried for a moment.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    return Err(open_err(
+                        "another process holds it (a vipd already running with this state_dir? \
+                         `vipd status` asks a running one)"
+                            .into(),
+                    ));
+                }
+                // Anything else sled refuses is damage it found itself.
+                Err(e) => return Err(damaged(format!("the store cannot be read: {e}"))),
+                Ok(db) => break db,
+            }
+        };
+        let problem = match &seal {
+            Err(why) => Some(why.clone()),
+            Ok(seal) => check(&db, seal.as_ref()),
+        };
+        let ledger_id = match (problem, mode) {
+            (None, _) => match stored_id(&db)? {
+                Some(id) => id,
+                None => {
+                    // A new store, or one an older vipd wrote: give it an id.
+                    if db.scan_prefix(keys::ORDERS).next().is_some() {
+                        tracing::info!(store = %dir.display(), "sealing a store written before stores were sealed");
+                    }
+                    let id = seal::new_id();
+                    db.insert(keys::ID, &id[..])?;
+                    id
+                }
+            },
+            (Some(reason), OpenMode::Normal) => return Err(damaged(reason)),
+            (Some(reason), OpenMode::AcceptDamaged) => {
+                tracing::error!(store = %dir.display(), "accepting a damaged store: {reason}; every new order is held until `vipd store release`");
+                accept_damaged(&db, &reason)?
+            }
+        };
+        db.flush()?;
+        let file =
+            std::fs::File::open(dir.join("db")).map_err(|e| open_err(format!("db file: {e}")))?;
+        file.sync_all()
+            .map_err(|e| open_err(format!("db file: {e}")))?;
+        let sealer = seal::SealWriter::create(&seal_path, ledger_id, read_seq(&db)?)
+            .map_err(|e| open_err(format!("seal: {e}")))?;
+        // The directory entries of a fresh store must be durable too.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        let commit =
+            GroupCommit::start(db.clone(), file, sealer).map_err(|e| open_err(e.to_string()))?;
+        Ok(Ledger {
+            db,
+            commit,
+            write: Mutex::new(()),
+            kv_usage: kv::Usage::default(),
+        })
+    }
+
+    /// Checks the store in `dir` without opening it for writing: what
+    /// `vipd store verify` prints. `Ok` with a summary, or the damage.
+    pub fn verify(dir: &Path) -> Result<String, LedgerError> {
+        if !dir.join("db").exists() && !dir.join("seal").exists() {
+            return Err(LedgerError::Open {
+                path: dir.display().to_string(),
+                reason: "there is no store here".into(),
+            });
+        }
+        let l = Ledger::open(dir)?;
+        let counts = l.count_by_state()?;
+        let held = l.hold()?;
+        let total: usize = counts.values().sum();
+        Ok(format!(
+            "store {} is sound: ledger {}, {} changes, {total} orders ({}){}",
+            dir.display(),
+            seal::hex(&stored_id(&l.db)?.unwrap_or_default()),
+            read_seq(&l.db)?,
+            counts
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match held {
+                Some(h) => format!(
+                    "; new orders HELD since {}: {}",
+                    crate::timefmt::utc(h.since),
+                    h.reason
+                ),
+                None => String::new(),
+            }
+        ))
+    }
+
+    /// Writes a backup: a JSON header line, then one line per record
+    /// (`{"k": hex, "v": hex}`). Orders and budgets are copied under the
+    /// write lock, so the backup is one consistent point of the ledger.
+    /// Returns the number of records.
+    pub fn backup(&self, out: &mut impl std::io::Write) -> Result<usize, LedgerError> {
+        let io = |e: std::io::Error| LedgerError::Durability(format!("writing the backup: {e}"));
+        let _guard = self.lock();
+        let header = serde_json::json!({
+            "vipd_backup": 1,
+            "ledger": seal::hex(&stored_id(&self.db)?.unwrap_or_default()),
+            "seq": read_seq(&self.db)?,
+            "taken_at": crate::model::now_unix(),
+        });
+        writeln!(out, "{header}").map_err(io)?;
+        let mut n = 0;
+        for item in self.db.iter() {
+            let (k, v) = item?;
+            if k.starts_with(keys::META.as_bytes()) {
+                continue;
+            }
+            let line = serde_json::json!({
+                "k": crate::units::hex_lower(&k),
+                "v": crate::units::hex_lower(&v),
+            });
+            writeln!(out, "{line}").map_err(io)?;
+            n += 1;
+        }
+        out.flush().map_err(io)?;
+        Ok(n)
+    }
+
+    /// Makes a new store in `dir` (which must hold none) from a backup.
+    /// The restored ledger may be older than the vendor's reality, so
+    /// every new order is held until an operator releases them.
+    pub fn restore(dir: &Path, input: impl std::io::BufRead) -> Result<String, LedgerError> {
+        let bad = |line: usize, why: String| LedgerError::Corrupt {
+            key: format!("backup line {line}"),
+            reason: why,
+        };
+        if dir.join("db").exists() || dir.join("seal").exists() {
+            return Err(LedgerError::Open {
+                path: dir.display().to_string(),
+                reason: "a store is already there; move it aside first (it may be needed to find out what was paid)".into(),
+            });
+        }
+        let mut lines = input.lines().enumerate();
+        let header: serde_json::Value = match lines.next() {
+            Some((_, Ok(l))) => serde_json::from_str(&l).map_err(|e| bad(1, e.to_string()))?,
+            _ => return Err(bad(1, "empty backup".into())),
+        };
+        if header["vipd_backup"] != 1 {
+            return Err(bad(
+                1,
+                "not a vipd backup (no `vipd_backup: 1` header)".into(),
+            ));
+        }
+        let taken_at = header["taken_at"].as_i64().unwrap_or(0);
+        let seq = header["seq"].as_u64().unwrap_or(0);
+        let ledger = Ledger::open(dir)?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for (i, line) in lines {
+            let line = line.map_err(|e| bad(i + 1, e.to_string()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            #[derive(Deserialize)]
+            struct Record {
+                k: String,
+                v: String,
+            }
+            let r: Record = serde_json::from_str(&line).map_err(|e| bad(i + 1, e.to_string()))?;
+            let k = unhex(&r.k).ok_or_else(|| bad(i + 1, "k is not hex".into()))?;
+            let v = unhex(&r.v).ok_or_else(|| bad(i + 1, "v is not hex".into()))?;
+            if k.starts_with(keys::META.as_bytes()) {
+                continue;
+            }
+            batch.insert(k, v);
+            n += 1;
+        }
+        batch.insert(keys::SEQ, &seq.max(1).to_be_bytes()[..]);
+        ledger.db.apply_batch(batch)?;
+        if let Some((k, why)) = unreadable(&ledger.db).first() {
+            return Err(bad(
+                0,
+                format!(
+                    "record {} does not decode: {why}",
+                    String::from_utf8_lossy(k)
+                ),
+            ));
+        }
+        ledger.hold_all(
+            crate::model::now_unix(),
+            &format!(
+                "restored from a backup taken at {}: orders paid since may be missing",
+                crate::timefmt::utc(taken_at)
+            ),
+        )?;
+        ledger
+            .commit
+            .durable_blocking()
+            .map_err(LedgerError::Durability)?;
+        Ok(format!(
+            "restored {n} records from a backup taken at {} into {}; every new order is held until `vipd store release`",
+            crate::timefmt::utc(taken_at),
+            dir.display()
+        ))
+    }
+}

@@ -1,0 +1,133 @@
+//! Planning an order: the one place a payment is decided to be allowed,
+//! under the key, budget and cross-rule guards.
+
+use super::*;
+
+impl Ledger {
+    /// Plans an order: checks the key and the budget, holds `max_price`,
+    /// and writes the `planned` record, atomically. The caller must await
+    /// [`Ledger::durable`] before sending.
+    pub fn plan(&self, req: &PlanRequest, now: i64) -> Result<Result<Order, Refusal>, LedgerError> {
+        let _guard = self.lock();
+        if let Some(why) = self.held(&req.account)? {
+            return Ok(Err(Refusal::Held { why }));
+        }
+        let existing = self.get(&req.key)?;
+        if let Some(o) = &existing {
+            if o.state == OrderState::Failed && o.attempts >= req.max_attempts {
+                return Ok(Err(Refusal::MaxAttempts {
+                    attempts: o.attempts,
+                }));
+            }
+            if !o.may_retry(now, req.max_attempts) {
+                return Ok(Err(Refusal::Exists {
+                    state: o.state,
+                    why: o.last_why().to_owned(),
+                }));
+            }
+        }
+        // One period, one payment, across rules too: while another order
+        // for this account and membership may have paid (open, or paid and
+        // not yet showing), a second key must not pay. This covers two
+        // rules over one account, and a manual recharge racing a rule.
+        for other in self.orders_of(&req.account)? {
+            let unsettled = other.state.is_open()
+                || matches!(
+                    other.verification,
+                    Verification::Waiting { .. } | Verification::Unverified { .. }
+                );
+            if other.key != req.key
+                && other.membership == req.membership
+                && unsettled
+                && other.state != OrderState::Failed
+            {
+                return Ok(Err(Refusal::Exists {
+                    state: other.state,
+                    why: format!(
+                        "order {} (rule {}) for {} {} is not settled and shown yet",
+                        other.key, other.rule, req.account, req.membership
+                    ),
+                }));
+            }
+        }
+        let day = self.spend(&req.rule, &req.day)?;
+        let month = self.spend(&req.rule, &req.month)?;
+        for (period, spend, cap) in [
+            (&req.day, day, req.budget.per_day),
+            (&req.month, month, req.budget.per_month),
+        ] {
+            if let Some(cap) = cap {
+                if spend.used().0 + req.max_price.0 > cap.0 {
+                    return Ok(Err(Refusal::Budget {
+                        period: period.clone(),
+                        cap,
+                        used: spend.used(),
+                        price: req.max_price,
+                    }));
+                }
+            }
+        }
+        let mut order = existing.unwrap_or_else(|| Order {
+            key: req.key.clone(),
+            rule: req.rule.clone(),
+            account: req.account.clone(),
+            membership: req.membership,
+            observed_end: req.observed_end,
+            product: req.product.clone(),
+            provider: req.provider.clone(),
+            state: OrderState::Planned,
+            attempts: 0,
+            max_price: req.max_price,
+            price: None,
+            vendor_orderid: None,
+            hold: None,
+            spent: Fen::ZERO,
+            charged_to: None,
+            retry_at: None,
+            last_outcome: None,
+            verification: Verification::None,
+            created_at: now,
+            updated_at: now,
+            history: Vec::new(),
+            attempt_log: Vec::new(),
+        });
+        if order.attempts > 0 {
+            // Records of earlier attempts (made up for old orders).
+            order.attempt_mut(order.attempts);
+        }
+        order.attempts += 1;
+        order.retry_at = None;
+        order.max_price = req.max_price;
+        let hold = BudgetHold {
+            day: req.day.clone(),
+            month: req.month.clone(),
+            amount: req.max_price,
+        };
+        order.attempt_log.push(AttemptRecord {
+            n: order.attempts,
+            state: AttemptState::Planned,
+            vendor_orderid: None,
+            spent: Fen::ZERO,
+            periods: hold.clone(),
+        });
+        order.hold = Some(hold);
+        order.enter(
+            OrderState::Planned,
+            now,
+            format!("attempt {}: {}", order.attempts, req.why),
+        );
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            keys::account_order(&order.account, &order.key).as_bytes(),
+            &[][..],
+        );
+        for (period, mut spend) in [(&req.day, day), (&req.month, month)] {
+            spend.reserved.0 += req.max_price.0;
+            batch.insert(keys::spend(&req.rule, period).as_bytes(), json(&spend));
+        }
+        batch.insert(keys::order(&order.key).as_bytes(), json(&order));
+        self.count_change(&mut batch)?;
+        self.io(self.db.apply_batch(batch))?;
+        Ok(Ok(order))
+    }
+}
