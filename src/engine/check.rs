@@ -1,22 +1,10 @@
 //! One check of one account under one rule: read the membership, settle
-//! open orders by evidence, decide, and pay when due.
-//!
-//! The order of steps when paying is the whole safety story:
-//! 1. wait for the provider's in-flight and rate slots;
-//! 2. re-read the expiry; skip if it moved since the decision;
-//! 3. plan in the ledger (key unused or retryable, budget held) and make
-//!    that durable;
-//! 4. mark `sent` and make that durable;
-//! 5. only then send; record what the reply means.
-//!
-//! A crash before 4 leaves `planned` (never sent, retried after restart);
-//! a crash after 4 leaves `sent`, which restart turns into `unknown`:
-//! possibly paid, never re-sent automatically.
+//! open orders by evidence, decide, and pay when due (`pay.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::decide::{self, Admission, AfterAttempt, BudgetView, Decision, Facts, GateEffect};
+use super::decide::{self, Admission, BudgetView, Decision, Facts};
 use std::collections::BTreeMap;
 
 use super::events::{Event, EventKind, TermView};
@@ -24,14 +12,12 @@ use super::time::{Now, Source};
 use super::{Engine, Runtime, period};
 use crate::config::{Account, Product, Rule};
 use crate::ledger::{
-    AttemptResult, CheckState, LedgerError, Order, OrderState, PlanRequest, Recorded, Settlement,
-    Verification, decision_key,
+    CheckState, LedgerError, Order, OrderState, Settlement, Verification, decision_key,
 };
-use crate::upstream::RechargeRequest;
 use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoError};
 
 /// Follow-up checks after a payment, to catch the new end quickly.
-const FOLLOW_UPS: [u64; 8] = [2, 5, 15, 30, 60, 120, 300, 900];
+pub(super) const FOLLOW_UPS: [u64; 8] = [2, 5, 15, 30, 60, 120, 300, 900];
 
 /// Tolerance when comparing a new end with the expected one (README, "Renewals": verification).
 const END_TOLERANCE: i64 = 86_400;
@@ -475,264 +461,6 @@ impl Engine {
         self.emit(ev);
         Ok(())
     }
-
-    /// Pays for one renewal, through every guard. Returns the order when
-    /// one was planned.
-    pub(super) async fn renew(
-        self: &Arc<Self>,
-        rt: &Arc<Runtime>,
-        rule: &Rule,
-        account: &Account,
-        product: &Product,
-        observed_end: Option<i64>,
-        why: String,
-    ) -> Option<Order> {
-        let key = decision_key(&rule.name, &account.name, rule.membership, observed_end);
-        if let Some(veto) = self.ask_plugins(rt, rule, account, product, &key).await {
-            self.record_veto(rule, account, &key, veto);
-            return None;
-        }
-        if self.dry_run {
-            tracing::info!(account = %account.name, rule = %rule.name, product = %product.name, "dry run: would renew ({why})");
-            return None;
-        }
-        let alert = |kind: EventKind, key: &str, detail: String| {
-            self.emit(
-                Event::new(kind, self.clock.unix(), detail)
-                    .about(&account.name, &rule.name)
-                    .key(key),
-            );
-        };
-        let seller = rt
-            .sellers
-            .get(&product.provider)
-            .expect("validated: products have sellers");
-        let _slot = seller.traffic.enter().await;
-        if self.cancel.is_cancelled() {
-            return None;
-        }
-        let now = self.clock.unix();
-        if let Admission::Closed { why } = seller.gate.admit(now) {
-            tracing::info!(account = %account.name, provider = %product.provider, "provider paused: {why}");
-            return None;
-        }
-        // Re-read right before paying: the end may have moved since.
-        match self.read(rt, account).await {
-            Ok(info) if info.end(rule.membership) != observed_end => {
-                tracing::info!(account = %account.name, rule = %rule.name, "expiry moved before paying; deciding again");
-                self.follow_up(&rule.name, &account.name, Duration::from_secs(1));
-                return None;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(account = %account.name, error = %e, "re-read before paying failed; not paying");
-                return None;
-            }
-        }
-        // The clock is asked again: the decision may be minutes old.
-        let now = self.trusted_now(rule, account)?;
-        let (day, month) = period::periods(now, rt.config.daemon.timezone);
-        let request = PlanRequest {
-            key,
-            rule: rule.name.to_string(),
-            account: account.name.clone(),
-            membership: rule.membership,
-            observed_end,
-            product: product.name.clone(),
-            provider: product.provider.clone(),
-            max_price: product.max_price,
-            max_attempts: rule.max_attempts,
-            budget: rule.budget,
-            day,
-            month,
-            why,
-        };
-        let order = match self.ledger.plan(&request, now) {
-            Ok(Ok(order)) => order,
-            Ok(Err(refusal)) => {
-                if let crate::ledger::Refusal::Budget { .. } = refusal {
-                    alert(
-                        EventKind::BudgetExceeded,
-                        &request.key,
-                        format!("not renewing: {refusal}"),
-                    );
-                } else {
-                    tracing::info!(account = %account.name, rule = %rule.name, "not paying: {refusal}");
-                }
-                return None;
-            }
-            Err(e) => {
-                alert(
-                    EventKind::Error,
-                    &request.key,
-                    format!("cannot plan the order: {e}"),
-                );
-                return None;
-            }
-        };
-        log_transition(&order);
-        if let Err(e) = self.ledger.durable().await {
-            alert(
-                EventKind::Error,
-                &order.key,
-                format!("the planned order is not durable, not sending: {e}"),
-            );
-            return Some(order);
-        }
-        let order = match self.ledger.mark_sent(&order.key, self.clock.unix()) {
-            Ok(o) => o,
-            Err(e) => {
-                alert(
-                    EventKind::Error,
-                    &order.key,
-                    format!("cannot mark the order sent, not sending: {e}"),
-                );
-                return Some(order);
-            }
-        };
-        if let Err(e) = self.ledger.durable().await {
-            alert(
-                EventKind::Error,
-                &order.key,
-                format!("the sent mark is not durable, not sending: {e}"),
-            );
-            return Some(order);
-        }
-        log_transition(&order);
-        let notify = rt.notify_url(&product.provider);
-        let started = std::time::Instant::now();
-        let attempt = seller
-            .client
-            .send(&RechargeRequest {
-                path: &product.path,
-                target: &account.qq_number,
-                notify_url: Some(&notify),
-                extra: &product.params,
-            })
-            .await;
-        let now = self.clock.unix();
-        // The vendor's clock is the one that matters for money.
-        if let Some(curtime) = attempt.outcome.reply.as_ref().and_then(|r| r.curtime) {
-            self.time.vendor(curtime, tokio::time::Instant::now());
-        }
-        let class = attempt.outcome.class;
-        self.metrics
-            .attempt(&product.provider, class.as_str(), started.elapsed());
-        let (after, effect) = decide::after_attempt(
-            class,
-            seller.debug,
-            order.attempts,
-            now,
-            observed_end,
-            rt.config.daemon.retry_base_secs,
-        );
-        let reply = attempt.outcome.reply.as_ref();
-        let price = reply
-            .and_then(|r| r.price)
-            .or_else(|| seller.debug.then_some(crate::units::Fen::ZERO));
-        let vendor_orderid = reply.and_then(|r| r.orderid.clone());
-        let result = match after {
-            AfterAttempt::Succeeded => AttemptResult::Succeeded {
-                price,
-                vendor_orderid,
-                verify_deadline: now + rule.verify_within.as_secs() as i64,
-            },
-            AfterAttempt::Pending => AttemptResult::Pending {
-                price,
-                vendor_orderid,
-            },
-            AfterAttempt::Unknown => AttemptResult::Unknown,
-            AfterAttempt::Failed { retry_at } => AttemptResult::Failed { retry_at },
-        };
-        let Recorded { order, conflict } = match self.ledger.record_attempt(
-            &order.key,
-            now,
-            class.as_str(),
-            &attempt.outcome.detail,
-            result,
-        ) {
-            Ok(o) => o,
-            Err(e) => {
-                // The order stays `sent`: restart will make it `unknown`.
-                alert(
-                    EventKind::Error,
-                    &order.key,
-                    format!("cannot record the reply ({class}): {e}"),
-                );
-                return Some(order);
-            }
-        };
-        let _ = self.ledger.durable().await;
-        log_transition(&order);
-        // Every event about this attempt carries the order and the reply.
-        let about = |kind: EventKind, detail: String| {
-            let mut ev = Event::new(kind, now, detail).order(&order);
-            ev.class = Some(class.as_str().to_owned());
-            ev.codeid = reply.map(|r| r.codeid);
-            ev.message =
-                Some(reply.map_or_else(|| attempt.outcome.detail.clone(), |r| r.message.clone()));
-            ev
-        };
-        self.emit(about(
-            EventKind::RechargeResult,
-            format!(
-                "attempt {}: {class}: {} → order {}",
-                order.attempts, attempt.outcome.detail, order.state
-            ),
-        ));
-        if seller.gate.apply(effect, &attempt.outcome.detail, now) {
-            self.emit(about(
-                EventKind::ProviderPaused,
-                format!(
-                    "provider {} paused: {} ({})",
-                    product.provider,
-                    attempt.outcome.detail,
-                    if effect == GateEffect::PauseUntilReload {
-                        "until the configuration is reloaded"
-                    } else {
-                        "until a probe order succeeds"
-                    }
-                ),
-            ));
-        }
-        if let Some(conflict) = conflict {
-            self.emit(about(EventKind::BillingConflict, conflict));
-        }
-        match order.state {
-            OrderState::Unknown => self.emit(about(
-                EventKind::OrderUnknown,
-                format!(
-                    "possibly paid, not re-sending: {}; resolve by evidence or `vipd orders resolve {}`",
-                    attempt.outcome.detail, order.key
-                ),
-            )),
-            OrderState::Succeeded => self.emit(about(
-                EventKind::OrderSettled,
-                format!("succeeded: {}", attempt.outcome.detail),
-            )),
-            _ => {}
-        }
-        match order.state {
-            OrderState::Failed => {
-                if let Some(at) = order
-                    .retry_at
-                    .filter(|_| order.attempts < rule.max_attempts)
-                {
-                    self.follow_up(
-                        &rule.name,
-                        &account.name,
-                        Duration::from_secs((at - now).max(1) as u64),
-                    );
-                }
-            }
-            _ => {
-                for secs in FOLLOW_UPS {
-                    self.follow_up(&rule.name, &account.name, Duration::from_secs(secs));
-                }
-            }
-        }
-        Some(order)
-    }
 }
 
 /// An account's memberships as plugins see them.
@@ -768,64 +496,6 @@ impl VipView {
                 })
                 .collect(),
         }
-    }
-}
-
-impl Engine {
-    /// Asks the `before_recharge` handlers of `rt`'s plugins.
-    async fn ask_plugins(
-        &self,
-        rt: &Runtime,
-        rule: &Rule,
-        account: &Account,
-        product: &Product,
-        key: &str,
-    ) -> Option<super::hooks::Veto> {
-        if !rt.hooks.listens(EventKind::BeforeRecharge) {
-            return None;
-        }
-        let mut ev = Event::new(
-            EventKind::BeforeRecharge,
-            self.clock.unix(),
-            format!("about to renew {} for {}", rule.membership, account.name),
-        )
-        .about(&account.name, &rule.name)
-        .key(key);
-        ev.membership = Some(rule.membership.as_str().to_owned());
-        ev.product = Some(product.name.clone());
-        ev.provider = Some(product.provider.clone());
-        ev.price = Some(product.max_price.as_yuan_f64());
-        ev.dry_run = self.dry_run;
-        rt.hooks.veto(ev).await
-    }
-
-    /// A veto is recorded in the ledger: in the check state (what
-    /// `status` shows) and, once per streak, in the event log.
-    fn record_veto(&self, rule: &Rule, account: &Account, key: &str, veto: super::hooks::Veto) {
-        let decision = format!("vetoed by plugin {}: {}", veto.plugin, veto.reason);
-        let mut state = self
-            .ledger
-            .check_state(&rule.name, &account.name)
-            .unwrap_or_default();
-        let repeated = state.veto.as_ref() == Some(&decision);
-        state.decision = decision.clone();
-        state.veto = Some(decision.clone());
-        if let Err(e) = self
-            .ledger
-            .put_check_state(&rule.name, &account.name, &state)
-        {
-            tracing::error!(account = %account.name, error = %e, "could not record a veto");
-        }
-        if repeated {
-            tracing::debug!(account = %account.name, rule = %rule.name, "{decision} (again)");
-            return;
-        }
-        let mut ev = Event::new(EventKind::RenewalVetoed, self.clock.unix(), decision)
-            .about(&account.name, &rule.name)
-            .key(key);
-        ev.plugin = Some(veto.plugin);
-        ev.reason = Some(veto.reason);
-        self.emit(ev);
     }
 }
 

@@ -22,6 +22,7 @@ pub mod decide;
 pub mod events;
 mod gate;
 pub mod hooks;
+mod pay;
 pub mod period;
 mod report;
 pub mod time;
