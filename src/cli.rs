@@ -384,7 +384,7 @@ fn check(path: &Path, format: OutputFormat, strict: bool) -> ExitCode {
     let warnings: Vec<(Option<(usize, usize)>, String)> = result
         .as_ref()
         .map(|(c, _)| {
-            let unavailable = c.unavailable.iter().map(|e| {
+            let unavailable = c.unavailable.iter().map(|u| &u.error).map(|e| {
                 (
                     e.line.zip(e.column),
                     format!("{} (vipd run and check --strict need it)", e.message),

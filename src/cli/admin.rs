@@ -44,8 +44,8 @@ impl Api {
         let token_missing = config
             .unavailable
             .iter()
-            .find(|e| e.message.contains("admin_token"))
-            .map(|e| e.message.clone());
+            .find(|u| u.is_at(&["daemon", "admin_token"]))
+            .map(|u| u.error.message.clone());
         alive.then(|| Api {
             base: file.admin,
             http,

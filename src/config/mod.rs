@@ -94,7 +94,9 @@ impl Config {
         if self.unavailable.is_empty() {
             Ok(self)
         } else {
-            Err(ConfigErrors(self.unavailable))
+            Err(ConfigErrors(
+                self.unavailable.into_iter().map(|u| u.error).collect(),
+            ))
         }
     }
 

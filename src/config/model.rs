@@ -10,6 +10,24 @@ use super::{Budget, CallbackMapping, ConfigError, Rule, SandboxMode, Secret};
 use crate::model::{Format, HttpMethod, Knobs, Membership, SignMode, Signer};
 use crate::units::{Fen, Rate};
 
+/// A secret this process could not read (a `${credential:}` outside the
+/// service): where it is in the file, and the located error.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    /// Its key path, e.g. `["daemon", "admin_token"]`: what callers
+    /// branch on.
+    pub at: Vec<String>,
+    /// The error, with file, line and column.
+    pub error: ConfigError,
+}
+
+impl Unavailable {
+    /// Whether this is the secret at `path`.
+    pub fn is_at(&self, path: &[&str]) -> bool {
+        self.at.iter().map(String::as_str).eq(path.iter().copied())
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,10 +56,10 @@ pub struct Config {
     /// per account, a record of every secret would cost about 100 bytes an
     /// account for the daemon's lifetime.
     pub literal_secrets: Vec<String>,
-    /// `${credential:}` secrets that cannot be read outside the service
-    /// (located messages), left empty. [`Config::load`] refuses them;
-    /// [`Config::load_outside`] keeps them as warnings.
-    pub unavailable: Vec<ConfigError>,
+    /// `${credential:}` secrets that cannot be read outside the service,
+    /// left empty. [`Config::load`] refuses them; [`Config::load_outside`]
+    /// keeps them as warnings.
+    pub unavailable: Vec<Unavailable>,
     /// Indices into `accounts` in name order, for binary search: every
     /// check looks its account up, so with 10,000 accounts a scan would
     /// cost O(n²) per cycle. Four bytes an account, where a map keyed by

@@ -380,3 +380,27 @@ fn accounts_are_found_by_name_in_any_file_order() {
     assert_eq!(c.account("a3").map(|a| &a.name), None);
     assert_eq!(c.account("").map(|a| &a.name), None);
 }
+
+/// A credential only the service can read is kept outside it as an
+/// `Unavailable` at its key path (what `vipd status` branches on to
+/// explain a 401), and refused by the strict load.
+#[test]
+fn an_unreadable_credential_is_unavailable_at_its_key_path() {
+    if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.yaml");
+    let text = GOOD.replace(
+        "daemon: { sandbox: true }",
+        "daemon: { sandbox: true, admin_token: \"${credential:admin}\" }",
+    );
+    let c = Config::parse_outside(&text, &path).unwrap();
+    assert_eq!(c.unavailable.len(), 1, "{:?}", c.unavailable);
+    let u = &c.unavailable[0];
+    assert!(u.is_at(&["daemon", "admin_token"]), "{:?}", u.at);
+    assert!(!u.is_at(&["daemon"]) && !u.is_at(&["daemon", "admin_token", "x"]));
+    assert_eq!(u.error.line, Some(2), "{}", u.error);
+    let strict = Config::parse(&text, &path).unwrap_err().to_string();
+    assert!(strict.contains("admin_token"), "{strict}");
+}

@@ -22,7 +22,7 @@ pub(super) struct Builder<'a> {
     base_dir: PathBuf,
     errors: Vec<ConfigError>,
     literal_secrets: Vec<String>,
-    unavailable: Vec<ConfigError>,
+    unavailable: Vec<Unavailable>,
 }
 
 impl<'a> Builder<'a> {
@@ -80,7 +80,10 @@ impl<'a> Builder<'a> {
                 // Outside the service a credential may be unreadable: the
                 // callers that need every secret refuse it then.
                 match e {
-                    secret::SecretError::Outside { .. } => self.unavailable.push(error),
+                    secret::SecretError::Outside { .. } => self.unavailable.push(Unavailable {
+                        at: at.iter().map(|s| (*s).to_owned()).collect(),
+                        error,
+                    }),
                     _ => self.errors.push(error),
                 }
                 Secret::new("")
