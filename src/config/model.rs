@@ -10,6 +10,10 @@ use super::{Budget, CallbackMapping, ConfigError, Rule, SandboxMode, Secret};
 use crate::model::{Format, HttpMethod, Knobs, Membership, SignMode, Signer};
 use crate::units::{Fen, Rate};
 
+/// How long after a paid renewal its new end must show, unless a rule
+/// says otherwise (`verify_within`); manual orders always use it.
+pub const VERIFY_WITHIN: Duration = Duration::from_secs(3600);
+
 /// A secret this process could not read (a `${credential:}` outside the
 /// service): where it is in the file, and the located error.
 #[derive(Debug, Clone)]

@@ -160,7 +160,8 @@ impl Engine {
             _ => return CallbackReply::err(404, "unknown order"),
         };
         let rule = rt.config.rule(&before.rule);
-        let verify_within = rule.map_or(3600, |r| r.verify_within.as_secs() as i64);
+        let verify_within = rule.map_or(crate::config::VERIFY_WITHIN, |r| r.verify_within);
+        let verify_within = verify_within.as_secs() as i64;
         let settlement = if success {
             Settlement::Paid {
                 price,

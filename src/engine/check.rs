@@ -8,6 +8,7 @@ use super::decide::{self, Admission, BudgetView, Decision, Facts};
 use std::collections::BTreeMap;
 
 use super::events::{Event, EventKind, TermView};
+use super::terms::Terms;
 use super::time::{Now, Source};
 use super::{Engine, Runtime, period};
 use crate::config::{Account, Product, Rule};
@@ -115,13 +116,14 @@ impl Engine {
             }
         };
         let end = info.end(rule.membership);
-        let Some(now) = self.trusted_now(rule, account) else {
+        let Some(now) = self.trusted_now(&rule.name, account) else {
             return;
         };
         if let Err(e) = self.settle_by_evidence(rt, account, rule.membership, end, now) {
             tracing::error!(account = %account.name, error = %e, "could not apply evidence to open orders");
         }
-        let decision = match self.decide_now(rt, rule, account, product, end, now) {
+        let terms = Terms::of(rule);
+        let decision = match self.decide_now(rt, &terms, account, product, end, now) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(account = %account.name, rule = %rule.name, error = %e, "cannot read the ledger; no decision");
@@ -155,7 +157,7 @@ impl Engine {
         tracing::debug!(account = %account.name, rule = %rule.name, decision = %state.decision, "checked");
         match decision {
             Decision::Renew { why } => {
-                self.renew(rt, rule, account, product, end, why).await;
+                self.renew(rt, &terms, account, product, end, why).await;
             }
             // Said once when an account starts being left alone (the
             // text names how long ago it lapsed, so it changes each time).
@@ -220,20 +222,20 @@ impl Engine {
     pub(super) fn decide_now(
         &self,
         rt: &Runtime,
-        rule: &Rule,
+        terms: &Terms<'_>,
         account: &Account,
         product: &Product,
         end: Option<i64>,
         now: i64,
     ) -> Result<Decision, LedgerError> {
-        let key = decision_key(&rule.name, &account.name, rule.membership, end);
+        let key = decision_key(terms.name, &account.name, terms.membership, end);
         let existing = self.ledger.get(&key)?;
         let (day, month) = period::periods(now, rt.config.daemon.timezone);
         let budget = BudgetView {
-            per_day: rule.budget.per_day,
-            used_day: self.ledger.spend(&rule.name, &day)?.used(),
-            per_month: rule.budget.per_month,
-            used_month: self.ledger.spend(&rule.name, &month)?.used(),
+            per_day: terms.budget.per_day,
+            used_day: self.ledger.spend(terms.name, &day)?.used(),
+            per_month: terms.budget.per_month,
+            used_month: self.ledger.spend(terms.name, &month)?.used(),
         };
         let admission = rt
             .sellers
@@ -243,9 +245,9 @@ impl Engine {
         Ok(decide::decide(&Facts {
             now,
             end,
-            renew_before: rule.renew_before,
-            when_lapsed: rule.when_lapsed,
-            max_attempts: rule.max_attempts,
+            window: terms.window,
+            when_lapsed: terms.when_lapsed,
+            max_attempts: terms.max_attempts,
             existing: existing.as_ref(),
             admission,
             budget,
@@ -503,7 +505,7 @@ impl Engine {
     /// The time decisions use (see `time.rs`), or `None` while the wall
     /// clock is disputed: then nothing is decided or paid, one alert fires
     /// per step, and the pair is checked again in 30 s.
-    pub(super) fn trusted_now(&self, rule: &Rule, account: &Account) -> Option<i64> {
+    pub(super) fn trusted_now(&self, rule: &str, account: &Account) -> Option<i64> {
         match self
             .time
             .observe(self.clock.unix(), tokio::time::Instant::now())
@@ -527,9 +529,9 @@ impl Engine {
                 if first {
                     self.emit(Event::new(EventKind::Error, now, detail));
                 } else {
-                    tracing::debug!(account = %account.name, rule = %rule.name, "{detail}");
+                    tracing::debug!(account = %account.name, rule = %rule, "{detail}");
                 }
-                self.follow_up(&rule.name, &account.name, Duration::from_secs(30));
+                self.follow_up(rule, &account.name, Duration::from_secs(30));
                 None
             }
         }

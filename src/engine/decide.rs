@@ -29,6 +29,15 @@ pub struct BudgetView {
     pub used_month: Fen,
 }
 
+/// When a renewal is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// A rule's `renew_before`: due when the end is this close.
+    Before(Duration),
+    /// An operator's manual order: due now, whatever the end.
+    Now,
+}
+
 /// Everything a decision depends on.
 #[derive(Debug, Clone)]
 pub struct Facts<'a> {
@@ -36,7 +45,8 @@ pub struct Facts<'a> {
     pub now: i64,
     /// The membership end just read (`None`: no membership).
     pub end: Option<i64>,
-    pub renew_before: Duration,
+    /// When a renewal is due.
+    pub window: Window,
     pub when_lapsed: WhenLapsed,
     pub max_attempts: u32,
     /// The order under this period's key, if any.
@@ -101,9 +111,9 @@ impl Decision {
 
 /// Decides for one account under one rule.
 pub fn decide(f: &Facts<'_>) -> Decision {
-    let window = f.renew_before.as_secs() as i64;
     let lapsed = f.end.is_none_or(|end| end <= f.now);
-    if let Some(end) = f.end {
+    if let (Window::Before(window), Some(end)) = (f.window, f.end) {
+        let window = window.as_secs() as i64;
         if end - f.now > window {
             return Decision::NotDue {
                 due_at: end - window,
@@ -173,17 +183,20 @@ pub fn decide(f: &Facts<'_>) -> Decision {
             }
         }
     }
-    let why = match f.end {
-        Some(end) if end > f.now => format!(
+    let why = match (f.end, f.window) {
+        (Some(end), Window::Before(window)) if end > f.now => format!(
             "ends {} (renew_before {})",
             crate::timefmt::relative(end - f.now),
-            crate::units::HumanDuration(f.renew_before)
+            crate::units::HumanDuration(window)
         ),
-        Some(end) => format!(
+        (Some(end), Window::Now) if end > f.now => {
+            format!("ends {}", crate::timefmt::relative(end - f.now))
+        }
+        (Some(end), _) => format!(
             "lapsed {}; when_lapsed: renew",
             crate::timefmt::relative(end - f.now)
         ),
-        None => "no membership; when_lapsed: renew".to_owned(),
+        (None, _) => "no membership; when_lapsed: renew".to_owned(),
     };
     Decision::Renew { why }
 }
@@ -324,7 +337,7 @@ mod tests {
         Facts {
             now: NOW,
             end,
-            renew_before: Duration::from_secs(3 * DAY as u64),
+            window: Window::Before(Duration::from_secs(3 * DAY as u64)),
             when_lapsed: WhenLapsed::Renew,
             max_attempts: 3,
             existing,
@@ -333,6 +346,37 @@ mod tests {
             max_price: Fen(2000),
             held: None,
         }
+    }
+
+    /// An operator's order has no window: due with a month left, and its
+    /// words name no `renew_before`; the other guards still hold.
+    #[test]
+    fn a_manual_order_is_due_now_under_the_same_guards() {
+        let manual = |end, existing| Facts {
+            window: Window::Now,
+            ..facts(end, existing)
+        };
+        match decide(&manual(Some(NOW + 30 * DAY), None)) {
+            Decision::Renew { why } => assert_eq!(why, "ends in 30d 0h"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(&facts(Some(NOW + 30 * DAY), None)),
+            Decision::NotDue { .. }
+        ));
+        let paid = order(OrderState::Succeeded, 1, None);
+        assert!(matches!(
+            decide(&manual(Some(NOW + 30 * DAY), Some(&paid))),
+            Decision::Waiting { .. }
+        ));
+        let capped = Facts {
+            budget: BudgetView {
+                per_day: Some(Fen(1000)),
+                ..BudgetView::default()
+            },
+            ..manual(None, None)
+        };
+        assert!(matches!(decide(&capped), Decision::BudgetExceeded { .. }));
     }
 
     /// A case: name, inputs, and what the decision must look like.

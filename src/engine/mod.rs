@@ -25,6 +25,7 @@ pub mod hooks;
 mod pay;
 pub mod period;
 mod report;
+pub mod terms;
 pub mod time;
 mod token;
 

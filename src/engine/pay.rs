@@ -25,8 +25,9 @@ use super::check::{FOLLOW_UPS, log_transition};
 use super::decide::{self, Admission, AfterAttempt, GateEffect};
 use super::events::{Event, EventKind};
 use super::hooks::Veto;
+use super::terms::Terms;
 use super::{Engine, Runtime, Seller, period};
-use crate::config::{Account, Product, Rule};
+use crate::config::{Account, Product};
 use crate::ledger::{
     AttemptResult, Order, OrderState, PlanRequest, Recorded, Refusal, decision_key,
 };
@@ -35,7 +36,7 @@ use crate::upstream::{Attempt, RechargeRequest};
 /// What one payment is about.
 struct Renewal<'a> {
     rt: &'a Arc<Runtime>,
-    rule: &'a Rule,
+    terms: &'a Terms<'a>,
     account: &'a Account,
     product: &'a Product,
     /// The end the decision saw.
@@ -50,16 +51,16 @@ impl Engine {
     pub(super) async fn renew(
         self: &Arc<Self>,
         rt: &Arc<Runtime>,
-        rule: &Rule,
+        terms: &Terms<'_>,
         account: &Account,
         product: &Product,
         observed_end: Option<i64>,
         why: String,
     ) -> Option<Order> {
-        let key = decision_key(&rule.name, &account.name, rule.membership, observed_end);
+        let key = decision_key(terms.name, &account.name, terms.membership, observed_end);
         let r = Renewal {
             rt,
-            rule,
+            terms,
             account,
             product,
             observed_end,
@@ -77,7 +78,7 @@ impl Engine {
             return None;
         }
         // The clock is asked again: the decision may be minutes old.
-        let now = self.trusted_now(rule, account)?;
+        let now = self.trusted_now(terms.name, account)?;
         let order = self.plan_order(&r, why, now)?;
         let order = match self.ready_to_send(&r, order).await {
             Ok(order) => order,
@@ -105,11 +106,11 @@ impl Engine {
     /// Step 1: no plugin vetoes, and this is not a dry run.
     async fn cleared(&self, r: &Renewal<'_>, why: &str) -> bool {
         if let Some(veto) = self.ask_plugins(r).await {
-            self.record_veto(r.rule, r.account, &r.key, veto);
+            self.record_veto(r.terms, r.account, &r.key, veto);
             return false;
         }
         if self.dry_run {
-            tracing::info!(account = %r.account.name, rule = %r.rule.name, product = %r.product.name, "dry run: would renew ({why})");
+            tracing::info!(account = %r.account.name, rule = %r.terms.name, product = %r.product.name, "dry run: would renew ({why})");
             return false;
         }
         true
@@ -131,9 +132,9 @@ impl Engine {
     /// Step 3: the expiry read right before paying is the one decided on.
     async fn still_due(&self, r: &Renewal<'_>) -> bool {
         match self.read(r.rt, r.account).await {
-            Ok(info) if info.end(r.rule.membership) != r.observed_end => {
-                tracing::info!(account = %r.account.name, rule = %r.rule.name, "expiry moved before paying; deciding again");
-                self.follow_up(&r.rule.name, &r.account.name, Duration::from_secs(1));
+            Ok(info) if info.end(r.terms.membership) != r.observed_end => {
+                tracing::info!(account = %r.account.name, rule = %r.terms.name, "expiry moved before paying; deciding again");
+                self.follow_up(r.terms.name, &r.account.name, Duration::from_secs(1));
                 false
             }
             Ok(_) => true,
@@ -150,15 +151,15 @@ impl Engine {
         let (day, month) = period::periods(now, r.rt.config.daemon.timezone);
         let request = PlanRequest {
             key: r.key.clone(),
-            rule: r.rule.name.to_string(),
+            rule: r.terms.name.to_owned(),
             account: r.account.name.clone(),
-            membership: r.rule.membership,
+            membership: r.terms.membership,
             observed_end: r.observed_end,
             product: r.product.name.clone(),
             provider: r.product.provider.clone(),
             max_price: r.product.max_price,
-            max_attempts: r.rule.max_attempts,
-            budget: r.rule.budget,
+            max_attempts: r.terms.max_attempts,
+            budget: r.terms.budget,
             day,
             month,
             why,
@@ -177,7 +178,7 @@ impl Engine {
                 None
             }
             Ok(Err(refusal)) => {
-                tracing::info!(account = %r.account.name, rule = %r.rule.name, "not paying: {refusal}");
+                tracing::info!(account = %r.account.name, rule = %r.terms.name, "not paying: {refusal}");
                 None
             }
             Err(e) => {
@@ -259,7 +260,7 @@ impl Engine {
             AfterAttempt::Succeeded => AttemptResult::Succeeded {
                 price,
                 vendor_orderid,
-                verify_deadline: now + r.rule.verify_within.as_secs() as i64,
+                verify_deadline: now + r.terms.verify_within.as_secs() as i64,
             },
             AfterAttempt::Pending => AttemptResult::Pending {
                 price,
@@ -341,12 +342,12 @@ impl Engine {
     /// The next checks: the retry time of a failed attempt, or a series of
     /// quick reads to see the new end.
     fn follow_ups(&self, r: &Renewal<'_>, order: &Order, now: i64) {
-        let (rule, account) = (&r.rule.name, &r.account.name);
+        let (rule, account) = (r.terms.name, &r.account.name);
         match order.state {
             OrderState::Failed => {
                 if let Some(at) = order
                     .retry_at
-                    .filter(|_| order.attempts < r.rule.max_attempts)
+                    .filter(|_| order.attempts < r.terms.max_attempts)
                 {
                     self.follow_up(rule, account, Duration::from_secs((at - now).max(1) as u64));
                 }
@@ -363,7 +364,7 @@ impl Engine {
     fn alert(&self, r: &Renewal<'_>, kind: EventKind, detail: String) {
         self.emit(
             Event::new(kind, self.clock.unix(), detail)
-                .about(&r.account.name, &r.rule.name)
+                .about(&r.account.name, r.terms.name)
                 .key(&r.key),
         );
     }
@@ -374,7 +375,7 @@ impl Engine {
     async fn ask_plugins(&self, r: &Renewal<'_>) -> Option<Veto> {
         let Renewal {
             rt,
-            rule,
+            terms,
             account,
             product,
             key,
@@ -386,11 +387,11 @@ impl Engine {
         let mut ev = Event::new(
             EventKind::BeforeRecharge,
             self.clock.unix(),
-            format!("about to renew {} for {}", rule.membership, account.name),
+            format!("about to renew {} for {}", terms.membership, account.name),
         )
-        .about(&account.name, &rule.name)
+        .about(&account.name, terms.name)
         .key(key);
-        ev.membership = Some(rule.membership.as_str().to_owned());
+        ev.membership = Some(terms.membership.as_str().to_owned());
         ev.product = Some(product.name.clone());
         ev.provider = Some(product.provider.clone());
         ev.price = Some(product.max_price.as_yuan_f64());
@@ -400,27 +401,27 @@ impl Engine {
 
     /// A veto is recorded in the ledger: in the check state (what
     /// `status` shows) and, once per streak, in the event log.
-    fn record_veto(&self, rule: &Rule, account: &Account, key: &str, veto: Veto) {
+    fn record_veto(&self, terms: &Terms<'_>, account: &Account, key: &str, veto: Veto) {
         let decision = format!("vetoed by plugin {}: {}", veto.plugin, veto.reason);
         let mut state = self
             .ledger
-            .check_state(&rule.name, &account.name)
+            .check_state(terms.name, &account.name)
             .unwrap_or_default();
         let repeated = state.veto.as_ref() == Some(&decision);
         state.decision = decision.clone();
         state.veto = Some(decision.clone());
         if let Err(e) = self
             .ledger
-            .put_check_state(&rule.name, &account.name, &state)
+            .put_check_state(terms.name, &account.name, &state)
         {
             tracing::error!(account = %account.name, error = %e, "could not record a veto");
         }
         if repeated {
-            tracing::debug!(account = %account.name, rule = %rule.name, "{decision} (again)");
+            tracing::debug!(account = %account.name, rule = %terms.name, "{decision} (again)");
             return;
         }
         let mut ev = Event::new(EventKind::RenewalVetoed, self.clock.unix(), decision)
-            .about(&account.name, &rule.name)
+            .about(&account.name, terms.name)
             .key(key);
         ev.plugin = Some(veto.plugin);
         ev.reason = Some(veto.reason);

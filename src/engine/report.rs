@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::decide::Decision;
 use super::events::{Event, EventKind, record};
+use super::terms::Terms;
 use super::{Engine, period, spread};
-use crate::config::{Check, Config, Rule, WhenLapsed};
+use crate::config::{Check, Config};
 use crate::ledger::{
     EventRecord, Ledger, LedgerError, Order, OrderState, Settlement, Verification,
 };
@@ -348,7 +349,7 @@ impl Engine {
                     Ok(info) => {
                         let end = info.end(rule.membership);
                         let d = self
-                            .decide_now(&rt, rule, acct, product, end, now)
+                            .decide_now(&rt, &Terms::of(rule), acct, product, end, now)
                             .map_err(|e| e.to_string())?;
                         (end, d)
                     }
@@ -396,18 +397,7 @@ impl Engine {
             .products
             .get(product)
             .ok_or_else(|| format!("no product named {product}"))?;
-        let rule = Rule {
-            name: super::MANUAL_RULE.into(),
-            accounts: vec![acct.name.as_str().into()],
-            check: Check::Every(Duration::from_secs(86_400)),
-            membership: prod.extends,
-            renew_before: Duration::from_secs(u32::MAX as u64),
-            product: prod.name.clone(),
-            when_lapsed: WhenLapsed::Renew,
-            budget: rt.config.manual.budget,
-            max_attempts: 1,
-            verify_within: Duration::from_secs(3600),
-        };
+        let terms = Terms::manual(&rt.config, prod);
         let end = self
             .read(&rt, acct)
             .await
@@ -415,7 +405,7 @@ impl Engine {
             .end(prod.extends);
         let now = self.clock.unix();
         let decision = self
-            .decide_now(&rt, &rule, acct, prod, end, now)
+            .decide_now(&rt, &terms, acct, prod, end, now)
             .map_err(|e| e.to_string())?;
         let Decision::Renew { .. } = decision else {
             return Err(format!("not renewing: {}", decision.describe()));
@@ -441,7 +431,7 @@ impl Engine {
             ));
         }
         match self
-            .renew(&rt, &rule, acct, prod, end, format!("manual: {why}"))
+            .renew(&rt, &terms, acct, prod, end, format!("manual: {why}"))
             .await
         {
             Some(o) => {

@@ -409,9 +409,7 @@ impl<'a> Builder<'a> {
                     per_month: r.budget.per_month,
                 },
                 max_attempts: r.max_attempts.unwrap_or(3).max(1),
-                verify_within: r
-                    .verify_within
-                    .map_or(Duration::from_secs(3600), HumanDuration::get),
+                verify_within: r.verify_within.map_or(VERIFY_WITHIN, HumanDuration::get),
             });
         }
         out

@@ -1,0 +1,59 @@
+//! What a payment is made under: a rule of the file, or an operator's
+//! manual order (`vipd recharge`, `vipd.recharge`), which has no schedule
+//! and no window, only the manual budget. Deciding and paying read these,
+//! never a `Rule`, so a manual order needs no stand-in rule.
+
+use std::time::Duration;
+
+use super::decide::Window;
+use crate::config::{Budget, Config, MANUAL_RULE, Product, Rule, VERIFY_WITHIN, WhenLapsed};
+use crate::model::Membership;
+
+/// The terms of one payment.
+#[derive(Debug, Clone, Copy)]
+pub struct Terms<'a> {
+    /// The rule's name (or `manual`): recorded on the order, part of its
+    /// key, and the name budgets are kept under.
+    pub name: &'a str,
+    /// The membership paid for.
+    pub membership: Membership,
+    /// When a renewal is due.
+    pub window: Window,
+    /// What to do when the membership has lapsed.
+    pub when_lapsed: WhenLapsed,
+    /// Spending caps.
+    pub budget: Budget,
+    /// Sends per decision key, at most.
+    pub max_attempts: u32,
+    /// How long after success the new end must show.
+    pub verify_within: Duration,
+}
+
+impl<'a> Terms<'a> {
+    /// A rule's terms.
+    pub fn of(rule: &'a Rule) -> Terms<'a> {
+        Terms {
+            name: &rule.name,
+            membership: rule.membership,
+            window: Window::Before(rule.renew_before),
+            when_lapsed: rule.when_lapsed,
+            budget: rule.budget,
+            max_attempts: rule.max_attempts,
+            verify_within: rule.verify_within,
+        }
+    }
+
+    /// An operator's order for `product`: due now, lapsed or not, one
+    /// attempt, under the manual budget.
+    pub fn manual(config: &Config, product: &Product) -> Terms<'static> {
+        Terms {
+            name: MANUAL_RULE,
+            membership: product.extends,
+            window: Window::Now,
+            when_lapsed: WhenLapsed::Renew,
+            budget: config.manual.budget,
+            max_attempts: 1,
+            verify_within: VERIFY_WITHIN,
+        }
+    }
+}
