@@ -269,13 +269,9 @@ impl Engine {
             AfterAttempt::Unknown => AttemptResult::Unknown,
             AfterAttempt::Failed { retry_at } => AttemptResult::Failed { retry_at },
         };
-        let recorded = self.ledger.record_attempt(
-            &order.key,
-            now,
-            class.as_str(),
-            &attempt.outcome.detail,
-            result,
-        );
+        let recorded =
+            self.ledger
+                .record_attempt(&order.key, now, class, &attempt.outcome.detail, result);
         let Recorded { order, conflict } = match recorded {
             Ok(recorded) => recorded,
             Err(e) => {

@@ -8,6 +8,7 @@
 
 use super::store::Store;
 use super::*;
+use crate::model::OutcomeClass;
 
 pub const NOW: i64 = 1_795_252_469;
 
@@ -97,7 +98,7 @@ pub fn pending(
     l.record_attempt(
         key,
         NOW,
-        "pending",
+        OutcomeClass::Pending,
         "10023",
         AttemptResult::Pending {
             price,
@@ -152,7 +153,7 @@ pub fn second_attempt_pending(l: &impl Store) {
     l.record_attempt(
         "k1",
         NOW,
-        "pending",
+        OutcomeClass::Pending,
         "10023",
         AttemptResult::Pending {
             price: Some(Fen(1500)),
@@ -196,7 +197,7 @@ pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
         .record_attempt(
             "k1",
             NOW + 1,
-            "accepted",
+            OutcomeClass::Accepted,
             "codeid 10000",
             AttemptResult::Succeeded {
                 price: Some(Fen(1211)),
@@ -251,7 +252,7 @@ pub async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
     l.record_attempt(
         "k1",
         NOW,
-        "transient",
+        OutcomeClass::Transient,
         "10021",
         AttemptResult::Failed {
             retry_at: Some(NOW + 60),
@@ -272,7 +273,7 @@ pub async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
         l.record_attempt(
             "k1",
             at,
-            "transient",
+            OutcomeClass::Transient,
             "10021",
             AttemptResult::Failed {
                 retry_at: Some(at + 50),
@@ -401,7 +402,7 @@ pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsett
     l.record_attempt(
         "rule-b-key",
         NOW,
-        "accepted",
+        OutcomeClass::Accepted,
         "10000",
         AttemptResult::Succeeded {
             price: None,
@@ -534,7 +535,7 @@ pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
         .record_attempt(
             "k1",
             NOW + 2,
-            "accepted",
+            OutcomeClass::Accepted,
             "codeid 10000",
             AttemptResult::Succeeded {
                 price: Some(Fen(1500)),
@@ -556,7 +557,7 @@ pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
         .record_attempt(
             "k1",
             NOW,
-            "accepted",
+            OutcomeClass::Accepted,
             "codeid 10000",
             AttemptResult::Succeeded {
                 price: None,

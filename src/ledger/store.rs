@@ -23,6 +23,7 @@ use super::{
     AttemptResult, CheckState, EventRecord, Ledger, LedgerError, Order, OrderState, PlanRequest,
     Recorded, Refusal, Settled, Settlement, Spend, Verification,
 };
+use crate::model::OutcomeClass;
 
 /// A boxed future: [`Store::durable`] is the one waiting method.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -44,7 +45,7 @@ pub trait Store: Send + Sync {
         &self,
         key: &str,
         now: i64,
-        outcome: &str,
+        outcome: OutcomeClass,
         detail: &str,
         result: AttemptResult,
     ) -> Result<Recorded, LedgerError>;
@@ -123,7 +124,7 @@ impl Store for Ledger {
         &self,
         key: &str,
         now: i64,
-        outcome: &str,
+        outcome: OutcomeClass,
         detail: &str,
         result: AttemptResult,
     ) -> Result<Recorded, LedgerError> {

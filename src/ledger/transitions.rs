@@ -3,6 +3,7 @@
 //! effects each carries.
 
 use super::*;
+use crate::model::OutcomeClass;
 
 impl Ledger {
     /// Reads, changes and writes one order with its budget effects, under
@@ -77,7 +78,7 @@ impl Ledger {
         &self,
         key: &str,
         now: i64,
-        outcome: &str,
+        outcome: OutcomeClass,
         detail: &str,
         result: AttemptResult,
     ) -> Result<Recorded, LedgerError> {
@@ -98,7 +99,7 @@ impl Ledger {
             }
             let follows = o.state == OrderState::Sent;
             let mut conflict = None;
-            o.last_outcome = Some(outcome.to_owned());
+            o.last_outcome = Some(outcome.as_str().to_owned());
             match result {
                 AttemptResult::Succeeded {
                     price,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use knobs::Knobs;
-pub use protocol::{Budget, CallbackMapping, Format, HttpMethod, SandboxMode};
+pub use protocol::{Budget, CallbackMapping, Format, HttpMethod, OutcomeClass, SandboxMode};
 pub use secret::Secret;
 pub use sign::{SignMode, Signer};
 

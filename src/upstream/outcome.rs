@@ -7,8 +7,6 @@
 //! the order is **possibly billed** ([`OutcomeClass::Unknown`]) and must
 //! never be re-sent automatically.
 
-use serde::Serialize;
-
 use super::reply::RechargeReply;
 
 /// What happened when a recharge request was attempted.
@@ -24,93 +22,7 @@ pub enum Wire<'a> {
     Reply { status: u16, body: &'a [u8] },
 }
 
-/// The ledger-facing meaning of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeClass {
-    /// 10000: billed; the order succeeded.
-    Accepted,
-    /// 10023: accepted, the result comes by callback.
-    Pending,
-    /// 10024: debug data, never billed.
-    Debug,
-    /// 10004: our clock is off; not billed, correct and retry at once.
-    Clock,
-    /// 10014, 10021: not billed; retry with backoff.
-    Transient,
-    /// 10018, 10022: not billed; pause the provider until a probe succeeds.
-    Exhausted,
-    /// A configuration problem on our side; not billed; pause until reload.
-    Config,
-    /// 10019, 10025, any other code: not billed; the order failed.
-    Rejected,
-    /// No parseable reply to a request that may have arrived: possibly
-    /// billed, never re-sent automatically.
-    Unknown,
-    /// The request never left: not billed, retry normally.
-    NotSent,
-}
-
-impl OutcomeClass {
-    /// Every class, for tables and metrics.
-    pub const ALL: [OutcomeClass; 10] = [
-        OutcomeClass::Accepted,
-        OutcomeClass::Pending,
-        OutcomeClass::Debug,
-        OutcomeClass::Clock,
-        OutcomeClass::Transient,
-        OutcomeClass::Exhausted,
-        OutcomeClass::Config,
-        OutcomeClass::Rejected,
-        OutcomeClass::Unknown,
-        OutcomeClass::NotSent,
-    ];
-
-    /// The class of a vendor `codeid`.
-    pub fn of_code(code: i64) -> OutcomeClass {
-        match code {
-            10000 => OutcomeClass::Accepted,
-            10023 => OutcomeClass::Pending,
-            10024 => OutcomeClass::Debug,
-            10004 => OutcomeClass::Clock,
-            10014 | 10021 => OutcomeClass::Transient,
-            10018 | 10022 => OutcomeClass::Exhausted,
-            10001..=10003 | 10005..=10013 | 10015 | 10017 | 10020 => OutcomeClass::Config,
-            _ => OutcomeClass::Rejected,
-        }
-    }
-
-    /// Whether money may have moved. `Unknown` counts: the vendor may have
-    /// billed a request whose reply was lost.
-    pub fn may_be_billed(self) -> bool {
-        matches!(
-            self,
-            OutcomeClass::Accepted | OutcomeClass::Pending | OutcomeClass::Unknown
-        )
-    }
-
-    /// The snake_case name used in logs, metrics and Lua.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeClass::Accepted => "accepted",
-            OutcomeClass::Pending => "pending",
-            OutcomeClass::Debug => "debug",
-            OutcomeClass::Clock => "clock",
-            OutcomeClass::Transient => "transient",
-            OutcomeClass::Exhausted => "exhausted",
-            OutcomeClass::Config => "config",
-            OutcomeClass::Rejected => "rejected",
-            OutcomeClass::Unknown => "unknown",
-            OutcomeClass::NotSent => "not_sent",
-        }
-    }
-}
-
-impl std::fmt::Display for OutcomeClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::model::OutcomeClass;
 
 /// A classified attempt: the class, the parsed reply when there was one,
 /// and a one-line reason fit for a log and the ledger.
