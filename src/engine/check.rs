@@ -13,7 +13,7 @@ use super::time::{Now, Source};
 use super::{Engine, Runtime, period};
 use crate::config::{Account, Product, Rule};
 use crate::ledger::{
-    CheckState, LedgerError, Order, OrderState, Settlement, Verification, decision_key,
+    CheckState, LedgerError, Order, OrderState, Settlement, Standing, Verification, decision_key,
 };
 use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoError};
 
@@ -144,10 +144,11 @@ impl Engine {
             observed_end: end,
             decision: decision.describe(),
             veto,
+            standing: decision.standing(),
         };
-        // The same decision as last time (same period, cap and spend):
-        // the operator has heard about it already.
-        let standing = previous.decision == state.decision;
+        // The same alert as last time (same reason; same period, cap and
+        // spend): the operator has heard about it already.
+        let standing = state.standing.is_some() && previous.standing == state.standing;
         if let Err(e) = self
             .ledger
             .put_check_state(&rule.name, &account.name, &state)
@@ -161,7 +162,7 @@ impl Engine {
             }
             // Said once when an account starts being left alone (the
             // text names how long ago it lapsed, so it changes each time).
-            Decision::Skip { why } if !previous.decision.starts_with("skip:") => {
+            Decision::Skip { why } if previous.standing != Some(Standing::Skipped) => {
                 tracing::info!(account = %account.name, rule = %rule.name, "left alone: {why}");
             }
             Decision::GaveUp { .. } if standing => {}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::config::WhenLapsed;
-use crate::ledger::{Order, OrderState};
+use crate::ledger::{Order, OrderState, Standing};
 use crate::units::Fen;
 use crate::upstream::OutcomeClass;
 
@@ -87,6 +87,22 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The alert this decision raises and keeps standing while it holds,
+    /// if any.
+    pub fn standing(&self) -> Option<Standing> {
+        match self {
+            Decision::Skip { .. } => Some(Standing::Skipped),
+            Decision::GaveUp { why } => Some(Standing::GaveUp { why: why.clone() }),
+            Decision::Held { why } => Some(Standing::Held { why: why.clone() }),
+            Decision::BudgetExceeded { period, cap, used } => Some(Standing::BudgetExceeded {
+                period: (*period).to_owned(),
+                cap: *cap,
+                used: *used,
+            }),
+            _ => None,
+        }
+    }
+
     /// One line for logs, `status` and `plan`.
     pub fn describe(&self) -> String {
         match self {

@@ -49,6 +49,26 @@ pub struct CheckState {
     /// at every check is recorded as an event once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub veto: Option<String>,
+    /// The alert this check raised, while it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standing: Option<Standing>,
+}
+
+/// An alert a check raised that still stands: the next check that finds
+/// the same one says nothing (the operator has heard); one that finds it
+/// changed or gone speaks again. (Stores written before it existed have
+/// none: their first check after an upgrade alerts once more.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Standing {
+    /// A lapsed membership left alone (`when_lapsed: skip`).
+    Skipped,
+    /// Due, and no order can progress: `why`.
+    GaveUp { why: String },
+    /// New orders are held: `why`.
+    Held { why: String },
+    /// Paying would pass a cap: `used` of `cap` per `period`.
+    BudgetExceeded { period: String, cap: Fen, used: Fen },
 }
 
 /// Per-account state that outlives a check.
