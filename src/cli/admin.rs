@@ -1,7 +1,6 @@
 //! `status`, `orders`, `plan` and `recharge`: through the running daemon's
 //! admin API when it runs (sled allows one process), else on the store.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
 
+use super::render::status_text;
 use crate::config::Config;
 use crate::engine::{Engine, PlanLine, Status};
 use crate::ledger::{Ledger, Order, OrderState};
@@ -18,9 +18,9 @@ use crate::service::{DaemonFile, daemon_file};
 use crate::timefmt;
 
 /// A running daemon's admin API.
-struct Api {
-    base: String,
-    http: reqwest::Client,
+pub(super) struct Api {
+    pub(super) base: String,
+    pub(super) http: reqwest::Client,
     token: Option<String>,
     /// Why the configured admin token is empty here, if it is.
     token_missing: Option<String>,
@@ -28,7 +28,7 @@ struct Api {
 
 impl Api {
     /// The daemon serving this configuration's state folder, if it answers.
-    async fn find(config: &Config) -> Option<Api> {
+    pub(super) async fn find(config: &Config) -> Option<Api> {
         let text = std::fs::read(daemon_file(&config.daemon.state_dir)).ok()?;
         let file: DaemonFile = serde_json::from_slice(&text).ok()?;
         let http = reqwest::Client::builder()
@@ -59,7 +59,7 @@ impl Api {
     }
 
     /// Sends with the bearer token; a non-2xx reply is an error with its body.
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Vec<u8>> {
+    pub(super) async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Vec<u8>> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -83,7 +83,10 @@ impl Api {
         Ok(body.to_vec())
     }
 
-    async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    pub(super) async fn call<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
         serde_json::from_slice(&self.send(req).await?).context("admin API: unreadable reply")
     }
 
@@ -107,7 +110,7 @@ pub fn load_outside(path: &Path) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn state_dir(config: &Config, unit: &Path) -> std::path::PathBuf {
+pub(super) fn state_dir(config: &Config, unit: &Path) -> std::path::PathBuf {
     let configured = &config.daemon.state_dir;
     if crate::config::state_dir_overridden() || has_store(configured) {
         return configured.clone();
@@ -119,13 +122,13 @@ fn state_dir(config: &Config, unit: &Path) -> std::path::PathBuf {
 }
 
 /// A sled store or a running daemon's address file is in `dir`.
-fn has_store(dir: &Path) -> bool {
+pub(super) fn has_store(dir: &Path) -> bool {
     daemon_file(dir).exists() || dir.join("conf").exists() || dir.join("db").exists()
 }
 
 /// Opens the store a daemon left, never creating one: a command run in
 /// the wrong folder must say so, not answer from a new empty store.
-fn open_store(config: &Config) -> anyhow::Result<Ledger> {
+pub(super) fn open_store(config: &Config) -> anyhow::Result<Ledger> {
     let dir = &config.daemon.state_dir;
     if !has_store(dir) {
         bail!(
@@ -166,166 +169,6 @@ pub async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         print!("{}", status_text(&status));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn when(t: Option<i64>, now: i64) -> String {
-    t.map_or("-".into(), |t| {
-        format!("{} ({})", timefmt::utc(t), timefmt::relative(t - now))
-    })
-}
-
-fn status_text(s: &Status) -> String {
-    let mut out = String::new();
-    let live = if s.generation == 0 {
-        "daemon not running; from the store"
-    } else {
-        "live"
-    };
-    let _ = writeln!(
-        out,
-        "vipd status ({live}, config generation {}, dry run: {})",
-        s.generation, s.dry_run
-    );
-    for c in &s.checks {
-        let _ = writeln!(out, "\n{} / {} ({})", c.rule, c.account, c.membership);
-        let _ = writeln!(out, "  ends        {}", when(c.observed_end, s.now));
-        let _ = writeln!(out, "  checked     {}", when(c.checked_at, s.now));
-        let _ = writeln!(
-            out,
-            "  next check  {}",
-            if s.generation == 0 {
-                "- (daemon not running)".to_owned()
-            } else {
-                when(c.next_check, s.now)
-            }
-        );
-        let _ = writeln!(
-            out,
-            "  decision    {}",
-            if c.decision.is_empty() {
-                "-"
-            } else {
-                &c.decision
-            }
-        );
-        if let Some(o) = &c.last_order {
-            let _ = writeln!(
-                out,
-                "  last order  {} {} (attempt {}, spent {}): {}",
-                &o.key[..12],
-                o.state,
-                o.attempts,
-                o.spent,
-                o.why
-            );
-        }
-    }
-    for m in &s.manual {
-        let _ = writeln!(
-            out,
-            "\nmanual / {} ({}, {})\n  order       {} {} (spent {}): {}\n  verified    {}",
-            m.account,
-            m.membership,
-            m.product,
-            &m.order.key[..12],
-            m.order.state,
-            m.order.spent,
-            m.order.why,
-            match &m.verification {
-                crate::ledger::Verification::None => "-".to_owned(),
-                crate::ledger::Verification::Waiting { deadline } =>
-                    format!("waiting, until {}", when(Some(*deadline), s.now)),
-                crate::ledger::Verification::Verified { new_end, .. } =>
-                    format!("yes: ends {}", timefmt::utc(*new_end)),
-                crate::ledger::Verification::Unverified { .. } =>
-                    "NO: paid, and the end has not moved".to_owned(),
-            }
-        );
-    }
-    let counts: Vec<String> = s
-        .orders
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{n} {k}"))
-        .collect();
-    let _ = writeln!(
-        out,
-        "\norders: {}",
-        if counts.is_empty() {
-            "none".into()
-        } else {
-            counts.join(", ")
-        }
-    );
-    for sp in &s.spend {
-        let cap = |c: Option<crate::units::Fen>| c.map_or("no cap".into(), |c| format!("cap {c}"));
-        let _ = writeln!(
-            out,
-            "spend {}: {} on {} ({}), {} in {} ({})",
-            sp.rule,
-            sp.used_day,
-            sp.day,
-            cap(sp.per_day),
-            sp.used_month,
-            sp.month,
-            cap(sp.per_month)
-        );
-    }
-    if let Some(r) = &s.last_reload {
-        match &r.error {
-            Some(e) => {
-                let _ = writeln!(
-                    out,
-                    "RELOAD FAILED at {} ({}); generation {} stays in force:\n  {}",
-                    timefmt::utc(r.at),
-                    r.trigger,
-                    r.generation,
-                    e.replace('\n', "\n  ")
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "last reload {} ({}): generation {}",
-                    timefmt::utc(r.at),
-                    r.trigger,
-                    r.generation
-                );
-            }
-        }
-    }
-    for (name, c) in &s.plugins {
-        let _ = writeln!(
-            out,
-            "plugin {name}: {} calls, {} failed ({} instruction, {} time, {} memory limit)",
-            c.calls, c.errors, c.instruction_limit, c.time_limit, c.memory_limit
-        );
-    }
-    for (p, why) in &s.paused {
-        let _ = writeln!(out, "PAUSED provider {p}: {why}");
-    }
-    for (a, err) in &s.attention {
-        let _ = writeln!(out, "ATTENTION account {a}: {err}");
-    }
-    if !s.events.is_empty() {
-        let _ = writeln!(out, "\nrecent events:");
-        for e in &s.events {
-            let who = [e.account.as_deref(), e.rule.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("/");
-            let _ = writeln!(
-                out,
-                "  {} {:<19} {:<14} {}",
-                timefmt::utc(e.at),
-                e.kind,
-                who,
-                e.detail
-            );
-        }
-    }
-    out
 }
 
 pub async fn orders(
@@ -565,100 +408,6 @@ pub async fn recharge(
         }
     };
     println!("{}", result?);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `vipd store verify`.
-pub async fn store_verify(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
-    if Api::find(&config).await.is_some() {
-        bail!(
-            "a daemon is running on {}: it verified the store when it opened it; stop it to verify again",
-            config.daemon.state_dir.display()
-        );
-    }
-    match Ledger::verify(&config.daemon.state_dir) {
-        Ok(summary) => {
-            println!("{summary}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("vipd: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-/// `vipd store backup FILE`: written beside FILE, made durable, then
-/// renamed into place, so a half-written backup never has FILE's name.
-pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
-    let tmp = file.with_extension("partial");
-    let bytes = match Api::find(&config).await {
-        Some(api) => {
-            let body = api
-                .send(api.http.get(format!("{}/api/store/backup", api.base)))
-                .await?;
-            std::fs::write(&tmp, &body).with_context(|| format!("writing {}", tmp.display()))?;
-            body.len()
-        }
-        None => {
-            let ledger = open_store(&config)?;
-            let mut out = std::io::BufWriter::new(
-                std::fs::File::create(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?,
-            );
-            ledger.backup(&mut out)?;
-            drop(out);
-            std::fs::metadata(&tmp)?.len() as usize
-        }
-    };
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, file).with_context(|| format!("renaming to {}", file.display()))?;
-    println!("backup written to {} ({bytes} bytes)", file.display());
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `vipd store restore FILE`.
-pub async fn store_restore(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
-    if Api::find(&config).await.is_some() {
-        bail!(
-            "a daemon is running on {}: stop it first",
-            config.daemon.state_dir.display()
-        );
-    }
-    let input = std::io::BufReader::new(
-        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
-    );
-    let dir = config.daemon.state_dir.clone();
-    let summary = tokio::task::spawn_blocking(move || Ledger::restore(&dir, input)).await??;
-    println!("{summary}");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `vipd store release [--account A | --all]`.
-pub async fn store_release(path: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
-    let left: Option<crate::ledger::Hold> = match Api::find(&config).await {
-        Some(api) => {
-            api.call(
-                api.http
-                    .post(format!("{}/api/store/release", api.base))
-                    .json(&serde_json::json!({ "account": account })),
-            )
-            .await?
-        }
-        None => open_store(&config)?.release(account)?,
-    };
-    match (account, left) {
-        (_, None) => println!("no orders are held"),
-        (Some(a), Some(h)) => println!(
-            "new orders for {a} are released; the others stay held: {}",
-            h.reason
-        ),
-        (None, Some(_)) => unreachable!("releasing all leaves no hold"),
-    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,103 @@
+//! `vipd store`: verify, back up, restore, release held orders.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::admin::{Api, load_outside, open_store};
+use crate::ledger::Ledger;
+
+/// `vipd store verify`.
+pub async fn store_verify(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_outside(path)?;
+    if Api::find(&config).await.is_some() {
+        bail!(
+            "a daemon is running on {}: it verified the store when it opened it; stop it to verify again",
+            config.daemon.state_dir.display()
+        );
+    }
+    match Ledger::verify(&config.daemon.state_dir) {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("vipd: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `vipd store backup FILE`: written beside FILE, made durable, then
+/// renamed into place, so a half-written backup never has FILE's name.
+pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_outside(path)?;
+    let tmp = file.with_extension("partial");
+    let bytes = match Api::find(&config).await {
+        Some(api) => {
+            let body = api
+                .send(api.http.get(format!("{}/api/store/backup", api.base)))
+                .await?;
+            std::fs::write(&tmp, &body).with_context(|| format!("writing {}", tmp.display()))?;
+            body.len()
+        }
+        None => {
+            let ledger = open_store(&config)?;
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?,
+            );
+            ledger.backup(&mut out)?;
+            drop(out);
+            std::fs::metadata(&tmp)?.len() as usize
+        }
+    };
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, file).with_context(|| format!("renaming to {}", file.display()))?;
+    println!("backup written to {} ({bytes} bytes)", file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vipd store restore FILE`.
+pub async fn store_restore(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_outside(path)?;
+    if Api::find(&config).await.is_some() {
+        bail!(
+            "a daemon is running on {}: stop it first",
+            config.daemon.state_dir.display()
+        );
+    }
+    let input = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    );
+    let dir = config.daemon.state_dir.clone();
+    let summary = tokio::task::spawn_blocking(move || Ledger::restore(&dir, input)).await??;
+    println!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vipd store release [--account A | --all]`.
+pub async fn store_release(path: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
+    let config = load_outside(path)?;
+    let left: Option<crate::ledger::Hold> = match Api::find(&config).await {
+        Some(api) => {
+            api.call(
+                api.http
+                    .post(format!("{}/api/store/release", api.base))
+                    .json(&serde_json::json!({ "account": account })),
+            )
+            .await?
+        }
+        None => open_store(&config)?.release(account)?,
+    };
+    match (account, left) {
+        (_, None) => println!("no orders are held"),
+        (Some(a), Some(h)) => println!(
+            "new orders for {a} are released; the others stay held: {}",
+            h.reason
+        ),
+        (None, Some(_)) => unreachable!("releasing all leaves no hold"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,318 @@
+//! Pure decisions: is this account due, what does an attempt's outcome
+//! mean, when may it be retried. No clock, no I/O: every input is a
+//! parameter, so every branch is covered by a table test.
+
+use std::time::Duration;
+
+use crate::config::WhenLapsed;
+use crate::ledger::{Order, OrderState, Standing};
+use crate::units::Fen;
+use crate::upstream::OutcomeClass;
+
+/// Whether a provider takes orders now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Open.
+    Open,
+    /// Paused, but this order may go through as a probe.
+    Probe,
+    /// Paused.
+    Closed { why: String },
+}
+
+/// Spending so far against a rule's caps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetView {
+    pub per_day: Option<Fen>,
+    pub used_day: Fen,
+    pub per_month: Option<Fen>,
+    pub used_month: Fen,
+}
+
+/// When a renewal is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// A rule's `renew_before`: due when the end is this close.
+    Before(Duration),
+    /// An operator's manual order: due now, whatever the end.
+    Now,
+}
+
+/// Everything a decision depends on.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// Unix seconds.
+    pub now: i64,
+    /// The membership end just read (`None`: no membership).
+    pub end: Option<i64>,
+    /// When a renewal is due.
+    pub window: Window,
+    pub when_lapsed: WhenLapsed,
+    pub max_attempts: u32,
+    /// The order under this period's key, if any.
+    pub existing: Option<&'a Order>,
+    pub admission: Admission,
+    pub budget: BudgetView,
+    pub max_price: Fen,
+    /// Why new orders for this account are held (a damaged store was
+    /// accepted or a backup restored), if they are.
+    pub held: Option<&'a str>,
+}
+
+/// What to do for one account under one rule, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Not yet: due at `due_at`.
+    NotDue { due_at: i64 },
+    /// Pay now.
+    Renew { why: String },
+    /// Lapsed and the rule says leave it.
+    Skip { why: String },
+    /// An order for this period exists and needs nothing from us.
+    Waiting { state: OrderState, why: String },
+    /// The last attempt failed; retry at `at`.
+    RetryLater { at: i64 },
+    /// No more attempts for this period.
+    GaveUp { why: String },
+    /// Paying would pass a cap.
+    BudgetExceeded {
+        period: &'static str,
+        cap: Fen,
+        used: Fen,
+    },
+    /// The provider is paused.
+    ProviderPaused { why: String },
+    /// New orders are held until an operator releases them.
+    Held { why: String },
+}
+
+impl Decision {
+    /// The alert this decision raises and keeps standing while it holds,
+    /// if any.
+    pub fn standing(&self) -> Option<Standing> {
+        match self {
+            Decision::Skip { .. } => Some(Standing::Skipped),
+            Decision::GaveUp { why } => Some(Standing::GaveUp { why: why.clone() }),
+            Decision::Held { why } => Some(Standing::Held { why: why.clone() }),
+            Decision::BudgetExceeded { period, cap, used } => Some(Standing::BudgetExceeded {
+                period: (*period).to_owned(),
+                cap: *cap,
+                used: *used,
+            }),
+            _ => None,
+        }
+    }
+
+    /// One line for logs, `status` and `plan`.
+    pub fn describe(&self) -> String {
+        match self {
+            Decision::NotDue { due_at } => {
+                format!("not due; due at {}", crate::timefmt::utc(*due_at))
+            }
+            Decision::Renew { why } => format!("renew: {why}"),
+            Decision::Skip { why } => format!("skip: {why}"),
+            Decision::Waiting { state, why } => format!("order {state}: {why}"),
+            Decision::RetryLater { at } => {
+                format!("last attempt failed; retry at {}", crate::timefmt::utc(*at))
+            }
+            Decision::GaveUp { why } => format!("gave up: {why}"),
+            Decision::BudgetExceeded { period, cap, used } => {
+                format!("budget exceeded: {used} of {cap} per {period} used")
+            }
+            Decision::ProviderPaused { why } => format!("provider paused: {why}"),
+            Decision::Held { why } => format!("held: {why}"),
+        }
+    }
+}
+
+/// Decides for one account under one rule.
+pub fn decide(f: &Facts<'_>) -> Decision {
+    let lapsed = f.end.is_none_or(|end| end <= f.now);
+    if let (Window::Before(window), Some(end)) = (f.window, f.end) {
+        let window = window.as_secs() as i64;
+        if end - f.now > window {
+            return Decision::NotDue {
+                due_at: end - window,
+            };
+        }
+    }
+    if lapsed && f.when_lapsed == WhenLapsed::Skip {
+        let why = match f.end {
+            Some(end) => format!(
+                "lapsed {}; when_lapsed: skip",
+                crate::timefmt::relative(end - f.now)
+            ),
+            None => "no membership; when_lapsed: skip".to_owned(),
+        };
+        return Decision::Skip { why };
+    }
+    if let Some(order) = f.existing {
+        match order.state {
+            OrderState::Failed => {
+                if order.attempts >= f.max_attempts {
+                    return Decision::GaveUp {
+                        why: format!(
+                            "{} of {} attempts failed; last: {}",
+                            order.attempts,
+                            f.max_attempts,
+                            order.last_why()
+                        ),
+                    };
+                }
+                match order.retry_at {
+                    None => {
+                        return Decision::GaveUp {
+                            why: format!("not retried: {}", order.last_why()),
+                        };
+                    }
+                    Some(at) if at > f.now => return Decision::RetryLater { at },
+                    Some(_) => {}
+                }
+            }
+            state => {
+                let why = match state {
+                    OrderState::Succeeded => "paid; waiting for the new end to show".to_owned(),
+                    OrderState::Unknown => "possibly paid; needs evidence (callback, end moving) or `vipd orders resolve`".to_owned(),
+                    OrderState::Pending => "accepted; waiting for the vendor's callback".to_owned(),
+                    _ => "in flight".to_owned(),
+                };
+                return Decision::Waiting { state, why };
+            }
+        }
+    }
+    if let Some(why) = f.held {
+        return Decision::Held {
+            why: why.to_owned(),
+        };
+    }
+    if let Admission::Closed { why } = &f.admission {
+        return Decision::ProviderPaused { why: why.clone() };
+    }
+    let b = &f.budget;
+    for (period, cap, used) in [
+        ("day", b.per_day, b.used_day),
+        ("month", b.per_month, b.used_month),
+    ] {
+        if let Some(cap) = cap {
+            if used.0 + f.max_price.0 > cap.0 {
+                return Decision::BudgetExceeded { period, cap, used };
+            }
+        }
+    }
+    let why = match (f.end, f.window) {
+        (Some(end), Window::Before(window)) if end > f.now => format!(
+            "ends {} (renew_before {})",
+            crate::timefmt::relative(end - f.now),
+            crate::units::HumanDuration(window)
+        ),
+        (Some(end), Window::Now) if end > f.now => {
+            format!("ends {}", crate::timefmt::relative(end - f.now))
+        }
+        (Some(end), _) => format!(
+            "lapsed {}; when_lapsed: renew",
+            crate::timefmt::relative(end - f.now)
+        ),
+        (None, _) => "no membership; when_lapsed: renew".to_owned(),
+    };
+    Decision::Renew { why }
+}
+
+/// What an attempt's outcome class means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAttempt {
+    /// Paid.
+    Succeeded,
+    /// Paid; result by callback.
+    Pending,
+    /// Possibly paid.
+    Unknown,
+    /// Not paid; retry at this time (or never).
+    Failed { retry_at: Option<i64> },
+}
+
+/// What a provider gate must do after an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateEffect {
+    /// Nothing.
+    None,
+    /// Pause until a probe succeeds.
+    PauseUntilProbe,
+    /// Pause until the configuration is reloaded.
+    PauseUntilReload,
+    /// A paid order went through: resume if paused for a probe.
+    Resume,
+}
+
+/// The meaning of one attempt's outcome, for the order and the provider.
+/// `attempt` counts from 1; `end` bounds the retry time; `base` is the
+/// first retry delay in seconds (`daemon.retry_base`, default 60):
+/// transient failures retry after `base`, doubling up to 30 × `base`;
+/// rejections after 10 × `base`, up to 120 × `base`.
+pub fn after_attempt(
+    class: OutcomeClass,
+    debug_mode: bool,
+    attempt: u32,
+    now: i64,
+    end: Option<i64>,
+    base: i64,
+) -> (AfterAttempt, GateEffect) {
+    use OutcomeClass::*;
+    let retry =
+        |first: i64, cap: i64| Some(retry_time(first * base, cap * base, attempt, now, end));
+    match class {
+        Accepted => (AfterAttempt::Succeeded, GateEffect::Resume),
+        Pending => (AfterAttempt::Pending, GateEffect::Resume),
+        Debug if debug_mode => (AfterAttempt::Succeeded, GateEffect::None),
+        // A debug reply outside debug mode is an error: never billed, and
+        // retrying would only get the same answer.
+        Debug => (AfterAttempt::Failed { retry_at: None }, GateEffect::None),
+        Unknown => (AfterAttempt::Unknown, GateEffect::None),
+        // The client already corrected the clock and retried once.
+        Clock => (
+            AfterAttempt::Failed {
+                retry_at: retry(1, 10),
+            },
+            GateEffect::None,
+        ),
+        Transient | NotSent => (
+            AfterAttempt::Failed {
+                retry_at: retry(1, 30),
+            },
+            GateEffect::None,
+        ),
+        Rejected => (
+            AfterAttempt::Failed {
+                retry_at: retry(10, 120),
+            },
+            GateEffect::None,
+        ),
+        // The provider gate holds these back; the order may go when it opens.
+        Exhausted => (
+            AfterAttempt::Failed {
+                retry_at: Some(now),
+            },
+            GateEffect::PauseUntilProbe,
+        ),
+        Config => (
+            AfterAttempt::Failed {
+                retry_at: Some(now),
+            },
+            GateEffect::PauseUntilReload,
+        ),
+    }
+}
+
+/// Exponential backoff from `base` seconds, doubled per attempt, capped at
+/// `cap`, and never past the membership's end while it is in the future.
+pub fn retry_time(base: i64, cap: i64, attempt: u32, now: i64, end: Option<i64>) -> i64 {
+    let exp = attempt.saturating_sub(1).min(20);
+    let delay = base.saturating_mul(1 << exp).min(cap);
+    let at = now + delay;
+    match end {
+        Some(end) if end > now => at.min(end),
+        _ => at,
+    }
+}
+
+#[cfg(test)]
+mod tests;
