@@ -13,7 +13,7 @@ use super::time::{Now, Source};
 use super::{Engine, Runtime, period};
 use crate::config::{Account, Product, Rule};
 use crate::ledger::{
-    CheckState, LedgerError, Order, OrderState, Settlement, Standing, Verification, decision_key,
+    CheckState, LedgerError, Order, OrderState, Standing, Verification, decision_key,
 };
 use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoError};
 
@@ -21,7 +21,7 @@ use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoError};
 pub(super) const FOLLOW_UPS: [u64; 8] = [2, 5, 15, 30, 60, 120, 300, 900];
 
 /// Tolerance when comparing a new end with the expected one (README, "Renewals": verification).
-const END_TOLERANCE: i64 = 86_400;
+pub(super) const END_TOLERANCE: i64 = 86_400;
 
 impl Engine {
     /// Reads an account's memberships through its reader's traffic control,
@@ -345,125 +345,6 @@ impl Engine {
             self.follow_up(super::MANUAL_RULE, &account.name, AGAIN);
         }
     }
-
-    /// Settles or verifies this account's open orders for `membership`
-    /// with the end just read: evidence that a renewal happened.
-    pub(super) fn settle_by_evidence(
-        &self,
-        rt: &Runtime,
-        account: &Account,
-        membership: Membership,
-        end: Option<i64>,
-        now: i64,
-    ) -> Result<(), LedgerError> {
-        for order in self.ledger.orders_of(&account.name)? {
-            if order.membership != membership
-                || matches!(
-                    order.state,
-                    OrderState::Planned | OrderState::Sent | OrderState::Failed
-                )
-            {
-                continue;
-            }
-            let Some(product) = rt.config.products.get(&order.product) else {
-                continue;
-            };
-            let base = order.observed_end.unwrap_or(0).max(order.created_at);
-            let expected = base + product.adds.as_secs() as i64 - END_TOLERANCE;
-            let moved = end.is_some_and(|e| e >= expected);
-            let verify_within = rt
-                .config
-                .rule(&order.rule)
-                .map_or(3600, |r| r.verify_within.as_secs() as i64);
-            let within = callback_within(rt, &order.provider);
-            match (order.state, &order.verification, moved) {
-                (OrderState::Pending | OrderState::Unknown, _, true) => {
-                    let why = format!(
-                        "evidence: {membership} end moved to {} (expected at least {})",
-                        crate::timefmt::utc(end.unwrap_or(0)),
-                        crate::timefmt::utc(expected)
-                    );
-                    if let Some(o) = self.ledger.settle(
-                        &order.key,
-                        now,
-                        Settlement::Paid {
-                            price: None,
-                            verify_deadline: now + verify_within,
-                            why: why.clone(),
-                        },
-                    )? {
-                        self.emit(
-                            Event::new(EventKind::OrderSettled, now, format!("succeeded by {why}"))
-                                .order(&o),
-                        );
-                        self.verified(&o, end.unwrap_or(0), now)?;
-                    }
-                }
-                (OrderState::Pending, _, false) if now - order.updated_at > within => {
-                    let why = format!(
-                        "no callback within {} (callback.within) and {membership} still ends {}; possibly paid, not re-sending",
-                        crate::units::HumanDuration(Duration::from_secs(within as u64)),
-                        end.map_or("never".into(), crate::timefmt::utc),
-                    );
-                    let o = self.ledger.callback_overdue(&order.key, now, &why)?;
-                    log_transition(&o);
-                    self.emit(
-                        Event::new(
-                            EventKind::OrderUnknown,
-                            now,
-                            format!(
-                                "{why}; resolve by evidence or `vipd orders resolve {}`",
-                                o.key
-                            ),
-                        )
-                        .order(&o),
-                    );
-                }
-                (OrderState::Succeeded, Verification::Waiting { .. }, true) => {
-                    self.verified(&order, end.unwrap_or(0), now)?
-                }
-                (OrderState::Succeeded, Verification::Waiting { deadline }, false)
-                    if now > *deadline =>
-                {
-                    self.ledger
-                        .set_verification(&order.key, Verification::Unverified { at: now })?;
-                    let mut ev = Event::new(
-                        EventKind::RenewalUnverified,
-                        now,
-                        format!(
-                            "paid, but {membership} still ends {} (expected at least {}); not paying again",
-                            end.map_or("never".into(), crate::timefmt::utc),
-                            crate::timefmt::utc(expected),
-                        ),
-                    )
-                    .order(&order);
-                    ev.new_end = end;
-                    self.emit(ev);
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn verified(&self, order: &Order, new_end: i64, now: i64) -> Result<(), LedgerError> {
-        self.ledger
-            .set_verification(&order.key, Verification::Verified { at: now, new_end })?;
-        let mut ev = Event::new(
-            EventKind::RenewalVerified,
-            now,
-            format!(
-                "{} now ends {}",
-                order.membership,
-                crate::timefmt::utc(new_end),
-            ),
-        )
-        .order(order);
-        ev.new_end = Some(new_end);
-        ev.state = Some(OrderState::Succeeded.as_str().to_owned());
-        self.emit(ev);
-        Ok(())
-    }
 }
 
 /// An account's memberships as plugins see them.
@@ -540,7 +421,7 @@ impl Engine {
 }
 
 /// How long a provider's `pending` orders wait for their callback.
-fn callback_within(rt: &Runtime, provider: &str) -> i64 {
+pub(super) fn callback_within(rt: &Runtime, provider: &str) -> i64 {
     match rt.config.providers.get(provider) {
         Some(crate::config::Provider::Recharge(r)) => r.callback.within.as_secs() as i64,
         _ => crate::config::CallbackMapping::default().within.as_secs() as i64,

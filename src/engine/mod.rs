@@ -20,6 +20,7 @@ mod check;
 pub mod clients;
 pub mod decide;
 pub mod events;
+mod evidence;
 mod exposition;
 mod gate;
 pub mod hooks;
