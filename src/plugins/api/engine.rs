@@ -1,0 +1,53 @@
+//! `vipd.vip_info` and `vipd.recharge`: the engine, reached through the host (a recharge is a manual order, under the manual budget).
+
+use super::*;
+
+/// Adds this area to the `vipd` table.
+pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<()> {
+    // vipd.vip_info / vipd.recharge
+    let c = ctx.clone();
+    put(
+        vipd,
+        "vip_info",
+        lua.create_async_function(move |lua, account: String| {
+            let c = c.clone();
+            async move {
+                let engine = c.engine(&format!("vipd.vip_info({account:?})"))?;
+                let info = engine
+                    .plugin_vip_info(&account)
+                    .await
+                    .map_err(|e| rt_err(format!("vipd.vip_info({account:?}): {e}")))?;
+                lua_value(&lua, &info)
+            }
+        })?,
+    )?;
+    let c = ctx.clone();
+    put(vipd, "recharge", lua.create_async_function(move |lua, req: Table| {
+        let c = c.clone();
+        let args: mlua::Result<(String, String, bool)> = (|| {
+            Ok((req.get("account")?, req.get("product")?, req.get::<Option<bool>>("dry_run")?.unwrap_or(false)))
+        })();
+        async move {
+            let (account, product, dry_run) =
+                args.map_err(|e| rt_err(format!("vipd.recharge: needs {{account = string, product = string, dry_run = boolean?}}: {e}")))?;
+            let what = format!("vipd.recharge{{account = {account:?}, product = {product:?}}}");
+            let engine = c.engine(&what)?;
+            let (acct, prod) = (account.clone(), product.clone());
+            let message = c
+                .on_daemon(async move {
+                    engine
+                        .manual_recharge(&acct, &prod, dry_run)
+                        .await
+                        .map_err(|e| rt_err(format!("{what}: {e}")))
+                })
+                .await?;
+            tracing::info!(plugin = %c.plugin, account, product, dry_run, "{message}");
+            let out = lua.create_table()?;
+            out.set("ok", true)?;
+            out.set("message", message)?;
+            Ok(out)
+        }
+    })?)?;
+
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `vipd.http`: requests to allowed destinations, others through the guarded client.
+
+use super::*;
+
+/// Adds this area to the `vipd` table.
+pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<()> {
+    let http = lua.create_table()?;
+    // vipd.http
+    for (path, method) in [
+        ("http.request", None),
+        ("http.get", Some("GET")),
+        ("http.post", Some("POST")),
+    ] {
+        let c = ctx.clone();
+        put(
+            &http,
+            path,
+            lua.create_async_function(move |lua, args: mlua::MultiValue| {
+                let c = c.clone();
+                let spec = crate::plugins::http::Spec::from_lua(&lua, method, args);
+                async move {
+                    let spec = spec?;
+                    c.doing_io(&format!("vipd.{path} {}", spec.describe()))?;
+                    let allowed = c
+                        .shared
+                        .destinations
+                        .check(spec.url())
+                        .map_err(|e| rt_err(format!("vipd.{path} {}: {e}", spec.describe())))?;
+                    let client = if allowed {
+                        &c.host.http
+                    } else {
+                        &c.host.guarded
+                    };
+                    let reply = crate::plugins::http::send(client, &spec)
+                        .await
+                        .map_err(rt_err)?;
+                    reply.into_lua_table(&lua)
+                }
+            })?,
+        )?;
+    }
+
+    vipd.set("http", http)?;
+    Ok(())
+}
