@@ -20,9 +20,6 @@ use crate::upstream::vipinfo::{Membership, VipInfo, VipInfoError};
 /// Follow-up checks after a payment, to catch the new end quickly.
 pub(super) const FOLLOW_UPS: [u64; 8] = [2, 5, 15, 30, 60, 120, 300, 900];
 
-/// Tolerance when comparing a new end with the expected one (README, "Renewals": verification).
-pub(super) const END_TOLERANCE: i64 = 86_400;
-
 impl Engine {
     /// Reads an account's memberships through its reader's traffic control,
     /// with the freshest token (see `token.rs`): a token the API refuses

@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use super::check::{END_TOLERANCE, callback_within, log_transition};
+use super::check::{callback_within, log_transition};
+use super::decide::{self, Verdict};
 use super::events::{Event, EventKind};
 use super::{Engine, Runtime};
-use crate::config::Account;
+use crate::config::{Account, VERIFY_WITHIN};
 use crate::ledger::{LedgerError, Order, OrderState, Settlement, Verification};
 use crate::model::Membership;
 
@@ -35,16 +36,28 @@ impl Engine {
             let Some(product) = rt.config.products.get(&order.product) else {
                 continue;
             };
-            let base = order.observed_end.unwrap_or(0).max(order.created_at);
-            let expected = base + product.adds.as_secs() as i64 - END_TOLERANCE;
+            let expected = decide::expected_end(
+                order.observed_end,
+                order.created_at,
+                product.adds.as_secs() as i64,
+            );
             let moved = end.is_some_and(|e| e >= expected);
             let verify_within = rt
                 .config
                 .rule(&order.rule)
-                .map_or(3600, |r| r.verify_within.as_secs() as i64);
+                .map_or(VERIFY_WITHIN, |r| r.verify_within)
+                .as_secs() as i64;
             let within = callback_within(rt, &order.provider);
-            match (order.state, &order.verification, moved) {
-                (OrderState::Pending | OrderState::Unknown, _, true) => {
+            let verdict = decide::evidence(
+                order.state,
+                &order.verification,
+                moved,
+                order.updated_at,
+                now,
+                within,
+            );
+            match verdict {
+                Verdict::Paid => {
                     let why = format!(
                         "evidence: {membership} end moved to {} (expected at least {})",
                         crate::timefmt::utc(end.unwrap_or(0)),
@@ -66,7 +79,7 @@ impl Engine {
                         self.verified(&o, end.unwrap_or(0), now)?;
                     }
                 }
-                (OrderState::Pending, _, false) if now - order.updated_at > within => {
+                Verdict::CallbackOverdue => {
                     let why = format!(
                         "no callback within {} (callback.within) and {membership} still ends {}; possibly paid, not re-sending",
                         crate::units::HumanDuration(Duration::from_secs(within as u64)),
@@ -86,12 +99,8 @@ impl Engine {
                         .order(&o),
                     );
                 }
-                (OrderState::Succeeded, Verification::Waiting { .. }, true) => {
-                    self.verified(&order, end.unwrap_or(0), now)?
-                }
-                (OrderState::Succeeded, Verification::Waiting { deadline }, false)
-                    if now > *deadline =>
-                {
+                Verdict::Verified => self.verified(&order, end.unwrap_or(0), now)?,
+                Verdict::Unverified => {
                     self.ledger
                         .set_verification(&order.key, Verification::Unverified { at: now })?;
                     let mut ev = Event::new(
@@ -107,7 +116,7 @@ impl Engine {
                     ev.new_end = end;
                     self.emit(ev);
                 }
-                _ => {}
+                Verdict::Nothing => {}
             }
         }
         Ok(())

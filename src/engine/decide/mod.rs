@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::config::WhenLapsed;
-use crate::ledger::{Order, OrderState, Standing};
+use crate::ledger::{Order, OrderState, Standing, Verification};
 use crate::units::Fen;
 use crate::upstream::OutcomeClass;
 
@@ -311,6 +311,56 @@ pub fn retry_time(base: i64, cap: i64, attempt: u32, now: i64, end: Option<i64>)
     match end {
         Some(end) if end > now => at.min(end),
         _ => at,
+    }
+}
+
+/// Tolerance when comparing a new end with the expected one (README,
+/// "Renewals": verification): a vendor may count a month as 30 or 31 days.
+pub const END_TOLERANCE: i64 = 86_400;
+
+/// The least end a renewal of `adds_secs` shows, for an order planned when
+/// the end was `observed_end` (none: from the order's creation).
+pub fn expected_end(observed_end: Option<i64>, created_at: i64, adds_secs: i64) -> i64 {
+    observed_end.unwrap_or(0).max(created_at) + adds_secs - END_TOLERANCE
+}
+
+/// What a membership read says about one open or paid order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The end moved: an open order was paid (settle it, then verify it).
+    Paid,
+    /// A pending order's callback is overdue and the end has not moved:
+    /// possibly paid, `unknown`, never re-sent.
+    CallbackOverdue,
+    /// A paid order's new end shows.
+    Verified,
+    /// A paid order's new end did not show by its deadline.
+    Unverified,
+    /// Nothing to do yet.
+    Nothing,
+}
+
+/// The verdict for an order in `state` with `verification`, last changed
+/// at `updated_at`, given whether the end `moved` past what it expects,
+/// at `now`, with callbacks due within `callback_within` seconds.
+pub fn evidence(
+    state: OrderState,
+    verification: &Verification,
+    moved: bool,
+    updated_at: i64,
+    now: i64,
+    callback_within: i64,
+) -> Verdict {
+    match (state, verification, moved) {
+        (OrderState::Pending | OrderState::Unknown, _, true) => Verdict::Paid,
+        (OrderState::Pending, _, false) if now - updated_at > callback_within => {
+            Verdict::CallbackOverdue
+        }
+        (OrderState::Succeeded, Verification::Waiting { .. }, true) => Verdict::Verified,
+        (OrderState::Succeeded, Verification::Waiting { deadline }, false) if now > *deadline => {
+            Verdict::Unverified
+        }
+        _ => Verdict::Nothing,
     }
 }
 

@@ -311,3 +311,93 @@ fn backoff_is_capped_and_never_past_the_end() {
         "lapsed: the end no longer bounds it"
     );
 }
+
+/// What a read says about an order, every row by hand.
+#[test]
+fn evidence_verdicts() {
+    let waiting = Verification::Waiting {
+        deadline: NOW + 100,
+    };
+    let none = Verification::None;
+    let within = 7_200;
+    let rows: [(OrderState, &Verification, bool, i64, i64, Verdict); 11] = [
+        (OrderState::Pending, &none, true, NOW, NOW, Verdict::Paid),
+        (OrderState::Unknown, &none, true, NOW, NOW, Verdict::Paid),
+        (
+            OrderState::Pending,
+            &none,
+            false,
+            NOW - 7_200,
+            NOW,
+            Verdict::Nothing,
+        ),
+        (
+            OrderState::Pending,
+            &none,
+            false,
+            NOW - 7_201,
+            NOW,
+            Verdict::CallbackOverdue,
+        ),
+        (
+            OrderState::Unknown,
+            &none,
+            false,
+            NOW - 99_999,
+            NOW,
+            Verdict::Nothing,
+        ),
+        (
+            OrderState::Succeeded,
+            &waiting,
+            true,
+            NOW,
+            NOW,
+            Verdict::Verified,
+        ),
+        (
+            OrderState::Succeeded,
+            &waiting,
+            false,
+            NOW,
+            NOW + 100,
+            Verdict::Nothing,
+        ),
+        (
+            OrderState::Succeeded,
+            &waiting,
+            false,
+            NOW,
+            NOW + 101,
+            Verdict::Unverified,
+        ),
+        (
+            OrderState::Succeeded,
+            &none,
+            true,
+            NOW,
+            NOW,
+            Verdict::Nothing,
+        ),
+        (OrderState::Failed, &none, true, NOW, NOW, Verdict::Nothing),
+        (OrderState::Sent, &none, true, NOW, NOW, Verdict::Nothing),
+    ];
+    for (state, v, moved, updated, now, want) in rows {
+        assert_eq!(
+            evidence(state, v, moved, updated, now, within),
+            want,
+            "{state:?} {v:?} moved={moved} updated={updated} now={now}"
+        );
+    }
+}
+
+#[test]
+fn the_expected_end_counts_from_the_later_of_the_end_and_the_order() {
+    let month = 30 * DAY;
+    assert_eq!(expected_end(Some(NOW + DAY), NOW, month), NOW + month);
+    assert_eq!(
+        expected_end(Some(NOW - 5 * DAY), NOW, month),
+        NOW + month - DAY
+    );
+    assert_eq!(expected_end(None, NOW, month), NOW + month - DAY);
+}
