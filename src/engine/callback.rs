@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Engine;
 use super::check::log_transition;
-use super::decide::retry_time;
+use super::decide::retry_after_refusal;
 use super::events::{Event, EventKind};
 use crate::ledger::{OrderState, Settled, Settlement};
 use crate::units::Fen;
@@ -170,12 +170,11 @@ impl Engine {
             }
         } else {
             Settlement::NotPaid {
-                retry_at: Some(retry_time(
-                    10 * rt.config.daemon.retry_base_secs,
-                    120 * rt.config.daemon.retry_base_secs,
+                retry_at: Some(retry_after_refusal(
                     before.attempts,
                     now,
                     before.observed_end,
+                    rt.config.daemon.retry_base_secs,
                 )),
                 why: format!("callback: {status} (vendor order {vendor_id}); not paid"),
             }

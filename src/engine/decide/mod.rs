@@ -282,7 +282,7 @@ pub fn after_attempt(
         ),
         Rejected => (
             AfterAttempt::Failed {
-                retry_at: retry(10, 120),
+                retry_at: Some(retry_after_refusal(attempt, now, end, base)),
             },
             GateEffect::None,
         ),
@@ -300,6 +300,13 @@ pub fn after_attempt(
             GateEffect::PauseUntilReload,
         ),
     }
+}
+
+/// When to retry a period after the vendor's callback said attempt
+/// `attempt` was not paid: as after a `Rejected` reply (10 × `base` at
+/// first, doubling, at most 120 × `base`), never past the end.
+pub fn retry_after_refusal(attempt: u32, now: i64, end: Option<i64>, base: i64) -> i64 {
+    retry_time(10 * base, 120 * base, attempt, now, end)
 }
 
 /// Exponential backoff from `base` seconds, doubled per attempt, capped at

@@ -401,3 +401,19 @@ fn the_expected_end_counts_from_the_later_of_the_end_and_the_order() {
     );
     assert_eq!(expected_end(None, NOW, month), NOW + month - DAY);
 }
+
+/// A refusal by callback waits as a `Rejected` reply would: the same
+/// policy, written once.
+#[test]
+fn a_refusal_by_callback_backs_off_like_a_rejected_reply() {
+    for attempt in 1..=6 {
+        let (after, _) = after_attempt(OutcomeClass::Rejected, false, attempt, NOW, None, 1);
+        let AfterAttempt::Failed { retry_at: Some(at) } = after else {
+            panic!("{after:?}")
+        };
+        assert_eq!(retry_after_refusal(attempt, NOW, None, 1), at);
+    }
+    assert_eq!(retry_after_refusal(1, NOW, None, 1), NOW + 10);
+    assert_eq!(retry_after_refusal(9, NOW, None, 1), NOW + 120);
+    assert_eq!(retry_after_refusal(9, NOW, Some(NOW + 50), 1), NOW + 50);
+}
