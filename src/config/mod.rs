@@ -169,6 +169,13 @@ impl Config {
         self.rules.iter().find(|r| &*r.name == name)
     }
 
+    /// How long a paid order recorded under rule `name` has for its new
+    /// end to show: the rule's `verify_within`, or [`VERIFY_WITHIN`] for
+    /// manual orders and rules no longer in the file.
+    pub fn verify_within(&self, name: &str) -> std::time::Duration {
+        self.rule(name).map_or(VERIFY_WITHIN, |r| r.verify_within)
+    }
+
     /// Points every provider at `base_url` (the in-process sandbox).
     pub fn point_providers_at(&mut self, base_url: &str) {
         for p in self.providers.values_mut() {

@@ -159,9 +159,7 @@ impl Engine {
             Ok(Some(o)) => o,
             _ => return CallbackReply::err(404, "unknown order"),
         };
-        let rule = rt.config.rule(&before.rule);
-        let verify_within = rule.map_or(crate::config::VERIFY_WITHIN, |r| r.verify_within);
-        let verify_within = verify_within.as_secs() as i64;
+        let verify_within = rt.config.verify_within(&before.rule).as_secs() as i64;
         let settlement = if success {
             Settlement::Paid {
                 price,

@@ -9,7 +9,7 @@ use super::check::{callback_within, log_transition};
 use super::decide::{self, Verdict};
 use super::events::{Event, EventKind};
 use super::{Engine, Runtime};
-use crate::config::{Account, VERIFY_WITHIN};
+use crate::config::Account;
 use crate::ledger::{LedgerError, Order, OrderState, Settlement, Verification};
 use crate::model::Membership;
 
@@ -42,11 +42,7 @@ impl Engine {
                 product.adds.as_secs() as i64,
             );
             let moved = end.is_some_and(|e| e >= expected);
-            let verify_within = rt
-                .config
-                .rule(&order.rule)
-                .map_or(VERIFY_WITHIN, |r| r.verify_within)
-                .as_secs() as i64;
+            let verify_within = rt.config.verify_within(&order.rule).as_secs() as i64;
             let within = callback_within(rt, &order.provider);
             let verdict = decide::evidence(
                 order.state,

@@ -20,9 +20,7 @@ pub use sign::{SignMode, Signer};
 /// The wall clock in unix seconds. (The vendor's clock, with the offset
 /// learned from its replies, is `upstream::VendorClock`.)
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    SystemClock.unix()
 }
 
 /// The memberships the API reports, each with `_start`, `_end`, `_payway`.
