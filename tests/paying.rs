@@ -217,11 +217,8 @@ async fn a_due_account_that_will_not_be_renewed_is_alerted_once() {
             .filter(|e| e.detail.contains("will not be renewed"))
             .count()
     };
-    let deadline = tokio::time::Instant::now() + LONG;
-    while alerts(&w) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no give-up alert");
-        w.pass(Duration::from_millis(100)).await;
-    }
+    w.until("a give-up alert", LONG, || (alerts(&w) > 0).then_some(()))
+        .await;
     assert_eq!(alerts(&w), 1);
     w.pass(Duration::from_secs(3)).await;
     assert_eq!(alerts(&w), 1, "once per streak, not at every check");
@@ -386,22 +383,13 @@ async fn faults_on_twenty_due_accounts_renew_each_exactly_once() {
     cfg.sandbox = "  mode: sync\n  seed: 7\n  faults:\n    recharge: { transient_rate: 0.3, garbage_rate: 0.05, http500_rate: 0.05, hang_rate: 0.05, hang_for: 4s }\n    vip_info: { transient_rate: 0.1, garbage_rate: 0.05 }".into();
     cfg.rule = "    max_attempts: 8".into();
     let w = World::start(&cfg).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let orders = loop {
-        let o = w.orders();
-        if o.iter()
-            .filter(|o| o.state == OrderState::Succeeded)
-            .count()
-            == 20
-        {
-            break o;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not 20 renewals: {o:#?}"
-        );
-        w.pass(Duration::from_millis(100)).await;
-    };
+    let orders = w
+        .until("20 renewals", Duration::from_secs(90), || {
+            let o = w.orders();
+            let done = o.iter().filter(|o| o.state == OrderState::Succeeded);
+            (done.count() == 20).then_some(o)
+        })
+        .await;
     assert_eq!(orders.len(), 20);
     w.pass(Duration::from_secs(3)).await;
     let billed = w.billed();
@@ -423,14 +411,10 @@ async fn budget_cap_stops_spending_at_the_cap() {
     cfg.rule = "    budget: { per_day: 40.00 }".into();
     let w = World::start(&cfg).await;
     w.settled_and_verified(2, LONG).await;
-    let deadline = tokio::time::Instant::now() + LONG;
-    while w.events_of("budget_exceeded").is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no budget_exceeded event"
-        );
-        w.pass(Duration::from_millis(100)).await;
-    }
+    w.until("a budget_exceeded event", LONG, || {
+        (!w.events_of("budget_exceeded").is_empty()).then_some(())
+    })
+    .await;
     let budget_events = |w: &World| -> Vec<(i64, Option<String>)> {
         w.events_of("budget_exceeded")
             .into_iter()
@@ -457,18 +441,12 @@ async fn exhausted_balance_pauses_the_provider() {
     cfg.daemon = "  probe_every: 1h".into();
     cfg.provider = "    max_in_flight: 1".into();
     let w = World::start(&cfg).await;
-    let deadline = tokio::time::Instant::now() + LONG;
-    let status = loop {
-        let s = w.engine.status().unwrap();
-        if s.paused.contains_key("wapi") {
-            break s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the provider never paused"
-        );
-        w.pass(Duration::from_millis(100)).await;
-    };
+    let status = w
+        .until("the provider paused", LONG, || {
+            let s = w.engine.status().unwrap();
+            s.paused.contains_key("wapi").then_some(s)
+        })
+        .await;
     assert!(status.paused["wapi"].contains("10022"), "{status:?}");
     w.pass(Duration::from_secs(3)).await;
     let sb = w.sandbox.orders();
@@ -521,11 +499,11 @@ async fn a_short_step_back_does_not_stall_the_schedule() {
     w.clock.step(-3_600);
     w.pass(Duration::from_secs(5)).await;
     w.clock.step(3_600);
-    let deadline = start + Duration::from_secs(45);
-    while w.billed().get("a0") != Some(&1) {
-        assert!(tokio::time::Instant::now() < deadline, "never renewed");
-        w.pass(Duration::from_millis(100)).await;
-    }
+    let left = Duration::from_secs(45) - start.elapsed();
+    w.until("renewed", left, || {
+        (w.billed().get("a0") == Some(&1)).then_some(())
+    })
+    .await;
     let billed_at = start.elapsed();
     assert!(
         billed_at < Duration::from_secs(30),

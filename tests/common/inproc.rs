@@ -98,27 +98,36 @@ impl World {
         self.engine.ledger().orders(None).unwrap()
     }
 
-    /// Waits (in tokio's time: paused, it costs nothing) until an order
-    /// satisfies `want`, at most `within`; panics with the orders then.
+    /// Waits (in tokio's time: paused, it costs nothing) until `probe`
+    /// gives a value, looking every 100 ms, at most `within`; then panics
+    /// naming `what`, with the orders as they are.
+    pub async fn until<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("not {what} within {within:?}: {:#?}", self.orders());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until an order satisfies `want`; see [`World::until`].
     pub async fn order_where(
         &self,
         what: &str,
         within: Duration,
         want: impl Fn(&Order) -> bool,
     ) -> Order {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(o) = self.orders().into_iter().find(|o| want(o)) {
-                return o;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "no order where {what} within {within:?}: {:#?}",
-                    self.orders()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.until(what, within, || self.orders().into_iter().find(|o| want(o)))
+            .await
     }
 
     /// Lets `d` of tokio's time pass with everything running.
@@ -165,8 +174,8 @@ impl World {
     /// Waits until `n` orders have succeeded and been verified; returns
     /// every order then.
     pub async fn settled_and_verified(&self, n: usize, within: Duration) -> Vec<Order> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        let what = format!("{n} orders succeeded and verified");
+        self.until(&what, within, || {
             let orders = self.orders();
             let done = orders
                 .iter()
@@ -175,14 +184,9 @@ impl World {
                         && matches!(o.verification, vipd::ledger::Verification::Verified { .. })
                 })
                 .count();
-            if done >= n {
-                return orders;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("{n} orders not succeeded and verified within {within:?}: {orders:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            (done >= n).then_some(orders)
+        })
+        .await
     }
 
     /// The callback listener's URL for `provider`.
