@@ -220,3 +220,60 @@ fn the_scanner_sees_sibling_paths() {
     );
     assert!(siblings_named("// use super::http::x;", "plugins").is_empty());
 }
+
+/// The engine, the admin API and the plugins reach the store through the
+/// `Store` port only: none of them names the sled `Ledger` outside its
+/// tests, so a second backend plugs in behind the same port. Only the
+/// service, the CLI and the fuzz harness open a concrete store.
+#[test]
+fn only_the_wiring_names_the_sled_store() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for top in ["engine", "http", "plugins"] {
+        let mut files = Vec::new();
+        rust_files(&src.join(top), &mut files);
+        for file in files {
+            let rel = file
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel.contains("/tests/") || rel.ends_with("/tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                if names_word(code, "Ledger") {
+                    found.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "use `ledger::store::Store`, not the sled `Ledger`:\n{}",
+        found.join("\n")
+    );
+}
+
+/// Whether `code` contains `word` as a whole identifier.
+fn names_word(code: &str, word: &str) -> bool {
+    code.match_indices(word).any(|(i, _)| {
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let before = code[..i].chars().next_back().is_none_or(|c| !ident(c));
+        let after = code[i + word.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !ident(c));
+        before && after
+    })
+}
+
+#[test]
+fn the_word_finder_sees_whole_identifiers_only() {
+    assert!(names_word("use crate::ledger::Ledger;", "Ledger"));
+    assert!(names_word("Arc<Ledger>", "Ledger"));
+    assert!(!names_word("LedgerError", "Ledger"));
+    assert!(!names_word("MyLedger", "Ledger"));
+}

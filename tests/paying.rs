@@ -122,7 +122,7 @@ async fn a_success_for_an_attempt_recorded_failed_is_counted_and_alerted() {
     assert!(
         !conflicts.is_empty(),
         "{:?}",
-        w.engine.status().unwrap().events
+        w.engine.status().await.unwrap().events
     );
     w.pass(Duration::from_secs(12)).await;
     assert_eq!(w.vendor_requests(), 1, "no retry once paid");
@@ -217,8 +217,10 @@ async fn a_due_account_that_will_not_be_renewed_is_alerted_once() {
             .filter(|e| e.detail.contains("will not be renewed"))
             .count()
     };
-    w.until("a give-up alert", LONG, || (alerts(&w) > 0).then_some(()))
-        .await;
+    w.until("a give-up alert", LONG, async || {
+        (alerts(&w) > 0).then_some(())
+    })
+    .await;
     assert_eq!(alerts(&w), 1);
     w.pass(Duration::from_secs(3)).await;
     assert_eq!(alerts(&w), 1, "once per streak, not at every check");
@@ -288,7 +290,7 @@ async fn one_due_account_among_several_is_billed_once_over_many_polls() {
         "no other request reached the vendor"
     );
     assert_eq!(w.orders().len(), 1);
-    let status = w.engine.status().unwrap();
+    let status = w.engine.status().await.unwrap();
     assert!(
         status
             .checks
@@ -384,7 +386,7 @@ async fn faults_on_twenty_due_accounts_renew_each_exactly_once() {
     cfg.rule = "    max_attempts: 8".into();
     let w = World::start(&cfg).await;
     let orders = w
-        .until("20 renewals", Duration::from_secs(90), || {
+        .until("20 renewals", Duration::from_secs(90), async || {
             let o = w.orders();
             let done = o.iter().filter(|o| o.state == OrderState::Succeeded);
             (done.count() == 20).then_some(o)
@@ -411,7 +413,7 @@ async fn budget_cap_stops_spending_at_the_cap() {
     cfg.rule = "    budget: { per_day: 40.00 }".into();
     let w = World::start(&cfg).await;
     w.settled_and_verified(2, LONG).await;
-    w.until("a budget_exceeded event", LONG, || {
+    w.until("a budget_exceeded event", LONG, async || {
         (!w.events_of("budget_exceeded").is_empty()).then_some(())
     })
     .await;
@@ -429,7 +431,10 @@ async fn budget_cap_stops_spending_at_the_cap() {
     assert_eq!(budget_events(&w), before);
     let billed: usize = w.billed().values().sum();
     assert_eq!(billed, 2);
-    assert_eq!(w.engine.status().unwrap().spend[0].used_day, Fen(3000));
+    assert_eq!(
+        w.engine.status().await.unwrap().spend[0].used_day,
+        Fen(3000)
+    );
     assert_eq!(w.orders().len(), 2);
     w.stop().await;
 }
@@ -442,8 +447,8 @@ async fn exhausted_balance_pauses_the_provider() {
     cfg.provider = "    max_in_flight: 1".into();
     let w = World::start(&cfg).await;
     let status = w
-        .until("the provider paused", LONG, || {
-            let s = w.engine.status().unwrap();
+        .until("the provider paused", LONG, async || {
+            let s = w.engine.status().await.unwrap();
             s.paused.contains_key("wapi").then_some(s)
         })
         .await;
@@ -458,9 +463,10 @@ async fn exhausted_balance_pauses_the_provider() {
 }
 
 /// Events whose detail speaks of the wall clock.
-fn clock_alerts(w: &World) -> usize {
+async fn clock_alerts(w: &World) -> usize {
     w.engine
         .status()
+        .await
         .unwrap()
         .events
         .iter()
@@ -483,7 +489,7 @@ async fn a_clock_stepped_28_days_ahead_pays_nothing_early() {
         0,
         "nothing sent on a clock 28 days off"
     );
-    assert_eq!(clock_alerts(&w), 1, "one alert per step");
+    assert_eq!(clock_alerts(&w).await, 1, "one alert per step");
     w.stop().await;
 }
 
@@ -500,7 +506,7 @@ async fn a_short_step_back_does_not_stall_the_schedule() {
     w.pass(Duration::from_secs(5)).await;
     w.clock.step(3_600);
     let left = Duration::from_secs(45) - start.elapsed();
-    w.until("renewed", left, || {
+    w.until("renewed", left, async || {
         (w.billed().get("a0") == Some(&1)).then_some(())
     })
     .await;
@@ -509,6 +515,6 @@ async fn a_short_step_back_does_not_stall_the_schedule() {
         billed_at < Duration::from_secs(30),
         "paid {billed_at:?} after start; due at 15 s"
     );
-    assert_eq!(clock_alerts(&w), 1);
+    assert_eq!(clock_alerts(&w).await, 1);
     w.stop().await;
 }

@@ -160,7 +160,8 @@ pub async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 config.daemon.dry_run,
                 Default::default(),
                 crate::model::now_unix(),
-            )?
+            )
+            .await?
         }
     };
     if json {

@@ -113,24 +113,32 @@ impl Engine {
             );
             return CallbackReply::err(403, why);
         }
-        let (key, attempt) = match self.ledger.attempt_of_vendor_order(provider, vendor_id) {
+        let (key, attempt) = match self
+            .store
+            .attempt_of_vendor_order(provider, vendor_id)
+            .await
+        {
             Ok(Some(found)) => found,
             // A plugin may name our own order key instead of the vendor's.
             Ok(None)
                 if by_plugin
                     && self
-                        .ledger
+                        .store
                         .get(vendor_id)
+                        .await
                         .ok()
                         .flatten()
                         .is_some_and(|o| o.provider == provider) =>
             {
                 (vendor_id.to_owned(), None)
             }
-            Ok(None) => match self.match_by_target(provider, get(&seller.target_param)) {
+            Ok(None) => match self
+                .match_by_target(provider, get(&seller.target_param))
+                .await
+            {
                 // Bound to that attempt for good: the same callback
                 // delivered again finds it through the index.
-                Some(key) => match self.ledger.bind_vendor_order(&key, vendor_id) {
+                Some(key) => match self.store.bind_vendor_order(&key, vendor_id).await {
                     Ok(n) => (key, Some(n)),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot bind a callback to its order");
@@ -155,7 +163,7 @@ impl Engine {
             Some(yuan) => Fen::from_f64_yuan(yuan).ok(),
             None => get(&map.price_field).and_then(|p| Fen::parse_yuan(p).ok()),
         };
-        let before = match self.ledger.get(&key) {
+        let before = match self.store.get(&key).await {
             Ok(Some(o)) => o,
             _ => return CallbackReply::err(404, "unknown order"),
         };
@@ -177,7 +185,11 @@ impl Engine {
                 why: format!("callback: {status} (vendor order {vendor_id}); not paid"),
             }
         };
-        match self.ledger.settle_attempt(&key, attempt, now, settlement) {
+        match self
+            .store
+            .settle_attempt(&key, attempt, now, settlement)
+            .await
+        {
             Ok(Settled::Changed { order: o, conflict }) => {
                 log_transition(&o);
                 if let Some(why) = conflict {
@@ -188,7 +200,8 @@ impl Engine {
                             format!("{why} (callback: {status}, vendor order {vendor_id})"),
                         )
                         .order(&o),
-                    );
+                    )
+                    .await;
                 }
                 if o.state != before.state {
                     self.emit(
@@ -198,7 +211,8 @@ impl Engine {
                             format!("{} by callback ({status})", o.state),
                         )
                         .order(&o),
-                    );
+                    )
+                    .await;
                 }
                 if o.state == OrderState::Succeeded {
                     self.follow_up(&o.rule, &o.account, Duration::from_secs(1));
@@ -223,7 +237,8 @@ impl Engine {
                         format!("callback not applied: {why} (vendor order {vendor_id})"),
                     )
                     .order(&o),
-                );
+                )
+                .await;
             }
             Err(e) => {
                 tracing::error!(key, error = %e, "cannot settle the order from its callback");
@@ -232,7 +247,7 @@ impl Engine {
         }
         // Acknowledge only what is on disk: the vendor stops calling back
         // once we say the configured reply.
-        if let Err(e) = self.ledger.durable().await {
+        if let Err(e) = self.store.durable().await {
             tracing::error!(key, error = %e, "settlement not durable; asking the vendor to call again");
             return CallbackReply::err(503, "store unavailable");
         }
@@ -246,7 +261,7 @@ impl Engine {
     /// it to the one `unknown` order of the account it names, if exactly
     /// one. (A `sent` order is still being answered; the vendor will call
     /// again once its reply is recorded.)
-    fn match_by_target(&self, provider: &str, target: Option<&str>) -> Option<String> {
+    async fn match_by_target(&self, provider: &str, target: Option<&str>) -> Option<String> {
         let rt = self.runtime();
         let account = rt
             .config
@@ -254,8 +269,9 @@ impl Engine {
             .iter()
             .find(|a| Some(a.qq_number.as_str()) == target)?;
         let open: Vec<_> = self
-            .ledger
+            .store
             .orders_of(&account.name)
+            .await
             .ok()?
             .into_iter()
             .filter(|o| {

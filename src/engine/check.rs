@@ -30,7 +30,7 @@ impl Engine {
         account: &Account,
     ) -> Result<VipInfo, VipInfoError> {
         // One read of the stored token per membership read.
-        let creds = self.credentials(account);
+        let creds = self.credentials(account).await;
         let seen = creds.rotated_at;
         let refreshable = self.can_refresh(rt, account, &creds);
         let token = self.access_token(rt, account, creds).await;
@@ -94,7 +94,7 @@ impl Engine {
         };
         let info = match self.read(rt, account).await {
             Ok(info) => {
-                self.note_read_ok(account);
+                self.note_read_ok(account).await;
                 if rt.hooks.listens(EventKind::VipInfo) {
                     let mut ev = Event::new(
                         EventKind::VipInfo,
@@ -103,24 +103,30 @@ impl Engine {
                     )
                     .about(&account.name, &rule.name);
                     ev.memberships = Some(VipView::of(&info).memberships);
-                    self.emit_to(rt, ev);
+                    self.emit_to(rt, ev).await;
                 }
                 info
             }
             Err(e) => {
-                self.note_read_error(rule, account, &e);
+                self.note_read_error(rule, account, &e).await;
                 return;
             }
         };
         let end = info.end(rule.membership);
-        let Some(now) = self.trusted_now(&rule.name, account) else {
+        let Some(now) = self.trusted_now(&rule.name, account).await else {
             return;
         };
-        if let Err(e) = self.settle_by_evidence(rt, account, rule.membership, end, now) {
+        if let Err(e) = self
+            .settle_by_evidence(rt, account, rule.membership, end, now)
+            .await
+        {
             tracing::error!(account = %account.name, error = %e, "could not apply evidence to open orders");
         }
         let terms = Terms::of(rule);
-        let decision = match self.decide_now(rt, &terms, account, product, end, now) {
+        let decision = match self
+            .decide_now(rt, &terms, account, product, end, now)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(account = %account.name, rule = %rule.name, error = %e, "cannot read the ledger; no decision");
@@ -128,8 +134,9 @@ impl Engine {
             }
         };
         let previous = self
-            .ledger
+            .store
             .check_state(&rule.name, &account.name)
+            .await
             .unwrap_or_default();
         // A standing veto lasts while the renewal stays due.
         let veto = match decision {
@@ -147,8 +154,9 @@ impl Engine {
         // spend): the operator has heard about it already.
         let standing = state.standing.is_some() && previous.standing == state.standing;
         if let Err(e) = self
-            .ledger
+            .store
             .put_check_state(&rule.name, &account.name, &state)
+            .await
         {
             tracing::warn!(error = %e, "could not record the check");
         }
@@ -177,7 +185,8 @@ impl Engine {
                         ),
                     )
                     .about(&account.name, &rule.name),
-                );
+                )
+                .await;
             }
             Decision::Held { .. } if standing => {}
             Decision::Held { why } => {
@@ -191,7 +200,7 @@ impl Engine {
                 )
                 .about(&account.name, &rule.name);
                 ev.reason = Some(why);
-                self.emit(ev);
+                self.emit(ev).await;
             }
             Decision::BudgetExceeded { .. } if standing => {
                 tracing::debug!(account = %account.name, rule = %rule.name, "budget still exceeded; alerted already");
@@ -210,14 +219,14 @@ impl Engine {
                 ev.cap = Some(cap.as_yuan_f64());
                 ev.used = Some(used.as_yuan_f64());
                 ev.price = Some(product.max_price.as_yuan_f64());
-                self.emit(ev);
+                self.emit(ev).await;
             }
             _ => {}
         }
     }
 
     /// The decision for (rule, account) given the end just read.
-    pub(super) fn decide_now(
+    pub(super) async fn decide_now(
         &self,
         rt: &Runtime,
         terms: &Terms<'_>,
@@ -227,19 +236,19 @@ impl Engine {
         now: i64,
     ) -> Result<Decision, LedgerError> {
         let key = decision_key(terms.name, &account.name, terms.membership, end);
-        let existing = self.ledger.get(&key)?;
+        let existing = self.store.get(&key).await?;
         let (day, month) = period::periods(now, rt.config.daemon.timezone);
         let budget = BudgetView {
             per_day: terms.budget.per_day,
-            used_day: self.ledger.spend(terms.name, &day)?.used(),
+            used_day: self.store.spend(terms.name, &day).await?.used(),
             per_month: terms.budget.per_month,
-            used_month: self.ledger.spend(terms.name, &month)?.used(),
+            used_month: self.store.spend(terms.name, &month).await?.used(),
         };
         let admission = rt
             .sellers
             .get(&product.provider)
             .map_or(Admission::Open, |s| s.gate.peek(now));
-        let held = self.ledger.held(&account.name)?;
+        let held = self.store.held(&account.name).await?;
         Ok(decide::decide(&Facts {
             now,
             end,
@@ -254,12 +263,13 @@ impl Engine {
         }))
     }
 
-    fn note_read_ok(&self, account: &Account) {
-        match self.ledger.account_state(&account.name) {
+    async fn note_read_ok(&self, account: &Account) {
+        match self.store.account_state(&account.name).await {
             Ok(s) if s.auth_failing || s.last_error.is_some() => {
                 let _ = self
-                    .ledger
-                    .put_account_state(&account.name, &Default::default());
+                    .store
+                    .put_account_state(&account.name, &Default::default())
+                    .await;
                 tracing::info!(account = %account.name, "membership reads work again");
             }
             _ => {}
@@ -268,13 +278,17 @@ impl Engine {
 
     /// A failed read makes no decision. Token problems fire
     /// `account_auth_failed` once per failure streak.
-    fn note_read_error(&self, rule: &Rule, account: &Account, e: &VipInfoError) {
+    async fn note_read_error(&self, rule: &Rule, account: &Account, e: &VipInfoError) {
         let now = self.clock.unix();
-        let mut state = self.ledger.account_state(&account.name).unwrap_or_default();
+        let mut state = self
+            .store
+            .account_state(&account.name)
+            .await
+            .unwrap_or_default();
         let first_of_streak = e.is_token_problem() && !state.auth_failing;
         state.auth_failing |= e.is_token_problem();
         state.last_error = Some(e.to_string());
-        let _ = self.ledger.put_account_state(&account.name, &state);
+        let _ = self.store.put_account_state(&account.name, &state).await;
         if first_of_streak {
             let mut ev = Event::new(
                 EventKind::AccountAuthFailed,
@@ -283,10 +297,32 @@ impl Engine {
             )
             .about(&account.name, &rule.name);
             ev.message = Some(e.to_string());
-            self.emit(ev);
+            self.emit(ev).await;
         } else {
             tracing::warn!(account = %account.name, rule = %rule.name, error = %e, "membership read failed; no decision this time");
         }
+    }
+
+    /// The memberships an account's manual orders are open or unverified
+    /// for.
+    async fn open_manual(&self, account: &Account) -> Vec<Membership> {
+        let mut open: Vec<Membership> = self
+            .store
+            .orders_of(&account.name)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| &*o.rule == super::MANUAL_RULE)
+            .filter(|o| {
+                matches!(o.state, OrderState::Pending | OrderState::Unknown)
+                    || o.state == OrderState::Succeeded
+                        && matches!(o.verification, Verification::Waiting { .. })
+            })
+            .map(|o| o.membership)
+            .collect();
+        open.sort_by_key(|m| m.as_str());
+        open.dedup();
+        open
     }
 
     /// Follows up an account's manual orders, which no rule checks: reads
@@ -295,25 +331,7 @@ impl Engine {
     /// still is (a callback settling one also brings a follow-up).
     async fn check_manual(self: &Arc<Self>, rt: &Arc<Runtime>, account: &Account) {
         const AGAIN: Duration = Duration::from_secs(30);
-        let open = |engine: &Self| -> Vec<Membership> {
-            let mut open: Vec<Membership> = engine
-                .ledger
-                .orders_of(&account.name)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|o| &*o.rule == super::MANUAL_RULE)
-                .filter(|o| {
-                    matches!(o.state, OrderState::Pending | OrderState::Unknown)
-                        || o.state == OrderState::Succeeded
-                            && matches!(o.verification, Verification::Waiting { .. })
-                })
-                .map(|o| o.membership)
-                .collect();
-            open.sort_by_key(|m| m.as_str());
-            open.dedup();
-            open
-        };
-        let memberships = open(self);
+        let memberships = self.open_manual(account).await;
         if memberships.is_empty() {
             return;
         }
@@ -325,7 +343,7 @@ impl Engine {
                 return;
             }
         };
-        self.note_read_ok(account);
+        self.note_read_ok(account).await;
         let Now::Trusted { now } = self
             .time
             .observe(self.clock.unix(), tokio::time::Instant::now())
@@ -334,11 +352,14 @@ impl Engine {
             return;
         };
         for m in memberships {
-            if let Err(e) = self.settle_by_evidence(rt, account, m, info.end(m), now) {
+            if let Err(e) = self
+                .settle_by_evidence(rt, account, m, info.end(m), now)
+                .await
+            {
                 tracing::error!(account = %account.name, error = %e, "could not apply evidence to manual orders");
             }
         }
-        if !open(self).is_empty() {
+        if !self.open_manual(account).await.is_empty() {
             self.follow_up(super::MANUAL_RULE, &account.name, AGAIN);
         }
     }
@@ -384,7 +405,7 @@ impl Engine {
     /// The time decisions use (see `time.rs`), or `None` while the wall
     /// clock is disputed: then nothing is decided or paid, one alert fires
     /// per step, and the pair is checked again in 30 s.
-    pub(super) fn trusted_now(&self, rule: &str, account: &Account) -> Option<i64> {
+    pub(super) async fn trusted_now(&self, rule: &str, account: &Account) -> Option<i64> {
         match self
             .time
             .observe(self.clock.unix(), tokio::time::Instant::now())
@@ -406,7 +427,7 @@ impl Engine {
                     if by > 0 { "ahead of" } else { "behind" },
                 );
                 if first {
-                    self.emit(Event::new(EventKind::Error, now, detail));
+                    self.emit(Event::new(EventKind::Error, now, detail)).await;
                 } else {
                     tracing::debug!(account = %account.name, rule = %rule, "{detail}");
                 }

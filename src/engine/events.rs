@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::ledger::{EventRecord, Ledger, Order};
+use crate::ledger::store::Store;
+use crate::ledger::{EventRecord, Order};
 
 /// The events the engine emits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
@@ -405,7 +406,7 @@ impl Event {
 
 /// Logs an event and keeps it in the ledger's event log. A store failure
 /// is logged, never raised: an event must not stop a renewal.
-pub fn record(ledger: &Ledger, ev: &Event) {
+pub async fn record(store: &dyn Store, ev: &Event) {
     let kind = ev.kind;
     let (account, rule, key) = (ev.account.as_deref(), ev.rule.as_deref(), ev.key.as_deref());
     if kind.is_alert() {
@@ -424,7 +425,7 @@ pub fn record(ledger: &Ledger, ev: &Event) {
         key: ev.key.clone(),
         detail: ev.detail.clone(),
     };
-    if let Err(e) = ledger.record_event(&record) {
+    if let Err(e) = store.record_event(&record).await {
         tracing::error!(error = %e, "could not record event {}", kind.as_str());
     }
 }

@@ -16,7 +16,7 @@ use crate::model::Membership;
 impl Engine {
     /// Settles or verifies this account's open orders for `membership`
     /// with the end just read: evidence that a renewal happened.
-    pub(super) fn settle_by_evidence(
+    pub(super) async fn settle_by_evidence(
         &self,
         rt: &Runtime,
         account: &Account,
@@ -24,7 +24,7 @@ impl Engine {
         end: Option<i64>,
         now: i64,
     ) -> Result<(), LedgerError> {
-        for order in self.ledger.orders_of(&account.name)? {
+        for order in self.store.orders_of(&account.name).await? {
             if order.membership != membership
                 || matches!(
                     order.state,
@@ -59,20 +59,25 @@ impl Engine {
                         crate::timefmt::utc(end.unwrap_or(0)),
                         crate::timefmt::utc(expected)
                     );
-                    if let Some(o) = self.ledger.settle(
-                        &order.key,
-                        now,
-                        Settlement::Paid {
-                            price: None,
-                            verify_deadline: now + verify_within,
-                            why: why.clone(),
-                        },
-                    )? {
+                    if let Some(o) = self
+                        .store
+                        .settle(
+                            &order.key,
+                            now,
+                            Settlement::Paid {
+                                price: None,
+                                verify_deadline: now + verify_within,
+                                why: why.clone(),
+                            },
+                        )
+                        .await?
+                    {
                         self.emit(
                             Event::new(EventKind::OrderSettled, now, format!("succeeded by {why}"))
                                 .order(&o),
-                        );
-                        self.verified(&o, end.unwrap_or(0), now)?;
+                        )
+                        .await;
+                        self.verified(&o, end.unwrap_or(0), now).await?;
                     }
                 }
                 Verdict::CallbackOverdue => {
@@ -81,7 +86,7 @@ impl Engine {
                         crate::units::HumanDuration(Duration::from_secs(within as u64)),
                         end.map_or("never".into(), crate::timefmt::utc),
                     );
-                    let o = self.ledger.callback_overdue(&order.key, now, &why)?;
+                    let o = self.store.callback_overdue(&order.key, now, &why).await?;
                     log_transition(&o);
                     self.emit(
                         Event::new(
@@ -93,12 +98,14 @@ impl Engine {
                             ),
                         )
                         .order(&o),
-                    );
+                    )
+                    .await;
                 }
-                Verdict::Verified => self.verified(&order, end.unwrap_or(0), now)?,
+                Verdict::Verified => self.verified(&order, end.unwrap_or(0), now).await?,
                 Verdict::Unverified => {
-                    self.ledger
-                        .set_verification(&order.key, Verification::Unverified { at: now })?;
+                    self.store
+                        .set_verification(&order.key, Verification::Unverified { at: now })
+                        .await?;
                     let mut ev = Event::new(
                         EventKind::RenewalUnverified,
                         now,
@@ -110,7 +117,7 @@ impl Engine {
                     )
                     .order(&order);
                     ev.new_end = end;
-                    self.emit(ev);
+                    self.emit(ev).await;
                 }
                 Verdict::Nothing => {}
             }
@@ -118,9 +125,10 @@ impl Engine {
         Ok(())
     }
 
-    fn verified(&self, order: &Order, new_end: i64, now: i64) -> Result<(), LedgerError> {
-        self.ledger
-            .set_verification(&order.key, Verification::Verified { at: now, new_end })?;
+    async fn verified(&self, order: &Order, new_end: i64, now: i64) -> Result<(), LedgerError> {
+        self.store
+            .set_verification(&order.key, Verification::Verified { at: now, new_end })
+            .await?;
         let mut ev = Event::new(
             EventKind::RenewalVerified,
             now,
@@ -133,7 +141,7 @@ impl Engine {
         .order(order);
         ev.new_end = Some(new_end);
         ev.state = Some(OrderState::Succeeded.as_str().to_owned());
-        self.emit(ev);
+        self.emit(ev).await;
         Ok(())
     }
 }

@@ -9,14 +9,14 @@ use crate::ledger::{LedgerError, OrderState, Verification};
 impl Engine {
     /// `GET /metrics`: the hot-path counters, and what the ledger and the
     /// configuration say now.
-    pub fn render_metrics(&self) -> Result<String, LedgerError> {
+    pub async fn render_metrics(&self) -> Result<String, LedgerError> {
         use crate::metrics::Writer;
         let rt = self.runtime();
         let now = self.clock.unix();
         let mut w = Writer::default();
         self.metrics.write(&mut w);
 
-        let counts = self.ledger.count_by_state()?;
+        let counts = self.store.count_by_state().await?;
         w.family("vipd_orders", "gauge", "Orders in the ledger by state.");
         for state in OrderState::ALL {
             let n = counts.get(&state).copied().unwrap_or(0);
@@ -35,7 +35,7 @@ impl Engine {
                 ("day", &day, rule.budget.per_day),
                 ("month", &month, rule.budget.per_month),
             ] {
-                let used = self.ledger.spend(&rule.name, key)?.used();
+                let used = self.store.spend(&rule.name, key).await?.used();
                 w.sample(
                     "vipd_spend_yuan",
                     &[("rule", &rule.name), ("period", period)],
@@ -67,7 +67,7 @@ impl Engine {
         let mut ends = BTreeMap::new();
         for rule in &rt.config.rules {
             for account in &rule.accounts {
-                let state = self.ledger.check_state(&rule.name, account)?;
+                let state = self.store.check_state(&rule.name, account).await?;
                 if let Some(end) = state.observed_end {
                     ends.insert((&**account, rule.membership.as_str()), end);
                 }
@@ -109,8 +109,9 @@ impl Engine {
             "Paid orders whose renewal never showed (verification: unverified).",
         );
         let unverified = self
-            .ledger
-            .orders(Some(OrderState::Succeeded))?
+            .store
+            .orders(Some(OrderState::Succeeded))
+            .await?
             .iter()
             .filter(|o| matches!(o.verification, Verification::Unverified { .. }))
             .count();

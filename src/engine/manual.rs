@@ -38,6 +38,7 @@ impl Engine {
         let now = self.clock.unix();
         let decision = self
             .decide_now(&rt, &terms, acct, prod, end, now)
+            .await
             .map_err(|e| e.to_string())?;
         let Decision::Renew { .. } = decision else {
             return Err(format!("not renewing: {}", decision.describe()));

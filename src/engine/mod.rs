@@ -47,7 +47,7 @@ pub use check::VipView;
 pub use report::{PlanLine, Status, resolve, status};
 
 use crate::config::{CallbackMapping, Config, Provider};
-use crate::ledger::Ledger;
+use crate::ledger::store::Store;
 use crate::upstream::{RechargeClient, Signer, VendorClock, VipInfoClient};
 use events::Event;
 use gate::{Gate, Traffic};
@@ -181,7 +181,7 @@ pub struct ReloadReport {
 
 /// The engine. Cheap to share: everything inside is behind `Arc`s.
 pub struct Engine {
-    ledger: Arc<Ledger>,
+    store: Arc<dyn Store>,
     last_reload: Mutex<Option<ReloadReport>>,
     runtime: RwLock<Arc<Runtime>>,
     http: reqwest::Client,
@@ -224,10 +224,10 @@ pub fn spread(rule: &str, account: &str, window: Duration) -> Duration {
 }
 
 impl Engine {
-    /// An engine over `ledger` with its first configuration and what
+    /// An engine over `store` with its first configuration and what
     /// listens to it (started here, with this engine to call back into).
     pub fn new(
-        ledger: Arc<Ledger>,
+        store: Arc<dyn Store>,
         config: Arc<Config>,
         hooks: Arc<dyn Hooks>,
         dry_run: bool,
@@ -238,7 +238,7 @@ impl Engine {
         let runtime = Arc::new(Runtime::build(config, hooks, 1, &http, &clock));
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         let engine = Arc::new(Engine {
-            ledger,
+            store,
             last_reload: Mutex::new(None),
             runtime: RwLock::new(runtime),
             http,
@@ -283,9 +283,9 @@ impl Engine {
             .clone()
     }
 
-    /// The ledger.
-    pub fn ledger(&self) -> &Arc<Ledger> {
-        &self.ledger
+    /// The store of orders, budgets and everything else vipd remembers.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// The wall clock this engine reads.
@@ -322,9 +322,9 @@ impl Engine {
 
     /// A one-line summary for systemd's `STATUS=`: accounts, open orders,
     /// the next check in the configured timezone.
-    pub fn status_line(&self) -> String {
+    pub async fn status_line(&self) -> String {
         let rt = self.runtime();
-        let counts = self.ledger.count_by_state().unwrap_or_default();
+        let counts = self.store.count_by_state().await.unwrap_or_default();
         let count = |s: crate::ledger::OrderState| counts.get(&s).copied().unwrap_or(0);
         let next = match self.next_wake.load(std::sync::atomic::Ordering::Relaxed) {
             0 => "not scheduled yet".to_owned(),
@@ -361,15 +361,15 @@ impl Engine {
     }
 
     /// Logs, records and delivers an event to the plugins in force.
-    pub fn emit(&self, ev: Event) {
+    pub async fn emit(&self, ev: Event) {
         let rt = self.runtime();
-        self.emit_to(&rt, ev);
+        self.emit_to(&rt, ev).await;
     }
 
     /// [`Engine::emit`] to the plugins of `rt`.
-    fn emit_to(&self, rt: &Runtime, mut ev: Event) {
+    async fn emit_to(&self, rt: &Runtime, mut ev: Event) {
         ev.dry_run = self.dry_run;
-        events::record(&self.ledger, &ev);
+        events::record(&*self.store, &ev).await;
         rt.hooks.notify(ev);
     }
 

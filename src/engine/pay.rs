@@ -78,8 +78,8 @@ impl Engine {
             return None;
         }
         // The clock is asked again: the decision may be minutes old.
-        let now = self.trusted_now(terms.name, account)?;
-        let order = self.plan_order(&r, why, now)?;
+        let now = self.trusted_now(terms.name, account).await?;
+        let order = self.plan_order(&r, why, now).await?;
         let order = match self.ready_to_send(&r, order).await {
             Ok(order) => order,
             Err(order) => return Some(order),
@@ -98,7 +98,8 @@ impl Engine {
             Ok(recorded) => recorded,
             Err(order) => return Some(order),
         };
-        self.announce(&r, seller, effect, &order, &attempt, conflict, now);
+        self.announce(&r, seller, effect, &order, &attempt, conflict, now)
+            .await;
         self.follow_ups(&r, &order, now);
         Some(order)
     }
@@ -106,7 +107,7 @@ impl Engine {
     /// Step 1: no plugin vetoes, and this is not a dry run.
     async fn cleared(&self, r: &Renewal<'_>, why: &str) -> bool {
         if let Some(veto) = self.ask_plugins(r).await {
-            self.record_veto(r.terms, r.account, &r.key, veto);
+            self.record_veto(r.terms, r.account, &r.key, veto).await;
             return false;
         }
         if self.dry_run {
@@ -147,7 +148,7 @@ impl Engine {
 
     /// Step 4: the ledger plans the order under its guards, or says why
     /// not (a budget refusal and a store error are alerts).
-    fn plan_order(&self, r: &Renewal<'_>, why: String, now: i64) -> Option<Order> {
+    async fn plan_order(&self, r: &Renewal<'_>, why: String, now: i64) -> Option<Order> {
         let (day, month) = period::periods(now, r.rt.config.daemon.timezone);
         let request = PlanRequest {
             key: r.key.clone(),
@@ -164,7 +165,7 @@ impl Engine {
             month,
             why,
         };
-        match self.ledger.plan(&request, now) {
+        match self.store.plan(&request, now).await {
             Ok(Ok(order)) => {
                 log_transition(&order);
                 Some(order)
@@ -174,7 +175,8 @@ impl Engine {
                     r,
                     EventKind::BudgetExceeded,
                     format!("not renewing: {refusal}"),
-                );
+                )
+                .await;
                 None
             }
             Ok(Err(refusal)) => {
@@ -182,7 +184,8 @@ impl Engine {
                 None
             }
             Err(e) => {
-                self.alert(r, EventKind::Error, format!("cannot plan the order: {e}"));
+                self.alert(r, EventKind::Error, format!("cannot plan the order: {e}"))
+                    .await;
                 None
             }
         }
@@ -191,22 +194,22 @@ impl Engine {
     /// Step 5: the planned record durable, the order marked `sent`, and
     /// that durable. `Err` carries the order as it stays (not sent).
     async fn ready_to_send(&self, r: &Renewal<'_>, order: Order) -> Result<Order, Order> {
-        if let Err(e) = self.ledger.durable().await {
+        if let Err(e) = self.store.durable().await {
             let why = format!("the planned order is not durable, not sending: {e}");
-            self.alert(r, EventKind::Error, why);
+            self.alert(r, EventKind::Error, why).await;
             return Err(order);
         }
-        let order = match self.ledger.mark_sent(&order.key, self.clock.unix()) {
+        let order = match self.store.mark_sent(&order.key, self.clock.unix()).await {
             Ok(o) => o,
             Err(e) => {
                 let why = format!("cannot mark the order sent, not sending: {e}");
-                self.alert(r, EventKind::Error, why);
+                self.alert(r, EventKind::Error, why).await;
                 return Err(order);
             }
         };
-        if let Err(e) = self.ledger.durable().await {
+        if let Err(e) = self.store.durable().await {
             let why = format!("the sent mark is not durable, not sending: {e}");
-            self.alert(r, EventKind::Error, why);
+            self.alert(r, EventKind::Error, why).await;
             return Err(order);
         }
         log_transition(&order);
@@ -269,18 +272,19 @@ impl Engine {
             AfterAttempt::Unknown => AttemptResult::Unknown,
             AfterAttempt::Failed { retry_at } => AttemptResult::Failed { retry_at },
         };
-        let recorded =
-            self.ledger
-                .record_attempt(&order.key, now, class, &attempt.outcome.detail, result);
+        let recorded = self
+            .store
+            .record_attempt(&order.key, now, class, &attempt.outcome.detail, result)
+            .await;
         let Recorded { order, conflict } = match recorded {
             Ok(recorded) => recorded,
             Err(e) => {
                 let why = format!("cannot record the reply ({class}): {e}");
-                self.alert(r, EventKind::Error, why);
+                self.alert(r, EventKind::Error, why).await;
                 return Err(order);
             }
         };
-        let _ = self.ledger.durable().await;
+        let _ = self.store.durable().await;
         log_transition(&order);
         Ok((order, conflict))
     }
@@ -288,7 +292,7 @@ impl Engine {
     /// What the attempt did, told once: the result, a paused provider, a
     /// billing conflict, and an order that is now unknown or settled.
     #[allow(clippy::too_many_arguments)]
-    fn announce(
+    async fn announce(
         &self,
         r: &Renewal<'_>,
         seller: &Seller,
@@ -307,7 +311,8 @@ impl Engine {
                 "attempt {}: {class}: {detail} → order {}",
                 order.attempts, order.state
             ),
-        );
+        )
+        .await;
         if seller.gate.apply(effect, detail, now) {
             let until = if effect == GateEffect::PauseUntilReload {
                 "until the configuration is reloaded"
@@ -317,10 +322,11 @@ impl Engine {
             emit(
                 EventKind::ProviderPaused,
                 format!("provider {} paused: {detail} ({until})", r.product.provider),
-            );
+            )
+            .await;
         }
         if let Some(conflict) = conflict {
-            emit(EventKind::BillingConflict, conflict);
+            emit(EventKind::BillingConflict, conflict).await;
         }
         match order.state {
             OrderState::Unknown => emit(
@@ -329,8 +335,8 @@ impl Engine {
                     "possibly paid, not re-sending: {detail}; resolve by evidence or `vipd orders resolve {}`",
                     order.key
                 ),
-            ),
-            OrderState::Succeeded => emit(EventKind::OrderSettled, format!("succeeded: {detail}")),
+            ).await,
+            OrderState::Succeeded => emit(EventKind::OrderSettled, format!("succeeded: {detail}")).await,
             _ => {}
         }
     }
@@ -357,12 +363,13 @@ impl Engine {
     }
 
     /// An alert about this renewal's order.
-    fn alert(&self, r: &Renewal<'_>, kind: EventKind, detail: String) {
+    async fn alert(&self, r: &Renewal<'_>, kind: EventKind, detail: String) {
         self.emit(
             Event::new(kind, self.clock.unix(), detail)
                 .about(&r.account.name, r.terms.name)
                 .key(&r.key),
-        );
+        )
+        .await;
     }
 }
 
@@ -397,18 +404,20 @@ impl Engine {
 
     /// A veto is recorded in the ledger: in the check state (what
     /// `status` shows) and, once per streak, in the event log.
-    fn record_veto(&self, terms: &Terms<'_>, account: &Account, key: &str, veto: Veto) {
+    async fn record_veto(&self, terms: &Terms<'_>, account: &Account, key: &str, veto: Veto) {
         let decision = format!("vetoed by plugin {}: {}", veto.plugin, veto.reason);
         let mut state = self
-            .ledger
+            .store
             .check_state(terms.name, &account.name)
+            .await
             .unwrap_or_default();
         let repeated = state.veto.as_ref() == Some(&decision);
         state.decision = decision.clone();
         state.veto = Some(decision.clone());
         if let Err(e) = self
-            .ledger
+            .store
             .put_check_state(terms.name, &account.name, &state)
+            .await
         {
             tracing::error!(account = %account.name, error = %e, "could not record a veto");
         }
@@ -421,7 +430,7 @@ impl Engine {
             .key(key);
         ev.plugin = Some(veto.plugin);
         ev.reason = Some(veto.reason);
-        self.emit(ev);
+        self.emit(ev).await;
     }
 }
 

@@ -10,9 +10,8 @@ use super::events::{Event, EventKind, record};
 use super::terms::Terms;
 use super::{Engine, period, spread};
 use crate::config::{Check, Config};
-use crate::ledger::{
-    EventRecord, Ledger, LedgerError, Order, OrderState, Settlement, Verification,
-};
+use crate::ledger::store::Store;
+use crate::ledger::{EventRecord, LedgerError, Order, OrderState, Settlement, Verification};
 use crate::units::Fen;
 use crate::upstream::vipinfo::Membership;
 
@@ -107,17 +106,18 @@ pub struct SpendLine {
 
 /// Gathers a status at `now` from the configuration and the store.
 /// `paused` names paused providers (only a running daemon knows).
-pub fn status(
+pub async fn status(
     config: &Config,
-    ledger: &Ledger,
+    store: &dyn Store,
     generation: u64,
     dry_run: bool,
     paused: BTreeMap<String, String>,
     now: i64,
 ) -> Result<Status, LedgerError> {
     let tz = config.daemon.timezone;
-    let orders = ledger
-        .count_by_state()?
+    let orders = store
+        .count_by_state()
+        .await?
         .into_iter()
         .map(|(s, n)| (s.as_str().to_owned(), n))
         .collect();
@@ -125,9 +125,10 @@ pub fn status(
     let mut attention = BTreeMap::new();
     for rule in &config.rules {
         for name in &rule.accounts {
-            let c = ledger.check_state(&rule.name, name)?;
-            let last_order = ledger
-                .orders_of(name)?
+            let c = store.check_state(&rule.name, name).await?;
+            let last_order = store
+                .orders_of(name)
+                .await?
                 .into_iter()
                 .filter(|o| *o.rule == *rule.name)
                 .max_by_key(|o| o.updated_at);
@@ -153,11 +154,12 @@ pub fn status(
     }
     let mut manual = Vec::new();
     for a in &config.accounts {
-        if let Some(err) = ledger.account_state(&a.name)?.last_error {
+        if let Some(err) = store.account_state(&a.name).await?.last_error {
             attention.insert(a.name.clone(), err);
         }
-        let latest = ledger
-            .orders_of(&a.name)?
+        let latest = store
+            .orders_of(&a.name)
+            .await?
             .into_iter()
             .filter(|o| &*o.rule == super::MANUAL_RULE)
             .max_by_key(|o| o.updated_at);
@@ -183,9 +185,9 @@ pub fn status(
     for rule in &config.rules {
         spend.push(SpendLine {
             rule: rule.name.to_string(),
-            used_day: ledger.spend(&rule.name, &day)?.used(),
+            used_day: store.spend(&rule.name, &day).await?.used(),
             per_day: rule.budget.per_day,
-            used_month: ledger.spend(&rule.name, &month)?.used(),
+            used_month: store.spend(&rule.name, &month).await?.used(),
             per_month: rule.budget.per_month,
             day: day.clone(),
             month: month.clone(),
@@ -200,7 +202,7 @@ pub fn status(
         spend,
         paused,
         attention,
-        events: ledger.events(20)?,
+        events: store.events(20).await?,
         last_reload: None,
         plugins: BTreeMap::new(),
         manual,
@@ -221,12 +223,12 @@ pub struct PlanLine {
 /// Operator resolution of an open order (`vipd orders resolve`). The
 /// event is recorded here; a running daemon also hands it to its plugins.
 pub async fn resolve(
-    ledger: &Ledger,
+    store: &dyn Store,
     key_prefix: &str,
     paid: bool,
     now: i64,
 ) -> Result<(Order, Event), String> {
-    let order = ledger.find(key_prefix).map_err(|e| e.to_string())?;
+    let order = store.find(key_prefix).await.map_err(|e| e.to_string())?;
     if order.state == OrderState::Succeeded
         && matches!(order.verification, Verification::Unverified { .. })
     {
@@ -236,14 +238,15 @@ pub async fn resolve(
                 order.key
             ));
         }
-        let refuted = ledger
+        let refuted = store
             .refute_unverified(
                 &order.key,
                 now,
                 "operator: paid but never delivered; refunded to the budget, may be retried",
             )
+            .await
             .map_err(|e| e.to_string())?;
-        ledger.durable().await.map_err(|e| e.to_string())?;
+        store.durable().await.map_err(|e| e.to_string())?;
         super::check::log_transition(&refuted);
         let event = Event::new(
             EventKind::OrderSettled,
@@ -251,7 +254,7 @@ pub async fn resolve(
             "failed by operator (unverified renewal)",
         )
         .order(&refuted);
-        record(ledger, &event);
+        record(store, &event).await;
         return Ok((refuted, event));
     }
     if !order.state.is_open()
@@ -275,11 +278,12 @@ pub async fn resolve(
             why: "operator: resolved as failed (not paid); may be retried".into(),
         }
     };
-    let settled = ledger
+    let settled = store
         .settle(&order.key, now, settlement)
+        .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("order {} was settled meanwhile", order.key))?;
-    ledger.durable().await.map_err(|e| e.to_string())?;
+    store.durable().await.map_err(|e| e.to_string())?;
     super::check::log_transition(&settled);
     let event = Event::new(
         EventKind::OrderSettled,
@@ -287,13 +291,13 @@ pub async fn resolve(
         format!("{} by operator", settled.state),
     )
     .order(&settled);
-    record(ledger, &event);
+    record(store, &event).await;
     Ok((settled, event))
 }
 
 impl Engine {
     /// `status` of this running engine.
-    pub fn status(&self) -> Result<Status, LedgerError> {
+    pub async fn status(&self) -> Result<Status, LedgerError> {
         let rt = self.runtime();
         let now = self.clock.unix();
         let paused = rt
@@ -306,12 +310,13 @@ impl Engine {
             .collect();
         let mut s = status(
             &rt.config,
-            &self.ledger,
+            &*self.store,
             rt.generation,
             self.dry_run,
             paused,
             now,
-        )?;
+        )
+        .await?;
         s.last_reload = self.last_reload();
         let counts = rt.hooks.counts();
         s.plugins = rt
@@ -348,6 +353,7 @@ impl Engine {
                         let end = info.end(rule.membership);
                         let d = self
                             .decide_now(&rt, &Terms::of(rule), acct, product, end, now)
+                            .await
                             .map_err(|e| e.to_string())?;
                         (end, d)
                     }

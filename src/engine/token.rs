@@ -47,8 +47,8 @@ fn grant_of(account: &Account) -> String {
 impl Engine {
     /// The stored pair when it descends from the configured grant, else
     /// the configured pair.
-    pub(super) fn credentials(&self, account: &Account) -> Credentials {
-        match self.ledger.stored_token(&account.name) {
+    pub(super) async fn credentials(&self, account: &Account) -> Credentials {
+        match self.store.stored_token(&account.name).await {
             Ok(Some(t)) if t.grant == grant_of(account) => Credentials {
                 access_token: Secret::new(t.access_token),
                 refresh_token: t.refresh_token.map(Secret::new),
@@ -123,7 +123,7 @@ impl Engine {
                 .clone()
         };
         let _one = lock.lock().await;
-        let creds = self.credentials(account);
+        let creds = self.credentials(account).await;
         if creds.rotated_at != seen {
             return Ok(creds.access_token);
         }
@@ -157,12 +157,13 @@ impl Engine {
             rotated_at: now.max(seen.unwrap_or(0) + 1),
             grant: grant_of(account),
         };
-        self.ledger
+        self.store
             .put_token(&account.name, &stored)
+            .await
             .map_err(|e| format!("cannot store the rotated token: {e}"))?;
         // The old refresh token is spent: the new pair must survive a
         // crash before anything relies on it.
-        self.ledger
+        self.store
             .durable()
             .await
             .map_err(|e| format!("the rotated token is not durable: {e}"))?;

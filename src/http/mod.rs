@@ -268,7 +268,7 @@ fn authorized(header: Option<&str>, token: &Secret) -> bool {
 /// 503 with the reason otherwise. Open, like a liveness probe: it names
 /// no account.
 async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
-    match engine.ledger().probe().await {
+    match engine.store().probe().await {
         Ok(()) => "ok".into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {e}")).into_response(),
     }
@@ -279,7 +279,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 async fn status(State(engine): State<Arc<Engine>>) -> Response {
-    match engine.status() {
+    match engine.status().await {
         Ok(s) => Json(s).into_response(),
         Err(e) => internal(e),
     }
@@ -293,7 +293,7 @@ async fn orders(
         Ok(s) => s,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    match engine.ledger().orders(state) {
+    match engine.store().orders(state).await {
         Ok(list) => Json(list).into_response(),
         Err(e) => internal(e),
     }
@@ -301,7 +301,7 @@ async fn orders(
 
 /// Orders by state, without the orders: cheap to poll.
 async fn order_counts(State(engine): State<Arc<Engine>>) -> Response {
-    match engine.ledger().count_by_state() {
+    match engine.store().count_by_state().await {
         Ok(counts) => {
             let by_name: std::collections::BTreeMap<&str, usize> =
                 counts.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
@@ -333,7 +333,7 @@ async fn resolve(
                 .into_response();
         }
     };
-    match crate::engine::resolve(engine.ledger(), &key, paid, engine.clock().unix()).await {
+    match crate::engine::resolve(&**engine.store(), &key, paid, engine.clock().unix()).await {
         Ok((order, event)) => {
             engine.runtime().hooks.notify(event);
             Json(order).into_response()
@@ -345,7 +345,9 @@ async fn resolve(
 /// `GET /metrics` (behind the bearer token like `/api/*`: it names
 /// accounts).
 async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
-    match tokio::task::spawn_blocking(move || engine.render_metrics()).await {
+    // Off the runtime's workers: it reads every account's records.
+    let handle = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || handle.block_on(engine.render_metrics())).await {
         Ok(Ok(text)) => (
             [(
                 header::CONTENT_TYPE,
@@ -404,17 +406,11 @@ async fn recharge(State(engine): State<Arc<Engine>>, Json(body): Json<RechargeBo
     }
 }
 
-/// `GET /api/store/backup`: the ledger as `vipd store backup` writes it.
+/// `GET /api/store/backup`: the store's backup, as `vipd store backup`
+/// writes it.
 async fn store_backup(State(engine): State<Arc<Engine>>) -> Response {
-    let ledger = engine.ledger().clone();
-    match tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        ledger.backup(&mut out).map(|_| out)
-    })
-    .await
-    {
-        Ok(Ok(body)) => body.into_response(),
-        Ok(Err(e)) => internal(e),
+    match engine.store().backup().await {
+        Ok(body) => body.into_response(),
         Err(e) => internal(e),
     }
 }
@@ -430,7 +426,7 @@ async fn store_release(
     State(engine): State<Arc<Engine>>,
     Json(body): Json<ReleaseBody>,
 ) -> Response {
-    match engine.ledger().release(body.account.as_deref()) {
+    match engine.store().release(body.account.as_deref()).await {
         Ok(left) => {
             tracing::warn!(account = ?body.account, "held orders released by an operator");
             Json(left).into_response()

@@ -22,7 +22,8 @@
 //! Files: `open.rs` (opening, seals, damage, backup and restore), `plan.rs`
 //! (the guards a payment passes), `transitions.rs` (everything after),
 //! `records.rs` (the other records and the values transitions exchange),
-//! `store.rs` (the [`store::Store`] port) and `conformance.rs` (its suite).
+//! `store.rs` (the [`store::Store`] port, which the rest of vipd holds)
+//! and `conformance/` (its suite).
 
 mod durable;
 mod keys;

@@ -1,47 +1,53 @@
-//! The store of orders as a port: every transition the engine makes on
-//! an order, budget, check state or event, in one trait. The sled
-//! [`Ledger`] implements it today; a second backend (PostgreSQL, issue 14)
-//! implements it too and must pass the same conformance suite
-//! (`conformance.rs`: one key at most one billed order, planned durable
-//! before send, recovery, the cross-rule guard, budgets, refunds, events).
+//! The store as a port: everything the engine, the admin API and the
+//! plugins' `vipd.kv` need to remember, in one trait. The engine holds an
+//! `Arc<dyn Store>` and never names sled. The sled [`Ledger`] implements
+//! it today; a second backend (PostgreSQL, issue 14) implements it too and
+//! must pass the same conformance suite (`conformance/`: one key at most
+//! one billed order, planned durable before send, recovery, the cross-rule
+//! guard, budgets, refunds, events).
 //!
-//! Each transition is one read-modify-write of one order under its key,
-//! atomic with its budget and index changes; [`Store::durable`] waits
+//! Each order transition is one read-modify-write of one order under its
+//! key, atomic with its budget and index changes; [`Store::durable`] waits
 //! until every transition made before it survives power loss.
 //!
-//! The methods are synchronous, as sled's are (microseconds, no network).
-//! A networked backend needs them asynchronous: that is a mechanical change
-//! here, in the suite and at the engine's call sites, left for the issue
-//! that brings one. The engine still holds the concrete `Ledger`; moving it
-//! onto this trait is the next step.
+//! The methods are asynchronous so that a networked backend can wait on
+//! its database without blocking the runtime. sled answers in
+//! microseconds without waiting, so its futures are ready at once; only
+//! [`Store::durable`] and [`Store::probe`] wait (for the group commit).
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
+use super::kv::{KvError, KvQuota};
 use super::{
-    AttemptResult, CheckState, EventRecord, Ledger, LedgerError, Order, OrderState, PlanRequest,
-    Recorded, Refusal, Settled, Settlement, Spend, Verification,
+    AccountState, AttemptResult, CheckState, EventRecord, Ledger, LedgerError, Order, OrderState,
+    PlanRequest, Recorded, Refusal, Settled, Settlement, Spend, StoredToken, Verification,
 };
 use crate::model::OutcomeClass;
 
-/// A boxed future: [`Store::durable`] is the one waiting method.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A plugin's `vipd.kv` value: JSON.
+pub type KvValue = serde_json::Value;
 
-/// Everything the engine needs from a store of orders.
-pub trait Store: Send + Sync {
+/// Everything vipd needs from a store.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // ---- orders ----
+
     /// Records a new order (or the next attempt of a failed one) as
     /// `planned` and holds its `max_price` against the budget; refuses a
     /// key already billed or in flight, a membership another rule has an
     /// unsettled order for, a budget that would be exceeded, and attempts
     /// past `max_attempts`.
-    fn plan(&self, req: &PlanRequest, now: i64) -> Result<Result<Order, Refusal>, LedgerError>;
-    /// Waits until every transition made before this call is durable.
-    fn durable(&self) -> BoxFuture<'_, Result<(), LedgerError>>;
+    async fn plan(
+        &self,
+        req: &PlanRequest,
+        now: i64,
+    ) -> Result<Result<Order, Refusal>, LedgerError>;
+    /// Waits until every write made before this call is durable.
+    async fn durable(&self) -> Result<(), LedgerError>;
     /// `planned` → `sent`: the request is leaving.
-    fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError>;
+    async fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError>;
     /// Records what the vendor replied to the current attempt.
-    fn record_attempt(
+    async fn record_attempt(
         &self,
         key: &str,
         now: i64,
@@ -50,7 +56,7 @@ pub trait Store: Send + Sync {
         result: AttemptResult,
     ) -> Result<Recorded, LedgerError>;
     /// Settles the current attempt (`None` when it was already settled).
-    fn settle(
+    async fn settle(
         &self,
         key: &str,
         now: i64,
@@ -58,7 +64,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<Order>, LedgerError>;
     /// Settles attempt `attempt` (the current one for `None`): a repeat
     /// changes nothing, a contradiction is reported, not applied.
-    fn settle_attempt(
+    async fn settle_attempt(
         &self,
         key: &str,
         attempt: Option<u32>,
@@ -67,60 +73,142 @@ pub trait Store: Send + Sync {
     ) -> Result<Settled, LedgerError>;
     /// An operator says an `unverified` paid order was never delivered:
     /// `failed`, its money back in the budget, retryable.
-    fn refute_unverified(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
+    async fn refute_unverified(&self, key: &str, now: i64, why: &str)
+    -> Result<Order, LedgerError>;
     /// A `pending` order's callback did not come in time: `unknown`.
-    fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
+    async fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
     /// Sets what the membership reads said about a paid order.
-    fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError>;
+    async fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError>;
     /// The order key and attempt a vendor order id belongs to.
-    fn attempt_of_vendor_order(
+    async fn attempt_of_vendor_order(
         &self,
         provider: &str,
         vendor_orderid: &str,
     ) -> Result<Option<(String, Option<u32>)>, LedgerError>;
     /// Binds a vendor order id to the current attempt of `key`.
-    fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError>;
+    async fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError>;
     /// After a restart: `sent` becomes `unknown` (possibly paid, never
     /// re-sent), `planned` becomes retryable; returns the changed orders.
-    fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError>;
+    async fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError>;
     /// One order.
-    fn get(&self, key: &str) -> Result<Option<Order>, LedgerError>;
+    async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError>;
+    /// The order whose key starts with `prefix`, if exactly one does.
+    async fn find(&self, prefix: &str) -> Result<Order, LedgerError>;
     /// Every order, or those in `state`.
-    fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError>;
+    async fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError>;
     /// An account's orders.
-    fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError>;
+    async fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError>;
     /// How many orders are in each state.
-    fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError>;
+    async fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError>;
     /// What a rule has held and spent in a period (`2026-11-21`, `2026-11`).
-    fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError>;
+    async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError>;
+
+    // ---- holds on new orders (after a damaged store or a restore) ----
+
+    /// Why new orders for `account` are held, if they are.
+    async fn held(&self, account: &str) -> Result<Option<String>, LedgerError>;
+    /// Releases the hold for one account, or (`None`) entirely; returns
+    /// what is still held afterwards.
+    async fn release(&self, account: Option<&str>) -> Result<Option<super::Hold>, LedgerError>;
+
+    // ---- events ----
+
     /// Appends to the event log.
-    fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError>;
+    async fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError>;
     /// Drops events older than `before` (never orders); how many went.
-    fn prune_events(&self, before: i64) -> Result<usize, LedgerError>;
+    async fn prune_events(&self, before: i64) -> Result<usize, LedgerError>;
     /// The latest `limit` events, oldest first.
-    fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError>;
+    async fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError>;
+
+    // ---- what checks and accounts remember ----
+
     /// What the last check of a pair saw and decided.
-    fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError>;
+    async fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError>;
     /// Stores a pair's check state.
-    fn put_check_state(
+    async fn put_check_state(
         &self,
         rule: &str,
         account: &str,
         state: &CheckState,
     ) -> Result<(), LedgerError>;
+    /// The account's rotated token pair, if it was ever rotated.
+    async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError>;
+    /// Stores a rotated token pair (make it durable before using it).
+    async fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError>;
+    /// An account's credential state.
+    async fn account_state(&self, account: &str) -> Result<AccountState, LedgerError>;
+    /// Records an account's credential state.
+    async fn put_account_state(
+        &self,
+        account: &str,
+        state: &AccountState,
+    ) -> Result<(), LedgerError>;
+
+    // ---- plugins' vipd.kv ----
+
+    /// The live value of a plugin's `key`, if any.
+    async fn kv_get(&self, plugin: &str, key: &str, now: i64) -> Result<Option<KvValue>, KvError>;
+    /// Stores `value` under `key`, for `ttl` seconds when given, within the
+    /// plugin's `quota`.
+    async fn kv_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: KvValue,
+        ttl: Option<i64>,
+        now: i64,
+        quota: KvQuota,
+    ) -> Result<(), KvError>;
+    /// Removes `key`; whether it held a live value.
+    async fn kv_del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError>;
+    /// Adds `by` to the integer under `key`, atomically; the new value.
+    async fn kv_incr(
+        &self,
+        plugin: &str,
+        key: &str,
+        by: i64,
+        ttl: Option<i64>,
+        now: i64,
+        quota: KvQuota,
+    ) -> Result<i64, KvError>;
+    /// Seconds until `key` expires: `None` when absent, `Some(None)` when
+    /// it never expires.
+    async fn kv_ttl(
+        &self,
+        plugin: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<Option<i64>>, KvError>;
+
+    // ---- health and copies ----
+
+    /// Whether a write can be made durable now (what `/healthz` asks).
+    async fn probe(&self) -> Result<(), LedgerError>;
+    /// Resolves when the store has failed for good and must not be used
+    /// to pay (sticky).
+    async fn failed(&self) -> String;
+    /// A consistent backup, in this store's own format (what
+    /// `GET /api/store/backup` serves).
+    async fn backup(&self) -> Result<Vec<u8>, LedgerError>;
 }
 
+/// sled: every method but `durable`, `probe` and `failed` is ready at once.
+#[async_trait::async_trait]
 impl Store for Ledger {
-    fn plan(&self, req: &PlanRequest, now: i64) -> Result<Result<Order, Refusal>, LedgerError> {
+    async fn plan(
+        &self,
+        req: &PlanRequest,
+        now: i64,
+    ) -> Result<Result<Order, Refusal>, LedgerError> {
         Ledger::plan(self, req, now)
     }
-    fn durable(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
-        Box::pin(Ledger::durable(self))
+    async fn durable(&self) -> Result<(), LedgerError> {
+        Ledger::durable(self).await
     }
-    fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError> {
+    async fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError> {
         Ledger::mark_sent(self, key, now)
     }
-    fn record_attempt(
+    async fn record_attempt(
         &self,
         key: &str,
         now: i64,
@@ -130,7 +218,7 @@ impl Store for Ledger {
     ) -> Result<Recorded, LedgerError> {
         Ledger::record_attempt(self, key, now, outcome, detail, result)
     }
-    fn settle(
+    async fn settle(
         &self,
         key: &str,
         now: i64,
@@ -138,7 +226,7 @@ impl Store for Ledger {
     ) -> Result<Option<Order>, LedgerError> {
         Ledger::settle(self, key, now, settlement)
     }
-    fn settle_attempt(
+    async fn settle_attempt(
         &self,
         key: &str,
         attempt: Option<u32>,
@@ -147,61 +235,145 @@ impl Store for Ledger {
     ) -> Result<Settled, LedgerError> {
         Ledger::settle_attempt(self, key, attempt, now, settlement)
     }
-    fn refute_unverified(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
+    async fn refute_unverified(
+        &self,
+        key: &str,
+        now: i64,
+        why: &str,
+    ) -> Result<Order, LedgerError> {
         Ledger::refute_unverified(self, key, now, why)
     }
-    fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
+    async fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
         Ledger::callback_overdue(self, key, now, why)
     }
-    fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError> {
+    async fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError> {
         Ledger::set_verification(self, key, v)
     }
-    fn attempt_of_vendor_order(
+    async fn attempt_of_vendor_order(
         &self,
         provider: &str,
         vendor_orderid: &str,
     ) -> Result<Option<(String, Option<u32>)>, LedgerError> {
         Ledger::attempt_of_vendor_order(self, provider, vendor_orderid)
     }
-    fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError> {
+    async fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError> {
         Ledger::bind_vendor_order(self, key, vendor_orderid)
     }
-    fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
+    async fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
         Ledger::recover(self, now)
     }
-    fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
+    async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
         Ledger::get(self, key)
     }
-    fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError> {
+    async fn find(&self, prefix: &str) -> Result<Order, LedgerError> {
+        Ledger::find(self, prefix)
+    }
+    async fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError> {
         Ledger::orders(self, state)
     }
-    fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError> {
+    async fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError> {
         Ledger::orders_of(self, account)
     }
-    fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError> {
+    async fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError> {
         Ledger::count_by_state(self)
     }
-    fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
+    async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
         Ledger::spend(self, rule, period)
     }
-    fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
+    async fn held(&self, account: &str) -> Result<Option<String>, LedgerError> {
+        Ledger::held(self, account)
+    }
+    async fn release(&self, account: Option<&str>) -> Result<Option<super::Hold>, LedgerError> {
+        Ledger::release(self, account)
+    }
+    async fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
         Ledger::record_event(self, ev)
     }
-    fn prune_events(&self, before: i64) -> Result<usize, LedgerError> {
+    async fn prune_events(&self, before: i64) -> Result<usize, LedgerError> {
         Ledger::prune_events(self, before)
     }
-    fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError> {
+    async fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError> {
         Ledger::events(self, limit)
     }
-    fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError> {
+    async fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError> {
         Ledger::check_state(self, rule, account)
     }
-    fn put_check_state(
+    async fn put_check_state(
         &self,
         rule: &str,
         account: &str,
         state: &CheckState,
     ) -> Result<(), LedgerError> {
         Ledger::put_check_state(self, rule, account, state)
+    }
+    async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
+        Ledger::stored_token(self, account)
+    }
+    async fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
+        Ledger::put_token(self, account, token)
+    }
+    async fn account_state(&self, account: &str) -> Result<AccountState, LedgerError> {
+        Ledger::account_state(self, account)
+    }
+    async fn put_account_state(
+        &self,
+        account: &str,
+        state: &AccountState,
+    ) -> Result<(), LedgerError> {
+        Ledger::put_account_state(self, account, state)
+    }
+    async fn kv_get(&self, plugin: &str, key: &str, now: i64) -> Result<Option<KvValue>, KvError> {
+        Ledger::kv_get(self, plugin, key, now)
+    }
+    async fn kv_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: KvValue,
+        ttl: Option<i64>,
+        now: i64,
+        quota: KvQuota,
+    ) -> Result<(), KvError> {
+        Ledger::kv_set(self, plugin, key, value, ttl, now, quota)
+    }
+    async fn kv_del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError> {
+        Ledger::kv_del(self, plugin, key, now)
+    }
+    async fn kv_incr(
+        &self,
+        plugin: &str,
+        key: &str,
+        by: i64,
+        ttl: Option<i64>,
+        now: i64,
+        quota: KvQuota,
+    ) -> Result<i64, KvError> {
+        Ledger::kv_incr(self, plugin, key, by, ttl, now, quota)
+    }
+    async fn kv_ttl(
+        &self,
+        plugin: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<Option<i64>>, KvError> {
+        Ledger::kv_ttl(self, plugin, key, now)
+    }
+    async fn probe(&self) -> Result<(), LedgerError> {
+        Ledger::probe(self).await
+    }
+    async fn failed(&self) -> String {
+        Ledger::failed(self).await
+    }
+    async fn backup(&self) -> Result<Vec<u8>, LedgerError> {
+        let mut out = Vec::new();
+        // A large store takes a while to copy: keep other tasks running.
+        let copy = move || Ledger::backup(self, &mut out).map(|_| out);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(copy)
+        } else {
+            copy()
+        }
     }
 }

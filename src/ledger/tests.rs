@@ -100,13 +100,13 @@ async fn a_store_reopened_at_once_opens_and_a_held_one_does_not() {
 #[tokio::test]
 async fn orders_written_before_attempts_were_recorded_still_settle() {
     let (_d, l) = open();
-    pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
     // Rewrite the order and index as an older vipd wrote them.
     let mut old = l.get("k1").unwrap().unwrap();
     old.attempt_log.clear();
     l.db.insert(b"o/k1", json(&old)).unwrap();
     l.db.insert(b"x/wapi/V1", b"k1".as_slice()).unwrap();
-    assert_eq!(attempt_of(&l, "V1"), ("k1".to_owned(), None));
+    assert_eq!(attempt_of(&l, "V1").await, ("k1".to_owned(), None));
     let s = l
         .settle_attempt("k1", None, NOW, paid(Some(Fen(1200))))
         .unwrap();
@@ -122,7 +122,7 @@ async fn orders_written_before_attempts_were_recorded_still_settle() {
 /// A store in `dir` with one pending order, cleanly closed.
 async fn store_with_a_pending_order(dir: &std::path::Path) {
     let l = Ledger::open(dir).unwrap();
-    pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
     l.durable().await.unwrap();
 }
 
@@ -150,7 +150,7 @@ async fn an_older_copy_of_the_store_is_refused() {
     let old = tempfile::tempdir().unwrap();
     {
         let l = Ledger::open(dir.path()).unwrap();
-        pending(&l, "k0", Some(Fen(1500)), Some("V0".into()));
+        pending(&l, "k0", Some(Fen(1500)), Some("V0".into())).await;
         l.durable().await.unwrap();
         drop(l);
         // The operator's "backup": a copy of db and conf.
@@ -180,7 +180,7 @@ async fn a_first_start_that_stopped_before_its_seal_is_sealed_again() {
     drop(Ledger::open(dir.path()).unwrap());
     std::fs::remove_file(dir.path().join("seal")).unwrap();
     let l = Ledger::open(dir.path()).unwrap();
-    pending(&l, "k1", None, None);
+    pending(&l, "k1", None, None).await;
     l.durable().await.unwrap();
     drop(l);
     // Once a change is counted, a missing seal is damage.
@@ -252,7 +252,7 @@ fn a_backup_restores_into_a_new_store_that_holds_new_orders() {
     let mut backup = Vec::new();
     {
         let l = Ledger::open(dir.path()).unwrap();
-        pending(&l, "k1", Some(Fen(1500)), Some("V1".into()));
+        ready_now(pending(&l, "k1", Some(Fen(1500)), Some("V1".into())));
         l.backup(&mut backup).unwrap();
     }
     let fresh = tempfile::tempdir().unwrap();
@@ -276,4 +276,14 @@ fn a_backup_restores_into_a_new_store_that_holds_new_orders() {
     let e = Ledger::restore(&target, backup.as_slice()).unwrap_err();
     assert!(e.to_string().contains("already there"), "{e}");
     assert!(Ledger::restore(&fresh.path().join("x"), b"garbage\n".as_slice()).is_err());
+}
+
+/// The value of a future that needs no waiting (sled's store methods):
+/// for tests that must run outside a runtime.
+fn ready_now<T>(f: impl std::future::Future<Output = T>) -> T {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(f).poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("this store call waits"),
+    }
 }

@@ -54,8 +54,8 @@ pub use load::{LoadError, LoadErrors, describe_error, plugin_files};
 use crate::config::{Check, Config, Provider};
 use crate::engine::Engine;
 use crate::engine::events::{Event, EventKind};
-use crate::ledger::Ledger;
 use crate::ledger::kv::KvQuota;
+use crate::ledger::store::Store;
 use crate::upstream::Signer;
 use limits::{Budget, Limit, Limited};
 
@@ -64,7 +64,7 @@ pub struct Host {
     engine: OnceLock<Weak<Engine>>,
     /// The daemon's runtime: host I/O runs there, not on the Lua thread.
     main: Option<tokio::runtime::Handle>,
-    ledger: Option<Arc<Ledger>>,
+    store: Option<Arc<dyn Store>>,
     /// For destinations the operator allowed in `plugins.http_allow`.
     http: reqwest::Client,
     /// For every other destination: refuses loopback and the like at
@@ -81,12 +81,12 @@ impl std::fmt::Debug for Host {
 }
 
 impl Host {
-    /// A host over `ledger` (for `vipd.kv`); `None` for `vipd check`.
-    pub fn new(ledger: Option<Arc<Ledger>>) -> Arc<Host> {
+    /// A host over `store` (for `vipd.kv`); `None` for `vipd check`.
+    pub fn new(store: Option<Arc<dyn Store>>) -> Arc<Host> {
         Arc::new(Host {
             engine: OnceLock::new(),
             main: tokio::runtime::Handle::try_current().ok(),
-            ledger,
+            store,
             http: crate::upstream::http_client(),
             guarded: crate::upstream::guard::plugin_http_client(),
             stats: HookStats::default(),
@@ -205,10 +205,10 @@ impl Ctx {
         }
     }
 
-    fn ledger(&self, what: &str) -> mlua::Result<&Arc<Ledger>> {
+    fn store(&self, what: &str) -> mlua::Result<&Arc<dyn Store>> {
         self.doing_io(what)?;
         self.host
-            .ledger
+            .store
             .as_ref()
             .ok_or_else(|| mlua::Error::RuntimeError(format!("{what}: no state store here")))
     }

@@ -117,7 +117,7 @@ pub async fn run(
             EventKind::RechargeResult
         };
         let detail = format!("recovered at start-up: {} ({})", o.state, o.last_why());
-        engine.emit(Event::new(kind, now, detail).order(&o));
+        engine.emit(Event::new(kind, now, detail).order(&o)).await;
     }
     ledger.durable().await.map_err(anyhow::Error::msg)?;
 
@@ -180,7 +180,7 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     release_freed_memory();
-    notifier.ready(&engine.status_line());
+    notifier.ready(&engine.status_line().await);
     let heartbeat = heartbeat(engine.clone(), notifier.clone(), stop.clone());
     let scheduler = {
         let engine = engine.clone();
@@ -222,11 +222,13 @@ pub async fn run(
         tracing::warn!("plugin handlers still running after {PLUGIN_GRACE:?}; stopping anyway");
     }
     if let Err(e) = ledger.durable().await {
-        engine.emit(Event::new(
-            EventKind::Error,
-            crate::model::now_unix(),
-            format!("final flush failed: {e}"),
-        ));
+        engine
+            .emit(Event::new(
+                EventKind::Error,
+                crate::model::now_unix(),
+                format!("final flush failed: {e}"),
+            ))
+            .await;
     }
     let _ = std::fs::remove_file(daemon_file(&state_dir));
     if let Some(sb) = sandbox {
@@ -298,7 +300,10 @@ fn heartbeat(
                     continue;
                 }
                 let engine = engine.clone();
-                if let Ok(line) = tokio::task::spawn_blocking(move || engine.status_line()).await {
+                let handle = tokio::runtime::Handle::current();
+                if let Ok(line) =
+                    tokio::task::spawn_blocking(move || handle.block_on(engine.status_line())).await
+                {
                     notifier.status(&line);
                 }
             }
@@ -322,8 +327,11 @@ fn prune_events(engine: Arc<Engine>, stop: CancellationToken) -> tokio::task::Jo
             }
             let retention = engine.runtime().config.daemon.event_retention;
             let before = crate::model::now_unix() - retention.as_secs() as i64;
-            let ledger = engine.ledger().clone();
-            match tokio::task::spawn_blocking(move || ledger.prune_events(before)).await {
+            let store = engine.store().clone();
+            let handle = tokio::runtime::Handle::current();
+            match tokio::task::spawn_blocking(move || handle.block_on(store.prune_events(before)))
+                .await
+            {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => tracing::info!(
                     pruned = n,

@@ -87,7 +87,7 @@ impl Reloader {
             generation,
             error: error.clone(),
         });
-        self.notifier.ready(&self.engine.status_line());
+        self.notifier.ready(&self.engine.status_line().await);
         match error {
             None => Ok(generation),
             Some(e) => Err(e),

@@ -30,6 +30,8 @@ pub struct World {
     pub vendor_clock: Arc<TokioClock>,
     pub sandbox: SandboxHandle,
     pub engine: Arc<Engine>,
+    /// The engine's store, as sled: the world reads it directly.
+    pub ledger: Arc<Ledger>,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -59,7 +61,7 @@ impl World {
         // Paused time must not jump ahead while the disk syncs.
         ledger.wait_for_disk_as_work();
         let engine = Engine::new(
-            ledger,
+            ledger.clone(),
             Arc::new(config),
             Arc::new(NoHooks),
             false,
@@ -83,6 +85,7 @@ impl World {
             vendor_clock,
             sandbox,
             engine,
+            ledger,
             stop,
             tasks: vec![server, scheduler],
         }
@@ -95,7 +98,7 @@ impl World {
 
     /// Every order, oldest key first.
     pub fn orders(&self) -> Vec<Order> {
-        self.engine.ledger().orders(None).unwrap()
+        self.ledger.orders(None).unwrap()
     }
 
     /// Waits (in tokio's time: paused, it costs nothing) until `probe`
@@ -105,11 +108,11 @@ impl World {
         &self,
         what: &str,
         within: Duration,
-        mut probe: impl FnMut() -> Option<T>,
+        mut probe: impl AsyncFnMut() -> Option<T>,
     ) -> T {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(v) = probe() {
+            if let Some(v) = probe().await {
                 return v;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -126,8 +129,10 @@ impl World {
         within: Duration,
         want: impl Fn(&Order) -> bool,
     ) -> Order {
-        self.until(what, within, || self.orders().into_iter().find(|o| want(o)))
-            .await
+        self.until(what, within, async || {
+            self.orders().into_iter().find(|o| want(o))
+        })
+        .await
     }
 
     /// Lets `d` of tokio's time pass with everything running.
@@ -148,12 +153,11 @@ impl World {
         (reply.status, reply.body)
     }
 
-    /// The events of one kind among those `status` shows (the latest 20).
+    /// The events of one kind among the latest 20 (those `status` shows).
     pub fn events_of(&self, kind: &str) -> Vec<vipd::ledger::EventRecord> {
-        self.engine
-            .status()
+        self.ledger
+            .events(20)
             .unwrap()
-            .events
             .into_iter()
             .filter(|e| e.kind == kind)
             .collect()
@@ -175,7 +179,7 @@ impl World {
     /// every order then.
     pub async fn settled_and_verified(&self, n: usize, within: Duration) -> Vec<Order> {
         let what = format!("{n} orders succeeded and verified");
-        self.until(&what, within, || {
+        self.until(&what, within, async || {
             let orders = self.orders();
             let done = orders
                 .iter()

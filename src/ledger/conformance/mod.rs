@@ -91,14 +91,14 @@ pub fn request(key: &str) -> PlanRequest {
 }
 
 /// Plans `key`, sends it, and records a 10023 (accepted, pending) reply.
-pub fn pending(
+pub async fn pending(
     l: &impl Store,
     key: &str,
     price: Option<Fen>,
     vendor_orderid: Option<String>,
 ) -> Order {
-    l.plan(&request(key), NOW).unwrap().unwrap();
-    l.mark_sent(key, NOW).unwrap();
+    l.plan(&request(key), NOW).await.unwrap().unwrap();
+    l.mark_sent(key, NOW).await.unwrap();
     l.record_attempt(
         key,
         NOW,
@@ -109,6 +109,7 @@ pub fn pending(
             vendor_orderid,
         },
     )
+    .await
     .unwrap()
     .order
 }
@@ -137,23 +138,27 @@ pub fn changed(s: Settled) -> (Order, Option<String>) {
 }
 
 /// The vendor's id for attempt `n` of `key`, through the index.
-pub fn attempt_of(l: &impl Store, vendor: &str) -> (String, Option<u32>) {
-    l.attempt_of_vendor_order("wapi", vendor).unwrap().unwrap()
+pub async fn attempt_of(l: &impl Store, vendor: &str) -> (String, Option<u32>) {
+    l.attempt_of_vendor_order("wapi", vendor)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// Attempt 1 pending as V1, failed by its callback; attempt 2 pending as V2.
-pub fn second_attempt_pending(l: &impl Store) {
-    pending(l, "k1", Some(Fen(1500)), Some("V1".into()));
-    let (key, n) = attempt_of(l, "V1");
+pub async fn second_attempt_pending(l: &impl Store) {
+    pending(l, "k1", Some(Fen(1500)), Some("V1".into())).await;
+    let (key, n) = attempt_of(l, "V1").await;
     let s = l
         .settle_attempt(&key, n, NOW, not_paid("callback: failed"))
+        .await
         .unwrap();
     assert!(
         matches!(s, Settled::Changed { conflict: None, .. }),
         "{s:?}"
     );
-    l.plan(&request("k1"), NOW).unwrap().unwrap();
-    l.mark_sent("k1", NOW).unwrap();
+    l.plan(&request("k1"), NOW).await.unwrap().unwrap();
+    l.mark_sent("k1", NOW).await.unwrap();
     l.record_attempt(
         "k1",
         NOW,
@@ -164,22 +169,23 @@ pub fn second_attempt_pending(l: &impl Store) {
             vendor_orderid: Some("V2".into()),
         },
     )
+    .await
     .unwrap();
 }
 
 pub async fn a_key_is_planned_once_and_held_against_the_budget<B: Backend>() {
     let (_place, l) = fresh::<B>();
-    let o = l.plan(&request("k1"), NOW).unwrap().unwrap();
+    let o = l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.durable().await.unwrap();
     assert_eq!((o.state, o.attempts), (OrderState::Planned, 1));
     assert_eq!(
-        l.spend("keep", "2026-11-21").unwrap(),
+        l.spend("keep", "2026-11-21").await.unwrap(),
         Spend {
             reserved: Fen(2000),
             settled: Fen(0)
         }
     );
-    let again = l.plan(&request("k1"), NOW).unwrap().unwrap_err();
+    let again = l.plan(&request("k1"), NOW).await.unwrap().unwrap_err();
     assert!(
         matches!(
             again,
@@ -190,13 +196,13 @@ pub async fn a_key_is_planned_once_and_held_against_the_budget<B: Backend>() {
         ),
         "{again}"
     );
-    assert_eq!(l.orders_of("acct-k1").unwrap().len(), 1);
+    assert_eq!(l.orders_of("acct-k1").await.unwrap().len(), 1);
 }
 
 pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
     let (_place, l) = fresh::<B>();
-    l.plan(&request("k1"), NOW).unwrap().unwrap();
-    l.mark_sent("k1", NOW).unwrap();
+    l.plan(&request("k1"), NOW).await.unwrap().unwrap();
+    l.mark_sent("k1", NOW).await.unwrap();
     let o = l
         .record_attempt(
             "k1",
@@ -209,6 +215,7 @@ pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
                 verify_deadline: NOW + 3600,
             },
         )
+        .await
         .unwrap()
         .order;
     assert_eq!(o.state, OrderState::Succeeded);
@@ -219,15 +226,15 @@ pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
         }
     );
     assert_eq!(
-        l.spend("keep", "2026-11-21").unwrap(),
+        l.spend("keep", "2026-11-21").await.unwrap(),
         Spend {
             reserved: Fen(0),
             settled: Fen(1211)
         }
     );
-    assert_eq!(l.spend("keep", "2026-11").unwrap().settled, Fen(1211));
+    assert_eq!(l.spend("keep", "2026-11").await.unwrap().settled, Fen(1211));
     assert_eq!(
-        l.attempt_of_vendor_order("wapi", "V1").unwrap(),
+        l.attempt_of_vendor_order("wapi", "V1").await.unwrap(),
         Some(("k1".to_owned(), Some(1)))
     );
     let history: Vec<OrderState> = o.history.iter().map(|t| t.state).collect();
@@ -239,10 +246,10 @@ pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
 
 pub async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
     let (_place, l) = fresh::<B>();
-    l.plan(&request("k1"), NOW).unwrap().unwrap();
-    l.plan(&request("k2"), NOW).unwrap().unwrap();
+    l.plan(&request("k1"), NOW).await.unwrap().unwrap();
+    l.plan(&request("k2"), NOW).await.unwrap().unwrap();
     // 2 x 20.00 held of 50.00: a third would pass the cap.
-    let refused = l.plan(&request("k3"), NOW).unwrap().unwrap_err();
+    let refused = l.plan(&request("k3"), NOW).await.unwrap().unwrap_err();
     assert_eq!(
         refused,
         Refusal::Budget {
@@ -252,7 +259,7 @@ pub async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
             price: Fen(2000)
         }
     );
-    l.mark_sent("k1", NOW).unwrap();
+    l.mark_sent("k1", NOW).await.unwrap();
     l.record_attempt(
         "k1",
         NOW,
@@ -262,18 +269,22 @@ pub async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
             retry_at: Some(NOW + 60),
         },
     )
+    .await
     .unwrap();
-    assert_eq!(l.spend("keep", "2026-11-21").unwrap().reserved, Fen(2000));
-    assert!(l.plan(&request("k3"), NOW).unwrap().is_ok());
+    assert_eq!(
+        l.spend("keep", "2026-11-21").await.unwrap().reserved,
+        Fen(2000)
+    );
+    assert!(l.plan(&request("k3"), NOW).await.unwrap().is_ok());
 }
 
 pub async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
     let (_place, l) = fresh::<B>();
     for attempt in 1..=3 {
         let at = NOW + attempt * 100;
-        let o = l.plan(&request("k1"), at).unwrap().unwrap();
+        let o = l.plan(&request("k1"), at).await.unwrap().unwrap();
         assert_eq!(o.attempts as i64, attempt);
-        l.mark_sent("k1", at).unwrap();
+        l.mark_sent("k1", at).await.unwrap();
         l.record_attempt(
             "k1",
             at,
@@ -283,8 +294,9 @@ pub async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
                 retry_at: Some(at + 50),
             },
         )
+        .await
         .unwrap();
-        let early = l.plan(&request("k1"), at + 10).unwrap().unwrap_err();
+        let early = l.plan(&request("k1"), at + 10).await.unwrap().unwrap_err();
         assert!(
             matches!(
                 early,
@@ -296,38 +308,53 @@ pub async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
             "{early}"
         );
     }
-    let done = l.plan(&request("k1"), NOW + 10_000).unwrap().unwrap_err();
+    let done = l
+        .plan(&request("k1"), NOW + 10_000)
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(done, Refusal::MaxAttempts { attempts: 3 });
 }
 
 pub async fn callbacks_settle_once<B: Backend>() {
     let (_place, l) = fresh::<B>();
-    pending(&l, "k1", None, Some("V9".into()));
+    pending(&l, "k1", None, Some("V9".into())).await;
     // Billed at 10023: the max price counts until the callback states it.
-    assert_eq!(l.spend("keep", "2026-11-21").unwrap().settled, Fen(2000));
+    assert_eq!(
+        l.spend("keep", "2026-11-21").await.unwrap().settled,
+        Fen(2000)
+    );
     let paid = Settlement::Paid {
         price: Some(Fen(1500)),
         verify_deadline: NOW + 3600,
         why: "callback success".into(),
     };
-    let first = l.settle("k1", NOW + 5, paid.clone()).unwrap();
+    let first = l.settle("k1", NOW + 5, paid.clone()).await.unwrap();
     assert_eq!(first.unwrap().state, OrderState::Succeeded);
-    assert_eq!(l.spend("keep", "2026-11-21").unwrap().settled, Fen(1500));
+    assert_eq!(
+        l.spend("keep", "2026-11-21").await.unwrap().settled,
+        Fen(1500)
+    );
     assert!(
-        l.settle("k1", NOW + 6, paid).unwrap().is_none(),
+        l.settle("k1", NOW + 6, paid).await.unwrap().is_none(),
         "a repeated callback changes nothing"
     );
     let failed_later = Settlement::NotPaid {
         retry_at: None,
         why: "late failure callback".into(),
     };
-    assert!(l.settle("k1", NOW + 7, failed_later).unwrap().is_none());
-    assert_eq!(l.get("k1").unwrap().unwrap().history.len(), 4);
+    assert!(
+        l.settle("k1", NOW + 7, failed_later)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(l.get("k1").await.unwrap().unwrap().history.len(), 4);
 }
 
 pub async fn refused_callback_refunds_the_budget<B: Backend>() {
     let (_place, l) = fresh::<B>();
-    pending(&l, "k1", Some(Fen(1211)), None);
+    pending(&l, "k1", Some(Fen(1211)), None).await;
     let o = l
         .settle(
             "k1",
@@ -337,46 +364,50 @@ pub async fn refused_callback_refunds_the_budget<B: Backend>() {
                 why: "callback failed".into(),
             },
         )
+        .await
         .unwrap()
         .unwrap();
     assert_eq!((o.state, o.spent), (OrderState::Failed, Fen(0)));
-    assert_eq!(l.spend("keep", "2026-11-21").unwrap(), Spend::default());
+    assert_eq!(
+        l.spend("keep", "2026-11-21").await.unwrap(),
+        Spend::default()
+    );
 }
 
 pub async fn restart_turns_sent_into_unknown_and_planned_into_retryable<B: Backend>() {
     let place = B::place();
     {
         let l = B::open(&place);
-        l.plan(&request("sent"), NOW).unwrap().unwrap();
-        l.mark_sent("sent", NOW).unwrap();
-        l.plan(&request("planned"), NOW).unwrap().unwrap();
+        l.plan(&request("sent"), NOW).await.unwrap().unwrap();
+        l.mark_sent("sent", NOW).await.unwrap();
+        l.plan(&request("planned"), NOW).await.unwrap().unwrap();
         l.durable().await.unwrap();
     }
     let l = B::open(&place);
-    let changed = l.recover(NOW + 10).unwrap();
+    let changed = l.recover(NOW + 10).await.unwrap();
     assert_eq!(changed.len(), 2);
-    let sent = l.get("sent").unwrap().unwrap();
+    let sent = l.get("sent").await.unwrap().unwrap();
     assert_eq!(sent.state, OrderState::Unknown);
     assert!(sent.hold.is_some(), "possibly paid: the money stays held");
-    let planned = l.get("planned").unwrap().unwrap();
+    let planned = l.get("planned").await.unwrap().unwrap();
     assert_eq!(
         (planned.state, planned.retry_at),
         (OrderState::Failed, Some(NOW + 10))
     );
     assert!(
-        l.plan(&request("sent"), NOW + 20).unwrap().is_err(),
+        l.plan(&request("sent"), NOW + 20).await.unwrap().is_err(),
         "unknown is never re-sent"
     );
-    assert!(l.plan(&request("planned"), NOW + 20).unwrap().is_ok());
+    assert!(l.plan(&request("planned"), NOW + 20).await.unwrap().is_ok());
 }
 
 pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsettled<B: Backend>() {
     let (_place, l) = fresh::<B>();
-    pending(&l, "rule-a-key", None, None);
+    pending(&l, "rule-a-key", None, None).await;
     let mut other_rule = request("rule-b-key");
     other_rule.rule = "manual".into();
     other_rule.account = "acct-rule-a-key".into();
-    let refused = l.plan(&other_rule, NOW).unwrap().unwrap_err();
+    let refused = l.plan(&other_rule, NOW).await.unwrap().unwrap_err();
     assert!(
         matches!(&refused, Refusal::Exists { state: OrderState::Pending, why } if why.contains("rule-a-key")),
         "{refused}"
@@ -391,8 +422,9 @@ pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsett
             why: "cb".into(),
         },
     )
+    .await
     .unwrap();
-    assert!(l.plan(&other_rule, NOW).unwrap().is_err());
+    assert!(l.plan(&other_rule, NOW).await.unwrap().is_err());
     l.set_verification(
         "rule-a-key",
         Verification::Verified {
@@ -400,9 +432,10 @@ pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsett
             new_end: NOW + 30 * 86_400,
         },
     )
+    .await
     .unwrap();
-    assert!(l.plan(&other_rule, NOW).unwrap().is_ok());
-    l.mark_sent("rule-b-key", NOW).unwrap();
+    assert!(l.plan(&other_rule, NOW).await.unwrap().is_ok());
+    l.mark_sent("rule-b-key", NOW).await.unwrap();
     l.record_attempt(
         "rule-b-key",
         NOW,
@@ -414,6 +447,7 @@ pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsett
             verify_deadline: NOW,
         },
     )
+    .await
     .unwrap();
     let mut third = request("third-key");
     third.account = "acct-rule-a-key".into();
@@ -421,20 +455,26 @@ pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsett
     // Unverified (paid, never showed) blocks too, until an operator
     // refutes it.
     l.set_verification("rule-b-key", Verification::Unverified { at: NOW })
+        .await
         .unwrap();
-    assert!(l.plan(&third, NOW).unwrap().is_err());
+    assert!(l.plan(&third, NOW).await.unwrap().is_err());
     let refuted = l
         .refute_unverified("rule-b-key", NOW, "operator: not delivered")
+        .await
         .unwrap();
     assert_eq!((refuted.state, refuted.spent), (OrderState::Failed, Fen(0)));
-    assert!(l.refute_unverified("rule-b-key", NOW, "again").is_err());
-    assert!(l.plan(&third, NOW).unwrap().is_ok());
+    assert!(
+        l.refute_unverified("rule-b-key", NOW, "again")
+            .await
+            .is_err()
+    );
+    assert!(l.plan(&third, NOW).await.unwrap().is_ok());
     // Another membership was never blocked.
     let mut svip = request("svip-key");
     svip.account = "acct-rule-a-key".into();
     svip.membership = Membership::QqSvip;
     svip.budget = Budget::default();
-    assert!(l.plan(&svip, NOW).unwrap().is_ok());
+    assert!(l.plan(&svip, NOW).await.unwrap().is_ok());
 }
 
 pub async fn events_keep_order<B: Backend>() {
@@ -448,15 +488,22 @@ pub async fn events_keep_order<B: Backend>() {
             key: None,
             detail: String::new(),
         })
+        .await
         .unwrap();
     }
-    let last: Vec<String> = l.events(3).unwrap().into_iter().map(|e| e.kind).collect();
+    let last: Vec<String> = l
+        .events(3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(last, ["e2", "e3", "e4"]);
 }
 
 pub async fn pruning_drops_old_events_only<B: Backend>() {
     let (_place, l) = fresh::<B>();
-    let order = l.plan(&request("k1"), NOW - 5000).unwrap().unwrap();
+    let order = l.plan(&request("k1"), NOW - 5000).await.unwrap().unwrap();
     // 3,000 events 50 minutes apart, then a few recent ones: more than one
     // pruning batch.
     for i in 0..3000 {
@@ -468,6 +515,7 @@ pub async fn pruning_drops_old_events_only<B: Backend>() {
             key: Some(order.key.clone()),
             detail: String::new(),
         })
+        .await
         .unwrap();
     }
     for i in 0..3 {
@@ -479,12 +527,19 @@ pub async fn pruning_drops_old_events_only<B: Backend>() {
             key: None,
             detail: String::new(),
         })
+        .await
         .unwrap();
     }
-    assert_eq!(l.prune_events(NOW - 100).unwrap(), 3000);
-    let kept: Vec<String> = l.events(10).unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(l.prune_events(NOW - 100).await.unwrap(), 3000);
+    let kept: Vec<String> = l
+        .events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kept, ["new0", "new1", "new2"]);
-    assert_eq!(l.prune_events(NOW - 100).unwrap(), 0);
+    assert_eq!(l.prune_events(NOW - 100).await.unwrap(), 0);
     // The order the old events were about is still there.
-    assert_eq!(l.get(&order.key).unwrap().unwrap().key, order.key);
+    assert_eq!(l.get(&order.key).await.unwrap().unwrap().key, order.key);
 }

@@ -1,4 +1,9 @@
-//! `vipd.kv`: the plugin's own durable keys, under its quota.
+//! `vipd.kv`: the plugin's own durable keys, under its quota, in the
+//! daemon's store (so shared by every node that shares the store).
+//!
+//! The functions are asynchronous: a store on the network is waited for
+//! without blocking the plugin's thread (like every host call, they are
+//! refused while the plugin loads).
 
 use super::*;
 
@@ -12,12 +17,19 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
     put(
         &kv,
         "kv.get",
-        lua.create_function(move |lua, key: String| {
-            let ledger = c.ledger(&format!("vipd.kv.get({key:?})"))?;
-            match ledger.kv_get(&c.plugin, &key, crate::model::now_unix()) {
-                Ok(Some(v)) => lua.to_value(&v),
-                Ok(None) => Ok(Value::Nil),
-                Err(e) => Err(rt_err(format!("vipd.kv.get({key:?}): {e}"))),
+        lua.create_async_function(move |lua, key: String| {
+            let c = c.clone();
+            async move {
+                let what = format!("vipd.kv.get({key:?})");
+                let store = c.store(&what)?;
+                match store
+                    .kv_get(&c.plugin, &key, crate::model::now_unix())
+                    .await
+                {
+                    Ok(Some(v)) => lua.to_value(&v),
+                    Ok(None) => Ok(Value::Nil),
+                    Err(e) => Err(rt_err(format!("{what}: {e}"))),
+                }
             }
         })?,
     )?;
@@ -25,22 +37,26 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
     put(
         &kv,
         "kv.set",
-        lua.create_function(
+        lua.create_async_function(
             move |lua, (key, value, opts): (String, Value, Option<Table>)| {
+                let c = c.clone();
                 let what = format!("vipd.kv.set({key:?})");
-                let ledger = c.ledger(&what)?;
-                let ttl = ttl_of(opts.as_ref(), &what)?;
-                let value = to_json(lua, value, &what)?;
-                ledger
-                    .kv_set(
-                        &c.plugin,
-                        &key,
-                        value,
-                        ttl,
-                        crate::model::now_unix(),
-                        c.kv_quota,
-                    )
-                    .map_err(|e| rt_err(format!("{what}: {e}")))
+                let args = ttl_of(opts.as_ref(), &what)
+                    .and_then(|ttl| Ok((ttl, to_json(&lua, value, &what)?)));
+                async move {
+                    let (ttl, value) = args?;
+                    c.store(&what)?
+                        .kv_set(
+                            &c.plugin,
+                            &key,
+                            value,
+                            ttl,
+                            crate::model::now_unix(),
+                            c.kv_quota,
+                        )
+                        .await
+                        .map_err(|e| rt_err(format!("{what}: {e}")))
+                }
             },
         )?,
     )?;
@@ -48,31 +64,40 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
     put(
         &kv,
         "kv.del",
-        lua.create_function(move |_, key: String| {
-            let what = format!("vipd.kv.del({key:?})");
-            c.ledger(&what)?
-                .kv_del(&c.plugin, &key, crate::model::now_unix())
-                .map_err(|e| rt_err(format!("{what}: {e}")))
+        lua.create_async_function(move |_, key: String| {
+            let c = c.clone();
+            async move {
+                let what = format!("vipd.kv.del({key:?})");
+                c.store(&what)?
+                    .kv_del(&c.plugin, &key, crate::model::now_unix())
+                    .await
+                    .map_err(|e| rt_err(format!("{what}: {e}")))
+            }
         })?,
     )?;
     let c = ctx.clone();
     put(
         &kv,
         "kv.incr",
-        lua.create_function(
+        lua.create_async_function(
             move |_, (key, by, opts): (String, Option<i64>, Option<Table>)| {
+                let c = c.clone();
                 let what = format!("vipd.kv.incr({key:?})");
-                let ttl = ttl_of(opts.as_ref(), &what)?;
-                c.ledger(&what)?
-                    .kv_incr(
-                        &c.plugin,
-                        &key,
-                        by.unwrap_or(1),
-                        ttl,
-                        crate::model::now_unix(),
-                        c.kv_quota,
-                    )
-                    .map_err(|e| rt_err(format!("{what}: {e}")))
+                let ttl = ttl_of(opts.as_ref(), &what);
+                async move {
+                    let ttl = ttl?;
+                    c.store(&what)?
+                        .kv_incr(
+                            &c.plugin,
+                            &key,
+                            by.unwrap_or(1),
+                            ttl,
+                            crate::model::now_unix(),
+                            c.kv_quota,
+                        )
+                        .await
+                        .map_err(|e| rt_err(format!("{what}: {e}")))
+                }
             },
         )?,
     )?;
@@ -80,16 +105,20 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
     put(
         &kv,
         "kv.ttl",
-        lua.create_function(move |_, key: String| {
-            let what = format!("vipd.kv.ttl({key:?})");
-            match c
-                .ledger(&what)?
-                .kv_ttl(&c.plugin, &key, crate::model::now_unix())
-            {
-                Ok(None) => Ok(None),
-                Ok(Some(None)) => Ok(Some(-1)),
-                Ok(Some(Some(secs))) => Ok(Some(secs)),
-                Err(e) => Err(rt_err(format!("{what}: {e}"))),
+        lua.create_async_function(move |_, key: String| {
+            let c = c.clone();
+            async move {
+                let what = format!("vipd.kv.ttl({key:?})");
+                match c
+                    .store(&what)?
+                    .kv_ttl(&c.plugin, &key, crate::model::now_unix())
+                    .await
+                {
+                    Ok(None) => Ok(None),
+                    Ok(Some(None)) => Ok(Some(-1)),
+                    Ok(Some(Some(secs))) => Ok(Some(secs)),
+                    Err(e) => Err(rt_err(format!("{what}: {e}"))),
+                }
             }
         })?,
     )?;

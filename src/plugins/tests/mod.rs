@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::engine::events::{Event, EventKind};
+use crate::ledger::Ledger;
 
 struct Fixture {
     dir: tempfile::TempDir,
