@@ -55,15 +55,14 @@ impl Config {
             if rule.accounts.is_empty() {
                 out.push((key("accounts"), format!("{subject}: selects no account")));
             }
-            if let Some(product) = self.products.get(&rule.product) {
-                if rule.renew_before >= product.adds {
-                    out.push((key("renew_before"), format!(
-                        "{subject}: renew_before ({}) is not smaller than what {} adds ({}): after each renewal the account is due again, so it would renew repeatedly",
-                        HumanDuration(rule.renew_before),
-                        product.name,
-                        HumanDuration(product.adds)
-                    )));
-                }
+            let product = &rule.product;
+            if rule.renew_before >= product.adds {
+                out.push((key("renew_before"), format!(
+                    "{subject}: renew_before ({}) is not smaller than what {} adds ({}): after each renewal the account is due again, so it would renew repeatedly",
+                    HumanDuration(rule.renew_before),
+                    product.name,
+                    HumanDuration(product.adds)
+                )));
             }
             let interval = rule.check.interval(now, self.daemon.timezone);
             if rule.renew_before < interval * 3 {

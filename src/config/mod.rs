@@ -142,6 +142,12 @@ impl Config {
         Some(&self.accounts[self.account_index[at] as usize])
     }
 
+    /// The accounts a rule covers, in config order: resolved when the
+    /// configuration was built, so none can be missing.
+    pub fn accounts_of<'a>(&'a self, rule: &'a Rule) -> impl Iterator<Item = &'a Account> + 'a {
+        rule.resolved.iter().map(|&i| &self.accounts[i as usize])
+    }
+
     /// The `qq_connect` provider of an account.
     pub fn reader_of(&self, account: &Account) -> &QqConnectProvider {
         match self.providers.get(&account.provider) {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Budget, CallbackMapping, ConfigError, Rule, SandboxMode, Secret};
@@ -44,7 +45,7 @@ pub struct Config {
     /// `providers:` by name.
     pub providers: BTreeMap<String, Provider>,
     /// `products:` by name.
-    pub products: BTreeMap<String, Product>,
+    pub products: BTreeMap<String, Arc<Product>>,
     /// `accounts:` in file order; names are unique.
     pub accounts: Vec<Account>,
     /// `rules:` in file order; names are unique.

@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::TimeZone;
 use chrono_tz::Tz;
 
+use super::Product;
 pub use super::raw::WhenLapsed;
 pub use crate::model::Budget;
 use crate::model::Membership;
@@ -30,14 +31,18 @@ pub struct Rule {
     /// with the scheduler's wakes, which hold one pair per account: with
     /// 10,000 accounts, copies would be two allocations a pair.
     pub accounts: Vec<Arc<str>>,
+    /// The same accounts, resolved when the configuration was built: their
+    /// places in `Config::accounts` (see [`super::Config::accounts_of`]).
+    pub(in crate::config) resolved: Vec<u32>,
     /// When to check.
     pub check: Check,
     /// Which `*_end` to watch.
     pub membership: Membership,
     /// Renew when the end is this close.
     pub renew_before: Duration,
-    /// What to buy.
-    pub product: String,
+    /// What to buy, resolved when the configuration was built (shared
+    /// with `Config::products`).
+    pub product: Arc<Product>,
     /// What to do when already lapsed.
     pub when_lapsed: WhenLapsed,
     /// Spending caps.

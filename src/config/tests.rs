@@ -404,3 +404,24 @@ fn an_unreadable_credential_is_unavailable_at_its_key_path() {
     let strict = Config::parse(&text, &path).unwrap_err().to_string();
     assert!(strict.contains("admin_token"), "{strict}");
 }
+
+/// A rule's references are resolved when the configuration is built: its
+/// product is the product itself, and its accounts are found by place, in
+/// config order, whether selected by name, by tag or both.
+#[test]
+fn rules_carry_their_product_and_accounts_resolved() {
+    let text = format!(
+        "{GOOD}  - {{ name: bob, qq_number: 5666858, openid: OPENID2, access_token: tok }}\n  - {{ name: carol, qq_number: 5666859, openid: OPENID3, access_token: tok, tags: [staff] }}\n\
+         rules:\n  - {{ name: keep, accounts: {{ tags: [staff], names: [bob] }}, check: {{ every: 1h }}, membership: qq_vip, renew_before: 3d, product: qq_vip_month }}\n"
+    );
+    let c = parse(&text).unwrap();
+    let r = &c.rules[0];
+    assert!(Arc::ptr_eq(&r.product, &c.products["qq_vip_month"]));
+    let names: Vec<&str> = c.accounts_of(r).map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    assert_eq!(
+        r.accounts,
+        [Arc::from("alice"), Arc::from("bob"), Arc::from("carol")]
+    );
+    assert_eq!(c.accounts_of(r).nth(1).unwrap().qq_number, "5666858");
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::decide::{self, Admission, BudgetView, Decision, Facts};
+use super::decide::{self, BudgetView, Decision, Facts};
 use std::collections::BTreeMap;
 
 use super::events::{Event, EventKind, TermView};
@@ -54,10 +54,7 @@ impl Engine {
         account: &Account,
         token: &crate::config::Secret,
     ) -> Result<VipInfo, VipInfoError> {
-        let reader = rt
-            .readers
-            .get(&account.provider)
-            .expect("validated: every account has a reader");
+        let reader = rt.reader_of(account);
         let _slot = reader.traffic.enter().await;
         let started = std::time::Instant::now();
         let result = reader.client.fetch(&account.openid, token).await;
@@ -89,9 +86,7 @@ impl Engine {
         else {
             return;
         };
-        let Some(product) = rt.config.products.get(&rule.product) else {
-            return;
-        };
+        let product = &*rule.product;
         let info = match self.read(rt, account).await {
             Ok(info) => {
                 self.note_read_ok(account).await;
@@ -244,10 +239,7 @@ impl Engine {
             per_month: terms.budget.per_month,
             used_month: self.store.spend(terms.name, &month).await?.used(),
         };
-        let admission = rt
-            .sellers
-            .get(&product.provider)
-            .map_or(Admission::Open, |s| s.gate.peek(now));
+        let admission = rt.seller_of(product).gate.peek(now);
         let held = self.store.held(&account.name).await?;
         Ok(decide::decide(&Facts {
             now,

@@ -141,6 +141,23 @@ impl Runtime {
         }
     }
 
+    /// The reader of `account`. The runtime was built from the
+    /// configuration that checked every account's provider is a
+    /// `qq_connect` one, and built a reader for each: the one place that
+    /// relies on it.
+    fn reader_of(&self, account: &crate::config::Account) -> &Reader {
+        self.readers
+            .get(&account.provider)
+            .expect("built from the validated configuration")
+    }
+
+    /// The seller of `product` (see [`Runtime::reader_of`]).
+    fn seller_of(&self, product: &crate::config::Product) -> &Seller {
+        self.sellers
+            .get(&product.provider)
+            .expect("built from the validated configuration")
+    }
+
     /// The `notify_url` for a provider.
     fn notify_url(&self, provider: &str) -> String {
         let d = &self.config.daemon;

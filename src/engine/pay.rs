@@ -69,10 +69,7 @@ impl Engine {
         if !self.cleared(&r, &why).await {
             return None;
         }
-        let seller = rt
-            .sellers
-            .get(&product.provider)
-            .expect("validated: products have sellers");
+        let seller = rt.seller_of(product);
         let _slot = seller.traffic.enter().await;
         if !self.admitted(&r, seller) || !self.still_due(&r).await {
             return None;

@@ -342,12 +342,11 @@ impl Engine {
         let now = at.unwrap_or_else(|| self.clock.unix());
         let mut lines = Vec::new();
         for rule in &rt.config.rules {
-            for name in &rule.accounts {
-                if account.is_some_and(|a| a != &**name) {
+            for acct in rt.config.accounts_of(rule) {
+                if account.is_some_and(|a| a != acct.name) {
                     continue;
                 }
-                let acct = rt.config.account(name).expect("validated");
-                let product = rt.config.products.get(&rule.product).expect("validated");
+                let product = &*rule.product;
                 let (end, decision) = match self.read(&rt, acct).await {
                     Ok(info) => {
                         let end = info.end(rule.membership);
@@ -366,7 +365,7 @@ impl Engine {
                 };
                 lines.push(PlanLine {
                     rule: rule.name.to_string(),
-                    account: name.to_string(),
+                    account: acct.name.clone(),
                     membership: rule.membership,
                     end,
                     due: matches!(decision, Decision::Renew { .. }),

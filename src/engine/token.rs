@@ -73,10 +73,7 @@ impl Engine {
 
     /// Whether vipd can refresh `creds` at all.
     pub(super) fn can_refresh(&self, rt: &Runtime, account: &Account, creds: &Credentials) -> bool {
-        rt.readers
-            .get(&account.provider)
-            .is_some_and(|r| r.client_secret.is_some())
-            && creds.refresh_token.is_some()
+        rt.reader_of(account).client_secret.is_some() && creds.refresh_token.is_some()
     }
 
     /// The access token for a read from `creds`, refreshed first when it
@@ -127,10 +124,7 @@ impl Engine {
         if creds.rotated_at != seen {
             return Ok(creds.access_token);
         }
-        let reader = rt
-            .readers
-            .get(&account.provider)
-            .ok_or("no reader for the account")?;
+        let reader = rt.reader_of(account);
         let (Some(client_secret), Some(refresh_token)) =
             (&reader.client_secret, &creds.refresh_token)
         else {

@@ -68,7 +68,7 @@ fn config_part(lua: &Lua, config: &Config, key: &str) -> mlua::Result<Value> {
                 .map(|r| RuleView {
                     name: &r.name,
                     membership: r.membership.as_str(),
-                    product: &r.product,
+                    product: &r.product.name,
                     accounts: r.accounts.iter().map(|a| &**a).collect(),
                     renew_before: r.renew_before.as_secs(),
                     per_day: r.budget.per_day.map(|f| f.as_yuan_f64()),

@@ -76,7 +76,7 @@ impl Builder<'_> {
         &mut self,
         raw: BTreeMap<String, raw::RawProduct>,
         providers: &BTreeMap<String, Provider>,
-    ) -> BTreeMap<String, Product> {
+    ) -> BTreeMap<String, Arc<Product>> {
         let mut out = BTreeMap::new();
         for (name, p) in raw {
             let subject = format!("product {name}");
@@ -114,7 +114,7 @@ impl Builder<'_> {
             }
             out.insert(
                 name.clone(),
-                Product {
+                Arc::new(Product {
                     name,
                     provider: p.provider,
                     path: p.path,
@@ -122,7 +122,7 @@ impl Builder<'_> {
                     adds: p.adds.get(),
                     max_price: p.max_price,
                     params: p.params.into_iter().collect(),
-                },
+                }),
             );
         }
         out
@@ -210,7 +210,7 @@ impl Builder<'_> {
     pub(super) fn sandbox(
         &mut self,
         raw: raw::RawSandbox,
-        products: &BTreeMap<String, Product>,
+        products: &BTreeMap<String, Arc<Product>>,
         accounts: &[Account],
     ) -> SandboxSettings {
         for product in raw.prices.keys() {

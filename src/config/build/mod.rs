@@ -3,7 +3,7 @@
 
 mod entries;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -324,9 +324,16 @@ impl<'a> Builder<'a> {
     fn rules(
         &mut self,
         raw: Vec<raw::RawRule>,
-        products: &BTreeMap<String, Product>,
+        products: &BTreeMap<String, Arc<Product>>,
         accounts: &[Account],
     ) -> Vec<Rule> {
+        // Each account's place, by name: resolving a rule's names costs
+        // one lookup each, whatever the number of accounts.
+        let places: HashMap<&str, u32> = accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.as_str(), i as u32))
+            .collect();
         let mut seen = BTreeSet::new();
         let mut out = Vec::with_capacity(raw.len());
         for r in raw {
@@ -348,7 +355,7 @@ impl<'a> Builder<'a> {
                     format!("{subject}: the name is reserved for manual orders (`vipd recharge`)"),
                 );
             }
-            let selected = self.select(&at("accounts"), &subject, r.accounts, accounts);
+            let resolved = self.select(&at("accounts"), &subject, r.accounts, accounts, &places);
             let check = match r.check {
                 raw::RawCheck::Cron(expr) => Check::cron(&expr).unwrap_or_else(|e| {
                     self.error(&at("check"), format!("{subject}: {e}"));
@@ -363,22 +370,30 @@ impl<'a> Builder<'a> {
                 }
                 raw::RawCheck::Every(e) => Check::Every(e.every.get()),
             };
-            match products.get(&r.product) {
+            let product = match products.get(&r.product) {
                 None => {
                     let hint = error::closest(&r.product, products.keys().map(String::as_str))
                         .map(|h| format!(" (did you mean `{h}`?)"))
                         .unwrap_or_default();
-                    self.error(&at("product"), format!("{subject}: no product named {}{hint}", r.product));
+                    self.error(
+                        &at("product"),
+                        format!("{subject}: no product named {}{hint}", r.product),
+                    );
+                    None
                 }
-                Some(p) if p.extends != r.membership => self.error(
-                    &at("membership"),
-                    format!(
-                        "{subject}: watches {} but product {} extends {}; the renewal would never show and the rule would pay again",
-                        r.membership, p.name, p.extends
-                    ),
-                ),
-                Some(_) => {}
-            }
+                Some(p) => {
+                    if p.extends != r.membership {
+                        self.error(
+                            &at("membership"),
+                            format!(
+                                "{subject}: watches {} but product {} extends {}; the renewal would never show and the rule would pay again",
+                                r.membership, p.name, p.extends
+                            ),
+                        );
+                    }
+                    Some(p.clone())
+                }
+            };
             if r.max_attempts == Some(0) {
                 self.error(
                     &at("max_attempts"),
@@ -396,13 +411,20 @@ impl<'a> Builder<'a> {
                     );
                 }
             }
+            // Without its product the rule is an error already reported:
+            // the build fails, so no rule is made that names nothing.
+            let Some(product) = product else { continue };
             out.push(Rule {
                 name: r.name.into(),
-                accounts: selected,
+                accounts: resolved
+                    .iter()
+                    .map(|&i| accounts[i as usize].name.as_str().into())
+                    .collect(),
+                resolved,
                 check,
                 membership: r.membership,
                 renew_before: r.renew_before.get(),
-                product: r.product,
+                product,
                 when_lapsed: r.when_lapsed,
                 budget: Budget {
                     per_day: r.budget.per_day,
@@ -421,8 +443,9 @@ impl<'a> Builder<'a> {
         subject: &str,
         sel: raw::RawSelector,
         accounts: &[Account],
-    ) -> Vec<Arc<str>> {
-        let all = || accounts.iter().map(|a| a.name.as_str().into()).collect();
+        places: &HashMap<&str, u32>,
+    ) -> Vec<u32> {
+        let all = || (0..accounts.len() as u32).collect();
         match sel {
             raw::RawSelector::Word(w) if w == "all" => all(),
             raw::RawSelector::Word(w) => {
@@ -437,7 +460,7 @@ impl<'a> Builder<'a> {
                     );
                 }
                 for n in m.names.iter().flatten() {
-                    if !accounts.iter().any(|a| &a.name == n) {
+                    if !places.contains_key(n.as_str()) {
                         let hint = error::closest(n, accounts.iter().map(|a| a.name.as_str()))
                             .map(|h| format!(" (did you mean `{h}`?)"))
                             .unwrap_or_default();
@@ -447,15 +470,14 @@ impl<'a> Builder<'a> {
                         );
                     }
                 }
-                accounts
-                    .iter()
-                    .filter(|a| {
-                        m.names.as_ref().is_some_and(|ns| ns.contains(&a.name))
-                            || m.tags
-                                .as_ref()
-                                .is_some_and(|ts| a.tags.iter().any(|t| ts.contains(t)))
+                let names: HashSet<&str> = m.names.iter().flatten().map(String::as_str).collect();
+                let tags: HashSet<&str> = m.tags.iter().flatten().map(String::as_str).collect();
+                (0..accounts.len() as u32)
+                    .filter(|&i| {
+                        let a = &accounts[i as usize];
+                        names.contains(a.name.as_str())
+                            || a.tags.iter().any(|t| tags.contains(t.as_str()))
                     })
-                    .map(|a| a.name.as_str().into())
                     .collect()
             }
         }
