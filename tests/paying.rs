@@ -518,3 +518,34 @@ async fn a_short_step_back_does_not_stall_the_schedule() {
     assert_eq!(clock_alerts(&w).await, 1);
     w.stop().await;
 }
+
+/// Manual orders and resolutions say why they did not happen in types the
+/// admin API branches on (404, 409, 502, 503), not in words.
+#[tokio::test(start_paused = true)]
+async fn manual_orders_and_resolutions_fail_with_typed_reasons() {
+    use vipd::engine::{ManualError, ResolveError};
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    let w = World::start(&cfg).await;
+    let paid = w.settled_and_verified(1, LONG).await.remove(0);
+    let e = w
+        .engine
+        .manual_recharge("nobody", "qq_vip_month", false)
+        .await;
+    assert!(
+        matches!(e, Err(ManualError::NoAccount(ref a)) if a == "nobody"),
+        "{e:?}"
+    );
+    let e = w.engine.manual_recharge("a0", "nothing", false).await;
+    assert!(
+        matches!(e, Err(ManualError::NoProduct(ref p)) if p == "nothing"),
+        "{e:?}"
+    );
+    let store = w.engine.store();
+    let e = vipd::engine::resolve(&**store, "no-such-key", false, w.now()).await;
+    assert!(matches!(e, Err(ResolveError::NotFound(_))), "{e:?}");
+    let e = vipd::engine::resolve(&**store, &paid.key, false, w.now()).await;
+    assert!(matches!(e, Err(ResolveError::NotResolvable(_))), "{e:?}");
+    assert_eq!(w.billed().get("a0"), Some(&1), "nothing more was paid");
+    w.stop().await;
+}

@@ -8,6 +8,27 @@ use std::time::Duration;
 use super::Engine;
 use super::decide::Decision;
 use super::terms::Terms;
+use crate::ledger::LedgerError;
+use crate::upstream::vipinfo::VipInfoError;
+
+/// Why a manual order was not paid. Callers branch on it: the admin API
+/// answers 404 for a name it does not know, 502 when the vendor could not
+/// be read, 503 when the store failed, 409 when nothing was due or paid.
+#[derive(Debug, thiserror::Error)]
+pub enum ManualError {
+    #[error("no account named {0}")]
+    NoAccount(String),
+    #[error("no product named {0}")]
+    NoProduct(String),
+    #[error("cannot read memberships: {0}")]
+    Read(#[from] VipInfoError),
+    #[error(transparent)]
+    Store(#[from] LedgerError),
+    #[error("not renewing: {0}")]
+    NotRenewing(String),
+    #[error("not paid; see the log for why")]
+    NotPaid,
+}
 
 impl Engine {
     /// One manual renewal (`vipd recharge`) under the rule name `manual`:
@@ -18,30 +39,23 @@ impl Engine {
         account: &str,
         product: &str,
         dry_run: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, ManualError> {
         let rt = self.runtime();
         let acct = rt
             .config
             .account(account)
-            .ok_or_else(|| format!("no account named {account}"))?;
+            .ok_or_else(|| ManualError::NoAccount(account.to_owned()))?;
         let prod = rt
             .config
             .products
             .get(product)
-            .ok_or_else(|| format!("no product named {product}"))?;
+            .ok_or_else(|| ManualError::NoProduct(product.to_owned()))?;
         let terms = Terms::manual(&rt.config, prod);
-        let end = self
-            .read(&rt, acct)
-            .await
-            .map_err(|e| format!("cannot read memberships: {e}"))?
-            .end(prod.extends);
+        let end = self.read(&rt, acct).await?.end(prod.extends);
         let now = self.clock.unix();
-        let decision = self
-            .decide_now(&rt, &terms, acct, prod, end, now)
-            .await
-            .map_err(|e| e.to_string())?;
+        let decision = self.decide_now(&rt, &terms, acct, prod, end, now).await?;
         let Decision::Renew { .. } = decision else {
-            return Err(format!("not renewing: {}", decision.describe()));
+            return Err(ManualError::NotRenewing(decision.describe()));
         };
         // The rule's own words would name its stand-in window.
         let why = match end {
@@ -73,7 +87,7 @@ impl Engine {
                 self.follow_up(super::MANUAL_RULE, &acct.name, Duration::from_secs(1));
                 Ok(format!("order {} {}: {}", o.key, o.state, o.last_why()))
             }
-            None => Err("not paid; see the log for why".into()),
+            None => Err(ManualError::NotPaid),
         }
     }
 }

@@ -44,7 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use check::VipView;
-pub use report::{PlanLine, Status, resolve, status};
+pub use manual::ManualError;
+pub use report::{PlanLine, ResolveError, Status, resolve, status};
 
 use crate::config::{CallbackMapping, Config, Provider};
 use crate::ledger::store::Store;

@@ -220,6 +220,29 @@ pub struct PlanLine {
     pub decision: String,
 }
 
+/// Why an order could not be resolved. The admin API answers 404 when no
+/// order (or several) match, 409 when the order is not in a state an
+/// operator may resolve, 503 when the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    NotFound(LedgerError),
+    #[error("{0}")]
+    NotResolvable(String),
+    #[error(transparent)]
+    Store(LedgerError),
+}
+
+impl From<LedgerError> for ResolveError {
+    fn from(e: LedgerError) -> ResolveError {
+        match e {
+            LedgerError::NotFound(_) => ResolveError::NotFound(e),
+            LedgerError::Illegal { .. } => ResolveError::NotResolvable(e.to_string()),
+            e => ResolveError::Store(e),
+        }
+    }
+}
+
 /// Operator resolution of an open order (`vipd orders resolve`). The
 /// event is recorded here; a running daemon also hands it to its plugins.
 pub async fn resolve(
@@ -227,16 +250,16 @@ pub async fn resolve(
     key_prefix: &str,
     paid: bool,
     now: i64,
-) -> Result<(Order, Event), String> {
-    let order = store.find(key_prefix).await.map_err(|e| e.to_string())?;
+) -> Result<(Order, Event), ResolveError> {
+    let order = store.find(key_prefix).await?;
     if order.state == OrderState::Succeeded
         && matches!(order.verification, Verification::Unverified { .. })
     {
         if paid {
-            return Err(format!(
+            return Err(ResolveError::NotResolvable(format!(
                 "order {} is already succeeded (paid; its renewal never showed)",
                 order.key
-            ));
+            )));
         }
         let refuted = store
             .refute_unverified(
@@ -244,9 +267,8 @@ pub async fn resolve(
                 now,
                 "operator: paid but never delivered; refunded to the budget, may be retried",
             )
-            .await
-            .map_err(|e| e.to_string())?;
-        store.durable().await.map_err(|e| e.to_string())?;
+            .await?;
+        store.durable().await?;
         super::check::log_transition(&refuted);
         let event = Event::new(
             EventKind::OrderSettled,
@@ -261,10 +283,10 @@ pub async fn resolve(
         || order.state == OrderState::Planned
         || order.state == OrderState::Sent
     {
-        return Err(format!(
+        return Err(ResolveError::NotResolvable(format!(
             "order {} is {}; only pending and unknown orders (and unverified paid ones, as failed) can be resolved",
             order.key, order.state
-        ));
+        )));
     }
     let settlement = if paid {
         Settlement::Paid {
@@ -280,10 +302,11 @@ pub async fn resolve(
     };
     let settled = store
         .settle(&order.key, now, settlement)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("order {} was settled meanwhile", order.key))?;
-    store.durable().await.map_err(|e| e.to_string())?;
+        .await?
+        .ok_or_else(|| {
+            ResolveError::NotResolvable(format!("order {} was settled meanwhile", order.key))
+        })?;
+    store.durable().await?;
     super::check::log_transition(&settled);
     let event = Event::new(
         EventKind::OrderSettled,

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::config::Secret;
-use crate::engine::Engine;
+use crate::engine::{Engine, ManualError, ResolveError};
 use crate::ledger::OrderState;
 
 /// Callback bodies larger than this are refused with 413.
@@ -338,7 +338,14 @@ async fn resolve(
             engine.runtime().hooks.notify(event);
             Json(order).into_response()
         }
-        Err(e) => (StatusCode::CONFLICT, e).into_response(),
+        Err(e) => {
+            let status = match e {
+                ResolveError::NotFound(_) => StatusCode::NOT_FOUND,
+                ResolveError::NotResolvable(_) => StatusCode::CONFLICT,
+                ResolveError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, e.to_string()).into_response()
+        }
     }
 }
 
@@ -402,7 +409,15 @@ async fn recharge(State(engine): State<Arc<Engine>>, Json(body): Json<RechargeBo
         .await
     {
         Ok(msg) => (StatusCode::OK, msg).into_response(),
-        Err(e) => (StatusCode::CONFLICT, e).into_response(),
+        Err(e) => {
+            let status = match e {
+                ManualError::NoAccount(_) | ManualError::NoProduct(_) => StatusCode::NOT_FOUND,
+                ManualError::Read(_) => StatusCode::BAD_GATEWAY,
+                ManualError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ManualError::NotRenewing(_) | ManualError::NotPaid => StatusCode::CONFLICT,
+            };
+            (status, e.to_string()).into_response()
+        }
     }
 }
 
