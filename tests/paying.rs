@@ -549,3 +549,19 @@ async fn manual_orders_and_resolutions_fail_with_typed_reasons() {
     assert_eq!(w.billed().get("a0"), Some(&1), "nothing more was paid");
     w.stop().await;
 }
+
+/// The store stamps each transition's milliseconds with the daemon's
+/// clock, the one its seconds come from (it read the system's clock).
+#[tokio::test(start_paused = true)]
+async fn transitions_are_stamped_by_the_daemons_clock() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    let w = World::start(&cfg).await;
+    let o = w.settled_and_verified(1, LONG).await.remove(0);
+    assert_eq!(history(&o), ["planned", "sent", "succeeded"]);
+    for t in &o.history {
+        assert_eq!(t.at_ms.div_euclid(1000), t.at, "{:?}", o.history);
+    }
+    assert!(o.history.windows(2).all(|p| p[0].at_ms <= p[1].at_ms));
+    w.stop().await;
+}

@@ -126,6 +126,8 @@ pub struct Ledger {
     write: Mutex<()>,
     /// What each plugin keeps in and has lately written to `vipd.kv`.
     kv_usage: kv::Usage,
+    /// Stamps transitions' milliseconds (the system's, or a test's).
+    clock: std::sync::Arc<dyn crate::model::Clock>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -171,6 +173,13 @@ impl Ledger {
     /// see [`GroupCommit`]).
     pub async fn failed(&self) -> String {
         self.commit.failed().await
+    }
+
+    /// This store, stamping transitions with `clock` (a test's; the
+    /// system's by default).
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::model::Clock>) -> Ledger {
+        self.clock = clock;
+        self
     }
 
     /// Durability waits count as work under tokio's paused time: see

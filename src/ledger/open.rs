@@ -229,6 +229,7 @@ impl Ledger {
             commit,
             write: Mutex::new(()),
             kv_usage: kv::Usage::default(),
+            clock: std::sync::Arc::new(crate::model::SystemClock),
         })
     }
 

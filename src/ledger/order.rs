@@ -169,7 +169,8 @@ pub struct AttemptRecord {
 pub struct Transition {
     /// Unix seconds.
     pub at: i64,
-    /// Unix milliseconds, for latency figures and sub-second order.
+    /// Unix milliseconds, for latency figures and sub-second order: the
+    /// store's clock when it wrote the transition (0 until then).
     #[serde(default)]
     pub at_ms: i64,
     /// The state entered.
@@ -230,19 +231,24 @@ pub struct Order {
 }
 
 impl Order {
-    /// Moves to `state`, recording why.
+    /// Moves to `state` at `at` (unix seconds), recording why. The store
+    /// stamps the transition's milliseconds when it writes it.
     pub fn enter(&mut self, state: OrderState, at: i64, why: impl Into<String>) {
         self.state = state;
         self.updated_at = at;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
         self.history.push(Transition {
             at,
-            at_ms: now_ms,
+            at_ms: 0,
             state,
             why: why.into(),
         });
+    }
+
+    /// Stamps transitions not yet stamped with `ms` (unix milliseconds).
+    pub(super) fn stamp(&mut self, ms: i64) {
+        for t in self.history.iter_mut().rev().take_while(|t| t.at_ms == 0) {
+            t.at_ms = ms;
+        }
     }
 
     /// Whether another request may be sent under this key now.

@@ -125,6 +125,7 @@ impl Ledger {
             spend.reserved.0 += req.max_price.0;
             batch.insert(keys::spend(&req.rule, period).as_bytes(), json(&spend));
         }
+        order.stamp(self.clock.unix_ms());
         batch.insert(keys::order(&order.key).as_bytes(), json(&order));
         self.count_change(&mut batch)?;
         self.io(self.db.apply_batch(batch))?;

@@ -49,6 +49,7 @@ impl Ledger {
             );
         }
         order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
+        order.stamp(self.clock.unix_ms());
         batch.insert(keys::order(&order.key).as_bytes(), json(&order));
         self.count_change(&mut batch)?;
         self.io(self.db.apply_batch(batch))?;

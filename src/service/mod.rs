@@ -109,7 +109,7 @@ pub async fn run(
 
     // Recovery after the engine exists, so plugins hear about orders a
     // crash left unknown.
-    let now = crate::model::now_unix();
+    let now = engine.clock().unix();
     for o in ledger.recover(now)? {
         let kind = if o.state == OrderState::Unknown {
             EventKind::OrderUnknown
@@ -225,7 +225,7 @@ pub async fn run(
         engine
             .emit(Event::new(
                 EventKind::Error,
-                crate::model::now_unix(),
+                engine.clock().unix(),
                 format!("final flush failed: {e}"),
             ))
             .await;
@@ -326,7 +326,7 @@ fn prune_events(engine: Arc<Engine>, stop: CancellationToken) -> tokio::task::Jo
                 _ = tick.tick() => {}
             }
             let retention = engine.runtime().config.daemon.event_retention;
-            let before = crate::model::now_unix() - retention.as_secs() as i64;
+            let before = engine.clock().unix() - retention.as_secs() as i64;
             let store = engine.store().clone();
             let handle = tokio::runtime::Handle::current();
             match tokio::task::spawn_blocking(move || handle.block_on(store.prune_events(before)))

@@ -57,7 +57,11 @@ impl World {
         let callbacks = TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.daemon.callback_listen = callbacks.local_addr().unwrap();
         config.daemon.state_dir = dir.path().join("state");
-        let ledger = Arc::new(Ledger::open(&config.daemon.state_dir).unwrap());
+        let ledger = Arc::new(
+            Ledger::open(&config.daemon.state_dir)
+                .unwrap()
+                .with_clock(clock.clone()),
+        );
         // Paused time must not jump ahead while the disk syncs.
         ledger.wait_for_disk_as_work();
         let engine = Engine::new(
