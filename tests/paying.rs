@@ -565,3 +565,62 @@ async fn transitions_are_stamped_by_the_daemons_clock() {
     assert!(o.history.windows(2).all(|p| p[0].at_ms <= p[1].at_ms));
     w.stop().await;
 }
+
+/// A paid renewal whose new end never shows becomes `unverified` (an
+/// alert), is never paid again on its own, and once an operator says it
+/// was never delivered, is refunded and retried under the same key.
+/// (tests/engine.rs does the resolution through the CLI, as an operator
+/// would.)
+#[tokio::test(start_paused = true)]
+async fn a_paid_renewal_that_never_shows_is_unverified_refuted_and_retried() {
+    let mut cfg = silent_vendor();
+    cfg.rule = "    verify_within: 2s".into();
+    let w = World::start(&cfg).await;
+    let pending = w
+        .order_where("one pending", LONG, |o| o.state == OrderState::Pending)
+        .await;
+    let vendor_id = pending.vendor_orderid.clone().unwrap();
+    // The test plays the vendor: "success", though the end will not move.
+    let t = w.now().to_string();
+    let success = [
+        ("orderid", vendor_id.as_str()),
+        ("status", "success"),
+        ("time", t.as_str()),
+    ];
+    assert_eq!(w.callback(&success).await.0, 200);
+    w.until("renewal_unverified", LONG, async || {
+        (!w.events_of("renewal_unverified").is_empty()).then_some(())
+    })
+    .await;
+    let orders = w.orders();
+    assert_eq!(orders.len(), 1);
+    assert!(
+        matches!(
+            orders[0].verification,
+            vipd::ledger::Verification::Unverified { .. }
+        ),
+        "{:?}",
+        orders[0]
+    );
+    assert_eq!(orders[0].spent, Fen(1500), "paid: counted");
+    // Checks go on (the vendor's extension lands only after 60 s, so the
+    // account is still due): nothing is paid again.
+    w.pass(Duration::from_secs(30)).await;
+    assert_eq!(w.vendor_requests(), 1, "nothing re-paid");
+
+    // The operator checks with the vendor: never delivered.
+    let (refuted, _event) =
+        vipd::engine::resolve(&**w.engine.store(), &orders[0].key[..10], false, w.now())
+            .await
+            .unwrap();
+    assert_eq!(refuted.state, OrderState::Failed);
+    assert_eq!(refuted.spent, Fen(0), "refunded to the budget");
+    let retried = w
+        .order_where("the retry under the same key", LONG, |o| {
+            o.attempts == 2 && o.state == OrderState::Pending
+        })
+        .await;
+    assert_eq!(retried.key, orders[0].key);
+    assert_eq!(w.vendor_requests(), 2);
+    w.stop().await;
+}
