@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vipd::config::Config;
 use vipd::engine::{Engine, NoHooks};
+use vipd::ledger::store::Store;
 use vipd::ledger::{Ledger, Order};
 use vipd::model::{Clock, TokioClock};
 use vipd::sandbox::{self, SandboxHandle};
@@ -39,6 +40,16 @@ pub struct World {
 impl World {
     /// Starts everything for `cfg` and the engine's scheduler.
     pub async fn start(cfg: &StackConfig) -> World {
+        World::start_with(cfg, |ledger| ledger).await
+    }
+
+    /// [`World::start`], the engine's store being what `store` makes of
+    /// the sled ledger (a wrapper that fails on cue, say). The world reads
+    /// the ledger itself.
+    pub async fn start_with(
+        cfg: &StackConfig,
+        store: impl FnOnce(Arc<Ledger>) -> Arc<dyn Store>,
+    ) -> World {
         let dir = tempfile::tempdir().unwrap();
         let clock = TokioClock::new(EPOCH);
         let vendor_clock = TokioClock::new(EPOCH);
@@ -65,7 +76,7 @@ impl World {
         // Paused time must not jump ahead while the disk syncs.
         ledger.wait_for_disk_as_work();
         let engine = Engine::new(
-            ledger.clone(),
+            store(ledger.clone()),
             Arc::new(config),
             Arc::new(NoHooks),
             false,
