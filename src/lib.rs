@@ -15,10 +15,10 @@
 //! | 5 | [`service`] | the one wiring place: start-up order, listeners, reload (file watch, SIGHUP, API), ordered shutdown |
 //! | 4 | [`http`] | the callback receiver and the admin API (axum); the `Reload` port the service implements |
 //! | 4 | [`plugins`] | Lua plugins: the sandboxed state per generation, limits, the `vipd` host API, `vipd lua-types`; `LuaHooks` implements the engine's `Hooks` |
-//! | 3 | [`engine`] | scheduler, pure decisions, paying through the ledger, callbacks, evidence and verification; builds every upstream client; owns the `Hooks` port |
+//! | 3 | [`engine`] | scheduler, pure decisions, paying through the `Store` port, callbacks, evidence and verification; builds every upstream client; owns the `Hooks` port |
 //! | 3 | [`sandbox`] | the simulated vendor of a configuration: both APIs, state, fault dice, callbacks |
 //! | 2 | [`config`] | `rules.yaml`: raw serde shape → validated runtime config; how secrets are written and read |
-//! | 2 | [`ledger`] | the sled store: orders under deterministic keys, durable writes with group commit, budgets, events; the only module that imports sled |
+//! | 2 | [`ledger`] | the `Store` port (async; everything vipd remembers) and its conformance suite; the sled store behind it: orders under deterministic keys, durable writes with group commit, budgets, events; the only module that imports sled |
 //! | 2 | [`upstream`] | the recharge client and its outcome classes, the membership and token clients, the vendor's clock; the only module that builds HTTP clients |
 //! | 2 | [`metrics`] | `/metrics` in the Prometheus text format: hot-path counters and histograms |
 //! | 2 | [`systemd`] | the sd_notify protocol: READY, RELOADING, STOPPING, WATCHDOG, STATUS |
