@@ -6,7 +6,7 @@
 //!
 //! These show the real wall clock (`SystemClock`) is the one the daemon
 //! decides with; the engine's handling of steps is tested in process on
-//! paused time, with a stepped clock, in `paying.rs`.
+//! paused time, with a stepped clock, in `paying/main.rs`.
 
 mod common;
 

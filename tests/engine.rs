@@ -3,7 +3,7 @@
 //! loopback (kill -9, SIGTERM, the CLI and the admin API against a running
 //! daemon, reloads, start-up pruning, a few hundred accounts). The paying
 //! path itself (renewals, callbacks, evidence, budgets, retries, pauses)
-//! is tested in process on paused time: `paying.rs`.
+//! is tested in process on paused time: `paying/`.
 
 mod common;
 
@@ -315,7 +315,7 @@ async fn three_hundred_due_accounts_are_each_paid_once() {
     assert!(billed.values().all(|&n| n == 1));
 }
 
-/// The operator's side of tests/paying.rs's unverified renewal: resolved
+/// The operator's side of tests/paying/operator.rs's unverified renewal: resolved
 /// through the CLI, which finds the running daemon's API.
 #[tokio::test]
 async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
@@ -350,7 +350,7 @@ async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
     assert_eq!(orders.len(), 1);
     assert_eq!(orders[0]["verification"]["status"], "unverified");
     // That nothing is paid again while it is unverified is held in process
-    // (tests/paying.rs, over 30 s of checks on paused time).
+    // (tests/paying/operator.rs, over 30 s of checks on paused time).
     assert_eq!(
         stack.sandbox_orders().await.len(),
         1,

@@ -244,9 +244,11 @@ impl Order {
         });
     }
 
-    /// Stamps transitions not yet stamped with `ms` (unix milliseconds).
-    pub(super) fn stamp(&mut self, ms: i64) {
-        for t in self.history.iter_mut().rev().take_while(|t| t.at_ms == 0) {
+    /// Stamps the transitions from `start` on (those one write adds) with
+    /// `ms`, unix milliseconds. Older ones keep theirs, even 0 (written
+    /// before milliseconds were kept).
+    pub(super) fn stamp_from(&mut self, start: usize, ms: i64) {
+        for t in self.history.iter_mut().skip(start) {
             t.at_ms = ms;
         }
     }

@@ -111,6 +111,7 @@ impl Ledger {
             periods: hold.clone(),
         });
         order.hold = Some(hold);
+        let added = order.history.len();
         order.enter(
             OrderState::Planned,
             now,
@@ -125,7 +126,7 @@ impl Ledger {
             spend.reserved.0 += req.max_price.0;
             batch.insert(keys::spend(&req.rule, period).as_bytes(), json(&spend));
         }
-        order.stamp(self.clock.unix_ms());
+        order.stamp_from(added, self.clock.unix_ms());
         batch.insert(keys::order(&order.key).as_bytes(), json(&order));
         self.count_change(&mut batch)?;
         self.io(self.db.apply_batch(batch))?;

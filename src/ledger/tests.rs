@@ -287,3 +287,32 @@ fn ready_now<T>(f: impl std::future::Future<Output = T>) -> T {
         std::task::Poll::Pending => panic!("this store call waits"),
     }
 }
+
+/// A clock stopped at one millisecond.
+#[derive(Debug)]
+struct Stopped(i64);
+
+impl crate::model::Clock for Stopped {
+    fn unix_ms(&self) -> i64 {
+        self.0
+    }
+}
+
+/// Each write stamps the transitions it adds with the store's clock, and
+/// only those: an order written before milliseconds were kept keeps its
+/// old transitions at 0.
+#[tokio::test]
+async fn writes_stamp_only_the_transitions_they_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path())
+        .unwrap()
+        .with_clock(Arc::new(Stopped(NOW * 1000 + 123)));
+    l.plan(&request("k1"), NOW).unwrap().unwrap();
+    let mut old = l.get("k1").unwrap().unwrap();
+    assert_eq!(old.history[0].at_ms, NOW * 1000 + 123);
+    old.history[0].at_ms = 0;
+    l.db.insert(b"o/k1", json(&old)).unwrap();
+    let sent = l.mark_sent("k1", NOW).unwrap();
+    let stamps: Vec<i64> = sent.history.iter().map(|t| t.at_ms).collect();
+    assert_eq!(stamps, [0, NOW * 1000 + 123]);
+}

@@ -18,6 +18,7 @@ impl Ledger {
             .get(key)?
             .ok_or_else(|| LedgerError::NotFound(key.to_owned()))?;
         let mut fx = Effects::default();
+        let added = order.history.len();
         let r = f(&mut order, &mut fx)?;
         let mut batch = sled::Batch::default();
         // Two changes to one period in one batch must add up, not overwrite.
@@ -49,7 +50,7 @@ impl Ledger {
             );
         }
         order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
-        order.stamp(self.clock.unix_ms());
+        order.stamp_from(added, self.clock.unix_ms());
         batch.insert(keys::order(&order.key).as_bytes(), json(&order));
         self.count_change(&mut batch)?;
         self.io(self.db.apply_batch(batch))?;

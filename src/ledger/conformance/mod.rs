@@ -7,8 +7,12 @@
 //! [`Backend`], so backends need no shared state between tests.
 
 mod attempts;
+mod records;
+mod recovery;
 
 pub use attempts::*;
+pub use records::*;
+pub use recovery::*;
 
 use super::store::Store;
 use super::*;
@@ -54,6 +58,9 @@ macro_rules! conformance_suite {
             a_reply_that_bills_a_second_attempt_is_flagged,
             a_success_for_an_attempt_recorded_failed_is_counted_and_flagged,
             a_failure_for_a_paid_attempt_is_a_contradiction,
+            an_order_is_found_by_a_unique_prefix,
+            check_account_and_token_records_read_back,
+            kv_values_expire_count_and_keep_to_the_quota,
         );
     };
     (@tests $backend:ty; $($name:ident,)*) => {
@@ -372,174 +379,4 @@ pub async fn refused_callback_refunds_the_budget<B: Backend>() {
         l.spend("keep", "2026-11-21").await.unwrap(),
         Spend::default()
     );
-}
-
-pub async fn restart_turns_sent_into_unknown_and_planned_into_retryable<B: Backend>() {
-    let place = B::place();
-    {
-        let l = B::open(&place);
-        l.plan(&request("sent"), NOW).await.unwrap().unwrap();
-        l.mark_sent("sent", NOW).await.unwrap();
-        l.plan(&request("planned"), NOW).await.unwrap().unwrap();
-        l.durable().await.unwrap();
-    }
-    let l = B::open(&place);
-    let changed = l.recover(NOW + 10).await.unwrap();
-    assert_eq!(changed.len(), 2);
-    let sent = l.get("sent").await.unwrap().unwrap();
-    assert_eq!(sent.state, OrderState::Unknown);
-    assert!(sent.hold.is_some(), "possibly paid: the money stays held");
-    let planned = l.get("planned").await.unwrap().unwrap();
-    assert_eq!(
-        (planned.state, planned.retry_at),
-        (OrderState::Failed, Some(NOW + 10))
-    );
-    assert!(
-        l.plan(&request("sent"), NOW + 20).await.unwrap().is_err(),
-        "unknown is never re-sent"
-    );
-    assert!(l.plan(&request("planned"), NOW + 20).await.unwrap().is_ok());
-}
-
-pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsettled<B: Backend>() {
-    let (_place, l) = fresh::<B>();
-    pending(&l, "rule-a-key", None, None).await;
-    let mut other_rule = request("rule-b-key");
-    other_rule.rule = "manual".into();
-    other_rule.account = "acct-rule-a-key".into();
-    let refused = l.plan(&other_rule, NOW).await.unwrap().unwrap_err();
-    assert!(
-        matches!(&refused, Refusal::Exists { state: OrderState::Pending, why } if why.contains("rule-a-key")),
-        "{refused}"
-    );
-    // Paid but not yet showing still blocks; verified releases.
-    l.settle(
-        "rule-a-key",
-        NOW,
-        Settlement::Paid {
-            price: None,
-            verify_deadline: NOW + 60,
-            why: "cb".into(),
-        },
-    )
-    .await
-    .unwrap();
-    assert!(l.plan(&other_rule, NOW).await.unwrap().is_err());
-    l.set_verification(
-        "rule-a-key",
-        Verification::Verified {
-            at: NOW,
-            new_end: NOW + 30 * 86_400,
-        },
-    )
-    .await
-    .unwrap();
-    assert!(l.plan(&other_rule, NOW).await.unwrap().is_ok());
-    l.mark_sent("rule-b-key", NOW).await.unwrap();
-    l.record_attempt(
-        "rule-b-key",
-        NOW,
-        OutcomeClass::Accepted,
-        "10000",
-        AttemptResult::Succeeded {
-            price: None,
-            vendor_orderid: None,
-            verify_deadline: NOW,
-        },
-    )
-    .await
-    .unwrap();
-    let mut third = request("third-key");
-    third.account = "acct-rule-a-key".into();
-    third.budget = Budget::default();
-    // Unverified (paid, never showed) blocks too, until an operator
-    // refutes it.
-    l.set_verification("rule-b-key", Verification::Unverified { at: NOW })
-        .await
-        .unwrap();
-    assert!(l.plan(&third, NOW).await.unwrap().is_err());
-    let refuted = l
-        .refute_unverified("rule-b-key", NOW, "operator: not delivered")
-        .await
-        .unwrap();
-    assert_eq!((refuted.state, refuted.spent), (OrderState::Failed, Fen(0)));
-    assert!(
-        l.refute_unverified("rule-b-key", NOW, "again")
-            .await
-            .is_err()
-    );
-    assert!(l.plan(&third, NOW).await.unwrap().is_ok());
-    // Another membership was never blocked.
-    let mut svip = request("svip-key");
-    svip.account = "acct-rule-a-key".into();
-    svip.membership = Membership::QqSvip;
-    svip.budget = Budget::default();
-    assert!(l.plan(&svip, NOW).await.unwrap().is_ok());
-}
-
-pub async fn events_keep_order<B: Backend>() {
-    let (_place, l) = fresh::<B>();
-    for i in 0..5 {
-        l.record_event(&EventRecord {
-            at: NOW + i,
-            kind: format!("e{i}"),
-            account: None,
-            rule: None,
-            key: None,
-            detail: String::new(),
-        })
-        .await
-        .unwrap();
-    }
-    let last: Vec<String> = l
-        .events(3)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(last, ["e2", "e3", "e4"]);
-}
-
-pub async fn pruning_drops_old_events_only<B: Backend>() {
-    let (_place, l) = fresh::<B>();
-    let order = l.plan(&request("k1"), NOW - 5000).await.unwrap().unwrap();
-    // 3,000 events 50 minutes apart, then a few recent ones: more than one
-    // pruning batch.
-    for i in 0..3000 {
-        l.record_event(&EventRecord {
-            at: NOW - 10_000_000 + i * 3000,
-            kind: "old".into(),
-            account: None,
-            rule: None,
-            key: Some(order.key.clone()),
-            detail: String::new(),
-        })
-        .await
-        .unwrap();
-    }
-    for i in 0..3 {
-        l.record_event(&EventRecord {
-            at: NOW - 10 + i,
-            kind: format!("new{i}"),
-            account: None,
-            rule: None,
-            key: None,
-            detail: String::new(),
-        })
-        .await
-        .unwrap();
-    }
-    assert_eq!(l.prune_events(NOW - 100).await.unwrap(), 3000);
-    let kept: Vec<String> = l
-        .events(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(kept, ["new0", "new1", "new2"]);
-    assert_eq!(l.prune_events(NOW - 100).await.unwrap(), 0);
-    // The order the old events were about is still there.
-    assert_eq!(l.get(&order.key).await.unwrap().unwrap().key, order.key);
 }
