@@ -13,8 +13,6 @@
 
 mod common;
 
-use common::Kill;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -46,39 +44,13 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1000);
-    let bin = env!("CARGO_BIN_EXE_vipd");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.yaml");
-    std::fs::write(&path, config(n, "http://127.0.0.1:1")).unwrap();
-    let (_sandbox, upstream) = common::spawn_sandbox(&path);
-    std::fs::write(&path, config(n, &upstream)).unwrap();
+    let (_sandbox, upstream) = common::sandbox_for(&path, |upstream| config(n, upstream));
 
     let started = Instant::now();
-    let daemon = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("VIPD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = daemon.id();
-    let _daemon = Kill(daemon);
+    let (_daemon, pid, admin) = common::run_daemon(&path).await;
     let http = reqwest::Client::new();
-    let admin = loop {
-        if let Ok(text) = std::fs::read(dir.path().join("state/daemon.json")) {
-            let v: Value = serde_json::from_slice(&text).unwrap();
-            let admin = v["admin"].as_str().unwrap().to_owned();
-            if http.get(format!("{admin}/healthz")).send().await.is_ok() {
-                break admin;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "daemon did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
     let ready = Instant::now();
     let rss_at_ready = common::rss_mb(pid, "VmHWM:");
     println!(

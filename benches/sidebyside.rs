@@ -92,12 +92,10 @@ struct Side {
     twice: usize,
 }
 
-/// A fresh sandbox in its own folder: (its process, its URL, the config).
+/// A fresh sandbox in its own folder: its process, its URL, the config.
 fn fresh_sandbox(a: &Args, dir: &Path) -> (Kill, String, std::path::PathBuf) {
     let path = dir.join("rules.yaml");
-    std::fs::write(&path, config(a, "http://127.0.0.1:1")).unwrap();
-    let (sandbox, upstream) = common::spawn_sandbox(&path);
-    std::fs::write(&path, config(a, &upstream)).unwrap();
+    let (sandbox, upstream) = common::sandbox_for(&path, |upstream| config(a, upstream));
     (sandbox, upstream, path)
 }
 
@@ -197,29 +195,8 @@ async fn vipd(a: &Args) -> Side {
     let dir = tempfile::tempdir().unwrap();
     let (_sandbox, upstream, path) = fresh_sandbox(a, dir.path());
     let started = Instant::now();
-    let daemon = Command::new(env!("CARGO_BIN_EXE_vipd"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .env("VIPD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = daemon.id();
-    let daemon = Kill(daemon);
+    let (daemon, pid, admin) = common::run_daemon(&path).await;
     let http = reqwest::Client::new();
-    let admin = loop {
-        if let Ok(text) = std::fs::read(dir.path().join("state/daemon.json")) {
-            let v: Value = serde_json::from_slice(&text).unwrap();
-            break v["admin"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "daemon did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
     let renewed = loop {
         if let Ok(r) = http.get(format!("{admin}/api/orders/count")).send().await {
             let counts: Value = r.json().await.unwrap_or_default();

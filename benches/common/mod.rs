@@ -79,3 +79,47 @@ pub fn rss_mb(pid: u32, field: &str) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
+
+/// Writes `config(upstream)` to `path` with a placeholder upstream, starts
+/// `vipd sandbox` on it (the sandbox reads its accounts from it), then
+/// writes it again pointing at the sandbox; returns the sandbox and its URL.
+#[allow(dead_code)] // startup.rs keeps the sandbox's section in a file of its own
+pub fn sandbox_for(path: &Path, config: impl Fn(&str) -> String) -> (Kill, String) {
+    std::fs::write(path, config("http://127.0.0.1:1")).unwrap();
+    let (sandbox, upstream) = spawn_sandbox(path);
+    std::fs::write(path, config(&upstream)).unwrap();
+    (sandbox, upstream)
+}
+
+/// Starts `vipd run` on `path` and waits (at most 60 s) until its admin
+/// API answers `/healthz`: the daemon, its pid, and the admin URL.
+#[allow(dead_code)] // startup.rs waits for READY=1 on NOTIFY_SOCKET instead
+pub async fn run_daemon(path: &Path) -> (Kill, u32, String) {
+    let started = std::time::Instant::now();
+    let daemon = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["run", "--config"])
+        .arg(path)
+        .env("VIPD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = daemon.id();
+    let daemon = Kill(daemon);
+    let state = path.parent().unwrap().join("state/daemon.json");
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(text) = std::fs::read(&state) {
+            let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            let admin = v["admin"].as_str().unwrap().to_owned();
+            if http.get(format!("{admin}/healthz")).send().await.is_ok() {
+                return (daemon, pid, admin);
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "daemon did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
