@@ -128,6 +128,52 @@ pub struct Ledger {
     kv_usage: kv::Usage,
     /// Stamps transitions' milliseconds (the system's, or a test's).
     clock: std::sync::Arc<dyn crate::model::Clock>,
+    /// Orders by state: counted once at open, then kept as each order is
+    /// written (under the write lock), so counting never reads every order.
+    counts: StateCounts,
+}
+
+/// Orders by state, indexed as [`OrderState::ALL`].
+#[derive(Debug, Default)]
+pub(crate) struct StateCounts(Mutex<[usize; OrderState::ALL.len()]>);
+
+impl StateCounts {
+    fn slot(s: OrderState) -> usize {
+        OrderState::ALL
+            .iter()
+            .position(|x| *x == s)
+            .expect("every state is in ALL")
+    }
+
+    /// Counts every order in `db`, reading only each record's state.
+    fn scan(db: &sled::Db) -> Result<StateCounts, LedgerError> {
+        #[derive(Deserialize)]
+        struct StateOnly {
+            state: OrderState,
+        }
+        let mut n = [0; OrderState::ALL.len()];
+        for item in db.scan_prefix(keys::ORDERS) {
+            let (k, v) = item?;
+            let s: StateOnly = decode(&k, &v)?;
+            n[Self::slot(s.state)] += 1;
+        }
+        Ok(StateCounts(Mutex::new(n)))
+    }
+
+    /// One order written: it was in `from` (none when new), now in `to`.
+    fn moved(&self, from: Option<OrderState>, to: OrderState) {
+        let mut n = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(from) = from {
+            let slot = &mut n[Self::slot(from)];
+            *slot = slot.saturating_sub(1);
+        }
+        n[Self::slot(to)] += 1;
+    }
+
+    fn get(&self) -> std::collections::BTreeMap<OrderState, usize> {
+        let n = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        OrderState::ALL.iter().copied().zip(n).collect()
+    }
 }
 
 impl std::fmt::Debug for Ledger {

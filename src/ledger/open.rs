@@ -222,6 +222,7 @@ impl Ledger {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
+        let counts = StateCounts::scan(&db)?;
         let commit =
             GroupCommit::start(db.clone(), file, sealer).map_err(|e| open_err(e.to_string()))?;
         Ok(Ledger {
@@ -230,6 +231,7 @@ impl Ledger {
             write: Mutex::new(()),
             kv_usage: kv::Usage::default(),
             clock: std::sync::Arc::new(crate::model::SystemClock),
+            counts,
         })
     }
 

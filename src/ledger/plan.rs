@@ -67,6 +67,7 @@ impl Ledger {
                 }
             }
         }
+        let was = existing.as_ref().map(|o| o.state);
         let mut order = existing.unwrap_or_else(|| Order {
             key: req.key.clone(),
             rule: req.rule.clone(),
@@ -130,6 +131,7 @@ impl Ledger {
         batch.insert(keys::order(&order.key).as_bytes(), json(&order));
         self.count_change(&mut batch)?;
         self.io(self.db.apply_batch(batch))?;
+        self.counts.moved(was, order.state);
         Ok(Ok(order))
     }
 }

@@ -265,23 +265,12 @@ impl Ledger {
         Ok(all)
     }
 
-    /// Orders by state, decoding only each record's state (no list of
-    /// orders is built: cheap to poll with many thousands of orders).
+    /// Orders by state: kept as orders are written, so this reads no
+    /// order (status, `/metrics` and the admin API poll it).
     pub fn count_by_state(
         &self,
     ) -> Result<std::collections::BTreeMap<OrderState, usize>, LedgerError> {
-        #[derive(Deserialize)]
-        struct StateOnly {
-            state: OrderState,
-        }
-        let mut counts: std::collections::BTreeMap<OrderState, usize> =
-            OrderState::ALL.iter().map(|s| (*s, 0)).collect();
-        for item in self.db.scan_prefix(keys::ORDERS) {
-            let (k, v) = item?;
-            let s: StateOnly = decode(&k, &v)?;
-            *counts.entry(s.state).or_default() += 1;
-        }
-        Ok(counts)
+        Ok(self.counts.get())
     }
 
     /// Every order of one account.

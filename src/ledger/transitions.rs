@@ -19,6 +19,7 @@ impl Ledger {
             .ok_or_else(|| LedgerError::NotFound(key.to_owned()))?;
         let mut fx = Effects::default();
         let added = order.history.len();
+        let was = order.state;
         let r = f(&mut order, &mut fx)?;
         let mut batch = sled::Batch::default();
         // Two changes to one period in one batch must add up, not overwrite.
@@ -54,6 +55,7 @@ impl Ledger {
         batch.insert(keys::order(&order.key).as_bytes(), json(&order));
         self.count_change(&mut batch)?;
         self.io(self.db.apply_batch(batch))?;
+        self.counts.moved(Some(was), order.state);
         Ok((order, r))
     }
 

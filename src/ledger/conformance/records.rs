@@ -116,3 +116,65 @@ pub async fn kv_values_expire_count_and_keep_to_the_quota<B: Backend>() {
         Err(KvError::Quota { .. })
     ));
 }
+
+/// The counts by state agree with the orders themselves after each kind of
+/// write, a retry under the same key, and a reopen with recovery.
+pub async fn counts_by_state_follow_every_write_and_a_reopen<B: Backend>() {
+    async fn agree(l: &impl Store, expect: &[(OrderState, usize)]) {
+        let counted = l.count_by_state().await.unwrap();
+        let mut scanned: std::collections::BTreeMap<OrderState, usize> =
+            OrderState::ALL.iter().map(|s| (*s, 0)).collect();
+        for o in l.orders(None).await.unwrap() {
+            *scanned.entry(o.state).or_default() += 1;
+        }
+        assert_eq!(counted, scanned, "the counts and the orders disagree");
+        for (state, n) in expect {
+            assert_eq!(counted[state], *n, "{state:?} in {counted:?}");
+        }
+    }
+    // Three holds at once would pass the suite's daily cap.
+    fn unbudgeted(key: &str) -> PlanRequest {
+        PlanRequest {
+            budget: Budget::default(),
+            ..request(key)
+        }
+    }
+    let place = B::place();
+    {
+        let l = B::open(&place);
+        agree(&l, &[(OrderState::Planned, 0)]).await;
+        pending(&l, "f", None, None).await;
+        l.settle("f", NOW, not_paid("callback: failed"))
+            .await
+            .unwrap();
+        l.plan(&unbudgeted("p"), NOW).await.unwrap().unwrap();
+        l.plan(&unbudgeted("s"), NOW).await.unwrap().unwrap();
+        l.mark_sent("s", NOW).await.unwrap();
+        agree(
+            &l,
+            &[
+                (OrderState::Planned, 1),
+                (OrderState::Sent, 1),
+                (OrderState::Failed, 1),
+            ],
+        )
+        .await;
+        // A retry under the same key moves the order, it adds none.
+        l.plan(&unbudgeted("f"), NOW + 1).await.unwrap().unwrap();
+        agree(&l, &[(OrderState::Planned, 2), (OrderState::Failed, 0)]).await;
+        l.durable().await.unwrap();
+    }
+    let l = B::open(&place);
+    agree(&l, &[(OrderState::Planned, 2), (OrderState::Sent, 1)]).await;
+    l.recover(NOW + 10).await.unwrap();
+    agree(
+        &l,
+        &[
+            (OrderState::Planned, 0),
+            (OrderState::Sent, 0),
+            (OrderState::Unknown, 1),
+            (OrderState::Failed, 2),
+        ],
+    )
+    .await;
+}
