@@ -220,6 +220,21 @@ async fn vipd(a: &Args) -> Side {
     let wall = started.elapsed().as_secs_f64();
     let rss_mb = common::rss_mb(pid, "VmHWM:");
     let cpu = cpu_secs(pid);
+    let metrics = match http.get(format!("{admin}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "vipd store: {:.2} durable waits and {:.2} commits a renewal",
+        counter("vipd_store_durable_waits_total ") / renewed as f64,
+        counter("vipd_store_commits_total ") / renewed as f64,
+    );
     drop(daemon);
     let (billed, twice) = billed(&upstream).await;
     Side {

@@ -106,6 +106,12 @@ async fn metrics_after_a_renewal_cycle_match_the_ledger() {
         );
     }
     let attempts: f64 = orders.iter().map(|o| o["attempts"].as_f64().unwrap()).sum();
+    // Each attempt waited at least once for its order to be durable before
+    // it was sent, and some commit answered every wait.
+    let waits = value(&samples, "vipd_store_durable_waits_total", &[]);
+    let commits = value(&samples, "vipd_store_commits_total", &[]);
+    assert!(waits >= attempts, "{waits} waits for {attempts} attempts");
+    assert!(commits >= 1.0 && commits <= waits, "{commits} commits");
     assert_eq!(
         value(
             &samples,

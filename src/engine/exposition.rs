@@ -23,6 +23,20 @@ impl Engine {
             w.sample("vipd_orders", &[("state", state.as_str())], n as f64);
         }
 
+        let commits = self.store.commits();
+        w.family(
+            "vipd_store_durable_waits_total",
+            "counter",
+            "Times a write waited to be durable (before a request leaves, after a reply).",
+        );
+        w.sample("vipd_store_durable_waits_total", &[], commits.waits as f64);
+        w.family(
+            "vipd_store_commits_total",
+            "counter",
+            "Commits that made writes durable; each answers every wait queued before it.",
+        );
+        w.sample("vipd_store_commits_total", &[], commits.commits as f64);
+
         let (day, month) = super::period::periods(now, rt.config.daemon.timezone);
         w.family(
             "vipd_spend_yuan",

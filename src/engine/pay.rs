@@ -188,14 +188,14 @@ impl Engine {
         }
     }
 
-    /// Step 5: the planned record durable, the order marked `sent`, and
-    /// that durable. `Err` carries the order as it stays (not sent).
+    /// Step 5: the order marked `sent`, and the plan and the mark made
+    /// durable by one commit (the store's log keeps their order: a durable
+    /// mark means a durable plan). `Err` carries the order as it stays
+    /// (not sent). Were the commit to fail, the order stays `sent` and a
+    /// restart makes it `unknown`, though nothing left: an alert and a
+    /// resolution, never a second payment. One wait instead of two (one
+    /// for the plan, one for the mark) spares every renewal a commit.
     async fn ready_to_send(&self, r: &Renewal<'_>, order: Order) -> Result<Order, Order> {
-        if let Err(e) = self.store.durable().await {
-            let why = format!("the planned order is not durable, not sending: {e}");
-            self.alert(r, EventKind::Error, why).await;
-            return Err(order);
-        }
         let order = match self.store.mark_sent(&order.key, self.clock.unix()).await {
             Ok(o) => o,
             Err(e) => {
@@ -205,7 +205,8 @@ impl Engine {
             }
         };
         if let Err(e) = self.store.durable().await {
-            let why = format!("the sent mark is not durable, not sending: {e}");
+            let why =
+                format!("the planned order and its sent mark are not durable, not sending: {e}");
             self.alert(r, EventKind::Error, why).await;
             return Err(order);
         }

@@ -190,6 +190,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A consistent backup, in this store's own format (what
     /// `GET /api/store/backup` serves).
     async fn backup(&self) -> Result<Vec<u8>, LedgerError>;
+    /// Durability work so far, for `/metrics` (zero where not counted).
+    fn commits(&self) -> Commits {
+        Commits::default()
+    }
+}
+
+/// How often writers waited for durability and how many commits answered
+/// them: one commit answers every wait queued before it (group commit),
+/// so waits / commits is the batch size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Commits {
+    /// Waits for durability asked for.
+    pub waits: u64,
+    /// Commits run (sled: a flush and an fsync).
+    pub commits: u64,
 }
 
 /// sled: every method but `durable`, `probe` and `failed` is ready at once.
@@ -363,6 +378,14 @@ impl Store for Ledger {
     }
     async fn failed(&self) -> String {
         Ledger::failed(self).await
+    }
+    fn commits(&self) -> Commits {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.commit_stats();
+        Commits {
+            waits: stats.requests.load(Relaxed),
+            commits: stats.fsyncs.load(Relaxed),
+        }
     }
     async fn backup(&self) -> Result<Vec<u8>, LedgerError> {
         let mut out = Vec::new();
