@@ -247,6 +247,14 @@ impl Ledger {
         Ok(())
     }
 
+    /// [`Ledger::count_change`] after a single insert (under the write
+    /// lock): written after the change it counts, so never durable alone.
+    fn count_change_alone(&self) -> Result<(), LedgerError> {
+        let next = read_seq(&self.db)? + 1;
+        self.io(self.db.insert(keys::SEQ, &next.to_be_bytes()[..]))?;
+        Ok(())
+    }
+
     /// The hold on new orders, if there is one.
     pub fn hold(&self) -> Result<Option<Hold>, LedgerError> {
         match self.db.get(keys::HOLD)? {

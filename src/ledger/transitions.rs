@@ -52,9 +52,21 @@ impl Ledger {
         }
         order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
         order.stamp_from(added, self.clock.unix_ms());
-        batch.insert(keys::order(&order.key).as_bytes(), json(&order));
-        self.count_change(&mut batch)?;
-        self.io(self.db.apply_batch(batch))?;
+        if fx.budget.is_empty() && fx.vendor_index.is_none() {
+            // The order alone changes: no batch. sled rolls its log buffer
+            // (a write and a `sync_file_range` on its IO threads) before
+            // and after every batch; two inserts do not, and the log keeps
+            // their order, so the counter is never durable without the
+            // order it counts (see `seal.rs`).
+            self.io(self
+                .db
+                .insert(keys::order(&order.key).as_bytes(), json(&order)))?;
+            self.count_change_alone()?;
+        } else {
+            batch.insert(keys::order(&order.key).as_bytes(), json(&order));
+            self.count_change(&mut batch)?;
+            self.io(self.db.apply_batch(batch))?;
+        }
         self.counts.moved(Some(was), order.state);
         Ok((order, r))
     }
