@@ -557,3 +557,66 @@ async fn a_manual_order_is_verified_and_shown() {
     );
     assert!(text.contains("manual / a0"), "{text}");
 }
+
+/// Accounts from `accounts_file:` (JSON Lines) are renewed like any, and a
+/// change to that file reloads them through the file watcher; a bad line
+/// is refused with its file and line, and the accounts in force stay.
+#[tokio::test]
+async fn accounts_from_a_json_lines_file_renew_and_reload_when_it_changes() {
+    let line = |name: &str, qq: u32| {
+        format!(
+            r#"{{"name": "{name}", "qq_number": {qq}, "openid": "OPENID-{name}", "access_token": "tok-{name}"}}"#
+        )
+    };
+    let mut cfg = StackConfig::due(1);
+    cfg.files
+        .push(("accounts.jsonl".into(), format!("{}\n", line("f1", 30001))));
+    cfg.top = "accounts_file: accounts.jsonl\n".into();
+    // The sandbox reads the same file: f1's membership ends in a day.
+    cfg.sandbox = "    f1: { qq_vip: \"1d\" }".into();
+    let stack = Stack::start(&cfg).await;
+    let renewed = stack
+        .wait_for("f1 renewed", LONG, || async {
+            stack
+                .orders()
+                .await
+                .into_iter()
+                .find(|o| o["account"] == "f1" && o["state"] == "succeeded")
+        })
+        .await;
+    assert_eq!(renewed["rule"], "keep");
+    let checked = |s: &Value| -> Vec<String> {
+        let mut names: Vec<String> = s["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["account"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(checked(&stack.status().await), ["a0", "f1"]);
+
+    let file = stack.dir.path().join("accounts.jsonl");
+    let two = format!("{}\n{}\n", line("f1", 30001), line("f2", 30002));
+    std::fs::write(&file, &two).unwrap();
+    let status = stack
+        .wait_for("the file watcher's reload", LONG, || async {
+            let s = stack.status().await;
+            (s["generation"] == 2).then_some(s)
+        })
+        .await;
+    assert_eq!(checked(&status), ["a0", "f1", "f2"]);
+
+    std::fs::write(&file, format!("{two}{{\"name\": \"f3\"\n")).unwrap();
+    let report = stack
+        .wait_for("a refused reload", LONG, || async {
+            let s = stack.status().await;
+            s["last_reload"]["error"].as_str().map(str::to_owned)
+        })
+        .await;
+    assert!(report.contains("accounts.jsonl:3:"), "{report}");
+    let status = stack.status().await;
+    assert_eq!(status["generation"], 2);
+    assert_eq!(checked(&status), ["a0", "f1", "f2"]);
+}

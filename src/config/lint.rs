@@ -109,6 +109,21 @@ impl Config {
                 )));
             }
         }
+        if let Some(file) = &self.accounts_file {
+            if !self.daemon.sandbox
+                && file.literal_secrets > 0
+                && file_is_world_readable(&file.path)
+            {
+                out.push((
+                    Some(vec!["accounts_file"]),
+                    format!(
+                        "accounts_file: {} holds {} secrets written literally and other users can read it; chmod 600 it, or use ${{env:..}}, ${{file:..}} or ${{credential:..}}",
+                        file.path.display(),
+                        file.literal_secrets
+                    ),
+                ));
+            }
+        }
         out
     }
 }

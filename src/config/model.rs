@@ -46,8 +46,11 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// `products:` by name.
     pub products: BTreeMap<String, Arc<Product>>,
-    /// `accounts:` in file order; names are unique.
+    /// `accounts:` in file order, then those of `accounts_file:` in line
+    /// order; names are unique.
     pub accounts: Vec<Account>,
+    /// `accounts_file:`, when one is named.
+    pub accounts_file: Option<AccountsFile>,
     /// `rules:` in file order; names are unique.
     pub rules: Vec<Rule>,
     /// `sandbox:`
@@ -70,6 +73,19 @@ pub struct Config {
     /// cost O(n²) per cycle. Four bytes an account, where a map keyed by
     /// a copy of each name took about seventy.
     pub(super) account_index: Vec<u32>,
+}
+
+/// The JSON Lines file accounts were also read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountsFile {
+    /// Resolved against the configuration's folder.
+    pub path: PathBuf,
+    /// Accounts read from it.
+    pub accounts: usize,
+    /// Of their secrets, those written literally (for the warning about
+    /// readable files; counted, not listed, since a file may hold a
+    /// million).
+    pub literal_secrets: usize,
 }
 
 /// `manual:` with defaults applied. Manual recharges (the CLI, the admin

@@ -31,6 +31,13 @@ pub struct RawConfig {
     /// The accounts whose memberships are kept.
     #[serde(default)]
     pub accounts: Vec<RawAccount>,
+    /// More accounts, from a JSON Lines file (a path relative to this
+    /// file's folder) that the operator's own systems write: one account a
+    /// line, an object of the same shape as an entry of `accounts:`
+    /// (secrets in the same `${...}` forms); blank lines are skipped. Read
+    /// at start and at every reload (a change to it reloads); names are
+    /// unique across both.
+    pub accounts_file: Option<String>,
     /// When to check which accounts, and what to renew when.
     #[serde(default)]
     pub rules: Vec<RawRule>,

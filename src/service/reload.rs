@@ -176,15 +176,22 @@ impl Reloader {
         let config_path = rt.config.path.clone();
         let config_dir = rt.config.base_dir.clone();
         let scripts_dir = rt.config.daemon.scripts_dir.clone();
+        // Named at start: a file named later by a reload is read at each
+        // reload, and watched from the next start.
+        let accounts_file = rt.config.accounts_file.as_ref().map(|f| f.path.clone());
         drop(rt);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let relevant = {
             let config_path = config_path.clone();
             let scripts_dir = scripts_dir.clone();
+            let accounts_file = accounts_file.clone();
+            let named = |p: &Path, f: &Path| {
+                p.file_name() == f.file_name() && p.parent() == f.parent() || same_file(p, f)
+            };
             move |p: &Path| {
-                p.file_name() == config_path.file_name() && p.parent() == config_path.parent()
+                named(p, &config_path)
                     || p.starts_with(&scripts_dir) && p.extension().is_some_and(|x| x == "lua")
-                    || same_file(p, &config_path)
+                    || accounts_file.as_deref().is_some_and(|f| named(p, f))
             }
         };
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -205,10 +212,19 @@ impl Reloader {
                 return tokio::spawn(async {});
             }
         };
+        let accounts_dir = accounts_file
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|d| !d.as_os_str().is_empty() && *d != config_dir.as_path())
+            .map(Path::to_path_buf);
         for (dir, mode) in [
-            (&config_dir, RecursiveMode::NonRecursive),
-            (&scripts_dir, RecursiveMode::Recursive),
-        ] {
+            (Some(&config_dir), RecursiveMode::NonRecursive),
+            (Some(&scripts_dir), RecursiveMode::Recursive),
+            (accounts_dir.as_ref(), RecursiveMode::NonRecursive),
+        ]
+        .into_iter()
+        .filter_map(|(d, m)| Some((d?, m)))
+        {
             // No scripts folder is no plugins, not a problem worth a
             // warning at every start (create it and reload to add some).
             if !dir.exists() {

@@ -128,9 +128,13 @@ impl Builder<'_> {
         out
     }
 
+    /// `accounts:`, then the lines of `accounts_file:` (with their line
+    /// numbers: their errors name the file and line).
     pub(super) fn accounts(
         &mut self,
         raw: Vec<raw::RawAccount>,
+        file: Option<&Path>,
+        from_file: Vec<(raw::RawAccount, usize)>,
         providers: &BTreeMap<String, Provider>,
     ) -> Vec<Account> {
         let readers: Vec<&String> = providers
@@ -138,9 +142,12 @@ impl Builder<'_> {
             .filter(|(_, p)| matches!(p, Provider::QqConnect(_)))
             .map(|(n, _)| n)
             .collect();
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::with_capacity(raw.len());
-        for a in raw {
+        let mut seen = HashSet::with_capacity(raw.len() + from_file.len());
+        let mut out = Vec::with_capacity(raw.len() + from_file.len());
+        let in_yaml = raw.into_iter().map(|a| (a, None));
+        let in_file = from_file.into_iter().map(|(a, line)| (a, Some(line)));
+        for (a, line) in in_yaml.chain(in_file) {
+            self.at_line = line.zip(file).map(|(l, f)| (f.to_owned(), l));
             let subject = format!("account {}", a.name);
             let name = a.name.clone();
             let at = |key: &'static str| ["accounts", name.as_str(), key];
@@ -204,6 +211,7 @@ impl Builder<'_> {
                 provider,
             });
         }
+        self.at_line = None;
         out
     }
 
@@ -222,8 +230,11 @@ impl Builder<'_> {
             }
         }
         let mut memberships = BTreeMap::new();
+        // A set, not a scan of every account for each membership: the
+        // benchmarks give the sandbox one membership per account.
+        let names: HashSet<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
         for (account, terms) in raw.memberships {
-            if !accounts.iter().any(|a| a.name == account) {
+            if !names.contains(account.as_str()) {
                 self.error(
                     &["sandbox", "memberships", &account],
                     format!("sandbox: memberships: no account named {account}"),

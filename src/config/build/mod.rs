@@ -2,6 +2,7 @@
 //! [`Config`], every error collected with its location.
 
 mod entries;
+mod jsonl;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -23,6 +24,11 @@ pub(super) struct Builder<'a> {
     errors: Vec<ConfigError>,
     literal_secrets: Vec<String>,
     unavailable: Vec<Unavailable>,
+    /// The line of `accounts_file:` being built, when the entry comes from
+    /// there: its errors name that file and line instead of a YAML key.
+    at_line: Option<(PathBuf, usize)>,
+    /// Secrets written literally in `accounts_file:`.
+    file_literal_secrets: usize,
 }
 
 impl<'a> Builder<'a> {
@@ -39,6 +45,8 @@ impl<'a> Builder<'a> {
             errors: Vec::new(),
             literal_secrets: Vec::new(),
             unavailable: Vec::new(),
+            at_line: None,
+            file_literal_secrets: 0,
         }
     }
 
@@ -51,6 +59,14 @@ impl<'a> Builder<'a> {
 
     /// An error about the entry at `at` (a key path), located.
     fn located(&self, at: &[&str], message: String) -> ConfigError {
+        if let Some((file, line)) = &self.at_line {
+            return ConfigError {
+                file: file.clone(),
+                line: Some(*line),
+                column: None,
+                message,
+            };
+        }
         let loc = self.locate(at);
         ConfigError {
             file: self.path.to_owned(),
@@ -70,7 +86,11 @@ impl<'a> Builder<'a> {
         match secret::resolve(raw, &self.base_dir) {
             Ok((secret, source)) => {
                 if source == SecretSource::Literal {
-                    self.literal_secrets.push(at.join("."));
+                    if self.at_line.is_some() {
+                        self.file_literal_secrets += 1;
+                    } else {
+                        self.literal_secrets.push(at.join("."));
+                    }
                 }
                 secret
             }
@@ -140,8 +160,20 @@ impl<'a> Builder<'a> {
     pub(super) fn build(mut self, raw: raw::RawConfig) -> Result<Config, ConfigErrors> {
         let daemon = self.daemon(raw.daemon);
         let providers = self.providers(raw.providers);
+        let accounts_in_yaml = raw.accounts.len();
         let products = self.products(raw.products, &providers);
-        let accounts = self.accounts(raw.accounts, &providers);
+        let (accounts_file, from_file) = self.accounts_file(raw.accounts_file.as_deref());
+        let accounts = self.accounts(
+            raw.accounts,
+            accounts_file.as_deref(),
+            from_file,
+            &providers,
+        );
+        let accounts_file = accounts_file.map(|path| AccountsFile {
+            path,
+            accounts: accounts.len() - accounts_in_yaml,
+            literal_secrets: self.file_literal_secrets,
+        });
         let rules = self.rules(raw.rules, &products, &accounts);
         let sandbox = self.sandbox(raw.sandbox, &products, &accounts);
         let plugins = self.plugins(raw.plugins);
@@ -167,6 +199,7 @@ impl<'a> Builder<'a> {
             providers,
             products,
             accounts,
+            accounts_file,
             rules,
             sandbox,
             plugins,
