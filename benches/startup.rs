@@ -7,6 +7,7 @@
 //! NO_PLUGINS=1 ...                         # without scripts/activity.lua
 //! BENCH_MALLOC_ARENA_MAX=8 ...             # glibc's arenas instead of vipd's one
 //! BENCH_HOLD=1 ...                         # keep the daemon up (smaps, gdb, heaptrack)
+//! cargo bench --bench startup -- 1000000 --jsonl   # accounts from accounts_file:
 //! ```
 
 mod common;
@@ -19,16 +20,35 @@ use std::time::{Duration, Instant};
 /// The daemon's configuration and, separately, the sandbox's: the sandbox
 /// section (10,000 memberships) is not something a production `rules.yaml`
 /// carries, so the daemon does not parse or hold it here.
-fn config(n: usize, upstream: &str) -> (String, String) {
+/// With `jsonl`, the accounts are in `accounts.jsonl` (see [`jsonl`]) and
+/// both configurations name it.
+fn config(n: usize, upstream: &str, jsonl: bool) -> (String, String) {
     let (accounts, memberships) = common::accounts(n, "40d");
     let daemon = common::rules_yaml(
         upstream,
-        &accounts,
+        if jsonl { "  []\n" } else { &accounts },
         "  scripts_dir: ./scripts\n  startup_spread: 5s\n",
         "",
     );
+    let daemon = if jsonl {
+        format!("{daemon}accounts_file: accounts.jsonl\n")
+    } else {
+        daemon
+    };
     let sandbox = format!("{daemon}sandbox:\n  memberships:\n{memberships}");
     (daemon, sandbox)
+}
+
+/// The same accounts as [`common::accounts`], one JSON object a line.
+fn jsonl(n: usize) -> String {
+    let mut out = String::with_capacity(n * 90);
+    for i in 0..n {
+        out.push_str(&format!(
+            "{{\"name\": \"a{i}\", \"qq_number\": \"{}\", \"openid\": \"O{i}\", \"access_token\": \"t{i}\"}}\n",
+            100_000 + i
+        ));
+    }
+    out
 }
 
 fn main() {
@@ -48,10 +68,14 @@ fn main() {
         )
         .unwrap();
     }
+    let from_file = std::env::args().any(|a| a == "--jsonl");
+    if from_file {
+        std::fs::write(dir.path().join("accounts.jsonl"), jsonl(n)).unwrap();
+    }
     let sandbox_path = dir.path().join("sandbox.yaml");
-    std::fs::write(&sandbox_path, config(n, "http://127.0.0.1:1").1).unwrap();
+    std::fs::write(&sandbox_path, config(n, "http://127.0.0.1:1", from_file).1).unwrap();
     let (_sandbox, upstream) = common::spawn_sandbox(&sandbox_path);
-    std::fs::write(&path, config(n, &upstream).0).unwrap();
+    std::fs::write(&path, config(n, &upstream, from_file).0).unwrap();
 
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -92,7 +116,12 @@ fn main() {
     // first checks opened are closed, as they are between hourly checks.
     std::thread::sleep(Duration::from_secs(25));
     println!(
-        "vipd startup: {n} accounts (none due), {}; spawn → READY=1 in {:.0} ms ({})",
+        "vipd startup: {n} accounts (none due{}), {}; spawn → READY=1 in {:.0} ms ({})",
+        if from_file {
+            ", from accounts_file"
+        } else {
+            ""
+        },
         if plugins { "1 plugin" } else { "no plugins" },
         ready.as_secs_f64() * 1e3,
         status.lines().nth(1).unwrap_or("")

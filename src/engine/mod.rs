@@ -207,7 +207,7 @@ pub struct Engine {
     cancel: CancellationToken,
     wake_tx: mpsc::UnboundedSender<Wake>,
     wake_rx: Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
-    checks: Semaphore,
+    checks: Arc<Semaphore>,
     running: Mutex<HashSet<(Arc<str>, Arc<str>)>>,
     dry_run: bool,
     /// Unix milliseconds of the scheduler's next wake (0: none).
@@ -252,7 +252,7 @@ impl Engine {
         clock: Arc<dyn crate::model::Clock>,
     ) -> Arc<Engine> {
         let http = crate::upstream::http_client();
-        let checks = Semaphore::new(config.daemon.max_concurrent_checks);
+        let checks = Arc::new(Semaphore::new(config.daemon.max_concurrent_checks));
         let runtime = Arc::new(Runtime::build(config, hooks, 1, &http, &clock));
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         let engine = Arc::new(Engine {
@@ -336,6 +336,11 @@ impl Engine {
         old.hooks.retire();
         hooks.start(self);
         old.generation + 1
+    }
+
+    /// Checks running now (each holds a `max_concurrent_checks` slot).
+    pub fn checks_in_flight(&self) -> usize {
+        self.tasks.len()
     }
 
     /// A one-line summary for systemd's `STATUS=`: accounts, open orders,

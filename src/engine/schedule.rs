@@ -32,7 +32,7 @@ impl Engine {
         let mut heap: BinaryHeap<Reverse<Wake>> = BinaryHeap::new();
         // Generations start at 1, so the first pass builds the schedule.
         let mut generation = 0;
-        loop {
+        'wake: loop {
             // At start, and after a reload (which may add or drop pairs):
             // every pair's first check, spread over `startup_spread`.
             let rt = self.runtime();
@@ -70,13 +70,24 @@ impl Engine {
             }
             let now = tokio::time::Instant::now();
             while heap.peek().is_some_and(|Reverse(w)| w.at <= now) {
+                // A free slot first, then the wake: pairs waiting for a
+                // slot wait here as wakes in the heap (tens of bytes each),
+                // not as spawned tasks (hundreds). With a million accounts
+                // due in one `startup_spread`, that is 0.6 GB.
+                let permit = tokio::select! {
+                    _ = stop.cancelled() => break 'wake,
+                    permit = self.checks.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break 'wake,
+                    },
+                };
                 let Reverse(wake) = heap.pop().expect("peeked");
                 if wake.regular {
                     if let Some(next) = self.next_regular(&wake, now) {
                         heap.push(Reverse(next));
                     }
                 }
-                self.dispatch(wake.rule, wake.account);
+                self.dispatch(wake.rule, wake.account, permit);
             }
         }
         // Checks waiting for a slot give up before paying; checks whose
@@ -122,9 +133,14 @@ impl Engine {
         })
     }
 
-    /// Runs one check in a tracked task, unless that pair is already
-    /// being checked.
-    fn dispatch(self: &Arc<Self>, rule: Arc<str>, account: Arc<str>) {
+    /// Runs one check in a tracked task, holding its `max_concurrent_checks`
+    /// slot, unless that pair is already being checked.
+    fn dispatch(
+        self: &Arc<Self>,
+        rule: Arc<str>,
+        account: Arc<str>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let pair = (rule, account);
         if !self
             .running
@@ -136,11 +152,10 @@ impl Engine {
         }
         let engine = self.clone();
         self.tasks.spawn(async move {
-            if let Ok(_permit) = engine.checks.acquire().await {
+            let _permit = permit;
+            // A stop while the slot was being given: no new check.
+            if !engine.cancel.is_cancelled() {
                 let rt = engine.runtime();
-                // Boxed: a task waiting for its permit then holds a pointer,
-                // not the whole check-and-pay state machine, which matters
-                // when 10,000 accounts are due at once.
                 Box::pin(engine.check(&rt, &pair.0, &pair.1)).await;
             }
             engine

@@ -265,3 +265,32 @@ async fn a_short_step_back_does_not_stall_the_schedule() {
     assert_eq!(clock_alerts(&w).await, 1);
     w.stop().await;
 }
+
+/// Many pairs due at once wait for a `max_concurrent_checks` slot as
+/// wakes in the scheduler, not as spawned tasks: with a million accounts
+/// due in one `startup_spread`, waiting tasks took 0.6 GB. All renew.
+#[tokio::test(start_paused = true)]
+async fn due_pairs_wait_for_a_slot_before_a_task_is_spawned() {
+    let mut cfg = StackConfig::due(40);
+    // Each read takes 50 ms of the paused clock: checks overlap.
+    cfg.sandbox = "  mode: sync\n  faults: { vip_info: { latency: 50ms } }".into();
+    cfg.daemon = "  max_concurrent_checks: 2".into();
+    let w = World::start(&cfg).await;
+    let mut most = 0;
+    let mut done = 0;
+    for _ in 0..20_000 {
+        most = most.max(w.engine.checks_in_flight());
+        done = w
+            .orders()
+            .iter()
+            .filter(|o| o.state == OrderState::Succeeded)
+            .count();
+        if done == 40 {
+            break;
+        }
+        w.pass(Duration::from_millis(5)).await;
+    }
+    assert_eq!(done, 40, "every due account renewed");
+    assert_eq!(most, 2, "both slots were used");
+    w.stop().await;
+}
