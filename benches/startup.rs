@@ -8,6 +8,7 @@
 //! BENCH_MALLOC_ARENA_MAX=8 ...             # glibc's arenas instead of vipd's one
 //! BENCH_HOLD=1 ...                         # keep the daemon up (smaps, gdb, heaptrack)
 //! cargo bench --bench startup -- 1000000 --jsonl   # accounts from accounts_file:
+//! ... --cycle      # then time the first full check cycle (every account read once)
 //! ```
 
 mod common;
@@ -109,6 +110,9 @@ fn main() {
     };
     let ready = started.elapsed();
     let rss_ready = common::rss_mb(pid, "VmRSS:");
+    if std::env::args().any(|a| a == "--cycle") {
+        cycle(n, pid, &upstream, started);
+    }
     // First checks are spread over 5 s; then nothing is due for an hour.
     std::thread::sleep(Duration::from_secs(12));
     let rss_checked = common::rss_mb(pid, "VmRSS:");
@@ -140,4 +144,48 @@ fn main() {
         println!("holding pid {pid}; press enter to stop");
         let _ = std::io::stdin().read_line(&mut String::new());
     }
+}
+
+/// Waits until every account has been read once (the sandbox's count of
+/// `get_vip_rich_info` requests: the daemon's `/metrics` is itself a
+/// linear pass over every account, too heavy to poll at a million),
+/// printing progress; then the cycle's length, its rate and the daemon's
+/// memory.
+fn cycle(n: usize, pid: u32, sandbox: &str, started: Instant) {
+    let addr = sandbox.trim_start_matches("http://").trim_end_matches('/');
+    let reads = || -> f64 {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return 0.0;
+        };
+        let _ = write!(s, "GET /_sandbox/stats HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("{}");
+        serde_json::from_str::<serde_json::Value>(body).unwrap_or_default()["vip_info_requests"]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    let mut last = Instant::now();
+    loop {
+        let done = reads();
+        if done >= n as f64 {
+            break;
+        }
+        if last.elapsed() > Duration::from_secs(30) {
+            println!(
+                "  cycle: {done:.0} of {n} read at {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            last = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "first full check cycle: {n} reads by {secs:.1} s after spawn ({:.0} reads/s including start-up); RSS {:.1} MB (peak {:.1} MB)",
+        n as f64 / secs,
+        common::rss_mb(pid, "VmRSS:"),
+        common::rss_mb(pid, "VmHWM:")
+    );
 }

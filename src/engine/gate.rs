@@ -146,17 +146,29 @@ impl Traffic {
         }
     }
 
-    /// Waits for an in-flight slot, then for a rate slot.
+    /// Waits for an in-flight slot, then for a rate slot: for a request
+    /// that leaves at once.
     pub async fn enter(&self) -> tokio::sync::SemaphorePermit<'_> {
-        let permit = self
-            .slots
+        let permit = self.slot().await;
+        self.pace().await;
+        permit
+    }
+
+    /// Waits for an in-flight slot.
+    pub async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.slots
             .acquire()
             .await
-            .expect("provider semaphores are never closed");
+            .expect("provider semaphores are never closed")
+    }
+
+    /// Waits for a rate slot. Call it just before the request leaves:
+    /// slots taken earlier, with work of varying length between (a second
+    /// read, the store), let requests leave bunched up, above the rate.
+    pub async fn pace(&self) {
         if let Some(rate) = &self.rate {
             rate.acquire().await;
         }
-        permit
     }
 }
 

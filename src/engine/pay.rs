@@ -70,7 +70,8 @@ impl Engine {
             return None;
         }
         let seller = rt.seller_of(product);
-        let _slot = seller.traffic.enter().await;
+        // The in-flight slot now; the rate slot when the request leaves.
+        let _slot = seller.traffic.slot().await;
         if !self.admitted(&r, seller) || !self.still_due(&r).await {
             return None;
         }
@@ -218,6 +219,7 @@ impl Engine {
     /// decisions use (its clock is the one that matters for money).
     async fn send(&self, r: &Renewal<'_>, seller: &Seller) -> Attempt {
         let notify = r.rt.notify_url(&r.product.provider);
+        seller.traffic.pace().await;
         let started = std::time::Instant::now();
         let attempt = seller
             .client

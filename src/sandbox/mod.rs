@@ -82,6 +82,11 @@ impl SandboxHandle {
         format!("http://{}", self.addr)
     }
 
+    /// `get_vip_rich_info` requests received so far.
+    pub fn reads(&self) -> u64 {
+        self.shared.world().reads
+    }
+
     /// Every recharge request received so far.
     pub fn orders(&self) -> Vec<OrderRecord> {
         self.shared.world().orders.clone()
@@ -144,6 +149,7 @@ fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/_sandbox/accounts", get(list_accounts))
         .route("/_sandbox/accounts/{name}", post(change_account))
         .route("/_sandbox/control", get(get_control).post(set_control))
+        .route("/_sandbox/stats", get(stats))
         .fallback(recharge::handle)
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(shared)
@@ -205,6 +211,16 @@ async fn change_account(
         }
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /_sandbox/stats`: requests received so far.
+async fn stats(State(sb): State<Arc<Shared>>) -> Response {
+    let world = sb.world();
+    Json(serde_json::json!({
+        "vip_info_requests": world.reads,
+        "recharge_requests": world.orders.len(),
+    }))
+    .into_response()
 }
 
 async fn get_control(State(sb): State<Arc<Shared>>) -> Response {

@@ -27,6 +27,7 @@ pub async fn vip_info(State(sb): State<Arc<Shared>>, uri: Uri, body: Bytes) -> R
     let now = sb.clock.unix();
     let (latency, fault, hang, transient, strings, checked) = {
         let mut world = sb.world();
+        world.reads += 1;
         let knobs = world.control.vip_info.clone();
         let fault = roll_reply_fault(&knobs, &mut world.rng);
         let transient = world.rng.f64() < knobs.transient_rate;

@@ -164,6 +164,9 @@ pub struct World {
     pub rng: fastrand::Rng,
     /// Counter for ids and tokens.
     pub next_id: u64,
+    /// `get_vip_rich_info` requests received (benchmarks time a check
+    /// cycle by it).
+    pub reads: u64,
 }
 
 impl World {
@@ -233,6 +236,7 @@ impl World {
                 .seed
                 .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
             next_id: 1,
+            reads: 0,
         };
         for a in &config.accounts {
             let mut ends = [0; 5];

@@ -294,3 +294,47 @@ async fn due_pairs_wait_for_a_slot_before_a_task_is_spawned() {
     assert_eq!(most, 2, "both slots were used");
     w.stop().await;
 }
+
+/// Providers' `rate_limit`s are kept and used, counted at the sandbox
+/// every 100 ms of paused time: in no second more than the rate allows
+/// (plus the one a window's edge can hold). With reads at 20/s, the second
+/// look before paying waits for reads of varying length: recharges once
+/// left bunched, 8 in a second of 5/s, when their rate slot was taken
+/// before that look. With reads at 50/s, recharges are the bottleneck and
+/// run at 90% of their rate or more.
+#[tokio::test(start_paused = true)]
+async fn rate_limits_are_never_exceeded_and_are_used() {
+    const N: usize = 30;
+    for read_rate in [20, 50] {
+        let mut cfg = StackConfig::due(N);
+        cfg.sandbox = "  mode: sync".into();
+        cfg.provider = "    rate_limit: 5/s".into();
+        cfg.rewrite.push((
+            "oauth_consumer_key: \"101234567\", timeout: 2s }".into(),
+            format!("oauth_consumer_key: \"101234567\", timeout: 2s, rate_limit: {read_rate}/s }}"),
+        ));
+        let w = World::start(&cfg).await;
+        // (reads, recharges) after each 100 ms.
+        let mut seen = vec![(0, 0)];
+        while w.vendor_requests() < N && seen.len() < 600 {
+            w.pass(Duration::from_millis(100)).await;
+            seen.push((w.sandbox.reads() as usize, w.vendor_requests()));
+        }
+        assert_eq!(w.vendor_requests(), N, "every due account paid");
+        for (t, pair) in seen.windows(11).enumerate() {
+            let (reads, paid) = (pair[10].0 - pair[0].0, pair[10].1 - pair[0].1);
+            assert!(
+                reads <= read_rate + 1,
+                "{reads} reads in the second from {t}00 ms"
+            );
+            assert!(paid <= 6, "{paid} recharges in the second from {t}00 ms");
+        }
+        if read_rate == 50 {
+            let first = seen.iter().position(|s| s.1 >= 1).unwrap();
+            let last = seen.iter().position(|s| s.1 >= N).unwrap();
+            let rate = (N - 1) as f64 / ((last - first) as f64 / 10.0);
+            assert!(rate >= 4.5, "{rate:.2} recharges/s of the 5/s allowed");
+        }
+        w.stop().await;
+    }
+}
