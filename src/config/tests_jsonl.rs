@@ -93,30 +93,16 @@ fn each_bad_line_is_an_error_at_its_file_and_line() {
         assert_eq!(e.file, file, "{e}");
     }
     assert_eq!(errors.len(), 5, "{errors:#?}");
-    assert!(
-        at(2).message.contains("account dave: qq_number"),
-        "{}",
-        at(2)
-    );
-    assert!(
-        at(3).message.starts_with("not an account: expected"),
-        "{}",
-        at(3)
-    );
-    assert!(at(3).column.is_some());
-    assert!(
-        at(4)
-            .message
-            .contains("account alice: the name is used twice"),
-        "{}",
-        at(4)
-    );
-    assert!(
-        at(5).message.contains("unknown field `colour`"),
-        "{}",
-        at(5)
-    );
-    assert!(at(6).message.contains("VIPD_TEST_JSONL_UNSET"), "{}", at(6));
+    for (line, says) in [
+        (2, "account dave: qq_number"),
+        (3, "not an account: expected"),
+        (4, "account alice: the name is used twice"),
+        (5, "unknown field `colour`"),
+        (6, "VIPD_TEST_JSONL_UNSET"),
+    ] {
+        assert!(at(line).message.contains(says), "{}", at(line));
+    }
+    assert!(at(3).column.is_some(), "a JSON error has its column");
     // The error text names file and line as the YAML's errors do.
     assert!(at(4).to_string().contains("accounts.jsonl:4"), "{}", at(4));
 }
