@@ -117,6 +117,19 @@ fn a_missing_file_is_an_error_at_its_key_and_many_bad_lines_are_summed_up() {
     assert_eq!(errors[0].line, Some(9), "{}", errors[0]);
     assert!(errors[0].message.contains("cannot read"), "{}", errors[0]);
 
+    let mut at_dev = std::fs::read_to_string(&path).unwrap();
+    at_dev = at_dev.replace("more/accounts.jsonl", "/dev/zero");
+    std::fs::write(&path, at_dev).unwrap();
+    let errors = Config::load(&path).unwrap_err().0;
+    assert!(
+        errors[0]
+            .message
+            .contains("/dev/zero is not a regular file"),
+        "read without end: {}",
+        errors[0]
+    );
+    std::fs::write(&path, BASE).unwrap();
+
     let junk = "{\n".repeat(1000);
     std::fs::write(dir.path().join("more/accounts.jsonl"), junk).unwrap();
     let errors = Config::load(&path).unwrap_err().0;

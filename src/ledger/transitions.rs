@@ -61,13 +61,15 @@ impl Ledger {
             self.io(self
                 .db
                 .insert(keys::order(&order.key).as_bytes(), json(&order)))?;
+            // Counted once written, even if the counter's insert fails.
+            self.counts.moved(Some(was), order.state);
             self.count_change_alone()?;
         } else {
             batch.insert(keys::order(&order.key).as_bytes(), json(&order));
             self.count_change(&mut batch)?;
             self.io(self.db.apply_batch(batch))?;
+            self.counts.moved(Some(was), order.state);
         }
-        self.counts.moved(Some(was), order.state);
         Ok((order, r))
     }
 

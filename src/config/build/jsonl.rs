@@ -19,6 +19,17 @@ impl Builder<'_> {
             return (None, Vec::new());
         };
         let path = self.path_in(raw);
+        // A device or a pipe (`/dev/zero`, `/dev/stdin`) would be read
+        // without end: only a regular file is an accounts file.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if !meta.is_file() {
+                self.error(
+                    &["accounts_file"],
+                    format!("accounts_file: {} is not a regular file", path.display()),
+                );
+                return (Some(path), Vec::new());
+            }
+        }
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
