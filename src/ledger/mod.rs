@@ -145,21 +145,6 @@ impl StateCounts {
             .expect("every state is in ALL")
     }
 
-    /// Counts every order in `db`, reading only each record's state.
-    fn scan(db: &sled::Db) -> Result<StateCounts, LedgerError> {
-        #[derive(Deserialize)]
-        struct StateOnly {
-            state: OrderState,
-        }
-        let mut n = [0; OrderState::ALL.len()];
-        for item in db.scan_prefix(keys::ORDERS) {
-            let (k, v) = item?;
-            let s: StateOnly = decode(&k, &v)?;
-            n[Self::slot(s.state)] += 1;
-        }
-        Ok(StateCounts(Mutex::new(n)))
-    }
-
     /// One order written: it was in `from` (none when new), now in `to`.
     fn moved(&self, from: Option<OrderState>, to: OrderState) {
         let mut n = self.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -26,66 +26,71 @@ pub(super) fn read_seq(db: &sled::Db) -> Result<u64, LedgerError> {
         .map_or(0, u64::from_be_bytes))
 }
 
-/// Why the store does not match its seal or holds unreadable records.
-pub(super) fn check(db: &sled::Db, seal: Option<&seal::Seal>) -> Option<String> {
-    let id = match stored_id(db) {
-        Ok(id) => id,
-        Err(e) => return Some(e.to_string()),
-    };
-    let seq = match read_seq(db) {
-        Ok(s) => s,
-        Err(e) => return Some(e.to_string()),
-    };
+/// Why the store does not match its seal or holds unreadable records;
+/// when it is sound, its orders counted by state (from the same pass that
+/// decodes every record, so opening reads each order once).
+pub(super) fn check(db: &sled::Db, seal: Option<&seal::Seal>) -> Result<StateCounts, String> {
+    let id = stored_id(db).map_err(|e| e.to_string())?;
+    let seq = read_seq(db).map_err(|e| e.to_string())?;
     match (seal, id) {
         // A store sealed for the first time (new, or written by an older
         // vipd) that stopped before its seal was written: no change was
         // counted under its id, so none can have been lost.
         (None, Some(_)) if seq == 0 => {}
         (None, Some(id)) => {
-            return Some(format!(
+            return Err(format!(
                 "the seal file is missing beside ledger {} (deleted, or the store was copied without it)",
                 seal::hex(&id)
             ));
         }
         (Some(s), None) => {
-            return Some(format!(
+            return Err(format!(
                 "the store has no ledger id but its seal names ledger {}: its db file was deleted or replaced",
                 seal::hex(&s.id)
             ));
         }
         (Some(s), Some(id)) if s.id != id => {
-            return Some(format!(
+            return Err(format!(
                 "the store is ledger {} but its seal names ledger {}",
                 seal::hex(&id),
                 seal::hex(&s.id)
             ));
         }
         (Some(s), Some(_)) if seq < s.seq => {
-            return Some(format!(
+            return Err(format!(
                 "the store holds changes up to #{seq} but #{} were made durable: writes were lost (a damaged or truncated file, or an older copy put back)",
                 s.seq
             ));
         }
         _ => {}
     }
-    unreadable(db).first().map(|(k, why)| {
-        format!(
+    let (bad, counts) = scan_records(db);
+    match bad.first() {
+        Some((k, why)) => Err(format!(
             "record {} does not decode: {why}",
             String::from_utf8_lossy(k)
-        )
-    })
+        )),
+        None => Ok(counts),
+    }
 }
 
 /// Records of orders, budgets and indexes that do not decode.
 pub(super) fn unreadable(db: &sled::Db) -> Vec<(sled::IVec, String)> {
+    scan_records(db).0
+}
+
+/// Decodes every order and budget: those that do not decode, and the
+/// orders that do, counted by state.
+fn scan_records(db: &sled::Db) -> (Vec<(sled::IVec, String)>, StateCounts) {
     let mut bad = Vec::new();
+    let counts = StateCounts::default();
     for prefix in [keys::ORDERS, keys::SPEND] {
         for item in db.scan_prefix(prefix.as_bytes()) {
             match item {
                 Err(e) => bad.push((sled::IVec::from(prefix.as_bytes()), e.to_string())),
                 Ok((k, v)) => {
                     let ok = if prefix == keys::ORDERS {
-                        serde_json::from_slice::<Order>(&v).map(|_| ())
+                        serde_json::from_slice::<Order>(&v).map(|o| counts.moved(None, o.state))
                     } else {
                         serde_json::from_slice::<Spend>(&v).map(|_| ())
                     };
@@ -96,7 +101,7 @@ pub(super) fn unreadable(db: &sled::Db) -> Vec<(sled::IVec, String)> {
             }
         }
     }
-    bad
+    (bad, counts)
 }
 
 /// Makes a damaged store usable: unreadable records set aside under `q/`,
@@ -188,13 +193,13 @@ impl Ledger {
                 Ok(db) => break db,
             }
         };
-        let problem = match &seal {
-            Err(why) => Some(why.clone()),
+        let checked = match &seal {
+            Err(why) => Err(why.clone()),
             Ok(seal) => check(&db, seal.as_ref()),
         };
-        let ledger_id = match (problem, mode) {
-            (None, _) => match stored_id(&db)? {
-                Some(id) => id,
+        let (ledger_id, counts) = match (checked, mode) {
+            (Ok(counts), _) => match stored_id(&db)? {
+                Some(id) => (id, counts),
                 None => {
                     // A new store, or one an older vipd wrote: give it an id.
                     if db.scan_prefix(keys::ORDERS).next().is_some() {
@@ -202,13 +207,15 @@ impl Ledger {
                     }
                     let id = seal::new_id();
                     db.insert(keys::ID, &id[..])?;
-                    id
+                    (id, counts)
                 }
             },
-            (Some(reason), OpenMode::Normal) => return Err(damaged(reason)),
-            (Some(reason), OpenMode::AcceptDamaged) => {
+            (Err(reason), OpenMode::Normal) => return Err(damaged(reason)),
+            (Err(reason), OpenMode::AcceptDamaged) => {
                 tracing::error!(store = %dir.display(), "accepting a damaged store: {reason}; every new order is held until `vipd store release`");
-                accept_damaged(&db, &reason)?
+                let id = accept_damaged(&db, &reason)?;
+                // What was set aside is not counted.
+                (id, scan_records(&db).1)
             }
         };
         db.flush()?;
@@ -222,7 +229,6 @@ impl Ledger {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-        let counts = StateCounts::scan(&db)?;
         let commit =
             GroupCommit::start(db.clone(), file, sealer).map_err(|e| open_err(e.to_string()))?;
         Ok(Ledger {
