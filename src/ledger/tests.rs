@@ -71,15 +71,8 @@ async fn a_store_reopened_at_once_opens_and_a_held_one_does_not() {
     // guards against open breaking; the held case below is exact.
     for i in 0..10 {
         let l = Ledger::open(dir.path()).unwrap_or_else(|e| panic!("reopen {i}: {e}"));
-        l.record_event(&EventRecord {
-            at: NOW + i,
-            kind: format!("e{i}"),
-            account: None,
-            rule: None,
-            key: None,
-            detail: String::new(),
-        })
-        .unwrap();
+        l.record_event(&conformance::event(NOW + i, format!("e{i}")))
+            .unwrap();
         l.durable().await.unwrap();
     }
     let held = Ledger::open(dir.path()).unwrap();

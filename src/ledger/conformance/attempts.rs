@@ -60,20 +60,7 @@ pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
         .await
         .unwrap();
     // Attempt 2's reply is 10000: the same period, paid again.
-    let r = l
-        .record_attempt(
-            "k1",
-            NOW + 2,
-            OutcomeClass::Accepted,
-            "codeid 10000",
-            AttemptResult::Succeeded {
-                price: Some(Fen(1500)),
-                vendor_orderid: Some("V2".into()),
-                verify_deadline: NOW + 3600,
-            },
-        )
-        .await
-        .unwrap();
+    let r = paid_reply(&l, "k1", NOW + 2, Some(Fen(1500)), Some("V2"), NOW + 3600).await;
     assert_eq!(
         r.conflict.as_deref(),
         Some("the period is billed twice: attempt 2 and attempt 1 are both paid")
@@ -83,20 +70,7 @@ pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
     let (_place, l) = fresh::<B>();
     l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.mark_sent("k1", NOW).await.unwrap();
-    let r = l
-        .record_attempt(
-            "k1",
-            NOW,
-            OutcomeClass::Accepted,
-            "codeid 10000",
-            AttemptResult::Succeeded {
-                price: None,
-                vendor_orderid: None,
-                verify_deadline: NOW,
-            },
-        )
-        .await
-        .unwrap();
+    let r = paid_reply(&l, "k1", NOW, None, None, NOW).await;
     assert_eq!(r.conflict, None);
 }
 

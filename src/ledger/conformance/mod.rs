@@ -98,6 +98,43 @@ pub fn request(key: &str) -> PlanRequest {
     }
 }
 
+/// An event of `kind` at `at`, about nothing in particular.
+pub fn event(at: i64, kind: impl Into<String>) -> EventRecord {
+    EventRecord {
+        at,
+        kind: kind.into(),
+        account: None,
+        rule: None,
+        key: None,
+        detail: String::new(),
+    }
+}
+
+/// Records a 10000 (accepted, paid) reply to the current attempt of `key`,
+/// which must be `sent`.
+pub async fn paid_reply(
+    l: &impl Store,
+    key: &str,
+    now: i64,
+    price: Option<Fen>,
+    vendor_orderid: Option<&str>,
+    verify_deadline: i64,
+) -> Recorded {
+    l.record_attempt(
+        key,
+        now,
+        OutcomeClass::Accepted,
+        "codeid 10000",
+        AttemptResult::Succeeded {
+            price,
+            vendor_orderid: vendor_orderid.map(str::to_owned),
+            verify_deadline,
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// Plans `key`, sends it, and records a 10023 (accepted, pending) reply.
 pub async fn pending(
     l: &impl Store,
@@ -211,20 +248,8 @@ pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
     let (_place, l) = fresh::<B>();
     l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.mark_sent("k1", NOW).await.unwrap();
-    let o = l
-        .record_attempt(
-            "k1",
-            NOW + 1,
-            OutcomeClass::Accepted,
-            "codeid 10000",
-            AttemptResult::Succeeded {
-                price: Some(Fen(1211)),
-                vendor_orderid: Some("V1".into()),
-                verify_deadline: NOW + 3600,
-            },
-        )
+    let o = paid_reply(&l, "k1", NOW + 1, Some(Fen(1211)), Some("V1"), NOW + 3600)
         .await
-        .unwrap()
         .order;
     assert_eq!(o.state, OrderState::Succeeded);
     assert_eq!(

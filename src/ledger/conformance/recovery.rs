@@ -64,19 +64,7 @@ pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsett
     .unwrap();
     assert!(l.plan(&other_rule, NOW).await.unwrap().is_ok());
     l.mark_sent("rule-b-key", NOW).await.unwrap();
-    l.record_attempt(
-        "rule-b-key",
-        NOW,
-        OutcomeClass::Accepted,
-        "10000",
-        AttemptResult::Succeeded {
-            price: None,
-            vendor_orderid: None,
-            verify_deadline: NOW,
-        },
-    )
-    .await
-    .unwrap();
+    paid_reply(&l, "rule-b-key", NOW, None, None, NOW).await;
     let mut third = request("third-key");
     third.account = "acct-rule-a-key".into();
     third.budget = Budget::default();
@@ -108,16 +96,9 @@ pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsett
 pub async fn events_keep_order<B: Backend>() {
     let (_place, l) = fresh::<B>();
     for i in 0..5 {
-        l.record_event(&EventRecord {
-            at: NOW + i,
-            kind: format!("e{i}"),
-            account: None,
-            rule: None,
-            key: None,
-            detail: String::new(),
-        })
-        .await
-        .unwrap();
+        l.record_event(&event(NOW + i, format!("e{i}")))
+            .await
+            .unwrap();
     }
     let last: Vec<String> = l
         .events(3)
@@ -136,27 +117,16 @@ pub async fn pruning_drops_old_events_only<B: Backend>() {
     // pruning batch.
     for i in 0..3000 {
         l.record_event(&EventRecord {
-            at: NOW - 10_000_000 + i * 3000,
-            kind: "old".into(),
-            account: None,
-            rule: None,
             key: Some(order.key.clone()),
-            detail: String::new(),
+            ..event(NOW - 10_000_000 + i * 3000, "old")
         })
         .await
         .unwrap();
     }
     for i in 0..3 {
-        l.record_event(&EventRecord {
-            at: NOW - 10 + i,
-            kind: format!("new{i}"),
-            account: None,
-            rule: None,
-            key: None,
-            detail: String::new(),
-        })
-        .await
-        .unwrap();
+        l.record_event(&event(NOW - 10 + i, format!("new{i}")))
+            .await
+            .unwrap();
     }
     assert_eq!(l.prune_events(NOW - 100).await.unwrap(), 3000);
     let kept: Vec<String> = l
