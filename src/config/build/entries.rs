@@ -133,7 +133,6 @@ impl Builder<'_> {
     pub(super) fn accounts(
         &mut self,
         raw: Vec<raw::RawAccount>,
-        file: Option<&Path>,
         from_file: Vec<(raw::RawAccount, usize)>,
         providers: &BTreeMap<String, Provider>,
     ) -> Vec<Account> {
@@ -147,7 +146,7 @@ impl Builder<'_> {
         let in_yaml = raw.into_iter().map(|a| (a, None));
         let in_file = from_file.into_iter().map(|(a, line)| (a, Some(line)));
         for (a, line) in in_yaml.chain(in_file) {
-            self.at_line = line.zip(file).map(|(l, f)| (f.to_owned(), l));
+            self.at_line = line;
             let subject = format!("account {}", a.name);
             let name = a.name.clone();
             let at = |key: &'static str| ["accounts", name.as_str(), key];

@@ -8,17 +8,15 @@ const MAX_LINE_ERRORS: usize = 20;
 
 impl Builder<'_> {
     /// Reads `accounts_file:` (resolved against the configuration's
-    /// folder): the file's path, and each account with its line number.
+    /// folder, kept as `accounts_path`): each account with its line number.
     /// A line that is not an account is an error naming the file, the line
     /// and the column; the other lines are still read.
-    pub(super) fn accounts_file(
-        &mut self,
-        raw: Option<&str>,
-    ) -> (Option<PathBuf>, Vec<(raw::RawAccount, usize)>) {
+    pub(super) fn accounts_file(&mut self, raw: Option<&str>) -> Vec<(raw::RawAccount, usize)> {
         let Some(raw) = raw else {
-            return (None, Vec::new());
+            return Vec::new();
         };
         let path = self.path_in(raw);
+        self.accounts_path = Some(path.clone());
         // A device or a pipe (`/dev/zero`, `/dev/stdin`) would be read
         // without end: only a regular file is an accounts file.
         if let Ok(meta) = std::fs::metadata(&path) {
@@ -27,7 +25,7 @@ impl Builder<'_> {
                     &["accounts_file"],
                     format!("accounts_file: {} is not a regular file", path.display()),
                 );
-                return (Some(path), Vec::new());
+                return Vec::new();
             }
         }
         let text = match std::fs::read_to_string(&path) {
@@ -37,7 +35,7 @@ impl Builder<'_> {
                     &["accounts_file"],
                     format!("accounts_file: cannot read {}: {e}", path.display()),
                 );
-                return (Some(path), Vec::new());
+                return Vec::new();
             }
         };
         let mut out = Vec::new();
@@ -72,7 +70,7 @@ impl Builder<'_> {
                 ),
             });
         }
-        (Some(path), out)
+        out
     }
 }
 

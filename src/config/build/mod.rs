@@ -24,9 +24,11 @@ pub(super) struct Builder<'a> {
     errors: Vec<ConfigError>,
     literal_secrets: Vec<String>,
     unavailable: Vec<Unavailable>,
+    /// `accounts_file:`, resolved, once it is read.
+    accounts_path: Option<PathBuf>,
     /// The line of `accounts_file:` being built, when the entry comes from
     /// there: its errors name that file and line instead of a YAML key.
-    at_line: Option<(PathBuf, usize)>,
+    at_line: Option<usize>,
     /// Secrets written literally in `accounts_file:`.
     file_literal_secrets: usize,
 }
@@ -45,6 +47,7 @@ impl<'a> Builder<'a> {
             errors: Vec::new(),
             literal_secrets: Vec::new(),
             unavailable: Vec::new(),
+            accounts_path: None,
             at_line: None,
             file_literal_secrets: 0,
         }
@@ -59,10 +62,10 @@ impl<'a> Builder<'a> {
 
     /// An error about the entry at `at` (a key path), located.
     fn located(&self, at: &[&str], message: String) -> ConfigError {
-        if let Some((file, line)) = &self.at_line {
+        if let (Some(file), Some(line)) = (&self.accounts_path, self.at_line) {
             return ConfigError {
                 file: file.clone(),
-                line: Some(*line),
+                line: Some(line),
                 column: None,
                 message,
             };
@@ -160,18 +163,13 @@ impl<'a> Builder<'a> {
     pub(super) fn build(mut self, raw: raw::RawConfig) -> Result<Config, ConfigErrors> {
         let daemon = self.daemon(raw.daemon);
         let providers = self.providers(raw.providers);
-        let accounts_in_yaml = raw.accounts.len();
         let products = self.products(raw.products, &providers);
-        let (accounts_file, from_file) = self.accounts_file(raw.accounts_file.as_deref());
-        let accounts = self.accounts(
-            raw.accounts,
-            accounts_file.as_deref(),
-            from_file,
-            &providers,
-        );
-        let accounts_file = accounts_file.map(|path| AccountsFile {
+        let from_file = self.accounts_file(raw.accounts_file.as_deref());
+        let in_file = from_file.len();
+        let accounts = self.accounts(raw.accounts, from_file, &providers);
+        let accounts_file = self.accounts_path.take().map(|path| AccountsFile {
             path,
-            accounts: accounts.len() - accounts_in_yaml,
+            accounts: in_file,
             literal_secrets: self.file_literal_secrets,
         });
         let rules = self.rules(raw.rules, &products, &accounts);
