@@ -156,6 +156,8 @@ impl Engine {
             // A stop while the slot was being given: no new check.
             if !engine.cancel.is_cancelled() {
                 let rt = engine.runtime();
+                // Boxed: the check-and-pay state machine is large, and the
+                // task is spawned by value; boxed, it moves a pointer.
                 Box::pin(engine.check(&rt, &pair.0, &pair.1)).await;
             }
             engine
