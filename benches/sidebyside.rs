@@ -276,26 +276,12 @@ async fn main() {
     );
     // In async mode the script is not comparable (it does not wait for
     // callbacks), but it still renews: the sandbox bills on acceptance.
-    if a.vipd_only {
-        let v = vipd(&a).await;
-        println!(
-            "vipd run: {:.2} s, {:.0} renewals/s, {:.2} CPU s ({:.0} µs a renewal), peak RSS {:.1} MB, renewed {}, billed {}, billed twice {}",
-            v.wall,
-            v.renewed as f64 / v.wall,
-            v.cpu,
-            v.cpu / v.renewed.max(1) as f64 * 1e6,
-            v.rss_mb,
-            v.renewed,
-            v.billed,
-            v.twice
-        );
-        return;
+    let mut sides = Vec::new();
+    if !a.vipd_only {
+        sides.push(script(&a, 1).await);
+        sides.push(script(&a, a.threads).await);
     }
-    let sides = vec![
-        script(&a, 1).await,
-        script(&a, a.threads).await,
-        vipd(&a).await,
-    ];
+    sides.push(vipd(&a).await);
     println!(
         "| side | wall | renewals/s | CPU s | peak RSS | renewed | billed | billed twice |\n|---|---|---|---|---|---|---|---|"
     );
@@ -312,8 +298,8 @@ async fn main() {
             s.twice
         );
     }
-    let v = &sides[2];
-    for s in &sides[..2] {
+    let (v, scripts) = sides.split_last().expect("vipd ran");
+    for s in scripts {
         println!(
             "vipd / {}: renewals/s {:.2}x, CPU {:.2}x, peak RSS {:.2}x",
             s.name,
