@@ -15,34 +15,20 @@ pub const META: &str = "m/";
 pub const QUARANTINE: &str = "q/";
 /// Orders.
 pub const ORDERS: &str = "o/";
-/// Spend per rule and period.
-pub const SPEND: &str = "b/";
+/// Stores written before spend was derived from orders: spend per rule
+/// and period, `b/{rule}/{period}` ([`Spend`](super::Spend)). Read at
+/// open, never written.
+pub const LEGACY_SPEND: &str = "b/";
+/// Stores written before indexes were derived: `x/{provider}/{vendor
+/// order id}` → the order's key (`key#attempt`). Read at open, never
+/// written.
+pub const LEGACY_VENDOR: &str = "x/";
 /// The event log, in time order.
 pub const EVENTS: &str = "e/";
 
 /// An order.
 pub fn order(key: &str) -> String {
     format!("{ORDERS}{key}")
-}
-
-/// The index entry of an account's order.
-pub fn account_order(account: &str, key: &str) -> String {
-    format!("a/{account}/{key}")
-}
-
-/// Every index entry of an account's orders.
-pub fn account_orders(account: &str) -> String {
-    format!("a/{account}/")
-}
-
-/// The index entry from a vendor's order id to the order's key.
-pub fn vendor_order(provider: &str, vendor_orderid: &str) -> String {
-    format!("x/{provider}/{vendor_orderid}")
-}
-
-/// What a rule holds and spent in a period (`2026-11-21`, `2026-11`).
-pub fn spend(rule: &str, period: &str) -> String {
-    format!("{SPEND}{rule}/{period}")
 }
 
 /// An event at unix second `at`, `seq` breaking ties: keys sort by time.
@@ -90,9 +76,6 @@ mod tests {
     #[test]
     fn the_layout_is_the_documented_one() {
         assert_eq!(order("k"), "o/k");
-        assert_eq!(account_order("alice", "k"), "a/alice/k");
-        assert_eq!(vendor_order("wapi", "V1"), "x/wapi/V1");
-        assert_eq!(spend("keep", "2026-11"), "b/keep/2026-11");
         assert_eq!(check("keep", "alice"), "c/keep/alice");
         assert_eq!(token("alice"), "t/alice");
         assert_eq!(account_state("alice"), "u/alice");

@@ -6,18 +6,20 @@
 //! | key | value |
 //! |---|---|
 //! | `o/{key}` | [`Order`] (JSON) |
-//! | `a/{account}/{key}` | index: an account's orders |
-//! | `x/{provider}/{vendor order id}` | index: the order's key |
-//! | `b/{rule}/{period}` | [`Spend`] for a day (`2026-11-21`) or month (`2026-11`) |
 //! | `e/{time}{seq}` | [`EventRecord`] |
 //! | `c/{rule}/{account}` | [`CheckState`]: what the last check saw and decided |
 //! | `u/{account}` | [`AccountState`]: credential trouble |
 //! | `k/{plugin}\0{key}` | a plugin's `vipd.kv` value (see `kv.rs`) |
 //! | `t/{account}` | [`StoredToken`]: the latest rotated token pair |
 //!
-//! Writers take one mutex for their read-modify-write and write one atomic
-//! batch; the planned record is then made durable through [`GroupCommit`]
-//! before the engine lets the request leave.
+//! An order's record is all a transition writes: orders by state, each
+//! account's orders, vendor order ids and budget spend are derived from the
+//! orders (`derived.rs`; stores written before kept them as rows, `a/`,
+//! `x/` and `b/`, which are read at open and never written again).
+//!
+//! Writers take one mutex for their read-modify-write and write the order,
+//! then the change counter (`seal.rs`); the planned record is then made
+//! durable through [`GroupCommit`] before the engine lets the request leave.
 //!
 //! Files: `open.rs` (opening, seals, damage, backup and restore), `plan.rs`
 //! (the guards a payment passes), `transitions.rs` (everything after),
@@ -25,6 +27,7 @@
 //! `store.rs` (the [`store::Store`] port, which the rest of vipd holds)
 //! and `conformance/` (its suite).
 
+mod derived;
 mod durable;
 mod keys;
 pub mod kv;
@@ -42,6 +45,7 @@ use std::sync::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use derived::{Derived, Share};
 pub use durable::{CommitStats, GroupCommit};
 use open::*;
 pub use order::{
@@ -128,37 +132,10 @@ pub struct Ledger {
     kv_usage: kv::Usage,
     /// Stamps transitions' milliseconds (the system's, or a test's).
     clock: std::sync::Arc<dyn crate::model::Clock>,
-    /// Orders by state: counted once at open, then kept as each order is
-    /// written (under the write lock), so counting never reads every order.
-    counts: StateCounts,
-}
-
-/// Orders by state, indexed as [`OrderState::ALL`].
-#[derive(Debug, Default)]
-pub(crate) struct StateCounts(Mutex<[usize; OrderState::ALL.len()]>);
-
-impl StateCounts {
-    fn slot(s: OrderState) -> usize {
-        OrderState::ALL
-            .iter()
-            .position(|x| *x == s)
-            .expect("every state is in ALL")
-    }
-
-    /// One order written: it was in `from` (none when new), now in `to`.
-    fn moved(&self, from: Option<OrderState>, to: OrderState) {
-        let mut n = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(from) = from {
-            let slot = &mut n[Self::slot(from)];
-            *slot = slot.saturating_sub(1);
-        }
-        n[Self::slot(to)] += 1;
-    }
-
-    fn get(&self) -> std::collections::BTreeMap<OrderState, usize> {
-        let n = *self.0.lock().unwrap_or_else(|p| p.into_inner());
-        OrderState::ALL.iter().copied().zip(n).collect()
-    }
+    /// Orders by state, each account's orders, vendor ids and spend:
+    /// derived from every order at open, then kept as each order is
+    /// written (under the write lock). See `derived.rs`.
+    derived: Derived,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -224,17 +201,17 @@ impl Ledger {
         self.commit.stats()
     }
 
-    /// Adds the change counter's next value to a batch that changes an
-    /// order or a budget (under the write lock). See `seal.rs`.
-    fn count_change(&self, batch: &mut sled::Batch) -> Result<(), LedgerError> {
-        let next = read_seq(&self.db)? + 1;
-        batch.insert(keys::SEQ, &next.to_be_bytes()[..]);
-        Ok(())
-    }
-
-    /// [`Ledger::count_change`] after a single insert (under the write
-    /// lock): written after the change it counts, so never durable alone.
-    fn count_change_alone(&self) -> Result<(), LedgerError> {
+    /// Writes an order (under the write lock): its record, its share of
+    /// what is derived from orders (`was`: its share before; none when
+    /// new), then the change counter. One insert for the order, no batch:
+    /// sled's log keeps the two inserts in order, so the counter is never
+    /// durable without the change it counts (see `seal.rs`).
+    fn write_order(&self, was: Option<&Share>, order: &Order) -> Result<(), LedgerError> {
+        self.io(self
+            .db
+            .insert(keys::order(&order.key).as_bytes(), json(order)))?;
+        // Derived once written, even if the counter's insert fails.
+        self.derived.written(was, order);
         let next = read_seq(&self.db)? + 1;
         self.io(self.db.insert(keys::SEQ, &next.to_be_bytes()[..]))?;
         Ok(())

@@ -27,9 +27,9 @@ pub(super) fn read_seq(db: &sled::Db) -> Result<u64, LedgerError> {
 }
 
 /// Why the store does not match its seal or holds unreadable records;
-/// when it is sound, its orders counted by state (from the same pass that
-/// decodes every record, so opening reads each order once).
-pub(super) fn check(db: &sled::Db, seal: Option<&seal::Seal>) -> Result<StateCounts, String> {
+/// when it is sound, what is derived from its orders (from the same pass
+/// that decodes every record, so opening reads each order once).
+pub(super) fn check(db: &sled::Db, seal: Option<&seal::Seal>) -> Result<Derived, String> {
     let id = stored_id(db).map_err(|e| e.to_string())?;
     let seq = read_seq(db).map_err(|e| e.to_string())?;
     match (seal, id) {
@@ -64,13 +64,13 @@ pub(super) fn check(db: &sled::Db, seal: Option<&seal::Seal>) -> Result<StateCou
         }
         _ => {}
     }
-    let (bad, counts) = scan_records(db);
+    let (bad, derived) = scan_records(db);
     match bad.first() {
         Some((k, why)) => Err(format!(
             "record {} does not decode: {why}",
             String::from_utf8_lossy(k)
         )),
-        None => Ok(counts),
+        None => Ok(derived),
     }
 }
 
@@ -79,29 +79,42 @@ pub(super) fn unreadable(db: &sled::Db) -> Vec<(sled::IVec, String)> {
     scan_records(db).0
 }
 
-/// Decodes every order and budget: those that do not decode, and the
-/// orders that do, counted by state.
-fn scan_records(db: &sled::Db) -> (Vec<(sled::IVec, String)>, StateCounts) {
+/// Decodes every order (and an older store's spend and vendor rows): those
+/// that do not decode, and what is derived from the orders that do.
+fn scan_records(db: &sled::Db) -> (Vec<(sled::IVec, String)>, Derived) {
     let mut bad = Vec::new();
-    let counts = StateCounts::default();
-    for prefix in [keys::ORDERS, keys::SPEND] {
+    let derived = Derived::default();
+    // Orders first: an older store's vendor rows only fill gaps.
+    for prefix in [keys::ORDERS, keys::LEGACY_SPEND, keys::LEGACY_VENDOR] {
         for item in db.scan_prefix(prefix.as_bytes()) {
-            match item {
-                Err(e) => bad.push((sled::IVec::from(prefix.as_bytes()), e.to_string())),
-                Ok((k, v)) => {
-                    let ok = if prefix == keys::ORDERS {
-                        serde_json::from_slice::<Order>(&v).map(|o| counts.moved(None, o.state))
-                    } else {
-                        serde_json::from_slice::<Spend>(&v).map(|_| ())
-                    };
-                    if let Err(e) = ok {
-                        bad.push((k, e.to_string()));
-                    }
+            let (k, v) = match item {
+                Err(e) => {
+                    bad.push((sled::IVec::from(prefix.as_bytes()), e.to_string()));
+                    continue;
                 }
+                Ok(kv) => kv,
+            };
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let ok = match prefix {
+                keys::ORDERS => serde_json::from_slice::<Order>(&v).map(|o| derived.opened(&o)),
+                keys::LEGACY_SPEND => serde_json::from_slice::<Spend>(&v).map(|spend| {
+                    if let Some((rule, period)) = name.rsplit_once('/') {
+                        derived.legacy_spend(rule, period, spend);
+                    }
+                }),
+                _ => {
+                    if let Some((provider, id)) = name.split_once('/') {
+                        derived.legacy_vendor(provider, id, &String::from_utf8_lossy(&v));
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = ok {
+                bad.push((k, e.to_string()));
             }
         }
     }
-    (bad, counts)
+    (bad, derived)
 }
 
 /// Makes a damaged store usable: unreadable records set aside under `q/`,
@@ -197,9 +210,9 @@ impl Ledger {
             Err(why) => Err(why.clone()),
             Ok(seal) => check(&db, seal.as_ref()),
         };
-        let (ledger_id, counts) = match (checked, mode) {
-            (Ok(counts), _) => match stored_id(&db)? {
-                Some(id) => (id, counts),
+        let (ledger_id, derived) = match (checked, mode) {
+            (Ok(derived), _) => match stored_id(&db)? {
+                Some(id) => (id, derived),
                 None => {
                     // A new store, or one an older vipd wrote: give it an id.
                     if db.scan_prefix(keys::ORDERS).next().is_some() {
@@ -207,7 +220,7 @@ impl Ledger {
                     }
                     let id = seal::new_id();
                     db.insert(keys::ID, &id[..])?;
-                    (id, counts)
+                    (id, derived)
                 }
             },
             (Err(reason), OpenMode::Normal) => return Err(damaged(reason)),
@@ -237,7 +250,7 @@ impl Ledger {
             write: Mutex::new(()),
             kv_usage: kv::Usage::default(),
             clock: std::sync::Arc::new(crate::model::SystemClock),
-            counts,
+            derived,
         })
     }
 

@@ -50,8 +50,8 @@ impl Ledger {
                 }));
             }
         }
-        let day = self.spend(&req.rule, &req.day)?;
-        let month = self.spend(&req.rule, &req.month)?;
+        let day = self.derived.spend(&req.rule, &req.day);
+        let month = self.derived.spend(&req.rule, &req.month);
         for (period, spend, cap) in [
             (&req.day, day, req.budget.per_day),
             (&req.month, month, req.budget.per_month),
@@ -67,7 +67,7 @@ impl Ledger {
                 }
             }
         }
-        let was = existing.as_ref().map(|o| o.state);
+        let was = existing.as_ref().map(Share::of);
         let mut order = existing.unwrap_or_else(|| Order {
             key: req.key.clone(),
             rule: req.rule.clone(),
@@ -118,20 +118,8 @@ impl Ledger {
             now,
             format!("attempt {}: {}", order.attempts, req.why),
         );
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            keys::account_order(&order.account, &order.key).as_bytes(),
-            &[][..],
-        );
-        for (period, mut spend) in [(&req.day, day), (&req.month, month)] {
-            spend.reserved.0 += req.max_price.0;
-            batch.insert(keys::spend(&req.rule, period).as_bytes(), json(&spend));
-        }
         order.stamp_from(added, self.clock.unix_ms());
-        batch.insert(keys::order(&order.key).as_bytes(), json(&order));
-        self.count_change(&mut batch)?;
-        self.io(self.db.apply_batch(batch))?;
-        self.counts.moved(was, order.state);
+        self.write_order(was.as_ref(), &order)?;
         Ok(Ok(order))
     }
 }

@@ -270,42 +270,23 @@ impl Ledger {
     pub fn count_by_state(
         &self,
     ) -> Result<std::collections::BTreeMap<OrderState, usize>, LedgerError> {
-        Ok(self.counts.get())
+        Ok(self.derived.states())
     }
 
     /// Every order of one account.
     pub fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .scan_prefix(keys::account_orders(account).as_bytes())
-        {
-            let (k, _) = item?;
-            let k = String::from_utf8_lossy(&k);
-            if let Some(key) = k.rsplit('/').next() {
-                if let Some(order) = self.get(key)? {
-                    out.push(order);
-                }
+        for key in self.derived.keys_of(account) {
+            if let Some(order) = self.get(&key)? {
+                out.push(order);
             }
         }
         Ok(out)
     }
 
-    /// The key of the order the vendor calls `vendor_orderid`.
-    pub fn key_of_vendor_order(
-        &self,
-        provider: &str,
-        vendor_orderid: &str,
-    ) -> Result<Option<String>, LedgerError> {
-        Ok(self
-            .db
-            .get(keys::vendor_order(provider, vendor_orderid).as_bytes())?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
     /// What a rule has spent in a period.
     pub fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
-        Ok(self.read(&keys::spend(rule, period))?.unwrap_or_default())
+        Ok(self.derived.spend(rule, period))
     }
 
     /// Appends an event (not made durable by itself).

@@ -90,16 +90,29 @@ async fn a_store_reopened_at_once_opens_and_a_held_one_does_not() {
     assert!(started.elapsed() >= LOCK_WAIT, "it waited before giving up");
 }
 
+/// An older vipd's store: the order without its attempt records, and the
+/// indexes and spend it kept as rows. Opened by this vipd, the order still
+/// settles, its vendor id still finds it, and its budget counts the same.
 #[tokio::test]
 async fn orders_written_before_attempts_were_recorded_still_settle() {
-    let (_d, l) = open();
-    pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
-    // Rewrite the order and index as an older vipd wrote them.
-    let mut old = l.get("k1").unwrap().unwrap();
-    old.attempt_log.clear();
-    l.db.insert(b"o/k1", json(&old)).unwrap();
-    l.db.insert(b"x/wapi/V1", b"k1".as_slice()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = Ledger::open(dir.path()).unwrap();
+        pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
+        let mut old = l.get("k1").unwrap().unwrap();
+        old.attempt_log.clear();
+        l.db.insert(b"o/k1", json(&old)).unwrap();
+        l.db.insert(b"x/wapi/V1", b"k1".as_slice()).unwrap();
+        let spend = Spend {
+            reserved: Fen::ZERO,
+            settled: Fen(1500),
+        };
+        l.db.insert(b"b/keep/2026-11-21", json(&spend)).unwrap();
+        l.durable().await.unwrap();
+    }
+    let l = Ledger::open(dir.path()).unwrap();
     assert_eq!(attempt_of(&l, "V1").await, ("k1".to_owned(), None));
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().used(), Fen(1500));
     let s = l
         .settle_attempt("k1", None, NOW, paid(Some(Fen(1200))))
         .unwrap();
@@ -109,7 +122,46 @@ async fn orders_written_before_attempts_were_recorded_still_settle() {
         (order.state, order.spent),
         (OrderState::Succeeded, Fen(1200))
     );
-    assert_eq!(l.spend("keep", "2026-11-21").unwrap().used(), Fen(1200));
+    // The old row counted 1500 for this day; the orders now say 1200. The
+    // row stays a floor: a budget never loosens by an upgrade.
+    assert_eq!(l.spend("keep", "2026-11-21").unwrap().used(), Fen(1500));
+    assert_eq!(l.spend("keep", "2026-11").unwrap().used(), Fen(1200));
+}
+
+/// An older store's vendor rows name orders the orders themselves may not
+/// (an index row for an id no attempt records): they still find them.
+#[tokio::test]
+async fn an_older_stores_vendor_rows_still_find_their_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = Ledger::open(dir.path()).unwrap();
+        pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
+        l.db.insert(b"x/wapi/OLD-7", b"k1#1".as_slice()).unwrap();
+        l.db.insert(b"x/wapi/V1", b"elsewhere#3".as_slice())
+            .unwrap();
+        l.durable().await.unwrap();
+    }
+    let l = Ledger::open(dir.path()).unwrap();
+    assert_eq!(
+        l.attempt_of_vendor_order("wapi", "OLD-7").unwrap(),
+        Some(("k1".to_owned(), Some(1)))
+    );
+    // What the orders say wins over a row.
+    assert_eq!(
+        l.attempt_of_vendor_order("wapi", "V1").unwrap(),
+        Some(("k1".to_owned(), Some(1)))
+    );
+}
+
+/// A vendor id named by two orders (a vendor that reuses ids) belongs to
+/// the later one, and stays so when the earlier one changes again.
+#[tokio::test]
+async fn a_vendor_id_named_again_stays_with_the_later_order() {
+    let (_d, l) = open();
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
+    pending(&l, "k2", Some(Fen(1500)), Some("V1".into())).await;
+    l.settle("k1", NOW, paid(Some(Fen(1500)))).unwrap();
+    assert_eq!(attempt_of(&l, "V1").await, ("k2".to_owned(), Some(1)));
 }
 
 /// A store in `dir` with one pending order, cleanly closed.

@@ -1,75 +1,34 @@
 //! An order's transitions after it is planned: sent, replies, settlements,
-//! refutes, overdue callbacks, verification, recovery; and the budget
-//! effects each carries.
+//! refutes, overdue callbacks, verification, recovery. What each does to
+//! the budget is what its attempts say (see `derived.rs`).
 
 use super::*;
 use crate::model::OutcomeClass;
 
 impl Ledger {
-    /// Reads, changes and writes one order with its budget effects, under
-    /// the write lock, as one batch.
+    /// Reads, changes and writes one order, under the write lock. Its
+    /// budget effects and vendor ids follow from the order itself (see
+    /// `derived.rs`), so this is one insert, never a batch.
     fn modify<R>(
         &self,
         key: &str,
-        f: impl FnOnce(&mut Order, &mut Effects) -> Result<R, LedgerError>,
+        f: impl FnOnce(&mut Order) -> Result<R, LedgerError>,
     ) -> Result<(Order, R), LedgerError> {
         let _guard = self.lock();
         let mut order = self
             .get(key)?
             .ok_or_else(|| LedgerError::NotFound(key.to_owned()))?;
-        let mut fx = Effects::default();
+        let was = Share::of(&order);
+        if order.attempts > 0 {
+            // An order written before attempts were recorded gets them made
+            // up first, while its hold still says where its money counts.
+            order.attempt_mut(order.attempts);
+        }
         let added = order.history.len();
-        let was = order.state;
-        let r = f(&mut order, &mut fx)?;
-        let mut batch = sled::Batch::default();
-        // Two changes to one period in one batch must add up, not overwrite.
-        let mut spends: Vec<(String, Spend)> = Vec::new();
-        for change in &fx.budget {
-            for period in [&change.periods.day, &change.periods.month] {
-                if period.is_empty() {
-                    continue;
-                }
-                let at = match spends.iter().position(|(p, _)| p == period) {
-                    Some(i) => i,
-                    None => {
-                        spends.push((period.clone(), self.spend(&order.rule, period)?));
-                        spends.len() - 1
-                    }
-                };
-                let spend = &mut spends[at].1;
-                spend.reserved.0 = (spend.reserved.0 + change.reserved.0).max(0);
-                spend.settled.0 = (spend.settled.0 + change.settled.0).max(0);
-            }
-        }
-        for (period, spend) in spends {
-            batch.insert(keys::spend(&order.rule, &period).as_bytes(), json(&spend));
-        }
-        if let Some((n, id)) = &fx.vendor_index {
-            batch.insert(
-                keys::vendor_order(&order.provider, id).as_bytes(),
-                format!("{}#{n}", order.key).as_bytes(),
-            );
-        }
+        let r = f(&mut order)?;
         order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
         order.stamp_from(added, self.clock.unix_ms());
-        if fx.budget.is_empty() && fx.vendor_index.is_none() {
-            // The order alone changes: no batch. sled rolls its log buffer
-            // (a write and a `sync_file_range` on its IO threads) before
-            // and after every batch; two inserts do not, and the log keeps
-            // their order, so the counter is never durable without the
-            // order it counts (see `seal.rs`).
-            self.io(self
-                .db
-                .insert(keys::order(&order.key).as_bytes(), json(&order)))?;
-            // Counted once written, even if the counter's insert fails.
-            self.counts.moved(Some(was), order.state);
-            self.count_change_alone()?;
-        } else {
-            batch.insert(keys::order(&order.key).as_bytes(), json(&order));
-            self.count_change(&mut batch)?;
-            self.io(self.db.apply_batch(batch))?;
-            self.counts.moved(Some(was), order.state);
-        }
+        self.write_order(Some(&was), &order)?;
         Ok((order, r))
     }
 
@@ -77,7 +36,7 @@ impl Ledger {
     /// await [`Ledger::durable`] before sending: after a crash, `sent`
     /// means "may have left" and becomes `unknown`.
     pub fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError> {
-        self.modify(key, |o, _| {
+        self.modify(key, |o| {
             expect_state(o, &[OrderState::Planned], OrderState::Sent)?;
             o.attempt_mut(o.attempts).state = AttemptState::Sent;
             o.enter(OrderState::Sent, now, "request leaving");
@@ -100,7 +59,7 @@ impl Ledger {
         detail: &str,
         result: AttemptResult,
     ) -> Result<Recorded, LedgerError> {
-        self.modify(key, |o, fx| {
+        self.modify(key, |o| {
             let to = match &result {
                 AttemptResult::Succeeded { .. } => OrderState::Succeeded,
                 AttemptResult::Pending { .. } => OrderState::Pending,
@@ -124,8 +83,8 @@ impl Ledger {
                     vendor_orderid,
                     verify_deadline,
                 } => {
-                    charge(o, n, fx, price);
-                    index_vendor(o, n, fx, vendor_orderid);
+                    charge(o, n, price);
+                    index_vendor(o, n, vendor_orderid);
                     o.attempt_mut(n).state = AttemptState::Paid;
                     conflict = billed_twice(o, n);
                     if follows {
@@ -138,13 +97,13 @@ impl Ledger {
                     price,
                     vendor_orderid,
                 } => {
-                    charge(o, n, fx, price);
-                    index_vendor(o, n, fx, vendor_orderid);
+                    charge(o, n, price);
+                    index_vendor(o, n, vendor_orderid);
                     o.attempt_mut(n).state = AttemptState::Pending;
                 }
                 AttemptResult::Unknown => o.attempt_mut(n).state = AttemptState::Unknown,
                 AttemptResult::Failed { retry_at } => {
-                    refund(o, n, fx);
+                    refund(o, n);
                     o.attempt_mut(n).state = AttemptState::NotPaid;
                     if follows {
                         o.retry_at = retry_at;
@@ -204,7 +163,7 @@ impl Ledger {
         now: i64,
         settlement: Settlement,
     ) -> Result<Settled, LedgerError> {
-        let (order, result) = self.modify(key, |o, fx| {
+        let (order, result) = self.modify(key, |o| {
             let current = o.attempts;
             let n = attempt.unwrap_or(current);
             if n == 0 || n > current {
@@ -227,7 +186,7 @@ impl Ledger {
                     if matches!(was, AttemptState::Planned) {
                         return Ok(Err(format!("attempt {n} was never sent")));
                     }
-                    charge(o, n, fx, *price);
+                    charge(o, n, *price);
                     o.attempt_mut(n).state = AttemptState::Paid;
                     let conflict = if let Some(twice) = billed_twice(o, n) {
                         Some(twice)
@@ -266,7 +225,7 @@ impl Ledger {
                         "attempt {n} is recorded as paid; the vendor now says: {why}"
                     ))),
                     AttemptState::Sent | AttemptState::Pending | AttemptState::Unknown => {
-                        refund(o, n, fx);
+                        refund(o, n);
                         o.attempt_mut(n).state = AttemptState::NotPaid;
                         if n == current && o.state.is_open() {
                             o.retry_at = *retry_at;
@@ -291,7 +250,7 @@ impl Ledger {
     /// fact not delivered: it becomes `failed`, its spending is refunded to
     /// the budget, and its key may be retried. Only for `unverified` orders.
     pub fn refute_unverified(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
-        self.modify(key, |o, fx| {
+        self.modify(key, |o| {
             if o.state != OrderState::Succeeded
                 || !matches!(o.verification, Verification::Unverified { .. })
             {
@@ -302,7 +261,7 @@ impl Ledger {
                 });
             }
             for n in o.paid_attempts() {
-                refund(o, n, fx);
+                refund(o, n);
                 o.attempt_mut(n).state = AttemptState::NotPaid;
             }
             o.retry_at = Some(now);
@@ -316,7 +275,7 @@ impl Ledger {
     /// `unknown`: possibly paid (its money stays counted), never re-sent,
     /// resolved by evidence, a late callback, or an operator.
     pub fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
-        self.modify(key, |o, _| {
+        self.modify(key, |o| {
             expect_state(o, &[OrderState::Pending], OrderState::Unknown)?;
             let n = o.attempts;
             o.attempt_mut(n).state = AttemptState::Unknown;
@@ -328,41 +287,31 @@ impl Ledger {
 
     /// Records the verification of a paid order.
     pub fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError> {
-        self.modify(key, |o, _| {
+        self.modify(key, |o| {
             o.verification = v;
             Ok(())
         })
         .map(|(o, ())| o)
     }
 
-    /// The attempt a vendor order id names: `(key, attempt)`. Entries
-    /// written before attempts were recorded name only the key; they
-    /// stand for the order's current attempt.
+    /// The attempt a vendor order id names: `(key, attempt)`. Orders
+    /// written before attempts were recorded name only the key; it stands
+    /// for the order's current attempt.
     pub fn attempt_of_vendor_order(
         &self,
         provider: &str,
         vendor_orderid: &str,
     ) -> Result<Option<(String, Option<u32>)>, LedgerError> {
-        Ok(self
-            .key_of_vendor_order(provider, vendor_orderid)?
-            .map(|v| {
-                match v
-                    .rsplit_once('#')
-                    .and_then(|(k, n)| Some((k, n.parse().ok()?)))
-                {
-                    Some((k, n)) => (k.to_owned(), Some(n)),
-                    None => (v, None),
-                }
-            }))
+        Ok(self.derived.vendor_order(provider, vendor_orderid))
     }
 
     /// Binds a vendor order id to the current attempt of `key` (a callback
     /// matched by its target, whose reply was lost), so that the same
     /// callback delivered again finds the same attempt.
     pub fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError> {
-        self.modify(key, |o, fx| {
+        self.modify(key, |o| {
             let n = o.attempts;
-            index_vendor(o, n, fx, Some(vendor_orderid.to_owned()));
+            index_vendor(o, n, Some(vendor_orderid.to_owned()));
             Ok(n)
         })
         .map(|(_, n)| n)
@@ -376,7 +325,7 @@ impl Ledger {
         for o in self.orders(None)? {
             match o.state {
                 OrderState::Sent => {
-                    let (o, ()) = self.modify(&o.key, |o, _| {
+                    let (o, ()) = self.modify(&o.key, |o| {
                         o.attempt_mut(o.attempts).state = AttemptState::Unknown;
                         o.enter(
                             OrderState::Unknown,
@@ -388,9 +337,9 @@ impl Ledger {
                     changed.push(o);
                 }
                 OrderState::Planned => {
-                    let (o, ()) = self.modify(&o.key, |o, fx| {
+                    let (o, ()) = self.modify(&o.key, |o| {
                         let n = o.attempts;
-                        refund(o, n, fx);
+                        refund(o, n);
                         o.attempt_mut(n).state = AttemptState::NotPaid;
                         o.retry_at = Some(now);
                         o.enter(
@@ -418,22 +367,6 @@ fn billed_twice(o: &Order, n: u32) -> Option<String> {
     ))
 }
 
-/// Budget changes a modification makes.
-#[derive(Debug, Default)]
-struct Effects {
-    budget: Vec<BudgetChange>,
-    /// `(attempt, vendor order id)` to index.
-    vendor_index: Option<(u32, String)>,
-}
-
-/// One change to a rule's spend in the periods of one plan.
-#[derive(Debug)]
-struct BudgetChange {
-    periods: BudgetHold,
-    reserved: Fen,
-    settled: Fen,
-}
-
 fn expect_state(o: &Order, from: &[OrderState], to: OrderState) -> Result<(), LedgerError> {
     if from.contains(&o.state) {
         Ok(())
@@ -448,8 +381,8 @@ fn expect_state(o: &Order, from: &[OrderState], to: OrderState) -> Result<(), Le
 
 /// Attempt `n` was billed at `price` (or, when the vendor did not say, at
 /// what it was counted at already, else the held maximum). The current
-/// attempt's hold, if still there, becomes spending.
-fn charge(o: &mut Order, n: u32, fx: &mut Effects, price: Option<Fen>) {
+/// attempt's hold, if still there, becomes spending (in the same periods).
+fn charge(o: &mut Order, n: u32, price: Option<Fen>) {
     let hold = if n == o.attempts { o.hold.take() } else { None };
     let a = o.attempt_mut(n);
     let counted = a.spent;
@@ -459,12 +392,6 @@ fn charge(o: &mut Order, n: u32, fx: &mut Effects, price: Option<Fen>) {
         a.periods.amount
     });
     a.spent = paid;
-    let periods = a.periods.clone();
-    fx.budget.push(BudgetChange {
-        reserved: Fen(-hold.as_ref().map_or(0, |h| h.amount.0)),
-        settled: Fen(paid.0 - counted.0),
-        periods: hold.clone().unwrap_or(periods),
-    });
     if let Some(h) = hold {
         o.charged_to = Some(h);
     }
@@ -473,24 +400,16 @@ fn charge(o: &mut Order, n: u32, fx: &mut Effects, price: Option<Fen>) {
 
 /// Attempt `n` was not billed (or was refunded): its hold and spending go
 /// back to the budget.
-fn refund(o: &mut Order, n: u32, fx: &mut Effects) {
-    let hold = if n == o.attempts { o.hold.take() } else { None };
-    let a = o.attempt_mut(n);
-    let counted = std::mem::replace(&mut a.spent, Fen::ZERO);
-    let periods = a.periods.clone();
-    if hold.is_some() || counted > Fen::ZERO {
-        fx.budget.push(BudgetChange {
-            reserved: Fen(-hold.as_ref().map_or(0, |h| h.amount.0)),
-            settled: Fen(-counted.0),
-            periods: hold.unwrap_or(periods),
-        });
+fn refund(o: &mut Order, n: u32) {
+    if n == o.attempts {
+        o.hold = None;
     }
+    o.attempt_mut(n).spent = Fen::ZERO;
 }
 
-fn index_vendor(o: &mut Order, n: u32, fx: &mut Effects, vendor_orderid: Option<String>) {
+fn index_vendor(o: &mut Order, n: u32, vendor_orderid: Option<String>) {
     if let Some(id) = vendor_orderid.filter(|s| !s.is_empty()) {
         o.vendor_orderid = Some(id.clone());
-        o.attempt_mut(n).vendor_orderid = Some(id.clone());
-        fx.vendor_index = Some((n, id));
+        o.attempt_mut(n).vendor_orderid = Some(id);
     }
 }

@@ -62,6 +62,7 @@ macro_rules! conformance_suite {
             check_account_and_token_records_read_back,
             kv_values_expire_count_and_keep_to_the_quota,
             counts_by_state_follow_every_write_and_a_reopen,
+            budgets_and_indexes_follow_every_write_and_a_reopen,
         );
     };
     (@tests $backend:ty; $($name:ident,)*) => {

@@ -178,3 +178,126 @@ pub async fn counts_by_state_follow_every_write_and_a_reopen<B: Backend>() {
     )
     .await;
 }
+
+/// Budgets and the indexes (an account's orders, vendor order ids) agree
+/// with what a reopen finds after every kind of write that moves money: a
+/// hold, a charge below the held price, a pending charge, a refund, a
+/// retry whose earlier attempt is billed late, a refuted payment, a vendor
+/// id bound by a callback, and a plan left open across the reopen.
+pub async fn budgets_and_indexes_follow_every_write_and_a_reopen<B: Backend>() {
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        day: Spend,
+        month: Spend,
+        keys: Vec<Vec<String>>,
+        vendor: Vec<Option<(String, Option<u32>)>>,
+    }
+    async fn seen(l: &impl Store) -> Seen {
+        let mut keys = Vec::new();
+        for account in ["acct-a", "acct-b", "acct-c", "acct-d", "acct-e", "nobody"] {
+            let mut k: Vec<String> = l
+                .orders_of(account)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            k.sort();
+            keys.push(k);
+        }
+        let mut vendor = Vec::new();
+        for id in ["VA", "VB", "VC1", "VC2", "VD", "VX"] {
+            vendor.push(l.attempt_of_vendor_order("wapi", id).await.unwrap());
+        }
+        Seen {
+            day: l.spend("keep", "2026-11-21").await.unwrap(),
+            month: l.spend("keep", "2026-11").await.unwrap(),
+            keys,
+            vendor,
+        }
+    }
+    let unbudgeted = |key: &str| PlanRequest {
+        budget: Budget::default(),
+        ..request(key)
+    };
+    let place = B::place();
+    let before = {
+        let l = B::open(&place);
+        // a: paid at once, below the held 2000.
+        l.plan(&unbudgeted("a"), NOW).await.unwrap().unwrap();
+        l.mark_sent("a", NOW).await.unwrap();
+        paid_reply(&l, "a", NOW, Some(Fen(1500)), Some("VA"), NOW + 10).await;
+        // b: pending at 1800, then refused by its callback: all back.
+        pending(&l, "b", Some(Fen(1800)), Some("VB".into())).await;
+        l.settle("b", NOW, not_paid("callback: failed"))
+            .await
+            .unwrap();
+        // c: attempt 1 refused, retried; attempt 2 pending at 1700;
+        // attempt 1 then billed after all (a late callback) at 1600.
+        pending(&l, "c", Some(Fen(1900)), Some("VC1".into())).await;
+        l.settle("c", NOW, not_paid("callback: failed"))
+            .await
+            .unwrap();
+        l.plan(&unbudgeted("c"), NOW + 1).await.unwrap().unwrap();
+        l.mark_sent("c", NOW + 1).await.unwrap();
+        l.record_attempt(
+            "c",
+            NOW + 1,
+            OutcomeClass::Pending,
+            "10023",
+            AttemptResult::Pending {
+                price: Some(Fen(1700)),
+                vendor_orderid: Some("VC2".into()),
+            },
+        )
+        .await
+        .unwrap();
+        l.settle_attempt("c", Some(1), NOW + 2, paid(Some(Fen(1600))))
+            .await
+            .unwrap();
+        // d: paid, never shown, refuted by an operator: refunded.
+        l.plan(&unbudgeted("d"), NOW).await.unwrap().unwrap();
+        l.mark_sent("d", NOW).await.unwrap();
+        paid_reply(&l, "d", NOW, Some(Fen(1400)), None, NOW + 10).await;
+        l.bind_vendor_order("d", "VD").await.unwrap();
+        l.set_verification("d", Verification::Unverified { at: NOW + 20 })
+            .await
+            .unwrap();
+        l.refute_unverified("d", NOW + 21, "never delivered")
+            .await
+            .unwrap();
+        // e: planned, its 2000 held, left open across the reopen.
+        l.plan(&unbudgeted("e"), NOW).await.unwrap().unwrap();
+        let before = seen(&l).await;
+        l.durable().await.unwrap();
+        before
+    };
+    // a 1500 + c 1600 + 1700 settled; e's 2000 held.
+    let expect = Spend {
+        reserved: Fen(2000),
+        settled: Fen(4800),
+    };
+    assert_eq!((before.day, before.month), (expect, expect));
+    assert_eq!(before.keys[0], ["a"]);
+    assert_eq!(before.keys[5], Vec::<String>::new());
+    assert_eq!(
+        before.vendor,
+        [
+            Some(("a".into(), Some(1))),
+            Some(("b".into(), Some(1))),
+            Some(("c".into(), Some(1))),
+            Some(("c".into(), Some(2))),
+            Some(("d".into(), Some(1))),
+            None,
+        ]
+    );
+    let l = B::open(&place);
+    assert_eq!(seen(&l).await, before, "a reopen finds the same");
+    // The open plan never left: recovery frees its hold, and only that.
+    l.recover(NOW + 30).await.unwrap();
+    let after = seen(&l).await;
+    assert_eq!(
+        (after.day.reserved, after.day.settled),
+        (Fen::ZERO, Fen(4800))
+    );
+}
