@@ -57,7 +57,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000);
-    let bin = env!("CARGO_BIN_EXE_vipd");
+    let bin = common::vipd_bin();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.yaml");
     std::fs::create_dir(dir.path().join("scripts")).unwrap();

@@ -105,6 +105,14 @@ async fn metrics_after_a_renewal_cycle_match_the_ledger() {
             "{state}"
         );
     }
+    let unverified = orders
+        .iter()
+        .filter(|o| o["verification"]["status"] == "unverified")
+        .count();
+    assert_eq!(
+        value(&samples, "vipd_renewals_unverified", &[]),
+        unverified as f64
+    );
     let attempts: f64 = orders.iter().map(|o| o["attempts"].as_f64().unwrap()).sum();
     // Each attempt waited at least once for its order to be durable before
     // it was sent, and some commit answered every wait.

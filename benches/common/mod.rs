@@ -91,12 +91,21 @@ pub fn sandbox_for(path: &Path, config: impl Fn(&str) -> String) -> (Kill, Strin
     (sandbox, upstream)
 }
 
+/// The daemon under test: `VIPD_BIN` when set (to run an older build
+/// against the same bench, side by side), else this build's.
+#[allow(dead_code)]
+pub fn vipd_bin() -> std::path::PathBuf {
+    std::env::var_os("VIPD_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_vipd").into())
+}
+
 /// Starts `vipd run` on `path` and waits (at most 60 s) until its admin
 /// API answers `/healthz`: the daemon, its pid, and the admin URL.
 #[allow(dead_code)] // startup.rs waits for READY=1 on NOTIFY_SOCKET instead
 pub async fn run_daemon(path: &Path) -> (Kill, u32, String) {
     let started = std::time::Instant::now();
-    let daemon = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+    let daemon = std::process::Command::new(vipd_bin())
         .args(["run", "--config"])
         .arg(path)
         .env("VIPD_LOG", "warn")

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::ledger::{LedgerError, OrderState, Verification};
+use crate::ledger::{LedgerError, OrderState};
 
 impl Engine {
     /// `GET /metrics`: the hot-path counters, and what the ledger and the
@@ -122,13 +122,7 @@ impl Engine {
             "gauge",
             "Paid orders whose renewal never showed (verification: unverified).",
         );
-        let unverified = self
-            .store
-            .orders(Some(OrderState::Succeeded))
-            .await?
-            .iter()
-            .filter(|o| matches!(o.verification, Verification::Unverified { .. }))
-            .count();
+        let unverified = self.store.count_unverified().await?;
         w.sample("vipd_renewals_unverified", &[], unverified as f64);
 
         w.family(

@@ -1,6 +1,6 @@
 //! What the ledger derives from its orders instead of storing beside them:
-//! orders by state, each account's orders, vendor order ids, and each
-//! rule's spend per budget period.
+//! orders by state (and how many paid ones never showed), each account's
+//! orders, vendor order ids, and each rule's spend per budget period.
 //!
 //! The order record is the only thing a transition writes. Everything here
 //! is computed from every order when the store opens, then kept as each
@@ -15,10 +15,10 @@
 //! vendor id the orders do not name is still found, and a spend row above
 //! what the orders add up to stays a floor, so budgets never loosen.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{Order, OrderState, Spend};
+use super::{Order, OrderState, Spend, Verification};
 use crate::units::Fen;
 
 /// name → value, for the maps below (rule → period, provider → id).
@@ -32,8 +32,10 @@ pub(crate) struct Derived(Mutex<Tallies>);
 struct Tallies {
     /// Orders by state, indexed as [`OrderState::ALL`].
     states: [usize; OrderState::ALL.len()],
-    /// account → its order keys.
-    accounts: By<BTreeSet<Box<str>>>,
+    /// Paid orders whose renewal never showed.
+    unverified: usize,
+    /// account → its order keys, sorted (most accounts have one or two).
+    accounts: By<Vec<Box<str>>>,
     /// provider → vendor order id → (order key, attempt; `None` for orders
     /// written before attempts were recorded: their current attempt).
     vendor: By<By<(Box<str>, Option<u32>)>>,
@@ -47,6 +49,7 @@ struct Tallies {
 #[derive(Debug)]
 pub(crate) struct Share {
     state: OrderState,
+    unverified: bool,
     rule: String,
     provider: String,
     /// (period, reserved, settled).
@@ -102,6 +105,8 @@ impl Share {
         vendor.retain(|(id, _)| !id.is_empty());
         Share {
             state: o.state,
+            unverified: o.state == OrderState::Succeeded
+                && matches!(o.verification, Verification::Unverified { .. }),
             rule: o.rule.clone(),
             provider: o.provider.clone(),
             spend,
@@ -121,6 +126,9 @@ impl Tallies {
     fn take(&mut self, share: &Share) {
         let n = &mut self.states[slot(share.state)];
         *n = n.saturating_sub(1);
+        if share.unverified {
+            self.unverified = self.unverified.saturating_sub(1);
+        }
         if let Some(periods) = self.spend.get_mut(share.rule.as_str()) {
             for (period, reserved, settled) in &share.spend {
                 if let Some(s) = periods.get_mut(period.as_str()) {
@@ -165,6 +173,7 @@ impl Tallies {
 
     fn put(&mut self, key: &str, account: &str, share: &Share) {
         self.states[slot(share.state)] += 1;
+        self.unverified += usize::from(share.unverified);
         if !share.spend.is_empty() {
             let periods = self.spend.entry(share.rule.as_str().into()).or_default();
             for (period, reserved, settled) in &share.spend {
@@ -175,13 +184,12 @@ impl Tallies {
         }
         match self.accounts.get_mut(account) {
             Some(keys) => {
-                if !keys.contains(key) {
-                    keys.insert(key.into());
+                if let Err(at) = keys.binary_search_by(|k| (**k).cmp(key)) {
+                    keys.insert(at, key.into());
                 }
             }
             None => {
-                self.accounts
-                    .insert(account.into(), BTreeSet::from([key.into()]));
+                self.accounts.insert(account.into(), vec![key.into()]);
             }
         }
     }
@@ -235,6 +243,10 @@ impl Derived {
             .entry(period.into())
             .or_default();
         *floor = (*floor).max(spend.used());
+    }
+
+    pub(crate) fn unverified(&self) -> usize {
+        self.lock().unverified
     }
 
     pub(crate) fn states(&self) -> BTreeMap<OrderState, usize> {

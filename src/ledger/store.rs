@@ -100,6 +100,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError>;
     /// How many orders are in each state.
     async fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError>;
+    /// How many paid orders never showed their renewal (verification
+    /// `unverified`).
+    async fn count_unverified(&self) -> Result<usize, LedgerError>;
     /// What a rule has held and spent in a period (`2026-11-21`, `2026-11`).
     async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError>;
 
@@ -291,6 +294,9 @@ impl Store for Ledger {
     }
     async fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError> {
         Ledger::count_by_state(self)
+    }
+    async fn count_unverified(&self) -> Result<usize, LedgerError> {
+        Ok(self.derived.unverified())
     }
     async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
         Ledger::spend(self, rule, period)

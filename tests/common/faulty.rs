@@ -90,6 +90,7 @@ store_impl! {
     fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError>;
     fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError>;
     fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError>;
+    fn count_unverified(&self) -> Result<usize, LedgerError>;
     fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError>;
     fn held(&self, account: &str) -> Result<Option<String>, LedgerError>;
     fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError>;

@@ -263,9 +263,11 @@ pub async fn budgets_and_indexes_follow_every_write_and_a_reopen<B: Backend>() {
         l.set_verification("d", Verification::Unverified { at: NOW + 20 })
             .await
             .unwrap();
+        assert_eq!(l.count_unverified().await.unwrap(), 1);
         l.refute_unverified("d", NOW + 21, "never delivered")
             .await
             .unwrap();
+        assert_eq!(l.count_unverified().await.unwrap(), 0);
         // e: planned, its 2000 held, left open across the reopen.
         l.plan(&unbudgeted("e"), NOW).await.unwrap().unwrap();
         let before = seen(&l).await;
