@@ -45,6 +45,17 @@ struct Renewal<'a> {
     key: String,
 }
 
+/// What a renewal was decided on.
+pub(super) struct Decided {
+    /// The end the decision saw.
+    pub observed_end: Option<i64>,
+    /// Why, in words (the order's first transition).
+    pub why: String,
+    /// The deciding check's `max_concurrent_checks` slot, handed on once
+    /// the renewal holds its in-flight slot (none for a manual order).
+    pub check_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 impl Engine {
     /// Pays for one renewal, through every guard. Returns the order when
     /// one was planned.
@@ -54,9 +65,13 @@ impl Engine {
         terms: &Terms<'_>,
         account: &Account,
         product: &Product,
-        observed_end: Option<i64>,
-        why: String,
+        decided: Decided,
     ) -> Option<Order> {
+        let Decided {
+            observed_end,
+            why,
+            check_slot,
+        } = decided;
         let key = decision_key(terms.name, &account.name, terms.membership, observed_end);
         let r = Renewal {
             rt,
@@ -72,6 +87,11 @@ impl Engine {
         let seller = rt.seller_of(product);
         // The in-flight slot now; the rate slot when the request leaves.
         let _slot = seller.traffic.slot().await;
+        // Paying is bounded by the provider's `max_in_flight` from here:
+        // the check's slot goes to the next check. It is held until now,
+        // so renewals waiting for an in-flight slot are never more than
+        // `max_concurrent_checks`.
+        drop(check_slot);
         if !self.admitted(&r, seller) || !self.still_due(&r).await {
             return None;
         }
