@@ -8,7 +8,7 @@ use super::decide::{self, BudgetView, Decision, Facts};
 use std::collections::BTreeMap;
 
 use super::events::{Event, EventKind, TermView};
-use super::terms::Terms;
+use super::terms::{Decided, Terms};
 use super::time::{Now, Source};
 use super::{Engine, Runtime, period};
 use crate::config::{Account, Product, Rule};
@@ -69,11 +69,14 @@ impl Engine {
     }
 
     /// One check; never fails (every problem is logged, counted or recorded).
+    /// `slot` is its `max_concurrent_checks` slot: held until it ends, or
+    /// handed to the renewal it decides (see [`Engine::renew`]).
     pub(super) async fn check(
         self: &Arc<Self>,
         rt: &Arc<Runtime>,
         rule_name: &str,
         account_name: &str,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
         if rule_name == super::MANUAL_RULE {
             if let Some(account) = rt.config.account(account_name) {
@@ -158,7 +161,12 @@ impl Engine {
         tracing::debug!(account = %account.name, rule = %rule.name, decision = %state.decision, "checked");
         match decision {
             Decision::Renew { why } => {
-                self.renew(rt, &terms, account, product, end, why).await;
+                let decided = Decided {
+                    observed_end: end,
+                    why,
+                    check_slot: slot,
+                };
+                self.renew(rt, &terms, account, product, decided).await;
             }
             // Said once when an account starts being left alone (the
             // text names how long ago it lapsed, so it changes each time).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Engine;
 use super::decide::Decision;
-use super::terms::Terms;
+use super::terms::{Decided, Terms};
 use crate::ledger::LedgerError;
 use crate::upstream::vipinfo::VipInfoError;
 
@@ -78,7 +78,17 @@ impl Engine {
             ));
         }
         match self
-            .renew(&rt, &terms, acct, prod, end, format!("manual: {why}"))
+            .renew(
+                &rt,
+                &terms,
+                acct,
+                prod,
+                Decided {
+                    observed_end: end,
+                    why: format!("manual: {why}"),
+                    check_slot: None,
+                },
+            )
             .await
         {
             Some(o) => {

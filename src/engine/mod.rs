@@ -208,6 +208,8 @@ pub struct Engine {
     wake_tx: mpsc::UnboundedSender<Wake>,
     wake_rx: Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
     checks: Arc<Semaphore>,
+    /// How many slots `checks` was made with.
+    check_slots: usize,
     running: Mutex<HashSet<(Arc<str>, Arc<str>)>>,
     dry_run: bool,
     /// Unix milliseconds of the scheduler's next wake (0: none).
@@ -252,7 +254,8 @@ impl Engine {
         clock: Arc<dyn crate::model::Clock>,
     ) -> Arc<Engine> {
         let http = crate::upstream::http_client();
-        let checks = Arc::new(Semaphore::new(config.daemon.max_concurrent_checks));
+        let check_slots = config.daemon.max_concurrent_checks;
+        let checks = Arc::new(Semaphore::new(check_slots));
         let runtime = Arc::new(Runtime::build(config, hooks, 1, &http, &clock));
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         let engine = Arc::new(Engine {
@@ -265,6 +268,7 @@ impl Engine {
             wake_tx,
             wake_rx: Mutex::new(Some(wake_rx)),
             checks,
+            check_slots,
             running: Mutex::new(HashSet::new()),
             dry_run,
             next_wake: std::sync::atomic::AtomicI64::new(0),
@@ -338,9 +342,9 @@ impl Engine {
         old.generation + 1
     }
 
-    /// Checks running now (each holds a `max_concurrent_checks` slot).
+    /// Checks running now: the `max_concurrent_checks` slots held.
     pub fn checks_in_flight(&self) -> usize {
-        self.tasks.len()
+        self.check_slots - self.checks.available_permits()
     }
 
     /// A one-line summary for systemd's `STATUS=`: accounts, open orders,

@@ -25,7 +25,7 @@ use super::check::{FOLLOW_UPS, log_transition};
 use super::decide::{self, Admission, AfterAttempt, GateEffect};
 use super::events::{Event, EventKind};
 use super::hooks::Veto;
-use super::terms::Terms;
+use super::terms::{Decided, Terms};
 use super::{Engine, Runtime, Seller, period};
 use crate::config::{Account, Product};
 use crate::ledger::{
@@ -43,17 +43,6 @@ struct Renewal<'a> {
     observed_end: Option<i64>,
     /// The order's key: rule, account, membership, period.
     key: String,
-}
-
-/// What a renewal was decided on.
-pub(super) struct Decided {
-    /// The end the decision saw.
-    pub observed_end: Option<i64>,
-    /// Why, in words (the order's first transition).
-    pub why: String,
-    /// The deciding check's `max_concurrent_checks` slot, handed on once
-    /// the renewal holds its in-flight slot (none for a manual order).
-    pub check_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Engine {

@@ -134,7 +134,8 @@ impl Engine {
     }
 
     /// Runs one check in a tracked task, holding its `max_concurrent_checks`
-    /// slot, unless that pair is already being checked.
+    /// slot (until it ends, or a renewal it decides has its in-flight
+    /// slot), unless that pair is already being checked.
     fn dispatch(
         self: &Arc<Self>,
         rule: Arc<str>,
@@ -152,13 +153,12 @@ impl Engine {
         }
         let engine = self.clone();
         self.tasks.spawn(async move {
-            let _permit = permit;
             // A stop while the slot was being given: no new check.
             if !engine.cancel.is_cancelled() {
                 let rt = engine.runtime();
                 // Boxed: the check-and-pay state machine is large, and the
                 // task is spawned by value; boxed, it moves a pointer.
-                Box::pin(engine.check(&rt, &pair.0, &pair.1)).await;
+                Box::pin(engine.check(&rt, &pair.0, &pair.1, Some(permit))).await;
             }
             engine
                 .running

@@ -57,3 +57,14 @@ impl<'a> Terms<'a> {
         }
     }
 }
+
+/// What a renewal was decided on.
+pub(super) struct Decided {
+    /// The end the decision saw.
+    pub observed_end: Option<i64>,
+    /// Why, in words (the order's first transition).
+    pub why: String,
+    /// The deciding check's `max_concurrent_checks` slot, handed on once
+    /// the renewal holds its in-flight slot (none for a manual order).
+    pub check_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}

@@ -295,6 +295,46 @@ async fn due_pairs_wait_for_a_slot_before_a_task_is_spawned() {
     w.stop().await;
 }
 
+/// A renewal hands its check slot on once it holds its in-flight slot:
+/// with 2 check slots, 4 in-flight slots and recharges that take 1 s, four
+/// recharges are in flight at once (two when the check slot was held
+/// through the payment, so checks, not the provider's limit, bound the
+/// rate). Checks running never pass their 2 slots, recharges in flight
+/// never pass their 4, and everyone renews.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_hands_its_check_slot_on_when_it_may_pay() {
+    const N: usize = 12;
+    let mut cfg = StackConfig::due(N);
+    cfg.sandbox = "  mode: sync\n  faults: { recharge: { latency: 1s } }".into();
+    cfg.daemon = "  max_concurrent_checks: 2".into();
+    cfg.provider = "    max_in_flight: 4".into();
+    let w = World::start(&cfg).await;
+    let (mut checks, mut paying, mut done) = (0, 0, 0);
+    for _ in 0..2_000 {
+        checks = checks.max(w.engine.checks_in_flight());
+        let orders = w.orders();
+        // `sent`: the request has left and its reply is not in.
+        paying = paying.max(
+            orders
+                .iter()
+                .filter(|o| o.state == OrderState::Sent)
+                .count(),
+        );
+        done = orders
+            .iter()
+            .filter(|o| o.state == OrderState::Succeeded)
+            .count();
+        if done == N {
+            break;
+        }
+        w.pass(Duration::from_millis(10)).await;
+    }
+    assert_eq!(done, N, "every due account renewed");
+    assert_eq!(checks, 2, "check slots used, never passed");
+    assert_eq!(paying, 4, "in-flight slots used, never passed");
+    w.stop().await;
+}
+
 /// Providers' `rate_limit`s are kept and used, counted at the sandbox
 /// every 100 ms of paused time: in no second more than the rate allows
 /// (plus the one a window's edge can hold). With reads at 20/s, the second
