@@ -27,6 +27,7 @@
 //! `store.rs` (the [`store::Store`] port, which the rest of vipd holds)
 //! and `conformance/` (its suite).
 
+mod change;
 mod derived;
 mod durable;
 mod keys;

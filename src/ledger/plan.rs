@@ -31,15 +31,9 @@ impl Ledger {
         // not yet showing), a second key must not pay. This covers two
         // rules over one account, and a manual recharge racing a rule.
         for other in self.orders_of(&req.account)? {
-            let unsettled = other.state.is_open()
-                || matches!(
-                    other.verification,
-                    Verification::Waiting { .. } | Verification::Unverified { .. }
-                );
             if other.key != req.key
                 && other.membership == req.membership
-                && unsettled
-                && other.state != OrderState::Failed
+                && change::unsettled(&other)
             {
                 return Ok(Err(Refusal::Exists {
                     state: other.state,
@@ -68,56 +62,7 @@ impl Ledger {
             }
         }
         let was = existing.as_ref().map(Share::of);
-        let mut order = existing.unwrap_or_else(|| Order {
-            key: req.key.clone(),
-            rule: req.rule.clone(),
-            account: req.account.clone(),
-            membership: req.membership,
-            observed_end: req.observed_end,
-            product: req.product.clone(),
-            provider: req.provider.clone(),
-            state: OrderState::Planned,
-            attempts: 0,
-            max_price: req.max_price,
-            price: None,
-            vendor_orderid: None,
-            hold: None,
-            spent: Fen::ZERO,
-            charged_to: None,
-            retry_at: None,
-            last_outcome: None,
-            verification: Verification::None,
-            created_at: now,
-            updated_at: now,
-            history: Vec::new(),
-            attempt_log: Vec::new(),
-        });
-        if order.attempts > 0 {
-            // Records of earlier attempts (made up for old orders).
-            order.attempt_mut(order.attempts);
-        }
-        order.attempts += 1;
-        order.retry_at = None;
-        order.max_price = req.max_price;
-        let hold = BudgetHold {
-            day: req.day.clone(),
-            month: req.month.clone(),
-            amount: req.max_price,
-        };
-        order.attempt_log.push(AttemptRecord {
-            n: order.attempts,
-            state: AttemptState::Planned,
-            vendor_orderid: None,
-            spent: Fen::ZERO,
-            periods: hold.clone(),
-        });
-        order.hold = Some(hold);
-        let added = order.history.len();
-        order.enter(
-            OrderState::Planned,
-            now,
-            format!("attempt {}: {}", order.attempts, req.why),
-        );
+        let (mut order, added) = change::next_attempt(existing, req, now);
         order.stamp_from(added, self.clock.unix_ms());
         self.write_order(was.as_ref(), &order)?;
         Ok(Ok(order))
