@@ -34,6 +34,7 @@ mod keys;
 pub mod kv;
 mod open;
 pub mod order;
+pub mod pg;
 mod plan;
 mod records;
 mod seal;

@@ -1,0 +1,44 @@
+-- vipd schema 1: the orders, their budgets and their vendor ids.
+--
+-- An order is one row under its key: the key is the primary key, so a
+-- second order for one key cannot exist. `record` is the order as the sled
+-- store keeps it (JSON); the columns beside it are what the database must
+-- see to refuse, index and fence.
+CREATE TABLE vipd_orders (
+    key         text PRIMARY KEY,
+    account     text NOT NULL,
+    membership  text NOT NULL,
+    rule        text NOT NULL,
+    state       text NOT NULL,
+    -- Open, or paid and not shown yet (change::unsettled): while one is,
+    -- no other key may pay for the same account and membership.
+    unsettled   boolean NOT NULL,
+    -- The fence of the node that wrote it last (0: none).
+    fence       bigint NOT NULL DEFAULT 0,
+    record      jsonb NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+-- One period, one payment, across rules and nodes: the database itself
+-- refuses a second unsettled order for an account and membership.
+CREATE UNIQUE INDEX vipd_orders_one_unsettled
+    ON vipd_orders (account, membership) WHERE unsettled;
+CREATE INDEX vipd_orders_by_state ON vipd_orders (state);
+
+-- What a rule holds and spent per budget period; changed in the same
+-- transaction as the order whose holds and attempts it adds up.
+CREATE TABLE vipd_spend (
+    rule      text NOT NULL,
+    period    text NOT NULL,
+    reserved  bigint NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+    settled   bigint NOT NULL DEFAULT 0 CHECK (settled >= 0),
+    PRIMARY KEY (rule, period)
+);
+
+-- A vendor's order id → the order and attempt it names.
+CREATE TABLE vipd_vendor_orders (
+    provider        text NOT NULL,
+    vendor_orderid  text NOT NULL,
+    key             text NOT NULL REFERENCES vipd_orders (key),
+    attempt         integer,
+    PRIMARY KEY (provider, vendor_orderid)
+);
