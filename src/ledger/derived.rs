@@ -115,6 +115,41 @@ impl Share {
     }
 }
 
+impl Share {
+    /// How writing an order changes its rule's spend: (period, reserved,
+    /// settled) differences from its share `was` (none when new) to
+    /// `now`, zeros left out. What a database store adds to its spend rows
+    /// in the order's transaction.
+    pub(crate) fn spend_changes(was: Option<&Share>, now: &Share) -> Vec<(String, Fen, Fen)> {
+        let mut out: Vec<(String, Fen, Fen)> = now.spend.clone();
+        for (period, reserved, settled) in was.map_or(&[][..], |w| &w.spend[..]) {
+            match out.iter_mut().find(|(p, ..)| p == period) {
+                Some((_, r, s)) => {
+                    r.0 -= reserved.0;
+                    s.0 -= settled.0;
+                }
+                None => out.push((period.clone(), Fen(-reserved.0), Fen(-settled.0))),
+            }
+        }
+        out.retain(|(_, r, s)| *r != Fen::ZERO || *s != Fen::ZERO);
+        out
+    }
+
+    /// The vendor order ids it names that `was` did not (a database store
+    /// inserts these; a later order naming an id takes it over).
+    pub(crate) fn new_vendor_ids<'a>(
+        was: Option<&Share>,
+        now: &'a Share,
+    ) -> impl Iterator<Item = &'a (String, Option<u32>)> {
+        let before: Vec<String> = was
+            .map(|w| w.vendor.iter().map(|(id, _)| id.clone()).collect())
+            .unwrap_or_default();
+        now.vendor
+            .iter()
+            .filter(move |(id, _)| !before.contains(id))
+    }
+}
+
 fn slot(s: OrderState) -> usize {
     OrderState::ALL
         .iter()

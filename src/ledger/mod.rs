@@ -27,8 +27,8 @@
 //! `store.rs` (the [`store::Store`] port, which the rest of vipd holds)
 //! and `conformance/` (its suite).
 
-mod change;
-mod derived;
+pub(crate) mod change;
+pub(crate) mod derived;
 mod durable;
 mod keys;
 pub mod kv;

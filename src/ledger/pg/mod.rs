@@ -5,10 +5,12 @@
 //! transaction; until it passes the conformance suite it is not offered in
 //! the configuration.
 
+mod orders;
 mod schema;
 #[cfg(test)]
 mod throwaway;
 
+pub use orders::PgOrders;
 pub use schema::{SCHEMA_VERSION, migrate};
 
 /// What went wrong talking to PostgreSQL. Never holds the connection
@@ -16,7 +18,7 @@ pub use schema::{SCHEMA_VERSION, migrate};
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// The database answered with an error, or the connection failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
     /// The database was migrated by a newer vipd.
     #[error(
@@ -24,4 +26,22 @@ pub enum PgError {
          run the newer vipd, or restore the database from before it migrated"
     )]
     Newer { found: i32, known: i32 },
+}
+
+/// What the database said: its code and message (and detail), which
+/// tokio-postgres's own `Display` leaves out ("db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => {
+            let mut s = format!("{} ({})", d.message(), d.code().code());
+            if let Some(detail) = d.detail() {
+                s.push_str(&format!(": {detail}"));
+            }
+            s
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }

@@ -1,0 +1,421 @@
+//! Orders in PostgreSQL: a plan and every later transition is one
+//! transaction that locks the order's row (`SELECT ... FOR UPDATE`),
+//! applies the same change as sled (`ledger/change.rs`), writes the row,
+//! and adds the change's budget effect to the spend rows, which it locks
+//! too. Whatever node makes it, two transitions of one order never
+//! interleave, and a budget is checked against rows no other node can
+//! change meanwhile.
+
+use deadpool_postgres::{GenericClient, Pool};
+use tokio_postgres::error::SqlState;
+
+use super::PgError;
+use crate::ledger::derived::Share;
+use crate::ledger::{LedgerError, Order, OrderState, PlanRequest, Refusal, Spend, change};
+use crate::units::Fen;
+
+/// The orders, budgets and vendor ids of a PostgreSQL ledger.
+#[derive(Clone)]
+pub struct PgOrders {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgOrders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOrders").finish_non_exhaustive()
+    }
+}
+
+fn db(e: impl Into<PgError>) -> LedgerError {
+    LedgerError::Durability(e.into().to_string())
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> LedgerError {
+    LedgerError::Durability(format!("PostgreSQL: {e}"))
+}
+
+fn decode(key: &str, record: serde_json::Value) -> Result<Order, LedgerError> {
+    serde_json::from_value(record).map_err(|e| LedgerError::Corrupt {
+        key: format!("vipd_orders/{key}"),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads an order and locks its row for the transaction.
+async fn locked(tx: &impl GenericClient, key: &str) -> Result<Option<Order>, LedgerError> {
+    let row = tx
+        .query_opt(
+            "SELECT record FROM vipd_orders WHERE key = $1 FOR UPDATE",
+            &[&key],
+        )
+        .await
+        .map_err(db)?;
+    row.map(|r| decode(key, r.get(0))).transpose()
+}
+
+/// Writes an order and what follows from it: its spend changes and the
+/// vendor ids it newly names.
+async fn write(
+    tx: &impl GenericClient,
+    was: Option<&Share>,
+    o: &Order,
+) -> Result<(), tokio_postgres::Error> {
+    let now = Share::of(o);
+    let record = serde_json::to_value(o).expect("orders always serialize");
+    // A new order is inserted, and a second node's insert of the same key
+    // fails on the primary key; a known one is updated under its row lock.
+    let sql = if was.is_none() {
+        "INSERT INTO vipd_orders (key, account, membership, rule, state, unsettled, record)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    } else {
+        "UPDATE vipd_orders SET state = $5, unsettled = $6, record = $7, updated_at = now()
+         WHERE key = $1 AND account = $2 AND membership = $3 AND rule = $4"
+    };
+    tx.execute(
+        sql,
+        &[
+            &o.key,
+            &o.account,
+            &o.membership.as_str(),
+            &o.rule,
+            &o.state.as_str(),
+            &change::unsettled(o),
+            &record,
+        ],
+    )
+    .await?;
+    for (period, reserved, settled) in Share::spend_changes(was, &now) {
+        // The row first, at zero: a CHECK holds on a proposed insert too,
+        // so a negative change cannot ride an upsert.
+        tx.execute(
+            "INSERT INTO vipd_spend (rule, period) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&o.rule, &period],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE vipd_spend SET reserved = reserved + $3, settled = settled + $4
+             WHERE rule = $1 AND period = $2",
+            &[&o.rule, &period, &reserved.0, &settled.0],
+        )
+        .await?;
+    }
+    for (id, n) in Share::new_vendor_ids(was, &now) {
+        let n = n.map(|n| n as i32);
+        tx.execute(
+            "INSERT INTO vipd_vendor_orders (provider, vendor_orderid, key, attempt) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (provider, vendor_orderid) DO UPDATE SET key = $3, attempt = $4",
+            &[&o.provider, id, &o.key, &n],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A rule's spend in a period, its row locked for the transaction.
+async fn spend_locked(
+    tx: &impl GenericClient,
+    rule: &str,
+    period: &str,
+) -> Result<Spend, LedgerError> {
+    tx.execute(
+        "INSERT INTO vipd_spend (rule, period) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&rule, &period],
+    )
+    .await
+    .map_err(db)?;
+    let row = tx
+        .query_one(
+            "SELECT reserved, settled FROM vipd_spend WHERE rule = $1 AND period = $2 FOR UPDATE",
+            &[&rule, &period],
+        )
+        .await
+        .map_err(db)?;
+    Ok(Spend {
+        reserved: Fen(row.get(0)),
+        settled: Fen(row.get(1)),
+    })
+}
+
+impl PgOrders {
+    pub fn new(pool: Pool) -> PgOrders {
+        PgOrders { pool }
+    }
+
+    /// [`Ledger::plan`](crate::ledger::Ledger::plan) across nodes: the
+    /// key's row and the two spend rows are locked, and the database's
+    /// unique index refuses a second unsettled order for the account and
+    /// membership whatever node plans it.
+    pub async fn plan(
+        &self,
+        req: &PlanRequest,
+        now: i64,
+    ) -> Result<Result<Order, Refusal>, LedgerError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db)?;
+        let existing = locked(&tx, &req.key).await?;
+        if let Some(o) = &existing {
+            if o.state == OrderState::Failed && o.attempts >= req.max_attempts {
+                return Ok(Err(Refusal::MaxAttempts {
+                    attempts: o.attempts,
+                }));
+            }
+            if !o.may_retry(now, req.max_attempts) {
+                return Ok(Err(Refusal::Exists {
+                    state: o.state,
+                    why: o.last_why().to_owned(),
+                }));
+            }
+        }
+        for (period, cap) in [
+            (&req.day, req.budget.per_day),
+            (&req.month, req.budget.per_month),
+        ] {
+            let spend = spend_locked(&tx, &req.rule, period).await?;
+            if let Some(cap) = cap {
+                if spend.used().0 + req.max_price.0 > cap.0 {
+                    return Ok(Err(Refusal::Budget {
+                        period: period.clone(),
+                        cap,
+                        used: spend.used(),
+                        price: req.max_price,
+                    }));
+                }
+            }
+        }
+        let was = existing.as_ref().map(Share::of);
+        let (mut order, added) = change::next_attempt(existing, req, now);
+        order.stamp_from(
+            added,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        );
+        if let Err(e) = write(&tx, was.as_ref(), &order).await {
+            let why = if other_unsettled(&e) {
+                format!(
+                    "another order for {} {} is not settled and shown yet",
+                    req.account, req.membership
+                )
+            } else if key_taken(&e) {
+                "another node planned it at the same moment".to_owned()
+            } else {
+                return Err(db(e));
+            };
+            return Ok(Err(Refusal::Exists {
+                state: OrderState::Planned,
+                why,
+            }));
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Ok(order))
+    }
+
+    /// One transition of one order, in one transaction under its row lock.
+    pub async fn modify<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut Order) -> Result<R, LedgerError>,
+    ) -> Result<(Order, R), LedgerError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db)?;
+        let mut order = locked(&tx, key)
+            .await?
+            .ok_or_else(|| LedgerError::NotFound(key.to_owned()))?;
+        let was = Share::of(&order);
+        if order.attempts > 0 {
+            order.attempt_mut(order.attempts);
+        }
+        let added = order.history.len();
+        let r = f(&mut order)?;
+        order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
+        order.stamp_from(
+            added,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        );
+        write(&tx, Some(&was), &order).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok((order, r))
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt("SELECT record FROM vipd_orders WHERE key = $1", &[&key])
+            .await
+            .map_err(db)?;
+        row.map(|r| decode(key, r.get(0))).transpose()
+    }
+
+    pub async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                "SELECT reserved, settled FROM vipd_spend WHERE rule = $1 AND period = $2",
+                &[&rule, &period],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map_or_else(Spend::default, |r| Spend {
+            reserved: Fen(r.get(0)),
+            settled: Fen(r.get(1)),
+        }))
+    }
+
+    pub async fn attempt_of_vendor_order(
+        &self,
+        provider: &str,
+        vendor_orderid: &str,
+    ) -> Result<Option<(String, Option<u32>)>, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                "SELECT key, attempt FROM vipd_vendor_orders WHERE provider = $1 AND vendor_orderid = $2",
+                &[&provider, &vendor_orderid],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| (r.get(0), r.get::<_, Option<i32>>(1).map(|n| n as u32))))
+    }
+}
+
+/// Whether a write failed on the index that allows one unsettled order
+/// per account and membership.
+fn other_unsettled(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+        && e.as_db_error().and_then(|d| d.constraint()) == Some("vipd_orders_one_unsettled")
+}
+
+/// Whether a write failed because another node inserted the key first.
+fn key_taken(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+        && e.as_db_error().and_then(|d| d.constraint()) == Some("vipd_orders_pkey")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::throwaway::Throwaway;
+    use super::*;
+    use crate::ledger::conformance::{NOW, request};
+    use crate::ledger::{AttemptResult, Budget};
+    use crate::model::OutcomeClass;
+
+    /// A node: its own pool on the shared database.
+    fn node(db: &Throwaway) -> PgOrders {
+        let config: tokio_postgres::Config = db.url().parse().unwrap();
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        PgOrders::new(Pool::builder(manager).max_size(4).build().unwrap())
+    }
+
+    async fn migrated() -> Throwaway {
+        let db = Throwaway::start().await;
+        super::super::migrate(&mut db.connect().await)
+            .await
+            .unwrap();
+        db
+    }
+
+    #[tokio::test]
+    async fn a_plan_sent_and_paid_counts_its_price_and_names_its_vendor_id() {
+        let db = migrated().await;
+        let n = node(&db);
+        n.plan(&request("k1"), NOW).await.unwrap().unwrap();
+        assert_eq!(
+            n.spend("keep", "2026-11-21").await.unwrap().reserved,
+            Fen(2000)
+        );
+        n.modify("k1", |o| change::mark_sent(o, NOW)).await.unwrap();
+        let (o, conflict) = n
+            .modify("k1", |o| {
+                change::record_reply(
+                    o,
+                    NOW,
+                    OutcomeClass::Accepted,
+                    "codeid 10000",
+                    AttemptResult::Succeeded {
+                        price: Some(Fen(1500)),
+                        vendor_orderid: Some("V1".into()),
+                        verify_deadline: NOW + 60,
+                    },
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!((o.state, conflict), (OrderState::Succeeded, None));
+        let spend = n.spend("keep", "2026-11-21").await.unwrap();
+        assert_eq!((spend.reserved, spend.settled), (Fen::ZERO, Fen(1500)));
+        assert_eq!(n.spend("keep", "2026-11").await.unwrap().settled, Fen(1500));
+        assert_eq!(
+            n.attempt_of_vendor_order("wapi", "V1").await.unwrap(),
+            Some(("k1".into(), Some(1)))
+        );
+        assert!(matches!(
+            n.plan(&request("k1"), NOW).await.unwrap(),
+            Err(Refusal::Exists { .. })
+        ));
+        assert_eq!(
+            n.get("k1").await.unwrap().unwrap().state,
+            OrderState::Succeeded
+        );
+    }
+
+    /// Two nodes planning at once: one key is planned once; two keys for
+    /// one account and membership (two rules) pay once; a cap holds
+    /// across nodes.
+    #[tokio::test]
+    async fn nodes_planning_at_once_never_pay_twice_or_pass_a_cap() {
+        let db = migrated().await;
+        let (a, b) = (node(&db), node(&db));
+        for round in 0..10 {
+            let key = format!("same-{round}");
+            let req = PlanRequest {
+                budget: Budget::default(),
+                ..request(&key)
+            };
+            let (ra, rb) = tokio::join!(a.plan(&req, NOW), b.plan(&req, NOW));
+            let planned = [ra.unwrap(), rb.unwrap()]
+                .iter()
+                .filter(|r| r.is_ok())
+                .count();
+            assert_eq!(planned, 1, "{key}: planned by one node");
+        }
+        for round in 0..10 {
+            let mut ka = request(&format!("rule-a-{round}"));
+            let mut kb = request(&format!("rule-b-{round}"));
+            ka.account = format!("shared-{round}");
+            kb.account = ka.account.clone();
+            ka.budget = Budget::default();
+            kb.budget = Budget::default();
+            let (ra, rb) = tokio::join!(a.plan(&ka, NOW), b.plan(&kb, NOW));
+            let planned = [ra.unwrap(), rb.unwrap()]
+                .iter()
+                .filter(|r| r.is_ok())
+                .count();
+            assert_eq!(planned, 1, "{}: one period, one order", ka.account);
+        }
+        // The suite's cap is 5000 a day and each plan holds 2000: six
+        // plans from two nodes on a fresh day, two fit.
+        let day = |key: &str| {
+            let mut r = request(key);
+            r.day = "2026-12-01".into();
+            r
+        };
+        let plans: Vec<_> = (0..6)
+            .map(|i| {
+                let n = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let r = day(&format!("cap-{i}"));
+                tokio::spawn(async move { n.plan(&r, NOW).await.unwrap().is_ok() })
+            })
+            .collect();
+        let mut fitted = 0;
+        for p in plans {
+            fitted += usize::from(p.await.unwrap());
+        }
+        assert_eq!(fitted, 2, "4000 of a 5000 cap held; a third would pass it");
+        assert_eq!(
+            a.spend("keep", "2026-12-01").await.unwrap().reserved,
+            Fen(4000)
+        );
+    }
+}
