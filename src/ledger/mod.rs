@@ -82,6 +82,10 @@ pub enum LedgerError {
     /// The store could not make a write durable.
     #[error("state store: {0}")]
     Durability(String),
+    /// This node may not write: its lease ran out, or a newer start took
+    /// its name (a shared store; see `ledger/pg/lease.rs`).
+    #[error("state store: this node is fenced off: {0}")]
+    Fenced(String),
     /// Opening the store failed (often: another vipd holds it).
     #[error("cannot open the state store at {path}: {reason}")]
     Open { path: String, reason: String },

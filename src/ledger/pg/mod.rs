@@ -5,6 +5,7 @@
 //! transaction; until it passes the conformance suite it is not offered in
 //! the configuration.
 
+pub mod lease;
 mod orders;
 mod schema;
 #[cfg(test)]

@@ -6,18 +6,22 @@
 //! interleave, and a budget is checked against rows no other node can
 //! change meanwhile.
 
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::Pool;
+use tokio_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 
 use super::PgError;
+use super::lease::{self, Lease};
 use crate::ledger::derived::Share;
 use crate::ledger::{LedgerError, Order, OrderState, PlanRequest, Refusal, Spend, change};
 use crate::units::Fen;
 
-/// The orders, budgets and vendor ids of a PostgreSQL ledger.
+/// The orders, budgets and vendor ids of a PostgreSQL ledger, as one node
+/// writes them: every write checks the node's lease and fence first.
 #[derive(Clone)]
 pub struct PgOrders {
     pool: Pool,
+    lease: Lease,
 }
 
 impl std::fmt::Debug for PgOrders {
@@ -57,6 +61,7 @@ async fn locked(tx: &impl GenericClient, key: &str) -> Result<Option<Order>, Led
 /// vendor ids it newly names.
 async fn write(
     tx: &impl GenericClient,
+    fence: i64,
     was: Option<&Share>,
     o: &Order,
 ) -> Result<(), tokio_postgres::Error> {
@@ -65,10 +70,10 @@ async fn write(
     // A new order is inserted, and a second node's insert of the same key
     // fails on the primary key; a known one is updated under its row lock.
     let sql = if was.is_none() {
-        "INSERT INTO vipd_orders (key, account, membership, rule, state, unsettled, record)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        "INSERT INTO vipd_orders (key, account, membership, rule, state, unsettled, record, fence)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     } else {
-        "UPDATE vipd_orders SET state = $5, unsettled = $6, record = $7, updated_at = now()
+        "UPDATE vipd_orders SET state = $5, unsettled = $6, record = $7, fence = $8, updated_at = now()
          WHERE key = $1 AND account = $2 AND membership = $3 AND rule = $4"
     };
     tx.execute(
@@ -81,6 +86,7 @@ async fn write(
             &o.state.as_str(),
             &change::unsettled(o),
             &record,
+            &fence,
         ],
     )
     .await?;
@@ -137,8 +143,9 @@ async fn spend_locked(
 }
 
 impl PgOrders {
-    pub fn new(pool: Pool) -> PgOrders {
-        PgOrders { pool }
+    /// Orders written by the node holding `lease`.
+    pub fn new(pool: Pool, lease: Lease) -> PgOrders {
+        PgOrders { pool, lease }
     }
 
     /// [`Ledger::plan`](crate::ledger::Ledger::plan) across nodes: the
@@ -151,7 +158,9 @@ impl PgOrders {
         now: i64,
     ) -> Result<Result<Order, Refusal>, LedgerError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(db)?;
+        let raw: &mut tokio_postgres::Client = &mut client;
+        let tx = raw.transaction().await.map_err(db)?;
+        lease::check(&tx, &self.lease).await?;
         let existing = locked(&tx, &req.key).await?;
         if let Some(o) = &existing {
             if o.state == OrderState::Failed && o.attempts >= req.max_attempts {
@@ -190,7 +199,7 @@ impl PgOrders {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
         );
-        if let Err(e) = write(&tx, was.as_ref(), &order).await {
+        if let Err(e) = write(&tx, self.lease.fence, was.as_ref(), &order).await {
             let why = if other_unsettled(&e) {
                 format!(
                     "another order for {} {} is not settled and shown yet",
@@ -217,7 +226,9 @@ impl PgOrders {
         f: impl FnOnce(&mut Order) -> Result<R, LedgerError>,
     ) -> Result<(Order, R), LedgerError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(db)?;
+        let raw: &mut tokio_postgres::Client = &mut client;
+        let tx = raw.transaction().await.map_err(db)?;
+        lease::check(&tx, &self.lease).await?;
         let mut order = locked(&tx, key)
             .await?
             .ok_or_else(|| LedgerError::NotFound(key.to_owned()))?;
@@ -234,7 +245,9 @@ impl PgOrders {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
         );
-        write(&tx, Some(&was), &order).await.map_err(db)?;
+        write(&tx, self.lease.fence, Some(&was), &order)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok((order, r))
     }
@@ -300,12 +313,29 @@ mod tests {
     use crate::ledger::conformance::{NOW, request};
     use crate::ledger::{AttemptResult, Budget};
     use crate::model::OutcomeClass;
+    use std::time::Duration;
 
-    /// A node: its own pool on the shared database.
-    fn node(db: &Throwaway) -> PgOrders {
+    fn pool(db: &Throwaway) -> Pool {
         let config: tokio_postgres::Config = db.url().parse().unwrap();
         let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
-        PgOrders::new(Pool::builder(manager).max_size(4).build().unwrap())
+        Pool::builder(manager).max_size(4).build().unwrap()
+    }
+
+    /// A node `name`: its own pool on the shared database and a lease.
+    async fn named(db: &Throwaway, name: &str, ttl: Duration) -> (PgOrders, Lease) {
+        let pool = pool(db);
+        let lease = lease::acquire(&**pool.get().await.unwrap(), name, ttl)
+            .await
+            .unwrap();
+        (PgOrders::new(pool, lease.clone()), lease)
+    }
+
+    async fn node(db: &Throwaway) -> PgOrders {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        named(db, &format!("node-{n}"), Duration::from_secs(60))
+            .await
+            .0
     }
 
     async fn migrated() -> Throwaway {
@@ -319,7 +349,7 @@ mod tests {
     #[tokio::test]
     async fn a_plan_sent_and_paid_counts_its_price_and_names_its_vendor_id() {
         let db = migrated().await;
-        let n = node(&db);
+        let n = node(&db).await;
         n.plan(&request("k1"), NOW).await.unwrap().unwrap();
         assert_eq!(
             n.spend("keep", "2026-11-21").await.unwrap().reserved,
@@ -366,7 +396,7 @@ mod tests {
     #[tokio::test]
     async fn nodes_planning_at_once_never_pay_twice_or_pass_a_cap() {
         let db = migrated().await;
-        let (a, b) = (node(&db), node(&db));
+        let (a, b) = (node(&db).await, node(&db).await);
         for round in 0..10 {
             let key = format!("same-{round}");
             let req = PlanRequest {
@@ -417,5 +447,54 @@ mod tests {
             a.spend("keep", "2026-12-01").await.unwrap().reserved,
             Fen(4000)
         );
+    }
+
+    /// A node whose lease ran out, or whose name a newer start took over,
+    /// writes nothing: no plan, no transition; the newer holder does.
+    #[tokio::test]
+    async fn a_node_without_its_lease_writes_nothing() {
+        let db = migrated().await;
+        let (old, lease) = named(&db, "east", Duration::from_secs(60)).await;
+        old.plan(&request("k1"), NOW).await.unwrap().unwrap();
+        // A second start under the name (the first one hung, say).
+        let (new, _) = named(&db, "east", Duration::from_secs(60)).await;
+        let fenced = old.modify("k1", |o| change::mark_sent(o, NOW)).await;
+        assert!(matches!(fenced, Err(LedgerError::Fenced(_))), "{fenced:?}");
+        assert!(matches!(
+            old.plan(&request("k2"), NOW).await,
+            Err(LedgerError::Fenced(_))
+        ));
+        let client = db.connect().await;
+        assert!(
+            !lease::renew(&client, &lease, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            new.get("k1").await.unwrap().unwrap().state,
+            OrderState::Planned
+        );
+        new.modify("k1", |o| change::mark_sent(o, NOW))
+            .await
+            .unwrap();
+        // A lease that runs out (on the database's clock) fences too, and
+        // cannot be renewed after the fact.
+        let (brief, brief_lease) = named(&db, "west", Duration::from_millis(300)).await;
+        assert!(
+            lease::renew(&client, &brief_lease, Duration::from_millis(300))
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(matches!(
+            brief.plan(&request("k3"), NOW).await,
+            Err(LedgerError::Fenced(_))
+        ));
+        assert!(
+            !lease::renew(&client, &brief_lease, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert_eq!(new.get("k3").await.unwrap(), None, "nothing was written");
     }
 }

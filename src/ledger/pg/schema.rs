@@ -19,11 +19,18 @@ struct Migration {
 /// Every step, oldest first. A released step is never edited: a change is
 /// a new step. (None is released yet: the store is not offered until it
 /// passes the conformance suite, and until then step 1 may still change.)
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    what: "orders, spend, vendor order ids",
-    sql: include_str!("001_orders.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "orders, spend, vendor order ids",
+        sql: include_str!("001_orders.sql"),
+    },
+    Migration {
+        version: 2,
+        what: "nodes and their leases",
+        sql: include_str!("002_nodes.sql"),
+    },
+];
 
 /// The newest version this vipd knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -90,13 +97,13 @@ mod tests {
         let (ra, rb, rc) = tokio::join!(migrate(&mut a), migrate(&mut b), migrate(&mut c));
         let mut applied: Vec<Vec<i32>> = vec![ra.unwrap(), rb.unwrap(), rc.unwrap()];
         applied.sort();
-        assert_eq!(applied, [vec![], vec![], vec![1]]);
+        assert_eq!(applied, [vec![], vec![], vec![1, 2]]);
         assert!(migrate(&mut a).await.unwrap().is_empty(), "a restart");
         let rows = a
             .query("SELECT version FROM vipd_schema", &[])
             .await
             .unwrap();
-        assert_eq!(rows.len(), 1);
+        assert_eq!(rows.len(), MIGRATIONS.len());
     }
 
     #[tokio::test]

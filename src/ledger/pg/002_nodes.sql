@@ -1,0 +1,14 @@
+-- vipd schema 2: the nodes and their leases.
+--
+-- A node holds a lease on its name until `lease_until` (the database's
+-- clock, never a node's) and renews it while it works. Each start takes
+-- the name over with the next `fence`; every write a node makes checks,
+-- in its own transaction, that its fence is the name's and its lease has
+-- not run out. A node cut off past its lease, or replaced by a newer start
+-- under its name, writes nothing more: it cannot pay.
+CREATE TABLE vipd_nodes (
+    name         text PRIMARY KEY,
+    fence        bigint NOT NULL,
+    lease_until  timestamptz NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now()
+);
