@@ -6,6 +6,9 @@
 -- in its own transaction, that its fence is the name's and its lease has
 -- not run out. A node cut off past its lease, or replaced by a newer start
 -- under its name, writes nothing more: it cannot pay.
+-- Fences are unique across names, so an order's `fence` names the one
+-- start of one node that wrote it last.
+CREATE SEQUENCE vipd_fences;
 CREATE TABLE vipd_nodes (
     name         text PRIMARY KEY,
     fence        bigint NOT NULL,

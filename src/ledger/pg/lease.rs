@@ -27,7 +27,8 @@ fn secs(ttl: Duration) -> f64 {
     ttl.as_secs_f64()
 }
 
-/// Takes `node`'s name for `ttl`, with the next fence.
+/// Takes `node`'s name for `ttl`, with the next fence (unique across
+/// names: it names this start of this node).
 pub async fn acquire(
     client: &impl GenericClient,
     node: &str,
@@ -36,9 +37,9 @@ pub async fn acquire(
     let row = client
         .query_one(
             "INSERT INTO vipd_nodes (name, fence, lease_until)
-             VALUES ($1, 1, now() + make_interval(secs => $2))
+             VALUES ($1, nextval('vipd_fences'), now() + make_interval(secs => $2))
              ON CONFLICT (name) DO UPDATE
-             SET fence = vipd_nodes.fence + 1,
+             SET fence = nextval('vipd_fences'),
                  lease_until = now() + make_interval(secs => $2),
                  started_at = now()
              RETURNING fence",

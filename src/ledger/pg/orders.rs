@@ -252,6 +252,46 @@ impl PgOrders {
         Ok((order, r))
     }
 
+    /// Takes over what dead nodes left in flight: orders `planned` or
+    /// `sent` whose last writer's lease ran out (or whose name a newer
+    /// start took) are recovered as after a crash ([`change::recover`]):
+    /// `sent` may have left, so it becomes `unknown`, never re-sent;
+    /// `planned` never left, so it becomes `failed`, retryable at once.
+    /// Each under its row lock and this node's fence: an owner still
+    /// committing is waited for, and what it committed is what is
+    /// recovered. Returns the orders changed.
+    pub async fn recover_orphans(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let orphans: Vec<String> = client
+            .query(
+                "SELECT o.key FROM vipd_orders o
+                 WHERE o.state IN ('planned', 'sent')
+                   AND NOT EXISTS (SELECT 1 FROM vipd_nodes n
+                                   WHERE n.fence = o.fence AND n.lease_until > now())",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        drop(client);
+        let mut changed = Vec::new();
+        for key in orphans {
+            let (order, moved) = self
+                .modify(&key, |o| {
+                    let was = o.state;
+                    change::recover(o, now);
+                    Ok(o.state != was)
+                })
+                .await?;
+            if moved {
+                changed.push(order);
+            }
+        }
+        Ok(changed)
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client
@@ -496,5 +536,66 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(new.get("k3").await.unwrap(), None, "nothing was written");
+    }
+
+    /// A node that dies mid-payment: another node finds what it left in
+    /// flight once its lease has run out; its `sent` order becomes
+    /// `unknown` (never re-sent) with its money still held, its `planned`
+    /// order `failed` and retryable with its hold released. Live nodes'
+    /// orders are left alone, and a second takeover changes nothing.
+    #[tokio::test]
+    async fn a_dead_nodes_orders_in_flight_are_taken_over_never_resent() {
+        let db = migrated().await;
+        let unbudgeted = |key: &str| PlanRequest {
+            budget: Budget::default(),
+            ..request(key)
+        };
+        let (dead, _) = named(&db, "east", Duration::from_millis(400)).await;
+        let live = node(&db).await;
+        dead.plan(&unbudgeted("sent"), NOW).await.unwrap().unwrap();
+        dead.modify("sent", |o| change::mark_sent(o, NOW))
+            .await
+            .unwrap();
+        dead.plan(&unbudgeted("planned"), NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        live.plan(&unbudgeted("mine"), NOW).await.unwrap().unwrap();
+        assert!(
+            live.recover_orphans(NOW).await.unwrap().is_empty(),
+            "east's lease still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut changed: Vec<(String, OrderState)> = live
+            .recover_orphans(NOW + 5)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.key, o.state))
+            .collect();
+        changed.sort();
+        assert_eq!(
+            changed,
+            [
+                ("planned".to_owned(), OrderState::Failed),
+                ("sent".to_owned(), OrderState::Unknown),
+            ]
+        );
+        let retry = live.get("planned").await.unwrap().unwrap();
+        assert!(retry.may_retry(NOW + 5, 3), "{retry:?}");
+        assert_eq!(
+            live.get("mine").await.unwrap().unwrap().state,
+            OrderState::Planned
+        );
+        // The unknown one keeps its 2000 held; the failed one let go.
+        assert_eq!(
+            live.spend("keep", "2026-11-21").await.unwrap().reserved,
+            Fen(4000)
+        );
+        assert!(live.recover_orphans(NOW + 6).await.unwrap().is_empty());
+        assert!(matches!(
+            dead.modify("sent", |o| change::mark_sent(o, NOW)).await,
+            Err(LedgerError::Fenced(_))
+        ));
     }
 }
