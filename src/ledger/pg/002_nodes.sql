@@ -15,3 +15,15 @@ CREATE TABLE vipd_nodes (
     lease_until  timestamptz NOT NULL,
     started_at   timestamptz NOT NULL DEFAULT now()
 );
+
+-- Who checks a (rule, account) now: one node at a time. A claim is taken
+-- when free, run out, or already the node's own, and only by a node whose
+-- lease holds; a dead node's claims run out with their `until`, and its
+-- pairs go to whichever node checks them next.
+CREATE TABLE vipd_claims (
+    rule     text NOT NULL,
+    account  text NOT NULL,
+    fence    bigint NOT NULL,
+    until    timestamptz NOT NULL,
+    PRIMARY KEY (rule, account)
+);

@@ -88,3 +88,91 @@ pub(crate) async fn check(tx: &impl GenericClient, lease: &Lease) -> Result<(), 
         ))),
     }
 }
+
+/// Claims (rule, account) for `ttl`, for the node holding `lease`: `true`
+/// when it is this node's to check now (it was free, had run out, or was
+/// this node's already: then it is extended). Two nodes asking at once:
+/// the primary key lets one in.
+pub async fn claim(
+    client: &impl GenericClient,
+    lease: &Lease,
+    rule: &str,
+    account: &str,
+    ttl: Duration,
+) -> Result<bool, PgError> {
+    let row = client
+        .query_opt(
+            "INSERT INTO vipd_claims (rule, account, fence, until)
+             SELECT $1, $2, $3, now() + make_interval(secs => $4)
+             WHERE EXISTS (SELECT 1 FROM vipd_nodes
+                           WHERE fence = $3 AND lease_until > now())
+             ON CONFLICT (rule, account) DO UPDATE
+             SET fence = EXCLUDED.fence, until = EXCLUDED.until
+             WHERE vipd_claims.until <= now() OR vipd_claims.fence = EXCLUDED.fence
+             RETURNING 1",
+            &[&rule, &account, &lease.fence, &secs(ttl)],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Gives a claim back (the check is done), if it is still this node's.
+pub async fn release(
+    client: &impl GenericClient,
+    lease: &Lease,
+    rule: &str,
+    account: &str,
+) -> Result<(), PgError> {
+    client
+        .execute(
+            "DELETE FROM vipd_claims WHERE rule = $1 AND account = $2 AND fence = $3",
+            &[&rule, &account, &lease.fence],
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::throwaway::Throwaway;
+    use super::*;
+
+    /// Each (rule, account) is one node's at a time: of two nodes asking
+    /// at once one gets it; the holder keeps it; when its claim runs out
+    /// (the node died) the other gets it; a released claim is free; a
+    /// node without its lease gets nothing.
+    #[tokio::test]
+    async fn a_pair_is_claimed_by_one_node_at_a_time() {
+        let db = Throwaway::start().await;
+        let mut c = db.connect().await;
+        super::super::migrate(&mut c).await.unwrap();
+        let (ca, cb) = (db.connect().await, db.connect().await);
+        let long = Duration::from_secs(60);
+        let a = acquire(&ca, "a", long).await.unwrap();
+        let b = acquire(&cb, "b", long).await.unwrap();
+        for i in 0..20 {
+            let account = format!("acct-{i}");
+            let (ra, rb) = tokio::join!(
+                claim(&ca, &a, "keep", &account, long),
+                claim(&cb, &b, "keep", &account, long)
+            );
+            assert!(ra.unwrap() ^ rb.unwrap(), "{account}: exactly one node");
+        }
+        // The holder keeps it; the other does not get it.
+        let brief = Duration::from_millis(300);
+        assert!(claim(&ca, &a, "keep", "x", brief).await.unwrap());
+        assert!(
+            claim(&ca, &a, "keep", "x", brief).await.unwrap(),
+            "extended"
+        );
+        assert!(!claim(&cb, &b, "keep", "x", long).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(claim(&cb, &b, "keep", "x", long).await.unwrap(), "ran out");
+        assert!(!claim(&ca, &a, "keep", "x", long).await.unwrap());
+        release(&cb, &b, "keep", "x").await.unwrap();
+        assert!(claim(&ca, &a, "keep", "x", long).await.unwrap(), "released");
+        // A newer start under b's name: the old b claims nothing.
+        let _b2 = acquire(&c, "b", long).await.unwrap();
+        assert!(!claim(&cb, &b, "keep", "free", long).await.unwrap());
+    }
+}

@@ -27,7 +27,7 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        what: "nodes and their leases",
+        what: "nodes, their leases and their claims",
         sql: include_str!("002_nodes.sql"),
     },
 ];
