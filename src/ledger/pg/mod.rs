@@ -1,9 +1,10 @@
 //! The PostgreSQL store (issue 14), for several vipd nodes on one ledger.
-//! Being built: so far the schema and its migrations. The store itself
-//! will apply the same order changes as sled (`ledger/change.rs`) under a
-//! row lock and the node's fence, with budgets as rows changed in the same
-//! transaction; until it passes the conformance suite it is not offered in
-//! the configuration.
+//! Being built. So far: the schema and its migrations (`schema.rs`);
+//! orders, budgets and vendor ids (`orders.rs`: the same order changes as
+//! sled, `ledger/change.rs`, under a row lock, with budgets as rows changed
+//! in the same transaction); node leases, fences and claims (`lease.rs`).
+//! Until the whole `Store` port passes the conformance suite it is not
+//! offered in the configuration.
 
 pub mod lease;
 mod orders;
