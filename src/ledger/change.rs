@@ -309,6 +309,58 @@ pub(crate) fn next_attempt(existing: Option<Order>, req: &PlanRequest, now: i64)
     (order, added)
 }
 
+/// Why the order already under a plan's key refuses another attempt now
+/// (all attempts used, or not failed and due for a retry), if it does.
+pub(crate) fn refuses_retry(existing: &Order, req: &PlanRequest, now: i64) -> Option<Refusal> {
+    if existing.state == OrderState::Failed && existing.attempts >= req.max_attempts {
+        return Some(Refusal::MaxAttempts {
+            attempts: existing.attempts,
+        });
+    }
+    (!existing.may_retry(now, req.max_attempts)).then(|| Refusal::Exists {
+        state: existing.state,
+        why: existing.last_why().to_owned(),
+    })
+}
+
+/// The cap a plan would pass, given what its rule has used in the plan's
+/// day and month.
+pub(crate) fn over_budget(req: &PlanRequest, day: Spend, month: Spend) -> Option<Refusal> {
+    [
+        (&req.day, day, req.budget.per_day),
+        (&req.month, month, req.budget.per_month),
+    ]
+    .into_iter()
+    .find_map(|(period, spend, cap)| {
+        let cap = cap?;
+        (spend.used().0 + req.max_price.0 > cap.0).then(|| Refusal::Budget {
+            period: period.clone(),
+            cap,
+            used: spend.used(),
+            price: req.max_price,
+        })
+    })
+}
+
+/// Applies one transition `f` to an order as every store does: attempts
+/// made up first for an order written before they were recorded (while
+/// its hold still says where its money counts), then `f`, then the money
+/// it spent summed, and the transitions it added stamped at `stamp_ms`.
+pub(crate) fn apply<R>(
+    order: &mut Order,
+    stamp_ms: i64,
+    f: impl FnOnce(&mut Order) -> Result<R, LedgerError>,
+) -> Result<R, LedgerError> {
+    if order.attempts > 0 {
+        order.attempt_mut(order.attempts);
+    }
+    let added = order.history.len();
+    let r = f(order)?;
+    order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
+    order.stamp_from(added, stamp_ms);
+    Ok(r)
+}
+
 /// When attempt `n`, just paid, is not the only paid attempt of its
 /// order: the period was billed twice. One rule for replies and callbacks.
 fn billed_twice(o: &Order, n: u32) -> Option<String> {

@@ -13,18 +13,11 @@ impl Ledger {
             return Ok(Err(Refusal::Held { why }));
         }
         let existing = self.get(&req.key)?;
-        if let Some(o) = &existing {
-            if o.state == OrderState::Failed && o.attempts >= req.max_attempts {
-                return Ok(Err(Refusal::MaxAttempts {
-                    attempts: o.attempts,
-                }));
-            }
-            if !o.may_retry(now, req.max_attempts) {
-                return Ok(Err(Refusal::Exists {
-                    state: o.state,
-                    why: o.last_why().to_owned(),
-                }));
-            }
+        if let Some(refusal) = existing
+            .as_ref()
+            .and_then(|o| change::refuses_retry(o, req, now))
+        {
+            return Ok(Err(refusal));
         }
         // One period, one payment, across rules too: while another order
         // for this account and membership may have paid (open, or paid and
@@ -46,20 +39,8 @@ impl Ledger {
         }
         let day = self.derived.spend(&req.rule, &req.day);
         let month = self.derived.spend(&req.rule, &req.month);
-        for (period, spend, cap) in [
-            (&req.day, day, req.budget.per_day),
-            (&req.month, month, req.budget.per_month),
-        ] {
-            if let Some(cap) = cap {
-                if spend.used().0 + req.max_price.0 > cap.0 {
-                    return Ok(Err(Refusal::Budget {
-                        period: period.clone(),
-                        cap,
-                        used: spend.used(),
-                        price: req.max_price,
-                    }));
-                }
-            }
+        if let Some(refusal) = change::over_budget(req, day, month) {
+            return Ok(Err(refusal));
         }
         let was = existing.as_ref().map(Share::of);
         let (mut order, added) = change::next_attempt(existing, req, now);

@@ -20,15 +20,7 @@ impl Ledger {
             .get(key)?
             .ok_or_else(|| LedgerError::NotFound(key.to_owned()))?;
         let was = Share::of(&order);
-        if order.attempts > 0 {
-            // An order written before attempts were recorded gets them made
-            // up first, while its hold still says where its money counts.
-            order.attempt_mut(order.attempts);
-        }
-        let added = order.history.len();
-        let r = f(&mut order)?;
-        order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
-        order.stamp_from(added, self.clock.unix_ms());
+        let r = change::apply(&mut order, self.clock.unix_ms(), f)?;
         self.write_order(Some(&was), &order)?;
         Ok((order, r))
     }

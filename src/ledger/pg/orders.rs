@@ -34,6 +34,14 @@ fn db(e: impl Into<PgError>) -> LedgerError {
     LedgerError::Durability(e.into().to_string())
 }
 
+/// Transitions' milliseconds: the node's clock (the order's `at` seconds
+/// are the engine's time, passed in).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn pool_err(e: deadpool_postgres::PoolError) -> LedgerError {
     LedgerError::Durability(format!("PostgreSQL: {e}"))
 }
@@ -162,43 +170,22 @@ impl PgOrders {
         let tx = raw.transaction().await.map_err(db)?;
         lease::check(&tx, &self.lease).await?;
         let existing = locked(&tx, &req.key).await?;
-        if let Some(o) = &existing {
-            if o.state == OrderState::Failed && o.attempts >= req.max_attempts {
-                return Ok(Err(Refusal::MaxAttempts {
-                    attempts: o.attempts,
-                }));
-            }
-            if !o.may_retry(now, req.max_attempts) {
-                return Ok(Err(Refusal::Exists {
-                    state: o.state,
-                    why: o.last_why().to_owned(),
-                }));
-            }
+        if let Some(refusal) = existing
+            .as_ref()
+            .and_then(|o| change::refuses_retry(o, req, now))
+        {
+            return Ok(Err(refusal));
         }
-        for (period, cap) in [
-            (&req.day, req.budget.per_day),
-            (&req.month, req.budget.per_month),
-        ] {
-            let spend = spend_locked(&tx, &req.rule, period).await?;
-            if let Some(cap) = cap {
-                if spend.used().0 + req.max_price.0 > cap.0 {
-                    return Ok(Err(Refusal::Budget {
-                        period: period.clone(),
-                        cap,
-                        used: spend.used(),
-                        price: req.max_price,
-                    }));
-                }
-            }
+        // Both spend rows locked until the plan commits: no other node's
+        // plan can use the same room meanwhile.
+        let day = spend_locked(&tx, &req.rule, &req.day).await?;
+        let month = spend_locked(&tx, &req.rule, &req.month).await?;
+        if let Some(refusal) = change::over_budget(req, day, month) {
+            return Ok(Err(refusal));
         }
         let was = existing.as_ref().map(Share::of);
         let (mut order, added) = change::next_attempt(existing, req, now);
-        order.stamp_from(
-            added,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        );
+        order.stamp_from(added, unix_ms());
         if let Err(e) = write(&tx, self.lease.fence, was.as_ref(), &order).await {
             let why = if other_unsettled(&e) {
                 format!(
@@ -233,18 +220,7 @@ impl PgOrders {
             .await?
             .ok_or_else(|| LedgerError::NotFound(key.to_owned()))?;
         let was = Share::of(&order);
-        if order.attempts > 0 {
-            order.attempt_mut(order.attempts);
-        }
-        let added = order.history.len();
-        let r = f(&mut order)?;
-        order.spent = Fen(order.attempt_log.iter().map(|a| a.spent.0).sum());
-        order.stamp_from(
-            added,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        );
+        let r = change::apply(&mut order, unix_ms(), f)?;
         write(&tx, self.lease.fence, Some(&was), &order)
             .await
             .map_err(db)?;
