@@ -8,11 +8,13 @@
 
 pub mod lease;
 mod orders;
+mod records;
 mod schema;
 #[cfg(test)]
 mod throwaway;
 
 pub use orders::PgOrders;
+pub use records::PgRecords;
 pub use schema::{SCHEMA_VERSION, migrate};
 
 /// What went wrong talking to PostgreSQL. Never holds the connection

@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         what: "nodes, their leases and their claims",
         sql: include_str!("002_nodes.sql"),
     },
+    Migration {
+        version: 3,
+        what: "events, check and account records",
+        sql: include_str!("003_records.sql"),
+    },
 ];
 
 /// The newest version this vipd knows.
@@ -97,7 +102,7 @@ mod tests {
         let (ra, rb, rc) = tokio::join!(migrate(&mut a), migrate(&mut b), migrate(&mut c));
         let mut applied: Vec<Vec<i32>> = vec![ra.unwrap(), rb.unwrap(), rc.unwrap()];
         applied.sort();
-        assert_eq!(applied, [vec![], vec![], vec![1, 2]]);
+        assert_eq!(applied, [vec![], vec![], vec![1, 2, 3]]);
         assert!(migrate(&mut a).await.unwrap().is_empty(), "a restart");
         let rows = a
             .query("SELECT version FROM vipd_schema", &[])

@@ -1,0 +1,300 @@
+//! Events, check states, account states and rotated tokens in PostgreSQL:
+//! one JSON record a row, under the keys they are found by. Plain writes:
+//! none of them moves money, so none takes a lease (an event from a node
+//! whose lease just ran out still tells what happened).
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::PgError;
+use crate::ledger::{AccountState, CheckState, EventRecord, LedgerError, StoredToken};
+
+/// The other records of a PostgreSQL ledger.
+#[derive(Clone)]
+pub struct PgRecords {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRecords").finish_non_exhaustive()
+    }
+}
+
+fn db(e: impl Into<PgError>) -> LedgerError {
+    LedgerError::Durability(e.into().to_string())
+}
+
+fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("ledger records always serialize")
+}
+
+fn from_json<T: DeserializeOwned>(
+    table: &str,
+    key: &str,
+    v: serde_json::Value,
+) -> Result<T, LedgerError> {
+    serde_json::from_value(v).map_err(|e| LedgerError::Corrupt {
+        key: format!("{table}/{key}"),
+        reason: e.to_string(),
+    })
+}
+
+impl PgRecords {
+    pub fn new(pool: Pool) -> PgRecords {
+        PgRecords { pool }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, LedgerError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| LedgerError::Durability(format!("PostgreSQL: {e}")))
+    }
+
+    /// Appends to the event log.
+    pub async fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO vipd_events (at, record) VALUES ($1, $2)",
+                &[&ev.at, &to_json(ev)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Drops the events recorded before `before` (unix seconds).
+    pub async fn prune_events(&self, before: i64) -> Result<usize, LedgerError> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM vipd_events WHERE at < $1", &[&before])
+            .await
+            .map_err(db)?;
+        Ok(n as usize)
+    }
+
+    /// The latest `limit` events, oldest first.
+    pub async fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT seq, record FROM
+                   (SELECT seq, at, record FROM vipd_events ORDER BY at DESC, seq DESC LIMIT $1) latest
+                 ORDER BY at, seq",
+                &[&limit],
+            )
+            .await
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|r| from_json("vipd_events", &r.get::<_, i64>(0).to_string(), r.get(1)))
+            .collect()
+    }
+
+    /// What the last check of (rule, account) saw.
+    pub async fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT record FROM vipd_checks WHERE rule = $1 AND account = $2",
+                &[&rule, &account],
+            )
+            .await
+            .map_err(db)?;
+        match row {
+            Some(r) => from_json("vipd_checks", &format!("{rule}/{account}"), r.get(0)),
+            None => Ok(CheckState::default()),
+        }
+    }
+
+    /// Records what a check saw and decided.
+    pub async fn put_check_state(
+        &self,
+        rule: &str,
+        account: &str,
+        state: &CheckState,
+    ) -> Result<(), LedgerError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO vipd_checks (rule, account, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (rule, account) DO UPDATE SET record = $3",
+                &[&rule, &account, &to_json(state)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn account_column<T: DeserializeOwned>(
+        &self,
+        column: &str,
+        account: &str,
+    ) -> Result<Option<T>, LedgerError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {column} FROM vipd_accounts WHERE account = $1"),
+                &[&account],
+            )
+            .await
+            .map_err(db)?;
+        match row.and_then(|r| r.get::<_, Option<serde_json::Value>>(0)) {
+            Some(v) => from_json("vipd_accounts", &format!("{account}/{column}"), v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_account_column(
+        &self,
+        column: &str,
+        account: &str,
+        v: serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO vipd_accounts (account, {column}) VALUES ($1, $2)
+                     ON CONFLICT (account) DO UPDATE SET {column} = $2"
+                ),
+                &[&account, &v],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The account's stored token pair, if it was ever rotated.
+    pub async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
+        self.account_column("token", account).await
+    }
+
+    /// Stores a rotated token pair (durable once this returns: committed).
+    pub async fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
+        self.put_account_column("token", account, to_json(token))
+            .await
+    }
+
+    /// An account's credential state.
+    pub async fn account_state(&self, account: &str) -> Result<AccountState, LedgerError> {
+        Ok(self
+            .account_column("state", account)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Records an account's credential state.
+    pub async fn put_account_state(
+        &self,
+        account: &str,
+        state: &AccountState,
+    ) -> Result<(), LedgerError> {
+        self.put_account_column("state", account, to_json(state))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::throwaway::Throwaway;
+    use super::*;
+    use crate::ledger::conformance::event;
+
+    async fn records() -> (Throwaway, PgRecords) {
+        let db = Throwaway::start().await;
+        super::super::migrate(&mut db.connect().await)
+            .await
+            .unwrap();
+        let config: tokio_postgres::Config = db.url().parse().unwrap();
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        let pool = Pool::builder(manager).max_size(2).build().unwrap();
+        (db, PgRecords::new(pool))
+    }
+
+    /// Events come back in time order (ties in the order written), the
+    /// latest `limit` of them; pruning drops only the older ones; a record
+    /// that does not decode names its table and row.
+    #[tokio::test]
+    async fn events_keep_their_order_and_prune_by_time() {
+        let (db, r) = records().await;
+        for (at, kind) in [(20, "b"), (30, "d"), (10, "a"), (20, "c")] {
+            r.record_event(&event(at, kind)).await.unwrap();
+        }
+        let kinds = |evs: Vec<EventRecord>| evs.into_iter().map(|e| e.kind).collect::<Vec<_>>();
+        assert_eq!(kinds(r.events(10).await.unwrap()), ["a", "b", "c", "d"]);
+        assert_eq!(kinds(r.events(2).await.unwrap()), ["c", "d"]);
+        assert_eq!(r.prune_events(20).await.unwrap(), 1);
+        assert_eq!(kinds(r.events(10).await.unwrap()), ["b", "c", "d"]);
+        db.connect()
+            .await
+            .execute(
+                "INSERT INTO vipd_events (at, record) VALUES (40, '{\"at\": \"x\"}')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let e = r.events(10).await.unwrap_err();
+        assert!(e.to_string().contains("vipd_events/"), "{e}");
+    }
+
+    /// Check, account and token records read back as written, and as their
+    /// defaults when never written.
+    #[tokio::test]
+    async fn check_account_and_token_records_read_back() {
+        let (_db, r) = records().await;
+        assert_eq!(
+            r.check_state("keep", "alice").await.unwrap(),
+            CheckState::default()
+        );
+        let check = CheckState {
+            checked_at: Some(100),
+            observed_end: Some(200),
+            decision: "renew".into(),
+            ..CheckState::default()
+        };
+        r.put_check_state("keep", "alice", &check).await.unwrap();
+        assert_eq!(r.check_state("keep", "alice").await.unwrap(), check);
+        assert_eq!(
+            r.check_state("keep", "bob").await.unwrap(),
+            CheckState::default()
+        );
+        assert_eq!(r.stored_token("alice").await.unwrap(), None);
+        let state = AccountState {
+            auth_failing: true,
+            last_error: Some("token expired".into()),
+        };
+        r.put_account_state("alice", &state).await.unwrap();
+        assert_eq!(
+            r.stored_token("alice").await.unwrap(),
+            None,
+            "a state, no token"
+        );
+        let token = StoredToken {
+            access_token: "a2".into(),
+            refresh_token: Some("r2".into()),
+            expires_at: Some(900),
+            lifetime: Some(7776000),
+            rotated_at: 100,
+            grant: "g".into(),
+        };
+        r.put_token("alice", &token).await.unwrap();
+        assert_eq!(r.stored_token("alice").await.unwrap(), Some(token));
+        assert_eq!(
+            r.account_state("alice").await.unwrap(),
+            state,
+            "kept beside the token"
+        );
+        assert_eq!(
+            r.account_state("bob").await.unwrap(),
+            AccountState::default()
+        );
+    }
+}
