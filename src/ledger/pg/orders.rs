@@ -277,6 +277,101 @@ impl PgOrders {
         row.map(|r| decode(key, r.get(0))).transpose()
     }
 
+    async fn many(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Order>, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client.query(sql, params).await.map_err(db)?;
+        rows.into_iter()
+            .map(|r| decode(r.get::<_, &str>(0), r.get(1)))
+            .collect()
+    }
+
+    /// Every order, or those in `state`, oldest first (as sled lists them).
+    pub async fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError> {
+        let state = state.map(OrderState::as_str);
+        self.many(
+            "SELECT key, record FROM vipd_orders WHERE $1::text IS NULL OR state = $1
+             ORDER BY (record->>'created_at')::bigint, key",
+            &[&state],
+        )
+        .await
+    }
+
+    /// Every order of one account, in key order.
+    pub async fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError> {
+        self.many(
+            "SELECT key, record FROM vipd_orders WHERE account = $1 ORDER BY key",
+            &[&account],
+        )
+        .await
+    }
+
+    /// The order whose key starts with `prefix`, if exactly one does.
+    pub async fn find(&self, prefix: &str) -> Result<Order, LedgerError> {
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let mut found = self
+            .many(
+                "SELECT key, record FROM vipd_orders WHERE key LIKE $1 ORDER BY key LIMIT 2",
+                &[&pattern],
+            )
+            .await?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(LedgerError::NotFound(prefix.to_owned())),
+            _ => Err(LedgerError::NotFound(format!(
+                "{prefix} (several keys start so; give more of it)"
+            ))),
+        }
+    }
+
+    /// Orders by state, counted by the database (every state present).
+    pub async fn count_by_state(
+        &self,
+    ) -> Result<std::collections::BTreeMap<OrderState, usize>, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT state, count(*) FROM vipd_orders GROUP BY state",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let mut counts: std::collections::BTreeMap<OrderState, usize> =
+            OrderState::ALL.iter().map(|s| (*s, 0)).collect();
+        for r in rows {
+            let state: &str = r.get(0);
+            let n: i64 = r.get(1);
+            if let Some(s) = OrderState::ALL.iter().find(|s| s.as_str() == state) {
+                counts.insert(*s, n as usize);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Paid orders whose renewal never showed.
+    pub async fn count_unverified(&self) -> Result<usize, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM vipd_orders
+                 WHERE state = 'succeeded' AND record->'verification'->>'status' = 'unverified'",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        Ok(n as usize)
+    }
+
     pub async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client
@@ -573,5 +668,87 @@ mod tests {
             dead.modify("sent", |o| change::mark_sent(o, NOW)).await,
             Err(LedgerError::Fenced(_))
         ));
+    }
+
+    /// Lists, finds and counts read the shared table: every node sees
+    /// every node's orders.
+    #[tokio::test]
+    async fn every_node_lists_finds_and_counts_all_orders() {
+        let db = migrated().await;
+        let (a, b) = (node(&db).await, node(&db).await);
+        let unbudgeted = |key: &str, at: i64| {
+            let mut r = PlanRequest {
+                budget: Budget::default(),
+                ..request(key)
+            };
+            r.why = format!("at {at}");
+            r
+        };
+        a.plan(&unbudgeted("abc1", NOW), NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        b.plan(&unbudgeted("abd2", NOW - 10), NOW - 10)
+            .await
+            .unwrap()
+            .unwrap();
+        b.plan(&unbudgeted("x_9", NOW + 10), NOW + 10)
+            .await
+            .unwrap()
+            .unwrap();
+        a.modify("abc1", |o| change::mark_sent(o, NOW))
+            .await
+            .unwrap();
+        let keys = |os: Vec<Order>| os.into_iter().map(|o| o.key).collect::<Vec<_>>();
+        assert_eq!(keys(b.orders(None).await.unwrap()), ["abd2", "abc1", "x_9"]);
+        assert_eq!(
+            keys(b.orders(Some(OrderState::Sent)).await.unwrap()),
+            ["abc1"]
+        );
+        assert_eq!(keys(a.orders_of("acct-x_9").await.unwrap()), ["x_9"]);
+        assert_eq!(b.find("abc").await.unwrap().key, "abc1");
+        assert!(
+            b.find("ab")
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("several")
+        );
+        assert!(matches!(b.find("zz").await, Err(LedgerError::NotFound(_))));
+        // `_` and `%` are the key's own characters, not patterns.
+        assert!(matches!(b.find("x%").await, Err(LedgerError::NotFound(_))));
+        assert_eq!(b.find("x_").await.unwrap().key, "x_9");
+        let counts = a.count_by_state().await.unwrap();
+        assert_eq!(
+            (
+                counts[&OrderState::Planned],
+                counts[&OrderState::Sent],
+                counts[&OrderState::Failed]
+            ),
+            (2, 1, 0)
+        );
+        assert_eq!(a.count_unverified().await.unwrap(), 0);
+        a.modify("abc1", |o| {
+            change::record_reply(
+                o,
+                NOW,
+                OutcomeClass::Accepted,
+                "codeid 10000",
+                AttemptResult::Succeeded {
+                    price: None,
+                    vendor_orderid: None,
+                    verify_deadline: NOW,
+                },
+            )
+        })
+        .await
+        .unwrap();
+        b.modify("abc1", |o| {
+            o.verification = crate::ledger::Verification::Unverified { at: NOW + 1 };
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(a.count_unverified().await.unwrap(), 1);
     }
 }
