@@ -49,3 +49,26 @@ fn describe(e: &tokio_postgres::Error) -> String {
         },
     }
 }
+
+/// A database error as the store reports it.
+fn db(e: impl Into<PgError>) -> crate::ledger::LedgerError {
+    crate::ledger::LedgerError::Durability(e.into().to_string())
+}
+
+/// No connection from the pool.
+fn pool_err(e: deadpool_postgres::PoolError) -> crate::ledger::LedgerError {
+    crate::ledger::LedgerError::Durability(format!("PostgreSQL: {e}"))
+}
+
+/// A JSON record read back; one that does not decode names its table and
+/// row.
+fn from_json<T: serde::de::DeserializeOwned>(
+    table: &str,
+    key: &str,
+    v: serde_json::Value,
+) -> Result<T, crate::ledger::LedgerError> {
+    serde_json::from_value(v).map_err(|e| crate::ledger::LedgerError::Corrupt {
+        key: format!("{table}/{key}"),
+        reason: e.to_string(),
+    })
+}

@@ -10,8 +10,8 @@ use deadpool_postgres::Pool;
 use tokio_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 
-use super::PgError;
 use super::lease::{self, Lease};
+use super::{db, from_json, pool_err};
 use crate::ledger::derived::Share;
 use crate::ledger::{LedgerError, Order, OrderState, PlanRequest, Refusal, Spend, change};
 use crate::units::Fen;
@@ -30,27 +30,36 @@ impl std::fmt::Debug for PgOrders {
     }
 }
 
-fn db(e: impl Into<PgError>) -> LedgerError {
-    LedgerError::Durability(e.into().to_string())
-}
-
 /// Transitions' milliseconds: the node's clock (the order's `at` seconds
 /// are the engine's time, passed in).
 fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn pool_err(e: deadpool_postgres::PoolError) -> LedgerError {
-    LedgerError::Durability(format!("PostgreSQL: {e}"))
+    use crate::model::Clock;
+    crate::model::SystemClock.unix_ms()
 }
 
 fn decode(key: &str, record: serde_json::Value) -> Result<Order, LedgerError> {
-    serde_json::from_value(record).map_err(|e| LedgerError::Corrupt {
-        key: format!("vipd_orders/{key}"),
-        reason: e.to_string(),
-    })
+    from_json("vipd_orders", key, record)
+}
+
+/// A rule's spend row for a period, made (at zero) if it is not there.
+async fn spend_row(
+    tx: &impl GenericClient,
+    rule: &str,
+    period: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO vipd_spend (rule, period) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&rule, &period],
+    )
+    .await
+    .map(|_| ())
+}
+
+fn spend_of(row: &tokio_postgres::Row) -> Spend {
+    Spend {
+        reserved: Fen(row.get(0)),
+        settled: Fen(row.get(1)),
+    }
 }
 
 /// Reads an order and locks its row for the transaction.
@@ -101,11 +110,7 @@ async fn write(
     for (period, reserved, settled) in Share::spend_changes(was, &now) {
         // The row first, at zero: a CHECK holds on a proposed insert too,
         // so a negative change cannot ride an upsert.
-        tx.execute(
-            "INSERT INTO vipd_spend (rule, period) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&o.rule, &period],
-        )
-        .await?;
+        spend_row(tx, &o.rule, &period).await?;
         tx.execute(
             "UPDATE vipd_spend SET reserved = reserved + $3, settled = settled + $4
              WHERE rule = $1 AND period = $2",
@@ -131,12 +136,7 @@ async fn spend_locked(
     rule: &str,
     period: &str,
 ) -> Result<Spend, LedgerError> {
-    tx.execute(
-        "INSERT INTO vipd_spend (rule, period) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        &[&rule, &period],
-    )
-    .await
-    .map_err(db)?;
+    spend_row(tx, rule, period).await.map_err(db)?;
     let row = tx
         .query_one(
             "SELECT reserved, settled FROM vipd_spend WHERE rule = $1 AND period = $2 FOR UPDATE",
@@ -144,10 +144,7 @@ async fn spend_locked(
         )
         .await
         .map_err(db)?;
-    Ok(Spend {
-        reserved: Fen(row.get(0)),
-        settled: Fen(row.get(1)),
-    })
+    Ok(spend_of(&row))
 }
 
 impl PgOrders {
@@ -187,12 +184,12 @@ impl PgOrders {
         let (mut order, added) = change::next_attempt(existing, req, now);
         order.stamp_from(added, unix_ms());
         if let Err(e) = write(&tx, self.lease.fence, was.as_ref(), &order).await {
-            let why = if other_unsettled(&e) {
+            let why = if violates(&e, "vipd_orders_one_unsettled") {
                 format!(
                     "another order for {} {} is not settled and shown yet",
                     req.account, req.membership
                 )
-            } else if key_taken(&e) {
+            } else if violates(&e, "vipd_orders_pkey") {
                 "another node planned it at the same moment".to_owned()
             } else {
                 return Err(db(e));
@@ -350,8 +347,8 @@ impl PgOrders {
         for r in rows {
             let state: &str = r.get(0);
             let n: i64 = r.get(1);
-            if let Some(s) = OrderState::ALL.iter().find(|s| s.as_str() == state) {
-                counts.insert(*s, n as usize);
+            if let Ok(s) = state.parse::<OrderState>() {
+                counts.insert(s, n as usize);
             }
         }
         Ok(counts)
@@ -381,10 +378,7 @@ impl PgOrders {
             )
             .await
             .map_err(db)?;
-        Ok(row.map_or_else(Spend::default, |r| Spend {
-            reserved: Fen(r.get(0)),
-            settled: Fen(r.get(1)),
-        }))
+        Ok(row.as_ref().map_or_else(Spend::default, spend_of))
     }
 
     pub async fn attempt_of_vendor_order(
@@ -404,17 +398,12 @@ impl PgOrders {
     }
 }
 
-/// Whether a write failed on the index that allows one unsettled order
-/// per account and membership.
-fn other_unsettled(e: &tokio_postgres::Error) -> bool {
+/// Whether a write failed on the unique `constraint`: the primary key
+/// (another node inserted the key first) or the index that allows one
+/// unsettled order per account and membership.
+fn violates(e: &tokio_postgres::Error, constraint: &str) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-        && e.as_db_error().and_then(|d| d.constraint()) == Some("vipd_orders_one_unsettled")
-}
-
-/// Whether a write failed because another node inserted the key first.
-fn key_taken(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-        && e.as_db_error().and_then(|d| d.constraint()) == Some("vipd_orders_pkey")
+        && e.as_db_error().and_then(|d| d.constraint()) == Some(constraint)
 }
 
 #[cfg(test)]

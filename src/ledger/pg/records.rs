@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::PgError;
+use super::{db, from_json, pool_err};
 use crate::ledger::{AccountState, CheckState, EventRecord, LedgerError, StoredToken};
 
 /// The other records of a PostgreSQL ledger.
@@ -22,23 +22,8 @@ impl std::fmt::Debug for PgRecords {
     }
 }
 
-fn db(e: impl Into<PgError>) -> LedgerError {
-    LedgerError::Durability(e.into().to_string())
-}
-
 fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("ledger records always serialize")
-}
-
-fn from_json<T: DeserializeOwned>(
-    table: &str,
-    key: &str,
-    v: serde_json::Value,
-) -> Result<T, LedgerError> {
-    serde_json::from_value(v).map_err(|e| LedgerError::Corrupt {
-        key: format!("{table}/{key}"),
-        reason: e.to_string(),
-    })
 }
 
 impl PgRecords {
@@ -47,10 +32,7 @@ impl PgRecords {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, LedgerError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| LedgerError::Durability(format!("PostgreSQL: {e}")))
+        self.pool.get().await.map_err(pool_err)
     }
 
     /// Appends to the event log.
