@@ -143,9 +143,8 @@ mod tests {
     /// node without its lease gets nothing.
     #[tokio::test]
     async fn a_pair_is_claimed_by_one_node_at_a_time() {
-        let db = Throwaway::start().await;
-        let mut c = db.connect().await;
-        super::super::migrate(&mut c).await.unwrap();
+        let db = Throwaway::migrated().await;
+        let c = db.connect().await;
         let (ca, cb) = (db.connect().await, db.connect().await);
         let long = Duration::from_secs(60);
         let a = acquire(&ca, "a", long).await.unwrap();

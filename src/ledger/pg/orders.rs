@@ -415,15 +415,9 @@ mod tests {
     use crate::model::OutcomeClass;
     use std::time::Duration;
 
-    fn pool(db: &Throwaway) -> Pool {
-        let config: tokio_postgres::Config = db.url().parse().unwrap();
-        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
-        Pool::builder(manager).max_size(4).build().unwrap()
-    }
-
     /// A node `name`: its own pool on the shared database and a lease.
     async fn named(db: &Throwaway, name: &str, ttl: Duration) -> (PgOrders, Lease) {
-        let pool = pool(db);
+        let pool = db.pool(4);
         let lease = lease::acquire(&**pool.get().await.unwrap(), name, ttl)
             .await
             .unwrap();
@@ -438,17 +432,9 @@ mod tests {
             .0
     }
 
-    async fn migrated() -> Throwaway {
-        let db = Throwaway::start().await;
-        super::super::migrate(&mut db.connect().await)
-            .await
-            .unwrap();
-        db
-    }
-
     #[tokio::test]
     async fn a_plan_sent_and_paid_counts_its_price_and_names_its_vendor_id() {
-        let db = migrated().await;
+        let db = Throwaway::migrated().await;
         let n = node(&db).await;
         n.plan(&request("k1"), NOW).await.unwrap().unwrap();
         assert_eq!(
@@ -495,7 +481,7 @@ mod tests {
     /// across nodes.
     #[tokio::test]
     async fn nodes_planning_at_once_never_pay_twice_or_pass_a_cap() {
-        let db = migrated().await;
+        let db = Throwaway::migrated().await;
         let (a, b) = (node(&db).await, node(&db).await);
         for round in 0..10 {
             let key = format!("same-{round}");
@@ -553,7 +539,7 @@ mod tests {
     /// writes nothing: no plan, no transition; the newer holder does.
     #[tokio::test]
     async fn a_node_without_its_lease_writes_nothing() {
-        let db = migrated().await;
+        let db = Throwaway::migrated().await;
         let (old, lease) = named(&db, "east", Duration::from_secs(60)).await;
         old.plan(&request("k1"), NOW).await.unwrap().unwrap();
         // A second start under the name (the first one hung, say).
@@ -605,7 +591,7 @@ mod tests {
     /// orders are left alone, and a second takeover changes nothing.
     #[tokio::test]
     async fn a_dead_nodes_orders_in_flight_are_taken_over_never_resent() {
-        let db = migrated().await;
+        let db = Throwaway::migrated().await;
         let unbudgeted = |key: &str| PlanRequest {
             budget: Budget::default(),
             ..request(key)
@@ -663,7 +649,7 @@ mod tests {
     /// every node's orders.
     #[tokio::test]
     async fn every_node_lists_finds_and_counts_all_orders() {
-        let db = migrated().await;
+        let db = Throwaway::migrated().await;
         let (a, b) = (node(&db).await, node(&db).await);
         let unbudgeted = |key: &str, at: i64| {
             let mut r = PlanRequest {

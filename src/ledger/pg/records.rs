@@ -191,14 +191,9 @@ mod tests {
     use crate::ledger::conformance::event;
 
     async fn records() -> (Throwaway, PgRecords) {
-        let db = Throwaway::start().await;
-        super::super::migrate(&mut db.connect().await)
-            .await
-            .unwrap();
-        let config: tokio_postgres::Config = db.url().parse().unwrap();
-        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
-        let pool = Pool::builder(manager).max_size(2).build().unwrap();
-        (db, PgRecords::new(pool))
+        let db = Throwaway::migrated().await;
+        let records = PgRecords::new(db.pool(2));
+        (db, records)
     }
 
     /// Events come back in time order (ties in the order written), the

@@ -124,6 +124,23 @@ impl Throwaway {
         db
     }
 
+    /// A server with vipd's schema applied.
+    pub async fn migrated() -> Throwaway {
+        let db = Throwaway::start().await;
+        super::migrate(&mut db.connect().await).await.unwrap();
+        db
+    }
+
+    /// A pool of at most `size` connections to it, as a node keeps.
+    pub fn pool(&self, size: usize) -> deadpool_postgres::Pool {
+        let config: tokio_postgres::Config = self.url().parse().unwrap();
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        deadpool_postgres::Pool::builder(manager)
+            .max_size(size)
+            .build()
+            .unwrap()
+    }
+
     /// A connection string for this server (no password: trust on loopback).
     pub fn url(&self) -> String {
         format!(
