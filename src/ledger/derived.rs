@@ -164,13 +164,20 @@ impl Tallies {
         if share.unverified {
             self.unverified = self.unverified.saturating_sub(1);
         }
-        if let Some(periods) = self.spend.get_mut(share.rule.as_str()) {
-            for (period, reserved, settled) in &share.spend {
-                if let Some(s) = periods.get_mut(period.as_str()) {
-                    s.reserved.0 = (s.reserved.0 - reserved.0).max(0);
-                    s.settled.0 = (s.settled.0 - settled.0).max(0);
-                }
-            }
+    }
+
+    /// The order's spend changes (the same differences a database store
+    /// adds to its rows).
+    fn spend(&mut self, was: Option<&Share>, now: &Share) {
+        let changes = Share::spend_changes(was, now);
+        if changes.is_empty() {
+            return;
+        }
+        let periods = self.spend.entry(now.rule.as_str().into()).or_default();
+        for (period, reserved, settled) in changes {
+            let s = periods.entry(period.into()).or_default();
+            s.reserved.0 = (s.reserved.0 + reserved.0).max(0);
+            s.settled.0 = (s.settled.0 + settled.0).max(0);
         }
     }
 
@@ -209,14 +216,6 @@ impl Tallies {
     fn put(&mut self, key: &str, account: &str, share: &Share) {
         self.states[slot(share.state)] += 1;
         self.unverified += usize::from(share.unverified);
-        if !share.spend.is_empty() {
-            let periods = self.spend.entry(share.rule.as_str().into()).or_default();
-            for (period, reserved, settled) in &share.spend {
-                let s = periods.entry(period.as_str().into()).or_default();
-                s.reserved.0 += reserved.0;
-                s.settled.0 += settled.0;
-            }
-        }
         match self.accounts.get_mut(account) {
             Some(keys) => {
                 if let Err(at) = keys.binary_search_by(|k| (**k).cmp(key)) {
@@ -243,6 +242,7 @@ impl Derived {
             t.take(was);
         }
         t.put(&now.key, &now.account, &share);
+        t.spend(was, &share);
         t.vendor(&now.key, was, &share);
     }
 
