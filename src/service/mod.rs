@@ -43,6 +43,16 @@ pub fn daemon_file(state_dir: &Path) -> PathBuf {
     state_dir.join("daemon.json")
 }
 
+/// Writes `daemon.json` whole before it appears: `vipd status` and scripts
+/// that poll for it never read a half-written file.
+fn write_daemon_file(state_dir: &Path, file: &DaemonFile) -> anyhow::Result<()> {
+    let path = daemon_file(state_dir);
+    let tmp = path.with_extension("json.partial");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(file)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Starts the in-process sandbox (`daemon.sandbox: true`) and points every
 /// provider at it.
 pub async fn start_sandbox(config: &mut Config) -> anyhow::Result<crate::sandbox::SandboxHandle> {
@@ -165,8 +175,7 @@ pub async fn run(
         admin: format!("http://{admin_addr}"),
         callbacks: format!("http://{callback_addr}"),
     };
-    std::fs::write(daemon_file(&state_dir), serde_json::to_vec_pretty(&file)?)
-        .with_context(|| format!("cannot write {}", daemon_file(&state_dir).display()))?;
+    write_daemon_file(&state_dir, &file)?;
     let rt = engine.runtime();
     tracing::info!(
         admin = %file.admin,
