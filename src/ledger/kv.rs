@@ -19,21 +19,61 @@ pub const MAX_KEY: usize = 256;
 /// The largest value a plugin may store, in bytes of JSON.
 pub const MAX_VALUE: usize = 64 << 10;
 
-/// One stored value.
+/// One stored value (the same bytes in every store).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    v: serde_json::Value,
+pub(super) struct Entry {
+    pub(super) v: serde_json::Value,
     /// Unix seconds after which the value is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    exp: Option<i64>,
+    pub(super) exp: Option<i64>,
 }
 
 impl Entry {
-    fn live(self, now: i64) -> Option<Entry> {
+    pub(super) fn live(self, now: i64) -> Option<Entry> {
         match self.exp {
             Some(exp) if exp <= now => None,
             _ => Some(self),
         }
+    }
+
+    /// The entry's bytes; refused when larger than [`MAX_VALUE`].
+    pub(super) fn encode(&self, key: &str) -> Result<Vec<u8>, KvError> {
+        let bytes = json(self);
+        if bytes.len() > MAX_VALUE {
+            return Err(KvError::ValueTooLarge {
+                key: key.to_owned(),
+                len: bytes.len(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// What `incr` by `by` makes of `old` (the live entry under `key`, if
+    /// any): absent counts as 0 and takes `ttl`; the expiry stays the
+    /// first one.
+    pub(super) fn incremented(
+        old: Option<Entry>,
+        key: &str,
+        by: i64,
+        ttl: Option<i64>,
+        now: i64,
+    ) -> Result<(i64, Entry), KvError> {
+        let (n, exp) = match old {
+            None => (0, ttl.map(|t| now + t)),
+            Some(Entry { v, exp }) => match v.as_i64() {
+                Some(n) => (n, exp),
+                None => {
+                    return Err(KvError::NotAnInteger {
+                        key: key.to_owned(),
+                        found: v.to_string().chars().take(40).collect(),
+                    });
+                }
+            },
+        };
+        let new = n.checked_add(by).ok_or_else(|| KvError::Overflow {
+            key: key.to_owned(),
+        })?;
+        Ok((new, Entry { v: new.into(), exp }))
     }
 }
 
@@ -67,15 +107,50 @@ impl Usage {
     }
 }
 
+/// A plugin's bytes kept, and written in the minute `minute`.
 #[derive(Debug, Clone, Copy)]
-struct PluginUsage {
-    stored: u64,
-    minute: i64,
-    written: u64,
+pub(super) struct PluginUsage {
+    pub(super) stored: u64,
+    pub(super) minute: i64,
+    pub(super) written: u64,
+}
+
+impl PluginUsage {
+    /// Counts writes from zero again in a new minute.
+    pub(super) fn roll(&mut self, now: i64) {
+        let minute = now.div_euclid(60);
+        if self.minute != minute {
+            self.minute = minute;
+            self.written = 0;
+        }
+    }
+
+    /// Refuses `new` bytes more this minute past the write rate.
+    pub(super) fn check_rate(&self, key: &str, new: u64, quota: KvQuota) -> Result<(), KvError> {
+        if self.written + new > quota.written_per_minute {
+            return Err(KvError::WriteRate {
+                key: key.to_owned(),
+                quota: quota.written_per_minute,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Refuses keeping `would` bytes past the quota.
+pub(super) fn check_stored(key: &str, would: u64, quota: KvQuota) -> Result<(), KvError> {
+    if would > quota.stored {
+        return Err(KvError::Quota {
+            key: key.to_owned(),
+            would,
+            quota: quota.stored,
+        });
+    }
+    Ok(())
 }
 
 /// What an entry counts against its plugin's quota.
-fn size(key_len: usize, stored_len: usize) -> u64 {
+pub(super) fn size(key_len: usize, stored_len: usize) -> u64 {
     (key_len + stored_len) as u64
 }
 
@@ -104,13 +179,19 @@ pub enum KvError {
     Store(#[from] LedgerError),
 }
 
-fn kv_key(plugin: &str, key: &str) -> Result<Vec<u8>, KvError> {
+/// Refuses a key longer than [`MAX_KEY`].
+pub(super) fn check_key(key: &str) -> Result<(), KvError> {
     if key.len() > MAX_KEY {
         return Err(KvError::KeyTooLong {
             key: key.chars().take(40).collect::<String>() + "…",
             len: key.len(),
         });
     }
+    Ok(())
+}
+
+fn kv_key(plugin: &str, key: &str) -> Result<Vec<u8>, KvError> {
+    check_key(key)?;
     Ok(super::keys::kv(plugin, key))
 }
 
@@ -144,16 +225,11 @@ impl Ledger {
         quota: KvQuota,
     ) -> Result<(), KvError> {
         let k = kv_key(plugin, key)?;
-        let bytes = json(&Entry {
+        let bytes = Entry {
             v: value,
             exp: ttl.map(|t| now + t),
-        });
-        if bytes.len() > MAX_VALUE {
-            return Err(KvError::ValueTooLarge {
-                key: key.to_owned(),
-                len: bytes.len(),
-            });
         }
+        .encode(key)?;
         let _guard = self.lock();
         self.kv_write(plugin, key, k, bytes, now, quota)
     }
@@ -170,11 +246,7 @@ impl Ledger {
         quota: KvQuota,
     ) -> Result<(), KvError> {
         let mut usage = self.kv_usage_of(plugin)?;
-        let minute = now.div_euclid(60);
-        if usage.minute != minute {
-            usage.minute = minute;
-            usage.written = 0;
-        }
+        usage.roll(now);
         let new = size(key.len(), bytes.len());
         // What the key holds now; again after a sweep, which may remove it.
         let old_size = || -> Result<u64, KvError> {
@@ -188,21 +260,14 @@ impl Ledger {
         if would > quota.stored {
             usage.stored = usage.stored.saturating_sub(self.kv_sweep(plugin, now)?);
             would = usage.stored.saturating_sub(old_size()?) + new;
-            if would > quota.stored {
+            if let Err(e) = check_stored(key, would, quota) {
                 self.kv_put_usage(plugin, usage);
-                return Err(KvError::Quota {
-                    key: key.to_owned(),
-                    would,
-                    quota: quota.stored,
-                });
+                return Err(e);
             }
         }
-        if usage.written + new > quota.written_per_minute {
+        if let Err(e) = usage.check_rate(key, new, quota) {
             self.kv_put_usage(plugin, usage);
-            return Err(KvError::WriteRate {
-                key: key.to_owned(),
-                quota: quota.written_per_minute,
-            });
+            return Err(e);
         }
         self.io(self.db.insert(k, bytes))?;
         usage.stored = would;
@@ -278,22 +343,8 @@ impl Ledger {
     ) -> Result<i64, KvError> {
         let k = kv_key(plugin, key)?;
         let _guard = self.lock();
-        let (old, exp) = match self.kv_read(&k, now)? {
-            None => (0, ttl.map(|t| now + t)),
-            Some(Entry { v, exp }) => match v.as_i64() {
-                Some(n) => (n, exp),
-                None => {
-                    return Err(KvError::NotAnInteger {
-                        key: key.to_owned(),
-                        found: v.to_string().chars().take(40).collect(),
-                    });
-                }
-            },
-        };
-        let new = old.checked_add(by).ok_or_else(|| KvError::Overflow {
-            key: key.to_owned(),
-        })?;
-        let bytes = json(&Entry { v: new.into(), exp });
+        let (new, entry) = Entry::incremented(self.kv_read(&k, now)?, key, by, ttl, now)?;
+        let bytes = entry.encode(key)?;
         self.kv_write(plugin, key, k, bytes, now, quota)?;
         Ok(new)
     }

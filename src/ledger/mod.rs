@@ -128,6 +128,19 @@ pub struct Hold {
     pub released: std::collections::BTreeSet<String>,
 }
 
+impl Hold {
+    /// Why new orders for `account` are held, unless it was released.
+    pub fn of(&self, account: &str) -> Option<String> {
+        (!self.released.contains(account)).then(|| {
+            format!(
+                "{} (since {}); check the vendor's orders, then `vipd store release`",
+                self.reason,
+                crate::timefmt::utc(self.since)
+            )
+        })
+    }
+}
+
 /// The store.
 pub struct Ledger {
     db: sled::Db,
@@ -233,16 +246,7 @@ impl Ledger {
 
     /// Why new orders for `account` are held, if they are.
     pub fn held(&self, account: &str) -> Result<Option<String>, LedgerError> {
-        Ok(self
-            .hold()?
-            .filter(|h| !h.released.contains(account))
-            .map(|h| {
-                format!(
-                    "{} (since {}); check the vendor's orders, then `vipd store release`",
-                    h.reason,
-                    crate::timefmt::utc(h.since)
-                )
-            }))
+        Ok(self.hold()?.and_then(|h| h.of(account)))
     }
 
     /// Holds every new order, for `reason`.

@@ -3,7 +3,9 @@
 -- An order is one row under its key: the key is the primary key, so a
 -- second order for one key cannot exist. `record` is the order as the sled
 -- store keeps it (JSON); the columns beside it are what the database must
--- see to refuse, index and fence.
+-- see to refuse, index and fence. Records are `json`, not `jsonb`: a
+-- vendor's reply may hold a NUL (`\u0000`), which `jsonb` refuses, and a
+-- record must never be lost to what a vendor sent.
 CREATE TABLE vipd_orders (
     key         text PRIMARY KEY,
     account     text NOT NULL,
@@ -15,7 +17,7 @@ CREATE TABLE vipd_orders (
     unsettled   boolean NOT NULL,
     -- The fence of the node that wrote it last (0: none).
     fence       bigint NOT NULL DEFAULT 0,
-    record      jsonb NOT NULL,
+    record      json NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 -- One period, one payment, across rules and nodes: the database itself

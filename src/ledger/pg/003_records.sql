@@ -5,7 +5,7 @@
 CREATE TABLE vipd_events (
     seq     bigserial PRIMARY KEY,
     at      bigint NOT NULL,
-    record  jsonb NOT NULL
+    record  json NOT NULL
 );
 CREATE INDEX vipd_events_by_time ON vipd_events (at, seq);
 
@@ -13,13 +13,13 @@ CREATE INDEX vipd_events_by_time ON vipd_events (at, seq);
 CREATE TABLE vipd_checks (
     rule     text NOT NULL,
     account  text NOT NULL,
-    record   jsonb NOT NULL,
+    record   json NOT NULL,
     PRIMARY KEY (rule, account)
 );
 
 -- An account's credential trouble, and its latest rotated token pair.
 CREATE TABLE vipd_accounts (
     account  text PRIMARY KEY,
-    state    jsonb,
-    token    jsonb
+    state    json,
+    token    json
 );

@@ -134,7 +134,7 @@ pub async fn release(
 
 #[cfg(test)]
 mod tests {
-    use super::super::throwaway::Throwaway;
+    use super::super::throwaway::TestDb;
     use super::*;
 
     /// Each (rule, account) is one node's at a time: of two nodes asking
@@ -143,7 +143,7 @@ mod tests {
     /// node without its lease gets nothing.
     #[tokio::test]
     async fn a_pair_is_claimed_by_one_node_at_a_time() {
-        let db = Throwaway::migrated().await;
+        let db = TestDb::migrated().await;
         let c = db.connect().await;
         let (ca, cb) = (db.connect().await, db.connect().await);
         let long = Duration::from_secs(60);

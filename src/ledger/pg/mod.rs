@@ -6,13 +6,15 @@
 //! Until the whole `Store` port passes the conformance suite it is not
 //! offered in the configuration.
 
+mod kv;
 pub mod lease;
 mod orders;
 mod records;
 mod schema;
-#[cfg(test)]
-mod throwaway;
+#[doc(hidden)]
+pub mod throwaway;
 
+pub use kv::PgKv;
 pub use orders::PgOrders;
 pub use records::PgRecords;
 pub use schema::{SCHEMA_VERSION, migrate};

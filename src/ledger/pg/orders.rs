@@ -408,7 +408,7 @@ fn violates(e: &tokio_postgres::Error, constraint: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::throwaway::Throwaway;
+    use super::super::throwaway::TestDb;
     use super::*;
     use crate::ledger::conformance::{NOW, request};
     use crate::ledger::{AttemptResult, Budget};
@@ -416,7 +416,7 @@ mod tests {
     use std::time::Duration;
 
     /// A node `name`: its own pool on the shared database and a lease.
-    async fn named(db: &Throwaway, name: &str, ttl: Duration) -> (PgOrders, Lease) {
+    async fn named(db: &TestDb, name: &str, ttl: Duration) -> (PgOrders, Lease) {
         let pool = db.pool(4);
         let lease = lease::acquire(&**pool.get().await.unwrap(), name, ttl)
             .await
@@ -424,7 +424,7 @@ mod tests {
         (PgOrders::new(pool, lease.clone()), lease)
     }
 
-    async fn node(db: &Throwaway) -> PgOrders {
+    async fn node(db: &TestDb) -> PgOrders {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         named(db, &format!("node-{n}"), Duration::from_secs(60))
@@ -434,7 +434,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_plan_sent_and_paid_counts_its_price_and_names_its_vendor_id() {
-        let db = Throwaway::migrated().await;
+        let db = TestDb::migrated().await;
         let n = node(&db).await;
         n.plan(&request("k1"), NOW).await.unwrap().unwrap();
         assert_eq!(
@@ -481,7 +481,7 @@ mod tests {
     /// across nodes.
     #[tokio::test]
     async fn nodes_planning_at_once_never_pay_twice_or_pass_a_cap() {
-        let db = Throwaway::migrated().await;
+        let db = TestDb::migrated().await;
         let (a, b) = (node(&db).await, node(&db).await);
         for round in 0..10 {
             let key = format!("same-{round}");
@@ -539,7 +539,7 @@ mod tests {
     /// writes nothing: no plan, no transition; the newer holder does.
     #[tokio::test]
     async fn a_node_without_its_lease_writes_nothing() {
-        let db = Throwaway::migrated().await;
+        let db = TestDb::migrated().await;
         let (old, lease) = named(&db, "east", Duration::from_secs(60)).await;
         old.plan(&request("k1"), NOW).await.unwrap().unwrap();
         // A second start under the name (the first one hung, say).
@@ -591,7 +591,7 @@ mod tests {
     /// orders are left alone, and a second takeover changes nothing.
     #[tokio::test]
     async fn a_dead_nodes_orders_in_flight_are_taken_over_never_resent() {
-        let db = Throwaway::migrated().await;
+        let db = TestDb::migrated().await;
         let unbudgeted = |key: &str| PlanRequest {
             budget: Budget::default(),
             ..request(key)
@@ -649,7 +649,7 @@ mod tests {
     /// every node's orders.
     #[tokio::test]
     async fn every_node_lists_finds_and_counts_all_orders() {
-        let db = Throwaway::migrated().await;
+        let db = TestDb::migrated().await;
         let (a, b) = (node(&db).await, node(&db).await);
         let unbudgeted = |key: &str, at: i64| {
             let mut r = PlanRequest {

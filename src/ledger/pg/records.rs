@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{db, from_json, pool_err};
-use crate::ledger::{AccountState, CheckState, EventRecord, LedgerError, StoredToken};
+use crate::ledger::{AccountState, CheckState, EventRecord, Hold, LedgerError, StoredToken};
 
 /// The other records of a PostgreSQL ledger.
 #[derive(Clone)]
@@ -76,6 +76,67 @@ impl PgRecords {
         rows.into_iter()
             .map(|r| from_json("vipd_events", &r.get::<_, i64>(0).to_string(), r.get(1)))
             .collect()
+    }
+
+    /// The hold on new orders, if there is one.
+    pub async fn hold(&self) -> Result<Option<Hold>, LedgerError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT record FROM vipd_hold", &[])
+            .await
+            .map_err(db)?;
+        row.map(|r| from_json("vipd_hold", "hold", r.get(0)))
+            .transpose()
+    }
+
+    /// Holds every new order, for `reason` (an existing hold is kept).
+    pub async fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError> {
+        let hold = Hold {
+            since: now,
+            reason: reason.to_owned(),
+            released: Default::default(),
+        };
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO vipd_hold (record) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&to_json(&hold)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Releases the hold for one account, or (`None`) entirely; what is
+    /// still held afterwards. One transaction under the hold's row lock.
+    pub async fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError> {
+        let mut client = self.client().await?;
+        let raw: &mut tokio_postgres::Client = &mut client;
+        let tx = raw.transaction().await.map_err(db)?;
+        let row = tx
+            .query_opt("SELECT record FROM vipd_hold FOR UPDATE", &[])
+            .await
+            .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut hold: Hold = from_json("vipd_hold", "hold", row.get(0))?;
+        let left = match account {
+            None => {
+                tx.execute("DELETE FROM vipd_hold", &[]).await.map_err(db)?;
+                None
+            }
+            Some(a) => {
+                hold.released.insert(a.to_owned());
+                tx.execute("UPDATE vipd_hold SET record = $1", &[&to_json(&hold)])
+                    .await
+                    .map_err(db)?;
+                Some(hold)
+            }
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(left)
     }
 
     /// What the last check of (rule, account) saw.
@@ -186,12 +247,12 @@ impl PgRecords {
 
 #[cfg(test)]
 mod tests {
-    use super::super::throwaway::Throwaway;
+    use super::super::throwaway::TestDb;
     use super::*;
     use crate::ledger::conformance::event;
 
-    async fn records() -> (Throwaway, PgRecords) {
-        let db = Throwaway::migrated().await;
+    async fn records() -> (TestDb, PgRecords) {
+        let db = TestDb::migrated().await;
         let records = PgRecords::new(db.pool(2));
         (db, records)
     }

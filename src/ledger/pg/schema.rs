@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         what: "events, check and account records",
         sql: include_str!("003_records.sql"),
     },
+    Migration {
+        version: 4,
+        what: "plugins' kv and the hold on new orders",
+        sql: include_str!("004_kv_hold.sql"),
+    },
 ];
 
 /// The newest version this vipd knows.
@@ -89,12 +94,12 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Pg
 
 #[cfg(test)]
 mod tests {
-    use super::super::throwaway::Throwaway;
+    use super::super::throwaway::database;
     use super::*;
 
     #[tokio::test]
     async fn a_database_is_migrated_once_whoever_starts_first() {
-        let db = Throwaway::start().await;
+        let db = database().await;
         let mut a = db.connect().await;
         let mut b = db.connect().await;
         let mut c = db.connect().await;
@@ -102,7 +107,7 @@ mod tests {
         let (ra, rb, rc) = tokio::join!(migrate(&mut a), migrate(&mut b), migrate(&mut c));
         let mut applied: Vec<Vec<i32>> = vec![ra.unwrap(), rb.unwrap(), rc.unwrap()];
         applied.sort();
-        assert_eq!(applied, [vec![], vec![], vec![1, 2, 3]]);
+        assert_eq!(applied, [vec![], vec![], vec![1, 2, 3, 4]]);
         assert!(migrate(&mut a).await.unwrap().is_empty(), "a restart");
         let rows = a
             .query("SELECT version FROM vipd_schema", &[])
@@ -113,7 +118,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_a_newer_vipd_migrated_is_refused() {
-        let db = Throwaway::start().await;
+        let db = database().await;
         let mut c = db.connect().await;
         migrate(&mut c).await.unwrap();
         c.execute(
@@ -132,7 +137,7 @@ mod tests {
     /// only by the code that plans.
     #[tokio::test]
     async fn the_database_refuses_a_second_order_for_a_key_or_a_period() {
-        let db = Throwaway::start().await;
+        let db = database().await;
         let mut c = db.connect().await;
         migrate(&mut c).await.unwrap();
         let insert =

@@ -1,20 +1,22 @@
-//! A real PostgreSQL server for one test: a fresh cluster in a temporary
-//! folder (`initdb`), listening on 127.0.0.1 on a free port, killed and
-//! removed when dropped. Run as the `postgres` user when the tests run as
-//! root (PostgreSQL refuses root). The binaries are Debian's
+//! Real PostgreSQL servers for tests and benchmarks (not for production):
+//! a fresh cluster in a temporary folder (`initdb`), listening on
+//! 127.0.0.1 on a free port, run as the `postgres` user when we are root
+//! (PostgreSQL refuses root). The binaries are Debian's
 //! (`/usr/lib/postgresql/N/bin`, the newest N), or `$VIPD_PG_BIN`.
+//!
+//! [`database`] gives each test a database of its own on one server per
+//! test process: `initdb` runs once, not once a test. That server dies
+//! with the process (its parent-death signal), and the next process
+//! removes the folders of servers whose process is gone. A test that stops
+//! and starts its database (a partition) starts a [`Server`] of its own.
 
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-pub struct Throwaway {
-    server: Child,
-    port: u16,
-    // Dropped last: the server is gone before its folder is.
-    _dir: tempfile::TempDir,
-}
 
 fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("VIPD_PG_BIN") {
@@ -54,7 +56,6 @@ fn server_user() -> (u32, u32) {
 /// A command run as `postgres` when we are root (the process itself, not
 /// a wrapper, so that signals reach it).
 fn as_server_user(program: &Path) -> Command {
-    use std::os::unix::process::CommandExt;
     let mut c = Command::new(program);
     if root() {
         let (uid, gid) = server_user();
@@ -70,18 +71,63 @@ fn free_port() -> u16 {
         .port()
 }
 
-impl Throwaway {
-    pub async fn start() -> Throwaway {
-        let bin = bin_dir();
-        let dir = tempfile::tempdir().unwrap();
+const PREFIX: &str = "vipd-pg-";
+
+/// Removes the folders of servers whose test process is gone.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// One PostgreSQL server: its folder, port and process.
+pub struct Server {
+    dir: PathBuf,
+    port: u16,
+    process: Option<Child>,
+    /// Dies with the thread that started it (`PR_SET_PDEATHSIG`): only
+    /// for the shared server, started on a thread that lives as long as
+    /// the process.
+    dies_with_parent: bool,
+}
+
+impl Server {
+    /// A new cluster, started.
+    pub fn start() -> Server {
+        Server::init(false)
+    }
+
+    fn init(dies_with_parent: bool) -> Server {
+        static SERIAL: AtomicU32 = AtomicU32::new(0);
+        sweep_stale();
+        let dir = std::env::temp_dir().join(format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         if root() {
             let (uid, gid) = server_user();
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
         }
-        let data = dir.path().join("data");
-        let out = as_server_user(&bin.join("initdb"))
+        let out = as_server_user(&bin_dir().join("initdb"))
             .arg("-D")
-            .arg(&data)
+            .arg(dir.join("data"))
             .args(["-U", "vipd", "--auth=trust", "-E", "UTF8", "--no-sync"])
             .output()
             .unwrap();
@@ -90,50 +136,138 @@ impl Throwaway {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
-        let server = as_server_user(&bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let db = Throwaway {
-            server,
-            port,
-            _dir: dir,
+        let mut server = Server {
+            dir,
+            port: free_port(),
+            process: None,
+            dies_with_parent,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((client, conn)) =
-                tokio_postgres::connect(&db.url(), tokio_postgres::NoTls).await
-            {
-                tokio::spawn(conn);
-                if client.simple_query("SELECT 1").await.is_ok() {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "PostgreSQL did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        db
+        server.resume();
+        server
     }
 
-    /// A server with vipd's schema applied.
-    pub async fn migrated() -> Throwaway {
-        let db = Throwaway::start().await;
+    /// Starts the server (again, after [`Server::stop`]) on its port and
+    /// waits until it accepts connections.
+    pub fn resume(&mut self) {
+        assert!(self.process.is_none(), "already running");
+        let mut cmd = as_server_user(&bin_dir().join("postgres"));
+        cmd.arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(&self.dir)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "max_connections=300"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.dies_with_parent {
+            // SAFETY: prctl is async-signal-safe; nothing else runs
+            // between fork and exec. Set after the uid change, which
+            // would clear it.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+                    Ok(())
+                });
+            }
+        }
+        self.process = Some(cmd.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(bin_dir().join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server at once (SIGQUIT: no checkpoint), as a database
+    /// that goes away does.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            unsafe { libc::kill(p.id() as i32, libc::SIGQUIT) };
+            let _ = p.wait();
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection string for database `db` (no password: trust on
+    /// loopback).
+    pub fn url(&self, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user=vipd dbname={db}", self.port)
+    }
+
+    /// A new, empty database on this server.
+    pub async fn database(&self) -> TestDb {
+        static SERIAL: AtomicU32 = AtomicU32::new(0);
+        let name = format!("t{}", SERIAL.fetch_add(1, Ordering::Relaxed));
+        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        TestDb {
+            url: self.url(&name),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The server this test process shares: started once, on a thread that
+/// lives until the process ends, so that the server dies with it.
+pub fn shared() -> &'static Server {
+    static SHARED: OnceLock<Server> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tx.send(Server::init(true)).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().unwrap()
+    })
+}
+
+/// A new, empty database on the shared server.
+pub async fn database() -> TestDb {
+    shared().database().await
+}
+
+/// A database of one test.
+pub struct TestDb {
+    url: String,
+}
+
+impl TestDb {
+    /// A new database with vipd's schema applied.
+    pub async fn migrated() -> TestDb {
+        let db = database().await;
         super::migrate(&mut db.connect().await).await.unwrap();
         db
     }
 
     /// A pool of at most `size` connections to it, as a node keeps.
     pub fn pool(&self, size: usize) -> deadpool_postgres::Pool {
-        let config: tokio_postgres::Config = self.url().parse().unwrap();
+        let config: tokio_postgres::Config = self.url.parse().unwrap();
         let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
         deadpool_postgres::Pool::builder(manager)
             .max_size(size)
@@ -141,28 +275,16 @@ impl Throwaway {
             .unwrap()
     }
 
-    /// A connection string for this server (no password: trust on loopback).
-    pub fn url(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=vipd dbname=postgres",
-            self.port
-        )
+    /// Its connection string.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
             .await
             .unwrap();
         tokio::spawn(conn);
         client
-    }
-}
-
-impl Drop for Throwaway {
-    /// An immediate shutdown (SIGQUIT): the server ends its backends and
-    /// frees its shared memory, without a checkpoint.
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.server.id() as i32, libc::SIGQUIT) };
-        let _ = self.server.wait();
     }
 }
