@@ -108,6 +108,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // ---- holds on new orders (after a damaged store or a restore) ----
 
+    /// Holds every new order, for `reason`: a new hold replaces the old
+    /// one, and accounts released from it are held again.
+    async fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError>;
     /// Why new orders for `account` are held, if they are.
     async fn held(&self, account: &str) -> Result<Option<String>, LedgerError>;
     /// Releases the hold for one account, or (`None`) entirely; returns
@@ -193,10 +196,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A consistent backup, in this store's own format (what
     /// `GET /api/store/backup` serves).
     async fn backup(&self) -> Result<Vec<u8>, LedgerError>;
+    // ---- several nodes on one store ----
+
+    /// Whether this node may check (rule, account) now. A store of one
+    /// node: always.
+    async fn claim(&self, _rule: &str, _account: &str) -> Result<bool, LedgerError> {
+        Ok(true)
+    }
+    /// While running: what nodes that died left in flight, recovered as
+    /// [`Store::recover`] does at start. A store of one node: nothing.
+    async fn take_over(&self, _now: i64) -> Result<Vec<Order>, LedgerError> {
+        Ok(Vec::new())
+    }
+    /// The nodes sharing this store. A store of one node: none.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, LedgerError> {
+        Ok(Vec::new())
+    }
+
     /// Durability work so far, for `/metrics` (zero where not counted).
     fn commits(&self) -> Commits {
         Commits::default()
     }
+}
+
+/// A node sharing the store: its lease and how many pairs it checks.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub fence: i64,
+    /// Seconds left on its lease (negative: ran out).
+    pub lease_left: f64,
+    /// The (rule, account) pairs it holds.
+    pub claims: i64,
 }
 
 /// How often writers waited for durability and how many commits answered
@@ -300,6 +331,9 @@ impl Store for Ledger {
     }
     async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
         Ledger::spend(self, rule, period)
+    }
+    async fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError> {
+        Ledger::hold_all(self, now, reason)
     }
     async fn held(&self, account: &str) -> Result<Option<String>, LedgerError> {
         Ledger::held(self, account)

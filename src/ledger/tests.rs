@@ -15,10 +15,10 @@ struct SledBackend;
 impl Backend for SledBackend {
     type Store = Ledger;
     type Place = tempfile::TempDir;
-    fn place() -> tempfile::TempDir {
+    async fn place() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
     }
-    fn open(place: &tempfile::TempDir) -> Ledger {
+    async fn open(place: &tempfile::TempDir) -> Ledger {
         Ledger::open(place.path()).unwrap()
     }
 }

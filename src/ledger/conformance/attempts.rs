@@ -4,7 +4,7 @@
 use super::*;
 
 pub async fn a_redelivered_failure_for_an_earlier_attempt_changes_nothing<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     second_attempt_pending(&l).await;
     assert_eq!(attempt_of(&l, "V1").await, ("k1".to_owned(), Some(1)));
     assert_eq!(attempt_of(&l, "V2").await, ("k1".to_owned(), Some(2)));
@@ -48,7 +48,7 @@ pub async fn a_redelivered_failure_for_an_earlier_attempt_changes_nothing<B: Bac
 }
 
 pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
     l.settle_attempt("k1", Some(1), NOW, not_paid("callback: failed"))
         .await
@@ -67,7 +67,7 @@ pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
     );
     assert_eq!(r.order.spent, Fen(3000));
     // One paid attempt is no conflict.
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.mark_sent("k1", NOW).await.unwrap();
     let r = paid_reply(&l, "k1", NOW, None, None, NOW).await;
@@ -75,7 +75,7 @@ pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
 }
 
 pub async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     second_attempt_pending(&l).await;
     // The vendor says attempt 1 was billed after all.
     let s = l
@@ -100,7 +100,7 @@ pub async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged<B: 
     assert_eq!(order.spent, Fen(3000));
     assert_eq!(order.paid_attempts(), [1, 2]);
     // Attempt 2 refunded instead: its money goes back, attempt 1's stays.
-    let (_place2, l2) = fresh::<B>();
+    let (_place2, l2) = fresh::<B>().await;
     second_attempt_pending(&l2).await;
     l2.settle_attempt("k1", Some(1), NOW + 5, paid(Some(Fen(1500))))
         .await
@@ -121,7 +121,7 @@ pub async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged<B: 
 }
 
 pub async fn a_failure_for_a_paid_attempt_is_a_contradiction<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
     l.settle_attempt("k1", Some(1), NOW, paid(None))
         .await

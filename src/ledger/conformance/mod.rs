@@ -28,15 +28,15 @@ pub trait Backend {
     /// for the test's length.
     type Place;
     /// A new, empty place.
-    fn place() -> Self::Place;
+    fn place() -> impl Future<Output = Self::Place>;
     /// Opens (or, after a drop, reopens) the store at `place`.
-    fn open(place: &Self::Place) -> Self::Store;
+    fn open(place: &Self::Place) -> impl Future<Output = Self::Store>;
 }
 
 /// A fresh store and its place.
-pub fn fresh<B: Backend>() -> (B::Place, B::Store) {
-    let place = B::place();
-    let store = B::open(&place);
+pub async fn fresh<B: Backend>() -> (B::Place, B::Store) {
+    let place = B::place().await;
+    let store = B::open(&place).await;
     (place, store)
 }
 
@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             kv_values_expire_count_and_keep_to_the_quota,
             counts_by_state_follow_every_write_and_a_reopen,
             budgets_and_indexes_follow_every_write_and_a_reopen,
+            a_hold_refuses_new_orders_until_released,
         );
     };
     (@tests $backend:ty; $($name:ident,)*) => {
@@ -220,7 +221,7 @@ pub async fn second_attempt_pending(l: &impl Store) {
 }
 
 pub async fn a_key_is_planned_once_and_held_against_the_budget<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     let o = l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.durable().await.unwrap();
     assert_eq!((o.state, o.attempts), (OrderState::Planned, 1));
@@ -246,7 +247,7 @@ pub async fn a_key_is_planned_once_and_held_against_the_budget<B: Backend>() {
 }
 
 pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.mark_sent("k1", NOW).await.unwrap();
     let o = paid_reply(&l, "k1", NOW + 1, Some(Fen(1211)), Some("V1"), NOW + 3600)
@@ -279,7 +280,7 @@ pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
 }
 
 pub async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.plan(&request("k2"), NOW).await.unwrap().unwrap();
     // 2 x 20.00 held of 50.00: a third would pass the cap.
@@ -313,7 +314,7 @@ pub async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
 }
 
 pub async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     for attempt in 1..=3 {
         let at = NOW + attempt * 100;
         let o = l.plan(&request("k1"), at).await.unwrap().unwrap();
@@ -351,7 +352,7 @@ pub async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
 }
 
 pub async fn callbacks_settle_once<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     pending(&l, "k1", None, Some("V9".into())).await;
     // Billed at 10023: the max price counts until the callback states it.
     assert_eq!(
@@ -387,7 +388,7 @@ pub async fn callbacks_settle_once<B: Backend>() {
 }
 
 pub async fn refused_callback_refunds_the_budget<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     pending(&l, "k1", Some(Fen(1211)), None).await;
     let o = l
         .settle(

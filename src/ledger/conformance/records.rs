@@ -5,7 +5,7 @@ use super::*;
 use crate::ledger::kv::{KvError, KvQuota};
 
 pub async fn an_order_is_found_by_a_unique_prefix<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     l.plan(&request("abc1"), NOW).await.unwrap().unwrap();
     l.plan(&request("abc2"), NOW).await.unwrap().unwrap();
     assert_eq!(l.find("abc1").await.unwrap().key, "abc1");
@@ -17,7 +17,7 @@ pub async fn an_order_is_found_by_a_unique_prefix<B: Backend>() {
 }
 
 pub async fn check_account_and_token_records_read_back<B: Backend>() {
-    let place = B::place();
+    let place = B::place().await;
     let check = CheckState {
         checked_at: Some(NOW),
         observed_end: Some(NOW + 86_400),
@@ -38,7 +38,7 @@ pub async fn check_account_and_token_records_read_back<B: Backend>() {
         grant: "g1".into(),
     };
     {
-        let l = B::open(&place);
+        let l = B::open(&place).await;
         assert_eq!(
             l.check_state("keep", "a0").await.unwrap(),
             CheckState::default()
@@ -53,7 +53,7 @@ pub async fn check_account_and_token_records_read_back<B: Backend>() {
         l.put_token("a0", &token).await.unwrap();
         l.durable().await.unwrap();
     }
-    let l = B::open(&place);
+    let l = B::open(&place).await;
     assert_eq!(l.check_state("keep", "a0").await.unwrap(), check);
     assert_eq!(
         l.check_state("other", "a0").await.unwrap(),
@@ -65,7 +65,7 @@ pub async fn check_account_and_token_records_read_back<B: Backend>() {
 }
 
 pub async fn kv_values_expire_count_and_keep_to_the_quota<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     let room = KvQuota::of_bytes(1 << 20);
     let v = serde_json::json!({"deep": [1, 2]});
     l.kv_set("p", "k", v.clone(), Some(60), NOW, room)
@@ -139,9 +139,9 @@ pub async fn counts_by_state_follow_every_write_and_a_reopen<B: Backend>() {
             ..request(key)
         }
     }
-    let place = B::place();
+    let place = B::place().await;
     {
-        let l = B::open(&place);
+        let l = B::open(&place).await;
         agree(&l, &[(OrderState::Planned, 0)]).await;
         pending(&l, "f", None, None).await;
         l.settle("f", NOW, not_paid("callback: failed"))
@@ -164,7 +164,7 @@ pub async fn counts_by_state_follow_every_write_and_a_reopen<B: Backend>() {
         agree(&l, &[(OrderState::Planned, 2), (OrderState::Failed, 0)]).await;
         l.durable().await.unwrap();
     }
-    let l = B::open(&place);
+    let l = B::open(&place).await;
     agree(&l, &[(OrderState::Planned, 2), (OrderState::Sent, 1)]).await;
     l.recover(NOW + 10).await.unwrap();
     agree(
@@ -220,9 +220,9 @@ pub async fn budgets_and_indexes_follow_every_write_and_a_reopen<B: Backend>() {
         budget: Budget::default(),
         ..request(key)
     };
-    let place = B::place();
+    let place = B::place().await;
     let before = {
-        let l = B::open(&place);
+        let l = B::open(&place).await;
         // a: paid at once, below the held 2000.
         l.plan(&unbudgeted("a"), NOW).await.unwrap().unwrap();
         l.mark_sent("a", NOW).await.unwrap();
@@ -293,7 +293,7 @@ pub async fn budgets_and_indexes_follow_every_write_and_a_reopen<B: Backend>() {
             None,
         ]
     );
-    let l = B::open(&place);
+    let l = B::open(&place).await;
     assert_eq!(seen(&l).await, before, "a reopen finds the same");
     // The open plan never left: recovery frees its hold, and only that.
     l.recover(NOW + 30).await.unwrap();

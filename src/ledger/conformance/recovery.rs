@@ -3,15 +3,15 @@
 use super::*;
 
 pub async fn restart_turns_sent_into_unknown_and_planned_into_retryable<B: Backend>() {
-    let place = B::place();
+    let place = B::place().await;
     {
-        let l = B::open(&place);
+        let l = B::open(&place).await;
         l.plan(&request("sent"), NOW).await.unwrap().unwrap();
         l.mark_sent("sent", NOW).await.unwrap();
         l.plan(&request("planned"), NOW).await.unwrap().unwrap();
         l.durable().await.unwrap();
     }
-    let l = B::open(&place);
+    let l = B::open(&place).await;
     let changed = l.recover(NOW + 10).await.unwrap();
     assert_eq!(changed.len(), 2);
     let sent = l.get("sent").await.unwrap().unwrap();
@@ -30,7 +30,7 @@ pub async fn restart_turns_sent_into_unknown_and_planned_into_retryable<B: Backe
 }
 
 pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsettled<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     pending(&l, "rule-a-key", None, None).await;
     let mut other_rule = request("rule-b-key");
     other_rule.rule = "manual".into();
@@ -94,7 +94,7 @@ pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsett
 }
 
 pub async fn events_keep_order<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     for i in 0..5 {
         l.record_event(&event(NOW + i, format!("e{i}")))
             .await
@@ -111,7 +111,7 @@ pub async fn events_keep_order<B: Backend>() {
 }
 
 pub async fn pruning_drops_old_events_only<B: Backend>() {
-    let (_place, l) = fresh::<B>();
+    let (_place, l) = fresh::<B>().await;
     let order = l.plan(&request("k1"), NOW - 5000).await.unwrap().unwrap();
     // 3,000 events 50 minutes apart, then a few recent ones: more than one
     // pruning batch.
@@ -140,4 +140,40 @@ pub async fn pruning_drops_old_events_only<B: Backend>() {
     assert_eq!(l.prune_events(NOW - 100).await.unwrap(), 0);
     // The order the old events were about is still there.
     assert_eq!(l.get(&order.key).await.unwrap().unwrap().key, order.key);
+}
+
+/// A hold refuses every new order, across a reopen, until released: one
+/// account at a time, then entirely. A new hold replaces the old one and
+/// holds released accounts again.
+pub async fn a_hold_refuses_new_orders_until_released<B: Backend>() {
+    let place = B::place().await;
+    {
+        let l = B::open(&place).await;
+        l.hold_all(NOW, "copied from a damaged store")
+            .await
+            .unwrap();
+        l.release(Some("acct-a")).await.unwrap();
+        l.hold_all(NOW + 5, "restored from a backup").await.unwrap();
+    }
+    let l = B::open(&place).await;
+    let why = l.held("acct-a").await.unwrap().expect("held");
+    assert!(why.contains("restored from a backup"), "{why}");
+    assert!(matches!(
+        l.plan(&request("a"), NOW).await.unwrap(),
+        Err(Refusal::Held { .. })
+    ));
+    let left = l
+        .release(Some("acct-a"))
+        .await
+        .unwrap()
+        .expect("still held");
+    assert!(left.released.contains("acct-a"));
+    l.plan(&request("a"), NOW).await.unwrap().unwrap();
+    assert!(matches!(
+        l.plan(&request("b"), NOW).await.unwrap(),
+        Err(Refusal::Held { .. })
+    ));
+    assert_eq!(l.release(None).await.unwrap(), None);
+    l.plan(&request("b"), NOW).await.unwrap().unwrap();
+    assert_eq!(l.held("acct-c").await.unwrap(), None);
 }

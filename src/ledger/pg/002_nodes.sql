@@ -16,14 +16,14 @@ CREATE TABLE vipd_nodes (
     started_at   timestamptz NOT NULL DEFAULT now()
 );
 
--- Who checks a (rule, account) now: one node at a time. A claim is taken
--- when free, run out, or already the node's own, and only by a node whose
--- lease holds; a dead node's claims run out with their `until`, and its
--- pairs go to whichever node checks them next.
+-- Who checks a (rule, account): one node at a time, for as long as its
+-- lease holds. A claim is taken when free, when its holder's lease ran
+-- out (the node died or was cut off), or when it is the node's own
+-- already, and only by a node whose lease holds: a dead node's pairs go
+-- to the next node that checks them, within one lease period.
 CREATE TABLE vipd_claims (
     rule     text NOT NULL,
     account  text NOT NULL,
     fence    bigint NOT NULL,
-    until    timestamptz NOT NULL,
     PRIMARY KEY (rule, account)
 );

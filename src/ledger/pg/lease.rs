@@ -15,6 +15,7 @@ use tokio_postgres::GenericClient;
 
 use super::PgError;
 use crate::ledger::LedgerError;
+use crate::ledger::store::NodeInfo;
 
 /// A node's hold on its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,34 +90,33 @@ pub(crate) async fn check(tx: &impl GenericClient, lease: &Lease) -> Result<(), 
     }
 }
 
-/// Claims (rule, account) for `ttl`, for the node holding `lease`: `true`
-/// when it is this node's to check now (it was free, had run out, or was
-/// this node's already: then it is extended). Two nodes asking at once:
-/// the primary key lets one in.
+/// Claims (rule, account) for the node holding `lease`: `true` when it
+/// is this node's to check now (it was free, its holder's lease had run
+/// out, or it was this node's already). Two nodes asking at once: the
+/// primary key lets one in.
 pub async fn claim(
     client: &impl GenericClient,
     lease: &Lease,
     rule: &str,
     account: &str,
-    ttl: Duration,
 ) -> Result<bool, PgError> {
     let row = client
         .query_opt(
-            "INSERT INTO vipd_claims (rule, account, fence, until)
-             SELECT $1, $2, $3, now() + make_interval(secs => $4)
-             WHERE EXISTS (SELECT 1 FROM vipd_nodes
-                           WHERE fence = $3 AND lease_until > now())
-             ON CONFLICT (rule, account) DO UPDATE
-             SET fence = EXCLUDED.fence, until = EXCLUDED.until
-             WHERE vipd_claims.until <= now() OR vipd_claims.fence = EXCLUDED.fence
+            "INSERT INTO vipd_claims (rule, account, fence)
+             SELECT $1, $2, $3
+             WHERE EXISTS (SELECT 1 FROM vipd_nodes WHERE fence = $3 AND lease_until > now())
+             ON CONFLICT (rule, account) DO UPDATE SET fence = EXCLUDED.fence
+             WHERE vipd_claims.fence = EXCLUDED.fence
+                OR NOT EXISTS (SELECT 1 FROM vipd_nodes n
+                               WHERE n.fence = vipd_claims.fence AND n.lease_until > now())
              RETURNING 1",
-            &[&rule, &account, &lease.fence, &secs(ttl)],
+            &[&rule, &account, &lease.fence],
         )
         .await?;
     Ok(row.is_some())
 }
 
-/// Gives a claim back (the check is done), if it is still this node's.
+/// Gives a claim back, if it is still this node's.
 pub async fn release(
     client: &impl GenericClient,
     lease: &Lease,
@@ -132,15 +132,60 @@ pub async fn release(
     Ok(())
 }
 
+/// Every node that ever started, with its lease and claims, by name.
+pub async fn nodes(client: &impl GenericClient) -> Result<Vec<NodeInfo>, PgError> {
+    let rows = client
+        .query(
+            "SELECT n.name, n.fence,
+                    extract(epoch FROM n.lease_until - now())::float8,
+                    (SELECT count(*) FROM vipd_claims c WHERE c.fence = n.fence)
+             FROM vipd_nodes n ORDER BY n.name",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| NodeInfo {
+            name: r.get(0),
+            fence: r.get(1),
+            lease_left: r.get(2),
+            claims: r.get(3),
+        })
+        .collect())
+}
+
+/// The node that should check (rule, account) among `live` (names):
+/// the highest of a hash of each name with the pair (rendezvous hashing).
+/// Every node computes the same answer from the same list; when a node
+/// joins or leaves, only the pairs it gains or held move.
+pub fn preferred<'a>(live: &'a [String], rule: &str, account: &str) -> Option<&'a str> {
+    live.iter()
+        .max_by_key(|name| fnv1a(&[name.as_bytes(), rule.as_bytes(), account.as_bytes()]))
+        .map(String::as_str)
+}
+
+/// FNV-1a over the parts, each followed by a 0xff separator (a byte no
+/// UTF-8 text holds): the same on every node and every vipd version.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.iter().chain(&[0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::throwaway::TestDb;
     use super::*;
 
     /// Each (rule, account) is one node's at a time: of two nodes asking
-    /// at once one gets it; the holder keeps it; when its claim runs out
-    /// (the node died) the other gets it; a released claim is free; a
-    /// node without its lease gets nothing.
+    /// at once one gets it; the holder keeps it while its lease holds;
+    /// when its lease runs out (the node died) the other gets it; a
+    /// released claim is free; a node without its lease gets nothing.
     #[tokio::test]
     async fn a_pair_is_claimed_by_one_node_at_a_time() {
         let db = TestDb::migrated().await;
@@ -152,26 +197,56 @@ mod tests {
         for i in 0..20 {
             let account = format!("acct-{i}");
             let (ra, rb) = tokio::join!(
-                claim(&ca, &a, "keep", &account, long),
-                claim(&cb, &b, "keep", &account, long)
+                claim(&ca, &a, "keep", &account),
+                claim(&cb, &b, "keep", &account)
             );
             assert!(ra.unwrap() ^ rb.unwrap(), "{account}: exactly one node");
         }
         // The holder keeps it; the other does not get it.
+        assert!(claim(&ca, &a, "keep", "x").await.unwrap());
+        assert!(claim(&ca, &a, "keep", "x").await.unwrap(), "kept");
+        assert!(!claim(&cb, &b, "keep", "x").await.unwrap());
+        release(&ca, &a, "keep", "x").await.unwrap();
+        assert!(claim(&cb, &b, "keep", "x").await.unwrap(), "released");
+        // b's lease runs out: a takes its pairs.
         let brief = Duration::from_millis(300);
-        assert!(claim(&ca, &a, "keep", "x", brief).await.unwrap());
-        assert!(
-            claim(&ca, &a, "keep", "x", brief).await.unwrap(),
-            "extended"
-        );
-        assert!(!claim(&cb, &b, "keep", "x", long).await.unwrap());
+        assert!(renew(&cb, &b, brief).await.unwrap());
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(claim(&cb, &b, "keep", "x", long).await.unwrap(), "ran out");
-        assert!(!claim(&ca, &a, "keep", "x", long).await.unwrap());
-        release(&cb, &b, "keep", "x").await.unwrap();
-        assert!(claim(&ca, &a, "keep", "x", long).await.unwrap(), "released");
-        // A newer start under b's name: the old b claims nothing.
-        let _b2 = acquire(&c, "b", long).await.unwrap();
-        assert!(!claim(&cb, &b, "keep", "free", long).await.unwrap());
+        assert!(!renew(&cb, &b, long).await.unwrap(), "b's lease is gone");
+        assert!(
+            !claim(&cb, &b, "keep", "y").await.unwrap(),
+            "b claims nothing"
+        );
+        assert!(claim(&ca, &a, "keep", "x").await.unwrap(), "taken over");
+        // A newer start under a's name: the old a claims nothing.
+        let a2 = acquire(&c, "a", long).await.unwrap();
+        assert!(!claim(&ca, &a, "keep", "free").await.unwrap());
+        assert!(claim(&c, &a2, "keep", "x").await.unwrap());
+        let listed = nodes(&c).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!((listed[0].name.as_str(), listed[0].claims), ("a", 1));
+        assert!(listed[1].lease_left < 0.0, "{listed:?}");
+    }
+
+    /// Pairs are spread over the live nodes, and when one leaves only its
+    /// pairs move.
+    #[test]
+    fn pairs_spread_over_nodes_and_move_only_when_their_node_leaves() {
+        let three: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let two: Vec<String> = ["n1", "n3"].map(String::from).to_vec();
+        let mut per = std::collections::HashMap::new();
+        for i in 0..3000 {
+            let a = format!("acct-{i}");
+            let p = preferred(&three, "keep", &a).unwrap();
+            *per.entry(p).or_insert(0) += 1;
+            let q = preferred(&two, "keep", &a).unwrap();
+            if p != "n2" {
+                assert_eq!(p, q, "{a} stays on {p}");
+            }
+        }
+        for n in ["n1", "n2", "n3"] {
+            assert!((800..1200).contains(&per[n]), "{per:?}");
+        }
+        assert_eq!(preferred(&[], "keep", "a"), None);
     }
 }

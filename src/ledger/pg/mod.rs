@@ -11,6 +11,7 @@ pub mod lease;
 mod orders;
 mod records;
 mod schema;
+mod store;
 #[doc(hidden)]
 pub mod throwaway;
 
@@ -18,6 +19,7 @@ pub use kv::PgKv;
 pub use orders::PgOrders;
 pub use records::PgRecords;
 pub use schema::{SCHEMA_VERSION, migrate};
+pub use store::{PgConfig, PgStore};
 
 /// What went wrong talking to PostgreSQL. Never holds the connection
 /// string (its password).
@@ -32,6 +34,22 @@ pub enum PgError {
          run the newer vipd, or restore the database from before it migrated"
     )]
     Newer { found: i32, known: i32 },
+    /// The connection settings are wrong (never quotes them: they may
+    /// hold a password).
+    #[error("PostgreSQL connection settings: {0}")]
+    Config(String),
+    /// No connection could be had.
+    #[error("PostgreSQL: {0}")]
+    Pool(String),
+}
+
+impl PgError {
+    pub(crate) fn from_pool(e: deadpool_postgres::PoolError) -> PgError {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => PgError::Db(e),
+            other => PgError::Pool(other.to_string()),
+        }
+    }
 }
 
 /// What the database said: its code and message (and detail), which
@@ -59,7 +77,7 @@ fn db(e: impl Into<PgError>) -> crate::ledger::LedgerError {
 
 /// No connection from the pool.
 fn pool_err(e: deadpool_postgres::PoolError) -> crate::ledger::LedgerError {
-    crate::ledger::LedgerError::Durability(format!("PostgreSQL: {e}"))
+    db(PgError::from_pool(e))
 }
 
 /// A JSON record read back; one that does not decode names its table and

@@ -166,12 +166,42 @@ impl PgOrders {
         let raw: &mut tokio_postgres::Client = &mut client;
         let tx = raw.transaction().await.map_err(db)?;
         lease::check(&tx, &self.lease).await?;
+        let hold = tx
+            .query_opt("SELECT record FROM vipd_hold", &[])
+            .await
+            .map_err(db)?;
+        if let Some(row) = hold {
+            let hold: crate::ledger::Hold = from_json("vipd_hold", "hold", row.get(0))?;
+            if let Some(why) = hold.of(&req.account) {
+                return Ok(Err(Refusal::Held { why }));
+            }
+        }
         let existing = locked(&tx, &req.key).await?;
         if let Some(refusal) = existing
             .as_ref()
             .and_then(|o| change::refuses_retry(o, req, now))
         {
             return Ok(Err(refusal));
+        }
+        // One period, one payment, across rules: named here; the unique
+        // index refuses it too when two nodes plan at the same moment.
+        let other = tx
+            .query_opt(
+                "SELECT key, rule, state FROM vipd_orders
+                 WHERE account = $1 AND membership = $2 AND unsettled AND key <> $3 LIMIT 1",
+                &[&req.account, &req.membership.as_str(), &req.key],
+            )
+            .await
+            .map_err(db)?;
+        if let Some(row) = other {
+            let (key, rule, state): (&str, &str, &str) = (row.get(0), row.get(1), row.get(2));
+            return Ok(Err(Refusal::Exists {
+                state: state.parse().unwrap_or(OrderState::Unknown),
+                why: format!(
+                    "order {key} (rule {rule}) for {} {} is not settled and shown yet",
+                    req.account, req.membership
+                ),
+            }));
         }
         // Both spend rows locked until the plan commits: no other node's
         // plan can use the same room meanwhile.

@@ -90,7 +90,8 @@ impl PgRecords {
             .transpose()
     }
 
-    /// Holds every new order, for `reason` (an existing hold is kept).
+    /// Holds every new order, for `reason`: a new hold replaces the old
+    /// one, and accounts released from it are held again.
     pub async fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError> {
         let hold = Hold {
             since: now,
@@ -100,7 +101,8 @@ impl PgRecords {
         self.client()
             .await?
             .execute(
-                "INSERT INTO vipd_hold (record) VALUES ($1) ON CONFLICT DO NOTHING",
+                "INSERT INTO vipd_hold (record) VALUES ($1)
+                 ON CONFLICT (one) DO UPDATE SET record = EXCLUDED.record",
                 &[&to_json(&hold)],
             )
             .await

@@ -1,0 +1,646 @@
+//! The PostgreSQL store as one node sees it: the [`Store`] port over the
+//! shared tables, this node's lease kept alive, and its share of the
+//! (rule, account) pairs.
+//!
+//! - **Lease.** Taken at open (a new fence), renewed every third of its
+//!   length. A renewal the database refuses means the lease is gone (it
+//!   ran out while the node was cut off, or a newer start took the name):
+//!   [`Store::failed`] resolves and the daemon exits, to be restarted
+//!   under a new fence. While the database cannot be reached, every write
+//!   fails (each checks the lease in its own transaction), so nothing is
+//!   paid; `/healthz` says why.
+//! - **Pairs.** Each pair has a preferred node among those whose lease
+//!   holds ([`lease::preferred`]); a node checks a pair only when it is
+//!   the preferred one and holds the pair's claim in the database. A node
+//!   that dies stops renewing; when its lease runs out it drops out of
+//!   every node's list and its pairs' claims are free to take.
+//! - **Take-over.** [`Store::take_over`] recovers what dead nodes left in
+//!   flight: `sent` becomes `unknown` (never re-sent), `planned` retryable.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::lease::{self, Lease};
+use super::{PgError, PgKv, PgOrders, PgRecords, db, pool_err};
+use crate::ledger::kv::{KvError, KvQuota};
+use crate::ledger::store::{KvValue, NodeInfo, Store};
+use crate::ledger::{
+    AccountState, AttemptResult, CheckState, EventRecord, Hold, LedgerError, Order, OrderState,
+    PlanRequest, Recorded, Refusal, Settled, Settlement, Spend, StoredToken, Verification, change,
+};
+use crate::model::OutcomeClass;
+
+/// How a node reaches the shared ledger.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// A libpq connection string or URL. Holds the password: never
+    /// printed.
+    pub url: String,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// How long a lease lasts unless renewed.
+    pub lease: Duration,
+    /// Connections this node keeps at most.
+    pub pool_size: usize,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("node", &self.node)
+            .field("lease", &self.lease)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The nodes whose lease held at the last look, with when each runs out
+/// by this node's monotonic clock.
+#[derive(Debug, Default)]
+struct Live(Vec<(String, Instant)>);
+
+impl Live {
+    fn names(&self, now: Instant) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// One node's view of a PostgreSQL ledger.
+pub struct PgStore {
+    pool: Pool,
+    lease: Lease,
+    orders: PgOrders,
+    records: PgRecords,
+    kv: PgKv,
+    live: Arc<Mutex<Live>>,
+    /// The pairs this node claimed, so that it gives back those it no
+    /// longer prefers without asking the database about the others.
+    claimed: Mutex<HashSet<(String, String)>>,
+    lost: watch::Receiver<Option<String>>,
+    _renewal: DropGuard,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pool from the configuration: connections give up after 5 s, and TCP
+/// keepalives find a peer that vanished.
+pub fn pool(cfg: &PgConfig) -> Result<Pool, PgError> {
+    let mut pg: tokio_postgres::Config = cfg
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| PgError::Config(e.to_string()))?;
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(Duration::from_secs(5));
+    }
+    pg.keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .application_name(&format!("vipd {}", cfg.node));
+    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+    Pool::builder(manager)
+        .max_size(cfg.pool_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| PgError::Config(e.to_string()))
+}
+
+impl PgStore {
+    /// Connects, migrates the schema (under its lock), takes this node's
+    /// lease with a new fence and starts renewing it.
+    pub async fn open(cfg: &PgConfig) -> Result<PgStore, PgError> {
+        let pool = pool(cfg)?;
+        let lease = {
+            let mut client = pool.get().await.map_err(PgError::from_pool)?;
+            let raw: &mut tokio_postgres::Client = &mut client;
+            let applied = super::migrate(raw).await?;
+            if !applied.is_empty() {
+                tracing::info!(versions = ?applied, "PostgreSQL schema migrated");
+            }
+            lease::acquire(&**client, &cfg.node, cfg.lease).await?
+        };
+        tracing::info!(node = %lease.node, fence = lease.fence, "lease taken on the shared ledger");
+        let live = Arc::new(Mutex::new(Live::default()));
+        let (lost_tx, lost) = watch::channel(None);
+        let stop = CancellationToken::new();
+        tokio::spawn(keep_lease(
+            pool.clone(),
+            lease.clone(),
+            cfg.lease,
+            live.clone(),
+            lost_tx,
+            stop.clone(),
+        ));
+        let store = PgStore {
+            orders: PgOrders::new(pool.clone(), lease.clone()),
+            records: PgRecords::new(pool.clone()),
+            kv: PgKv::new(pool.clone()),
+            pool,
+            lease,
+            live,
+            claimed: Mutex::default(),
+            lost,
+            _renewal: stop.drop_guard(),
+        };
+        store.refresh_live().await?;
+        Ok(store)
+    }
+
+    /// This node's lease.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    async fn refresh_live(&self) -> Result<(), PgError> {
+        let client = self.pool.get().await.map_err(PgError::from_pool)?;
+        look_at_nodes(&**client, &self.live).await
+    }
+}
+
+/// Reads which nodes' leases hold, into `live`.
+async fn look_at_nodes(
+    client: &impl tokio_postgres::GenericClient,
+    live: &Mutex<Live>,
+) -> Result<(), PgError> {
+    let seen = Instant::now();
+    let nodes = lease::nodes(client).await?;
+    let mut now_live = Vec::new();
+    for n in nodes.into_iter().filter(|n| n.lease_left > 0.0) {
+        now_live.push((n.name, seen + Duration::from_secs_f64(n.lease_left)));
+    }
+    *live.lock().unwrap_or_else(|p| p.into_inner()) = Live(now_live);
+    Ok(())
+}
+
+/// Renews the lease every third of its length until `stop`; reports a
+/// lease the database says is gone on `lost` (sticky).
+async fn keep_lease(
+    pool: Pool,
+    lease: Lease,
+    ttl: Duration,
+    live: Arc<Mutex<Live>>,
+    lost: watch::Sender<Option<String>>,
+    stop: CancellationToken,
+) {
+    let mut last_renewed = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(ttl / 3) => {}
+        }
+        let renewed = match pool.get().await {
+            Ok(client) => match lease::renew(&**client, &lease, ttl).await {
+                Ok(true) => look_at_nodes(&**client, &live).await.map(|()| true),
+                other => other,
+            },
+            Err(e) => Err(PgError::from_pool(e)),
+        };
+        match renewed {
+            Ok(true) => last_renewed = Instant::now(),
+            Ok(false) => {
+                let why = format!(
+                    "node {} lost its lease (fence {}): it ran out while the node was cut off, \
+                     or another start took the name; this node must not pay any more",
+                    lease.node, lease.fence
+                );
+                tracing::error!("{why}");
+                let _ = lost.send(Some(why));
+                return;
+            }
+            Err(e) => {
+                let gone = last_renewed.elapsed() >= ttl;
+                tracing::warn!(
+                    node = %lease.node,
+                    error = %e,
+                    lease_ran_out = gone,
+                    "cannot renew the lease; no payment until the database answers"
+                );
+            }
+        }
+    }
+}
+
+fn unsupported_backup() -> LedgerError {
+    LedgerError::Durability(
+        "the PostgreSQL store is backed up by PostgreSQL (pg_dump, or the server's own \
+         backups), not by vipd"
+            .into(),
+    )
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn plan(
+        &self,
+        req: &PlanRequest,
+        now: i64,
+    ) -> Result<Result<Order, Refusal>, LedgerError> {
+        self.orders.plan(req, now).await
+    }
+    /// Every write is a committed transaction (with the server's
+    /// `synchronous_commit`): durable once it returns.
+    async fn durable(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError> {
+        self.orders
+            .modify(key, |o| change::mark_sent(o, now))
+            .await
+            .map(|(o, ())| o)
+    }
+    async fn record_attempt(
+        &self,
+        key: &str,
+        now: i64,
+        outcome: OutcomeClass,
+        detail: &str,
+        result: AttemptResult,
+    ) -> Result<Recorded, LedgerError> {
+        self.orders
+            .modify(key, |o| {
+                change::record_reply(o, now, outcome, detail, result)
+            })
+            .await
+            .map(|(order, conflict)| Recorded { order, conflict })
+    }
+    async fn settle(
+        &self,
+        key: &str,
+        now: i64,
+        settlement: Settlement,
+    ) -> Result<Option<Order>, LedgerError> {
+        Ok(
+            match self.settle_attempt(key, None, now, settlement).await? {
+                Settled::Changed { order, .. } => Some(order),
+                Settled::Repeated | Settled::Contradicted { .. } => None,
+            },
+        )
+    }
+    async fn settle_attempt(
+        &self,
+        key: &str,
+        attempt: Option<u32>,
+        now: i64,
+        settlement: Settlement,
+    ) -> Result<Settled, LedgerError> {
+        let (order, result) = self
+            .orders
+            .modify(key, |o| {
+                change::settle_attempt(o, attempt, now, &settlement)
+            })
+            .await?;
+        Ok(match result {
+            Ok(Some(conflict)) => Settled::Changed { order, conflict },
+            Ok(None) => Settled::Repeated,
+            Err(why) => Settled::Contradicted { order, why },
+        })
+    }
+    async fn refute_unverified(
+        &self,
+        key: &str,
+        now: i64,
+        why: &str,
+    ) -> Result<Order, LedgerError> {
+        self.orders
+            .modify(key, |o| change::refute(o, now, why))
+            .await
+            .map(|(o, ())| o)
+    }
+    async fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
+        self.orders
+            .modify(key, |o| change::callback_overdue(o, now, why))
+            .await
+            .map(|(o, ())| o)
+    }
+    async fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError> {
+        self.orders
+            .modify(key, |o| {
+                o.verification = v;
+                Ok(())
+            })
+            .await
+            .map(|(o, ())| o)
+    }
+    async fn attempt_of_vendor_order(
+        &self,
+        provider: &str,
+        vendor_orderid: &str,
+    ) -> Result<Option<(String, Option<u32>)>, LedgerError> {
+        self.orders
+            .attempt_of_vendor_order(provider, vendor_orderid)
+            .await
+    }
+    async fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError> {
+        self.orders
+            .modify(key, |o| Ok(change::bind_vendor_order(o, vendor_orderid)))
+            .await
+            .map(|(_, n)| n)
+    }
+    /// At start: what this node's earlier starts, and dead nodes, left in
+    /// flight (an earlier start's fence is no longer its name's).
+    async fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
+        self.orders.recover_orphans(now).await
+    }
+    async fn take_over(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
+        self.orders.recover_orphans(now).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
+        self.orders.get(key).await
+    }
+    async fn find(&self, prefix: &str) -> Result<Order, LedgerError> {
+        self.orders.find(prefix).await
+    }
+    async fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError> {
+        self.orders.orders(state).await
+    }
+    async fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError> {
+        self.orders.orders_of(account).await
+    }
+    async fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError> {
+        self.orders.count_by_state().await
+    }
+    async fn count_unverified(&self) -> Result<usize, LedgerError> {
+        self.orders.count_unverified().await
+    }
+    async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
+        self.orders.spend(rule, period).await
+    }
+    async fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError> {
+        self.records.hold_all(now, reason).await
+    }
+    async fn held(&self, account: &str) -> Result<Option<String>, LedgerError> {
+        Ok(self.records.hold().await?.and_then(|h| h.of(account)))
+    }
+    async fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError> {
+        self.records.release(account).await
+    }
+    async fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
+        self.records.record_event(ev).await
+    }
+    async fn prune_events(&self, before: i64) -> Result<usize, LedgerError> {
+        self.records.prune_events(before).await
+    }
+    async fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError> {
+        self.records.events(limit).await
+    }
+    async fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError> {
+        self.records.check_state(rule, account).await
+    }
+    async fn put_check_state(
+        &self,
+        rule: &str,
+        account: &str,
+        state: &CheckState,
+    ) -> Result<(), LedgerError> {
+        self.records.put_check_state(rule, account, state).await
+    }
+    async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
+        self.records.stored_token(account).await
+    }
+    async fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
+        self.records.put_token(account, token).await
+    }
+    async fn account_state(&self, account: &str) -> Result<AccountState, LedgerError> {
+        self.records.account_state(account).await
+    }
+    async fn put_account_state(
+        &self,
+        account: &str,
+        state: &AccountState,
+    ) -> Result<(), LedgerError> {
+        self.records.put_account_state(account, state).await
+    }
+    async fn kv_get(&self, plugin: &str, key: &str, now: i64) -> Result<Option<KvValue>, KvError> {
+        self.kv.get(plugin, key, now).await
+    }
+    async fn kv_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: KvValue,
+        ttl: Option<i64>,
+        now: i64,
+        quota: KvQuota,
+    ) -> Result<(), KvError> {
+        self.kv.set(plugin, key, value, ttl, now, quota).await
+    }
+    async fn kv_del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError> {
+        self.kv.del(plugin, key, now).await
+    }
+    async fn kv_incr(
+        &self,
+        plugin: &str,
+        key: &str,
+        by: i64,
+        ttl: Option<i64>,
+        now: i64,
+        quota: KvQuota,
+    ) -> Result<i64, KvError> {
+        self.kv.incr(plugin, key, by, ttl, now, quota).await
+    }
+    async fn kv_ttl(
+        &self,
+        plugin: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<Option<i64>>, KvError> {
+        self.kv.ttl(plugin, key, now).await
+    }
+    /// The database answers and this node's lease holds.
+    async fn probe(&self) -> Result<(), LedgerError> {
+        if let Some(why) = self.lost.borrow().clone() {
+            return Err(LedgerError::Fenced(why));
+        }
+        let client = self.pool.get().await.map_err(pool_err)?;
+        lease::check(&**client, &self.lease).await
+    }
+    async fn failed(&self) -> String {
+        let mut lost = self.lost.clone();
+        let why = match lost.wait_for(Option::is_some).await {
+            Ok(why) => why.clone(),
+            Err(_) => None,
+        };
+        match why {
+            Some(why) => why,
+            // The renewal task is gone only when the store is dropped.
+            None => std::future::pending().await,
+        }
+    }
+    async fn backup(&self) -> Result<Vec<u8>, LedgerError> {
+        Err(unsupported_backup())
+    }
+    /// This node checks a pair when it is the pair's preferred node among
+    /// the live ones and holds the pair's claim; a claim it holds for a
+    /// pair it no longer prefers (a node joined) is given back.
+    async fn claim(&self, rule: &str, account: &str) -> Result<bool, LedgerError> {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .names(Instant::now());
+        let pair = (rule.to_owned(), account.to_owned());
+        let mine = lease::preferred(&live, rule, account).is_none_or(|p| p == self.lease.node);
+        let held = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&pair);
+        if !mine && !held {
+            return Ok(false);
+        }
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let got = if mine {
+            lease::claim(&**client, &self.lease, rule, account)
+                .await
+                .map_err(db)?
+        } else {
+            lease::release(&**client, &self.lease, rule, account)
+                .await
+                .map_err(db)?;
+            false
+        };
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        if got {
+            claimed.insert(pair);
+        } else {
+            claimed.remove(&pair);
+        }
+        Ok(got)
+    }
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, LedgerError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        lease::nodes(&**client).await.map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::throwaway::{TestDb, database};
+    use super::*;
+    use crate::ledger::conformance::{Backend, conformance_suite};
+
+    fn config(db: &TestDb, node: &str) -> PgConfig {
+        PgConfig {
+            url: db.url().to_owned(),
+            node: node.to_owned(),
+            lease: Duration::from_secs(30),
+            pool_size: 4,
+        }
+    }
+
+    /// A database of its own for each test, on the process's server; a
+    /// reopen is a restart of node `n1` (a new fence).
+    struct PgBackend;
+
+    impl Backend for PgBackend {
+        type Store = PgStore;
+        type Place = TestDb;
+        async fn place() -> TestDb {
+            database().await
+        }
+        async fn open(place: &TestDb) -> PgStore {
+            PgStore::open(&config(place, "n1")).await.unwrap()
+        }
+    }
+
+    conformance_suite!(PgBackend);
+
+    fn with_lease(db: &TestDb, node: &str, ms: u64) -> PgConfig {
+        PgConfig {
+            lease: Duration::from_millis(ms),
+            ..config(db, node)
+        }
+    }
+
+    /// Two nodes share the pairs, each pair one node's; when one dies its
+    /// `sent` order becomes `unknown` at the other (never re-sent) once
+    /// its lease has run out, not before, and its pairs move over. A
+    /// vendor's NUL in a reply loses no record.
+    #[tokio::test]
+    async fn a_dead_nodes_work_is_taken_over_after_its_lease() {
+        use crate::ledger::conformance::{NOW, request};
+        let db = database().await;
+        let a = PgStore::open(&with_lease(&db, "n1", 900)).await.unwrap();
+        let b = PgStore::open(&with_lease(&db, "n2", 900)).await.unwrap();
+        a.plan(&request("k"), NOW).await.unwrap().unwrap();
+        a.mark_sent("k", NOW).await.unwrap();
+        // a learns of b at its next renewal.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let accounts: Vec<String> = (0..100).map(|i| format!("acct-{i}")).collect();
+        let mut per = [0, 0];
+        for acct in &accounts {
+            let (ra, rb) = (
+                a.claim("keep", acct).await.unwrap(),
+                b.claim("keep", acct).await.unwrap(),
+            );
+            assert!(ra ^ rb, "{acct}: one node");
+            per[usize::from(rb)] += 1;
+        }
+        assert!(per[0] > 20 && per[1] > 20, "{per:?}");
+        drop(a);
+        assert!(
+            b.take_over(NOW).await.unwrap().is_empty(),
+            "n1's lease holds"
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let taken = b.take_over(NOW).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            (taken[0].key.as_str(), taken[0].state),
+            ("k", OrderState::Unknown)
+        );
+        for acct in &accounts {
+            assert!(b.claim("keep", acct).await.unwrap(), "{acct} moved to n2");
+        }
+        b.plan(&request("nul"), NOW).await.unwrap().unwrap();
+        b.mark_sent("nul", NOW).await.unwrap();
+        let detail = "garbage \0 from the vendor";
+        b.record_attempt(
+            "nul",
+            NOW,
+            OutcomeClass::Rejected,
+            detail,
+            AttemptResult::Failed { retry_at: None },
+        )
+        .await
+        .unwrap();
+        let o = b.get("nul").await.unwrap().unwrap();
+        assert!(format!("{o:?}").contains("garbage \\0"), "{o:?}");
+    }
+
+    /// A node whose name another start took is fenced off: its lease is
+    /// reported lost, `/healthz`'s probe fails, and it can plan nothing.
+    #[tokio::test]
+    async fn a_node_that_loses_its_lease_stops_paying() {
+        use crate::ledger::conformance::{NOW, request};
+        let db = database().await;
+        let old = PgStore::open(&with_lease(&db, "n1", 600)).await.unwrap();
+        old.probe().await.unwrap();
+        let _new = PgStore::open(&with_lease(&db, "n1", 600)).await.unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(2), old.failed())
+            .await
+            .expect("the loss is noticed at the next renewal");
+        assert!(why.contains("lost its lease"), "{why}");
+        assert!(matches!(old.probe().await, Err(LedgerError::Fenced(_))));
+        assert!(matches!(
+            old.plan(&request("k"), NOW).await,
+            Err(LedgerError::Fenced(_))
+        ));
+    }
+}
