@@ -109,7 +109,7 @@ pub fn pool(cfg: &PgConfig) -> Result<Pool, PgError> {
     }
     pg.keepalives(true)
         .keepalives_idle(Duration::from_secs(10))
-        .application_name(&format!("vipd {}", cfg.node));
+        .application_name(format!("vipd {}", cfg.node));
     let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
     Pool::builder(manager)
         .max_size(cfg.pool_size)
