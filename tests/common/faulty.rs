@@ -92,6 +92,7 @@ store_impl! {
     fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError>;
     fn count_unverified(&self) -> Result<usize, LedgerError>;
     fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError>;
+    fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError>;
     fn held(&self, account: &str) -> Result<Option<String>, LedgerError>;
     fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError>;
     fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError>;
