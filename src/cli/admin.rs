@@ -130,6 +130,13 @@ pub(super) fn has_store(dir: &Path) -> bool {
 /// the wrong folder must say so, not answer from a new empty store.
 pub(super) fn open_store(config: &Config) -> anyhow::Result<Ledger> {
     let dir = &config.daemon.state_dir;
+    if let crate::config::StoreKind::Postgres { node, .. } = &config.daemon.store {
+        bail!(
+            "daemon.store is postgres and no node answered from {} (node {node}): run this where a node runs, \
+             or start one; vipd reads a PostgreSQL ledger only through a running node",
+            dir.display()
+        );
+    }
     if !has_store(dir) {
         bail!(
             "no store at {}: vipd has not run with this state_dir. A service keeps its store in {UNIT_STATE_DIR}; name the folder with --state-dir",

@@ -23,6 +23,21 @@ pub(super) fn status_text(s: &Status) -> String {
         "vipd status ({live}, config generation {}, dry run: {})",
         s.generation, s.dry_run
     );
+    if let Some(me) = &s.node {
+        let _ = writeln!(out, "\nnode {me}, on a shared PostgreSQL ledger:");
+        for n in &s.nodes {
+            let lease = if n.lease_left > 0.0 {
+                format!("lease {:.1}s left", n.lease_left)
+            } else {
+                format!("lease ran out {:.0}s ago", -n.lease_left)
+            };
+            let _ = writeln!(
+                out,
+                "  {:<16} fence {:<6} {lease}, checks {} pairs",
+                n.name, n.fence, n.claims
+            );
+        }
+    }
     for c in &s.checks {
         let _ = writeln!(out, "\n{} / {} ({})", c.rule, c.account, c.membership);
         let _ = writeln!(out, "  ends        {}", when(c.observed_end, s.now));

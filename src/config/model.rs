@@ -180,6 +180,27 @@ pub struct Daemon {
     pub retry_base_secs: i64,
     /// How long recorded events are kept; orders are kept for ever.
     pub event_retention: Duration,
+    /// Where the ledger is kept.
+    pub store: StoreKind,
+}
+
+/// Where the ledger is kept.
+#[derive(Debug, Clone, Default)]
+pub enum StoreKind {
+    /// sled, in `state_dir`.
+    #[default]
+    Sled,
+    /// A PostgreSQL database shared by several nodes.
+    Postgres {
+        /// The connection string (may hold the password).
+        url: Secret,
+        /// This node's name.
+        node: String,
+        /// A lease's length.
+        lease: Duration,
+        /// Connections kept at most.
+        pool_size: usize,
+    },
 }
 
 /// A provider: one upstream application.

@@ -149,6 +149,37 @@ pub struct RawDaemon {
     /// How long recorded events are kept (orders are kept for ever).
     #[schemars(extend("default" = "400d"))]
     pub event_retention: Option<HumanDuration>,
+    /// Where the ledger is kept: `sled` in `state_dir` (one node, the
+    /// default), or `postgres`, shared by several nodes.
+    #[serde(default)]
+    pub store: Option<RawStore>,
+}
+
+/// `daemon.store`, told apart by `kind`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawStore {
+    /// The embedded store in `state_dir`.
+    Sled,
+    /// A PostgreSQL database shared by every node of a cluster.
+    Postgres {
+        /// A libpq connection string or `postgres://` URL (a secret: it may
+        /// hold the password), e.g. `"${env:VIPD_PG_URL}"`.
+        #[schemars(schema_with = "secret")]
+        url: String,
+        /// This node's name, unique in the cluster (default: the host name).
+        #[serde(default)]
+        node: Option<String>,
+        /// How long a node's lease lasts unless renewed (every third of
+        /// it): a dead node's accounts are taken over within this.
+        #[schemars(extend("default" = "15s"))]
+        #[serde(default)]
+        lease: Option<HumanDuration>,
+        /// Database connections this node keeps at most.
+        #[schemars(extend("default" = 16), range(min = 2, max = 256))]
+        #[serde(default)]
+        pool_size: Option<u32>,
+    },
 }
 
 /// One entry of `providers:`, told apart by `kind`.

@@ -78,6 +78,15 @@ impl Engine {
         account_name: &str,
         slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
+        // On a shared store each pair is one node's to check at a time.
+        match self.store.claim(rule_name, account_name).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(rule = rule_name, account = account_name, error = %e, "cannot claim the pair on the shared store; not checked");
+                return;
+            }
+        }
         if rule_name == super::MANUAL_RULE {
             if let Some(account) = rt.config.account(account_name) {
                 self.check_manual(rt, account).await;

@@ -351,6 +351,11 @@ impl Engine {
     /// the next check in the configured timezone.
     pub async fn status_line(&self) -> String {
         let rt = self.runtime();
+        // A store that cannot take a write (a full disk, a database out of
+        // reach, a lost lease) means nothing is paid: say so first.
+        if let Err(e) = self.store.probe().await {
+            return format!("NOT PAYING: {e}");
+        }
         let counts = self.store.count_by_state().await.unwrap_or_default();
         let count = |s: crate::ledger::OrderState| counts.get(&s).copied().unwrap_or(0);
         let next = match self.next_wake.load(std::sync::atomic::Ordering::Relaxed) {

@@ -43,6 +43,12 @@ pub struct Status {
     /// open or unverified, or for 7 days after.
     #[serde(default)]
     pub manual: Vec<ManualLine>,
+    /// On a shared store: the node that answered, and every node with its
+    /// lease and how many pairs it checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<crate::ledger::store::NodeInfo>,
 }
 
 /// A manual order in `status`.
@@ -206,6 +212,11 @@ pub async fn status(
         last_reload: None,
         plugins: BTreeMap::new(),
         manual,
+        node: match &config.daemon.store {
+            crate::config::StoreKind::Postgres { node, .. } => Some(node.clone()),
+            crate::config::StoreKind::Sled => None,
+        },
+        nodes: store.nodes().await?,
     })
 }
 

@@ -220,7 +220,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 }
 
 /// A node sharing the store: its lease and how many pairs it checks.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeInfo {
     pub name: String,
     pub fence: i64,

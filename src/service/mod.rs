@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
 use crate::engine::events::{Event, EventKind};
+use crate::ledger::store::Store;
 use crate::ledger::{Ledger, OrderState};
 use crate::plugins::{Host, LuaHooks};
 use crate::systemd::Notifier;
@@ -43,11 +44,86 @@ pub fn daemon_file(state_dir: &Path) -> PathBuf {
     state_dir.join("daemon.json")
 }
 
+/// Opens the configured store: sled in `state_dir`, or this node's view
+/// of a shared PostgreSQL ledger (migrated, and this node's lease taken).
+async fn open_store(
+    config: &Config,
+    mode: crate::ledger::OpenMode,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.daemon.store {
+        StoreKind::Sled => Arc::new(Ledger::open_with(&config.daemon.state_dir, mode)?),
+        StoreKind::Postgres {
+            url,
+            node,
+            lease,
+            pool_size,
+        } => {
+            let pg = crate::ledger::pg::PgConfig {
+                url: url.expose().to_owned(),
+                node: node.clone(),
+                lease: *lease,
+                pool_size: *pool_size,
+            };
+            Arc::new(
+                crate::ledger::pg::PgStore::open(&pg)
+                    .await
+                    .with_context(|| format!("cannot open the PostgreSQL ledger as node {node}"))?,
+            )
+        }
+    })
+}
+
+/// Emits what recovery changed: `unknown` orders raise `order_unknown`.
+async fn announce_recovered(
+    engine: &Arc<Engine>,
+    orders: Vec<crate::ledger::Order>,
+    now: i64,
+    how: &str,
+) {
+    for o in orders {
+        let kind = if o.state == OrderState::Unknown {
+            EventKind::OrderUnknown
+        } else {
+            EventKind::RechargeResult
+        };
+        let detail = format!("{how}: {} ({})", o.state, o.last_why());
+        engine.emit(Event::new(kind, now, detail).order(&o)).await;
+    }
+}
+
+/// On a shared store: every few seconds, takes over what dead nodes left
+/// in flight (`sent` becomes `unknown`, `planned` retryable) and says so.
+fn take_over(engine: Arc<Engine>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = match &engine.runtime().config.daemon.store {
+            StoreKind::Sled => return,
+            StoreKind::Postgres { lease, .. } => *lease / 3,
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let now = engine.clock().unix();
+            match engine.store().take_over(now).await {
+                Ok(taken) => {
+                    announce_recovered(&engine, taken, now, "taken over from a node that died")
+                        .await
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot look for orders dead nodes left"),
+            }
+        }
+    })
+}
+
 /// Writes `daemon.json` whole before it appears: `vipd status` and scripts
 /// that poll for it never read a half-written file.
 fn write_daemon_file(state_dir: &Path, file: &DaemonFile) -> anyhow::Result<()> {
     let path = daemon_file(state_dir);
     let tmp = path.with_extension("json.partial");
+    // A node on a shared store keeps nothing else there: make the folder.
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
     std::fs::write(&tmp, serde_json::to_vec_pretty(file)?)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
@@ -78,7 +154,7 @@ pub async fn run(
         None
     };
     let state_dir = config.daemon.state_dir.clone();
-    let ledger = Arc::new(Ledger::open_with(&state_dir, store)?);
+    let ledger = open_store(&config, store).await?;
 
     let admin = TcpListener::bind(config.daemon.admin_listen)
         .await
@@ -120,15 +196,8 @@ pub async fn run(
     // Recovery after the engine exists, so plugins hear about orders a
     // crash left unknown.
     let now = engine.clock().unix();
-    for o in ledger.recover(now)? {
-        let kind = if o.state == OrderState::Unknown {
-            EventKind::OrderUnknown
-        } else {
-            EventKind::RechargeResult
-        };
-        let detail = format!("recovered at start-up: {} ({})", o.state, o.last_why());
-        engine.emit(Event::new(kind, now, detail).order(&o)).await;
-    }
+    let recovered = ledger.recover(now).await?;
+    announce_recovered(&engine, recovered, now, "recovered at start-up").await;
     ledger.durable().await.map_err(anyhow::Error::msg)?;
 
     let notifier = Arc::new(Notifier::from_env());
@@ -199,6 +268,7 @@ pub async fn run(
     let watcher = reloader.clone().watch(stop.clone());
     let hangups = reloader.clone().on_sighup(stop.clone());
     let pruner = prune_events(engine.clone(), stop.clone());
+    let taker = take_over(engine.clone(), stop.clone());
     // No payment without a durable plan: a store that cannot make writes
     // durable (a full disk) stops the daemon, and systemd restarts it
     // (Restart=on-failure) until the cause is cleared.
@@ -207,6 +277,8 @@ pub async fn run(
         e = ledger.failed() => Some(e),
     };
     if let Some(e) = &broken {
+        // A store that fails is a sled store that cannot make writes
+        // durable, or a node that lost its lease on a shared store.
         // Not a graceful stop: sled blocks writers after an I/O error
         // (checks in flight would never finish). Exiting now is a crash,
         // which the ledger is built for: `sent` orders become `unknown`,
@@ -219,7 +291,7 @@ pub async fn run(
     tracing::info!("stopping: no new checks; waiting for checks in flight");
     stop.cancel();
     let _ = scheduler.await;
-    let _ = tokio::join!(watcher, hangups, heartbeat, pruner);
+    let _ = tokio::join!(watcher, hangups, heartbeat, pruner, taker);
     servers.cancel();
     let _ = tokio::join!(admin_task, callback_task);
     let hooks = engine.runtime().hooks.clone();

@@ -2,6 +2,7 @@
 //! receiver, a misbehaving upstream, and the `vipd` binary.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod faulty;
 pub mod inproc;
 pub mod sandbox_process;

@@ -223,29 +223,8 @@ impl Stack {
             .spawn()
             .unwrap();
         self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(text) = std::fs::read(state.join("daemon.json")) {
-                let v: Value = serde_json::from_slice(&text).unwrap();
-                self.admin = v["admin"].as_str().unwrap().to_owned();
-                self.callbacks = v["callbacks"].as_str().unwrap().to_owned();
-                if self
-                    .http
-                    .get(format!("{}/healthz", self.admin))
-                    .send()
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not start:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = self.daemon_log();
+        (self.admin, self.callbacks) = await_ready(&self.http, &state, &log).await;
     }
 
     /// `kill -9` the daemon: no shutdown, no flush.
@@ -399,4 +378,31 @@ fn sigterm(pid: u32) {
         .arg("-TERM")
         .arg(pid.to_string())
         .status();
+}
+
+/// Waits up to 20 s until the daemon whose state folder is `state` has
+/// written its `daemon.json` and answers `/healthz`; its admin and
+/// callback URLs. Panics with the daemon's log (`log`) if it does not.
+pub async fn await_ready(
+    http: &reqwest::Client,
+    state: &std::path::Path,
+    log: &std::path::Path,
+) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read(state.join("daemon.json")) {
+            let v: Value = serde_json::from_slice(&text).unwrap();
+            let admin = v["admin"].as_str().unwrap().to_owned();
+            let callbacks = v["callbacks"].as_str().unwrap().to_owned();
+            if http.get(format!("{admin}/healthz")).send().await.is_ok() {
+                return (admin, callbacks);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not start:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

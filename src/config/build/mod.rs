@@ -264,6 +264,50 @@ impl<'a> Builder<'a> {
         }
     }
 
+    fn store(&mut self, s: raw::RawStore) -> StoreKind {
+        let (url, node, lease, pool_size) = match s {
+            raw::RawStore::Sled => return StoreKind::Sled,
+            raw::RawStore::Postgres {
+                url,
+                node,
+                lease,
+                pool_size,
+            } => (url, node, lease, pool_size),
+        };
+        let at = |k: &'static str| ["daemon", "store", k];
+        let url = self.secret(&at("url"), "daemon: store", &url);
+        let node = node.unwrap_or_else(host_name);
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if node.is_empty() || node.len() > 63 || !node.chars().all(valid) {
+            self.error(
+                &at("node"),
+                format!(
+                    "daemon: store: node: {node:?} is not a node name (1 to 63 letters, digits, '-', '_' or '.')"
+                ),
+            );
+        }
+        let lease = lease.map_or(Duration::from_secs(15), HumanDuration::get);
+        if !(Duration::from_secs(3)..=Duration::from_secs(600)).contains(&lease) {
+            self.error(
+                &at("lease"),
+                "daemon: store: lease: must be between 3s and 10m",
+            );
+        }
+        let pool_size = pool_size.unwrap_or(16);
+        if !(2..=256).contains(&pool_size) {
+            self.error(
+                &at("pool_size"),
+                "daemon: store: pool_size: must be between 2 and 256",
+            );
+        }
+        StoreKind::Postgres {
+            url,
+            node,
+            lease,
+            pool_size: pool_size as usize,
+        }
+    }
+
     fn daemon(&mut self, d: raw::RawDaemon) -> Daemon {
         let admin_listen = self.addr(
             &["daemon", "admin_listen"],
@@ -320,6 +364,7 @@ impl<'a> Builder<'a> {
                 "daemon: read_token: is the same as admin_token, so a scrape credential could spend money: use two different tokens",
             );
         }
+        let store = d.store.map_or(StoreKind::Sled, |s| self.store(s));
         let tz_name = d.timezone.as_deref().unwrap_or("Asia/Shanghai");
         let timezone = tz_name.parse().unwrap_or_else(|_| {
             self.error(&["daemon", "timezone"], format!("daemon: timezone: unknown zone {tz_name:?} (expected an IANA name such as Asia/Shanghai or UTC)"));
@@ -337,6 +382,7 @@ impl<'a> Builder<'a> {
             dry_run: d.dry_run,
             admin_token,
             read_token,
+            store,
             startup_spread: d
                 .startup_spread
                 .map_or(Duration::from_secs(10), HumanDuration::get),
@@ -513,4 +559,11 @@ impl<'a> Builder<'a> {
             }
         }
     }
+}
+
+/// This host's name (a node's default name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
