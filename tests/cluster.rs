@@ -1,15 +1,26 @@
 //! Several `vipd run` nodes on one PostgreSQL ledger (issue 14), each a
 //! real process, against one real sandbox and a real PostgreSQL server
 //! this test process starts (`vipd::ledger::pg::throwaway`).
+//!
+//! ```text
+//! cargo test --release --test cluster -- --nocapture                      # chaos: 3 nodes, 500 accounts, 5 kills
+//! CLUSTER_KILLS=50 cargo test --release --test cluster chaos -- --nocapture   # the long run
+//! ```
+//! `CLUSTER_ACCOUNTS` and `CLUSTER_SEED` change the rest.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::chaos::{FAULTS, Verdict, done, env, true_callbacks};
 use common::cluster::Node;
 use common::stack::{Stack, StackConfig};
-use serde_json::Value;
+use serde_json::{Value, json};
 use vipd::ledger::pg::throwaway;
+
+/// One test at a time: each runs several nodes, a sandbox and a database
+/// on the same two cores, and leases are timed.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Pairs each node holds, by `status` from `node`.
 async fn claims(node: &Node) -> Vec<(String, i64, f64)> {
@@ -34,6 +45,7 @@ async fn claims(node: &Node) -> Vec<(String, i64, f64)> {
 /// killed: its pairs go to b within a lease period and a few checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_the_work_and_one_takes_over_when_the_other_dies() {
+    let _one = ONE_AT_A_TIME.lock().await;
     const N: usize = 40;
     let db = throwaway::database().await;
     let stack = Stack::sandbox_only(&StackConfig::due(N)).await;
@@ -75,4 +87,225 @@ async fn two_nodes_share_the_work_and_one_takes_over_when_the_other_dies() {
     assert!(took < Duration::from_secs(6), "{took:?}");
     assert_eq!(stack.billed().await, billed, "nothing paid again");
     assert!(!b.log().contains("panicked"), "{}", b.log());
+}
+
+/// The chaos suite across nodes: three nodes on one database, 500 due
+/// accounts, the sandbox in async mode with every fault on, true old
+/// callbacks re-delivered to any node, and a node killed with `kill -9`
+/// at random moments and restarted after a random pause (sometimes past
+/// its lease, so that others take over). Then the same verdict as the
+/// one-node suite, from the sandbox's records and the shared ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_across_nodes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let accounts = env("CLUSTER_ACCOUNTS", 500) as usize;
+    let kills = env("CLUSTER_KILLS", 5);
+    let mut rng = fastrand::Rng::with_seed(env("CLUSTER_SEED", 14));
+    let mut cfg = StackConfig::due(accounts);
+    cfg.sandbox =
+        format!("  mode: async\n  callback_delay: 200ms\n  faults: {{ recharge: {FAULTS} }}");
+    cfg.provider = "    max_in_flight: 32\n    callback: { within: 5s }".into();
+    let cap = accounts as f64 * 20.0 + 200.0;
+    cfg.rule = format!("    budget: {{ per_day: {cap:.2} }}\n    max_attempts: 5");
+    cfg.daemon = "  max_concurrent_checks: 64".into();
+    let db = throwaway::database().await;
+    let stack = Stack::sandbox_only(&cfg).await;
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::new(&stack, n, db.url(), "3s"))
+        .collect();
+    for n in &mut nodes {
+        n.start().await;
+    }
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut replays = 0;
+    let mut down: Option<(usize, Instant)> = None;
+    for _ in 0..kills {
+        let life = Instant::now() + Duration::from_millis(rng.u64(300..2500));
+        while Instant::now() < life {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some((i, at)) = down
+                && Instant::now() >= at
+            {
+                nodes[i].start().await;
+                down = None;
+            }
+            let old = true_callbacks(&stack.sandbox_orders().await);
+            let up: Vec<&Node> = nodes.iter().filter(|n| n.running()).collect();
+            for _ in 0..3 {
+                if old.is_empty() {
+                    break;
+                }
+                let to = up[rng.usize(..up.len())];
+                let _ = http
+                    .post(format!("{}/notify/wapi", to.callbacks))
+                    .form(&old[rng.usize(..old.len())])
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                replays += 1;
+            }
+        }
+        if let Some((i, _)) = down.take() {
+            nodes[i].start().await;
+        }
+        let victim = rng.usize(..nodes.len());
+        nodes[victim].kill();
+        down = Some((
+            victim,
+            Instant::now() + Duration::from_millis(rng.u64(0..5000)),
+        ));
+    }
+    if let Some((i, _)) = down {
+        nodes[i].start().await;
+    }
+
+    // Calm: faults off, every node running.
+    stack.control(json!({"recharge": {}})).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (orders, unsettled) = loop {
+        for n in &mut nodes {
+            if let Some(code) = n.exited() {
+                panic!("{} exited ({code:?}):\n{}", n.name, n.log());
+            }
+        }
+        let orders = nodes[0].get("/api/orders").await;
+        let orders = orders.as_array().cloned().unwrap_or_default();
+        let unsettled = accounts.saturating_sub(done(&orders));
+        if unsettled == 0 || Instant::now() > deadline {
+            break (orders, unsettled);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let logs: String = nodes.iter().map(Node::log).collect();
+    let verdict = Verdict::of(&stack, accounts, &orders, &logs).await;
+    println!(
+        "cluster chaos: 3 nodes, {accounts} accounts, {kills} kills, {replays} re-delivered callbacks, {verdict} (cap {cap:.2}), unsettled after 120 s: {unsettled}, in {:.1} s",
+        started.elapsed().as_secs_f64(),
+    );
+    if let Ok(dir) = std::env::var("CLUSTER_KEEP") {
+        std::fs::write(format!("{dir}/logs.txt"), &logs).unwrap();
+        std::fs::write(
+            format!("{dir}/orders.json"),
+            serde_json::to_string_pretty(&orders).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            format!("{dir}/sandbox.json"),
+            serde_json::to_string_pretty(&stack.sandbox_orders().await).unwrap(),
+        )
+        .unwrap();
+    }
+    verdict.assert_sound(cap);
+    assert!(!logs.contains("panicked"), "a node panicked");
+    for n in &mut nodes {
+        assert_eq!(n.exited(), None, "{} exited:\n{}", n.name, n.log());
+    }
+}
+
+/// A partition: the database stops under two nodes while they pay. While
+/// it is gone nothing reaches the vendor and `/healthz` says why; a short
+/// outage (within the lease) is ridden out without a restart; after a
+/// long one each node finds its lease gone and exits, and, restarted as
+/// the service manager would, finishes the work. No period paid twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_database_pays_nothing_and_resumes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    const N: usize = 200;
+    let mut server = tokio::task::spawn_blocking(throwaway::Server::start)
+        .await
+        .unwrap();
+    let db = server.database().await;
+    let mut cfg = StackConfig::due(N);
+    cfg.sandbox =
+        "  mode: async\n  callback_delay: 200ms\n  faults: { recharge: { latency: 150ms } }".into();
+    cfg.provider = "    max_in_flight: 2\n    callback: { within: 5s }".into();
+    let cap = N as f64 * 20.0;
+    cfg.rule = format!("    budget: {{ per_day: {cap:.2} }}");
+    let stack = Stack::sandbox_only(&cfg).await;
+    let mut nodes = [
+        Node::new(&stack, "a", db.url(), "6s"),
+        Node::new(&stack, "b", db.url(), "6s"),
+    ];
+    for n in &mut nodes {
+        n.start().await;
+    }
+    let requests = || async { stack.sandbox_orders().await.len() };
+    stack
+        .wait_for("some payments", Duration::from_secs(30), || async {
+            (stack.billed().await.len() >= 20).then_some(())
+        })
+        .await;
+    let http = reqwest::Client::new();
+    for (outage, lease_outlived) in [
+        (Duration::from_secs(3), false),
+        (Duration::from_secs(9), true),
+    ] {
+        server.stop();
+        let stopped = Instant::now();
+        // Requests already marked sent may still leave; none after.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = requests().await;
+        let health = http
+            .get(format!("{}/healthz", nodes[0].admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status().as_u16(), 503, "healthz while cut off");
+        let why = health.text().await.unwrap();
+        assert!(why.contains("PostgreSQL"), "{why}");
+        assert!(!why.contains("vipd@") && !why.contains("password"), "{why}");
+        tokio::time::sleep(outage.saturating_sub(stopped.elapsed())).await;
+        assert_eq!(
+            requests().await,
+            before,
+            "nothing reached the vendor while cut off"
+        );
+        tokio::task::block_in_place(|| server.resume());
+        if lease_outlived {
+            for n in &mut nodes {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let code = loop {
+                    if let Some(code) = n.exited() {
+                        break code;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{} kept running without its lease",
+                        n.name
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                assert_eq!(code, Some(1), "{}", n.log());
+                assert!(n.log().contains("lost its lease"));
+                n.start().await;
+            }
+        } else {
+            // Within its lease: each node answers healthy again, unrestarted.
+            for n in &mut nodes {
+                stack
+                    .wait_for("healthy again", Duration::from_secs(15), || async {
+                        let r = http.get(format!("{}/healthz", n.admin)).send().await.ok()?;
+                        r.status().is_success().then_some(())
+                    })
+                    .await;
+                assert_eq!(n.exited(), None, "{} rode out a short outage", n.name);
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let orders = loop {
+        let orders = nodes[0].get("/api/orders").await;
+        let orders = orders.as_array().cloned().unwrap_or_default();
+        if done(&orders) == N || Instant::now() > deadline {
+            break orders;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let logs: String = nodes.iter().map(Node::log).collect();
+    let verdict = Verdict::of(&stack, N, &orders, &logs).await;
+    println!("partition: 2 nodes, {N} accounts, outages of 3 s and 9 s (lease 6 s): {verdict}");
+    verdict.assert_sound(cap);
+    assert!(!logs.contains("panicked"));
 }

@@ -2,6 +2,7 @@
 //! receiver, a misbehaving upstream, and the `vipd` binary.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod cluster;
 pub mod faulty;
 pub mod inproc;

@@ -3,10 +3,14 @@
 //!
 //! Taken at start (the name's fence goes up by one, so an older process
 //! still running under the name is fenced off at once), renewed while the
-//! node works, and checked inside each write's own transaction: a row lock
-//! on the node's row (`FOR SHARE`) holds the lease as it was checked until
-//! the write commits, so a takeover waits for writes in progress and
-//! nothing is written after it. No advisory locks: they outlive neither a
+//! node works, and checked inside each write's own transaction, on the
+//! database's clock at the transaction's start. A write that began just
+//! before the lease ran out may commit just after: that is safe, because
+//! a takeover changes an order only under the order's row lock, so it
+//! waits for that write and then treats what it finds as a crash left it
+//! (`sent` becomes `unknown`, never re-sent). The node's own row is not
+//! locked by writes: its renewal must never wait behind them (it did, and
+//! a busy node lost its lease). No advisory locks: they outlive neither a
 //! connection nor the work under them.
 
 use std::time::Duration;
@@ -70,13 +74,12 @@ pub async fn renew(
     Ok(n == 1)
 }
 
-/// Inside a write's transaction: the lease is still this node's, and held
-/// so until the transaction ends.
+/// Inside a write's transaction: the lease is still this node's.
 pub(crate) async fn check(tx: &impl GenericClient, lease: &Lease) -> Result<(), LedgerError> {
     let held = tx
         .query_opt(
             "SELECT 1 FROM vipd_nodes
-             WHERE name = $1 AND fence = $2 AND lease_until > now() FOR SHARE",
+             WHERE name = $1 AND fence = $2 AND lease_until > now()",
             &[&lease.node, &lease.fence],
         )
         .await

@@ -97,9 +97,9 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// A pool from the configuration: connections give up after 5 s, and TCP
+/// The connection settings: connections give up after 5 s, and TCP
 /// keepalives find a peer that vanished.
-pub fn pool(cfg: &PgConfig) -> Result<Pool, PgError> {
+fn settings(cfg: &PgConfig) -> Result<tokio_postgres::Config, PgError> {
     let mut pg: tokio_postgres::Config = cfg
         .url
         .parse()
@@ -110,7 +110,12 @@ pub fn pool(cfg: &PgConfig) -> Result<Pool, PgError> {
     pg.keepalives(true)
         .keepalives_idle(Duration::from_secs(10))
         .application_name(format!("vipd {}", cfg.node));
-    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+    Ok(pg)
+}
+
+/// A pool for the node's reads and writes.
+pub fn pool(cfg: &PgConfig) -> Result<Pool, PgError> {
+    let manager = deadpool_postgres::Manager::new(settings(cfg)?, tokio_postgres::NoTls);
     Pool::builder(manager)
         .max_size(cfg.pool_size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -140,7 +145,7 @@ impl PgStore {
         let (lost_tx, lost) = watch::channel(None);
         let stop = CancellationToken::new();
         tokio::spawn(keep_lease(
-            pool.clone(),
+            settings(cfg)?,
             lease.clone(),
             cfg.lease,
             live.clone(),
@@ -188,10 +193,11 @@ async fn look_at_nodes(
     Ok(())
 }
 
-/// Renews the lease every third of its length until `stop`; reports a
-/// lease the database says is gone on `lost` (sticky).
+/// Renews the lease every third of its length until `stop`, on a
+/// connection of its own (a pool busy with checks must not starve it);
+/// reports a lease the database says is gone on `lost` (sticky).
 async fn keep_lease(
-    pool: Pool,
+    settings: tokio_postgres::Config,
     lease: Lease,
     ttl: Duration,
     live: Arc<Mutex<Live>>,
@@ -199,17 +205,29 @@ async fn keep_lease(
     stop: CancellationToken,
 ) {
     let mut last_renewed = Instant::now();
+    let mut client: Option<tokio_postgres::Client> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(ttl / 3) => {}
         }
-        let renewed = match pool.get().await {
-            Ok(client) => match lease::renew(&**client, &lease, ttl).await {
-                Ok(true) => look_at_nodes(&**client, &live).await.map(|()| true),
-                other => other,
-            },
-            Err(e) => Err(PgError::from_pool(e)),
+        let attempt = async {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                let (c, conn) = settings.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                client = Some(c);
+            }
+            let c = client.as_ref().expect("connected above");
+            match lease::renew(c, &lease, ttl).await? {
+                true => look_at_nodes(c, &live).await.map(|()| true),
+                false => Ok(false),
+            }
+        };
+        let renewed = match tokio::time::timeout(ttl / 3, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(PgError::Pool(
+                "no answer within a third of the lease".into(),
+            )),
         };
         match renewed {
             Ok(true) => last_renewed = Instant::now(),
@@ -224,6 +242,7 @@ async fn keep_lease(
                 return;
             }
             Err(e) => {
+                client = None;
                 let gone = last_renewed.elapsed() >= ttl;
                 tracing::warn!(
                     node = %lease.node,
