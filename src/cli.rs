@@ -77,6 +77,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             StoreAction::Verify => store::store_verify(&config).await,
             StoreAction::Backup { file } => store::store_backup(&config, &file).await,
             StoreAction::Restore { file } => store::store_restore(&config, &file).await,
+            StoreAction::Copy { from, to } => store::store_copy(&config, from, to).await,
             StoreAction::Release { account, all: _ } => {
                 store::store_release(&config, account.as_deref()).await
             }

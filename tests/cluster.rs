@@ -309,3 +309,67 @@ async fn a_node_cut_off_from_the_database_pays_nothing_and_resumes() {
     verdict.assert_sound(cap);
     assert!(!logs.contains("panicked"));
 }
+
+/// A single node moves to PostgreSQL with its history: `vipd store copy
+/// --from sled --to postgres` after it stopped, then a node on the
+/// database finds every order, pays nothing again, and a second copy is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_moves_to_postgres_with_its_history() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    const N: usize = 10;
+    let mut stack = Stack::start(&StackConfig::due(N)).await;
+    stack
+        .wait_for("every account paid", Duration::from_secs(30), || async {
+            (stack.billed().await.len() == N).then_some(())
+        })
+        .await;
+    let history = stack.orders().await;
+    assert_eq!(stack.stop_daemon(), Some(0));
+    let billed = stack.billed().await;
+
+    let db = throwaway::database().await;
+    let text = std::fs::read_to_string(&stack.config).unwrap().replace(
+        "  state_dir: ./state\n",
+        "  state_dir: ./state\n  store: { kind: postgres, url: \"${env:VIPD_PG_URL}\", node: mover }\n",
+    );
+    let copy_config = stack.dir.path().join("copy.yaml");
+    std::fs::write(&copy_config, text).unwrap();
+    let copy = || {
+        common::vipd()
+            .args([
+                "store", "copy", "--from", "sled", "--to", "postgres", "--config",
+            ])
+            .arg(&copy_config)
+            .env("VIPD_PG_URL", db.url())
+            .output()
+            .unwrap()
+    };
+    let out = copy();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains(&format!("copied {N} orders")), "{said}");
+    let again = copy();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    let mut node = Node::new(&stack, "a", db.url(), "3s");
+    node.start().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let orders = node.get("/api/orders").await;
+    let keys = |v: &[Value]| {
+        let mut k: Vec<String> = v
+            .iter()
+            .map(|o| o["key"].as_str().unwrap().to_owned())
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(orders.as_array().unwrap()), keys(&history));
+    assert_eq!(
+        stack.billed().await,
+        billed,
+        "nothing paid again after the move"
+    );
+}

@@ -206,6 +206,18 @@ pub(super) enum StoreAction {
         /// The backup to restore.
         file: PathBuf,
     },
+    /// Copy a single node's sled store (in `state_dir`, the daemon
+    /// stopped) into the empty PostgreSQL ledger `daemon.store` names:
+    /// orders, budgets, events, records, plugin values. Once, when moving
+    /// to several nodes.
+    Copy {
+        /// The store to copy from.
+        #[arg(long, value_enum)]
+        from: StoreKindArg,
+        /// The store to copy to.
+        #[arg(long, value_enum)]
+        to: StoreKindArg,
+    },
     /// Release held orders, for one account or all of them.
     Release {
         /// Release this account's held orders.
@@ -215,6 +227,12 @@ pub(super) enum StoreAction {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum StoreKindArg {
+    Sled,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

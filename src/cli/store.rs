@@ -77,6 +77,52 @@ pub async fn store_restore(path: &Path, file: &Path) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// `vipd store copy --from sled --to postgres`.
+pub async fn store_copy(
+    path: &Path,
+    from: super::args::StoreKindArg,
+    to: super::args::StoreKindArg,
+) -> anyhow::Result<ExitCode> {
+    use super::args::StoreKindArg;
+    if (from, to) != (StoreKindArg::Sled, StoreKindArg::Postgres) {
+        bail!("vipd copies from sled to postgres only (--from sled --to postgres)");
+    }
+    let config = load_outside(path)?;
+    let crate::config::StoreKind::Postgres { url, .. } = &config.daemon.store else {
+        bail!(
+            "daemon.store in {} is not postgres: set it to the database to copy into \
+             (kind: postgres, url: ...), then copy",
+            path.display()
+        );
+    };
+    let dir = &config.daemon.state_dir;
+    if crate::service::daemon_file(dir).exists() && Api::find(&config).await.is_some() {
+        bail!("a daemon is running on {}: stop it first", dir.display());
+    }
+    if !dir.join("db").exists() {
+        bail!("no sled store at {}: nothing to copy", dir.display());
+    }
+    let ledger = Ledger::open(dir)?;
+    let export = tokio::task::spawn_blocking(move || ledger.export()).await??;
+    let settings: tokio_postgres::Config = url
+        .expose()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| anyhow::anyhow!("daemon.store.url: {e}"))?;
+    let (mut client, conn) = settings
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", crate::ledger::pg::PgError::from(e)))?;
+    tokio::spawn(conn);
+    let copied = crate::ledger::pg::import(&mut client, &export).await?;
+    println!(
+        "copied {copied} from {} into PostgreSQL; start the nodes with daemon.store as it is. \
+         Keep {} until they run well: it is the history if anything went wrong",
+        dir.display(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `vipd store release [--account A | --all]`.
 pub async fn store_release(path: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;

@@ -325,4 +325,39 @@ impl Derived {
         }
         s
     }
+
+    /// Every rule's spend in every period, as [`Derived::spend`] counts it.
+    pub(crate) fn all_spend(&self) -> Vec<(String, String, Spend)> {
+        let periods: Vec<(String, String)> = {
+            let t = self.lock();
+            let mut all: std::collections::BTreeSet<(String, String)> = Default::default();
+            for (r, p) in &t.spend {
+                all.extend(p.keys().map(|p| (r.to_string(), p.to_string())));
+            }
+            for (r, p) in &t.floor {
+                all.extend(p.keys().map(|p| (r.to_string(), p.to_string())));
+            }
+            all.into_iter().collect()
+        };
+        periods
+            .into_iter()
+            .map(|(r, p)| {
+                let s = self.spend(&r, &p);
+                (r, p, s)
+            })
+            .collect()
+    }
+
+    /// Every vendor order id: (provider, id, order key, attempt).
+    pub(crate) fn all_vendor(&self) -> Vec<(String, String, String, Option<u32>)> {
+        let t = self.lock();
+        let mut out = Vec::new();
+        for (provider, ids) in &t.vendor {
+            for (id, (key, n)) in ids {
+                out.push((provider.to_string(), id.to_string(), key.to_string(), *n));
+            }
+        }
+        out.sort();
+        out
+    }
 }

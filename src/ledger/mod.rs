@@ -30,6 +30,7 @@
 pub(crate) mod change;
 pub(crate) mod derived;
 mod durable;
+mod export;
 mod keys;
 pub mod kv;
 mod open;
@@ -49,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use derived::{Derived, Share};
 pub use durable::{CommitStats, GroupCommit};
+pub use export::Export;
 use open::*;
 pub use order::{
     AttemptRecord, AttemptState, BudgetHold, Order, OrderState, Transition, Verification,

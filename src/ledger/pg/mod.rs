@@ -6,6 +6,7 @@
 //! Until the whole `Store` port passes the conformance suite it is not
 //! offered in the configuration.
 
+mod import;
 mod kv;
 pub mod lease;
 mod orders;
@@ -15,6 +16,7 @@ mod store;
 #[doc(hidden)]
 pub mod throwaway;
 
+pub use import::{Copied, import};
 pub use kv::PgKv;
 pub use orders::PgOrders;
 pub use records::PgRecords;
