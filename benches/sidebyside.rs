@@ -219,7 +219,7 @@ async fn vipd(a: &Args) -> Side {
     };
     let wall = started.elapsed().as_secs_f64();
     let rss_mb = common::rss_mb(pid, "VmHWM:");
-    let cpu = cpu_secs(pid);
+    let cpu = common::cpu_secs(pid);
     let metrics = match http.get(format!("{admin}/metrics")).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
@@ -246,22 +246,6 @@ async fn vipd(a: &Args) -> Side {
         billed,
         twice,
     }
-}
-
-/// User and system CPU seconds of a running process, from /proc.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
 }
 
 #[tokio::main]

@@ -70,6 +70,7 @@ pub fn spawn_sandbox(config: &Path) -> (Kill, String) {
     (Kill(child), url)
 }
 
+#[allow(dead_code)]
 /// A `/proc/PID/status` memory field (`VmRSS:`, `VmHWM:`) in MB.
 pub fn rss_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -131,4 +132,21 @@ pub async fn run_daemon(path: &Path) -> (Kill, u32, String) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// User and system CPU seconds of a running process, from /proc.
+#[allow(dead_code)]
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
 }

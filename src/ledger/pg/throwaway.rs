@@ -99,6 +99,9 @@ pub struct Server {
     dir: PathBuf,
     port: u16,
     process: Option<Child>,
+    /// `fsync` on (PostgreSQL's default): for benchmarks that compare
+    /// with sled's fsync'd commits. Tests run without it.
+    fsync: bool,
     /// Dies with the thread that started it (`PR_SET_PDEATHSIG`): only
     /// for the shared server, started on a thread that lives as long as
     /// the process.
@@ -106,12 +109,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// A new cluster, started.
+    /// A new cluster, started (without fsync: for tests).
     pub fn start() -> Server {
-        Server::init(false)
+        Server::init(false, false)
     }
 
-    fn init(dies_with_parent: bool) -> Server {
+    /// A new cluster with PostgreSQL's durable defaults (`fsync` on), for
+    /// benchmarks.
+    pub fn start_durable() -> Server {
+        Server::init(false, true)
+    }
+
+    fn init(dies_with_parent: bool, fsync: bool) -> Server {
         static SERIAL: AtomicU32 = AtomicU32::new(0);
         sweep_stale();
         let dir = std::env::temp_dir().join(format!(
@@ -140,6 +149,7 @@ impl Server {
             dir,
             port: free_port(),
             process: None,
+            fsync,
             dies_with_parent,
         };
         server.resume();
@@ -157,7 +167,8 @@ impl Server {
             .arg(self.port.to_string())
             .arg("-k")
             .arg(&self.dir)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", if self.fsync { "fsync=on" } else { "fsync=off" }])
             .args(["-c", "max_connections=300"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -200,6 +211,11 @@ impl Server {
         self.port
     }
 
+    /// The postmaster's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+
     /// A connection string for database `db` (no password: trust on
     /// loopback).
     pub fn url(&self, db: &str) -> String {
@@ -238,7 +254,7 @@ pub fn shared() -> &'static Server {
     SHARED.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            tx.send(Server::init(true)).unwrap();
+            tx.send(Server::init(true, false)).unwrap();
             loop {
                 std::thread::park();
             }

@@ -1,0 +1,395 @@
+//! Several nodes on PostgreSQL (issue 14) against one node on sled, side
+//! by side in one run: the same due accounts, a fresh sandbox (sync, no
+//! latency) and, for PostgreSQL, a fresh database on a server with its
+//! durable defaults (`fsync` on) started by this bench.
+//!
+//! ```text
+//! cargo bench --bench cluster -- 10000              # sled, then 1, 2 and 3 nodes on PostgreSQL
+//! cargo bench --bench cluster -- 1000 --check       # correctness only, never time
+//! cargo bench --bench cluster -- 300 --failover 3s  # kill one of two nodes; time until the other holds every pair
+//! ```
+//!
+//! Prints, for each setup: wall time (spawn to the ledger showing every
+//! order succeeded), renewals/s, CPU seconds of the vipd processes and of
+//! PostgreSQL, CPU per renewal, and database commits per renewal (sled:
+//! fsync'd group commits; PostgreSQL: committed transactions, from
+//! `pg_stat_database`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Kill;
+use serde_json::Value;
+use vipd::ledger::pg::throwaway::{Server, TestDb};
+
+struct Args {
+    n: usize,
+    check: bool,
+    failover: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        n: 10_000,
+        check: false,
+        failover: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--check" => a.check = true,
+            "--failover" => a.failover = it.next(),
+            "--bench" => {}
+            other => {
+                if let Ok(n) = other.parse() {
+                    a.n = n;
+                }
+            }
+        }
+    }
+    a
+}
+
+/// The configuration: `n` accounts ending in `end`, checked `every`.
+fn config(n: usize, end: &str, every: &str, upstream: &str) -> String {
+    let (accounts, memberships) = common::accounts(n, end);
+    let daemon = common::rules_yaml(
+        upstream,
+        &accounts,
+        "  startup_spread: 1s\n  max_concurrent_checks: 64\n",
+        ", max_in_flight: 64",
+    )
+    .replace(
+        "check: { every: 1h }",
+        &format!("check: {{ every: {every} }}"),
+    );
+    format!(
+        "{daemon}sandbox:\n  mode: sync\n  prices: {{ qq_vip_month: 15.00 }}\n  memberships:\n{memberships}"
+    )
+}
+
+/// Node `i`'s configuration on the database at `$VIPD_PG_URL`.
+fn node_config(dir: &Path, base: &Path, i: usize, lease: &str) -> PathBuf {
+    let text = std::fs::read_to_string(base).unwrap().replace(
+        "  state_dir: ./state\n",
+        &format!(
+            "  state_dir: ./state-{i}\n  store: {{ kind: postgres, url: \"${{env:VIPD_PG_URL}}\", node: n{i}, lease: {lease} }}\n"
+        ),
+    );
+    let path = dir.join(format!("n{i}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts `vipd run` on `path` (with `url` as `$VIPD_PG_URL`) and waits
+/// until it answers: the process, its pid, its admin URL.
+async fn start(path: &Path, url: Option<&str>) -> (Kill, u32, String) {
+    let mut cmd = std::process::Command::new(common::vipd_bin());
+    cmd.args(["run", "--config"])
+        .arg(path)
+        .env("VIPD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(url) = url {
+        cmd.env("VIPD_PG_URL", url);
+    }
+    let daemon = Kill(cmd.spawn().unwrap());
+    let pid = daemon.0.id();
+    let state = {
+        let text = std::fs::read_to_string(path).unwrap();
+        let dir = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("state_dir: ./"))
+            .unwrap()
+            .to_owned();
+        path.parent().unwrap().join(dir).join("daemon.json")
+    };
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read(&state) {
+            let v: Value = serde_json::from_slice(&text).unwrap();
+            let admin = v["admin"].as_str().unwrap().to_owned();
+            if http.get(format!("{admin}/healthz")).send().await.is_ok() {
+                return (daemon, pid, admin);
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// CPU seconds of PostgreSQL: the postmaster, its live children, and the
+/// children it reaped.
+fn pg_cpu(postmaster: u32) -> f64 {
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let fields = |pid: u32| -> Vec<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        rest.split_whitespace().map(str::to_owned).collect()
+    };
+    let ticks =
+        |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let own = fields(postmaster);
+    // utime, stime, cutime, cstime: fields 14 to 17, 11 to 14 here.
+    let mut total = ticks(&own, 11) + ticks(&own, 12) + ticks(&own, 13) + ticks(&own, 14);
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let f = fields(pid);
+        if ticks(&f, 1) as u32 == postmaster {
+            total += ticks(&f, 11) + ticks(&f, 12);
+        }
+    }
+    total / hz
+}
+
+/// Transactions committed in `db`, and WAL flushes (fsyncs) of the whole
+/// server: what each store pays for durability.
+async fn commits(db: &TestDb) -> (i64, i64) {
+    let row = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+                    (SELECT wal_sync FROM pg_stat_wal)",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// What one setup did.
+struct Run {
+    name: String,
+    wall: f64,
+    vipd_cpu: f64,
+    db_cpu: f64,
+    /// Transactions (PostgreSQL; reads outside a transaction count too).
+    transactions: f64,
+    /// fsyncs: sled's group commits, PostgreSQL's WAL flushes.
+    fsyncs: f64,
+    billed: usize,
+    twice: usize,
+}
+
+async fn billed(upstream: &str) -> (usize, usize) {
+    let orders: Vec<Value> = reqwest::get(format!("{upstream}/_sandbox/orders"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut per = std::collections::HashMap::<String, usize>::new();
+    for o in orders.iter().filter(|o| o["billed"] == true) {
+        *per.entry(o["account"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    (per.values().sum(), per.values().filter(|&&n| n > 1).count())
+}
+
+/// Waits until `admin`'s ledger shows `n` orders succeeded.
+async fn until_renewed(admin: &str, n: usize) {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{admin}/api/orders/count")).send().await {
+            let counts: Value = r.json().await.unwrap_or_default();
+            if counts["succeeded"].as_u64().unwrap_or(0) as usize >= n {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "not renewed in 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One setup: sled (`nodes` 0) or `nodes` nodes on a fresh database.
+async fn run(n: usize, nodes: usize, server: &Server) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rules.yaml");
+    let (_sandbox, upstream) = common::sandbox_for(&base, |u| config(n, "1d", "1h", u));
+    if nodes == 0 {
+        let started = Instant::now();
+        let (daemon, pid, admin) = start(&base, None).await;
+        until_renewed(&admin, n).await;
+        let wall = started.elapsed().as_secs_f64();
+        let vipd_cpu = common::cpu_secs(pid);
+        let metrics = reqwest::get(format!("{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let fsyncs = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("vipd_store_commits_total ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(f64::NAN);
+        drop(daemon);
+        let (billed, twice) = billed(&upstream).await;
+        return Run {
+            name: "sled, 1 node".into(),
+            wall,
+            vipd_cpu,
+            db_cpu: 0.0,
+            transactions: f64::NAN,
+            fsyncs,
+            billed,
+            twice,
+        };
+    }
+    let db = server.database().await;
+    let postmaster = server.pid().unwrap();
+    let paths: Vec<PathBuf> = (0..nodes)
+        .map(|i| node_config(dir.path(), &base, i, "15s"))
+        .collect();
+    let before = commits(&db).await;
+    let db_cpu_before = pg_cpu(postmaster);
+    let started = Instant::now();
+    let mut daemons = Vec::new();
+    for p in &paths {
+        daemons.push(start(p, Some(db.url())).await);
+    }
+    until_renewed(&daemons[0].2, n).await;
+    let wall = started.elapsed().as_secs_f64();
+    let vipd_cpu: f64 = daemons.iter().map(|d| common::cpu_secs(d.1)).sum();
+    let db_cpu = pg_cpu(postmaster) - db_cpu_before;
+    drop(daemons);
+    // The statistics reach pg_stat_database within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = commits(&db).await;
+    let (billed, twice) = billed(&upstream).await;
+    Run {
+        name: format!(
+            "PostgreSQL, {nodes} node{}",
+            if nodes > 1 { "s" } else { "" }
+        ),
+        wall,
+        vipd_cpu,
+        db_cpu,
+        transactions: (after.0 - before.0) as f64,
+        fsyncs: (after.1 - before.1) as f64,
+        billed,
+        twice,
+    }
+}
+
+/// Two nodes share `n` accounts (none due, checked every second); one is
+/// killed with SIGKILL; the time until the other holds every pair.
+async fn failover(n: usize, lease: &str, server: &Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rules.yaml");
+    let (_sandbox, _) = common::sandbox_for(&base, |u| config(n, "30d", "1s", u));
+    let db = server.database().await;
+    let a = node_config(dir.path(), &base, 0, lease);
+    let b = node_config(dir.path(), &base, 1, lease);
+    let mut first = Some(start(&a, Some(db.url())).await);
+    let second = start(&b, Some(db.url())).await;
+    let http = reqwest::Client::new();
+    let claims = |admin: String| {
+        let http = http.clone();
+        async move {
+            let s: Value = http
+                .get(format!("{admin}/api/status"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["claims"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    loop {
+        let c = claims(second.2.clone()).await;
+        if c.len() == 2 && c.iter().sum::<i64>() == n as i64 && c.iter().all(|&x| x > 0) {
+            println!("before: pairs per node {c:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let killed = Instant::now();
+    drop(first.take());
+    loop {
+        let c = claims(second.2.clone()).await;
+        if c.get(1) == Some(&(n as i64)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "failover: lease {lease}, checks every 1s, {n} pairs: the survivor held every pair {:.2} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let server = tokio::task::spawn_blocking(Server::start_durable)
+        .await
+        .unwrap();
+    if let Some(lease) = &a.failover {
+        failover(a.n, lease, &server).await;
+        return;
+    }
+    println!(
+        "cluster: {} due accounts, sandbox sync, no latency; PostgreSQL with fsync on",
+        a.n
+    );
+    let mut runs = Vec::new();
+    for nodes in 0..=3 {
+        runs.push(run(a.n, nodes, &server).await);
+    }
+    println!(
+        "| store | wall | renewals/s | vipd CPU s | PostgreSQL CPU s | CPU µs a renewal (all) | transactions a renewal | fsyncs a renewal | billed | twice |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in &runs {
+        println!(
+            "| {} | {:.2} s | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {} | {} |",
+            r.name,
+            r.wall,
+            a.n as f64 / r.wall,
+            r.vipd_cpu,
+            r.db_cpu,
+            (r.vipd_cpu + r.db_cpu) / a.n as f64 * 1e6,
+            r.transactions / a.n as f64,
+            r.fsyncs / a.n as f64,
+            r.billed,
+            r.twice
+        );
+    }
+    let sled = &runs[0];
+    for r in &runs[1..] {
+        println!(
+            "{} / sled: renewals/s {:.2}x, CPU (all) {:.2}x",
+            r.name,
+            sled.wall / r.wall,
+            (r.vipd_cpu + r.db_cpu) / sled.vipd_cpu
+        );
+    }
+    if a.check {
+        for r in &runs {
+            assert_eq!(r.billed, a.n, "{}: billed {} of {}", r.name, r.billed, a.n);
+            assert_eq!(r.twice, 0, "{}: {} billed twice", r.name, r.twice);
+        }
+        println!("check: every setup renewed every account once, none twice");
+    }
+}
