@@ -26,8 +26,10 @@ CREATE UNIQUE INDEX vipd_orders_one_unsettled
     ON vipd_orders (account, membership) WHERE unsettled;
 CREATE INDEX vipd_orders_by_state ON vipd_orders (state);
 
--- What a rule holds and spent per budget period; changed in the same
--- transaction as the order whose holds and attempts it adds up.
+-- What a rule holds and spent per budget period, as folded from
+-- vipd_spend_changes; what it holds now is this plus the changes not yet
+-- folded. A plan under a cap locks the period's row: plans of one rule
+-- and period take turns, and see every change committed before.
 CREATE TABLE vipd_spend (
     rule      text NOT NULL,
     period    text NOT NULL,
@@ -44,3 +46,17 @@ CREATE TABLE vipd_vendor_orders (
     attempt         integer,
     PRIMARY KEY (provider, vendor_orderid)
 );
+
+-- Each order transition's change to its rule's spend, appended in the
+-- transition's own transaction and never updated: transitions of many
+-- orders never wait on each other (one row that every order of a rule
+-- updated held each of them through the others' commits). Folded into
+-- vipd_spend from time to time, one period at a time, under its lock.
+CREATE TABLE vipd_spend_changes (
+    seq       bigserial PRIMARY KEY,
+    rule      text NOT NULL,
+    period    text NOT NULL,
+    reserved  bigint NOT NULL,
+    settled   bigint NOT NULL
+);
+CREATE INDEX vipd_spend_changes_by_period ON vipd_spend_changes (rule, period);

@@ -107,17 +107,6 @@ async fn write(
         ],
     )
     .await?;
-    for (period, reserved, settled) in Share::spend_changes(was, &now) {
-        // The row first, at zero: a CHECK holds on a proposed insert too,
-        // so a negative change cannot ride an upsert.
-        spend_row(tx, &o.rule, &period).await?;
-        tx.execute(
-            "UPDATE vipd_spend SET reserved = reserved + $3, settled = settled + $4
-             WHERE rule = $1 AND period = $2",
-            &[&o.rule, &period, &reserved.0, &settled.0],
-        )
-        .await?;
-    }
     for (id, n) in Share::new_vendor_ids(was, &now) {
         let n = n.map(|n| n as i32);
         tx.execute(
@@ -127,23 +116,39 @@ async fn write(
         )
         .await?;
     }
+    // Appended, never updated: no other order's transition waits on it.
+    for (period, reserved, settled) in Share::spend_changes(was, &now) {
+        tx.execute(
+            "INSERT INTO vipd_spend_changes (rule, period, reserved, settled) VALUES ($1, $2, $3, $4)",
+            &[&o.rule, &period, &reserved.0, &settled.0],
+        )
+        .await?;
+    }
     Ok(())
 }
 
-/// A rule's spend in a period, its row locked for the transaction.
+/// The folded row's spend plus the changes not folded yet.
+const SPEND: &str = "SELECT (coalesce((SELECT reserved FROM vipd_spend WHERE rule = $1 AND period = $2), 0)
+                        + coalesce(sum(c.reserved), 0))::bigint,
+                       (coalesce((SELECT settled FROM vipd_spend WHERE rule = $1 AND period = $2), 0)
+                        + coalesce(sum(c.settled), 0))::bigint
+                FROM vipd_spend_changes c WHERE c.rule = $1 AND c.period = $2";
+
+/// A rule's spend in a period, its folded row locked for the transaction
+/// (a plan under a cap).
 async fn spend_locked(
     tx: &impl GenericClient,
     rule: &str,
     period: &str,
 ) -> Result<Spend, LedgerError> {
     spend_row(tx, rule, period).await.map_err(db)?;
-    let row = tx
-        .query_one(
-            "SELECT reserved, settled FROM vipd_spend WHERE rule = $1 AND period = $2 FOR UPDATE",
-            &[&rule, &period],
-        )
-        .await
-        .map_err(db)?;
+    tx.execute(
+        "SELECT 1 FROM vipd_spend WHERE rule = $1 AND period = $2 FOR UPDATE",
+        &[&rule, &period],
+    )
+    .await
+    .map_err(db)?;
+    let row = tx.query_one(SPEND, &[&rule, &period]).await.map_err(db)?;
     Ok(spend_of(&row))
 }
 
@@ -203,10 +208,17 @@ impl PgOrders {
                 ),
             }));
         }
-        // Both spend rows locked until the plan commits: no other node's
-        // plan can use the same room meanwhile.
-        let day = spend_locked(&tx, &req.rule, &req.day).await?;
-        let month = spend_locked(&tx, &req.rule, &req.month).await?;
+        // A capped period's spend row is locked until the plan commits: no
+        // other node's plan can use the same room meanwhile. An uncapped
+        // one is not read: every plan of the rule would wait on its row.
+        let day = match req.budget.per_day {
+            Some(_) => spend_locked(&tx, &req.rule, &req.day).await?,
+            None => Spend::default(),
+        };
+        let month = match req.budget.per_month {
+            Some(_) => spend_locked(&tx, &req.rule, &req.month).await?,
+            None => Spend::default(),
+        };
         if let Some(refusal) = change::over_budget(req, day, month) {
             return Ok(Err(refusal));
         }
@@ -402,13 +414,49 @@ impl PgOrders {
     pub async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client
-            .query_opt(
-                "SELECT reserved, settled FROM vipd_spend WHERE rule = $1 AND period = $2",
-                &[&rule, &period],
-            )
+            .query_one(SPEND, &[&rule, &period])
             .await
             .map_err(db)?;
-        Ok(row.as_ref().map_or_else(Spend::default, spend_of))
+        Ok(spend_of(&row))
+    }
+
+    /// Folds the spend changes appended so far into their periods' rows:
+    /// each period in its own transaction under its row's lock (one lock a
+    /// transaction: a plan locking a day and a month cannot deadlock with
+    /// it). Returns how many changes were folded.
+    pub async fn fold_spend(&self) -> Result<u64, LedgerError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let periods: Vec<(String, String)> = client
+            .query("SELECT DISTINCT rule, period FROM vipd_spend_changes", &[])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut folded = 0;
+        for (rule, period) in periods {
+            let raw: &mut tokio_postgres::Client = &mut client;
+            let tx = raw.transaction().await.map_err(db)?;
+            spend_row(&tx, &rule, &period).await.map_err(db)?;
+            let row = tx
+                .query_one(
+                    "WITH moved AS (
+                         DELETE FROM vipd_spend_changes WHERE rule = $1 AND period = $2
+                         RETURNING reserved, settled),
+                     total AS (
+                         SELECT count(*) AS n, coalesce(sum(reserved), 0)::bigint AS r,
+                                coalesce(sum(settled), 0)::bigint AS s FROM moved)
+                     UPDATE vipd_spend SET reserved = reserved + total.r, settled = settled + total.s
+                     FROM total WHERE rule = $1 AND period = $2
+                     RETURNING total.n",
+                    &[&rule, &period],
+                )
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            folded += row.get::<_, i64>(0) as u64;
+        }
+        Ok(folded)
     }
 
     pub async fn attempt_of_vendor_order(
@@ -561,6 +609,22 @@ mod tests {
         assert_eq!(fitted, 2, "4000 of a 5000 cap held; a third would pass it");
         assert_eq!(
             a.spend("keep", "2026-12-01").await.unwrap().reserved,
+            Fen(4000)
+        );
+        // Folding the changes into their rows, from both nodes at once and
+        // while plans run, changes no spend and keeps the cap.
+        let before = a.spend("keep", "2026-11-21").await.unwrap();
+        let racing = {
+            let b = b.clone();
+            tokio::spawn(async move { b.plan(&day("cap-late"), NOW).await.unwrap().is_ok() })
+        };
+        let (fa, fb) = tokio::join!(a.fold_spend(), b.fold_spend());
+        assert!(fa.unwrap() + fb.unwrap() > 0, "changes were folded");
+        assert!(!racing.await.unwrap(), "the cap holds across a fold");
+        assert_eq!(a.fold_spend().await.unwrap(), 0, "each change folded once");
+        assert_eq!(a.spend("keep", "2026-11-21").await.unwrap(), before);
+        assert_eq!(
+            b.spend("keep", "2026-12-01").await.unwrap().reserved,
             Fen(4000)
         );
     }

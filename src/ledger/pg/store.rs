@@ -376,7 +376,10 @@ impl Store for PgStore {
     async fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
         self.orders.recover_orphans(now).await
     }
+    /// Also folds the spend changes appended since the last time (any
+    /// node may: each change is folded once).
     async fn take_over(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
+        self.orders.fold_spend().await?;
         self.orders.recover_orphans(now).await
     }
     async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
