@@ -69,6 +69,19 @@ async fn two_nodes_share_the_work_and_one_takes_over_when_the_other_dies() {
     assert_eq!(on_a + on_b, N as i64, "{seen:?}");
     let orders = b.get("/api/orders").await;
     assert_eq!(orders.as_array().unwrap().len(), N, "one ledger");
+    let metrics = reqwest::get(format!("{}/metrics", a.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        format!("vipd_orders{{state=\"succeeded\"}} {N}"),
+        format!("vipd_node_pairs{{node=\"a\"}} {on_a}"),
+        format!("vipd_node_pairs{{node=\"b\"}} {on_b}"),
+    ] {
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
 
     a.kill();
     let killed = Instant::now();

@@ -125,6 +125,31 @@ impl Engine {
         let unverified = self.store.count_unverified().await?;
         w.sample("vipd_renewals_unverified", &[], unverified as f64);
 
+        // On a shared store: every node, its lease and its pairs.
+        let nodes = self.store.nodes().await?;
+        if !nodes.is_empty() {
+            w.family(
+                "vipd_node_lease_seconds",
+                "gauge",
+                "Seconds left on each node's lease on the shared store (negative: it ran out).",
+            );
+            for n in &nodes {
+                w.sample(
+                    "vipd_node_lease_seconds",
+                    &[("node", &n.name)],
+                    n.lease_left,
+                );
+            }
+            w.family(
+                "vipd_node_pairs",
+                "gauge",
+                "The (rule, account) pairs each node checks.",
+            );
+            for n in &nodes {
+                w.sample("vipd_node_pairs", &[("node", &n.name)], n.claims as f64);
+            }
+        }
+
         w.family(
             "vipd_provider_paused",
             "gauge",
