@@ -62,6 +62,13 @@ pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> 
 /// `vipd store restore FILE`.
 pub async fn store_restore(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
+    if let crate::config::StoreKind::Postgres { .. } = config.daemon.store {
+        bail!(
+            "daemon.store is postgres: a PostgreSQL ledger is restored with PostgreSQL's tools \
+             (pg_restore, a base backup); check the vendor's orders since the backup before \
+             starting the nodes: the restored ledger does not know them"
+        );
+    }
     if Api::find(&config).await.is_some() {
         bail!(
             "a daemon is running on {}: stop it first",

@@ -25,6 +25,8 @@ CREATE TABLE vipd_orders (
 CREATE UNIQUE INDEX vipd_orders_one_unsettled
     ON vipd_orders (account, membership) WHERE unsettled;
 CREATE INDEX vipd_orders_by_state ON vipd_orders (state);
+-- An account's orders: read by every check.
+CREATE INDEX vipd_orders_by_account ON vipd_orders (account);
 
 -- What a rule holds and spent per budget period, as folded from
 -- vipd_spend_changes; what it holds now is this plus the changes not yet
