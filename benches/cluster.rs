@@ -177,21 +177,6 @@ struct Run {
     twice: usize,
 }
 
-async fn billed(upstream: &str) -> (usize, usize) {
-    let orders: Vec<Value> = reqwest::get(format!("{upstream}/_sandbox/orders"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut per = std::collections::HashMap::<String, usize>::new();
-    for o in orders.iter().filter(|o| o["billed"] == true) {
-        *per.entry(o["account"].as_str().unwrap_or("?").to_owned())
-            .or_default() += 1;
-    }
-    (per.values().sum(), per.values().filter(|&&n| n > 1).count())
-}
-
 /// Waits until `admin`'s ledger shows `n` orders succeeded.
 async fn until_renewed(admin: &str, n: usize) {
     let http = reqwest::Client::new();
@@ -238,7 +223,7 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
             })
             .unwrap_or(f64::NAN);
         drop(daemon);
-        let (billed, twice) = billed(&upstream).await;
+        let (billed, twice) = common::billed(&upstream).await;
         return Run {
             name: "sled, 1 node".into(),
             wall,
@@ -270,7 +255,7 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
     // The statistics reach pg_stat_database within a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = commits(&db).await;
-    let (billed, twice) = billed(&upstream).await;
+    let (billed, twice) = common::billed(&upstream).await;
     Run {
         name: format!(
             "PostgreSQL, {nodes} node{}",

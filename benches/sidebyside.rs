@@ -103,26 +103,6 @@ fn fresh_sandbox(a: &Args, dir: &Path) -> (Kill, String, std::path::PathBuf) {
     (sandbox, upstream, path)
 }
 
-/// What the sandbox billed: (billed orders, accounts billed more than once).
-async fn billed(upstream: &str) -> (usize, usize) {
-    let orders: Vec<Value> = reqwest::get(format!("{upstream}/_sandbox/orders"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut per_account = std::collections::HashMap::<String, usize>::new();
-    for o in orders.iter().filter(|o| o["billed"] == true) {
-        *per_account
-            .entry(o["account"].as_str().unwrap_or("?").to_owned())
-            .or_default() += 1;
-    }
-    (
-        per_account.values().sum(),
-        per_account.values().filter(|&&n| n > 1).count(),
-    )
-}
-
 /// Waits for `child` (reaping it) and returns its CPU seconds, peak RSS
 /// in MB and wait status.
 fn wait_with_usage(child: &std::process::Child) -> (f64, f64, i32) {
@@ -179,7 +159,7 @@ async fn script(a: &Args, threads: usize) -> Side {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
     let report: Value = serde_json::from_str(out.trim()).unwrap();
-    let (billed, twice) = billed(&upstream).await;
+    let (billed, twice) = common::billed(&upstream).await;
     Side {
         name: if threads <= 1 {
             "hand-written, sequential".into()
@@ -236,7 +216,7 @@ async fn vipd(a: &Args) -> Side {
         counter("vipd_store_commits_total ") / renewed as f64,
     );
     drop(daemon);
-    let (billed, twice) = billed(&upstream).await;
+    let (billed, twice) = common::billed(&upstream).await;
     Side {
         name: "vipd run".into(),
         wall,

@@ -23,8 +23,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::chaos::{FAULTS, Verdict, done, env, true_callbacks};
-use common::stack::{Stack, StackConfig};
+use common::chaos::{Verdict, chaos_config, done, env, true_callbacks};
+use common::stack::Stack;
 use serde_json::json;
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -34,14 +34,7 @@ async fn chaos() {
     let accounts = env("CHAOS_ACCOUNTS", 500) as usize;
     let kills = env("CHAOS_KILLS", 5);
     let mut rng = fastrand::Rng::with_seed(env("CHAOS_SEED", 10));
-    let mut cfg = StackConfig::due(accounts);
-    cfg.sandbox =
-        format!("  mode: async\n  callback_delay: 200ms\n  faults: {{ recharge: {FAULTS} }}");
-    cfg.provider = "    max_in_flight: 32\n    callback: { within: 5s }".into();
-    // Enough for every account once, not for many twice.
-    let cap = accounts as f64 * 20.0 + 200.0;
-    cfg.rule = format!("    budget: {{ per_day: {cap:.2} }}\n    max_attempts: 5");
-    cfg.daemon = "  max_concurrent_checks: 64".into();
+    let (cfg, cap) = chaos_config(accounts);
     let mut stack = Stack::sandbox_only(&cfg).await;
     let http = reqwest::Client::new();
     let started = Instant::now();
@@ -117,4 +110,41 @@ async fn chaos() {
         started.elapsed().as_secs_f64(),
     );
     verdict.assert_sound(cap);
+}
+
+/// An order left `unknown` is announced again at every start: a crash
+/// between an order's change and its alert must not leave it unannounced
+/// for good.
+#[tokio::test]
+async fn unknown_orders_are_announced_again_at_start() {
+    let mut cfg = common::stack::StackConfig::due(1);
+    cfg.sandbox = common::stack::SILENT_VENDOR.into();
+    cfg.provider = "    callback: { within: 1s }".into();
+    let mut stack = Stack::start(&cfg).await;
+    let unknown = stack
+        .wait_for("an unknown order", Duration::from_secs(20), || async {
+            stack
+                .orders()
+                .await
+                .into_iter()
+                .find(|o| o["state"] == "unknown")
+        })
+        .await;
+    let key = unknown["key"].as_str().unwrap().to_owned();
+    assert_eq!(stack.stop_daemon(), Some(0));
+    stack.start_daemon().await;
+    let again = |log: &str| {
+        log.lines().any(|l| {
+            l.contains("event=\"order_unknown\"")
+                && l.contains("still unknown at start-up")
+                && l.contains(&key)
+        })
+    };
+    stack
+        .wait_for(
+            "the order announced again",
+            Duration::from_secs(10),
+            || async { again(&stack.log()).then_some(()) },
+        )
+        .await;
 }

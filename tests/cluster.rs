@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::chaos::{FAULTS, Verdict, done, env, true_callbacks};
+use common::chaos::{Verdict, chaos_config, done, env, true_callbacks};
 use common::cluster::Node;
 use common::stack::{Stack, StackConfig};
 use serde_json::{Value, json};
@@ -114,13 +114,7 @@ async fn chaos_across_nodes() {
     let accounts = env("CLUSTER_ACCOUNTS", 500) as usize;
     let kills = env("CLUSTER_KILLS", 5);
     let mut rng = fastrand::Rng::with_seed(env("CLUSTER_SEED", 14));
-    let mut cfg = StackConfig::due(accounts);
-    cfg.sandbox =
-        format!("  mode: async\n  callback_delay: 200ms\n  faults: {{ recharge: {FAULTS} }}");
-    cfg.provider = "    max_in_flight: 32\n    callback: { within: 5s }".into();
-    let cap = accounts as f64 * 20.0 + 200.0;
-    cfg.rule = format!("    budget: {{ per_day: {cap:.2} }}\n    max_attempts: 5");
-    cfg.daemon = "  max_concurrent_checks: 64".into();
+    let (cfg, cap) = chaos_config(accounts);
     let db = throwaway::database().await;
     let stack = Stack::sandbox_only(&cfg).await;
     let mut nodes: Vec<Node> = ["a", "b", "c"]

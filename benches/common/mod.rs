@@ -150,3 +150,24 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz
 }
+
+#[allow(dead_code)]
+/// What the sandbox billed: (billed orders, accounts billed more than once).
+pub async fn billed(upstream: &str) -> (usize, usize) {
+    let orders: Vec<serde_json::Value> = reqwest::get(format!("{upstream}/_sandbox/orders"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut per_account = std::collections::HashMap::<String, usize>::new();
+    for o in orders.iter().filter(|o| o["billed"] == true) {
+        *per_account
+            .entry(o["account"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    (
+        per_account.values().sum(),
+        per_account.values().filter(|&&n| n > 1).count(),
+    )
+}

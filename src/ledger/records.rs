@@ -235,6 +235,26 @@ pub enum Settled {
     Contradicted { order: Order, why: String },
 }
 
+impl Settled {
+    /// What [`change::settle_attempt`] made of `order`, as every store
+    /// reports it.
+    pub(crate) fn of(order: Order, result: Result<Option<Option<String>>, String>) -> Settled {
+        match result {
+            Ok(Some(conflict)) => Settled::Changed { order, conflict },
+            Ok(None) => Settled::Repeated,
+            Err(why) => Settled::Contradicted { order, why },
+        }
+    }
+
+    /// The order, when it changed.
+    pub fn changed(self) -> Option<Order> {
+        match self {
+            Settled::Changed { order, .. } => Some(order),
+            Settled::Repeated | Settled::Contradicted { .. } => None,
+        }
+    }
+}
+
 impl Ledger {
     /// The order under `key`.
     pub fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {

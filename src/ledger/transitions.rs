@@ -62,10 +62,7 @@ impl Ledger {
         now: i64,
         settlement: Settlement,
     ) -> Result<Option<Order>, LedgerError> {
-        Ok(match self.settle_attempt(key, None, now, settlement)? {
-            Settled::Changed { order, .. } => Some(order),
-            Settled::Repeated | Settled::Contradicted { .. } => None,
-        })
+        Ok(self.settle_attempt(key, None, now, settlement)?.changed())
     }
 
     /// Settles one attempt of an order: `attempt` names it (a callback
@@ -92,11 +89,7 @@ impl Ledger {
         let (order, result) = self.modify(key, |o| {
             change::settle_attempt(o, attempt, now, &settlement)
         })?;
-        Ok(match result {
-            Ok(Some(conflict)) => Settled::Changed { order, conflict },
-            Ok(None) => Settled::Repeated,
-            Err(why) => Settled::Contradicted { order, why },
-        })
+        Ok(Settled::of(order, result))
     }
 
     /// An operator says a paid order whose renewal never showed was in

@@ -197,7 +197,19 @@ pub async fn run(
     // crash left unknown.
     let now = engine.clock().unix();
     let recovered = ledger.recover(now).await?;
+    // Orders already `unknown` are announced again: a crash (or, with
+    // several nodes, a take-over) between an order's change and its alert
+    // would otherwise leave it unannounced for good.
+    let fresh: std::collections::HashSet<String> =
+        recovered.iter().map(|o| o.key.clone()).collect();
+    let still: Vec<_> = ledger
+        .orders(Some(OrderState::Unknown))
+        .await?
+        .into_iter()
+        .filter(|o| !fresh.contains(&o.key))
+        .collect();
     announce_recovered(&engine, recovered, now, "recovered at start-up").await;
+    announce_recovered(&engine, still, now, "still unknown at start-up").await;
     ledger.durable().await.map_err(anyhow::Error::msg)?;
 
     let notifier = Arc::new(Notifier::from_env());

@@ -8,7 +8,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::signed;
-use super::stack::Stack;
+use super::stack::{Stack, StackConfig};
 
 /// A number from the environment, or `default`.
 pub fn env(name: &str, default: u64) -> u64 {
@@ -20,6 +20,20 @@ pub fn env(name: &str, default: u64) -> u64 {
 
 /// Every fault knob of the sandbox's recharge API.
 pub const FAULTS: &str = "{ transient_rate: 0.05, http500_rate: 0.03, garbage_rate: 0.03, hang_rate: 0.02, hang_for: 3s, drop_callback_rate: 0.05, duplicate_callback_rate: 0.1, fail_rate: 0.05 }";
+
+/// The chaos suites' configuration for `accounts` due accounts: the
+/// sandbox in async mode with every fault on, and a daily cap enough for
+/// every account once, not for many twice (returned too, in yuan).
+pub fn chaos_config(accounts: usize) -> (StackConfig, f64) {
+    let mut cfg = StackConfig::due(accounts);
+    cfg.sandbox =
+        format!("  mode: async\n  callback_delay: 200ms\n  faults: {{ recharge: {FAULTS} }}");
+    cfg.provider = "    max_in_flight: 32\n    callback: { within: 5s }".into();
+    let cap = accounts as f64 * 20.0 + 200.0;
+    cfg.rule = format!("    budget: {{ per_day: {cap:.2} }}\n    max_attempts: 5");
+    cfg.daemon = "  max_concurrent_checks: 64".into();
+    (cfg, cap)
+}
 
 /// Every true callback the sandbox has sent or would send, signed again:
 /// what a vendor re-delivers.

@@ -304,12 +304,10 @@ impl Store for PgStore {
         now: i64,
         settlement: Settlement,
     ) -> Result<Option<Order>, LedgerError> {
-        Ok(
-            match self.settle_attempt(key, None, now, settlement).await? {
-                Settled::Changed { order, .. } => Some(order),
-                Settled::Repeated | Settled::Contradicted { .. } => None,
-            },
-        )
+        Ok(self
+            .settle_attempt(key, None, now, settlement)
+            .await?
+            .changed())
     }
     async fn settle_attempt(
         &self,
@@ -324,11 +322,7 @@ impl Store for PgStore {
                 change::settle_attempt(o, attempt, now, &settlement)
             })
             .await?;
-        Ok(match result {
-            Ok(Some(conflict)) => Settled::Changed { order, conflict },
-            Ok(None) => Settled::Repeated,
-            Err(why) => Settled::Contradicted { order, why },
-        })
+        Ok(Settled::of(order, result))
     }
     async fn refute_unverified(
         &self,
