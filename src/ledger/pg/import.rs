@@ -8,7 +8,7 @@
 //! loosens in the move.
 
 use super::{PgError, db};
-use crate::ledger::{Export, LedgerError, change};
+use crate::ledger::{Export, LedgerError};
 
 /// What a copy moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,28 +64,10 @@ pub async fn import(
             }
         )));
     }
-    let order_sql = tx
-        .prepare(
-            "INSERT INTO vipd_orders (key, account, membership, rule, state, unsettled, record, fence)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0)",
-        )
-        .await
-        .map_err(db)?;
     for o in &e.orders {
-        tx.execute(
-            &order_sql,
-            &[
-                &o.key,
-                &o.account,
-                &o.membership.as_str(),
-                &o.rule,
-                &o.state.as_str(),
-                &change::unsettled(o),
-                &json(o),
-            ],
-        )
-        .await
-        .map_err(|err| copy_error("order", &o.key, err))?;
+        super::orders::put_order(&tx, o, 0, true)
+            .await
+            .map_err(|err| copy_error("order", &o.key, err))?;
     }
     let mut records = 0;
     for (rule, period, s) in &e.spend {

@@ -74,19 +74,17 @@ async fn locked(tx: &impl GenericClient, key: &str) -> Result<Option<Order>, Led
     row.map(|r| decode(key, r.get(0))).transpose()
 }
 
-/// Writes an order and what follows from it: its spend changes and the
-/// vendor ids it newly names.
-async fn write(
+/// Writes an order's row (as written by the node with `fence`; 0: none):
+/// inserted when `new`, so that a second node's insert of the same key
+/// fails on the primary key; else updated under its row lock.
+pub(super) async fn put_order(
     tx: &impl GenericClient,
-    fence: i64,
-    was: Option<&Share>,
     o: &Order,
+    fence: i64,
+    new: bool,
 ) -> Result<(), tokio_postgres::Error> {
-    let now = Share::of(o);
     let record = serde_json::to_value(o).expect("orders always serialize");
-    // A new order is inserted, and a second node's insert of the same key
-    // fails on the primary key; a known one is updated under its row lock.
-    let sql = if was.is_none() {
+    let sql = if new {
         "INSERT INTO vipd_orders (key, account, membership, rule, state, unsettled, record, fence)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     } else {
@@ -106,7 +104,20 @@ async fn write(
             &fence,
         ],
     )
-    .await?;
+    .await
+    .map(|_| ())
+}
+
+/// Writes an order and what follows from it: its spend changes and the
+/// vendor ids it newly names.
+async fn write(
+    tx: &impl GenericClient,
+    fence: i64,
+    was: Option<&Share>,
+    o: &Order,
+) -> Result<(), tokio_postgres::Error> {
+    let now = Share::of(o);
+    put_order(tx, o, fence, was.is_none()).await?;
     for (id, n) in Share::new_vendor_ids(was, &now) {
         let n = n.map(|n| n as i32);
         tx.execute(
