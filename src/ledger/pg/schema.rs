@@ -1,11 +1,12 @@
 //! The schema's versions and how a database is brought to the newest.
 //!
-//! Every migration runs in one transaction that first takes an exclusive
-//! lock on `vipd_schema`: nodes starting together wait for each other, the
-//! first applies what is missing, the others find it done. A lock held by
-//! a transaction ends with its connection, and nothing but the migration
-//! runs under it, so a node that dies mid-migration leaves the database as
-//! it was (DDL is transactional in PostgreSQL). No advisory locks.
+//! Every migration runs in one transaction whose first statement takes a
+//! transaction-level advisory lock (`pg_advisory_xact_lock`), before it
+//! creates the version table or reads it: nodes starting together on an
+//! empty database wait for each other, the first applies what is missing,
+//! the others find it done. The lock ends with its transaction (or its
+//! connection), so a node that dies mid-migration leaves the database as
+//! it was (DDL is transactional in PostgreSQL) and holds nobody up.
 
 use super::PgError;
 
@@ -42,6 +43,10 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The advisory lock every migration holds for its whole transaction
+/// (`pg_advisory_xact_lock`): "vipd" and the schema, as one number.
+const MIGRATION_LOCK: i64 = 0x7669_7064_5f73_6368;
+
 /// The newest version this vipd knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
@@ -49,24 +54,20 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 /// applied (none when another node, or an earlier start, did). Refuses a
 /// database a newer vipd migrated.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, PgError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS vipd_schema (
-                version     integer PRIMARY KEY,
-                what        text NOT NULL,
-                applied_at  timestamptz NOT NULL DEFAULT now()
-            )",
-        )
-        .await
-        // Two nodes creating it at once: one wins, the other's CREATE
-        // fails on the catalog's unique index; it exists either way.
-        .or_else(|e| match e.code() {
-            Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(()),
-            _ => Err(e),
-        })?;
     let tx = client.transaction().await?;
-    tx.batch_execute("LOCK TABLE vipd_schema IN ACCESS EXCLUSIVE MODE")
+    // First, before any statement that could race another node's: even
+    // `CREATE TABLE IF NOT EXISTS` fails when two sessions create the
+    // table at once (its row type, 42710, or its catalog entry, 23505).
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS vipd_schema (
+            version     integer PRIMARY KEY,
+            what        text NOT NULL,
+            applied_at  timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
     let found: i32 = tx
         .query_one("SELECT coalesce(max(version), 0) FROM vipd_schema", &[])
         .await?
@@ -97,23 +98,43 @@ mod tests {
     use super::super::throwaway::database;
     use super::*;
 
-    #[tokio::test]
+    /// Nodes migrating an empty database at the same moment, each on its
+    /// own connection and thread: one applies, the others wait and find it
+    /// done, none fails (creating the version table itself raced: 42710).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_database_is_migrated_once_whoever_starts_first() {
-        let db = database().await;
-        let mut a = db.connect().await;
-        let mut b = db.connect().await;
-        let mut c = db.connect().await;
-        // Three nodes at once: one applies, the others wait and find it done.
-        let (ra, rb, rc) = tokio::join!(migrate(&mut a), migrate(&mut b), migrate(&mut c));
-        let mut applied: Vec<Vec<i32>> = vec![ra.unwrap(), rb.unwrap(), rc.unwrap()];
-        applied.sort();
-        assert_eq!(applied, [vec![], vec![], vec![1, 2, 3, 4]]);
-        assert!(migrate(&mut a).await.unwrap().is_empty(), "a restart");
-        let rows = a
-            .query("SELECT version FROM vipd_schema", &[])
-            .await
-            .unwrap();
-        assert_eq!(rows.len(), MIGRATIONS.len());
+        const NODES: usize = 6;
+        for _round in 0..5 {
+            let db = database().await;
+            let go = std::sync::Arc::new(tokio::sync::Barrier::new(NODES));
+            let mut nodes = Vec::new();
+            for _ in 0..NODES {
+                let mut c = db.connect().await;
+                let go = go.clone();
+                nodes.push(tokio::spawn(async move {
+                    go.wait().await;
+                    migrate(&mut c).await.map(|applied| (applied, c))
+                }));
+            }
+            let mut applied = Vec::new();
+            let mut clients = Vec::new();
+            for n in nodes {
+                let (a, c) = n.await.unwrap().unwrap_or_else(|e| panic!("a node failed: {e}"));
+                applied.push(a);
+                clients.push(c);
+            }
+            applied.sort();
+            let mut want = vec![vec![]; NODES - 1];
+            want.push(vec![1, 2, 3, 4]);
+            assert_eq!(applied, want);
+            let a = &mut clients[0];
+            assert!(migrate(a).await.unwrap().is_empty(), "a restart");
+            let rows = a
+                .query("SELECT version FROM vipd_schema", &[])
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), MIGRATIONS.len());
+        }
     }
 
     #[tokio::test]
