@@ -377,3 +377,43 @@ async fn parse_callback_maps_another_vendors_fields() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// Editing a plugin, or adding one, reloads the daemon whether it was
+/// started as the README does (`--config rules.yaml` from its folder, with
+/// `scripts_dir: ./scripts`) or by absolute path.
+#[tokio::test]
+async fn script_edits_reload_with_relative_and_absolute_paths() {
+    for relative in [true, false] {
+        let v1 = r#"vipd.on("vip_info", function(ev) vipd.log.info("v1 saw " .. ev.account) end)"#;
+        let mut cfg = with_plugins(1, &[("watch.lua", v1.to_owned())], "");
+        cfg.daemon = "  scripts_dir: ./scripts".into();
+        let mut stack = Stack::sandbox_only(&cfg).await;
+        stack.relative_config = relative;
+        stack.start_daemon().await;
+        assert_eq!(stack.status().await["generation"], 1);
+        let scripts = stack.dir.path().join("scripts");
+        let generation = |n: u64| {
+            let stack = &stack;
+            async move {
+                let s = stack.status().await;
+                (s["generation"].as_u64() >= Some(n)).then_some(())
+            }
+        };
+        std::fs::write(
+            scripts.join("watch.lua"),
+            r#"vipd.on("vip_info", function(ev) vipd.log.info("v2 saw " .. ev.account) end)"#,
+        )
+        .unwrap();
+        let what = format!("an edited script reloads (relative: {relative})");
+        stack
+            .wait_for(&what, Duration::from_secs(10), || generation(2))
+            .await;
+        std::fs::write(scripts.join("added.lua"), "vipd.log.info(\"added\")\n").unwrap();
+        let what = format!("an added script reloads (relative: {relative})");
+        stack
+            .wait_for(&what, Duration::from_secs(10), || generation(3))
+            .await;
+        let plugins = stack.status().await["plugins"].clone();
+        assert!(plugins.to_string().contains("added"), "{plugins}");
+    }
+}

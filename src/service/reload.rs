@@ -4,7 +4,7 @@
 //! router holds this as an [`http::Reload`](crate::http::Reload)).
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,14 +183,15 @@ impl Reloader {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let relevant = {
             let config_path = config_path.clone();
-            let scripts_dir = scripts_dir.clone();
+            let scripts_dirs = spellings(&scripts_dir);
             let accounts_file = accounts_file.clone();
             let named = |p: &Path, f: &Path| {
                 p.file_name() == f.file_name() && p.parent() == f.parent() || same_file(p, f)
             };
             move |p: &Path| {
                 named(p, &config_path)
-                    || p.starts_with(&scripts_dir) && p.extension().is_some_and(|x| x == "lua")
+                    || scripts_dirs.iter().any(|d| p.starts_with(d))
+                        && p.extension().is_some_and(|x| x == "lua")
                     || accounts_file.as_deref().is_some_and(|f| named(p, f))
             }
         };
@@ -258,6 +259,17 @@ impl crate::http::Reload for Reloader {
     ) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send + 'a>> {
         Box::pin(Reloader::reload(self, trigger))
     }
+}
+
+/// The ways the watcher may spell paths under `dir`: as configured, made
+/// absolute (the watcher reports a relative folder's files under the
+/// working directory), and with its symlinks resolved.
+fn spellings(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    all.extend(std::path::absolute(dir).ok());
+    all.extend(dir.canonicalize().ok());
+    all.dedup();
+    all
 }
 
 /// Whether two paths name the same file (the watcher reports canonical

@@ -137,6 +137,10 @@ pub struct Stack {
     pub daemon_args: Vec<String>,
     /// A file-handle limit (soft and hard) for `vipd run`.
     pub daemon_nofile: Option<u64>,
+    /// Run `vipd run --config rules.yaml` from the configuration's folder
+    /// (the README's layout: every path in it relative), not by its
+    /// absolute path.
+    pub relative_config: bool,
     http: reqwest::Client,
 }
 
@@ -171,6 +175,7 @@ impl Stack {
             daemon_env: Vec::new(),
             daemon_args: Vec::new(),
             daemon_nofile: None,
+            relative_config: false,
             http: reqwest::Client::new(),
         }
     }
@@ -211,10 +216,17 @@ impl Stack {
                 });
             }
         }
+        if self.relative_config {
+            cmd.current_dir(self.dir.path());
+        }
+        let config = match self.relative_config {
+            true => PathBuf::from("rules.yaml"),
+            false => self.config.clone(),
+        };
         let child = cmd
             .arg("run")
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(&self.daemon_args)
             .env("VIPD_LOG", "info,vipd=debug")
             .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
