@@ -458,6 +458,42 @@ fn check_loads_the_scripts_and_names_a_broken_one() {
     assert_eq!(report["errors"][0]["line"], 1, "{report:#}");
 }
 
+/// A plugin that cannot be read (a dangling or looping symlink, a pipe)
+/// fails `check` with its path, never passes as "no such plugin"; a folder
+/// named `*.lua` and a `*.d.lua` declaration file are not plugins.
+#[test]
+fn an_unreadable_plugin_fails_check_with_its_path() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &config_text("", ""));
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(scripts.join("folder.lua")).unwrap();
+    std::fs::write(scripts.join("ok.lua"), "vipd.on('order_settled', function() end)").unwrap();
+    std::fs::write(scripts.join("types.d.lua"), "---@meta").unwrap();
+    let (code, out, err) = run(vipd().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 plugin: ok"), "{out}");
+    symlink(dir.path().join("gone.lua"), scripts.join("veto.lua")).unwrap();
+    symlink(scripts.join("loop.lua"), scripts.join("loop.lua")).unwrap();
+    let fifo = std::ffi::CString::new(scripts.join("pipe.lua").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let (code, out, err) = run(vipd().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 78, "{out}{err}");
+    for (file, why) in [
+        ("veto.lua", "No such file or directory"),
+        ("loop.lua", "symbolic links"),
+        ("pipe.lua", "not a regular file"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("scripts/{file}")))
+            .unwrap_or_else(|| panic!("{file} is not named: {err}"));
+        assert!(line.contains(why), "{line}");
+    }
+    assert!(err.contains("gone.lua"), "the symlink's target: {err}");
+}
+
 /// `VIPD_LOG=warnings` silenced every log line (issue 11, item 6): now it
 /// is a usage error (exit 2) naming the variable and the directive.
 #[test]

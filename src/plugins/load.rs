@@ -43,6 +43,11 @@ impl std::fmt::Display for LoadErrors {
 impl std::error::Error for LoadErrors {}
 
 /// The plugin files of `dir`, in name order; none when it does not exist.
+///
+/// Every `*.lua` entry but a folder is one, readable or not: a dangling
+/// or looping symlink, or a name that is not a regular file, is listed so
+/// that loading it fails with its path (a veto plugin that silently went
+/// missing would let renewals through that it exists to stop).
 pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     match std::fs::read_dir(dir) {
@@ -54,7 +59,7 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
                 let declaration = path
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().ends_with(".d.lua"));
-                if path.extension().is_some_and(|x| x == "lua") && !declaration && path.is_file() {
+                if path.extension().is_some_and(|x| x == "lua") && !declaration && !path.is_dir() {
                     files.push(path);
                 }
             }
@@ -64,6 +69,20 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// A plugin file's text, or why it cannot be read (naming a symlink's
+/// target). Only a regular file is read: a pipe would block the load.
+fn read_plugin(file: &Path) -> Result<String, String> {
+    let link = || match std::fs::read_link(file) {
+        Ok(target) => format!(" (a symlink to {})", target.display()),
+        Err(_) => String::new(),
+    };
+    match std::fs::metadata(file) {
+        Err(e) => Err(format!("cannot read: {e}{}", link())),
+        Ok(m) if !m.is_file() => Err(format!("cannot read: not a regular file{}", link())),
+        Ok(_) => std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}{}", link())),
+    }
 }
 
 /// The line Lua names in `message` for chunk `chunk` (`notify.lua:12: …`).
@@ -134,8 +153,7 @@ impl Plugins {
                         "a plugin's file name is letters, digits, _ and - (it names its kv namespace and settings)".into(),
                     ));
                 }
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| mlua::Error::RuntimeError(format!("cannot read: {e}")))?;
+                let text = read_plugin(file).map_err(mlua::Error::RuntimeError)?;
                 let ctx = Arc::new(Ctx {
                     plugin: Arc::from(name.as_str()),
                     kv_quota: KvQuota::of_bytes(settings.kv_bytes),
