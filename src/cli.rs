@@ -28,6 +28,11 @@ use args::{Command, ModeArg, OrdersAction, OutputFormat, StoreAction};
 
 /// Parses arguments, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
+    // Everything vipd creates is its user's alone, as under the unit's
+    // `UMask=0077`: the state folder (rotated tokens, the ledger), backups,
+    // daemon.json. Set before any thread starts.
+    // SAFETY: umask(2) cannot fail and touches only the process's mask.
+    unsafe { libc::umask(0o077) };
     crate::metrics::process_start();
     crate::service::one_malloc_arena();
     let cli = Cli::parse();

@@ -468,7 +468,11 @@ fn an_unreadable_plugin_fails_check_with_its_path() {
     let path = write_config(dir.path(), &config_text("", ""));
     let scripts = dir.path().join("scripts");
     std::fs::create_dir_all(scripts.join("folder.lua")).unwrap();
-    std::fs::write(scripts.join("ok.lua"), "vipd.on('order_settled', function() end)").unwrap();
+    std::fs::write(
+        scripts.join("ok.lua"),
+        "vipd.on('order_settled', function() end)",
+    )
+    .unwrap();
     std::fs::write(scripts.join("types.d.lua"), "---@meta").unwrap();
     let (code, out, err) = run(vipd().arg("check").arg("--config").arg(&path));
     assert_eq!(code, 0, "{out}{err}");

@@ -21,7 +21,8 @@
 //! then the change counter (`seal.rs`); the planned record is then made
 //! durable through [`GroupCommit`] before the engine lets the request leave.
 //!
-//! Files: `open.rs` (opening, seals, damage, backup and restore), `plan.rs`
+//! Files: `open.rs` (opening, seals, damage, backup and restore),
+//! `folder.rs` (the state folder: private, and writable before it is read), `plan.rs`
 //! (the guards a payment passes), `transitions.rs` (everything after),
 //! `records.rs` (the other records and the values transitions exchange),
 //! `store.rs` (the [`store::Store`] port, which the rest of vipd holds)
@@ -31,6 +32,7 @@ pub(crate) mod change;
 pub(crate) mod derived;
 mod durable;
 mod export;
+pub mod folder;
 mod keys;
 pub mod kv;
 mod open;
@@ -91,6 +93,17 @@ pub enum LedgerError {
     /// Opening the store failed (often: another vipd holds it).
     #[error("cannot open the state store at {path}: {reason}")]
     Open { path: String, reason: String },
+    /// vipd may not write in the state folder (a read-only mount, another
+    /// user's files, a full disk): nothing was read, nothing is damaged.
+    #[error(
+        "the state folder {path} is not writable: {reason}.\n\
+         vipd writes every order there before it pays, so it cannot start. This is not damage:\n\
+         the store was not read, and `vipd store restore` or `--accept-damaged-store` are not\n\
+         the remedy. Make the folder and the files in it writable by the user vipd runs as\n\
+         (a read-only mount? files owned by another user? a full disk?), or point\n\
+         daemon.state_dir elsewhere"
+    )]
+    NotWritable { path: String, reason: String },
     /// The store is damaged or is not the ledger it claims to be: using
     /// it could pay again for orders it forgot.
     #[error(

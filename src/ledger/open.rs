@@ -172,7 +172,7 @@ impl Ledger {
             path: dir.display().to_string(),
             reason,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        folder::prepare(dir)?;
         let seal_path = dir.join("seal");
         let seal = seal::read(&seal_path);
         let config = sled::Config::new()
@@ -200,6 +200,12 @@ impl Ledger {
                          `vipd status` asks a running one)"
                             .into(),
                     ));
+                }
+                Err(e) if folder::refused_write(&e) => {
+                    return Err(LedgerError::NotWritable {
+                        path: dir.display().to_string(),
+                        reason: e.to_string(),
+                    });
                 }
                 // Anything else sled refuses is damage it found itself.
                 Err(e) => return Err(damaged(format!("the store cannot be read: {e}"))),
@@ -238,6 +244,10 @@ impl Ledger {
             .map_err(|e| open_err(format!("db file: {e}")))?;
         let sealer = seal::SealWriter::create(&seal_path, ledger_id, read_seq(&db)?)
             .map_err(|e| open_err(format!("seal: {e}")))?;
+        // sled made its files with the process's umask.
+        if let Err(e) = folder::make_private(dir) {
+            tracing::warn!(store = %dir.display(), error = %e, "cannot make the store's files private (0600)");
+        }
         // The directory entries of a fresh store must be durable too.
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();

@@ -122,8 +122,7 @@ fn write_daemon_file(state_dir: &Path, file: &DaemonFile) -> anyhow::Result<()> 
     let path = daemon_file(state_dir);
     let tmp = path.with_extension("json.partial");
     // A node on a shared store keeps nothing else there: make the folder.
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    crate::ledger::folder::prepare(state_dir)?;
     std::fs::write(&tmp, serde_json::to_vec_pretty(file)?)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))

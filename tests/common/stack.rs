@@ -137,6 +137,8 @@ pub struct Stack {
     pub daemon_args: Vec<String>,
     /// A file-handle limit (soft and hard) for `vipd run`.
     pub daemon_nofile: Option<u64>,
+    /// The umask `vipd run` starts with (the test's own otherwise).
+    pub daemon_umask: Option<libc::mode_t>,
     /// Run `vipd run --config rules.yaml` from the configuration's folder
     /// (the README's layout: every path in it relative), not by its
     /// absolute path.
@@ -175,6 +177,7 @@ impl Stack {
             daemon_env: Vec::new(),
             daemon_args: Vec::new(),
             daemon_nofile: None,
+            daemon_umask: None,
             relative_config: false,
             http: reqwest::Client::new(),
         }
@@ -199,18 +202,24 @@ impl Stack {
             .open(self.daemon_log())
             .unwrap();
         let mut cmd = vipd();
-        if let Some(n) = self.daemon_nofile {
+        let (nofile, umask) = (self.daemon_nofile, self.daemon_umask);
+        if nofile.is_some() || umask.is_some() {
             use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs
-            // between fork and exec.
+            // SAFETY: setrlimit and umask are async-signal-safe; nothing
+            // else runs between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
+                    if let Some(n) = nofile {
+                        let lim = libc::rlimit {
+                            rlim_cur: n,
+                            rlim_max: n,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if let Some(mask) = umask {
+                        libc::umask(mask);
                     }
                     Ok(())
                 });

@@ -119,7 +119,10 @@ mod tests {
             let mut applied = Vec::new();
             let mut clients = Vec::new();
             for n in nodes {
-                let (a, c) = n.await.unwrap().unwrap_or_else(|e| panic!("a node failed: {e}"));
+                let (a, c) = n
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("a node failed: {e}"));
                 applied.push(a);
                 clients.push(c);
             }

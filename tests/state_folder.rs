@@ -1,0 +1,181 @@
+//! The state folder as an operator finds it: private to vipd's user
+//! whatever the umask it was started with (it holds rotated tokens), and a
+//! folder vipd cannot write in said to be that, never "damaged".
+//!
+//! The read-only cases bind-mount the folder read-only in a mount namespace
+//! of the child's own (`unshare -m`), and the permission case runs vipd as
+//! another user (`setpriv`): both need root, as CI has.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::run;
+use common::stack::{Stack, StackConfig};
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Every file and folder under `dir`, with its mode.
+fn modes(dir: &Path) -> Vec<(String, u32)> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        all.push((p.display().to_string(), mode(&p)));
+        if p.is_dir() {
+            all.extend(modes(&p));
+        }
+    }
+    all
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[tokio::test]
+async fn the_state_folder_is_private_whatever_the_umask() {
+    // a0 carries a refresh token; its configured token is refused later,
+    // so the daemon stores a rotated pair.
+    let mut cfg = StackConfig::due(0);
+    cfg.accounts.push(("a0".into(), Some("1d".into())));
+    cfg.sandbox = "  mode: sync".into();
+    cfg.rewrite = vec![
+        (
+            "oauth_consumer_key: \"101234567\",".into(),
+            "oauth_consumer_key: \"101234567\", client_secret: app-key,".into(),
+        ),
+        (
+            "access_token: tok-a0".into(),
+            "access_token: tok-a0, refresh_token: rt-a0".into(),
+        ),
+    ];
+    let mut stack = Stack::sandbox_only(&cfg).await;
+    stack.daemon_umask = Some(0o022);
+    stack.start_daemon().await;
+    let s = common::post_json(
+        &format!("{}/_sandbox/accounts/a0", stack.sandbox_url),
+        serde_json::json!({ "expire_tokens": true }),
+    )
+    .await;
+    assert!(s.is_success());
+    stack
+        .wait_for("a refresh", Duration::from_secs(15), || async {
+            stack.log().contains("access token refreshed").then_some(())
+        })
+        .await;
+    stack
+        .wait_for("a0 billed", Duration::from_secs(15), || async {
+            (stack.billed().await.get("a0") == Some(&1)).then_some(())
+        })
+        .await;
+    let state = stack.dir.path().join("state");
+    assert_eq!(mode(&state), 0o700, "the folder vipd created");
+    let files = modes(&state);
+    assert!(files.iter().any(|(p, _)| p.ends_with("/db")), "{files:?}");
+    for (path, m) in &files {
+        let want = if Path::new(path).is_dir() {
+            0o700
+        } else {
+            0o600
+        };
+        assert_eq!(*m, want, "{path} is {m:04o} under umask 022: {files:?}");
+    }
+    assert!(!stack.log().contains("open to other users"));
+    assert_eq!(stack.stop_daemon(), Some(0));
+
+    // A folder the operator opened up is named in a warning, and left as
+    // it is; the files in it stay private.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    stack.start_daemon().await;
+    let warning = stack
+        .log()
+        .lines()
+        .find(|l| l.contains("open to other users"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no warning:\n{}", stack.log()));
+    assert!(
+        warning.contains("0755") && warning.contains("state"),
+        "{warning}"
+    );
+    assert_eq!(mode(&state), 0o755);
+    assert_eq!(mode(&state.join("db")), 0o600);
+}
+
+/// `cmd` with the state folder `state` bind-mounted read-only over itself,
+/// in a mount namespace of the child's own.
+fn read_only(state: &Path, cmd: &[&str]) -> (i32, String, String) {
+    let bin = env!("CARGO_BIN_EXE_vipd");
+    run(Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind -o ro \"$1\" \"$1\" && shift && exec \"$@\"",
+        ])
+        .args(["sh", state.to_str().unwrap(), bin])
+        .args(cmd))
+}
+
+/// What every refusal of an unwritable folder says, and never says.
+fn says_not_writable(what: &str, code: i32, err: &str, cause: &str) {
+    assert_eq!(code, 1, "{what}: {err}");
+    assert!(err.contains("is not writable"), "{what}: {err}");
+    assert!(err.contains(cause), "{what}: {err}");
+    assert!(err.contains("This is not damage"), "{what}: {err}");
+    assert!(!err.contains("is damaged"), "{what}: {err}");
+}
+
+#[tokio::test]
+async fn a_folder_vipd_cannot_write_is_not_called_damaged() {
+    if !is_root() {
+        panic!("needs root: a read-only bind mount, and another user (CI runs as root)");
+    }
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    let mut stack = Stack::start(&cfg).await;
+    stack
+        .wait_for("a0 billed", Duration::from_secs(15), || async {
+            (stack.billed().await.get("a0") == Some(&1)).then_some(())
+        })
+        .await;
+    assert_eq!(stack.stop_daemon(), Some(0));
+    let config = stack.config.to_str().unwrap().to_owned();
+    let state = stack.dir.path().join("state");
+
+    // A populated store on a read-only mount: run and verify both say so.
+    let (code, _, err) = read_only(&state, &["run", "--config", &config]);
+    says_not_writable("run, populated", code, &err, "Read-only file system");
+    let (code, _, err) = read_only(&state, &["store", "verify", "--config", &config]);
+    says_not_writable("verify, populated", code, &err, "Read-only file system");
+
+    // An empty folder on a read-only mount.
+    let empty = stack.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let empty_arg = format!("--state-dir={}", empty.display());
+    let (code, _, err) = read_only(&empty, &["run", "--config", &config, &empty_arg]);
+    says_not_writable("run, empty", code, &err, "Read-only file system");
+
+    // The store owned by root, vipd run as nobody: permission denied.
+    let dir = stack.dir.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&stack.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("vipd");
+    std::fs::copy(env!("CARGO_BIN_EXE_vipd"), &bin).unwrap();
+    let (code, _, err) = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["run", "--config", &config])
+        .current_dir("/"));
+    says_not_writable("run as another user", code, &err, "Permission denied");
+
+    // Nothing was changed by any of it: the daemon starts on the store.
+    stack.start_daemon().await;
+    assert_eq!(stack.orders().await.len(), 1);
+}
