@@ -146,7 +146,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             account,
             product,
             dry_run,
-        } => admin::recharge(&config, &account, &product, dry_run).await,
+            ahead,
+        } => {
+            let order = crate::engine::ManualOrder {
+                account: &account,
+                product: &product,
+                dry_run,
+                ahead,
+            };
+            admin::recharge(&config, order).await
+        }
     }
 }
 

@@ -119,6 +119,7 @@ async fn sigterm_exits_zero_and_keeps_the_ledger() {
 #[tokio::test]
 async fn manual_recharge_uses_the_same_ledger_guards() {
     let mut cfg = StackConfig::due(1);
+    cfg.accounts.push(("a1".into(), Some("20d".into())));
     cfg.sandbox = "  mode: sync".into();
     let stack = Stack::sandbox_only(&cfg).await;
     let recharge = |dry: bool| {
@@ -148,9 +149,6 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(String::from_utf8_lossy(&first.stdout).contains("succeeded"));
-    // The end moved, so a second manual renewal is a new period: allowed,
-    // and it is a new key. The same period twice is not: recharge again
-    // with the sandbox's end put back.
     let end = stack
         .get(&format!("{}/_sandbox/accounts", stack.sandbox_url))
         .await[0]["ends"]["qq_vip"]
@@ -164,6 +162,36 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
     let orders: Vec<Value> = serde_json::from_str(&orders_out).unwrap();
     let observed = orders[0]["observed_end"].as_i64().unwrap();
     assert_eq!(end, observed + 30 * 86_400);
+    // The end moved 30 days: no longer due, so a second renewal is refused
+    // (exit 1, saying when it will be due); asked --ahead it pays once, and
+    // then the membership is more than one period from due.
+    let again = recharge(false);
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("not due") && err.contains("--ahead"), "{err}");
+    // a1 has 20 days left: within one period of due, so --ahead pays once;
+    // then it is more than a period from due.
+    let ahead = || {
+        let mut c = vipd();
+        c.arg("recharge").arg("--config").arg(&stack.config).args([
+            "--account",
+            "a1",
+            "--product",
+            "qq_vip_month",
+            "--ahead",
+        ]);
+        c.output().unwrap()
+    };
+    let paid_ahead = ahead();
+    assert!(paid_ahead.status.success(), "{paid_ahead:?}");
+    assert!(String::from_utf8_lossy(&paid_ahead.stdout).contains("succeeded"));
+    let twice = ahead();
+    assert_eq!(twice.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&twice.stderr);
+    assert!(err.contains("more than one period ahead"), "{err}");
+    assert_eq!(stack.billed().await.get("a1"), Some(&1));
+    // The same period twice is never paid: recharge again with the
+    // sandbox's end put back to what the first order saw.
     common::post_json(
         &format!("{}/_sandbox/accounts/a0", stack.sandbox_url),
         json!({"ends": {"qq_vip": observed}}),

@@ -20,34 +20,74 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Plugins calling `vipd.recharge` in a loop, and the admin API asked
+/// again and again: a membership that is not due is never paid; asked
+/// `ahead`, one within a period of due is paid once, and the manual budget
+/// still caps what that spends.
 #[tokio::test]
-async fn a_plugin_in_a_recharge_loop_is_held_to_the_manual_budget() {
+async fn a_recharge_loop_pays_only_what_is_due_or_asked_ahead_once() {
     let mut cfg = StackConfig::due(0);
-    // Not due: the rule would never pay; only the plugin asks.
-    cfg.accounts = vec![("a0".into(), Some("60d".into()))];
+    // None due under the rule (renew_before 3d); only the plugins ask.
+    cfg.accounts = vec![
+        ("a0".into(), Some("40d".into())),
+        ("a1".into(), Some("20d".into())),
+        ("a2".into(), Some("20d".into())),
+    ];
     cfg.sandbox = "  mode: sync".into();
     cfg.files = vec![(
         "scripts/loop.lua".into(),
         r#"vipd.every("1s", function()
-  local ok, r = pcall(vipd.recharge, {account = "a0", product = "qq_vip_month"})
-  vipd.log.info("loop recharge", {ok = ok, result = tostring(r)})
+  for _, ask in ipairs({
+    {account = "a0", product = "qq_vip_month"},
+    {account = "a1", product = "qq_vip_month", ahead = true},
+    {account = "a2", product = "qq_vip_month", ahead = true},
+  }) do
+    local ok, r = pcall(vipd.recharge, ask)
+    vipd.log.info("loop recharge", {account = ask.account, ok = ok, result = tostring(r)})
+  end
 end)
 "#
         .into(),
     )];
-    // max_price 20.00 is held per order, 15.00 is paid: two fit in 40.00.
-    cfg.top = "manual: { budget: { per_day: 40.00 } }".into();
+    // max_price 20.00 is held per order, 15.00 is paid: one fits in 30.00.
+    cfg.top = "manual: { budget: { per_day: 30.00 } }".into();
     let stack = Stack::start(&cfg).await;
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for ahead in [false, false, true, true] {
+        let reply = http
+            .post(format!("{}/api/recharge", stack.admin))
+            .json(&serde_json::json!({"account": "a0", "product": "qq_vip_month", "ahead": ahead}))
+            .send()
+            .await
+            .unwrap();
+        answers.push((reply.status().as_u16(), reply.text().await.unwrap()));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let billed = stack.billed().await;
-    assert_eq!(billed.get("a0"), Some(&2), "{}", stack.log());
+    let log = stack.log();
+    assert_eq!(billed.get("a0"), None, "{billed:?}\n{log}");
+    for (code, body) in &answers[..2] {
+        assert_eq!(*code, 409, "{body}");
+        assert!(
+            body.contains("not due") && body.contains("due at"),
+            "{body}"
+        );
+        assert!(body.contains("ahead"), "it says how to pay earlier: {body}");
+    }
+    for (code, body) in &answers[2..] {
+        assert_eq!(*code, 409, "{body}");
+        assert!(body.contains("more than one period ahead"), "{body}");
+    }
+    assert!(log.contains("not due: qq_vip ends in"), "{log}");
+    // a1 and a2 are within a period of due: asked ahead, the first paid
+    // once (its new end is then two periods off), the other was stopped by
+    // the manual budget.
+    let ahead: usize = ["a1", "a2"].iter().filter_map(|a| billed.get(*a)).sum();
+    assert_eq!(ahead, 1, "{billed:?}\n{log}");
+    assert!(log.contains("budget"), "the refusals say why:\n{log}");
     let orders = stack.orders().await;
     assert!(orders.iter().all(|o| o["rule"] == "manual"));
-    assert!(
-        stack.log().contains("budget"),
-        "the refusals say why:\n{}",
-        stack.log()
-    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::render::status_text;
 use crate::config::Config;
-use crate::engine::{Engine, PlanLine, Status};
+use crate::engine::{Engine, ManualOrder, PlanLine, Status};
 use crate::ledger::{Ledger, Order, OrderState};
 use crate::plugins::{Host, LuaHooks, Plugins};
 use crate::service::{DaemonFile, daemon_file};
@@ -385,17 +385,16 @@ pub async fn plan(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn recharge(
-    path: &Path,
-    account: &str,
-    product: &str,
-    dry_run: bool,
-) -> anyhow::Result<ExitCode> {
+pub async fn recharge(path: &Path, order: ManualOrder<'_>) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
     let result = match Api::find(&config).await {
         Some(api) => {
-            let body =
-                serde_json::json!({"account": account, "product": product, "dry_run": dry_run});
+            let body = serde_json::json!({
+                "account": order.account,
+                "product": order.product,
+                "dry_run": order.dry_run,
+                "ahead": order.ahead,
+            });
             api.text(
                 api.http
                     .post(format!("{}/api/recharge", api.base))
@@ -406,7 +405,7 @@ pub async fn recharge(
         None => {
             let (engine, sandbox, _) = offline_engine(path, Offline::Recharge).await?;
             let r = engine
-                .manual_recharge(account, product, dry_run)
+                .manual_recharge(order)
                 .await
                 .map_err(anyhow::Error::msg);
             if let Some(sb) = sandbox {

@@ -106,7 +106,9 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// One manual renewal, through the same ledger and guards.
+    /// One manual renewal, through the same ledger and guards. A membership
+    /// that is not due is refused (exit 1, saying when it will be) unless
+    /// --ahead.
     Recharge {
         /// The configuration file.
         #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
@@ -120,6 +122,10 @@ pub(super) enum Command {
         /// Decide and say what would be paid; pay nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Pay a membership that is not due yet: at most one period (the
+        /// product's adds) before it would be due.
+        #[arg(long)]
+        ahead: bool,
     },
     /// Print the signature of KEY=VALUE parameters.
     Sign {

@@ -19,7 +19,7 @@ pub mod spans;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::model::{Budget, CallbackMapping, SandboxMode, Secret};
+pub use crate::model::{Budget, CallbackMapping, Membership, SandboxMode, Secret};
 use build::Builder;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
@@ -50,6 +50,10 @@ pub fn schema() -> String {
 /// The rule name manual orders (`vipd recharge`) are recorded under: no
 /// rule of the file may have it.
 pub const MANUAL_RULE: &str = "manual";
+
+/// When a manual order is due for a membership no rule watches: within
+/// three days of its end (the window the README's rules use).
+pub const MANUAL_RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
 
 /// `--state-dir`, set once at start; wins over `$STATE_DIRECTORY` and
 /// `daemon.state_dir` in every configuration read after.
@@ -168,6 +172,19 @@ impl Config {
                 product.name
             ),
         }
+    }
+
+    /// When a manual order for `account`'s `membership` is due: within
+    /// the widest `renew_before` of the rules that watch it, or
+    /// [`MANUAL_RENEW_BEFORE`] when none does. An operator's order is held
+    /// to the same window the rules keep, so it cannot stack periods.
+    pub fn manual_window(&self, account: &str, membership: Membership) -> std::time::Duration {
+        self.rules
+            .iter()
+            .filter(|r| r.membership == membership && r.accounts.iter().any(|a| &**a == account))
+            .map(|r| r.renew_before)
+            .max()
+            .unwrap_or(MANUAL_RENEW_BEFORE)
     }
 
     /// A rule by name.

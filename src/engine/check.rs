@@ -261,7 +261,7 @@ impl Engine {
         Ok(decide::decide(&Facts {
             now,
             end,
-            window: terms.window,
+            renew_before: terms.renew_before,
             when_lapsed: terms.when_lapsed,
             max_attempts: terms.max_attempts,
             existing: existing.as_ref(),

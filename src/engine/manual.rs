@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::Engine;
 use super::decide::Decision;
 use super::terms::{Decided, Terms};
+use crate::config::Product;
 use crate::ledger::LedgerError;
+use crate::units::HumanDuration;
 use crate::upstream::vipinfo::VipInfoError;
 
 /// Why a manual order was not paid. Callers branch on it: the admin API
@@ -24,22 +26,45 @@ pub enum ManualError {
     Read(#[from] VipInfoError),
     #[error(transparent)]
     Store(#[from] LedgerError),
+    /// The membership is not due (or, asked `ahead`, more than one period
+    /// from due): says when it will be.
+    #[error("not due: {0}")]
+    NotDue(String),
     #[error("not renewing: {0}")]
     NotRenewing(String),
     #[error("not paid; see the log for why")]
     NotPaid,
 }
 
+/// One manual order, as the CLI, the admin API or a plugin asks for it.
+#[derive(Debug, Clone, Copy)]
+pub struct ManualOrder<'a> {
+    pub account: &'a str,
+    pub product: &'a str,
+    /// Decide and say, never pay.
+    pub dry_run: bool,
+    /// Pay before the membership is due: at most one period (the
+    /// product's `adds`) before it would be.
+    pub ahead: bool,
+}
+
 impl Engine {
     /// One manual renewal (`vipd recharge`) under the rule name `manual`:
     /// the same ledger key rules, provider gate and guards as the daemon,
-    /// without a budget (an operator is spending on purpose).
+    /// under the `manual.budget` caps. A membership that is not due is
+    /// refused unless the order is `ahead`, and then only within one
+    /// period of due: an order repeated in a loop pays once, never a
+    /// period after period.
     pub async fn manual_recharge(
         self: &Arc<Self>,
-        account: &str,
-        product: &str,
-        dry_run: bool,
+        order: ManualOrder<'_>,
     ) -> Result<String, ManualError> {
+        let ManualOrder {
+            account,
+            product,
+            dry_run,
+            ahead,
+        } = order;
         let rt = self.runtime();
         let acct = rt
             .config
@@ -50,19 +75,30 @@ impl Engine {
             .products
             .get(product)
             .ok_or_else(|| ManualError::NoProduct(product.to_owned()))?;
-        let terms = Terms::manual(&rt.config, prod);
+        let terms = Terms::manual(&rt.config, prod, account, ahead);
         let end = self.read(&rt, acct).await?.end(prod.extends);
         let now = self.clock.unix();
         let decision = self.decide_now(&rt, &terms, acct, prod, end, now).await?;
+        if let Decision::NotDue { .. } = decision {
+            let due = rt.config.manual_window(account, prod.extends);
+            return Err(ManualError::NotDue(not_due(
+                prod,
+                end.unwrap_or(now),
+                now,
+                due,
+                ahead,
+            )));
+        }
         let Decision::Renew { .. } = decision else {
             return Err(ManualError::NotRenewing(decision.describe()));
         };
         // The rule's own words would name its stand-in window.
         let why = match end {
             Some(end) if end > now => format!(
-                "{} ends {}",
+                "{} ends {}{}",
                 prod.extends,
-                crate::timefmt::relative(end - now)
+                crate::timefmt::relative(end - now),
+                if ahead { ", paid ahead" } else { "" }
             ),
             Some(end) => format!(
                 "{} lapsed {}",
@@ -99,5 +135,36 @@ impl Engine {
             }
             None => Err(ManualError::NotPaid),
         }
+    }
+}
+
+/// Why a manual order for a membership ending at `end` is refused, and
+/// when it would be taken: due within `due` of the end, or one period
+/// earlier when asked `ahead`.
+fn not_due(prod: &Product, end: i64, now: i64, due: Duration, ahead: bool) -> String {
+    let due_at = end - due.as_secs() as i64;
+    let ahead_at = due_at - prod.adds.as_secs() as i64;
+    let ends = format!(
+        "{} ends {}",
+        prod.extends,
+        crate::timefmt::relative(end - now)
+    );
+    let window = format!("renew_before {}", HumanDuration(due));
+    let period = HumanDuration(prod.adds);
+    if ahead {
+        format!(
+            "{ends}, more than one period ahead: `ahead` pays at most one period ({period}) \
+             before due, from {}; due at {} ({window})",
+            crate::timefmt::utc(ahead_at),
+            crate::timefmt::utc(due_at),
+        )
+    } else {
+        format!(
+            "{ends}; due at {} ({window}); to pay before then, ask ahead \
+             (`vipd recharge --ahead`, {{\"ahead\": true}}, `ahead = true` in Lua): \
+             at most one period ({period}) early, from {}",
+            crate::timefmt::utc(due_at),
+            crate::timefmt::utc(ahead_at),
+        )
     }
 }

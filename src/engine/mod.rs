@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use check::VipView;
-pub use manual::ManualError;
+pub use manual::{ManualError, ManualOrder};
 pub use report::{PlanLine, ResolveError, Status, resolve, status};
 
 use crate::config::{CallbackMapping, Config, Provider};

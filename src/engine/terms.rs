@@ -1,11 +1,11 @@
 //! What a payment is made under: a rule of the file, or an operator's
-//! manual order (`vipd recharge`, `vipd.recharge`), which has no schedule
-//! and no window, only the manual budget. Deciding and paying read these,
+//! manual order (`vipd recharge`, `vipd.recharge`), which has no schedule,
+//! the rules' window for its membership (one period wider when asked
+//! `ahead`), and the manual budget. Deciding and paying read these,
 //! never a `Rule`, so a manual order needs no stand-in rule.
 
 use std::time::Duration;
 
-use super::decide::Window;
 use crate::config::{Budget, Config, MANUAL_RULE, Product, Rule, VERIFY_WITHIN, WhenLapsed};
 use crate::model::Membership;
 
@@ -17,8 +17,8 @@ pub struct Terms<'a> {
     pub name: &'a str,
     /// The membership paid for.
     pub membership: Membership,
-    /// When a renewal is due.
-    pub window: Window,
+    /// Due when the end is this close.
+    pub renew_before: Duration,
     /// What to do when the membership has lapsed.
     pub when_lapsed: WhenLapsed,
     /// Spending caps.
@@ -35,7 +35,7 @@ impl<'a> Terms<'a> {
         Terms {
             name: &rule.name,
             membership: rule.membership,
-            window: Window::Before(rule.renew_before),
+            renew_before: rule.renew_before,
             when_lapsed: rule.when_lapsed,
             budget: rule.budget,
             max_attempts: rule.max_attempts,
@@ -43,13 +43,22 @@ impl<'a> Terms<'a> {
         }
     }
 
-    /// An operator's order for `product`: due now, lapsed or not, one
-    /// attempt, under the manual budget.
-    pub fn manual(config: &Config, product: &Product) -> Terms<'static> {
+    /// An operator's order for `product` for `account`: due within the
+    /// window the rules keep for that membership
+    /// ([`Config::manual_window`]), or, asked `ahead`, up to one period
+    /// (the product's `adds`) earlier; lapsed or not, one attempt, under
+    /// the manual budget.
+    pub fn manual(
+        config: &Config,
+        product: &Product,
+        account: &str,
+        ahead: bool,
+    ) -> Terms<'static> {
+        let due = config.manual_window(account, product.extends);
         Terms {
             name: MANUAL_RULE,
             membership: product.extends,
-            window: Window::Now,
+            renew_before: if ahead { due + product.adds } else { due },
             when_lapsed: WhenLapsed::Renew,
             budget: config.manual.budget,
             max_attempts: 1,

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::config::Secret;
-use crate::engine::{Engine, ManualError, ResolveError};
+use crate::engine::{Engine, ManualError, ManualOrder, ResolveError};
 use crate::ledger::OrderState;
 
 /// Callback bodies larger than this are refused with 413.
@@ -401,20 +401,28 @@ struct RechargeBody {
     product: String,
     #[serde(default)]
     dry_run: bool,
+    /// Pay a membership that is not due yet (one period early at most).
+    #[serde(default)]
+    ahead: bool,
 }
 
 async fn recharge(State(engine): State<Arc<Engine>>, Json(body): Json<RechargeBody>) -> Response {
-    match engine
-        .manual_recharge(&body.account, &body.product, body.dry_run)
-        .await
-    {
+    let order = ManualOrder {
+        account: &body.account,
+        product: &body.product,
+        dry_run: body.dry_run,
+        ahead: body.ahead,
+    };
+    match engine.manual_recharge(order).await {
         Ok(msg) => (StatusCode::OK, msg).into_response(),
         Err(e) => {
             let status = match e {
                 ManualError::NoAccount(_) | ManualError::NoProduct(_) => StatusCode::NOT_FOUND,
                 ManualError::Read(_) => StatusCode::BAD_GATEWAY,
                 ManualError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-                ManualError::NotRenewing(_) | ManualError::NotPaid => StatusCode::CONFLICT,
+                ManualError::NotDue(_) | ManualError::NotRenewing(_) | ManualError::NotPaid => {
+                    StatusCode::CONFLICT
+                }
             };
             (status, e.to_string()).into_response()
         }

@@ -29,6 +29,7 @@ const CLASSES: &str = r#"
 ---@field account string
 ---@field product string
 ---@field dry_run? boolean Decide and report, never pay.
+---@field ahead? boolean Pay a membership that is not due yet: at most one period (the product's adds) before due. Without it, a membership that is not due raises an error saying when it will be.
 
 ---@class vipd.RechargeResult
 ---@field ok boolean

@@ -13,19 +13,31 @@ async fn manual_orders_and_resolutions_fail_with_typed_reasons() {
     cfg.sandbox = "  mode: sync".into();
     let w = World::start(&cfg).await;
     let paid = w.settled_and_verified(1, LONG).await.remove(0);
+    let order = |account, product| vipd::engine::ManualOrder {
+        account,
+        product,
+        dry_run: false,
+        ahead: false,
+    };
     let e = w
         .engine
-        .manual_recharge("nobody", "qq_vip_month", false)
+        .manual_recharge(order("nobody", "qq_vip_month"))
         .await;
     assert!(
         matches!(e, Err(ManualError::NoAccount(ref a)) if a == "nobody"),
         "{e:?}"
     );
-    let e = w.engine.manual_recharge("a0", "nothing", false).await;
+    let e = w.engine.manual_recharge(order("a0", "nothing")).await;
     assert!(
         matches!(e, Err(ManualError::NoProduct(ref p)) if p == "nothing"),
         "{e:?}"
     );
+    // Renewed 30 days on: not due, and its refusal says when it will be.
+    let e = w.engine.manual_recharge(order("a0", "qq_vip_month")).await;
+    match e {
+        Err(ManualError::NotDue(why)) => assert!(why.contains("due at"), "{why}"),
+        other => panic!("{other:?}"),
+    }
     let store = w.engine.store();
     let e = vipd::engine::resolve(&**store, "no-such-key", false, w.now()).await;
     assert!(matches!(e, Err(ResolveError::NotFound(_))), "{e:?}");

@@ -29,15 +29,6 @@ pub struct BudgetView {
     pub used_month: Fen,
 }
 
-/// When a renewal is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    /// A rule's `renew_before`: due when the end is this close.
-    Before(Duration),
-    /// An operator's manual order: due now, whatever the end.
-    Now,
-}
-
 /// Everything a decision depends on.
 #[derive(Debug, Clone)]
 pub struct Facts<'a> {
@@ -46,7 +37,9 @@ pub struct Facts<'a> {
     /// The membership end just read (`None`: no membership).
     pub end: Option<i64>,
     /// When a renewal is due.
-    pub window: Window,
+    /// Due when the end is this close: a rule's `renew_before`, or a
+    /// manual order's window (`engine/terms.rs`).
+    pub renew_before: Duration,
     pub when_lapsed: WhenLapsed,
     pub max_attempts: u32,
     /// The order under this period's key, if any.
@@ -128,8 +121,8 @@ impl Decision {
 /// Decides for one account under one rule.
 pub fn decide(f: &Facts<'_>) -> Decision {
     let lapsed = f.end.is_none_or(|end| end <= f.now);
-    if let (Window::Before(window), Some(end)) = (f.window, f.end) {
-        let window = window.as_secs() as i64;
+    if let Some(end) = f.end {
+        let window = f.renew_before.as_secs() as i64;
         if end - f.now > window {
             return Decision::NotDue {
                 due_at: end - window,
@@ -199,20 +192,17 @@ pub fn decide(f: &Facts<'_>) -> Decision {
             }
         }
     }
-    let why = match (f.end, f.window) {
-        (Some(end), Window::Before(window)) if end > f.now => format!(
+    let why = match f.end {
+        Some(end) if end > f.now => format!(
             "ends {} (renew_before {})",
             crate::timefmt::relative(end - f.now),
-            crate::units::HumanDuration(window)
+            crate::units::HumanDuration(f.renew_before)
         ),
-        (Some(end), Window::Now) if end > f.now => {
-            format!("ends {}", crate::timefmt::relative(end - f.now))
-        }
-        (Some(end), _) => format!(
+        Some(end) => format!(
             "lapsed {}; when_lapsed: renew",
             crate::timefmt::relative(end - f.now)
         ),
-        (None, _) => "no membership; when_lapsed: renew".to_owned(),
+        None => "no membership; when_lapsed: renew".to_owned(),
     };
     Decision::Renew { why }
 }

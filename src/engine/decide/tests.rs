@@ -37,7 +37,7 @@ fn facts<'a>(end: Option<i64>, existing: Option<&'a Order>) -> Facts<'a> {
     Facts {
         now: NOW,
         end,
-        window: Window::Before(Duration::from_secs(3 * DAY as u64)),
+        renew_before: Duration::from_secs(3 * DAY as u64),
         when_lapsed: WhenLapsed::Renew,
         max_attempts: 3,
         existing,
@@ -48,25 +48,29 @@ fn facts<'a>(end: Option<i64>, existing: Option<&'a Order>) -> Facts<'a> {
     }
 }
 
-/// An operator's order has no window: due with a month left, and its
-/// words name no `renew_before`; the other guards still hold.
+/// A manual order asked `ahead` has its window one period (30 days)
+/// wider: due with a month left, not with two; the other guards hold.
 #[test]
-fn a_manual_order_is_due_now_under_the_same_guards() {
-    let manual = |end, existing| Facts {
-        window: Window::Now,
+fn a_manual_order_ahead_is_due_one_period_early_under_the_same_guards() {
+    let ahead = |end, existing| Facts {
+        renew_before: Duration::from_secs(33 * DAY as u64),
         ..facts(end, existing)
     };
-    match decide(&manual(Some(NOW + 30 * DAY), None)) {
-        Decision::Renew { why } => assert_eq!(why, "ends in 30d 0h"),
+    match decide(&ahead(Some(NOW + 30 * DAY), None)) {
+        Decision::Renew { why } => assert_eq!(why, "ends in 30d 0h (renew_before 33d)"),
         other => panic!("{other:?}"),
     }
+    assert!(matches!(
+        decide(&ahead(Some(NOW + 34 * DAY), None)),
+        Decision::NotDue { due_at } if due_at == NOW + DAY
+    ));
     assert!(matches!(
         decide(&facts(Some(NOW + 30 * DAY), None)),
         Decision::NotDue { .. }
     ));
     let paid = order(OrderState::Succeeded, 1, None);
     assert!(matches!(
-        decide(&manual(Some(NOW + 30 * DAY), Some(&paid))),
+        decide(&ahead(Some(NOW + 30 * DAY), Some(&paid))),
         Decision::Waiting { .. }
     ));
     let capped = Facts {
@@ -74,7 +78,7 @@ fn a_manual_order_is_due_now_under_the_same_guards() {
             per_day: Some(Fen(1000)),
             ..BudgetView::default()
         },
-        ..manual(None, None)
+        ..ahead(None, None)
     };
     assert!(matches!(decide(&capped), Decision::BudgetExceeded { .. }));
 }

@@ -1,6 +1,7 @@
 //! `vipd.vip_info` and `vipd.recharge`: the engine, reached through the host (a recharge is a manual order, under the manual budget).
 
 use super::*;
+use crate::engine::ManualOrder;
 
 /// Adds this area to the `vipd` table.
 pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<()> {
@@ -24,24 +25,38 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
     let c = ctx.clone();
     put(vipd, "recharge", lua.create_async_function(move |lua, req: Table| {
         let c = c.clone();
-        let args: mlua::Result<(String, String, bool)> = (|| {
-            Ok((req.get("account")?, req.get("product")?, req.get::<Option<bool>>("dry_run")?.unwrap_or(false)))
+        let args: mlua::Result<(String, String, bool, bool)> = (|| {
+            Ok((
+                req.get("account")?,
+                req.get("product")?,
+                req.get::<Option<bool>>("dry_run")?.unwrap_or(false),
+                req.get::<Option<bool>>("ahead")?.unwrap_or(false),
+            ))
         })();
         async move {
-            let (account, product, dry_run) =
-                args.map_err(|e| rt_err(format!("vipd.recharge: needs {{account = string, product = string, dry_run = boolean?}}: {e}")))?;
+            let (account, product, dry_run, ahead) = args.map_err(|e| {
+                rt_err(format!(
+                    "vipd.recharge: needs {{account = string, product = string, dry_run = boolean?, ahead = boolean?}}: {e}"
+                ))
+            })?;
             let what = format!("vipd.recharge{{account = {account:?}, product = {product:?}}}");
             let engine = c.engine(&what)?;
             let (acct, prod) = (account.clone(), product.clone());
             let message = c
                 .on_daemon(async move {
+                    let order = ManualOrder {
+                        account: &acct,
+                        product: &prod,
+                        dry_run,
+                        ahead,
+                    };
                     engine
-                        .manual_recharge(&acct, &prod, dry_run)
+                        .manual_recharge(order)
                         .await
                         .map_err(|e| rt_err(format!("{what}: {e}")))
                 })
                 .await?;
-            tracing::info!(plugin = %c.plugin, account, product, dry_run, "{message}");
+            tracing::info!(plugin = %c.plugin, account, product, dry_run, ahead, "{message}");
             let out = lua.create_table()?;
             out.set("ok", true)?;
             out.set("message", message)?;
