@@ -527,14 +527,15 @@ async fn a_refused_reload_logs_one_record_per_cause() {
 }
 
 /// A manual order through the running daemon is followed up like a rule's
-/// (no rule checks it: the rule here checks hourly and a0 is not due), so
+/// (no rule checks it: the rule here checks hourly and a0 is not due; the
+/// order is asked ahead), so
 /// it is verified within seconds, and `status` shows it. Before, the
 /// renewal was verified only at a rule's next check and status never
 /// named it.
 #[tokio::test]
 async fn a_manual_order_is_verified_and_shown() {
     let mut cfg = StackConfig::due(1);
-    cfg.accounts = vec![("a0".into(), Some("40d".into()))];
+    cfg.accounts = vec![("a0".into(), Some("20d".into()))];
     cfg.sandbox = "  mode: async\n  callback_delay: 200ms".into();
     cfg.rewrite = vec![("check: { every: 1s }".into(), "check: { every: 1h }".into())];
     let mut stack = Stack::start(&cfg).await;
@@ -549,7 +550,7 @@ async fn a_manual_order_is_verified_and_shown() {
         .arg("recharge")
         .arg("--config")
         .arg(&stack.config)
-        .args(["--account", "a0", "--product", "qq_vip_month"])
+        .args(["--account", "a0", "--product", "qq_vip_month", "--ahead"])
         .output()
         .unwrap();
     assert!(
