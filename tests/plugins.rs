@@ -63,6 +63,17 @@ async fn a_vetoed_account_is_not_billed_and_the_veto_is_recorded() {
         stack.orders().await.iter().all(|o| o["account"] != "a0"),
         "a vetoed renewal plans no order"
     );
+    // a0 ends in a day, within the rule's at_risk (half of renew_before
+    // 3d), and nothing will renew it: at risk, once, saying why. The paid
+    // accounts are not.
+    let at_risk = events_of(&status, "renewal_at_risk");
+    assert_eq!(at_risk.len(), 1, "{at_risk:#?}");
+    assert_eq!(at_risk[0]["account"], "a0");
+    let detail = at_risk[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no order") && detail.contains("vetoed by plugin skip-list"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]

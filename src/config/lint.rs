@@ -64,6 +64,13 @@ impl Config {
                     HumanDuration(product.adds)
                 )));
             }
+            if rule.at_risk > rule.renew_before {
+                out.push((key("at_risk"), format!(
+                    "{subject}: at_risk ({}) is longer than renew_before ({}): every renewal would be called at risk before it is even due",
+                    HumanDuration(rule.at_risk),
+                    HumanDuration(rule.renew_before)
+                )));
+            }
             let interval = rule.check.interval(now, self.daemon.timezone);
             if rule.renew_before < interval * 3 {
                 out.push((key("check"), format!(

@@ -371,6 +371,10 @@ pub struct RawRule {
     /// How long after a success the new end must show.
     #[schemars(extend("default" = "1h"))]
     pub verify_within: Option<HumanDuration>,
+    /// Alert (`renewal_at_risk`) when the membership ends within this and
+    /// no renewal has moved its end, whatever its order's state. Default:
+    /// half of `renew_before`.
+    pub at_risk: Option<HumanDuration>,
 }
 
 /// `accounts:` of a rule: `all`, `{ tags: [...] }` or `{ names: [...] }`.

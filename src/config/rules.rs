@@ -51,6 +51,8 @@ pub struct Rule {
     pub max_attempts: u32,
     /// How long after success the new end must show.
     pub verify_within: Duration,
+    /// Alert when the end is this close and no renewal has moved it.
+    pub at_risk: Duration,
 }
 
 /// When a rule checks its accounts.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::events::{Event, EventKind, TermView};
 use super::terms::{Decided, Terms};
 use super::time::{Now, Source};
-use super::{Engine, Runtime, period};
+use super::{Engine, Runtime, lapse, period};
 use crate::config::{Account, Product, Rule};
 use crate::ledger::{
     CheckState, LedgerError, Order, OrderState, Standing, Verification, decision_key,
@@ -116,6 +116,7 @@ impl Engine {
             }
             Err(e) => {
                 self.note_read_error(rule, account, &e).await;
+                self.watch_unread(rt, rule, account).await;
                 return;
             }
         };
@@ -147,16 +148,19 @@ impl Engine {
             .unwrap_or_default();
         // A standing veto lasts while the renewal stays due.
         let veto = match decision {
-            Decision::Renew { .. } => previous.veto,
+            Decision::Renew { .. } => previous.veto.clone(),
             _ => None,
         };
-        let state = CheckState {
+        let mut state = CheckState {
             checked_at: Some(now),
             observed_end: end,
             decision: decision.describe(),
             veto,
             standing: decision.standing(),
+            ..CheckState::default()
         };
+        let renewing = matches!(decision, Decision::Renew { .. });
+        let mut alarm = lapse::assess(end, now, rule.at_risk, renewing, &previous, &mut state);
         // The same alert as last time (same reason; same period, cap and
         // spend): the operator has heard about it already.
         let standing = state.standing.is_some() && previous.standing == state.standing;
@@ -175,7 +179,26 @@ impl Engine {
                     why,
                     check_slot: slot,
                 };
-                self.renew(rt, &terms, account, product, decided).await;
+                if self
+                    .renew(rt, &terms, account, product, decided)
+                    .await
+                    .is_none()
+                {
+                    // Nothing was paid (a veto, a gate, the clock): the end
+                    // is as much at risk as it was.
+                    // The renewal may have written the check (a veto
+                    // recorded): only the markers change.
+                    let mut again = self
+                        .store
+                        .check_state(&rule.name, &account.name)
+                        .await
+                        .unwrap_or_else(|_| state.clone());
+                    alarm = lapse::assess(end, now, rule.at_risk, false, &previous, &mut again);
+                    if alarm.is_some() {
+                        self.put_check(rule, account, &again).await;
+                        state.decision = again.decision;
+                    }
+                }
             }
             // Said once when an account starts being left alone (the
             // text names how long ago it lapsed, so it changes each time).
@@ -235,6 +258,48 @@ impl Engine {
             }
             _ => {}
         }
+        // After the decision's own steps, so the alert names the order as
+        // it now stands.
+        if let Some(alarm) = alarm {
+            self.raise(rule, account, alarm, &state.decision, now).await;
+        }
+        self.wake_for_end(rule, account, end, now, rt.config.daemon.timezone);
+    }
+
+    async fn put_check(&self, rule: &Rule, account: &Account, state: &CheckState) {
+        if let Err(e) = self
+            .store
+            .put_check_state(&rule.name, &account.name, state)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the check");
+        }
+    }
+
+    /// A check whose read failed still watches the end it saw last.
+    async fn watch_unread(&self, rt: &Runtime, rule: &Rule, account: &Account) {
+        let now = self.clock.unix();
+        let Ok(previous) = self.store.check_state(&rule.name, &account.name).await else {
+            return;
+        };
+        let mut state = previous.clone();
+        let Some(alarm) = lapse::assess(None, now, rule.at_risk, false, &previous, &mut state)
+        else {
+            self.wake_for_end(
+                rule,
+                account,
+                previous.observed_end,
+                now,
+                rt.config.daemon.timezone,
+            );
+            return;
+        };
+        self.put_check(rule, account, &state).await;
+        let why = format!(
+            "membership read failing; last decision: {}",
+            previous.decision
+        );
+        self.raise(rule, account, alarm, &why, now).await;
     }
 
     /// The decision for (rule, account) given the end just read.

@@ -22,6 +22,8 @@ pub enum EventKind {
     OrderSettled,
     RenewalVerified,
     RenewalUnverified,
+    RenewalAtRisk,
+    MembershipLapsed,
     OrderUnknown,
     BillingConflict,
     RenewalHeld,
@@ -37,13 +39,15 @@ pub enum EventKind {
 
 impl EventKind {
     /// The events plugins can listen to, in the order README "Lua plugins" lists them.
-    pub const LUA: [EventKind; 14] = [
+    pub const LUA: [EventKind; 16] = [
         EventKind::VipInfo,
         EventKind::BeforeRecharge,
         EventKind::RechargeResult,
         EventKind::OrderSettled,
         EventKind::RenewalVerified,
         EventKind::RenewalUnverified,
+        EventKind::RenewalAtRisk,
+        EventKind::MembershipLapsed,
         EventKind::OrderUnknown,
         EventKind::BillingConflict,
         EventKind::RenewalHeld,
@@ -63,6 +67,8 @@ impl EventKind {
             EventKind::OrderSettled => "order_settled",
             EventKind::RenewalVerified => "renewal_verified",
             EventKind::RenewalUnverified => "renewal_unverified",
+            EventKind::RenewalAtRisk => "renewal_at_risk",
+            EventKind::MembershipLapsed => "membership_lapsed",
             EventKind::OrderUnknown => "order_unknown",
             EventKind::BillingConflict => "billing_conflict",
             EventKind::RenewalHeld => "renewal_held",
@@ -96,6 +102,12 @@ impl EventKind {
             EventKind::RenewalVerified => "The membership end moved as a paid order promised.",
             EventKind::RenewalUnverified => {
                 "Paid, but the end did not move within `verify_within`; nothing is re-paid."
+            }
+            EventKind::RenewalAtRisk => {
+                "A covered membership ends within the rule's `at_risk` and no renewal has moved its end, whatever the order's state (none, planned, sent, pending, unknown, unverified, held, awaiting a retry, vetoed, over budget): `key` and `state` name the order, `reason` what the last check decided. Once per end."
+            }
+            EventKind::MembershipLapsed => {
+                "A covered membership's end passed and no renewal had moved it. Once per end."
             }
             EventKind::OrderUnknown => {
                 "An order may or may not be paid (lost reply, crash while sent); it is never re-sent automatically."
@@ -177,6 +189,15 @@ impl EventKind {
                 "old_end",
                 "new_end",
             ],
+            EventKind::RenewalAtRisk | EventKind::MembershipLapsed => &[
+                "account",
+                "rule",
+                "key",
+                "state",
+                "membership",
+                "old_end",
+                "reason",
+            ],
             EventKind::BudgetExceeded => &["account", "rule", "period", "cap", "used", "price"],
             EventKind::RenewalHeld => &["account", "rule", "reason"],
             EventKind::ProviderPaused => &["provider", "message"],
@@ -192,6 +213,8 @@ impl EventKind {
         matches!(
             self,
             EventKind::RenewalUnverified
+                | EventKind::RenewalAtRisk
+                | EventKind::MembershipLapsed
                 | EventKind::OrderUnknown
                 | EventKind::BillingConflict
                 | EventKind::RenewalHeld

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `decide.rs` | pure decisions, outcome meanings, backoff |
 //! | `check.rs` | one check of one account under one rule; paying |
+//! | `lapse.rs` | the membership's end watched: `renewal_at_risk`, `membership_lapsed` |
 //! | `callback.rs` | vendor callbacks |
 //! | `report.rs` | `status`, `plan`, manual recharges |
 //! | `gate.rs` | provider pause gates, rate limits, in-flight caps |
@@ -24,6 +25,7 @@ mod evidence;
 mod exposition;
 mod gate;
 pub mod hooks;
+mod lapse;
 mod manual;
 mod pay;
 pub mod period;

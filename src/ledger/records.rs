@@ -52,6 +52,12 @@ pub struct CheckState {
     /// The alert this check raised, while it stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standing: Option<Standing>,
+    /// The end `renewal_at_risk` was raised for (once per end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk_for: Option<i64>,
+    /// The end `membership_lapsed` was raised for (once per end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lapsed_for: Option<i64>,
 }
 
 /// An alert a check raised that still stands: the next check that finds

@@ -6,12 +6,15 @@
 //! the process-level tests.
 //!
 //! Files: this one (renewals, retries, faults, budgets, clocks),
-//! `callbacks.rs` (what vendors send back) and `operator.rs` (unverified
-//! renewals, resolutions, manual orders, a failing store).
+//! `callbacks.rs` (what vendors send back), `lapses.rs` (a covered
+//! membership's end alerted whatever its renewal's state) and
+//! `operator.rs` (unverified renewals, resolutions, manual orders, a
+//! failing store).
 
 mod callbacks;
 #[path = "../common/mod.rs"]
 mod common;
+mod lapses;
 mod operator;
 
 use std::time::Duration;

@@ -509,6 +509,9 @@ impl<'a> Builder<'a> {
                 },
                 max_attempts: r.max_attempts.unwrap_or(3).max(1),
                 verify_within: r.verify_within.map_or(VERIFY_WITHIN, HumanDuration::get),
+                at_risk: r
+                    .at_risk
+                    .map_or(r.renew_before.get() / 2, HumanDuration::get),
             });
         }
         out

@@ -24,6 +24,8 @@ pub async fn check_account_and_token_records_read_back<B: Backend>() {
         decision: "renew".into(),
         veto: None,
         standing: None,
+        at_risk_for: Some(NOW + 86_400),
+        lapsed_for: None,
     };
     let account = AccountState {
         auth_failing: true,
