@@ -9,6 +9,7 @@
 //!
 //! Both are served by [`serve::serve`], which bounds slow and idle peers.
 
+mod conns;
 pub mod serve;
 
 use std::collections::HashMap;

@@ -6,8 +6,10 @@
 //! opens connections and idles, would hold sockets (and file handles that
 //! membership reads and payments need) for ever. This loop adds:
 //!
-//! - a cap on open connections per listener: past it, new ones are
-//!   accepted and closed at once (so the kernel's queue does not fill);
+//! - a cap on open connections per listener, and a share of it per peer
+//!   address; past either, a new connection takes the place of an idle
+//!   one (`conns.rs`), or is accepted and closed at once when every
+//!   connection is mid-request (so the kernel's queue does not fill);
 //! - a header read timeout ([`HEADER_TIMEOUT`]);
 //! - a lifetime for every connection ([`CONNECTION_LIFETIME`]), which
 //!   bounds a slow body and an idle keep-alive alike;
@@ -17,6 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -27,8 +30,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use super::conns::{InRequest, Table};
 
 /// Headers must arrive within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,9 +109,10 @@ pub async fn serve(
     name: &'static str,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let table = Table::new(limits.max_connections);
     let graceful = GracefulShutdown::new();
     let mut refused_logged = false;
+    let mut crowded_logged = false;
     loop {
         let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -121,18 +126,35 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            if !refused_logged {
-                tracing::warn!(listener = name, %peer, max = limits.max_connections, "too many open connections; closing new ones until some end");
-                refused_logged = true;
+        let slot = match table.admit(peer.ip()) {
+            Ok((slot, None)) => {
+                crowded_logged = false;
+                slot
             }
-            drop(stream);
-            continue;
+            Ok((slot, Some(whose))) => {
+                if !crowded_logged {
+                    tracing::warn!(listener = name, %peer, crowded_by = %whose, max = limits.max_connections, "connections full: closing idle ones (no request in progress) to make room, the busiest peer's first");
+                    crowded_logged = true;
+                }
+                slot
+            }
+            Err(why) => {
+                if !refused_logged {
+                    let (open, of_peer) = table.count(peer.ip());
+                    tracing::warn!(listener = name, %peer, open, of_peer, max = limits.max_connections, "connections full ({why:?}), every one mid-request; closing new ones until some end");
+                    refused_logged = true;
+                }
+                drop(stream);
+                continue;
+            }
         };
         refused_logged = false;
         // Replies are small: do not let Nagle hold them for an ACK.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(Tracked {
+            router: router.clone(),
+            busy: slot.busy.clone(),
+        });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -141,16 +163,21 @@ pub async fn serve(
         let conn = graceful.watch(conn);
         let lifetime = limits.lifetime;
         tokio::spawn(async move {
-            match tokio::time::timeout(lifetime, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(listener = name, %peer, error = %e, "connection ended")
-                }
-                Err(_) => {
-                    tracing::debug!(listener = name, %peer, "connection closed at its lifetime")
+            tokio::select! {
+                ended = tokio::time::timeout(lifetime, conn) => match ended {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = name, %peer, error = %e, "connection ended")
+                    }
+                    Err(_) => {
+                        tracing::debug!(listener = name, %peer, "connection closed at its lifetime")
+                    }
+                },
+                _ = slot.close.cancelled() => {
+                    tracing::debug!(listener = name, %peer, "idle connection closed to make room")
                 }
             }
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);
@@ -162,6 +189,43 @@ pub async fn serve(
             listener = name,
             "connections still open at shutdown; closed"
         );
+    }
+}
+
+/// The router, counting the requests in progress on one connection (a
+/// connection with none may be closed to make room for another).
+#[derive(Clone)]
+struct Tracked {
+    router: axum::Router,
+    busy: Arc<AtomicUsize>,
+}
+
+impl<B> tower_service::Service<Request<B>> for Tracked
+where
+    axum::Router: tower_service::Service<Request<B>>,
+    <axum::Router as tower_service::Service<Request<B>>>::Future: Send + 'static,
+{
+    type Response = <axum::Router as tower_service::Service<Request<B>>>::Response;
+    type Error = <axum::Router as tower_service::Service<Request<B>>>::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower_service::Service::<Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let working = InRequest::enter(&self.busy);
+        let reply = self.router.call(req);
+        Box::pin(async move {
+            let reply = reply.await;
+            drop(working);
+            reply
+        })
     }
 }
 
