@@ -79,10 +79,11 @@ async fn the_state_folder_is_private_whatever_the_umask() {
     let files = modes(&state);
     assert!(files.iter().any(|(p, _)| p.ends_with("/db")), "{files:?}");
     for (path, m) in &files {
-        let want = if Path::new(path).is_dir() {
-            0o700
-        } else {
-            0o600
+        // The control socket holds nothing: its mode says who may use it.
+        let want = match path {
+            p if p.ends_with("/control.sock") => 0o660,
+            p if Path::new(p).is_dir() => 0o700,
+            _ => 0o600,
         };
         assert_eq!(*m, want, "{path} is {m:04o} under umask 022: {files:?}");
     }
@@ -178,4 +179,80 @@ async fn a_folder_vipd_cannot_write_is_not_called_damaged() {
     // Nothing was changed by any of it: the daemon starts on the store.
     stack.start_daemon().await;
     assert_eq!(stack.orders().await.len(), 1);
+}
+
+/// Beside a daemon whose admin token only the service can read (a systemd
+/// credential), root's `vipd status` and `vipd orders` answer through the
+/// control socket with no token; another user is refused, told why.
+#[tokio::test]
+async fn the_control_socket_serves_root_without_the_token_and_refuses_others() {
+    if !is_root() {
+        panic!("needs root: the daemon's folder is root's, and another user is refused");
+    }
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("admin"), "only-the-service-reads-this").unwrap();
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    let mut stack = Stack::sandbox_only(&cfg).await;
+    // Only the daemon is given the credential (the sandbox, started first,
+    // reads the file without it).
+    let text = std::fs::read_to_string(&stack.config).unwrap().replacen(
+        "  state_dir: ./state\n",
+        "  state_dir: ./state\n  admin_token: \"${credential:admin}\"\n",
+        1,
+    );
+    std::fs::write(&stack.config, text).unwrap();
+    stack.daemon_env = vec![(
+        "CREDENTIALS_DIRECTORY".into(),
+        creds.path().display().to_string(),
+    )];
+    stack.start_daemon().await;
+    stack
+        .wait_for("a0 billed", Duration::from_secs(15), || async {
+            (stack.billed().await.get("a0") == Some(&1)).then_some(())
+        })
+        .await;
+    let state = stack.dir.path().join("state");
+    let socket = state.join("control.sock");
+    assert_eq!(mode(&socket), 0o660);
+    let config = stack.config.to_str().unwrap().to_owned();
+
+    // Root, with no credential in its environment.
+    let (code, out, err) = run(Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["status", "--json", "--config", &config])
+        .env_remove("CREDENTIALS_DIRECTORY"));
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["generation"], 1, "answered by the live daemon");
+    let (code, out, err) = run(Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["orders", "--json", "--config", &config])
+        .env_remove("CREDENTIALS_DIRECTORY"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"succeeded\""), "{out}");
+    // The TCP admin API still wants the token.
+    let r = reqwest::get(format!("{}/api/status", stack.admin))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Another user: the folder (0700, root's) keeps it from the socket.
+    let dir = stack.dir.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&stack.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bin = dir.join("vipd");
+    std::fs::copy(env!("CARGO_BIN_EXE_vipd"), &bin).unwrap();
+    let (code, out, err) = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["status", "--config", &config])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .current_dir("/"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("control socket"), "{err}");
+    assert!(err.contains("ermission denied"), "{err}");
+    assert!(!out.contains("generation"), "{out}");
+
+    // A stopped daemon leaves no socket behind.
+    assert_eq!(stack.stop_daemon(), Some(0));
+    assert!(!socket.exists());
 }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::engine::{Engine, ManualOrder, PlanLine, Status};
 use crate::ledger::{Ledger, Order, OrderState};
 use crate::plugins::{Host, LuaHooks, Plugins};
-use crate::service::{DaemonFile, daemon_file};
+use crate::service::{DaemonFile, control_socket, daemon_file};
 use crate::timefmt;
 
 /// A running daemon's admin API.
@@ -27,14 +27,41 @@ pub(super) struct Api {
 }
 
 impl Api {
-    /// The daemon serving this configuration's state folder, if it answers.
-    pub(super) async fn find(config: &Config) -> Option<Api> {
-        let text = std::fs::read(daemon_file(&config.daemon.state_dir)).ok()?;
-        let file: DaemonFile = serde_json::from_slice(&text).ok()?;
-        let http = reqwest::Client::builder()
+    /// The daemon serving this configuration's state folder, if it answers:
+    /// through its control socket when this user may use it (no token
+    /// needed), else its admin API.
+    ///
+    /// A folder this user may not read (the service's, when not root) is an
+    /// error that says so, not "no daemon, no store".
+    pub(super) async fn find(config: &Config) -> anyhow::Result<Option<Api>> {
+        let socket = control_socket(&config.daemon.state_dir);
+        let refused = match Api::local(&socket).await {
+            Ok(Some(api)) => return Ok(Some(api)),
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        let text = match std::fs::read(daemon_file(&config.daemon.state_dir)) {
+            Ok(text) => text,
+            Err(e) if refused.is_some() || e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let why = refused.as_ref().unwrap_or(&e);
+                bail!(
+                    "the daemon's control socket {} refused this user ({why}), and its state folder \
+                     is not this user's to read: run this as root (`sudo vipd ...`) or as the \
+                     service's user",
+                    socket.display()
+                );
+            }
+            Err(_) => return Ok(None),
+        };
+        let Ok(file) = serde_json::from_slice::<DaemonFile>(&text) else {
+            return Ok(None);
+        };
+        let Ok(http) = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
-            .ok()?;
+        else {
+            return Ok(None);
+        };
         let alive = http
             .get(format!("{}/healthz", file.admin))
             .timeout(Duration::from_secs(2))
@@ -45,8 +72,15 @@ impl Api {
             .unavailable
             .iter()
             .find(|u| u.is_at(&["daemon", "admin_token"]))
-            .map(|u| u.error.message.clone());
-        alive.then(|| Api {
+            .map(|u| match &refused {
+                Some(e) => format!(
+                    "{}; its control socket {} refused this user ({e})",
+                    u.error.message,
+                    socket.display()
+                ),
+                None => u.error.message.clone(),
+            });
+        Ok(alive.then(|| Api {
             base: file.admin,
             http,
             token: config
@@ -55,7 +89,38 @@ impl Api {
                 .as_ref()
                 .map(|t| t.expose().to_owned()),
             token_missing,
-        })
+        }))
+    }
+
+    /// The daemon on its control socket: `None` when there is none (or no
+    /// daemon answers on it), an error when this user may not connect.
+    async fn local(socket: &Path) -> Result<Option<Api>, std::io::Error> {
+        if let Err(e) = std::os::unix::net::UnixStream::connect(socket) {
+            return match e.kind() {
+                std::io::ErrorKind::PermissionDenied => Err(e),
+                _ => Ok(None),
+            };
+        }
+        let Ok(http) = reqwest::Client::builder()
+            .unix_socket(socket)
+            .timeout(Duration::from_secs(30))
+            .build()
+        else {
+            return Ok(None);
+        };
+        let base = "http://localhost".to_owned();
+        let alive = http
+            .get(format!("{base}/healthz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        Ok(alive.then_some(Api {
+            base,
+            http,
+            token: None,
+            token_missing: None,
+        }))
     }
 
     /// Sends with the bearer token; a non-2xx reply is an error with its body.
@@ -153,7 +218,7 @@ pub(super) fn open_store(config: &Config) -> anyhow::Result<Ledger> {
 
 pub async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
-    let status: Status = match Api::find(&config).await {
+    let status: Status = match Api::find(&config).await? {
         Some(api) => {
             api.call(api.http.get(format!("{}/api/status", api.base)))
                 .await?
@@ -185,7 +250,7 @@ pub async fn orders(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
-    let list: Vec<Order> = match Api::find(&config).await {
+    let list: Vec<Order> = match Api::find(&config).await? {
         Some(api) => {
             let mut req = api.http.get(format!("{}/api/orders", api.base));
             if let Some(s) = state {
@@ -231,7 +296,7 @@ pub async fn orders(
 
 pub async fn resolve(path: &Path, key: &str, paid: bool) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
-    let order: Order = match Api::find(&config).await {
+    let order: Order = match Api::find(&config).await? {
         Some(api) => {
             let body = serde_json::json!({"as": if paid { "succeeded" } else { "failed" }});
             api.call(
@@ -334,7 +399,7 @@ pub async fn plan(
 ) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
     let at = at.map(parse_at).transpose()?;
-    let lines: Vec<PlanLine> = match Api::find(&config).await {
+    let lines: Vec<PlanLine> = match Api::find(&config).await? {
         Some(api) => {
             let mut q: Vec<(&str, String)> = Vec::new();
             if let Some(a) = account {
@@ -387,7 +452,7 @@ pub async fn plan(
 
 pub async fn recharge(path: &Path, order: ManualOrder<'_>) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
-    let result = match Api::find(&config).await {
+    let result = match Api::find(&config).await? {
         Some(api) => {
             let body = serde_json::json!({
                 "account": order.account,

@@ -11,7 +11,7 @@ use crate::ledger::Ledger;
 /// `vipd store verify`.
 pub async fn store_verify(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
-    if Api::find(&config).await.is_some() {
+    if Api::find(&config).await?.is_some() {
         bail!(
             "a daemon is running on {}: it verified the store when it opened it; stop it to verify again",
             config.daemon.state_dir.display()
@@ -34,7 +34,7 @@ pub async fn store_verify(path: &Path) -> anyhow::Result<ExitCode> {
 pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
     let tmp = file.with_extension("partial");
-    let bytes = match Api::find(&config).await {
+    let bytes = match Api::find(&config).await? {
         Some(api) => {
             let body = api
                 .send(api.http.get(format!("{}/api/store/backup", api.base)))
@@ -69,7 +69,7 @@ pub async fn store_restore(path: &Path, file: &Path) -> anyhow::Result<ExitCode>
              starting the nodes: the restored ledger does not know them"
         );
     }
-    if Api::find(&config).await.is_some() {
+    if Api::find(&config).await?.is_some() {
         bail!(
             "a daemon is running on {}: stop it first",
             config.daemon.state_dir.display()
@@ -103,7 +103,7 @@ pub async fn store_copy(
         );
     };
     let dir = &config.daemon.state_dir;
-    if crate::service::daemon_file(dir).exists() && Api::find(&config).await.is_some() {
+    if crate::service::daemon_file(dir).exists() && Api::find(&config).await?.is_some() {
         bail!("a daemon is running on {}: stop it first", dir.display());
     }
     if !dir.join("db").exists() {
@@ -133,7 +133,7 @@ pub async fn store_copy(
 /// `vipd store release [--account A | --all]`.
 pub async fn store_release(path: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
-    let left: Option<crate::ledger::Hold> = match Api::find(&config).await {
+    let left: Option<crate::ledger::Hold> = match Api::find(&config).await? {
         Some(api) => {
             api.call(
                 api.http

@@ -5,7 +5,8 @@
 //! - the admin API on `admin_listen`: `/healthz`, `/metrics`, `/api/status`,
 //!   `/api/orders`, `/api/orders/{key}/resolve`, `/api/plan`,
 //!   `/api/recharge`, `/api/reload`, `/api/store/*`, behind an optional
-//!   bearer token.
+//!   bearer token; the same API, without a token, on the local control
+//!   socket.
 //!
 //! Both are served by [`serve::serve`], which bounds slow and idle peers.
 
@@ -108,9 +109,25 @@ pub trait Reload: Send + Sync + 'static {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, String>> + Send + 'a>>;
 }
 
-/// The admin API.
+/// The admin API on `admin_listen`: behind the bearer tokens and the
+/// same-site checks.
 pub fn admin_router(engine: Arc<Engine>, reloader: Arc<dyn Reload>) -> axum::Router {
-    let api = axum::Router::new()
+    let api = api_routes(reloader)
+        .route_layer(middleware::from_fn_with_state(engine.clone(), bearer))
+        .route_layer(middleware::from_fn_with_state(engine.clone(), same_site));
+    with_health(engine, api)
+}
+
+/// The same API on the local control socket (`control.sock` in the state
+/// folder), with no token: the socket's owner and mode (and its folder's)
+/// say who may connect, as for `systemctl` or `chronyc`, and no browser
+/// can reach a Unix socket.
+pub fn control_router(engine: Arc<Engine>, reloader: Arc<dyn Reload>) -> axum::Router {
+    with_health(engine, api_routes(reloader))
+}
+
+fn api_routes(reloader: Arc<dyn Reload>) -> axum::Router<Arc<Engine>> {
+    axum::Router::new()
         .route("/api/reload", post(reload).layer(axum::Extension(reloader)))
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
@@ -121,8 +138,9 @@ pub fn admin_router(engine: Arc<Engine>, reloader: Arc<dyn Reload>) -> axum::Rou
         .route("/api/recharge", post(recharge))
         .route("/api/store/backup", get(store_backup))
         .route("/api/store/release", post(store_release))
-        .route_layer(middleware::from_fn_with_state(engine.clone(), bearer))
-        .route_layer(middleware::from_fn_with_state(engine.clone(), same_site));
+}
+
+fn with_health(engine: Arc<Engine>, api: axum::Router<Arc<Engine>>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
         .merge(api)

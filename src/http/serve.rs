@@ -17,7 +17,7 @@
 //!
 //! Bodies are bounded before they are read by [`limit_body`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -100,10 +100,40 @@ pub fn raise_file_limit() -> u64 {
     lim.rlim_cur
 }
 
+/// A listener the serve loop takes connections from: TCP, or the local
+/// control socket.
+pub trait Accept: Send + 'static {
+    /// One connection.
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The next connection, its peer's address (whose share of the cap it
+    /// takes) and how logs name the peer.
+    fn next(&self) -> impl Future<Output = std::io::Result<(Self::Io, IpAddr, String)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn next(&self) -> std::io::Result<(Self::Io, IpAddr, String)> {
+        let (stream, peer): (_, SocketAddr) = self.accept().await?;
+        // Replies are small: do not let Nagle hold them for an ACK.
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer.ip(), peer.to_string()))
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    /// Every local user shares one share: the socket's mode already says
+    /// who may connect.
+    async fn next(&self) -> std::io::Result<(Self::Io, IpAddr, String)> {
+        let (stream, _) = self.accept().await?;
+        Ok((stream, IpAddr::from([0, 0, 0, 0]), "local".to_owned()))
+    }
+}
+
 /// Serves `router` on `listener` until `stop`, then lets requests in
 /// flight finish (within a bound).
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Accept,
     router: axum::Router,
     limits: Limits,
     name: &'static str,
@@ -114,9 +144,9 @@ pub async fn serve(
     let mut refused_logged = false;
     let mut crowded_logged = false;
     loop {
-        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+        let (stream, ip, peer) = tokio::select! {
             _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            accepted = listener.next() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and the like: wait for handles to come back.
@@ -126,7 +156,7 @@ pub async fn serve(
                 }
             },
         };
-        let slot = match table.admit(peer.ip()) {
+        let slot = match table.admit(ip) {
             Ok((slot, None)) => {
                 crowded_logged = false;
                 slot
@@ -140,7 +170,7 @@ pub async fn serve(
             }
             Err(why) => {
                 if !refused_logged {
-                    let (open, of_peer) = table.count(peer.ip());
+                    let (open, of_peer) = table.count(ip);
                     tracing::warn!(listener = name, %peer, open, of_peer, max = limits.max_connections, "connections full ({why:?}), every one mid-request; closing new ones until some end");
                     refused_logged = true;
                 }
@@ -149,8 +179,6 @@ pub async fn serve(
             }
         };
         refused_logged = false;
-        // Replies are small: do not let Nagle hold them for an ACK.
-        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(Tracked {
             router: router.clone(),
             busy: slot.busy.clone(),

@@ -116,6 +116,37 @@ fn take_over(engine: Arc<Engine>, stop: CancellationToken) -> tokio::task::JoinH
     })
 }
 
+/// The local control socket of a state folder: the admin API with no
+/// token, for commands run beside the daemon (`sudo vipd status`).
+pub fn control_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join("control.sock")
+}
+
+/// Binds the control socket, owner and group read-write (`0660`): the
+/// daemon's user and group, and root. A socket a dead daemon left is
+/// replaced; one another daemon answers on is left alone. `None` (with
+/// a warning) when it cannot be bound: the TCP admin API still serves.
+fn bind_control(state_dir: &Path) -> Option<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = control_socket(state_dir);
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        tracing::warn!(socket = %path.display(), "another daemon answers on the control socket; not serving one");
+        return None;
+    }
+    let _ = std::fs::remove_file(&path);
+    let bound = tokio::net::UnixListener::bind(&path).and_then(|l| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+        Ok(l)
+    });
+    match bound {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), error = %e, "cannot serve the control socket; commands beside the daemon use the admin API and its token");
+            None
+        }
+    }
+}
+
 /// Writes `daemon.json` whole before it appears: `vipd status` and scripts
 /// that poll for it never read a half-written file.
 fn write_daemon_file(state_dir: &Path, file: &DaemonFile) -> anyhow::Result<()> {
@@ -256,6 +287,15 @@ pub async fn run(
         callbacks: format!("http://{callback_addr}"),
     };
     write_daemon_file(&state_dir, &file)?;
+    let control_task = bind_control(&state_dir).map(|listener| {
+        tokio::spawn(crate::http::serve::serve(
+            listener,
+            crate::http::control_router(engine.clone(), reloader.clone()),
+            limits,
+            "control",
+            servers.clone(),
+        ))
+    });
     let rt = engine.runtime();
     tracing::info!(
         admin = %file.admin,
@@ -305,6 +345,10 @@ pub async fn run(
     let _ = tokio::join!(watcher, hangups, heartbeat, pruner, taker);
     servers.cancel();
     let _ = tokio::join!(admin_task, callback_task);
+    if let Some(task) = control_task {
+        let _ = task.await;
+        let _ = std::fs::remove_file(control_socket(&state_dir));
+    }
     let hooks = engine.runtime().hooks.clone();
     hooks.retire();
     if tokio::time::timeout(PLUGIN_GRACE, hooks.finished())
