@@ -122,19 +122,18 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
     cfg.accounts.push(("a1".into(), Some("20d".into())));
     cfg.sandbox = "  mode: sync".into();
     let stack = Stack::sandbox_only(&cfg).await;
-    let recharge = |dry: bool| {
+    let recharge_as = |account: &str, flag: Option<&str>| {
         let mut c = vipd();
         c.arg("recharge").arg("--config").arg(&stack.config).args([
             "--account",
-            "a0",
+            account,
             "--product",
             "qq_vip_month",
         ]);
-        if dry {
-            c.arg("--dry-run");
-        }
+        c.args(flag);
         c.output().unwrap()
     };
+    let recharge = |dry: bool| recharge_as("a0", dry.then_some("--dry-run"));
     let dry = recharge(true);
     let said = String::from_utf8_lossy(&dry.stdout);
     assert!(said.contains("dry run: would renew"), "{dry:?}");
@@ -171,17 +170,7 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
     assert!(err.contains("not due") && err.contains("--ahead"), "{err}");
     // a1 has 20 days left: within one period of due, so --ahead pays once;
     // then it is more than a period from due.
-    let ahead = || {
-        let mut c = vipd();
-        c.arg("recharge").arg("--config").arg(&stack.config).args([
-            "--account",
-            "a1",
-            "--product",
-            "qq_vip_month",
-            "--ahead",
-        ]);
-        c.output().unwrap()
-    };
+    let ahead = || recharge_as("a1", Some("--ahead"));
     let paid_ahead = ahead();
     assert!(paid_ahead.status.success(), "{paid_ahead:?}");
     assert!(String::from_utf8_lossy(&paid_ahead.stdout).contains("succeeded"));

@@ -189,19 +189,7 @@ async fn checked(stack: &Stack) -> Option<i64> {
 /// A stack whose account a0 carries a refresh token and whose reader has
 /// the app's client secret.
 fn refreshable() -> StackConfig {
-    let mut cfg = StackConfig::due(0);
-    cfg.accounts.push(("a0".into(), Some("40d".into())));
-    cfg.rewrite = vec![
-        (
-            "oauth_consumer_key: \"101234567\",".into(),
-            "oauth_consumer_key: \"101234567\", client_secret: app-key,".into(),
-        ),
-        (
-            "access_token: tok-a0".into(),
-            "access_token: tok-a0, refresh_token: rt-a0".into(),
-        ),
-    ];
-    cfg
+    StackConfig::refreshable("40d")
 }
 
 /// The reasons of every refresh in `log`, in order.

@@ -42,19 +42,8 @@ fn is_root() -> bool {
 async fn the_state_folder_is_private_whatever_the_umask() {
     // a0 carries a refresh token; its configured token is refused later,
     // so the daemon stores a rotated pair.
-    let mut cfg = StackConfig::due(0);
-    cfg.accounts.push(("a0".into(), Some("1d".into())));
+    let mut cfg = StackConfig::refreshable("1d");
     cfg.sandbox = "  mode: sync".into();
-    cfg.rewrite = vec![
-        (
-            "oauth_consumer_key: \"101234567\",".into(),
-            "oauth_consumer_key: \"101234567\", client_secret: app-key,".into(),
-        ),
-        (
-            "access_token: tok-a0".into(),
-            "access_token: tok-a0, refresh_token: rt-a0".into(),
-        ),
-    ];
     let mut stack = Stack::sandbox_only(&cfg).await;
     stack.daemon_umask = Some(0o022);
     stack.start_daemon().await;
@@ -106,6 +95,21 @@ async fn the_state_folder_is_private_whatever_the_umask() {
     );
     assert_eq!(mode(&state), 0o755);
     assert_eq!(mode(&state.join("db")), 0o600);
+}
+
+/// `vipd ARGS` run as the user nobody, from a copy of the binary in `dir`
+/// (which must be open to others, as must the configuration).
+fn as_nobody(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let bin = dir.join("vipd");
+    if !bin.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_vipd"), &bin).unwrap();
+    }
+    run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(args)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .current_dir("/"))
 }
 
 /// `cmd` with the state folder `state` bind-mounted read-only over itself,
@@ -167,13 +171,7 @@ async fn a_folder_vipd_cannot_write_is_not_called_damaged() {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&stack.config, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.join("vipd");
-    std::fs::copy(env!("CARGO_BIN_EXE_vipd"), &bin).unwrap();
-    let (code, _, err) = run(Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&bin)
-        .args(["run", "--config", &config])
-        .current_dir("/"));
+    let (code, _, err) = as_nobody(dir, &["run", "--config", &config]);
     says_not_writable("run as another user", code, &err, "Permission denied");
 
     // Nothing was changed by any of it: the daemon starts on the store.
@@ -239,14 +237,7 @@ async fn the_control_socket_serves_root_without_the_token_and_refuses_others() {
     let dir = stack.dir.path();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&stack.config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let bin = dir.join("vipd");
-    std::fs::copy(env!("CARGO_BIN_EXE_vipd"), &bin).unwrap();
-    let (code, out, err) = run(Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&bin)
-        .args(["status", "--config", &config])
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .current_dir("/"));
+    let (code, out, err) = as_nobody(dir, &["status", "--config", &config]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("control socket"), "{err}");
     assert!(err.contains("ermission denied"), "{err}");

@@ -168,6 +168,19 @@ impl World {
         (reply.status, reply.body)
     }
 
+    /// Plays the vendor: a signed "success" callback for `order`'s vendor
+    /// order, now; the HTTP status the engine answered.
+    pub async fn success_callback(&self, order: &Order) -> u16 {
+        let vendor_id = order.vendor_orderid.clone().unwrap();
+        let t = self.now().to_string();
+        let success = [
+            ("orderid", vendor_id.as_str()),
+            ("status", "success"),
+            ("time", t.as_str()),
+        ];
+        self.callback(&success).await.0
+    }
+
     /// The events of one kind among the latest 20 (those `status` shows).
     pub fn events_of(&self, kind: &str) -> Vec<vipd::ledger::EventRecord> {
         self.ledger

@@ -53,6 +53,25 @@ impl StackConfig {
         }
     }
 
+    /// One account, a0, whose qq_vip ends `end` from now, with a refresh
+    /// token beside its access token; the reader has the app's client
+    /// secret, so vipd can rotate the pair.
+    pub fn refreshable(end: &str) -> StackConfig {
+        let mut cfg = StackConfig::due(0);
+        cfg.accounts.push(("a0".into(), Some(end.into())));
+        cfg.rewrite = vec![
+            (
+                "oauth_consumer_key: \"101234567\",".into(),
+                "oauth_consumer_key: \"101234567\", client_secret: app-key,".into(),
+            ),
+            (
+                "access_token: tok-a0".into(),
+                "access_token: tok-a0, refresh_token: rt-a0".into(),
+            ),
+        ];
+        cfg
+    }
+
     /// The YAML, with providers pointing at `upstream`.
     pub fn render(&self, upstream: &str) -> String {
         let mut text = self.render_plain(upstream);

@@ -126,14 +126,7 @@ async fn paid_but_unverified() {
         let pending = w
             .order_where("one pending", LONG, |o| o.state == OrderState::Pending)
             .await;
-        let vendor_id = pending.vendor_orderid.clone().unwrap();
-        let t = w.now().to_string();
-        let success = [
-            ("orderid", vendor_id.as_str()),
-            ("status", "success"),
-            ("time", t.as_str()),
-        ];
-        assert_eq!(w.callback(&success).await.0, 200);
+        assert_eq!(w.success_callback(&pending).await, 200);
     })
     .await;
 }

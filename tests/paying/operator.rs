@@ -76,15 +76,8 @@ async fn a_paid_renewal_that_never_shows_is_unverified_refuted_and_retried() {
     let pending = w
         .order_where("one pending", LONG, |o| o.state == OrderState::Pending)
         .await;
-    let vendor_id = pending.vendor_orderid.clone().unwrap();
     // The test plays the vendor: "success", though the end will not move.
-    let t = w.now().to_string();
-    let success = [
-        ("orderid", vendor_id.as_str()),
-        ("status", "success"),
-        ("time", t.as_str()),
-    ];
-    assert_eq!(w.callback(&success).await.0, 200);
+    assert_eq!(w.success_callback(&pending).await, 200);
     w.until("renewal_unverified", LONG, async || {
         (!w.events_of("renewal_unverified").is_empty()).then_some(())
     })
