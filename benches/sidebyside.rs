@@ -210,10 +210,16 @@ async fn vipd(a: &Args) -> Side {
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
             .unwrap_or(f64::NAN)
     };
+    let stats: Value = match http.get(format!("{upstream}/_sandbox/stats")).send().await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    };
     println!(
-        "vipd store: {:.2} durable waits and {:.2} commits a renewal",
+        "vipd store: {:.2} durable waits and {:.2} commits a renewal; upstream: {:.2} membership reads and {:.2} recharges a renewal",
         counter("vipd_store_durable_waits_total ") / renewed as f64,
         counter("vipd_store_commits_total ") / renewed as f64,
+        stats["vip_info_requests"].as_f64().unwrap_or(f64::NAN) / renewed as f64,
+        stats["recharge_requests"].as_f64().unwrap_or(f64::NAN) / renewed as f64,
     );
     drop(daemon);
     let (billed, twice) = common::billed(&upstream).await;

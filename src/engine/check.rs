@@ -99,7 +99,9 @@ impl Engine {
             return;
         };
         let product = &*rule.product;
-        let info = match self.read(rt, account).await {
+        let read = self.read(rt, account).await;
+        let read_at = tokio::time::Instant::now();
+        let info = match read {
             Ok(info) => {
                 self.note_read_ok(account).await;
                 if rt.hooks.listens(EventKind::VipInfo) {
@@ -178,6 +180,7 @@ impl Engine {
                     observed_end: end,
                     why,
                     check_slot: slot,
+                    read_at,
                 };
                 if self
                     .renew(rt, &terms, account, product, decided)

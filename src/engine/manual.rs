@@ -77,6 +77,7 @@ impl Engine {
             .ok_or_else(|| ManualError::NoProduct(product.to_owned()))?;
         let terms = Terms::manual(&rt.config, prod, account, ahead);
         let end = self.read(&rt, acct).await?.end(prod.extends);
+        let read_at = tokio::time::Instant::now();
         let now = self.clock.unix();
         let decision = self.decide_now(&rt, &terms, acct, prod, end, now).await?;
         if let Decision::NotDue { .. } = decision {
@@ -123,6 +124,7 @@ impl Engine {
                     observed_end: end,
                     why: format!("manual: {why}"),
                     check_slot: None,
+                    read_at,
                 },
             )
             .await

@@ -4,7 +4,8 @@
 //! 1. [`Engine::cleared`]: plugins may veto; a dry run stops here;
 //! 2. wait for the provider's in-flight and rate slots, then
 //!    [`Engine::admitted`]: not shutting down, provider not paused;
-//! 3. [`Engine::still_due`]: re-read the expiry; stop if it moved since
+//! 3. [`Engine::still_due`]: re-read the expiry (unless the decision's
+//!    read is younger than [`SECOND_LOOK_AFTER`]); stop if it moved since
 //!    the decision; ask the clock again ([`Engine::trusted_now`]);
 //! 4. [`Engine::plan_order`]: the ledger's guards (key unused or retryable,
 //!    no other rule's order in flight, budget held);
@@ -25,7 +26,7 @@ use super::check::{FOLLOW_UPS, log_transition};
 use super::decide::{self, Admission, AfterAttempt, GateEffect};
 use super::events::{Event, EventKind};
 use super::hooks::Veto;
-use super::terms::{Decided, Terms};
+use super::terms::{Decided, SECOND_LOOK_AFTER, Terms};
 use super::{Engine, Runtime, Seller, period};
 use crate::config::{Account, Product};
 use crate::ledger::{
@@ -60,6 +61,7 @@ impl Engine {
             observed_end,
             why,
             check_slot,
+            read_at,
         } = decided;
         let key = decision_key(terms.name, &account.name, terms.membership, observed_end);
         let r = Renewal {
@@ -81,7 +83,7 @@ impl Engine {
         // so renewals waiting for an in-flight slot are never more than
         // `max_concurrent_checks`.
         drop(check_slot);
-        if !self.admitted(&r, seller) || !self.still_due(&r).await {
+        if !self.admitted(&r, seller) || !self.still_due(&r, read_at).await {
             return None;
         }
         // The clock is asked again: the decision may be minutes old.
@@ -137,8 +139,13 @@ impl Engine {
         true
     }
 
-    /// Step 3: the expiry read right before paying is the one decided on.
-    async fn still_due(&self, r: &Renewal<'_>) -> bool {
+    /// Step 3: the expiry read right before paying is the one decided on:
+    /// the decision's own read when it is younger than
+    /// [`SECOND_LOOK_AFTER`], else a second look.
+    async fn still_due(&self, r: &Renewal<'_>, read_at: tokio::time::Instant) -> bool {
+        if read_at.elapsed() < SECOND_LOOK_AFTER {
+            return true;
+        }
         match self.read(r.rt, r.account).await {
             Ok(info) if info.end(r.terms.membership) != r.observed_end => {
                 tracing::info!(account = %r.account.name, rule = %r.terms.name, "expiry moved before paying; deciding again");

@@ -76,4 +76,17 @@ pub(super) struct Decided {
     /// The deciding check's `max_concurrent_checks` slot, handed on once
     /// the renewal holds its in-flight slot (none for a manual order).
     pub check_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// When the membership read the decision saw came back (monotonic):
+    /// a renewal about to pay reads again only when this is older than
+    /// [`SECOND_LOOK_AFTER`].
+    pub read_at: tokio::time::Instant,
 }
+
+/// How old the decision's read may be when the renewal is about to pay
+/// before the membership is read again (the second look). Younger, the
+/// second look would be the same read twice: nothing but the renewal's
+/// own slot waits has passed in between, and the ledger, not a read,
+/// keeps vipd from paying a period twice. Older (the renewal waited for a
+/// `max_in_flight` slot or the rate limit), someone else may have renewed
+/// in between, and it reads again.
+pub const SECOND_LOOK_AFTER: std::time::Duration = std::time::Duration::from_secs(2);

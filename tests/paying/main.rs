@@ -381,3 +381,51 @@ async fn rate_limits_are_never_exceeded_and_are_used() {
         w.stop().await;
     }
 }
+
+/// A renewal pays on its check's own read when that read is fresh (no
+/// second request for the same answer), and looks again when it waited
+/// long enough for its in-flight slot that someone else could have
+/// renewed meanwhile: then a moved end stops it.
+#[tokio::test(start_paused = true)]
+async fn the_second_look_is_taken_only_when_the_read_is_old() {
+    // Fresh: one due account, nothing to wait for.
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    let w = World::start(&cfg).await;
+    w.order_where("sent", LONG, |o| o.state != OrderState::Planned)
+        .await;
+    assert_eq!(w.sandbox.reads(), 1, "the check's read, and no second");
+    w.stop().await;
+
+    // Old: one in-flight slot, held 5 s by the first recharge; the other
+    // account's end moves (renewed elsewhere) while it waits.
+    let mut cfg = StackConfig::due(2);
+    cfg.provider = "    max_in_flight: 1".into();
+    cfg.rewrite = vec![("    timeout: 2s\n".into(), "    timeout: 10s\n".into())];
+    cfg.sandbox = "  mode: sync\n  faults: { recharge: { latency: 5s } }".into();
+    let w = World::start(&cfg).await;
+    let first = w
+        .order_where("one sent", LONG, |o| o.state == OrderState::Sent)
+        .await;
+    let other = if first.account == "a0" { "a1" } else { "a0" };
+    w.until("the other checked", LONG, async || {
+        (w.sandbox.reads() >= 2).then_some(())
+    })
+    .await;
+    let later = w.now() + 40 * 86_400;
+    let moved = common::post_json(
+        &format!("{}/_sandbox/accounts/{other}", w.sandbox.base_url()),
+        serde_json::json!({ "ends": { "qq_vip": later } }),
+    )
+    .await;
+    assert!(moved.is_success());
+    w.settled_and_verified(1, LONG).await;
+    w.pass(Duration::from_secs(10)).await;
+    assert_eq!(w.billed().get(other), None, "{:#?}", w.orders());
+    assert!(
+        w.orders().iter().all(|o| o.account != other),
+        "{:#?}",
+        w.orders()
+    );
+    w.stop().await;
+}
