@@ -166,13 +166,7 @@ impl Engine {
         // The same alert as last time (same reason; same period, cap and
         // spend): the operator has heard about it already.
         let standing = state.standing.is_some() && previous.standing == state.standing;
-        if let Err(e) = self
-            .store
-            .put_check_state(&rule.name, &account.name, &state)
-            .await
-        {
-            tracing::warn!(error = %e, "could not record the check");
-        }
+        self.put_check(rule, account, &state).await;
         tracing::debug!(account = %account.name, rule = %rule.name, decision = %state.decision, "checked");
         match decision {
             Decision::Renew { why } => {
@@ -188,9 +182,9 @@ impl Engine {
                     .is_none()
                 {
                     // Nothing was paid (a veto, a gate, the clock): the end
-                    // is as much at risk as it was.
-                    // The renewal may have written the check (a veto
-                    // recorded): only the markers change.
+                    // is as much at risk as it was. The renewal may have
+                    // written the check (a veto recorded): only the
+                    // markers change.
                     let mut again = self
                         .store
                         .check_state(&rule.name, &account.name)
@@ -269,6 +263,8 @@ impl Engine {
         self.wake_for_end(rule, account, end, now, rt.config.daemon.timezone);
     }
 
+    /// Records what a check saw and decided (a failure is logged: the next
+    /// check writes it again).
     async fn put_check(&self, rule: &Rule, account: &Account, state: &CheckState) {
         if let Err(e) = self
             .store
