@@ -75,13 +75,13 @@ impl Engine {
             .products
             .get(product)
             .ok_or_else(|| ManualError::NoProduct(product.to_owned()))?;
-        let terms = Terms::manual(&rt.config, prod, account, ahead);
+        let due = rt.config.manual_window(account, prod.extends);
+        let terms = Terms::manual(&rt.config, prod, due, ahead);
         let end = self.read(&rt, acct).await?.end(prod.extends);
         let read_at = tokio::time::Instant::now();
         let now = self.clock.unix();
         let decision = self.decide_now(&rt, &terms, acct, prod, end, now).await?;
         if let Decision::NotDue { .. } = decision {
-            let due = rt.config.manual_window(account, prod.extends);
             return Err(ManualError::NotDue(not_due(
                 prod,
                 end.unwrap_or(now),

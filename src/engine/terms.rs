@@ -43,18 +43,16 @@ impl<'a> Terms<'a> {
         }
     }
 
-    /// An operator's order for `product` for `account`: due within the
-    /// window the rules keep for that membership
-    /// ([`Config::manual_window`]), or, asked `ahead`, up to one period
-    /// (the product's `adds`) earlier; lapsed or not, one attempt, under
-    /// the manual budget.
+    /// An operator's order for `product`: due within `due` (the window
+    /// the rules keep for that membership, [`Config::manual_window`]), or,
+    /// asked `ahead`, up to one period (the product's `adds`) earlier;
+    /// lapsed or not, one attempt, under the manual budget.
     pub fn manual(
         config: &Config,
         product: &Product,
-        account: &str,
+        due: Duration,
         ahead: bool,
     ) -> Terms<'static> {
-        let due = config.manual_window(account, product.extends);
         Terms {
             name: MANUAL_RULE,
             membership: product.extends,
