@@ -56,18 +56,9 @@ impl Api {
         let Ok(file) = serde_json::from_slice::<DaemonFile>(&text) else {
             return Ok(None);
         };
-        let Ok(http) = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-        else {
+        let Some(http) = answering(reqwest::Client::builder(), &file.admin).await else {
             return Ok(None);
         };
-        let alive = http
-            .get(format!("{}/healthz", file.admin))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
         let token_missing = config
             .unavailable
             .iter()
@@ -80,7 +71,7 @@ impl Api {
                 ),
                 None => u.error.message.clone(),
             });
-        Ok(alive.then(|| Api {
+        Ok(Some(Api {
             base: file.admin,
             http,
             token: config
@@ -101,21 +92,12 @@ impl Api {
                 _ => Ok(None),
             };
         }
-        let Ok(http) = reqwest::Client::builder()
-            .unix_socket(socket)
-            .timeout(Duration::from_secs(30))
-            .build()
+        let base = "http://localhost".to_owned();
+        let Some(http) = answering(reqwest::Client::builder().unix_socket(socket), &base).await
         else {
             return Ok(None);
         };
-        let base = "http://localhost".to_owned();
-        let alive = http
-            .get(format!("{base}/healthz"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        Ok(alive.then_some(Api {
+        Ok(Some(Api {
             base,
             http,
             token: None,
@@ -158,6 +140,18 @@ impl Api {
     async fn text(&self, req: reqwest::RequestBuilder) -> anyhow::Result<String> {
         Ok(String::from_utf8_lossy(&self.send(req).await?).into_owned())
     }
+}
+
+/// A client from `builder` (30 s a call) if a daemon at `base` answers
+/// `/healthz` within 2 s.
+async fn answering(builder: reqwest::ClientBuilder, base: &str) -> Option<reqwest::Client> {
+    let http = builder.timeout(Duration::from_secs(30)).build().ok()?;
+    http.get(format!("{base}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+        .then_some(http)
 }
 
 /// Where a packaged service keeps its store (`StateDirectory=vipd`).
