@@ -25,14 +25,7 @@ pub fn prepare(dir: &Path) -> Result<(), LedgerError> {
         reason,
     };
     if !dir.is_dir() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| not_writable(format!("cannot create it: {e}")))?;
-        // The mode asked for is masked by the umask; this one is not.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| not_writable(format!("cannot make it private: {e}")))?;
+        create(dir).map_err(not_writable)?;
     } else if let Ok(meta) = std::fs::metadata(dir) {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -44,6 +37,22 @@ pub fn prepare(dir: &Path) -> Result<(), LedgerError> {
         }
     }
     probe(dir).map_err(not_writable)
+}
+
+/// Creates `dir` `0700` if it is missing (its parents too), whatever the
+/// umask; nothing else (a folder that exists is [`prepare`]'s to judge).
+pub fn create(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create it: {e}"))?;
+    // The mode asked for is masked by the umask; this one is not.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot make it private: {e}"))
 }
 
 /// Makes every file under `dir` `0600` and every folder `0700` (sled

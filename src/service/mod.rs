@@ -152,8 +152,10 @@ fn bind_control(state_dir: &Path) -> Option<tokio::net::UnixListener> {
 fn write_daemon_file(state_dir: &Path, file: &DaemonFile) -> anyhow::Result<()> {
     let path = daemon_file(state_dir);
     let tmp = path.with_extension("json.partial");
-    // A node on a shared store keeps nothing else there: make the folder.
-    crate::ledger::folder::prepare(state_dir)?;
+    // A node on a shared store keeps nothing else there: make the folder
+    // (sled's store checked and prepared it already).
+    crate::ledger::folder::create(state_dir)
+        .map_err(|e| anyhow::anyhow!("state folder {}: {e}", state_dir.display()))?;
     std::fs::write(&tmp, serde_json::to_vec_pretty(file)?)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
