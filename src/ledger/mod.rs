@@ -17,9 +17,11 @@
 //! orders (`derived.rs`; stores written before kept them as rows, `a/`,
 //! `x/` and `b/`, which are read at open and never written again).
 //!
-//! Writers take one mutex for their read-modify-write and write the order,
-//! then the change counter (`seal.rs`); the planned record is then made
-//! durable through [`GroupCommit`] before the engine lets the request leave.
+//! Writers take one mutex for their read-modify-write, write the order and
+//! count the change (the commit thread writes the counter, `seal.rs`); the
+//! planned record is then made durable through [`GroupCommit`] before the
+//! engine lets the request leave. Unsettled orders are also kept decoded
+//! in memory (`resident.rs`), so a transition does not read them back.
 //!
 //! Files: `open.rs` (opening, seals, damage, backup and restore),
 //! `folder.rs` (the state folder: private, and writable before it is read), `plan.rs`
@@ -40,6 +42,7 @@ pub mod order;
 pub mod pg;
 mod plan;
 mod records;
+mod resident;
 mod seal;
 pub mod store;
 mod transitions;
@@ -170,6 +173,11 @@ pub struct Ledger {
     /// derived from every order at open, then kept as each order is
     /// written (under the write lock). See `derived.rs`.
     derived: Derived,
+    /// The unsettled orders, decoded (see `resident.rs`).
+    open_orders: resident::Resident,
+    /// Whether the store holds a [`Hold`]: checked before every plan, so
+    /// it is read from sled only while there is one.
+    hold_stored: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -237,22 +245,24 @@ impl Ledger {
 
     /// Writes an order (under the write lock): its record, its share of
     /// what is derived from orders (`was`: its share before; none when
-    /// new), then the change counter. One insert for the order, no batch:
-    /// sled's log keeps the two inserts in order, so the counter is never
-    /// durable without the change it counts (see `seal.rs`).
+    /// new), then counts the change. One insert, no batch: the commit
+    /// thread writes the counter after the changes it counts, so sled's
+    /// log never makes the counter durable without them (see `seal.rs`).
     fn write_order(&self, was: Option<&Share>, order: &Order) -> Result<(), LedgerError> {
         self.io(self
             .db
             .insert(keys::order(&order.key).as_bytes(), json(order)))?;
-        // Derived once written, even if the counter's insert fails.
         self.derived.written(was, order);
-        let next = read_seq(&self.db)? + 1;
-        self.io(self.db.insert(keys::SEQ, &next.to_be_bytes()[..]))?;
+        self.open_orders.written(order);
+        self.commit.count_change();
         Ok(())
     }
 
     /// The hold on new orders, if there is one.
     pub fn hold(&self) -> Result<Option<Hold>, LedgerError> {
+        if !self.hold_stored.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(None);
+        }
         match self.db.get(keys::HOLD)? {
             None => Ok(None),
             Some(v) => decode(keys::HOLD, &v).map(Some),
@@ -267,6 +277,8 @@ impl Ledger {
     /// Holds every new order, for `reason`.
     pub fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError> {
         let _guard = self.lock();
+        self.hold_stored
+            .store(true, std::sync::atomic::Ordering::Release);
         self.io(put_hold(&self.db, now, reason))
     }
 
@@ -280,6 +292,8 @@ impl Ledger {
         match account {
             None => {
                 self.io(self.db.remove(keys::HOLD))?;
+                self.hold_stored
+                    .store(false, std::sync::atomic::Ordering::Release);
                 Ok(None)
             }
             Some(a) => {

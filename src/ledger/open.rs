@@ -242,7 +242,9 @@ impl Ledger {
             std::fs::File::open(dir.join("db")).map_err(|e| open_err(format!("db file: {e}")))?;
         file.sync_all()
             .map_err(|e| open_err(format!("db file: {e}")))?;
-        let sealer = seal::SealWriter::create(&seal_path, ledger_id, read_seq(&db)?)
+        let changes = read_seq(&db)?;
+        let hold_stored = db.contains_key(keys::HOLD)?;
+        let sealer = seal::SealWriter::create(&seal_path, ledger_id, changes)
             .map_err(|e| open_err(format!("seal: {e}")))?;
         // sled made its files with the process's umask.
         if let Err(e) = folder::make_private(dir) {
@@ -252,13 +254,15 @@ impl Ledger {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-        let commit =
-            GroupCommit::start(db.clone(), file, sealer).map_err(|e| open_err(e.to_string()))?;
+        let commit = GroupCommit::start(db.clone(), file, changes, sealer)
+            .map_err(|e| open_err(e.to_string()))?;
         Ok(Ledger {
             db,
             commit,
             write: Mutex::new(()),
             kv_usage: kv::Usage::default(),
+            open_orders: resident::Resident::default(),
+            hold_stored: std::sync::atomic::AtomicBool::new(hold_stored),
             clock: std::sync::Arc::new(crate::model::SystemClock),
             derived,
         })
@@ -281,7 +285,7 @@ impl Ledger {
             "store {} is sound: ledger {}, {} changes, {total} orders ({}){}",
             dir.display(),
             seal::hex(&stored_id(&l.db)?.unwrap_or_default()),
-            read_seq(&l.db)?,
+            l.commit.changes(),
             counts
                 .iter()
                 .filter(|(_, n)| **n > 0)
@@ -309,7 +313,7 @@ impl Ledger {
         let header = serde_json::json!({
             "vipd_backup": 1,
             "ledger": seal::hex(&stored_id(&self.db)?.unwrap_or_default()),
-            "seq": read_seq(&self.db)?,
+            "seq": self.commit.changes(),
             "taken_at": crate::model::now_unix(),
         });
         writeln!(out, "{header}").map_err(io)?;
@@ -381,6 +385,7 @@ impl Ledger {
         }
         batch.insert(keys::SEQ, &seq.max(1).to_be_bytes()[..]);
         ledger.db.apply_batch(batch)?;
+        ledger.commit.count_at_least(seq.max(1));
         if let Some((k, why)) = unreadable(&ledger.db).first() {
             return Err(bad(
                 0,

@@ -264,6 +264,9 @@ impl Settled {
 impl Ledger {
     /// The order under `key`.
     pub fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
+        if let Some(order) = self.open_orders.get(key) {
+            return Ok(Some(order));
+        }
         self.read(&keys::order(key))
     }
 

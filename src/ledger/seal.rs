@@ -4,11 +4,13 @@
 //! checked at every open against a **seal** kept beside it.
 //!
 //! - The store holds a ledger id (`m/id`, random, made at creation) and a
-//!   change counter (`m/seq`) that every batch touching an order or a
-//!   budget increments, inside that batch.
+//!   change counter (`m/seq`) that counts every order write. Writers
+//!   count in memory after their insert; each group-commit round writes
+//!   the count into the store before its flush, so the counter sits in
+//!   sled's log after every change it counts.
 //! - The seal file (`seal` in the state folder) holds the id and the
 //!   highest counter known to be on stable storage: the group-commit
-//!   thread reads the counter, makes the store durable, then writes the
+//!   thread writes the counter, makes the store durable, then writes the
 //!   counter to the seal and fsyncs it. So the seal never runs ahead of
 //!   what power loss can take away.
 //! - At open, the store must carry the seal's id and a counter at least

@@ -356,8 +356,55 @@ async fn writes_stamp_only_the_transitions_they_add() {
     let mut old = l.get("k1").unwrap().unwrap();
     assert_eq!(old.history[0].at_ms, NOW * 1000 + 123);
     old.history[0].at_ms = 0;
+    // As an older vipd left it: written behind this ledger, read at open.
     l.db.insert(b"o/k1", json(&old)).unwrap();
+    l.durable().await.unwrap();
+    drop(l);
+    let l = Ledger::open(dir.path())
+        .unwrap()
+        .with_clock(Arc::new(Stopped(NOW * 1000 + 123)));
     let sent = l.mark_sent("k1", NOW).unwrap();
     let stamps: Vec<i64> = sent.history.iter().map(|t| t.at_ms).collect();
     assert_eq!(stamps, [0, NOW * 1000 + 123]);
+}
+
+/// The orders in motion are served decoded from memory, always as sled
+/// holds them, and leave once settled and shown.
+#[tokio::test]
+async fn orders_in_motion_are_kept_as_sled_holds_them_until_settled() {
+    let (_d, l) = open();
+    let from_sled = |l: &Ledger| l.read::<Order>(&keys::order("k1")).unwrap();
+    pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
+    assert_eq!(l.open_orders.len(), 1);
+    assert_eq!(l.get("k1").unwrap(), from_sled(&l));
+    l.settle("k1", NOW, paid(Some(Fen(1500)))).unwrap();
+    assert_eq!(l.get("k1").unwrap(), from_sled(&l));
+    assert_eq!(
+        l.open_orders.len(),
+        1,
+        "paid, not yet shown: still in motion"
+    );
+    let verified = Verification::Verified {
+        at: NOW,
+        new_end: NOW + 30 * 86_400,
+    };
+    l.set_verification("k1", verified.clone()).unwrap();
+    assert_eq!(l.open_orders.len(), 0);
+    assert_eq!(l.get("k1").unwrap().unwrap().verification, verified);
+}
+
+/// The change counter reaches the store with the round that makes its
+/// changes durable, not before: one insert a round, not one a change.
+#[tokio::test]
+async fn the_change_counter_is_written_by_the_commit_round() {
+    let (_d, l) = open();
+    for k in ["k1", "k2", "k3"] {
+        let mut r = request(k);
+        r.budget = Budget::default();
+        l.plan(&r, NOW).unwrap().unwrap();
+    }
+    assert_eq!(read_seq(&l.db).unwrap(), 0);
+    assert_eq!(l.commit.changes(), 3);
+    l.durable().await.unwrap();
+    assert_eq!(read_seq(&l.db).unwrap(), 3);
 }
