@@ -20,7 +20,7 @@
 //! Writers take one mutex for their read-modify-write, write the order and
 //! count the change (the commit thread writes the counter, `seal.rs`); the
 //! planned record is then made durable through [`GroupCommit`] before the
-//! engine lets the request leave. Unsettled orders are also kept decoded
+//! engine lets the request leave. Open orders are also kept decoded
 //! in memory (`resident.rs`), so a transition does not read them back.
 //!
 //! Files: `open.rs` (opening, seals, damage, backup and restore),
@@ -173,7 +173,7 @@ pub struct Ledger {
     /// derived from every order at open, then kept as each order is
     /// written (under the write lock). See `derived.rs`.
     derived: Derived,
-    /// The unsettled orders, decoded (see `resident.rs`).
+    /// The open orders, decoded (see `resident.rs`).
     open_orders: resident::Resident,
     /// Whether the store holds a [`Hold`]: checked before every plan, so
     /// it is read from sled only while there is one.

@@ -4,19 +4,20 @@
 //! sent, the reply, the callback, the verification), and each reads the
 //! order before changing it. Reading it back from sled and decoding it
 //! every time costs more than the change itself, so the ledger keeps a
-//! copy of every unsettled order it has written since it opened. sled
-//! stays the record: the copy is replaced only after sled took the write,
-//! and an order no copy holds (settled, or not written since the open) is
-//! read from sled as before. Settled orders leave, so the map holds the
-//! orders in flight and those waiting for evidence, not the history.
+//! copy of every open order (planned, sent, pending, unknown) it has
+//! written since it opened. sled stays the record: the copy is replaced
+//! only after sled took the write, and an order no copy holds (closed, or
+//! not written since the open) is read from sled as before. Closed orders
+//! leave, even those still waiting for their renewal to show (one more
+//! write, minutes later): the map holds the orders in flight, not the
+//! day's payments.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::Order;
-use super::change::unsettled;
 
-/// The unsettled orders written since the store opened, by key.
+/// The open orders written since the store opened, by key.
 #[derive(Debug, Default)]
 pub(super) struct Resident {
     orders: Mutex<HashMap<String, Order>>,
@@ -30,7 +31,7 @@ impl Resident {
     /// `order` as sled now holds it.
     pub(super) fn written(&self, order: &Order) {
         let mut orders = self.lock();
-        if unsettled(order) {
+        if order.state.is_open() {
             orders.insert(order.key.clone(), order.clone());
         } else {
             orders.remove(&order.key);

@@ -369,28 +369,21 @@ async fn writes_stamp_only_the_transitions_they_add() {
 }
 
 /// The orders in motion are served decoded from memory, always as sled
-/// holds them, and leave once settled and shown.
+/// holds them, and leave once closed.
 #[tokio::test]
-async fn orders_in_motion_are_kept_as_sled_holds_them_until_settled() {
+async fn orders_in_motion_are_kept_as_sled_holds_them_until_closed() {
     let (_d, l) = open();
     let from_sled = |l: &Ledger| l.read::<Order>(&keys::order("k1")).unwrap();
     pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
     assert_eq!(l.open_orders.len(), 1);
     assert_eq!(l.get("k1").unwrap(), from_sled(&l));
-    l.settle("k1", NOW, paid(Some(Fen(1500)))).unwrap();
+    l.callback_overdue("k1", NOW, "no callback").unwrap();
+    assert_eq!(l.get("k1").unwrap().unwrap().state, OrderState::Unknown);
     assert_eq!(l.get("k1").unwrap(), from_sled(&l));
-    assert_eq!(
-        l.open_orders.len(),
-        1,
-        "paid, not yet shown: still in motion"
-    );
-    let verified = Verification::Verified {
-        at: NOW,
-        new_end: NOW + 30 * 86_400,
-    };
-    l.set_verification("k1", verified.clone()).unwrap();
-    assert_eq!(l.open_orders.len(), 0);
-    assert_eq!(l.get("k1").unwrap().unwrap().verification, verified);
+    l.settle("k1", NOW, paid(Some(Fen(1500)))).unwrap();
+    assert_eq!(l.open_orders.len(), 0, "paid: closed");
+    assert_eq!(l.get("k1").unwrap().unwrap().state, OrderState::Succeeded);
+    assert_eq!(l.get("k1").unwrap(), from_sled(&l));
 }
 
 /// The change counter reaches the store with the round that makes its
