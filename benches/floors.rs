@@ -212,13 +212,7 @@ fn main() {
     // One membership read over loopback through vipd's client.
     let cfg_dir = tempfile::tempdir().unwrap();
     let path = cfg_dir.path().join("rules.yaml");
-    let (accounts, memberships) = common::accounts(1, "40d");
-    let (_sandbox, upstream) = common::sandbox_for(&path, |up| {
-        format!(
-            "{}sandbox:\n  memberships:\n{memberships}",
-            common::rules_yaml(up, &accounts, "", "")
-        )
-    });
+    let (_sandbox, upstream) = common::one_account_sandbox(&path);
     let config = Config::load(&path).unwrap();
     let Some(Provider::QqConnect(qq)) = config.providers.get("qq") else {
         panic!("no qq provider")

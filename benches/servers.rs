@@ -97,13 +97,7 @@ async fn measure(args: &[String]) {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.yaml");
-    let (accounts, memberships) = common::accounts(1, "40d");
-    let (sandbox, upstream) = common::sandbox_for(&path, |up| {
-        format!(
-            "{}sandbox:\n  memberships:\n{memberships}",
-            common::rules_yaml(up, &accounts, "", "")
-        )
-    });
+    let (sandbox, upstream) = common::one_account_sandbox(&path);
     let query = "access_token=t0&oauth_consumer_key=101234567&openid=O0&format=json";
     let sandbox_url = format!("{upstream}/user/get_vip_rich_info?{query}");
     let http = reqwest::Client::new();

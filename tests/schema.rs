@@ -4,9 +4,22 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
+
+/// The YAML files the project ships: `rules.yaml` and `examples/*.yaml`.
+fn shipped_yaml() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("rules.yaml")];
+    for e in std::fs::read_dir(root.join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            files.push(p);
+        }
+    }
+    files
+}
 
 fn yaml_as_json(path: &Path) -> serde_json::Value {
     yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -18,15 +31,7 @@ fn schema_accepts_every_example_and_rejects_bad_keys() {
     assert_eq!(code, 0);
     let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("rules.yaml")];
-    for e in std::fs::read_dir(root.join("examples")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            files.push(p);
-        }
-    }
-    for f in &files {
+    for f in &shipped_yaml() {
         let doc = yaml_as_json(f);
         let errors: Vec<String> = validator
             .iter_errors(&doc)
@@ -41,6 +46,7 @@ fn schema_accepts_every_example_and_rejects_bad_keys() {
         "rule-without-accounts",
         "bad-knob",
     ] {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let doc = yaml_as_json(&root.join(format!("tests/fixtures/invalid/{bad}.yaml")));
         assert!(!validator.is_valid(&doc), "{bad} should not validate");
     }
@@ -71,15 +77,7 @@ fn committed_lua_types_are_current() {
 /// which is not in examples/).
 #[test]
 fn every_yaml_has_a_schema_modeline_that_resolves() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("rules.yaml")];
-    for e in std::fs::read_dir(root.join("examples")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            files.push(p);
-        }
-    }
-    for f in files {
+    for f in shipped_yaml() {
         let text = std::fs::read_to_string(&f).unwrap();
         let target = text
             .lines()

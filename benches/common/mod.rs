@@ -92,6 +92,19 @@ pub fn sandbox_for(path: &Path, config: impl Fn(&str) -> String) -> (Kill, Strin
     (sandbox, upstream)
 }
 
+/// A sandbox for one account, `a0`, whose membership ends in 40 days, its
+/// configuration written to `path`: the sandbox and its URL.
+#[allow(dead_code)]
+pub fn one_account_sandbox(path: &Path) -> (Kill, String) {
+    let (accounts, memberships) = accounts(1, "40d");
+    sandbox_for(path, |up| {
+        format!(
+            "{}sandbox:\n  memberships:\n{memberships}",
+            rules_yaml(up, &accounts, "", "")
+        )
+    })
+}
+
 /// The daemon under test: `VIPD_BIN` when set (to run an older build
 /// against the same bench, side by side), else this build's.
 #[allow(dead_code)]
