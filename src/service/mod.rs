@@ -288,6 +288,10 @@ pub async fn run(
         admin: format!("http://{admin_addr}"),
         callbacks: format!("http://{callback_addr}"),
     };
+    // Files are watched before anyone is told where the daemon is: an
+    // edit made as soon as it answers is seen.
+    let stop = CancellationToken::new();
+    let watcher = reloader.clone().watch(stop.clone());
     write_daemon_file(&state_dir, &file)?;
     let control_task = bind_control(&state_dir).map(|listener| {
         tokio::spawn(crate::http::serve::serve(
@@ -309,7 +313,6 @@ pub async fn run(
     );
     drop(rt);
 
-    let stop = CancellationToken::new();
     release_freed_memory();
     notifier.ready(&engine.status_line().await);
     let heartbeat = heartbeat(engine.clone(), notifier.clone(), stop.clone());
@@ -318,7 +321,6 @@ pub async fn run(
         let stop = stop.clone();
         tokio::spawn(async move { engine.run(stop).await })
     };
-    let watcher = reloader.clone().watch(stop.clone());
     let hangups = reloader.clone().on_sighup(stop.clone());
     let pruner = prune_events(engine.clone(), stop.clone());
     let taker = take_over(engine.clone(), stop.clone());
