@@ -74,12 +74,21 @@ impl Engine {
                 // slot wait here as wakes in the heap (tens of bytes each),
                 // not as spawned tasks (hundreds). With a million accounts
                 // due in one `startup_spread`, that is 0.6 GB.
-                let permit = tokio::select! {
-                    _ = stop.cancelled() => break 'wake,
-                    permit = self.checks.clone().acquire_owned() => match permit {
-                        Ok(p) => p,
-                        Err(_) => break 'wake,
-                    },
+                // Follow-ups sent meanwhile move into the heap as they come,
+                // so that a burst of payments does not pile them up in the
+                // channel's blocks. A wake pushed cannot displace the due
+                // one on top: the heap's top only moves earlier.
+                let acquire = self.checks.clone().acquire_owned();
+                tokio::pin!(acquire);
+                let permit = loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break 'wake,
+                        permit = &mut acquire => match permit {
+                            Ok(p) => break p,
+                            Err(_) => break 'wake,
+                        },
+                        Some(w) = rx.recv() => heap.push(Reverse(w)),
+                    }
                 };
                 let Reverse(wake) = heap.pop().expect("peeked");
                 if wake.regular {
