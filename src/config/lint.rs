@@ -19,15 +19,15 @@ impl Config {
 
     /// [`Config::warnings`], each with the line and column of the entry
     /// it is about, when it is about one. The file is read again and parsed
-    /// for positions only when there is a warning to place.
+    /// for positions only when there is a warning to place, keeping only
+    /// the positions of the entries warned about.
     pub fn located_warnings(&self) -> Vec<(Option<spans::At>, String)> {
         let warnings = self.warnings_at();
-        let spans = warnings
-            .iter()
-            .any(|(path, _)| path.is_some())
+        let asked: Vec<Vec<&str>> = warnings.iter().filter_map(|(p, _)| p.clone()).collect();
+        let spans = (!asked.is_empty())
             .then(|| std::fs::read_to_string(&self.path).ok())
             .flatten()
-            .map(|text| spans::Spans::parse(&text));
+            .map(|text| spans::Spans::parse_for(&text, &asked));
         warnings
             .into_iter()
             .map(|(path, w)| {

@@ -16,6 +16,7 @@ pub mod raw;
 pub mod rules;
 pub mod secret;
 pub mod spans;
+mod stream;
 
 use std::path::{Path, PathBuf};
 
@@ -118,8 +119,22 @@ impl Config {
                 ),
             }]));
         }
-        let raw: raw::RawConfig = match yaml_serde::from_str(text) {
-            Ok(raw) => raw,
+        let raw: raw::RawConfig = match stream::from_str(text) {
+            Some(raw) => {
+                #[cfg(debug_assertions)]
+                stream::assert_as_yaml_serde_reads(text, &raw);
+                raw
+            }
+            None => Config::read_declined(text, path)?,
+        };
+        Builder::new(text, path).build(raw)
+    }
+
+    /// The file as `yaml_serde` reads it, when the fast path declined it:
+    /// the configuration, or every error it has, each at its position.
+    fn read_declined(text: &str, path: &Path) -> Result<raw::RawConfig, ConfigErrors> {
+        match yaml_serde::from_str(text) {
+            Ok(raw) => Ok(raw),
             // Not a file of the right shape: every such error, each at its
             // key (a syntax error is the parser's one).
             Err(e) => {
@@ -127,14 +142,13 @@ impl Config {
                     Ok(value) => diagnose::all(path, value, &spans::Spans::parse(text)),
                     Err(_) => Vec::new(),
                 };
-                return Err(if all.is_empty() {
+                Err(if all.is_empty() {
                     ConfigErrors::from_yaml(path, &e)
                 } else {
                     ConfigErrors(all)
-                });
+                })
             }
-        };
-        Builder::new(text, path).build(raw)
+        }
     }
 
     /// An account by name.
