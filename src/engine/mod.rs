@@ -184,6 +184,24 @@ struct Wake {
     account: Arc<str>,
     /// Regular wakes schedule the next regular one; follow-ups do not.
     regular: bool,
+    /// A payment's follow-ups come as one wake at a time: this one's index
+    /// in [`check::FOLLOW_UPS`], the next pushed as it fires.
+    series: Option<u8>,
+}
+
+impl Wake {
+    /// The follow-up after this one in its series, if there is one.
+    fn next_in_series(&self) -> Option<Wake> {
+        let i = usize::from(self.series?);
+        let gap = check::FOLLOW_UPS.get(i + 1)? - check::FOLLOW_UPS[i];
+        Some(Wake {
+            at: self.at + Duration::from_secs(gap),
+            rule: self.rule.clone(),
+            account: self.account.clone(),
+            regular: false,
+            series: Some(self.series? + 1),
+        })
+    }
 }
 
 /// How the last reload went, for `status` and `/api/status`.
@@ -422,6 +440,28 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A payment's follow-ups, one wake at a time: each at its offset
+    /// from the first, none after the last.
+    #[test]
+    fn a_follow_up_series_fires_at_each_offset_then_stops() {
+        let start = tokio::time::Instant::now();
+        let first = Wake {
+            at: start + Duration::from_secs(check::FOLLOW_UPS[0]),
+            rule: "r".into(),
+            account: "a".into(),
+            regular: false,
+            series: Some(0),
+        };
+        let mut at = vec![];
+        let mut wake = Some(first);
+        while let Some(w) = wake {
+            at.push(w.at.duration_since(start).as_secs());
+            assert!(!w.regular);
+            wake = w.next_in_series();
+        }
+        assert_eq!(at, check::FOLLOW_UPS);
+    }
 
     #[test]
     fn spread_is_deterministic_and_fills_the_window() {

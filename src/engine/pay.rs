@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::check::{FOLLOW_UPS, log_transition};
+use super::check::log_transition;
 use super::decide::{self, Admission, AfterAttempt, GateEffect};
 use super::events::{Event, EventKind};
 use super::hooks::Veto;
@@ -370,11 +370,7 @@ impl Engine {
                     self.follow_up(rule, account, Duration::from_secs((at - now).max(1) as u64));
                 }
             }
-            _ => {
-                for secs in FOLLOW_UPS {
-                    self.follow_up(rule, account, Duration::from_secs(secs));
-                }
-            }
+            _ => self.follow_up_series(rule, account),
         }
     }
 

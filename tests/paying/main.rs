@@ -429,3 +429,26 @@ async fn the_second_look_is_taken_only_when_the_read_is_old() {
     );
     w.stop().await;
 }
+
+/// After a payment the account is read again at each follow-up offset
+/// (2 s, 5 s, ... 15 min after), whatever the rule's own interval, and
+/// then no more until the rule's next check.
+#[tokio::test(start_paused = true)]
+async fn a_payment_is_followed_by_a_read_at_each_offset() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    cfg.rewrite = vec![("check: { every: 1s }".into(), "check: { every: 1h }".into())];
+    let w = World::start(&cfg).await;
+    w.order_where("the payment", LONG, |o| o.state == OrderState::Succeeded)
+        .await;
+    // Seen at most 100 ms after the reply that queued the follow-ups.
+    let paid = tokio::time::Instant::now();
+    let before = w.sandbox.reads();
+    let mut seen = vec![];
+    for secs in [1, 3, 6, 16, 31, 61, 121, 301, 901, 1800] {
+        tokio::time::sleep_until(paid + Duration::from_secs(secs)).await;
+        seen.push(w.sandbox.reads() - before);
+    }
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6, 7, 8, 8]);
+    w.stop().await;
+}
