@@ -44,10 +44,13 @@ pub fn main() -> ExitCode {
         logging::fatal(format, &[format!("vipd: {e}")]);
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // tokio's own variable, when set, chooses instead.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        runtime.worker_threads(worker_threads(cores));
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             logging::fatal(
@@ -69,6 +72,17 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How many tokio workers run checks and renewals on `cores` cores: one
+/// fewer than the cores, at least one. Every renewal also needs threads
+/// outside the runtime (sled's IO threads, the group-commit thread that
+/// fsyncs): a worker on every core leaves them none, and idle workers
+/// woken to steal work from a busy one cost more than they give. On two
+/// cores one worker renews as fast as two at about a quarter less CPU
+/// (BENCHMARKS.md, "Workers").
+fn worker_threads(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -452,6 +466,13 @@ pub(crate) async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// A core is left to the threads outside the runtime, never the last.
+    #[test]
+    fn workers_are_one_fewer_than_the_cores() {
+        let workers: Vec<usize> = [0, 1, 2, 4, 16].map(super::worker_threads).to_vec();
+        assert_eq!(workers, [1, 1, 1, 3, 15]);
+    }
 
     /// Every flag and argument of every command says what it is for.
     #[test]
