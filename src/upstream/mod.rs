@@ -6,6 +6,7 @@
 //! it never carry a URL (`reqwest::Error::without_url`): URLs hold access
 //! tokens and, in hash mode, the secret itself.
 
+mod fields;
 pub mod guard;
 pub mod lenient;
 pub mod outcome;

@@ -6,14 +6,13 @@
 //! number or a numeric string; `0`, `""` and a missing field all mean
 //! "none". The Content-Type is ignored (it says `text/html` for JSON).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 
-use super::lenient::{parse_int_text, shorten};
+use super::fields::Fields;
+use super::lenient::shorten;
 use super::{ReadError, error_chain, read_capped};
 use crate::model::Secret;
 
@@ -175,89 +174,19 @@ impl VipInfoError {
     }
 }
 
-/// The reply as flat text fields, whichever format it came in.
-struct Fields(HashMap<String, Option<String>>);
-
-impl Fields {
-    fn from_json(body: &[u8]) -> Result<Fields, VipInfoError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            VipInfoError::Malformed(format!(
-                "not JSON ({e}); body starts with {:?}",
-                shorten(&String::from_utf8_lossy(&body[..body.len().min(60)]))
-            ))
-        })?;
-        let Value::Object(map) = value else {
-            return Err(VipInfoError::Malformed("JSON but not an object".into()));
-        };
-        let fields = map
-            .into_iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    Value::String(s) => Some(s),
-                    Value::Number(n) => Some(n.to_string()),
-                    Value::Bool(b) => Some(if b { "1" } else { "0" }.to_owned()),
-                    Value::Null => None,
-                    // Kept as a marker: an error if a number is wanted here.
-                    other => Some(format!("<{}>", shorten(&other.to_string()))),
-                };
-                (k, text)
-            })
-            .collect();
-        Ok(Fields(fields))
-    }
-
-    fn from_xml(body: &[u8]) -> Result<Fields, VipInfoError> {
-        let text = std::str::from_utf8(body)
-            .map_err(|_| VipInfoError::Malformed("XML reply is not UTF-8".into()))?;
-        let doc = roxmltree::Document::parse(text)
-            .map_err(|e| VipInfoError::Malformed(format!("not XML: {e}")))?;
-        let root = doc.root_element();
-        if root.tag_name().name() != "data" {
-            return Err(VipInfoError::Malformed(format!(
-                "XML root is <{}>, expected <data>",
-                shorten(root.tag_name().name())
-            )));
-        }
-        // Unknown tags are kept and ignored; nested ones flatten to their text.
-        let fields = root
-            .children()
-            .filter(|n| n.is_element())
-            .map(|n| {
-                let text: String = n
-                    .descendants()
-                    .filter(|d| d.is_text())
-                    .filter_map(|d| d.text())
-                    .collect();
-                (n.tag_name().name().to_owned(), Some(text))
-            })
-            .collect();
-        Ok(Fields(fields))
-    }
-
-    fn text(&self, field: &str) -> Option<&str> {
-        self.0.get(field).and_then(|v| v.as_deref())
-    }
-
-    /// An integer; missing and `""` are `None`, `0` is `Some(0)`.
-    fn int(&self, field: &str) -> Result<Option<i64>, VipInfoError> {
-        match self.text(field) {
-            None => Ok(None),
-            Some(text) => parse_int_text(field, text).map_err(|e| VipInfoError::Field {
-                field: e.field,
-                value: e.value,
-            }),
-        }
-    }
-
-    /// An integer where `0` also means none (times, levels, channels).
-    fn nonzero(&self, field: &str) -> Result<Option<i64>, VipInfoError> {
-        Ok(self.int(field)?.filter(|&v| v != 0))
-    }
-
-    fn flag(&self, field: &str) -> Result<bool, VipInfoError> {
-        Ok(self.nonzero(field)?.is_some())
-    }
-}
+/// Each membership's `_start`, `_end` and `_payway` fields, in
+/// [`Membership::ALL`] order.
+const TERM_FIELDS: [[&str; 3]; 5] = [
+    ["qq_vip_start", "qq_vip_end", "qq_vip_payway"],
+    ["qq_year_vip_start", "qq_year_vip_end", "qq_year_vip_payway"],
+    [
+        "qq_zuanhuang_start",
+        "qq_zuanhuang_end",
+        "qq_zuanhuang_payway",
+    ],
+    ["qq_haohua_start", "qq_haohua_end", "qq_haohua_payway"],
+    ["qq_svip_start", "qq_svip_end", "qq_svip_payway"],
+];
 
 /// Parses a `get_vip_rich_info` reply body, JSON or XML (sniffed from the
 /// body, never from a header). `ret != 0` is an [`VipInfoError::Api`].
@@ -283,12 +212,11 @@ pub fn parse_vip_info(body: &[u8]) -> Result<VipInfo, VipInfoError> {
         });
     }
     let mut terms = [Term::default(); 5];
-    for (term, m) in terms.iter_mut().zip(Membership::ALL) {
-        let p = m.as_str();
+    for (term, [start, end, payway]) in terms.iter_mut().zip(TERM_FIELDS) {
         *term = Term {
-            start: fields.nonzero(&format!("{p}_start"))?,
-            end: fields.nonzero(&format!("{p}_end"))?,
-            payway: fields.nonzero(&format!("{p}_payway"))?.map(Payway),
+            start: fields.nonzero(start)?,
+            end: fields.nonzero(end)?,
+            payway: fields.nonzero(payway)?.map(Payway),
         };
     }
     Ok(VipInfo {
@@ -371,6 +299,21 @@ impl VipInfoClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn term_fields_are_each_memberships_own() {
+        for (m, fields) in Membership::ALL.into_iter().zip(TERM_FIELDS) {
+            let p = m.as_str();
+            assert_eq!(
+                fields,
+                [
+                    format!("{p}_start"),
+                    format!("{p}_end"),
+                    format!("{p}_payway")
+                ]
+            );
+        }
+    }
 
     const SEED_JSON: &str = r#"{"ret":0,"msg":"","is_lost":0,"is_qq_vip":1,"is_qq_year_vip":0,
         "qq_vip_level":5,"qq_vip_start":1313974842,"qq_vip_end":1359507642,"qq_vip_payway":111,
