@@ -15,35 +15,53 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::lenient::{parse_int_text, shorten};
-use super::vipinfo::VipInfoError;
+
+/// Why a reply's fields could not be read (`vipinfo.rs` turns it into its
+/// own error).
+#[derive(Debug)]
+pub(super) enum FieldsError {
+    /// Not JSON, or not XML of the expected shape.
+    Malformed(String),
+    /// A field that should be an integer is not one.
+    Field { field: String, value: String },
+}
+
+impl fmt::Display for FieldsError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            FieldsError::Malformed(why) => f.write_str(why),
+            FieldsError::Field { field, value } => write!(f, "{field}: not an integer: {value}"),
+        }
+    }
+}
 
 /// Field name to its text (`None` for JSON `null`).
 pub(super) struct Fields<'a>(HashMap<Cow<'a, str>, Option<Cow<'a, str>>>);
 
 impl<'a> Fields<'a> {
-    pub(super) fn from_json(body: &'a [u8]) -> Result<Fields<'a>, VipInfoError> {
+    pub(super) fn from_json(body: &'a [u8]) -> Result<Fields<'a>, FieldsError> {
         match serde_json::from_slice::<Object<'a>>(body) {
             Ok(Object(map)) => Ok(Fields(map)),
             // Valid JSON of another type: the only data error the reader
             // has, since every value is accepted.
             Err(e) if e.classify() == serde_json::error::Category::Data => {
-                Err(VipInfoError::Malformed("JSON but not an object".into()))
+                Err(FieldsError::Malformed("JSON but not an object".into()))
             }
-            Err(e) => Err(VipInfoError::Malformed(format!(
+            Err(e) => Err(FieldsError::Malformed(format!(
                 "not JSON ({e}); body starts with {:?}",
                 shorten(&String::from_utf8_lossy(&body[..body.len().min(60)]))
             ))),
         }
     }
 
-    pub(super) fn from_xml(body: &'a [u8]) -> Result<Fields<'a>, VipInfoError> {
+    pub(super) fn from_xml(body: &'a [u8]) -> Result<Fields<'a>, FieldsError> {
         let text = std::str::from_utf8(body)
-            .map_err(|_| VipInfoError::Malformed("XML reply is not UTF-8".into()))?;
+            .map_err(|_| FieldsError::Malformed("XML reply is not UTF-8".into()))?;
         let doc = roxmltree::Document::parse(text)
-            .map_err(|e| VipInfoError::Malformed(format!("not XML: {e}")))?;
+            .map_err(|e| FieldsError::Malformed(format!("not XML: {e}")))?;
         let root = doc.root_element();
         if root.tag_name().name() != "data" {
-            return Err(VipInfoError::Malformed(format!(
+            return Err(FieldsError::Malformed(format!(
                 "XML root is <{}>, expected <data>",
                 shorten(root.tag_name().name())
             )));
@@ -72,10 +90,10 @@ impl<'a> Fields<'a> {
     }
 
     /// An integer; missing and `""` are `None`, `0` is `Some(0)`.
-    pub(super) fn int(&self, field: &str) -> Result<Option<i64>, VipInfoError> {
+    pub(super) fn int(&self, field: &str) -> Result<Option<i64>, FieldsError> {
         match self.text(field) {
             None => Ok(None),
-            Some(text) => parse_int_text(field, text).map_err(|e| VipInfoError::Field {
+            Some(text) => parse_int_text(field, text).map_err(|e| FieldsError::Field {
                 field: e.field,
                 value: e.value,
             }),
@@ -83,11 +101,11 @@ impl<'a> Fields<'a> {
     }
 
     /// An integer where `0` also means none (times, levels, channels).
-    pub(super) fn nonzero(&self, field: &str) -> Result<Option<i64>, VipInfoError> {
+    pub(super) fn nonzero(&self, field: &str) -> Result<Option<i64>, FieldsError> {
         Ok(self.int(field)?.filter(|&v| v != 0))
     }
 
-    pub(super) fn flag(&self, field: &str) -> Result<bool, VipInfoError> {
+    pub(super) fn flag(&self, field: &str) -> Result<bool, FieldsError> {
         Ok(self.nonzero(field)?.is_some())
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::fields::Fields;
+use super::fields::{Fields, FieldsError};
 use super::lenient::shorten;
 use super::{ReadError, error_chain, read_capped};
 use crate::model::Secret;
@@ -157,6 +157,15 @@ impl ApiErrorKind {
         match ret {
             100013..=100016 | 1002 => ApiErrorKind::Token,
             _ => ApiErrorKind::Other,
+        }
+    }
+}
+
+impl From<FieldsError> for VipInfoError {
+    fn from(e: FieldsError) -> Self {
+        match e {
+            FieldsError::Malformed(why) => VipInfoError::Malformed(why),
+            FieldsError::Field { field, value } => VipInfoError::Field { field, value },
         }
     }
 }
