@@ -12,9 +12,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long mimalloc keeps freed pages before it gives them back, in ms.
 /// Its own default is 1 s, and ten times that for whole arenas: a burst of
-/// renewals then leaves tens of MB resident that nothing uses (BENCHMARKS.md,
-/// "The allocator"). 10 ms is mimalloc 2's default.
-const PURGE_DELAY_MS: std::ffi::c_long = 10;
+/// renewals then leaves tens of MB resident that nothing uses. 10 ms (mimalloc
+/// 2's default) gave back a few MB more, but pages given back that soon are
+/// faulted in again by the next renewals (BENCHMARKS.md, "The purge delay").
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
 fn main() -> std::process::ExitCode {
     // An operator's `MIMALLOC_PURGE_DELAY` still wins.
