@@ -96,7 +96,16 @@ impl<'a> Reader<'a> {
     fn scalar(&mut self) -> Result<(std::borrow::Cow<'a, str>, ScalarStyle)> {
         match self.next()? {
             Event::Scalar(v, style, 0, None) => Ok((v, style)),
-            _ => declined("not a plain scalar"),
+            _ => declined("not a scalar"),
+        }
+    }
+
+    /// The next node, a plain scalar, as `parse` reads it; `what` it is
+    /// not otherwise (a quoted `"5"` is not a number to `yaml_serde`).
+    fn plain<T>(&mut self, parse: impl Fn(&str) -> Option<T>, what: &str) -> Result<T> {
+        match self.scalar()? {
+            (v, ScalarStyle::Plain) => parse(&v).map_or_else(|| declined(what), Ok),
+            _ => declined(what),
         }
     }
 
@@ -174,7 +183,8 @@ fn digits_but_not_number(v: &str) -> bool {
     v.len() > 1 && v.starts_with('0') && v[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `0x`, `0o` and `0b` prefixed, or decimal; `sign` allows a leading `-`.
+/// `0x`, `0o` and `0b` prefixed, or decimal; `negative_ok` allows a
+/// leading `-`.
 fn parse_int(v: &str, negative_ok: bool) -> Option<i128> {
     let (neg, rest) = match v.strip_prefix('-') {
         Some(r) if negative_ok => (true, r),
@@ -268,47 +278,21 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.scalar()? {
-            (v, ScalarStyle::Plain) => match parse_bool(&v) {
-                Some(b) => visitor.visit_bool(b),
-                None => declined("not a boolean"),
-            },
-            _ => declined("not a boolean"),
-        }
+        visitor.visit_bool(self.plain(parse_bool, "not a boolean")?)
     }
 
     fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.scalar()? {
-            (v, ScalarStyle::Plain) => {
-                match parse_int(&v, true).and_then(|n| i64::try_from(n).ok()) {
-                    Some(i) => visitor.visit_i64(i),
-                    None => declined("not an integer"),
-                }
-            }
-            _ => declined("not an integer"),
-        }
+        let int = |v: &str| parse_int(v, true).and_then(|n| i64::try_from(n).ok());
+        visitor.visit_i64(self.plain(int, "not an integer")?)
     }
 
     fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.scalar()? {
-            (v, ScalarStyle::Plain) => {
-                match parse_int(&v, false).and_then(|n| u64::try_from(n).ok()) {
-                    Some(u) => visitor.visit_u64(u),
-                    None => declined("not a whole number"),
-                }
-            }
-            _ => declined("not a whole number"),
-        }
+        let whole = |v: &str| parse_int(v, false).and_then(|n| u64::try_from(n).ok());
+        visitor.visit_u64(self.plain(whole, "not a whole number")?)
     }
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.scalar()? {
-            (v, ScalarStyle::Plain) => match parse_f64(&v) {
-                Some(f) => visitor.visit_f64(f),
-                None => declined("not a number"),
-            },
-            _ => declined("not a number"),
-        }
+        visitor.visit_f64(self.plain(parse_f64, "not a number")?)
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {

@@ -139,12 +139,10 @@ struct Key<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Key(text_of(d.deserialize_str(TextVisitor)?)))
+        // JSON keys are strings: the visitor always has text for them.
+        let key = d.deserialize_str(TextVisitor)?;
+        Ok(Key(key.unwrap_or_default()))
     }
-}
-
-fn text_of(t: Option<Cow<'_, str>>) -> Cow<'_, str> {
-    t.unwrap_or_default()
 }
 
 /// One value as text: strings as they are, numbers written out, booleans
