@@ -1,19 +1,24 @@
-//! Several nodes on PostgreSQL (issue 14) against one node on sled, side
+//! Several nodes on PostgreSQL against one node on sled, side
 //! by side in one run: the same due accounts, a fresh sandbox (sync, no
 //! latency) and, for PostgreSQL, a fresh database on a server with its
 //! durable defaults (`fsync` on) started by this bench.
 //!
 //! ```text
 //! cargo bench --bench cluster -- 10000              # sled, then 1, 2 and 3 nodes on PostgreSQL
+//! cargo bench --bench cluster -- 10000 --nodes 1    # sled, then 1 node
 //! cargo bench --bench cluster -- 1000 --check       # correctness only, never time
 //! cargo bench --bench cluster -- 300 --failover 3s  # kill one of two nodes; time until the other holds every pair
 //! ```
 //!
 //! Prints, for each setup: wall time (spawn to the ledger showing every
 //! order succeeded), renewals/s, CPU seconds of the vipd processes and of
-//! PostgreSQL, CPU per renewal, and database commits per renewal (sled:
-//! fsync'd group commits; PostgreSQL: committed transactions, from
-//! `pg_stat_database`).
+//! PostgreSQL, and per renewal: their CPU, and for PostgreSQL the
+//! statements (`pg_stat_statements`), transactions (`pg_stat_database`),
+//! transactions that wrote (transaction ids used) and WAL flushes
+//! (`pg_stat_wal`), all reset before the run; fsyncs for sled are its
+//! group commits. Then each PostgreSQL setup's most frequent statements.
+//! The bench's own poll of the order counts (one statement every 100 ms)
+//! is counted too.
 
 mod common;
 
@@ -28,6 +33,7 @@ struct Args {
     n: usize,
     check: bool,
     failover: Option<String>,
+    nodes: usize,
 }
 
 fn args() -> Args {
@@ -35,12 +41,14 @@ fn args() -> Args {
         n: 10_000,
         check: false,
         failover: None,
+        nodes: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--check" => a.check = true,
             "--failover" => a.failover = it.next(),
+            "--nodes" => a.nodes = it.next().and_then(|n| n.parse().ok()).unwrap_or(3),
             "--bench" => {}
             other => {
                 if let Ok(n) = other.parse() {
@@ -147,20 +155,99 @@ fn pg_cpu(postmaster: u32) -> f64 {
     total / hz
 }
 
-/// Transactions committed in `db`, and WAL flushes (fsyncs) of the whole
-/// server: what each store pays for durability.
-async fn commits(db: &TestDb) -> (i64, i64) {
-    let row = db
-        .connect()
+/// What the database did for one run, read from its statistics views.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    /// Statements executed in the run's database (`pg_stat_statements`,
+    /// BEGIN and COMMIT included).
+    statements: i64,
+    /// Transactions, read-only ones and single statements included
+    /// (`pg_stat_database`: commits and rollbacks).
+    transactions: i64,
+    /// Transactions that wrote: transaction ids used (`pg_current_xact_id`;
+    /// a read-only transaction takes none).
+    write_commits: i64,
+    /// WAL flushes of the whole server (`pg_stat_wal`).
+    wal_flushes: i64,
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Counts;
+    fn sub(self, b: Counts) -> Counts {
+        Counts {
+            statements: self.statements - b.statements,
+            transactions: self.transactions - b.transactions,
+            // The reading itself takes one id.
+            write_commits: self.write_commits - b.write_commits - 1,
+            wal_flushes: self.wal_flushes - b.wal_flushes,
+        }
+    }
+}
+
+/// Resets the statistics of `db` and of the server, so that a run counts
+/// from zero (`pg_stat_statements` only for this database's statements).
+async fn reset_counts(db: &TestDb) {
+    db.connect()
         .await
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+             SELECT pg_stat_statements_reset();
+             SELECT pg_stat_reset();
+             SELECT pg_stat_reset_shared('wal');",
+        )
+        .await
+        .unwrap();
+}
+
+/// The statistics now.
+async fn counts(db: &TestDb) -> Counts {
+    let c = db.connect().await;
+    let row = c
         .query_one(
-            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+            "SELECT (SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s
+                      JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()
+                        AND s.query NOT LIKE '%pg_stat%'),
+                    (SELECT xact_commit + xact_rollback FROM pg_stat_database
+                      WHERE datname = current_database()),
+                    pg_current_xact_id()::text::bigint,
                     (SELECT wal_sync FROM pg_stat_wal)",
             &[],
         )
         .await
         .unwrap();
-    (row.get(0), row.get(1))
+    Counts {
+        statements: row.get(0),
+        transactions: row.get(1),
+        write_commits: row.get(2),
+        wal_flushes: row.get(3),
+    }
+}
+
+/// The statements run most often, with their calls a renewal.
+async fn top_statements(db: &TestDb, n: usize) -> Vec<(f64, String)> {
+    let rows = db
+        .connect()
+        .await
+        .query(
+            "SELECT calls, query FROM pg_stat_statements s
+              JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()
+                AND s.query NOT LIKE '%pg_stat%'
+              ORDER BY calls DESC LIMIT 20",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let q: &str = r.get(1);
+            let q: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
+            let q = match q.char_indices().nth(110) {
+                Some((i, _)) => format!("{}…", &q[..i]),
+                None => q,
+            };
+            (r.get::<_, i64>(0) as f64 / n as f64, q)
+        })
+        .collect()
 }
 
 /// What one setup did.
@@ -169,10 +256,12 @@ struct Run {
     wall: f64,
     vipd_cpu: f64,
     db_cpu: f64,
-    /// Transactions (PostgreSQL; reads outside a transaction count too).
-    transactions: f64,
+    /// PostgreSQL's counts (none for sled).
+    counts: Option<Counts>,
     /// fsyncs: sled's group commits, PostgreSQL's WAL flushes.
     fsyncs: f64,
+    /// The statements run most often (PostgreSQL), calls a renewal.
+    top: Vec<(f64, String)>,
     billed: usize,
     twice: usize,
 }
@@ -229,8 +318,9 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
             wall,
             vipd_cpu,
             db_cpu: 0.0,
-            transactions: f64::NAN,
+            counts: None,
             fsyncs,
+            top: Vec::new(),
             billed,
             twice,
         };
@@ -240,7 +330,8 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
     let paths: Vec<PathBuf> = (0..nodes)
         .map(|i| node_config(dir.path(), &base, i, "15s"))
         .collect();
-    let before = commits(&db).await;
+    reset_counts(&db).await;
+    let before = counts(&db).await;
     let db_cpu_before = pg_cpu(postmaster);
     let started = Instant::now();
     let mut daemons = Vec::new();
@@ -254,7 +345,8 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
     drop(daemons);
     // The statistics reach pg_stat_database within a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = commits(&db).await;
+    let counted = counts(&db).await - before;
+    let top = top_statements(&db, n).await;
     let (billed, twice) = common::billed(&upstream).await;
     Run {
         name: format!(
@@ -264,8 +356,9 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
         wall,
         vipd_cpu,
         db_cpu,
-        transactions: (after.0 - before.0) as f64,
-        fsyncs: (after.1 - before.1) as f64,
+        counts: Some(counted),
+        fsyncs: counted.wal_flushes as f64,
+        top,
         billed,
         twice,
     }
@@ -340,26 +433,44 @@ async fn main() {
         a.n
     );
     let mut runs = Vec::new();
-    for nodes in 0..=3 {
+    for nodes in 0..=a.nodes {
         runs.push(run(a.n, nodes, &server).await);
     }
     println!(
-        "| store | wall | renewals/s | vipd CPU s | PostgreSQL CPU s | CPU µs a renewal (all) | transactions a renewal | fsyncs a renewal | billed | twice |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| store | wall | renewals/s | vipd CPU s | PostgreSQL CPU s | vipd µs a renewal | PostgreSQL µs a renewal | statements a renewal | transactions a renewal | write commits a renewal | fsyncs a renewal | billed | twice |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
+    let per = |v: i64| v as f64 / a.n as f64;
     for r in &runs {
+        let (statements, transactions, writes) = match r.counts {
+            Some(c) => (
+                format!("{:.1}", per(c.statements)),
+                format!("{:.1}", per(c.transactions)),
+                format!("{:.2}", per(c.write_commits)),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
         println!(
-            "| {} | {:.2} s | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {} | {} |",
+            "| {} | {:.2} s | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {statements} | {transactions} | {writes} | {:.2} | {} | {} |",
             r.name,
             r.wall,
             a.n as f64 / r.wall,
             r.vipd_cpu,
             r.db_cpu,
-            (r.vipd_cpu + r.db_cpu) / a.n as f64 * 1e6,
-            r.transactions / a.n as f64,
+            r.vipd_cpu / a.n as f64 * 1e6,
+            r.db_cpu / a.n as f64 * 1e6,
             r.fsyncs / a.n as f64,
             r.billed,
             r.twice
         );
+    }
+    for r in runs.iter().filter(|r| !r.top.is_empty()) {
+        println!(
+            "\n{}: the statements run most often, calls a renewal",
+            r.name
+        );
+        for (calls, q) in &r.top {
+            println!("  {calls:6.2}  {q}");
+        }
     }
     let sled = &runs[0];
     for r in &runs[1..] {

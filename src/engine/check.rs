@@ -314,11 +314,23 @@ impl Engine {
         let key = decision_key(terms.name, &account.name, terms.membership, end);
         let existing = self.store.get(&key).await?;
         let (day, month) = period::periods(now, rt.config.daemon.timezone);
+        // Spend is read only under a cap: the decision weighs nothing else
+        // (and on PostgreSQL each read is a query).
+        let used = |cap: Option<crate::units::Fen>, period: String| async move {
+            match cap {
+                Some(_) => self
+                    .store
+                    .spend(terms.name, &period)
+                    .await
+                    .map(|s| s.used()),
+                None => Ok(crate::units::Fen::ZERO),
+            }
+        };
         let budget = BudgetView {
             per_day: terms.budget.per_day,
-            used_day: self.store.spend(terms.name, &day).await?.used(),
+            used_day: used(terms.budget.per_day, day).await?,
             per_month: terms.budget.per_month,
-            used_month: self.store.spend(terms.name, &month).await?.used(),
+            used_month: used(terms.budget.per_month, month).await?,
         };
         let admission = rt.seller_of(product).gate.peek(now);
         let held = self.store.held(&account.name).await?;

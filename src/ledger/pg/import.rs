@@ -65,7 +65,8 @@ pub async fn import(
         )));
     }
     for o in &e.orders {
-        super::orders::put_order(&tx, o, 0, true)
+        let row = super::orders::OrderRow::of(o, 0);
+        tx.execute(super::orders::INSERT_ORDER, &row.params())
             .await
             .map_err(|err| copy_error("order", &o.key, err))?;
     }

@@ -5,9 +5,9 @@
 //! what every node wrote.
 
 use deadpool_postgres::Pool;
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 
-use super::{db, pool_err};
+use super::{Prepared, db, pool_err};
 use crate::ledger::LedgerError;
 use crate::ledger::kv::{Entry, KvError, KvQuota, PluginUsage, check_key, check_stored, size};
 
@@ -39,7 +39,7 @@ fn err(e: tokio_postgres::Error) -> KvError {
 /// The plugin's usage row, made from its entries the first time, locked
 /// for the transaction.
 async fn usage(tx: &Transaction<'_>, plugin: &str) -> Result<PluginUsage, KvError> {
-    tx.execute(
+    tx.run(
         "INSERT INTO vipd_kv_usage (plugin, stored, minute, written)
          SELECT $1, coalesce(sum(size), 0)::bigint, $2, 0 FROM vipd_kv WHERE plugin = $1
          ON CONFLICT DO NOTHING",
@@ -48,7 +48,7 @@ async fn usage(tx: &Transaction<'_>, plugin: &str) -> Result<PluginUsage, KvErro
     .await
     .map_err(err)?;
     let row = tx
-        .query_one(
+        .one(
             "SELECT stored, minute, written FROM vipd_kv_usage WHERE plugin = $1 FOR UPDATE",
             &[&plugin],
         )
@@ -62,7 +62,7 @@ async fn usage(tx: &Transaction<'_>, plugin: &str) -> Result<PluginUsage, KvErro
 }
 
 async fn put_usage(tx: &Transaction<'_>, plugin: &str, u: PluginUsage) -> Result<(), KvError> {
-    tx.execute(
+    tx.run(
         "UPDATE vipd_kv_usage SET stored = $2, minute = $3, written = $4 WHERE plugin = $1",
         &[&plugin, &(u.stored as i64), &u.minute, &(u.written as i64)],
     )
@@ -74,7 +74,7 @@ async fn put_usage(tx: &Transaction<'_>, plugin: &str, u: PluginUsage) -> Result
 /// The bytes `key` counts now (0 when absent).
 async fn size_of(tx: &Transaction<'_>, plugin: &str, key: &str) -> Result<u64, KvError> {
     let row = tx
-        .query_opt(
+        .opt(
             "SELECT size FROM vipd_kv WHERE plugin = $1 AND key = $2",
             &[&plugin, &key.as_bytes()],
         )
@@ -90,14 +90,14 @@ impl PgKv {
 
     async fn read(
         &self,
-        client: &impl tokio_postgres::GenericClient,
+        client: &impl deadpool_postgres::GenericClient,
         plugin: &str,
         key: &str,
         now: i64,
     ) -> Result<Option<Entry>, KvError> {
         check_key(key)?;
         let row = client
-            .query_opt(
+            .opt(
                 "SELECT entry FROM vipd_kv WHERE plugin = $1 AND key = $2",
                 &[&plugin, &key.as_bytes()],
             )
@@ -117,7 +117,7 @@ impl PgKv {
         now: i64,
     ) -> Result<Option<serde_json::Value>, KvError> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        Ok(self.read(&**client, plugin, key, now).await?.map(|e| e.v))
+        Ok(self.read(&client, plugin, key, now).await?.map(|e| e.v))
     }
 
     /// Seconds until `key` expires: `None` when absent, `Some(None)` when
@@ -130,7 +130,7 @@ impl PgKv {
     ) -> Result<Option<Option<i64>>, KvError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         Ok(self
-            .read(&**client, plugin, key, now)
+            .read(&client, plugin, key, now)
             .await?
             .map(|e| e.exp.map(|exp| exp - now)))
     }
@@ -184,8 +184,7 @@ impl PgKv {
         make: impl FnOnce(Option<Entry>) -> Result<(Vec<u8>, Option<i64>, R), KvError>,
     ) -> Result<R, KvError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        let raw: &mut tokio_postgres::Client = &mut client;
-        let tx = raw.transaction().await.map_err(err)?;
+        let tx = client.transaction().await.map_err(err)?;
         let mut u = usage(&tx, plugin).await?;
         u.roll(now);
         let (bytes, exp, r) = make(self.read(&tx, plugin, key, now).await?)?;
@@ -195,7 +194,7 @@ impl PgKv {
         if would > quota.stored {
             // Expired values count until swept: sweep them, then look again.
             let freed: i64 = tx
-                .query_one(
+                .one(
                     "WITH gone AS (DELETE FROM vipd_kv WHERE plugin = $1 AND exp <= $2 RETURNING size)
                      SELECT coalesce(sum(size), 0)::bigint FROM gone",
                     &[&plugin, &now],
@@ -209,7 +208,7 @@ impl PgKv {
         }
         let refused = refused.or_else(|| u.check_rate(key, new, quota).err());
         if refused.is_none() {
-            tx.execute(
+            tx.run(
                 "INSERT INTO vipd_kv (plugin, key, entry, exp, size) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (plugin, key) DO UPDATE SET entry = $3, exp = $4, size = $5",
                 &[&plugin, &key.as_bytes(), &bytes, &exp, &(new as i64)],
@@ -231,11 +230,10 @@ impl PgKv {
     pub async fn del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError> {
         check_key(key)?;
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        let raw: &mut tokio_postgres::Client = &mut client;
-        let tx = raw.transaction().await.map_err(err)?;
+        let tx = client.transaction().await.map_err(err)?;
         let mut u = usage(&tx, plugin).await?;
         let gone = tx
-            .query_opt(
+            .opt(
                 "DELETE FROM vipd_kv WHERE plugin = $1 AND key = $2 RETURNING entry, size",
                 &[&plugin, &key.as_bytes()],
             )

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio_postgres::GenericClient;
 
-use super::PgError;
+use super::{PgError, Prepared};
 use crate::ledger::LedgerError;
 use crate::ledger::store::NodeInfo;
 
@@ -75,9 +75,12 @@ pub async fn renew(
 }
 
 /// Inside a write's transaction: the lease is still this node's.
-pub(crate) async fn check(tx: &impl GenericClient, lease: &Lease) -> Result<(), LedgerError> {
+pub(crate) async fn check(
+    tx: &impl deadpool_postgres::GenericClient,
+    lease: &Lease,
+) -> Result<(), LedgerError> {
     let held = tx
-        .query_opt(
+        .opt(
             "SELECT 1 FROM vipd_nodes
              WHERE name = $1 AND fence = $2 AND lease_until > now()",
             &[&lease.node, &lease.fence],
@@ -86,10 +89,17 @@ pub(crate) async fn check(tx: &impl GenericClient, lease: &Lease) -> Result<(), 
         .map_err(|e| LedgerError::Durability(PgError::from(e).to_string()))?;
     match held {
         Some(_) => Ok(()),
-        None => Err(LedgerError::Fenced(format!(
+        None => Err(lease.lost()),
+    }
+}
+
+impl Lease {
+    /// What a write this node may no longer make fails with.
+    pub(crate) fn lost(&self) -> LedgerError {
+        LedgerError::Fenced(format!(
             "node {} (fence {}) no longer holds its lease",
-            lease.node, lease.fence
-        ))),
+            self.node, self.fence
+        ))
     }
 }
 
@@ -98,13 +108,13 @@ pub(crate) async fn check(tx: &impl GenericClient, lease: &Lease) -> Result<(), 
 /// out, or it was this node's already). Two nodes asking at once: the
 /// primary key lets one in.
 pub async fn claim(
-    client: &impl GenericClient,
+    client: &impl deadpool_postgres::GenericClient,
     lease: &Lease,
     rule: &str,
     account: &str,
 ) -> Result<bool, PgError> {
     let row = client
-        .query_opt(
+        .opt(
             "INSERT INTO vipd_claims (rule, account, fence)
              SELECT $1, $2, $3
              WHERE EXISTS (SELECT 1 FROM vipd_nodes WHERE fence = $3 AND lease_until > now())
@@ -121,13 +131,13 @@ pub async fn claim(
 
 /// Gives a claim back, if it is still this node's.
 pub async fn release(
-    client: &impl GenericClient,
+    client: &impl deadpool_postgres::GenericClient,
     lease: &Lease,
     rule: &str,
     account: &str,
 ) -> Result<(), PgError> {
     client
-        .execute(
+        .run(
             "DELETE FROM vipd_claims WHERE rule = $1 AND account = $2 AND fence = $3",
             &[&rule, &account, &lease.fence],
         )
@@ -192,11 +202,15 @@ mod tests {
     #[tokio::test]
     async fn a_pair_is_claimed_by_one_node_at_a_time() {
         let db = TestDb::migrated().await;
-        let c = db.connect().await;
-        let (ca, cb) = (db.connect().await, db.connect().await);
+        let pool = db.pool(3);
+        let (c, ca, cb) = (
+            pool.get().await.unwrap(),
+            pool.get().await.unwrap(),
+            pool.get().await.unwrap(),
+        );
         let long = Duration::from_secs(60);
-        let a = acquire(&ca, "a", long).await.unwrap();
-        let b = acquire(&cb, "b", long).await.unwrap();
+        let a = acquire(&**ca, "a", long).await.unwrap();
+        let b = acquire(&**cb, "b", long).await.unwrap();
         for i in 0..20 {
             let account = format!("acct-{i}");
             let (ra, rb) = tokio::join!(
@@ -213,19 +227,19 @@ mod tests {
         assert!(claim(&cb, &b, "keep", "x").await.unwrap(), "released");
         // b's lease runs out: a takes its pairs.
         let brief = Duration::from_millis(300);
-        assert!(renew(&cb, &b, brief).await.unwrap());
+        assert!(renew(&**cb, &b, brief).await.unwrap());
         tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(!renew(&cb, &b, long).await.unwrap(), "b's lease is gone");
+        assert!(!renew(&**cb, &b, long).await.unwrap(), "b's lease is gone");
         assert!(
             !claim(&cb, &b, "keep", "y").await.unwrap(),
             "b claims nothing"
         );
         assert!(claim(&ca, &a, "keep", "x").await.unwrap(), "taken over");
         // A newer start under a's name: the old a claims nothing.
-        let a2 = acquire(&c, "a", long).await.unwrap();
+        let a2 = acquire(&**c, "a", long).await.unwrap();
         assert!(!claim(&ca, &a, "keep", "free").await.unwrap());
         assert!(claim(&c, &a2, "keep", "x").await.unwrap());
-        let listed = nodes(&c).await.unwrap();
+        let listed = nodes(&**c).await.unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!((listed[0].name.as_str(), listed[0].claims), ("a", 1));
         assert!(listed[1].lease_left < 0.0, "{listed:?}");

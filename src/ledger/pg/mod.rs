@@ -1,10 +1,11 @@
-//! The PostgreSQL store (issue 14), for several vipd nodes on one ledger.
-//! Being built. So far: the schema and its migrations (`schema.rs`);
-//! orders, budgets and vendor ids (`orders.rs`: the same order changes as
-//! sled, `ledger/change.rs`, under a row lock, with budgets as rows changed
-//! in the same transaction); node leases, fences and claims (`lease.rs`).
-//! Until the whole `Store` port passes the conformance suite it is not
-//! offered in the configuration.
+//! The PostgreSQL store, for several vipd nodes on one ledger: the schema
+//! and its migrations (`schema.rs`); orders, budgets and vendor ids
+//! (`orders.rs`: the same order changes as sled, `ledger/change.rs`, under
+//! a row lock, with budgets changed in the same transaction); node
+//! leases, fences and claims (`lease.rs`); events, check, account and
+//! token records (`records.rs`); plugins' kv (`kv.rs`); the node's view
+//! of it all as the `Store` port (`store.rs`). Hot statements run
+//! prepared ([`Prepared`]).
 
 mod import;
 mod kv;
@@ -12,6 +13,7 @@ pub mod lease;
 mod orders;
 mod records;
 mod schema;
+mod spend;
 mod store;
 #[doc(hidden)]
 pub mod throwaway;
@@ -22,6 +24,66 @@ pub use orders::PgOrders;
 pub use records::PgRecords;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use store::{PgConfig, PgStore};
+
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// Statements run prepared: each text is parsed and planned once per
+/// pooled connection (deadpool's statement cache keeps it with the
+/// connection), then only bound and executed, in one round trip. The
+/// texts are constants, so the cache holds a few dozen statements.
+/// (Migrations and the one-off import run their statements unprepared.)
+pub(crate) trait Prepared: deadpool_postgres::GenericClient {
+    /// Runs a statement; the rows it changed.
+    fn run(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> impl Future<Output = Result<u64, tokio_postgres::Error>> + Send {
+        async move {
+            let st = self.prepare_cached(sql).await?;
+            self.execute(&st, params).await
+        }
+    }
+
+    /// The rows of a query.
+    fn all(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> impl Future<Output = Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>> + Send {
+        async move {
+            let st = self.prepare_cached(sql).await?;
+            self.query(&st, params).await
+        }
+    }
+
+    /// The one row of a query.
+    fn one(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> impl Future<Output = Result<tokio_postgres::Row, tokio_postgres::Error>> + Send {
+        async move {
+            let st = self.prepare_cached(sql).await?;
+            self.query_one(&st, params).await
+        }
+    }
+
+    /// The row of a query, if there is one.
+    fn opt(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> impl Future<Output = Result<Option<tokio_postgres::Row>, tokio_postgres::Error>> + Send
+    {
+        async move {
+            let st = self.prepare_cached(sql).await?;
+            self.query_opt(&st, params).await
+        }
+    }
+}
+
+impl<C: deadpool_postgres::GenericClient> Prepared for C {}
 
 /// What went wrong talking to PostgreSQL. Never holds the connection
 /// string (its password).

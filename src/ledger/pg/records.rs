@@ -7,13 +7,18 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{db, from_json, pool_err};
+use super::{Prepared, db, from_json, pool_err};
 use crate::ledger::{AccountState, CheckState, EventRecord, Hold, LedgerError, StoredToken};
 
 /// The other records of a PostgreSQL ledger.
 #[derive(Clone)]
 pub struct PgRecords {
     pool: Pool,
+    /// Connections whose commits do not wait for the WAL flush
+    /// (`synchronous_commit = off`), for check and account states: they
+    /// move no money, and what a database crash loses of them (its last
+    /// fraction of a second) the next check writes again.
+    relaxed: Pool,
 }
 
 impl std::fmt::Debug for PgRecords {
@@ -27,8 +32,10 @@ fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
 }
 
 impl PgRecords {
-    pub fn new(pool: Pool) -> PgRecords {
-        PgRecords { pool }
+    /// Records written through `pool`, check and account states through
+    /// `relaxed`.
+    pub fn new(pool: Pool, relaxed: Pool) -> PgRecords {
+        PgRecords { pool, relaxed }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, LedgerError> {
@@ -39,7 +46,7 @@ impl PgRecords {
     pub async fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
         self.client()
             .await?
-            .execute(
+            .run(
                 "INSERT INTO vipd_events (at, record) VALUES ($1, $2)",
                 &[&ev.at, &to_json(ev)],
             )
@@ -53,7 +60,7 @@ impl PgRecords {
         let n = self
             .client()
             .await?
-            .execute("DELETE FROM vipd_events WHERE at < $1", &[&before])
+            .run("DELETE FROM vipd_events WHERE at < $1", &[&before])
             .await
             .map_err(db)?;
         Ok(n as usize)
@@ -65,7 +72,7 @@ impl PgRecords {
         let rows = self
             .client()
             .await?
-            .query(
+            .all(
                 "SELECT seq, record FROM
                    (SELECT seq, at, record FROM vipd_events ORDER BY at DESC, seq DESC LIMIT $1) latest
                  ORDER BY at, seq",
@@ -83,7 +90,7 @@ impl PgRecords {
         let row = self
             .client()
             .await?
-            .query_opt("SELECT record FROM vipd_hold", &[])
+            .opt("SELECT record FROM vipd_hold", &[])
             .await
             .map_err(db)?;
         row.map(|r| from_json("vipd_hold", "hold", r.get(0)))
@@ -100,7 +107,7 @@ impl PgRecords {
         };
         self.client()
             .await?
-            .execute(
+            .run(
                 "INSERT INTO vipd_hold (record) VALUES ($1)
                  ON CONFLICT (one) DO UPDATE SET record = EXCLUDED.record",
                 &[&to_json(&hold)],
@@ -114,10 +121,9 @@ impl PgRecords {
     /// still held afterwards. One transaction under the hold's row lock.
     pub async fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError> {
         let mut client = self.client().await?;
-        let raw: &mut tokio_postgres::Client = &mut client;
-        let tx = raw.transaction().await.map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
         let row = tx
-            .query_opt("SELECT record FROM vipd_hold FOR UPDATE", &[])
+            .opt("SELECT record FROM vipd_hold FOR UPDATE", &[])
             .await
             .map_err(db)?;
         let Some(row) = row else {
@@ -126,12 +132,12 @@ impl PgRecords {
         let mut hold: Hold = from_json("vipd_hold", "hold", row.get(0))?;
         let left = match account {
             None => {
-                tx.execute("DELETE FROM vipd_hold", &[]).await.map_err(db)?;
+                tx.run("DELETE FROM vipd_hold", &[]).await.map_err(db)?;
                 None
             }
             Some(a) => {
                 hold.released.insert(a.to_owned());
-                tx.execute("UPDATE vipd_hold SET record = $1", &[&to_json(&hold)])
+                tx.run("UPDATE vipd_hold SET record = $1", &[&to_json(&hold)])
                     .await
                     .map_err(db)?;
                 Some(hold)
@@ -146,7 +152,7 @@ impl PgRecords {
         let row = self
             .client()
             .await?
-            .query_opt(
+            .opt(
                 "SELECT record FROM vipd_checks WHERE rule = $1 AND account = $2",
                 &[&rule, &account],
             )
@@ -165,9 +171,11 @@ impl PgRecords {
         account: &str,
         state: &CheckState,
     ) -> Result<(), LedgerError> {
-        self.client()
-            .await?
-            .execute(
+        self.relaxed
+            .get()
+            .await
+            .map_err(pool_err)?
+            .run(
                 "INSERT INTO vipd_checks (rule, account, record) VALUES ($1, $2, $3)
                  ON CONFLICT (rule, account) DO UPDATE SET record = $3",
                 &[&rule, &account, &to_json(state)],
@@ -185,7 +193,7 @@ impl PgRecords {
         let row = self
             .client()
             .await?
-            .query_opt(
+            .opt(
                 &format!("SELECT {column} FROM vipd_accounts WHERE account = $1"),
                 &[&account],
             )
@@ -199,13 +207,15 @@ impl PgRecords {
 
     async fn put_account_column(
         &self,
+        pool: &Pool,
         column: &str,
         account: &str,
         v: serde_json::Value,
     ) -> Result<(), LedgerError> {
-        self.client()
-            .await?
-            .execute(
+        pool.get()
+            .await
+            .map_err(pool_err)?
+            .run(
                 &format!(
                     "INSERT INTO vipd_accounts (account, {column}) VALUES ($1, $2)
                      ON CONFLICT (account) DO UPDATE SET {column} = $2"
@@ -224,7 +234,7 @@ impl PgRecords {
 
     /// Stores a rotated token pair (durable once this returns: committed).
     pub async fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
-        self.put_account_column("token", account, to_json(token))
+        self.put_account_column(&self.pool, "token", account, to_json(token))
             .await
     }
 
@@ -242,7 +252,7 @@ impl PgRecords {
         account: &str,
         state: &AccountState,
     ) -> Result<(), LedgerError> {
-        self.put_account_column("state", account, to_json(state))
+        self.put_account_column(&self.relaxed, "state", account, to_json(state))
             .await
     }
 }
@@ -255,7 +265,7 @@ mod tests {
 
     async fn records() -> (TestDb, PgRecords) {
         let db = TestDb::migrated().await;
-        let records = PgRecords::new(db.pool(2));
+        let records = PgRecords::new(db.pool(2), db.pool(2));
         (db, records)
     }
 

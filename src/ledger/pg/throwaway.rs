@@ -170,6 +170,10 @@ impl Server {
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", if self.fsync { "fsync=on" } else { "fsync=off" }])
             .args(["-c", "max_connections=300"])
+            // Counts statements for the cluster benchmark (the extension
+            // is created only where it is asked for).
+            .args(["-c", "shared_preload_libraries=pg_stat_statements"])
+            .args(["-c", "pg_stat_statements.track=all"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if self.dies_with_parent {
