@@ -3,12 +3,13 @@
 //!
 //! Taken at start (the name's fence goes up by one, so an older process
 //! still running under the name is fenced off at once), renewed while the
-//! node works, and checked inside each write's own transaction, on the
+//! node works, and checked inside each write's own statement, on the
 //! database's clock at the transaction's start. A write that began just
 //! before the lease ran out may commit just after: that is safe, because
-//! a takeover changes an order only under the order's row lock, so it
-//! waits for that write and then treats what it finds as a crash left it
-//! (`sent` becomes `unknown`, never re-sent). The node's own row is not
+//! a takeover changes an order only through the order's version (or row
+//! lock), so one of the two writes finds the other's and the takeover
+//! treats what it finds as a crash left it (`sent` becomes `unknown`,
+//! never re-sent). The node's own row is not
 //! locked by writes: its renewal must never wait behind them (it did, and
 //! a busy node lost its lease). No advisory locks: they outlive neither a
 //! connection nor the work under them.

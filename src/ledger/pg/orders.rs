@@ -1,12 +1,16 @@
-//! Orders in PostgreSQL: a plan and every later transition is one
-//! transaction that locks the order's row (`SELECT ... FOR UPDATE`),
-//! applies the same change as sled (`ledger/change.rs`), writes the row,
-//! and adds the change's budget effect to the spend rows, which it locks
-//! too. Whatever node makes it, two transitions of one order never
-//! interleave, and a budget is checked against rows no other node can
-//! change meanwhile.
+//! Orders in PostgreSQL. A plan is one transaction that locks the order's
+//! row and, under a cap, its periods' spend rows (`spend.rs`), so a budget
+//! is checked against rows no other node can change meanwhile. A later
+//! transition applies the same change as sled (`ledger/change.rs`) to the
+//! order as this node last wrote it (or as read) and writes it in one
+//! statement only if the order's version is still the one it started
+//! from and the node's lease holds; when another writer got in first it
+//! is made again under the row lock. Whatever node makes it, no
+//! transition is written over another.
 
 use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
+
 use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 
@@ -21,7 +25,15 @@ use crate::ledger::{LedgerError, Order, OrderState, PlanRequest, Refusal, Spend,
 pub struct PgOrders {
     pool: Pool,
     lease: Lease,
+    /// The unsettled orders this node wrote last, with their versions: a
+    /// transition of one starts from here instead of reading it. Stale
+    /// when another node wrote the order since; the compare-and-set then
+    /// fails and the order is read again.
+    written: std::sync::Arc<std::sync::Mutex<HashMap<String, (Order, i64)>>>,
 }
+
+/// The most orders [`PgOrders`] keeps as written; past it, it starts again.
+const WRITTEN_MAX: usize = 100_000;
 
 impl std::fmt::Debug for PgOrders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,36 +52,49 @@ fn decode(key: &str, record: serde_json::Value) -> Result<Order, LedgerError> {
     from_json("vipd_orders", key, record)
 }
 
-/// Reads an order and locks its row for the transaction, and checks in the
-/// same statement that `lease` still holds: `NotFound` without the order,
-/// `Fenced` without the lease.
-async fn locked(tx: &impl GenericClient, key: &str, lease: &Lease) -> Result<Order, LedgerError> {
-    let row = tx
-        .opt(
-            "SELECT o.record, EXISTS (SELECT 1 FROM vipd_nodes
-                                      WHERE name = $2 AND fence = $3 AND lease_until > now())
-             FROM vipd_orders o WHERE o.key = $1 FOR UPDATE OF o",
-            &[&key, &lease.node, &lease.fence],
-        )
+/// Reads an order with its version, and whether `lease` still holds, in
+/// one statement: under the row lock for the transaction when `lock`,
+/// else without (the write that follows compares the version).
+async fn versioned(
+    c: &impl GenericClient,
+    key: &str,
+    lease: &Lease,
+    lock: bool,
+) -> Result<(Order, i64, bool), LedgerError> {
+    let sql = if lock {
+        "SELECT o.record, o.version,
+                EXISTS (SELECT 1 FROM vipd_nodes
+                        WHERE name = $2 AND fence = $3 AND lease_until > now())
+         FROM vipd_orders o WHERE o.key = $1 FOR UPDATE OF o"
+    } else {
+        "SELECT o.record, o.version,
+                EXISTS (SELECT 1 FROM vipd_nodes
+                        WHERE name = $2 AND fence = $3 AND lease_until > now())
+         FROM vipd_orders o WHERE o.key = $1"
+    };
+    let row = c
+        .opt(sql, &[&key, &lease.node, &lease.fence])
         .await
         .map_err(db)?
         .ok_or_else(|| LedgerError::NotFound(key.to_owned()))?;
-    if !row.get::<_, bool>(1) {
-        return Err(lease.lost());
-    }
-    decode(key, row.get(0))
+    Ok((decode(key, row.get(0))?, row.get(1), row.get(2)))
 }
 
-/// Reads an order, if there is one, and locks its row for the transaction.
-async fn locked_opt(tx: &impl GenericClient, key: &str) -> Result<Option<Order>, LedgerError> {
+/// Reads an order and its version, if there is one, and locks its row for
+/// the transaction.
+async fn locked_opt(
+    tx: &impl GenericClient,
+    key: &str,
+) -> Result<Option<(Order, i64)>, LedgerError> {
     let row = tx
         .opt(
-            "SELECT record FROM vipd_orders WHERE key = $1 FOR UPDATE",
+            "SELECT record, version FROM vipd_orders WHERE key = $1 FOR UPDATE",
             &[&key],
         )
         .await
         .map_err(db)?;
-    row.map(|r| decode(key, r.get(0))).transpose()
+    row.map(|r| decode(key, r.get(0)).map(|o| (o, r.get(1))))
+        .transpose()
 }
 
 /// An order as a row of `vipd_orders`: the values of [`INSERT_ORDER`]
@@ -116,9 +141,10 @@ pub(super) const INSERT_ORDER: &str =
     "INSERT INTO vipd_orders (key, account, membership, rule, state, unsettled, record, fence)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/// What follows from an order's row, in the same statement: its spend
-/// changes, appended (never updated: no other order's transition waits on
-/// them), and the vendor ids it newly names. `o` is the row's CTE.
+/// What follows from an order's row, in the same statement and only when
+/// the row was written: its spend changes, appended (never updated: no
+/// other order's transition waits on them), and the vendor ids it newly
+/// names. `o` is the row's CTE; the statement returns whether it wrote.
 macro_rules! with_effects {
     ($row:literal) => {
         concat!(
@@ -126,9 +152,11 @@ macro_rules! with_effects {
             $row,
             " RETURNING key),
              c AS (INSERT INTO vipd_spend_changes (rule, period, reserved, settled)
-                   SELECT $4, p, r, s FROM unnest($9::text[], $10::bigint[], $11::bigint[]) AS t(p, r, s)),
+                   SELECT $4, p, r, s FROM unnest($9::text[], $10::bigint[], $11::bigint[]) AS t(p, r, s)
+                   WHERE EXISTS (SELECT 1 FROM o)),
              v AS (INSERT INTO vipd_vendor_orders (provider, vendor_orderid, key, attempt)
                    SELECT $12, id, $1, n FROM unnest($13::text[], $14::int[]) AS t(id, n)
+                   WHERE EXISTS (SELECT 1 FROM o)
                    ON CONFLICT (provider, vendor_orderid)
                    DO UPDATE SET key = EXCLUDED.key, attempt = EXCLUDED.attempt)
              SELECT count(*) FROM o"
@@ -142,62 +170,82 @@ const INSERT_WITH_EFFECTS: &str = with_effects!(
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 );
 
-/// A changed order (under its row lock) with its effects.
+/// A changed order with its effects, written only if its version is still
+/// `$15` and the writer's lease (node `$16`, fence `$8`) holds.
 const UPDATE_WITH_EFFECTS: &str = with_effects!(
-    "UPDATE vipd_orders SET state = $5, unsettled = $6, record = $7, fence = $8, updated_at = now()
-     WHERE key = $1 AND account = $2 AND membership = $3 AND rule = $4"
+    "UPDATE vipd_orders SET state = $5, unsettled = $6, record = $7, fence = $8,
+            updated_at = now(), version = version + 1
+     WHERE key = $1 AND account = $2 AND membership = $3 AND rule = $4 AND version = $15
+       AND EXISTS (SELECT 1 FROM vipd_nodes n
+                   WHERE n.name = $16 AND n.fence = $8 AND n.lease_until > now())"
 );
 
 /// Writes an order and what follows from it (its spend changes and the
 /// vendor ids it newly names) in one statement: inserted when `was` is
-/// none, else updated.
+/// none, else updated if its version is still the one read with `was`
+/// and `lease` holds. Whether it wrote.
 async fn write(
-    tx: &impl GenericClient,
-    fence: i64,
-    was: Option<&Share>,
+    c: &impl GenericClient,
+    lease: &Lease,
+    was: Option<(&Share, i64)>,
     o: &Order,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<bool, tokio_postgres::Error> {
     let now = Share::of(o);
-    let row = OrderRow::of(o, fence);
-    let changes = Share::spend_changes(was, &now);
+    let before = was.map(|(share, _)| share);
+    let row = OrderRow::of(o, lease.fence);
+    let changes = Share::spend_changes(before, &now);
     let periods: Vec<&str> = changes.iter().map(|(p, _, _)| p.as_str()).collect();
     let reserved: Vec<i64> = changes.iter().map(|(_, r, _)| r.0).collect();
     let settled: Vec<i64> = changes.iter().map(|(_, _, s)| s.0).collect();
-    let (ids, attempts): (Vec<&str>, Vec<Option<i32>>) = Share::new_vendor_ids(was, &now)
+    let (ids, attempts): (Vec<&str>, Vec<Option<i32>>) = Share::new_vendor_ids(before, &now)
         .map(|(id, n)| (id.as_str(), n.map(|n| n as i32)))
         .unzip();
     let [p1, p2, p3, p4, p5, p6, p7, p8] = row.params();
-    let sql = match was {
+    let effects: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&periods, &reserved, &settled, &o.provider, &ids, &attempts];
+    let mut params = vec![p1, p2, p3, p4, p5, p6, p7, p8];
+    params.extend(effects);
+    let version = was.map(|(_, v)| v);
+    let sql = match &version {
         None => INSERT_WITH_EFFECTS,
-        Some(_) => UPDATE_WITH_EFFECTS,
+        Some(v) => {
+            params.push(v);
+            params.push(&lease.node);
+            UPDATE_WITH_EFFECTS
+        }
     };
-    tx.run(
-        sql,
-        &[
-            p1,
-            p2,
-            p3,
-            p4,
-            p5,
-            p6,
-            p7,
-            p8,
-            &periods,
-            &reserved,
-            &settled,
-            &o.provider,
-            &ids,
-            &attempts,
-        ],
-    )
-    .await
-    .map(|_| ())
+    let written: i64 = c.one(sql, &params).await?.get(0);
+    Ok(written == 1)
 }
 
 impl PgOrders {
     /// Orders written by the node holding `lease`.
     pub fn new(pool: Pool, lease: Lease) -> PgOrders {
-        PgOrders { pool, lease }
+        PgOrders {
+            pool,
+            lease,
+            written: Default::default(),
+        }
+    }
+
+    /// Keeps `order` at `version` as this node wrote it, while unsettled.
+    fn remember(&self, order: &Order, version: i64) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if change::unsettled(order) {
+            if written.len() >= WRITTEN_MAX {
+                written.clear();
+            }
+            written.insert(order.key.clone(), (order.clone(), version));
+        } else {
+            written.remove(&order.key);
+        }
+    }
+
+    fn forget(&self, key: &str) -> Option<(Order, i64)> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
     }
 
     /// [`Ledger::plan`](crate::ledger::Ledger::plan) across nodes: the
@@ -242,7 +290,10 @@ impl PgOrders {
                 return Ok(Err(Refusal::Held { why }));
             }
         }
-        let existing = locked_opt(&tx, &req.key).await?;
+        let (existing, version) = match locked_opt(&tx, &req.key).await? {
+            Some((o, v)) => (Some(o), Some(v)),
+            None => (None, None),
+        };
         if let Some(refusal) = existing
             .as_ref()
             .and_then(|o| change::refuses_retry(o, req, now))
@@ -286,7 +337,8 @@ impl PgOrders {
         let was = existing.as_ref().map(Share::of);
         let (mut order, added) = change::next_attempt(existing, req, now);
         order.stamp_from(added, unix_ms());
-        if let Err(e) = write(&tx, self.lease.fence, was.as_ref(), &order).await {
+        let before = was.as_ref().zip(version);
+        if let Err(e) = write(&tx, &self.lease, before, &order).await {
             let why = if violates(&e, "vipd_orders_one_unsettled") {
                 format!(
                     "another order for {} {} is not settled and shown yet",
@@ -303,24 +355,63 @@ impl PgOrders {
             }));
         }
         tx.commit().await.map_err(db)?;
+        self.remember(&order, version.map_or(0, |v| v + 1));
         Ok(Ok(order))
     }
 
-    /// One transition of one order, in one transaction under its row lock.
+    /// One transition of one order, as one statement that writes it only
+    /// if nobody wrote it since it was read: from the order as this node
+    /// last wrote it, or read (with its version) when it is not kept.
+    /// When another writer got in first, the transition is made again
+    /// under the order's row lock, where nobody can. `f` may run more than
+    /// once, on each reading; only the written one counts.
     pub async fn modify<R>(
         &self,
         key: &str,
-        f: impl FnOnce(&mut Order) -> Result<R, LedgerError>,
+        f: impl Fn(&mut Order) -> Result<R, LedgerError>,
     ) -> Result<(Order, R), LedgerError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(db)?;
-        let mut order = locked(&tx, key, &self.lease).await?;
+        let kept = self.forget(key);
+        let from_kept = kept.is_some();
+        let (mut order, version) = match kept {
+            Some(k) => k,
+            None => match versioned(&client, key, &self.lease, false).await? {
+                (_, _, false) => return Err(self.lease.lost()),
+                (o, v, true) => (o, v),
+            },
+        };
         let was = Share::of(&order);
-        let r = change::apply(&mut order, unix_ms(), f)?;
-        write(&tx, self.lease.fence, Some(&was), &order)
+        match change::apply(&mut order, unix_ms(), &f) {
+            Ok(r) => {
+                if write(&client, &self.lease, Some((&was, version)), &order)
+                    .await
+                    .map_err(db)?
+                {
+                    self.remember(&order, version + 1);
+                    return Ok((order, r));
+                }
+            }
+            // What this node kept may be stale: decide on a reading.
+            Err(_) if from_kept => {}
+            Err(e) => return Err(e),
+        }
+        // Another writer got in first (or the lease is gone): under the
+        // row lock, nobody else can.
+        let tx = client.transaction().await.map_err(db)?;
+        let (mut order, version, held) = versioned(&tx, key, &self.lease, true).await?;
+        if !held {
+            return Err(self.lease.lost());
+        }
+        let was = Share::of(&order);
+        let r = change::apply(&mut order, unix_ms(), &f)?;
+        if !write(&tx, &self.lease, Some((&was, version)), &order)
             .await
-            .map_err(db)?;
+            .map_err(db)?
+        {
+            return Err(self.lease.lost());
+        }
         tx.commit().await.map_err(db)?;
+        self.remember(&order, version + 1);
         Ok((order, r))
     }
 

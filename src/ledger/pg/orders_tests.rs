@@ -337,3 +337,51 @@ async fn every_node_lists_finds_and_counts_all_orders() {
     .unwrap();
     assert_eq!(a.count_unverified().await.unwrap(), 1);
 }
+
+/// Two nodes changing one order at the same moment: every change is
+/// written once and on top of the others, none overwrites another; a node
+/// whose kept copy another node changed since reads it again.
+#[tokio::test]
+async fn transitions_of_one_order_from_several_nodes_are_never_lost() {
+    let db = TestDb::migrated().await;
+    let (a, b) = (node(&db).await, node(&db).await);
+    let req = PlanRequest {
+        budget: Budget::default(),
+        ..request("k")
+    };
+    a.plan(&req, NOW).await.unwrap().unwrap();
+    // b writes behind a's back: a's kept copy is stale, and a's change
+    // is made on b's, not on its own.
+    b.modify("k", |o| change::mark_sent(o, NOW)).await.unwrap();
+    let (o, ()) = a
+        .modify("k", |o| {
+            o.enter(o.state, NOW, "a's note");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(o.state, OrderState::Sent, "made on b's write");
+    // Many notes from both nodes at once: all of them are kept.
+    let notes: Vec<_> = (0..40)
+        .map(|i| {
+            let n = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                n.modify("k", move |o| {
+                    o.enter(o.state, NOW, format!("note {i}"));
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            })
+        })
+        .collect();
+    for n in notes {
+        n.await.unwrap();
+    }
+    let o = a.get("k").await.unwrap().unwrap();
+    let kept = (0..40)
+        .filter(|i| o.history.iter().any(|t| t.why == format!("note {i}")))
+        .count();
+    assert_eq!(kept, 40, "{:?}", o.history);
+    assert!(o.history.iter().any(|t| t.why == "a's note"));
+}

@@ -41,6 +41,11 @@ const MIGRATIONS: &[Migration] = &[
         what: "plugins' kv and the hold on new orders",
         sql: include_str!("004_kv_hold.sql"),
     },
+    Migration {
+        version: 5,
+        what: "a version on each order",
+        sql: include_str!("005_versions.sql"),
+    },
 ];
 
 /// The advisory lock every migration holds for its whole transaction
@@ -128,7 +133,7 @@ mod tests {
             }
             applied.sort();
             let mut want = vec![vec![]; NODES - 1];
-            want.push(vec![1, 2, 3, 4]);
+            want.push(vec![1, 2, 3, 4, 5]);
             assert_eq!(applied, want);
             let a = &mut clients[0];
             assert!(migrate(a).await.unwrap().is_empty(), "a restart");

@@ -309,7 +309,7 @@ impl Store for PgStore {
     ) -> Result<Recorded, LedgerError> {
         self.orders
             .modify(key, |o| {
-                change::record_reply(o, now, outcome, detail, result)
+                change::record_reply(o, now, outcome, detail, result.clone())
             })
             .await
             .map(|(order, conflict)| Recorded { order, conflict })
@@ -360,7 +360,7 @@ impl Store for PgStore {
     async fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError> {
         self.orders
             .modify(key, |o| {
-                o.verification = v;
+                o.verification = v.clone();
                 Ok(())
             })
             .await
