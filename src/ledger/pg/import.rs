@@ -65,8 +65,8 @@ pub async fn import(
         )));
     }
     for o in &e.orders {
-        let row = super::orders::OrderRow::of(o, 0);
-        tx.execute(super::orders::INSERT_ORDER, &row.params())
+        let row = super::write::OrderRow::of(o, 0);
+        tx.execute(super::write::INSERT_ORDER, &row.params())
             .await
             .map_err(|err| copy_error("order", &o.key, err))?;
     }

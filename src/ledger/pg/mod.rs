@@ -17,6 +17,7 @@ mod spend;
 mod store;
 #[doc(hidden)]
 pub mod throwaway;
+mod write;
 
 pub use import::{Copied, import};
 pub use kv::PgKv;

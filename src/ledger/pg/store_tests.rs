@@ -1,0 +1,148 @@
+//! The PostgreSQL store as nodes see it: the conformance suite, leases
+//! lost and taken over, pairs shared, and which commits wait for the disk.
+
+use super::super::throwaway::{TestDb, database};
+use super::*;
+use crate::ledger::conformance::{Backend, conformance_suite};
+
+fn config(db: &TestDb, node: &str) -> PgConfig {
+    PgConfig {
+        url: db.url().to_owned(),
+        node: node.to_owned(),
+        lease: Duration::from_secs(30),
+        pool_size: 4,
+    }
+}
+
+/// A database of its own for each test, on the process's server; a
+/// reopen is a restart of node `n1` (a new fence).
+struct PgBackend;
+
+impl Backend for PgBackend {
+    type Store = PgStore;
+    type Place = TestDb;
+    async fn place() -> TestDb {
+        database().await
+    }
+    async fn open(place: &TestDb) -> PgStore {
+        PgStore::open(&config(place, "n1")).await.unwrap()
+    }
+}
+
+conformance_suite!(PgBackend);
+
+fn with_lease(db: &TestDb, node: &str, ms: u64) -> PgConfig {
+    PgConfig {
+        lease: Duration::from_millis(ms),
+        ..config(db, node)
+    }
+}
+
+/// Two nodes share the pairs, each pair one node's; when one dies its
+/// `sent` order becomes `unknown` at the other (never re-sent) once
+/// its lease has run out, not before, and its pairs move over. A
+/// vendor's NUL in a reply loses no record.
+#[tokio::test]
+async fn a_dead_nodes_work_is_taken_over_after_its_lease() {
+    use crate::ledger::conformance::{NOW, request};
+    let db = database().await;
+    let a = PgStore::open(&with_lease(&db, "n1", 900)).await.unwrap();
+    let b = PgStore::open(&with_lease(&db, "n2", 900)).await.unwrap();
+    a.plan(&request("k"), NOW).await.unwrap().unwrap();
+    a.mark_sent("k", NOW).await.unwrap();
+    // a learns of b at its next renewal.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let accounts: Vec<String> = (0..100).map(|i| format!("acct-{i}")).collect();
+    let mut per = [0, 0];
+    for acct in &accounts {
+        let (ra, rb) = (
+            a.claim("keep", acct).await.unwrap(),
+            b.claim("keep", acct).await.unwrap(),
+        );
+        assert!(ra ^ rb, "{acct}: one node");
+        per[usize::from(rb)] += 1;
+    }
+    assert!(per[0] > 20 && per[1] > 20, "{per:?}");
+    drop(a);
+    assert!(
+        b.take_over(NOW).await.unwrap().is_empty(),
+        "n1's lease holds"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let taken = b.take_over(NOW).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[0].key.as_str(), taken[0].state),
+        ("k", OrderState::Unknown)
+    );
+    for acct in &accounts {
+        assert!(b.claim("keep", acct).await.unwrap(), "{acct} moved to n2");
+    }
+    b.plan(&request("nul"), NOW).await.unwrap().unwrap();
+    b.mark_sent("nul", NOW).await.unwrap();
+    let detail = "garbage \0 from the vendor";
+    b.record_attempt(
+        "nul",
+        NOW,
+        OutcomeClass::Rejected,
+        detail,
+        AttemptResult::Failed { retry_at: None },
+    )
+    .await
+    .unwrap();
+    let o = b.get("nul").await.unwrap().unwrap();
+    assert!(format!("{o:?}").contains("garbage \\0"), "{o:?}");
+}
+
+/// Check and account states are committed without waiting for the
+/// WAL flush; everything else waits for it (the server's default).
+#[tokio::test]
+async fn only_records_that_move_no_money_skip_the_wal_flush() {
+    let db = database().await;
+    let cfg = config(&db, "n1");
+    let setting = |pool: Pool| async move {
+        let c = pool.get().await.unwrap();
+        let row = c.query_one("SHOW synchronous_commit", &[]).await.unwrap();
+        row.get::<_, String>(0)
+    };
+    assert_eq!(setting(pool(&cfg).unwrap()).await, "on");
+    assert_eq!(setting(relaxed_pool(&cfg).unwrap()).await, "off");
+    let with_options = PgConfig {
+        url: format!("{} options='-c statement_timeout=5000'", db.url()),
+        ..cfg
+    };
+    let c = relaxed_pool(&with_options).unwrap().get().await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT current_setting('synchronous_commit'), current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (sync, timeout): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(
+        (sync.as_str(), timeout.as_str()),
+        ("off", "5s"),
+        "the operator's options kept"
+    );
+}
+
+/// A node whose name another start took is fenced off: its lease is
+/// reported lost, `/healthz`'s probe fails, and it can plan nothing.
+#[tokio::test]
+async fn a_node_that_loses_its_lease_stops_paying() {
+    use crate::ledger::conformance::{NOW, request};
+    let db = database().await;
+    let old = PgStore::open(&with_lease(&db, "n1", 600)).await.unwrap();
+    old.probe().await.unwrap();
+    let _new = PgStore::open(&with_lease(&db, "n1", 600)).await.unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(2), old.failed())
+        .await
+        .expect("the loss is noticed at the next renewal");
+    assert!(why.contains("lost its lease"), "{why}");
+    assert!(matches!(old.probe().await, Err(LedgerError::Fenced(_))));
+    assert!(matches!(
+        old.plan(&request("k"), NOW).await,
+        Err(LedgerError::Fenced(_))
+    ));
+}
