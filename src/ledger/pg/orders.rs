@@ -62,16 +62,17 @@ async fn versioned(
     lease: &Lease,
     lock: bool,
 ) -> Result<(Order, i64, bool), LedgerError> {
-    let sql = if lock {
-        "SELECT o.record, o.version,
-                EXISTS (SELECT 1 FROM vipd_nodes
-                        WHERE name = $2 AND fence = $3 AND lease_until > now())
-         FROM vipd_orders o WHERE o.key = $1 FOR UPDATE OF o"
-    } else {
-        "SELECT o.record, o.version,
-                EXISTS (SELECT 1 FROM vipd_nodes
-                        WHERE name = $2 AND fence = $3 AND lease_until > now())
-         FROM vipd_orders o WHERE o.key = $1"
+    macro_rules! read {
+        () => {
+            "SELECT o.record, o.version,
+                    EXISTS (SELECT 1 FROM vipd_nodes
+                            WHERE name = $2 AND fence = $3 AND lease_until > now())
+             FROM vipd_orders o WHERE o.key = $1"
+        };
+    }
+    let sql = match lock {
+        true => concat!(read!(), " FOR UPDATE OF o"),
+        false => read!(),
     };
     let row = c
         .opt(sql, &[&key, &lease.node, &lease.fence])
@@ -448,47 +449,11 @@ impl PgOrders {
         Ok(spend::spend_of(&row))
     }
 
-    /// Folds the spend changes appended so far into their periods' rows:
-    /// each period in its own transaction under its row's lock (one lock a
-    /// transaction: a plan locking a day and a month cannot deadlock with
-    /// it). Returns how many changes were folded.
+    /// Folds the spend changes appended so far into their periods' rows
+    /// ([`spend::fold_all`]); how many changes were folded.
     pub async fn fold_spend(&self) -> Result<u64, LedgerError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        let periods: Vec<(String, String)> = client
-            .all("SELECT DISTINCT rule, period FROM vipd_spend_changes", &[])
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let mut folded = 0;
-        for (rule, period) in periods {
-            let tx = client.transaction().await.map_err(db)?;
-            tx.run(
-                "INSERT INTO vipd_spend (rule, period) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&rule, &period],
-            )
-            .await
-            .map_err(db)?;
-            let row = tx
-                .one(
-                    "WITH moved AS (
-                         DELETE FROM vipd_spend_changes WHERE rule = $1 AND period = $2
-                         RETURNING reserved, settled),
-                     total AS (
-                         SELECT count(*) AS n, coalesce(sum(reserved), 0)::bigint AS r,
-                                coalesce(sum(settled), 0)::bigint AS s FROM moved)
-                     UPDATE vipd_spend SET reserved = reserved + total.r, settled = settled + total.s
-                     FROM total WHERE rule = $1 AND period = $2
-                     RETURNING total.n",
-                    &[&rule, &period],
-                )
-                .await
-                .map_err(db)?;
-            tx.commit().await.map_err(db)?;
-            folded += row.get::<_, i64>(0) as u64;
-        }
-        Ok(folded)
+        spend::fold_all(&mut client).await
     }
 
     pub async fn attempt_of_vendor_order(

@@ -48,18 +48,24 @@ impl<'a> OrderRow<'a> {
     }
 }
 
+/// The text of [`INSERT_ORDER`], for the statements built on it.
+macro_rules! insert_order {
+    () => {
+        "INSERT INTO vipd_orders (key, account, membership, rule, state, unsettled, record, fence)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    };
+}
+
 /// A new order's row: a second node's insert of the same key fails on the
 /// primary key.
-pub(super) const INSERT_ORDER: &str =
-    "INSERT INTO vipd_orders (key, account, membership, rule, state, unsettled, record, fence)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(super) const INSERT_ORDER: &str = insert_order!();
 
 /// What follows from an order's row, in the same statement and only when
 /// the row was written: its spend changes, appended (never updated: no
 /// other order's transition waits on them), and the vendor ids it newly
 /// names. `o` is the row's CTE; the statement returns whether it wrote.
 macro_rules! with_effects {
-    ($row:literal) => {
+    ($row:expr) => {
         concat!(
             "WITH o AS (",
             $row,
@@ -78,10 +84,7 @@ macro_rules! with_effects {
 }
 
 /// A new order with its effects.
-const INSERT_WITH_EFFECTS: &str = with_effects!(
-    "INSERT INTO vipd_orders (key, account, membership, rule, state, unsettled, record, fence)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-);
+const INSERT_WITH_EFFECTS: &str = with_effects!(insert_order!());
 
 /// A changed order with its effects, written only if its version is still
 /// `$15` and the writer's lease (node `$16`, fence `$8`) holds.
@@ -113,11 +116,15 @@ pub(super) async fn write(
     let (ids, attempts): (Vec<&str>, Vec<Option<i32>>) = Share::new_vendor_ids(before, &now)
         .map(|(id, n)| (id.as_str(), n.map(|n| n as i32)))
         .unzip();
-    let [p1, p2, p3, p4, p5, p6, p7, p8] = row.params();
-    let effects: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-        [&periods, &reserved, &settled, &o.provider, &ids, &attempts];
-    let mut params = vec![p1, p2, p3, p4, p5, p6, p7, p8];
-    params.extend(effects);
+    let mut params = row.params().to_vec();
+    params.extend::<[&(dyn tokio_postgres::types::ToSql + Sync); 6]>([
+        &periods,
+        &reserved,
+        &settled,
+        &o.provider,
+        &ids,
+        &attempts,
+    ]);
     let version = was.map(|(_, v)| v);
     let sql = match &version {
         None => INSERT_WITH_EFFECTS,
