@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
             counts_by_state_follow_every_write_and_a_reopen,
             budgets_and_indexes_follow_every_write_and_a_reopen,
             a_hold_refuses_new_orders_until_released,
+            plans_under_no_cap_meet_the_same_refusals,
         );
     };
     (@tests $backend:ty; $($name:ident,)*) => {

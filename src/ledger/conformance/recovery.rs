@@ -177,3 +177,50 @@ pub async fn a_hold_refuses_new_orders_until_released<B: Backend>() {
     l.plan(&request("b"), NOW).await.unwrap().unwrap();
     assert_eq!(l.held("acct-c").await.unwrap(), None);
 }
+
+/// A plan under no cap (which a store may write in one statement when
+/// nothing is in its way) meets every refusal a capped one does: the hold
+/// (but not for an account released from it), a key planned already,
+/// another unsettled order of the account and membership.
+pub async fn plans_under_no_cap_meet_the_same_refusals<B: Backend>() {
+    let (_place, l) = fresh::<B>().await;
+    let free = |key: &str| PlanRequest {
+        budget: Budget::default(),
+        ..request(key)
+    };
+    l.hold_all(NOW, "restored from a backup").await.unwrap();
+    let held = l.plan(&free("a"), NOW).await.unwrap();
+    assert!(matches!(held, Err(Refusal::Held { .. })), "{held:?}");
+    l.release(Some("acct-a")).await.unwrap();
+    l.plan(&free("a"), NOW).await.unwrap().unwrap();
+    let held = l.plan(&free("b"), NOW).await.unwrap();
+    assert!(matches!(held, Err(Refusal::Held { .. })), "{held:?}");
+    l.release(None).await.unwrap();
+    let b = l.plan(&free("b"), NOW).await.unwrap().unwrap();
+    assert_eq!((b.state, b.attempts), (OrderState::Planned, 1));
+    let again = l.plan(&free("b"), NOW).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            again,
+            Refusal::Exists {
+                state: OrderState::Planned,
+                ..
+            }
+        ),
+        "{again}"
+    );
+    let other = PlanRequest {
+        account: "acct-b".into(),
+        ..free("b-by-another-rule")
+    };
+    let refused = l.plan(&other, NOW).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&refused, Refusal::Exists { why, .. } if why.contains("acct-b")),
+        "{refused}"
+    );
+    assert_eq!(l.orders_of("acct-b").await.unwrap().len(), 1);
+    assert_eq!(
+        l.spend("keep", "2026-11-21").await.unwrap().reserved,
+        Fen(4000)
+    );
+}

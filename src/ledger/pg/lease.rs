@@ -14,10 +14,12 @@
 //! a busy node lost its lease). No advisory locks: they outlive neither a
 //! connection nor the work under them.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio_postgres::GenericClient;
 
+use super::batch::{Batch, last_of_each};
 use super::{PgError, Prepared};
 use crate::ledger::LedgerError;
 use crate::ledger::store::NodeInfo;
@@ -104,30 +106,51 @@ impl Lease {
     }
 }
 
-/// Claims (rule, account) for the node holding `lease`: `true` when it
-/// is this node's to check now (it was free, its holder's lease had run
-/// out, or it was this node's already). Two nodes asking at once: the
-/// primary key lets one in.
-pub async fn claim(
-    client: &impl deadpool_postgres::GenericClient,
-    lease: &Lease,
-    rule: &str,
-    account: &str,
-) -> Result<bool, PgError> {
-    let row = client
-        .opt(
-            "INSERT INTO vipd_claims (rule, account, fence)
-             SELECT $1, $2, $3
-             WHERE EXISTS (SELECT 1 FROM vipd_nodes WHERE fence = $3 AND lease_until > now())
-             ON CONFLICT (rule, account) DO UPDATE SET fence = EXCLUDED.fence
-             WHERE vipd_claims.fence = EXCLUDED.fence
-                OR NOT EXISTS (SELECT 1 FROM vipd_nodes n
-                               WHERE n.fence = vipd_claims.fence AND n.lease_until > now())
-             RETURNING 1",
-            &[&rule, &account, &lease.fence],
-        )
-        .await?;
-    Ok(row.is_some())
+/// Claims of (rule, account) pairs for the node holding a lease, asked
+/// by many checks at once and written in one statement a batch: a pair is
+/// this node's to check now when it was free, its holder's lease had run
+/// out, or it was this node's already. Two nodes asking at once: the
+/// primary key lets one in. A pair claimed comes with its stored check
+/// state (`None` when it has none), which its check reads next.
+pub(super) struct Claims(pub(super) Lease);
+
+/// A claim's answer: `None` when the pair is not this node's, else the
+/// pair's check state as stored.
+pub(super) type Claimed = Option<Option<serde_json::Value>>;
+
+impl Batch for Claims {
+    type Row = (String, String);
+    type Out = Claimed;
+    async fn write(
+        &self,
+        c: &deadpool_postgres::Client,
+        rows: &[Self::Row],
+    ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
+        let mut pairs = last_of_each(rows, |r| r);
+        // One order of row locks for every node: two never wait crosswise.
+        pairs.sort();
+        let rules: Vec<&str> = pairs.iter().map(|r| r.0.as_str()).collect();
+        let accounts: Vec<&str> = pairs.iter().map(|r| r.1.as_str()).collect();
+        let got: HashMap<(String, String), Option<serde_json::Value>> = c
+            .all(
+                "INSERT INTO vipd_claims (rule, account, fence)
+                 SELECT r, a, $3 FROM unnest($1::text[], $2::text[]) AS t(r, a)
+                 WHERE EXISTS (SELECT 1 FROM vipd_nodes WHERE fence = $3 AND lease_until > now())
+                 ON CONFLICT (rule, account) DO UPDATE SET fence = EXCLUDED.fence
+                 WHERE vipd_claims.fence = EXCLUDED.fence
+                    OR NOT EXISTS (SELECT 1 FROM vipd_nodes n
+                                   WHERE n.fence = vipd_claims.fence AND n.lease_until > now())
+                 RETURNING rule, account,
+                           (SELECT k.record FROM vipd_checks k
+                            WHERE k.rule = vipd_claims.rule AND k.account = vipd_claims.account)",
+                &[&rules, &accounts, &self.0.fence],
+            )
+            .await?
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect();
+        Ok(rows.iter().map(|r| got.get(r).cloned()).collect())
+    }
 }
 
 /// Gives a claim back, if it is still this node's.
@@ -193,17 +216,19 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::batch::Batcher;
     use super::super::throwaway::TestDb;
     use super::*;
 
     /// Each (rule, account) is one node's at a time: of two nodes asking
-    /// at once one gets it; the holder keeps it while its lease holds;
-    /// when its lease runs out (the node died) the other gets it; a
+    /// at once one gets it (each node's asks written as one batch, a pair
+    /// asked twice in it included); the holder keeps it while its lease
+    /// holds; when its lease runs out (the node died) the other gets it; a
     /// released claim is free; a node without its lease gets nothing.
     #[tokio::test]
     async fn a_pair_is_claimed_by_one_node_at_a_time() {
         let db = TestDb::migrated().await;
-        let pool = db.pool(3);
+        let pool = db.pool(8);
         let (c, ca, cb) = (
             pool.get().await.unwrap(),
             pool.get().await.unwrap(),
@@ -212,34 +237,51 @@ mod tests {
         let long = Duration::from_secs(60);
         let a = acquire(&**ca, "a", long).await.unwrap();
         let b = acquire(&**cb, "b", long).await.unwrap();
-        for i in 0..20 {
-            let account = format!("acct-{i}");
-            let (ra, rb) = tokio::join!(
-                claim(&ca, &a, "keep", &account),
-                claim(&cb, &b, "keep", &account)
-            );
-            assert!(ra.unwrap() ^ rb.unwrap(), "{account}: exactly one node");
+        let (node_a, node_b) = (
+            Batcher::start(pool.clone(), Claims(a.clone())),
+            Batcher::start(pool.clone(), Claims(b.clone())),
+        );
+        let claim = |node: &Batcher<Claims>, account: &str| {
+            let (node, pair) = (node.clone(), ("keep".to_owned(), account.to_owned()));
+            async move { node.write(pair).await.unwrap().is_some() }
+        };
+        let accounts: Vec<String> = (0..20).map(|i| format!("acct-{i}")).collect();
+        let asks = |node: &Batcher<Claims>| {
+            let asks: Vec<_> = accounts
+                .iter()
+                .chain([&"acct-3".to_owned()])
+                .map(|a| tokio::spawn(claim(node, a)))
+                .collect();
+            async move {
+                let mut got = Vec::new();
+                for ask in asks {
+                    got.push(ask.await.unwrap());
+                }
+                got
+            }
+        };
+        let (got_a, got_b) = tokio::join!(asks(&node_a), asks(&node_b));
+        for (i, account) in accounts.iter().enumerate() {
+            assert!(got_a[i] ^ got_b[i], "{account}: exactly one node");
         }
+        assert_eq!(got_a[20], got_a[3], "a pair asked twice in a batch");
         // The holder keeps it; the other does not get it.
-        assert!(claim(&ca, &a, "keep", "x").await.unwrap());
-        assert!(claim(&ca, &a, "keep", "x").await.unwrap(), "kept");
-        assert!(!claim(&cb, &b, "keep", "x").await.unwrap());
+        assert!(claim(&node_a, "x").await);
+        assert!(claim(&node_a, "x").await, "kept");
+        assert!(!claim(&node_b, "x").await);
         release(&ca, &a, "keep", "x").await.unwrap();
-        assert!(claim(&cb, &b, "keep", "x").await.unwrap(), "released");
+        assert!(claim(&node_b, "x").await, "released");
         // b's lease runs out: a takes its pairs.
         let brief = Duration::from_millis(300);
         assert!(renew(&**cb, &b, brief).await.unwrap());
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert!(!renew(&**cb, &b, long).await.unwrap(), "b's lease is gone");
-        assert!(
-            !claim(&cb, &b, "keep", "y").await.unwrap(),
-            "b claims nothing"
-        );
-        assert!(claim(&ca, &a, "keep", "x").await.unwrap(), "taken over");
+        assert!(!claim(&node_b, "y").await, "b claims nothing");
+        assert!(claim(&node_a, "x").await, "taken over");
         // A newer start under a's name: the old a claims nothing.
         let a2 = acquire(&**c, "a", long).await.unwrap();
-        assert!(!claim(&ca, &a, "keep", "free").await.unwrap());
-        assert!(claim(&c, &a2, "keep", "x").await.unwrap());
+        assert!(!claim(&node_a, "free").await);
+        assert!(claim(&Batcher::start(pool.clone(), Claims(a2)), "x").await);
         let listed = nodes(&**c).await.unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!((listed[0].name.as_str(), listed[0].claims), ("a", 1));

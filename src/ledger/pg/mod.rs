@@ -1,18 +1,25 @@
 //! The PostgreSQL store, for several vipd nodes on one ledger: the schema
 //! and its migrations (`schema.rs`); orders, budgets and vendor ids
-//! (`orders.rs`: the same order changes as sled, `ledger/change.rs`, under
-//! a row lock, with budgets changed in the same transaction); node
-//! leases, fences and claims (`lease.rs`); events, check, account and
-//! token records (`records.rs`); plugins' kv (`kv.rs`); the node's view
-//! of it all as the `Store` port (`store.rs`). Hot statements run
-//! prepared ([`Prepared`]).
+//! (`orders.rs`: the same order changes as sled, `ledger/change.rs`,
+//! written as compare-and-sets on the order's version, `write.rs`, with
+//! budgets changed in the same statement, `spend.rs`); node leases,
+//! fences and claims (`lease.rs`, kept alive by `keep.rs`); events,
+//! check, account and token records (`records.rs`); plugins' kv
+//! (`kv.rs`); the node's view of it all as the `Store` port (`store.rs`),
+//! with what it keeps so as not to ask again (`seen.rs`). Hot statements
+//! run prepared ([`Prepared`]); the many small writes of a busy node go
+//! through one writer a kind, many rows a statement and a commit
+//! (`batch.rs`).
 
+mod batch;
 mod import;
+mod keep;
 mod kv;
 pub mod lease;
 mod orders;
 mod records;
 mod schema;
+mod seen;
 mod spend;
 mod store;
 #[doc(hidden)]

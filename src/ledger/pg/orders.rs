@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 
+use super::batch::Batcher;
 use super::lease::Lease;
-use super::write::write;
+use super::write::{Plans, Transition, Transitions, Write, write};
 use super::{Prepared, db, from_json, pool_err, spend};
 use crate::ledger::derived::Share;
 use crate::ledger::{LedgerError, Order, OrderState, PlanRequest, Refusal, Spend, change};
@@ -31,6 +32,10 @@ pub struct PgOrders {
     /// when another node wrote the order since; the compare-and-set then
     /// fails and the order is read again.
     written: std::sync::Arc<std::sync::Mutex<HashMap<String, (Order, i64)>>>,
+    /// Transitions, and plans under no cap, written many to a statement
+    /// and a commit.
+    transitions: Batcher<Transitions>,
+    plans: Batcher<Plans>,
 }
 
 /// The most orders [`PgOrders`] keeps as written; past it, it starts again.
@@ -101,8 +106,11 @@ async fn locked_opt(
 
 impl PgOrders {
     /// Orders written by the node holding `lease`.
+    /// Starts its transitions' writer (on the current runtime).
     pub fn new(pool: Pool, lease: Lease) -> PgOrders {
         PgOrders {
+            transitions: Batcher::start(pool.clone(), Transitions(lease.clone())),
+            plans: Batcher::start(pool.clone(), Plans(lease.clone())),
             pool,
             lease,
             written: Default::default(),
@@ -122,6 +130,13 @@ impl PgOrders {
         }
     }
 
+    fn is_kept(&self, key: &str) -> bool {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+
     fn forget(&self, key: &str) -> Option<(Order, i64)> {
         self.written
             .lock()
@@ -133,11 +148,25 @@ impl PgOrders {
     /// key's row and the two spend rows are locked, and the database's
     /// unique index refuses a second unsettled order for the account and
     /// membership whatever node plans it.
+    ///
+    /// A plan under no cap is first tried as one statement that inserts
+    /// the order where nothing stands in its way (no other order of the
+    /// account, no hold, the lease holds, the key is new); when something
+    /// does, the plan is made again as one transaction that names it.
     pub async fn plan(
         &self,
         req: &PlanRequest,
         now: i64,
     ) -> Result<Result<Order, Refusal>, LedgerError> {
+        let uncapped = req.budget.per_day.is_none() && req.budget.per_month.is_none();
+        if uncapped && !self.is_kept(&req.key) {
+            let (mut order, added) = change::next_attempt(None, req, now);
+            order.stamp_from(added, unix_ms());
+            if self.plans.write(Transition::of(None, 0, &order)).await? {
+                self.remember(&order, 0);
+                return Ok(Ok(order));
+            }
+        }
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(db)?;
         // The lease, the hold and another unsettled order of the account,
@@ -218,8 +247,11 @@ impl PgOrders {
         let was = existing.as_ref().map(Share::of);
         let (mut order, added) = change::next_attempt(existing, req, now);
         order.stamp_from(added, unix_ms());
-        let before = was.as_ref().zip(version);
-        if let Err(e) = write(&tx, &self.lease, before, &order).await {
+        let how = match (&was, version) {
+            (Some(share), Some(v)) => Write::Over(share, v),
+            _ => Write::New,
+        };
+        if let Err(e) = write(&tx, &self.lease, how, &order).await {
             let why = if violates(&e, "vipd_orders_one_unsettled") {
                 format!(
                     "another order for {} {} is not settled and shown yet",
@@ -240,34 +272,36 @@ impl PgOrders {
         Ok(Ok(order))
     }
 
-    /// One transition of one order, as one statement that writes it only
-    /// if nobody wrote it since it was read: from the order as this node
-    /// last wrote it, or read (with its version) when it is not kept.
-    /// When another writer got in first, the transition is made again
-    /// under the order's row lock, where nobody can. `f` may run more than
-    /// once, on each reading; only the written one counts.
+    /// One transition of one order, written only if nobody wrote the order
+    /// since it was read: from the order as this node last wrote it, or
+    /// read (with its version) when it is not kept, and written with the
+    /// other transitions waiting at the time, in one statement and one
+    /// commit (`batch.rs`). When another writer got in first, the
+    /// transition is made again under the order's row lock, where nobody
+    /// can. `f` may run more than once, on each reading; only the written
+    /// one counts.
     pub async fn modify<R>(
         &self,
         key: &str,
         f: impl Fn(&mut Order) -> Result<R, LedgerError>,
     ) -> Result<(Order, R), LedgerError> {
-        let mut client = self.pool.get().await.map_err(pool_err)?;
         let kept = self.forget(key);
         let from_kept = kept.is_some();
         let (mut order, version) = match kept {
             Some(k) => k,
-            None => match versioned(&client, key, &self.lease, false).await? {
-                (_, _, false) => return Err(self.lease.lost()),
-                (o, v, true) => (o, v),
-            },
+            None => {
+                let client = self.pool.get().await.map_err(pool_err)?;
+                match versioned(&client, key, &self.lease, false).await? {
+                    (_, _, false) => return Err(self.lease.lost()),
+                    (o, v, true) => (o, v),
+                }
+            }
         };
         let was = Share::of(&order);
         match change::apply(&mut order, unix_ms(), &f) {
             Ok(r) => {
-                if write(&client, &self.lease, Some((&was, version)), &order)
-                    .await
-                    .map_err(db)?
-                {
+                let transition = Transition::of(Some(&was), version, &order);
+                if self.transitions.write(transition).await? {
                     self.remember(&order, version + 1);
                     return Ok((order, r));
                 }
@@ -278,6 +312,7 @@ impl PgOrders {
         }
         // Another writer got in first (or the lease is gone): under the
         // row lock, nobody else can.
+        let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(db)?;
         let (mut order, version, held) = versioned(&tx, key, &self.lease, true).await?;
         if !held {
@@ -285,7 +320,7 @@ impl PgOrders {
         }
         let was = Share::of(&order);
         let r = change::apply(&mut order, unix_ms(), &f)?;
-        if !write(&tx, &self.lease, Some((&was, version)), &order)
+        if !write(&tx, &self.lease, Write::Over(&was, version), &order)
             .await
             .map_err(db)?
         {

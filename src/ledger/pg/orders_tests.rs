@@ -105,6 +105,28 @@ async fn nodes_planning_at_once_never_pay_twice_or_pass_a_cap() {
             .count();
         assert_eq!(planned, 1, "{}: one period, one order", ka.account);
     }
+    // One node planning two keys for one account, and one key twice, at
+    // once (in one batch): one order.
+    let plans: Vec<_> = ["batched-1", "batched-2", "batched-1"]
+        .into_iter()
+        .map(|key| {
+            let (n, r) = (
+                a.clone(),
+                PlanRequest {
+                    account: "batched".into(),
+                    budget: Budget::default(),
+                    ..request(key)
+                },
+            );
+            tokio::spawn(async move { n.plan(&r, NOW).await.unwrap().is_ok() })
+        })
+        .collect();
+    let mut planned = 0;
+    for p in plans {
+        planned += usize::from(p.await.unwrap());
+    }
+    assert_eq!(planned, 1, "one account, one order");
+    assert_eq!(a.orders_of("batched").await.unwrap().len(), 1);
     // The suite's cap is 5000 a day and each plan holds 2000: six
     // plans from two nodes on a fresh day, two fit.
     let day = |key: &str| {
@@ -384,4 +406,33 @@ async fn transitions_of_one_order_from_several_nodes_are_never_lost() {
         .count();
     assert_eq!(kept, 40, "{:?}", o.history);
     assert!(o.history.iter().any(|t| t.why == "a's note"));
+}
+
+/// Two transitions of one order read at the same version and written in
+/// one batch: one is written and told so; the other is told it was not
+/// (its caller makes it again on a fresh reading), never both.
+#[tokio::test]
+async fn two_transitions_of_one_order_in_one_batch_are_never_both_written() {
+    let db = TestDb::migrated().await;
+    let (n, lease) = named(&db, "solo", Duration::from_secs(60)).await;
+    let req = PlanRequest {
+        budget: Budget::default(),
+        ..request("k")
+    };
+    n.plan(&req, NOW).await.unwrap().unwrap();
+    let order = n.get("k").await.unwrap().unwrap();
+    let was = Share::of(&order);
+    let writer = Batcher::start(db.pool(2), Transitions(lease));
+    let noted = |why: &'static str| {
+        let mut o = order.clone();
+        o.enter(o.state, NOW, why);
+        let (writer, t) = (writer.clone(), Transition::of(Some(&was), 0, &o));
+        tokio::spawn(async move { writer.write(t).await.unwrap() })
+    };
+    let (first, second) = (noted("first"), noted("second"));
+    let written = [first.await.unwrap(), second.await.unwrap()];
+    assert_eq!(written, [true, false]);
+    let stored = n.get("k").await.unwrap().unwrap();
+    assert!(stored.history.iter().any(|t| t.why == "first"));
+    assert!(!stored.history.iter().any(|t| t.why == "second"));
 }

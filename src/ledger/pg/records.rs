@@ -1,12 +1,15 @@
 //! Events, check states, account states and rotated tokens in PostgreSQL:
 //! one JSON record a row, under the keys they are found by. Plain writes:
 //! none of them moves money, so none takes a lease (an event from a node
-//! whose lease just ran out still tells what happened).
+//! whose lease just ran out still tells what happened). Events, check
+//! states and account states are written in batches (`batch.rs`): many
+//! renewals' rows in one statement and one commit.
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::batch::{Batch, Batcher, last_of_each};
 use super::{Prepared, db, from_json, pool_err};
 use crate::ledger::{AccountState, CheckState, EventRecord, Hold, LedgerError, StoredToken};
 
@@ -14,11 +17,91 @@ use crate::ledger::{AccountState, CheckState, EventRecord, Hold, LedgerError, St
 #[derive(Clone)]
 pub struct PgRecords {
     pool: Pool,
-    /// Connections whose commits do not wait for the WAL flush
-    /// (`synchronous_commit = off`), for check and account states: they
+    events: Batcher<Events>,
+    /// Check and account states are written on connections whose commits
+    /// do not wait for the WAL flush (`synchronous_commit = off`): they
     /// move no money, and what a database crash loses of them (its last
     /// fraction of a second) the next check writes again.
-    relaxed: Pool,
+    checks: Batcher<Checks>,
+    states: Batcher<AccountStates>,
+}
+
+/// Events appended, in the order asked.
+struct Events;
+
+impl Batch for Events {
+    type Row = (i64, serde_json::Value);
+    type Out = ();
+    async fn write(
+        &self,
+        c: &deadpool_postgres::Client,
+        rows: &[Self::Row],
+    ) -> Result<Vec<()>, tokio_postgres::Error> {
+        let at: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let records: Vec<&serde_json::Value> = rows.iter().map(|r| &r.1).collect();
+        c.run(
+            "INSERT INTO vipd_events (at, record)
+             SELECT at, record FROM unnest($1::bigint[], $2::json[]) WITH ORDINALITY AS t(at, record, i)
+             ORDER BY i",
+            &[&at, &records],
+        )
+        .await?;
+        Ok(vec![(); rows.len()])
+    }
+}
+
+/// Check states by (rule, account): the last asked of each stands.
+struct Checks;
+
+impl Batch for Checks {
+    type Row = (String, String, serde_json::Value);
+    type Out = ();
+    async fn write(
+        &self,
+        c: &deadpool_postgres::Client,
+        rows: &[Self::Row],
+    ) -> Result<Vec<()>, tokio_postgres::Error> {
+        let mut last = last_of_each(rows, |r| (&r.0, &r.1));
+        // One order of row locks for every writer: two never wait crosswise.
+        last.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let rules: Vec<&str> = last.iter().map(|r| r.0.as_str()).collect();
+        let accounts: Vec<&str> = last.iter().map(|r| r.1.as_str()).collect();
+        let records: Vec<&serde_json::Value> = last.iter().map(|r| &r.2).collect();
+        c.run(
+            "INSERT INTO vipd_checks (rule, account, record)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::json[])
+             ON CONFLICT (rule, account) DO UPDATE SET record = EXCLUDED.record",
+            &[&rules, &accounts, &records],
+        )
+        .await?;
+        Ok(vec![(); rows.len()])
+    }
+}
+
+/// Account states by account: the last asked of each stands.
+struct AccountStates;
+
+impl Batch for AccountStates {
+    type Row = (String, serde_json::Value);
+    type Out = ();
+    async fn write(
+        &self,
+        c: &deadpool_postgres::Client,
+        rows: &[Self::Row],
+    ) -> Result<Vec<()>, tokio_postgres::Error> {
+        let mut last = last_of_each(rows, |r| &r.0);
+        last.sort_by(|a, b| a.0.cmp(&b.0));
+        let accounts: Vec<&str> = last.iter().map(|r| r.0.as_str()).collect();
+        let states: Vec<&serde_json::Value> = last.iter().map(|r| &r.1).collect();
+        c.run(
+            "INSERT INTO vipd_accounts (account, state)
+             SELECT * FROM unnest($1::text[], $2::json[])
+             ON CONFLICT (account) DO UPDATE SET state = EXCLUDED.state",
+            &[&accounts, &states],
+        )
+        .await?;
+        Ok(vec![(); rows.len()])
+    }
 }
 
 impl std::fmt::Debug for PgRecords {
@@ -34,8 +117,14 @@ fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
 impl PgRecords {
     /// Records written through `pool`, check and account states through
     /// `relaxed`.
+    /// Starts their writers (on the current runtime).
     pub fn new(pool: Pool, relaxed: Pool) -> PgRecords {
-        PgRecords { pool, relaxed }
+        PgRecords {
+            events: Batcher::start(pool.clone(), Events),
+            checks: Batcher::start(relaxed.clone(), Checks),
+            states: Batcher::start(relaxed, AccountStates),
+            pool,
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, LedgerError> {
@@ -44,15 +133,7 @@ impl PgRecords {
 
     /// Appends to the event log.
     pub async fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
-        self.client()
-            .await?
-            .run(
-                "INSERT INTO vipd_events (at, record) VALUES ($1, $2)",
-                &[&ev.at, &to_json(ev)],
-            )
-            .await
-            .map_err(db)?;
-        Ok(())
+        self.events.write((ev.at, to_json(ev))).await
     }
 
     /// Drops the events recorded before `before` (unix seconds).
@@ -171,18 +252,9 @@ impl PgRecords {
         account: &str,
         state: &CheckState,
     ) -> Result<(), LedgerError> {
-        self.relaxed
-            .get()
+        self.checks
+            .write((rule.to_owned(), account.to_owned(), to_json(state)))
             .await
-            .map_err(pool_err)?
-            .run(
-                "INSERT INTO vipd_checks (rule, account, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (rule, account) DO UPDATE SET record = $3",
-                &[&rule, &account, &to_json(state)],
-            )
-            .await
-            .map_err(db)?;
-        Ok(())
     }
 
     async fn account_column<T: DeserializeOwned>(
@@ -205,37 +277,53 @@ impl PgRecords {
         }
     }
 
-    async fn put_account_column(
-        &self,
-        pool: &Pool,
-        column: &str,
-        account: &str,
-        v: serde_json::Value,
-    ) -> Result<(), LedgerError> {
-        pool.get()
-            .await
-            .map_err(pool_err)?
-            .run(
-                &format!(
-                    "INSERT INTO vipd_accounts (account, {column}) VALUES ($1, $2)
-                     ON CONFLICT (account) DO UPDATE SET {column} = $2"
-                ),
-                &[&account, &v],
-            )
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
     /// The account's stored token pair, if it was ever rotated.
     pub async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
         self.account_column("token", account).await
     }
 
+    /// The account's stored token pair and, read with it, its credential
+    /// state (`None` when the state does not decode: its own read says
+    /// why).
+    pub async fn token_and_state(
+        &self,
+        account: &str,
+    ) -> Result<(Option<StoredToken>, Option<AccountState>), LedgerError> {
+        let row = self
+            .client()
+            .await?
+            .opt(
+                "SELECT token, state FROM vipd_accounts WHERE account = $1",
+                &[&account],
+            )
+            .await
+            .map_err(db)?;
+        let Some(row) = row else {
+            return Ok((None, Some(AccountState::default())));
+        };
+        let token = row
+            .get::<_, Option<serde_json::Value>>(0)
+            .map(|v| from_json("vipd_accounts", &format!("{account}/token"), v))
+            .transpose()?;
+        let state = match row.get::<_, Option<serde_json::Value>>(1) {
+            Some(v) => serde_json::from_value(v).ok(),
+            None => Some(AccountState::default()),
+        };
+        Ok((token, state))
+    }
+
     /// Stores a rotated token pair (durable once this returns: committed).
     pub async fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
-        self.put_account_column(&self.pool, "token", account, to_json(token))
+        self.client()
+            .await?
+            .run(
+                "INSERT INTO vipd_accounts (account, token) VALUES ($1, $2)
+                 ON CONFLICT (account) DO UPDATE SET token = $2",
+                &[&account, &to_json(token)],
+            )
             .await
+            .map_err(db)?;
+        Ok(())
     }
 
     /// An account's credential state.
@@ -252,7 +340,8 @@ impl PgRecords {
         account: &str,
         state: &AccountState,
     ) -> Result<(), LedgerError> {
-        self.put_account_column(&self.relaxed, "state", account, to_json(state))
+        self.states
+            .write((account.to_owned(), to_json(state)))
             .await
     }
 }

@@ -6,9 +6,9 @@
 //!   length. A renewal the database refuses means the lease is gone (it
 //!   ran out while the node was cut off, or a newer start took the name):
 //!   [`Store::failed`] resolves and the daemon exits, to be restarted
-//!   under a new fence. While the database cannot be reached, every write
-//!   fails (each checks the lease in its own transaction), so nothing is
-//!   paid; `/healthz` says why.
+//!   under a new fence (`keep.rs`). While the database cannot be reached,
+//!   every write fails (each checks the lease in its own statement), so
+//!   nothing is paid; `/healthz` says why.
 //! - **Pairs.** Each pair has a preferred node among those whose lease
 //!   holds ([`lease::preferred`]); a node checks a pair only when it is
 //!   the preferred one and holds the pair's claim in the database. A node
@@ -17,7 +17,7 @@
 //! - **Take-over.** [`Store::take_over`] recovers what dead nodes left in
 //!   flight: `sent` becomes `unknown` (never re-sent), `planned` retryable.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,10 @@ use deadpool_postgres::Pool;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::batch::Batcher;
+use super::keep::{Live, keep_lease, look_at_nodes};
 use super::lease::{self, Lease};
+use super::seen::Seen;
 use super::{PgError, PgKv, PgOrders, PgRecords, db, pool_err};
 use crate::ledger::kv::{KvError, KvQuota};
 use crate::ledger::store::{KvValue, NodeInfo, Store};
@@ -59,21 +62,6 @@ impl std::fmt::Debug for PgConfig {
     }
 }
 
-/// The nodes whose lease held at the last look, with when each runs out
-/// by this node's monotonic clock.
-#[derive(Debug, Default)]
-struct Live(Vec<(String, Instant)>);
-
-impl Live {
-    fn names(&self, now: Instant) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(_, until)| *until > now)
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-}
-
 /// One node's view of a PostgreSQL ledger.
 pub struct PgStore {
     pool: Pool,
@@ -82,9 +70,11 @@ pub struct PgStore {
     records: PgRecords,
     kv: PgKv,
     live: Arc<Mutex<Live>>,
-    /// The pairs this node claimed, so that it gives back those it no
-    /// longer prefers without asking the database about the others.
-    claimed: Mutex<HashSet<(String, String)>>,
+    /// The pairs this node claimed (so that it gives back those it no
+    /// longer prefers without asking the database about the others),
+    /// their check states, the hold.
+    seen: Seen,
+    claims: Batcher<lease::Claims>,
     lost: watch::Receiver<Option<String>>,
     _renewal: DropGuard,
 }
@@ -172,10 +162,11 @@ impl PgStore {
             orders: PgOrders::new(pool.clone(), lease.clone()),
             records: PgRecords::new(pool.clone(), relaxed_pool(cfg)?),
             kv: PgKv::new(pool.clone()),
+            claims: Batcher::start(pool.clone(), lease::Claims(lease.clone())),
             pool,
             lease,
             live,
-            claimed: Mutex::default(),
+            seen: Seen::default(),
             lost,
             _renewal: stop.drop_guard(),
         };
@@ -191,83 +182,6 @@ impl PgStore {
     async fn refresh_live(&self) -> Result<(), PgError> {
         let client = self.pool.get().await.map_err(PgError::from_pool)?;
         look_at_nodes(&**client, &self.live).await
-    }
-}
-
-/// Reads which nodes' leases hold, into `live`.
-async fn look_at_nodes(
-    client: &impl tokio_postgres::GenericClient,
-    live: &Mutex<Live>,
-) -> Result<(), PgError> {
-    let seen = Instant::now();
-    let nodes = lease::nodes(client).await?;
-    let mut now_live = Vec::new();
-    for n in nodes.into_iter().filter(|n| n.lease_left > 0.0) {
-        now_live.push((n.name, seen + Duration::from_secs_f64(n.lease_left)));
-    }
-    *live.lock().unwrap_or_else(|p| p.into_inner()) = Live(now_live);
-    Ok(())
-}
-
-/// Renews the lease every third of its length until `stop`, on a
-/// connection of its own (a pool busy with checks must not starve it);
-/// reports a lease the database says is gone on `lost` (sticky).
-async fn keep_lease(
-    settings: tokio_postgres::Config,
-    lease: Lease,
-    ttl: Duration,
-    live: Arc<Mutex<Live>>,
-    lost: watch::Sender<Option<String>>,
-    stop: CancellationToken,
-) {
-    let mut last_renewed = Instant::now();
-    let mut client: Option<tokio_postgres::Client> = None;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(ttl / 3) => {}
-        }
-        let attempt = async {
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
-                let (c, conn) = settings.connect(tokio_postgres::NoTls).await?;
-                tokio::spawn(conn);
-                client = Some(c);
-            }
-            let c = client.as_ref().expect("connected above");
-            match lease::renew(c, &lease, ttl).await? {
-                true => look_at_nodes(c, &live).await.map(|()| true),
-                false => Ok(false),
-            }
-        };
-        let renewed = match tokio::time::timeout(ttl / 3, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(PgError::Pool(
-                "no answer within a third of the lease".into(),
-            )),
-        };
-        match renewed {
-            Ok(true) => last_renewed = Instant::now(),
-            Ok(false) => {
-                let why = format!(
-                    "node {} lost its lease (fence {}): it ran out while the node was cut off, \
-                     or another start took the name; this node must not pay any more",
-                    lease.node, lease.fence
-                );
-                tracing::error!("{why}");
-                let _ = lost.send(Some(why));
-                return;
-            }
-            Err(e) => {
-                client = None;
-                let gone = last_renewed.elapsed() >= ttl;
-                tracing::warn!(
-                    node = %lease.node,
-                    error = %e,
-                    lease_ran_out = gone,
-                    "cannot renew the lease; no payment until the database answers"
-                );
-            }
-        }
     }
 }
 
@@ -414,12 +328,24 @@ impl Store for PgStore {
         self.orders.spend(rule, period).await
     }
     async fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError> {
+        self.seen.forget_hold();
         self.records.hold_all(now, reason).await
     }
+    /// From the hold read within the last second: the plan that would pay
+    /// reads it again in its own statement.
     async fn held(&self, account: &str) -> Result<Option<String>, LedgerError> {
-        Ok(self.records.hold().await?.and_then(|h| h.of(account)))
+        let hold = match self.seen.hold() {
+            Some(hold) => hold,
+            None => {
+                let hold = self.records.hold().await?;
+                self.seen.keep_hold(hold.clone());
+                hold
+            }
+        };
+        Ok(hold.and_then(|h| h.of(account)))
     }
     async fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError> {
+        self.seen.forget_hold();
         self.records.release(account).await
     }
     async fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
@@ -431,8 +357,14 @@ impl Store for PgStore {
     async fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError> {
         self.records.events(limit).await
     }
+    /// A pair this node holds: as it last wrote or read it.
     async fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError> {
-        self.records.check_state(rule, account).await
+        if let Some(state) = self.seen.check(rule, account) {
+            return Ok(state);
+        }
+        let state = self.records.check_state(rule, account).await?;
+        self.seen.keep_check(rule, account, &state);
+        Ok(state)
     }
     async fn put_check_state(
         &self,
@@ -440,22 +372,33 @@ impl Store for PgStore {
         account: &str,
         state: &CheckState,
     ) -> Result<(), LedgerError> {
-        self.records.put_check_state(rule, account, state).await
+        self.records.put_check_state(rule, account, state).await?;
+        self.seen.keep_check(rule, account, state);
+        Ok(())
     }
+    /// Read with the account's state, which the check asks for next.
     async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
-        self.records.stored_token(account).await
+        let (token, state) = self.records.token_and_state(account).await?;
+        if let Some(state) = state {
+            self.seen.keep_account(account, state);
+        }
+        Ok(token)
     }
     async fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
         self.records.put_token(account, token).await
     }
     async fn account_state(&self, account: &str) -> Result<AccountState, LedgerError> {
-        self.records.account_state(account).await
+        match self.seen.take_account(account) {
+            Some(state) => Ok(state),
+            None => self.records.account_state(account).await,
+        }
     }
     async fn put_account_state(
         &self,
         account: &str,
         state: &AccountState,
     ) -> Result<(), LedgerError> {
+        self.seen.take_account(account);
         self.records.put_account_state(account, state).await
     }
     async fn kv_get(&self, plugin: &str, key: &str, now: i64) -> Result<Option<KvValue>, KvError> {
@@ -527,13 +470,8 @@ impl Store for PgStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .names(Instant::now());
-        let pair = (rule.to_owned(), account.to_owned());
         let mine = lease::preferred(&live, rule, account).is_none_or(|p| p == self.lease.node);
-        let held = self
-            .claimed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&pair);
+        let held = self.seen.holds(rule, account);
         if !mine && !held {
             return Ok(false);
         }
@@ -544,24 +482,26 @@ impl Store for PgStore {
         if mine && held && self.lost.borrow().is_none() {
             return Ok(true);
         }
-        let client = self.pool.get().await.map_err(pool_err)?;
         let got = if mine {
-            lease::claim(&client, &self.lease, rule, account)
-                .await
-                .map_err(db)?
+            let claimed = self
+                .claims
+                .write((rule.to_owned(), account.to_owned()))
+                .await?;
+            // A pair never checked has no row: its state is the default.
+            claimed.map(|state| match state {
+                Some(v) => serde_json::from_value(v).ok(),
+                None => Some(CheckState::default()),
+            })
         } else {
+            let client = self.pool.get().await.map_err(pool_err)?;
             lease::release(&client, &self.lease, rule, account)
                 .await
                 .map_err(db)?;
-            false
+            None
         };
-        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
-        if got {
-            claimed.insert(pair);
-        } else {
-            claimed.remove(&pair);
-        }
-        Ok(got)
+        let mine = got.is_some();
+        self.seen.claimed(rule, account, got);
+        Ok(mine)
     }
     async fn nodes(&self) -> Result<Vec<NodeInfo>, LedgerError> {
         let client = self.pool.get().await.map_err(pool_err)?;

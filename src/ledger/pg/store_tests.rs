@@ -54,6 +54,11 @@ async fn a_dead_nodes_work_is_taken_over_after_its_lease() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let accounts: Vec<String> = (0..100).map(|i| format!("acct-{i}")).collect();
     let mut per = [0, 0];
+    let noted = CheckState {
+        decision: "checked by n1".into(),
+        ..CheckState::default()
+    };
+    let mut of_a = Vec::new();
     for acct in &accounts {
         let (ra, rb) = (
             a.claim("keep", acct).await.unwrap(),
@@ -61,6 +66,10 @@ async fn a_dead_nodes_work_is_taken_over_after_its_lease() {
         );
         assert!(ra ^ rb, "{acct}: one node");
         per[usize::from(rb)] += 1;
+        if ra {
+            a.put_check_state("keep", acct, &noted).await.unwrap();
+            of_a.push(acct.clone());
+        }
     }
     assert!(per[0] > 20 && per[1] > 20, "{per:?}");
     drop(a);
@@ -77,6 +86,10 @@ async fn a_dead_nodes_work_is_taken_over_after_its_lease() {
     );
     for acct in &accounts {
         assert!(b.claim("keep", acct).await.unwrap(), "{acct} moved to n2");
+    }
+    // The pairs taken over go on from n1's last check.
+    for acct in &of_a {
+        assert_eq!(b.check_state("keep", acct).await.unwrap(), noted, "{acct}");
     }
     b.plan(&request("nul"), NOW).await.unwrap().unwrap();
     b.mark_sent("nul", NOW).await.unwrap();
@@ -145,4 +158,66 @@ async fn a_node_that_loses_its_lease_stops_paying() {
         old.plan(&request("k"), NOW).await,
         Err(LedgerError::Fenced(_))
     ));
+    let uncapped = crate::ledger::PlanRequest {
+        budget: Default::default(),
+        ..request("k")
+    };
+    assert!(matches!(
+        old.plan(&uncapped, NOW).await,
+        Err(LedgerError::Fenced(_))
+    ));
+}
+
+/// A hold set on one node stops another node's plans at once (capped or
+/// not: each plan reads the hold in its own statement), and the other
+/// node's checks say so within a second, without asking at every check.
+#[tokio::test]
+async fn a_hold_set_on_one_node_stops_the_others_plans_at_once() {
+    use crate::ledger::conformance::{NOW, request};
+    let db = database().await;
+    let a = PgStore::open(&config(&db, "a")).await.unwrap();
+    let b = PgStore::open(&config(&db, "b")).await.unwrap();
+    assert_eq!(a.held("acct-x").await.unwrap(), None);
+    b.hold_all(NOW, "restored from a backup").await.unwrap();
+    let uncapped = crate::ledger::PlanRequest {
+        budget: Default::default(),
+        ..request("x")
+    };
+    for req in [uncapped, request("y")] {
+        let refused = a.plan(&req, NOW).await.unwrap();
+        assert!(matches!(refused, Err(Refusal::Held { .. })), "{refused:?}");
+    }
+    let seen_within = Instant::now();
+    while a.held("acct-x").await.unwrap().is_none() {
+        assert!(
+            seen_within.elapsed() < Duration::from_secs(2),
+            "a check sees another node's hold within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.release(None).await.unwrap();
+    a.plan(&request("y"), NOW).await.unwrap().unwrap();
+}
+
+/// An account's state read with its token answers the check's next ask,
+/// never over a state written since.
+#[tokio::test]
+async fn an_account_state_read_with_its_token_never_hides_a_later_write() {
+    let db = database().await;
+    let a = PgStore::open(&config(&db, "a")).await.unwrap();
+    let failing = AccountState {
+        auth_failing: true,
+        last_error: Some("token expired".into()),
+    };
+    a.put_account_state("acct", &failing).await.unwrap();
+    assert_eq!(a.stored_token("acct").await.unwrap(), None);
+    assert_eq!(a.account_state("acct").await.unwrap(), failing);
+    a.stored_token("acct").await.unwrap();
+    a.put_account_state("acct", &AccountState::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        a.account_state("acct").await.unwrap(),
+        AccountState::default()
+    );
 }

@@ -1,0 +1,189 @@
+//! What a node keeps of the shared ledger so as not to ask the database
+//! again at every check:
+//!
+//! - **Its claims.** A claim stays the node's while its lease holds (a
+//!   claim moves only when its holder's lease has run out), so a pair it
+//!   holds is not asked for again.
+//! - **Its pairs' check states.** Only a pair's claim holder checks it and
+//!   writes its check state, so while the node holds the claim, the state
+//!   it last wrote or read is the stored one. A pair claimed anew (it may
+//!   have been another node's meanwhile) starts from the state the claim
+//!   read in its own statement.
+//! - **An account's state, read with its token, for a second.** A check
+//!   reads the account's token before it asks the vendor and its state
+//!   after; both are one row, read once. The state moves no money (it
+//!   says whether the account's reads fail).
+//! - **The hold, for a second.** A check asks whether its account is held
+//!   only to say so; the plan that would pay reads the hold in its own
+//!   statement, so a hold set on another node stops this node's payments
+//!   at once and shows in its checks within [`HOLD_FRESH`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::ledger::{AccountState, CheckState, Hold};
+
+/// How long a node answers a check's "is it held?" from the hold it last
+/// read.
+pub(super) const HOLD_FRESH: Duration = Duration::from_secs(1);
+
+type Pair = (String, String);
+
+/// A node's memory of the shared ledger.
+#[derive(Debug, Default)]
+pub(super) struct Seen {
+    claimed: Mutex<HashSet<Pair>>,
+    checks: Mutex<HashMap<Pair, CheckState>>,
+    hold: Mutex<Option<(Instant, Option<Hold>)>>,
+    accounts: Mutex<HashMap<String, (Instant, AccountState)>>,
+}
+
+/// The most account states kept at once (each is taken by the check that
+/// read it); past it, they are read again.
+const ACCOUNTS_MAX: usize = 10_000;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pair(rule: &str, account: &str) -> Pair {
+    (rule.to_owned(), account.to_owned())
+}
+
+impl Seen {
+    /// Whether the node holds the pair's claim, as it last learned.
+    pub(super) fn holds(&self, rule: &str, account: &str) -> bool {
+        lock(&self.claimed).contains(&pair(rule, account))
+    }
+
+    /// What the database answered for the pair's claim: `None` when it is
+    /// not this node's, else with the check state it read (`None` when
+    /// that did not decode: the check's own read will say why). A pair
+    /// taken anew starts from that state; one not held forgets it.
+    pub(super) fn claimed(&self, rule: &str, account: &str, got: Option<Option<CheckState>>) {
+        let p = pair(rule, account);
+        let mut claimed = lock(&self.claimed);
+        let mut checks = lock(&self.checks);
+        match got {
+            Some(state) => {
+                if claimed.insert(p.clone()) {
+                    match state {
+                        Some(state) => checks.insert(p, state),
+                        None => checks.remove(&p),
+                    };
+                }
+            }
+            None => {
+                claimed.remove(&p);
+                checks.remove(&p);
+            }
+        }
+    }
+
+    /// The pair's check state, when the node holds its claim and knows it.
+    pub(super) fn check(&self, rule: &str, account: &str) -> Option<CheckState> {
+        if !self.holds(rule, account) {
+            return None;
+        }
+        lock(&self.checks).get(&pair(rule, account)).cloned()
+    }
+
+    /// Keeps the pair's check state as stored, when the node holds its
+    /// claim.
+    pub(super) fn keep_check(&self, rule: &str, account: &str, state: &CheckState) {
+        if self.holds(rule, account) {
+            lock(&self.checks).insert(pair(rule, account), state.clone());
+        }
+    }
+
+    /// The hold as read less than [`HOLD_FRESH`] ago.
+    pub(super) fn hold(&self) -> Option<Option<Hold>> {
+        match &*lock(&self.hold) {
+            Some((at, hold)) if at.elapsed() < HOLD_FRESH => Some(hold.clone()),
+            _ => None,
+        }
+    }
+
+    /// The hold as just read.
+    pub(super) fn keep_hold(&self, hold: Option<Hold>) {
+        *lock(&self.hold) = Some((Instant::now(), hold));
+    }
+
+    /// An account's state as read with its token.
+    pub(super) fn keep_account(&self, account: &str, state: AccountState) {
+        let mut accounts = lock(&self.accounts);
+        if accounts.len() >= ACCOUNTS_MAX {
+            accounts.clear();
+        }
+        accounts.insert(account.to_owned(), (Instant::now(), state));
+    }
+
+    /// The account's state read with its token less than [`HOLD_FRESH`]
+    /// ago, taken: the next ask reads it again.
+    pub(super) fn take_account(&self, account: &str) -> Option<AccountState> {
+        match lock(&self.accounts).remove(account) {
+            Some((at, state)) if at.elapsed() < HOLD_FRESH => Some(state),
+            _ => None,
+        }
+    }
+
+    /// The hold changed on this node: read it again.
+    pub(super) fn forget_hold(&self) {
+        *lock(&self.hold) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(decision: &str) -> CheckState {
+        CheckState {
+            decision: decision.into(),
+            ..CheckState::default()
+        }
+    }
+
+    /// A check state is kept only for a pair the node holds; a pair
+    /// claimed anew starts from the state its claim read, or is read again.
+    #[test]
+    fn check_states_are_kept_only_while_the_claim_is_held() {
+        let seen = Seen::default();
+        seen.keep_check("keep", "a", &state("renew"));
+        assert_eq!(seen.check("keep", "a"), None, "not claimed");
+        seen.claimed("keep", "a", Some(Some(state("wait"))));
+        assert_eq!(seen.check("keep", "a"), Some(state("wait")), "as claimed");
+        seen.keep_check("keep", "a", &state("renew"));
+        assert_eq!(seen.check("keep", "a"), Some(state("renew")));
+        seen.claimed("keep", "a", Some(Some(state("stale"))));
+        assert_eq!(seen.check("keep", "a"), Some(state("renew")), "still held");
+        seen.claimed("keep", "a", None);
+        assert_eq!(seen.check("keep", "a"), None, "given up");
+        seen.claimed("keep", "a", Some(None));
+        assert_eq!(seen.check("keep", "a"), None, "undecodable: read again");
+    }
+
+    #[test]
+    fn an_account_state_read_with_its_token_is_taken_once() {
+        let seen = Seen::default();
+        let failing = AccountState {
+            auth_failing: true,
+            last_error: None,
+        };
+        seen.keep_account("a", failing.clone());
+        assert_eq!(seen.take_account("b"), None);
+        assert_eq!(seen.take_account("a"), Some(failing));
+        assert_eq!(seen.take_account("a"), None, "taken");
+    }
+
+    #[test]
+    fn a_hold_is_answered_from_memory_for_a_second() {
+        let seen = Seen::default();
+        assert_eq!(seen.hold(), None);
+        seen.keep_hold(None);
+        assert_eq!(seen.hold(), Some(None));
+        seen.forget_hold();
+        assert_eq!(seen.hold(), None);
+    }
+}
