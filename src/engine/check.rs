@@ -126,15 +126,19 @@ impl Engine {
         let Some(now) = self.trusted_now(&rule.name, account).await else {
             return;
         };
-        if let Err(e) = self
+        let orders = match self
             .settle_by_evidence(rt, account, rule.membership, end, now)
             .await
         {
-            tracing::error!(account = %account.name, error = %e, "could not apply evidence to open orders");
-        }
+            Ok(unchanged) => unchanged,
+            Err(e) => {
+                tracing::error!(account = %account.name, error = %e, "could not apply evidence to open orders");
+                None
+            }
+        };
         let terms = Terms::of(rule);
         let decision = match self
-            .decide_now(rt, &terms, account, product, end, now)
+            .decide_now(rt, &terms, account, product, end, now, orders.as_deref())
             .await
         {
             Ok(d) => d,
@@ -301,7 +305,10 @@ impl Engine {
         self.raise(rule, account, alarm, &why, now).await;
     }
 
-    /// The decision for (rule, account) given the end just read.
+    /// The decision for (rule, account) given the end just read; `orders`
+    /// are the account's orders when just read (else its order for the
+    /// period is read).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn decide_now(
         &self,
         rt: &Runtime,
@@ -310,9 +317,13 @@ impl Engine {
         product: &Product,
         end: Option<i64>,
         now: i64,
+        orders: Option<&[Order]>,
     ) -> Result<Decision, LedgerError> {
         let key = decision_key(terms.name, &account.name, terms.membership, end);
-        let existing = self.store.get(&key).await?;
+        let existing = match orders {
+            Some(orders) => orders.iter().find(|o| o.key == key).cloned(),
+            None => self.store.get(&key).await?,
+        };
         let (day, month) = period::periods(now, rt.config.daemon.timezone);
         // Spend is read only under a cap: the decision weighs nothing else
         // (and on PostgreSQL each read is a query).

@@ -15,7 +15,9 @@ use crate::model::Membership;
 
 impl Engine {
     /// Settles or verifies this account's open orders for `membership`
-    /// with the end just read: evidence that a renewal happened.
+    /// with the end just read: evidence that a renewal happened. The
+    /// account's orders as read, when the evidence changed none of them
+    /// (the decision that follows weighs them without reading again).
     pub(super) async fn settle_by_evidence(
         &self,
         rt: &Runtime,
@@ -23,8 +25,10 @@ impl Engine {
         membership: Membership,
         end: Option<i64>,
         now: i64,
-    ) -> Result<(), LedgerError> {
-        for order in self.store.orders_of(&account.name).await? {
+    ) -> Result<Option<Vec<Order>>, LedgerError> {
+        let orders = self.store.orders_of(&account.name).await?;
+        let mut changed = false;
+        for order in &orders {
             if order.membership != membership
                 || matches!(
                     order.state,
@@ -52,6 +56,7 @@ impl Engine {
                 now,
                 within,
             );
+            changed |= !matches!(verdict, Verdict::Nothing);
             match verdict {
                 Verdict::Paid => {
                     let why = format!(
@@ -101,7 +106,7 @@ impl Engine {
                     )
                     .await;
                 }
-                Verdict::Verified => self.verified(&order, end.unwrap_or(0), now).await?,
+                Verdict::Verified => self.verified(order, end.unwrap_or(0), now).await?,
                 Verdict::Unverified => {
                     self.store
                         .set_verification(&order.key, Verification::Unverified { at: now })
@@ -115,14 +120,14 @@ impl Engine {
                             crate::timefmt::utc(expected),
                         ),
                     )
-                    .order(&order);
+                    .order(order);
                     ev.new_end = end;
                     self.emit(ev).await;
                 }
                 Verdict::Nothing => {}
             }
         }
-        Ok(())
+        Ok((!changed).then_some(orders))
     }
 
     async fn verified(&self, order: &Order, new_end: i64, now: i64) -> Result<(), LedgerError> {

@@ -80,7 +80,9 @@ impl Engine {
         let end = self.read(&rt, acct).await?.end(prod.extends);
         let read_at = tokio::time::Instant::now();
         let now = self.clock.unix();
-        let decision = self.decide_now(&rt, &terms, acct, prod, end, now).await?;
+        let decision = self
+            .decide_now(&rt, &terms, acct, prod, end, now, None)
+            .await?;
         if let Decision::NotDue { .. } = decision {
             return Err(ManualError::NotDue(not_due(
                 prod,

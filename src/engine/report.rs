@@ -385,7 +385,7 @@ impl Engine {
                     Ok(info) => {
                         let end = info.end(rule.membership);
                         let d = self
-                            .decide_now(&rt, &Terms::of(rule), acct, product, end, now)
+                            .decide_now(&rt, &Terms::of(rule), acct, product, end, now, None)
                             .await
                             .map_err(|e| e.to_string())?;
                         (end, d)
