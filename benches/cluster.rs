@@ -334,9 +334,17 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
     let before = counts(&db).await;
     let db_cpu_before = pg_cpu(postmaster);
     let started = Instant::now();
+    // The nodes start together, as a service manager starts them.
+    let starting: Vec<_> = paths
+        .iter()
+        .map(|p| {
+            let (p, url) = (p.clone(), db.url().to_owned());
+            tokio::spawn(async move { start(&p, Some(&url)).await })
+        })
+        .collect();
     let mut daemons = Vec::new();
-    for p in &paths {
-        daemons.push(start(p, Some(db.url())).await);
+    for s in starting {
+        daemons.push(s.await.unwrap());
     }
     until_renewed(&daemons[0].2, n).await;
     let wall = started.elapsed().as_secs_f64();

@@ -157,6 +157,15 @@ async fn a_callback_that_never_comes_makes_the_order_unknown_and_a_late_refund_r
         "{unknown:?}"
     );
     assert_eq!(w.events_of("order_unknown").len(), 1);
+    // The check that found the callback overdue decided on the order as
+    // it left it, not as it read it before.
+    w.pass(Duration::from_millis(500)).await;
+    let decided = w
+        .ledger
+        .check_state(&unknown.rule, &unknown.account)
+        .unwrap()
+        .decision;
+    assert!(decided.contains("possibly paid"), "{decided}");
     w.pass(Duration::from_secs(3)).await;
     assert_eq!(w.vendor_requests(), 1, "unknown is never re-sent");
 

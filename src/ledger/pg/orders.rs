@@ -9,13 +9,13 @@
 //! transition is written over another.
 
 use deadpool_postgres::GenericClient;
-use std::collections::HashMap;
 
 use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 
 use super::batch::Batcher;
 use super::lease::Lease;
+use super::seen::Kept;
 use super::write::{Plans, Transition, Transitions, Write, write};
 use super::{Prepared, db, from_json, pool_err, spend};
 use crate::ledger::derived::Share;
@@ -31,15 +31,12 @@ pub struct PgOrders {
     /// transition of one starts from here instead of reading it. Stale
     /// when another node wrote the order since; the compare-and-set then
     /// fails and the order is read again.
-    written: std::sync::Arc<std::sync::Mutex<HashMap<String, (Order, i64)>>>,
+    written: std::sync::Arc<Kept>,
     /// Transitions, and plans under no cap, written many to a statement
     /// and a commit.
     transitions: Batcher<Transitions>,
     plans: Batcher<Plans>,
 }
-
-/// The most orders [`PgOrders`] keeps as written; past it, it starts again.
-const WRITTEN_MAX: usize = 100_000;
 
 impl std::fmt::Debug for PgOrders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,8 +102,8 @@ async fn locked_opt(
 }
 
 impl PgOrders {
-    /// Orders written by the node holding `lease`.
-    /// Starts its transitions' writer (on the current runtime).
+    /// Orders written by the node holding `lease`; starts its writers (on
+    /// the current runtime).
     pub fn new(pool: Pool, lease: Lease) -> PgOrders {
         PgOrders {
             transitions: Batcher::start(pool.clone(), Transitions(lease.clone())),
@@ -119,29 +116,21 @@ impl PgOrders {
 
     /// Keeps `order` at `version` as this node wrote it, while unsettled.
     fn remember(&self, order: &Order, version: i64) {
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        if change::unsettled(order) {
-            if written.len() >= WRITTEN_MAX {
-                written.clear();
-            }
-            written.insert(order.key.clone(), (order.clone(), version));
-        } else {
-            written.remove(&order.key);
-        }
+        self.written.remember(order, version);
     }
 
     fn is_kept(&self, key: &str) -> bool {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(key)
+        self.written.has(key)
     }
 
     fn forget(&self, key: &str) -> Option<(Order, i64)> {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key)
+        self.written.take(key)
+    }
+
+    /// Whether this node wrote an order of (rule, account) that is not
+    /// settled yet, as far as it knows.
+    pub fn in_flight(&self, rule: &str, account: &str) -> bool {
+        self.written.in_flight(rule, account)
     }
 
     /// [`Ledger::plan`](crate::ledger::Ledger::plan) across nodes: the

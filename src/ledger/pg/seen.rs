@@ -9,6 +9,9 @@
 //!   it last wrote or read is the stored one. A pair claimed anew (it may
 //!   have been another node's meanwhile) starts from the state the claim
 //!   read in its own statement.
+//! - **The unsettled orders it wrote** ([`Kept`]), with their versions: a
+//!   transition starts from there instead of reading the order; and a
+//!   pair whose payment by this node is not settled stays this node's.
 //! - **An account's state, read with its token, for a second.** A check
 //!   reads the account's token before it asks the vendor and its state
 //!   after; both are one row, read once. The state moves no money (it
@@ -22,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::ledger::{AccountState, CheckState, Hold};
+use crate::ledger::{AccountState, CheckState, Hold, Order, change};
 
 /// How long a node answers a check's "is it held?" from the hold it last
 /// read.
@@ -134,6 +137,69 @@ impl Seen {
     }
 }
 
+/// The most orders [`Kept`] keeps; past it, it starts again.
+const KEPT_MAX: usize = 100_000;
+
+/// The unsettled orders a node wrote last, with their versions, and how
+/// many of them each (rule, account) pair has.
+#[derive(Debug, Default)]
+pub(super) struct Kept(Mutex<KeptOrders>);
+
+#[derive(Debug, Default)]
+struct KeptOrders {
+    orders: HashMap<String, (Order, i64)>,
+    pairs: HashMap<Pair, usize>,
+}
+
+impl KeptOrders {
+    fn remove(&mut self, key: &str) -> Option<(Order, i64)> {
+        let (order, version) = self.orders.remove(key)?;
+        let p = pair(&order.rule, &order.account);
+        if let Some(n) = self.pairs.get_mut(&p) {
+            *n -= 1;
+            if *n == 0 {
+                self.pairs.remove(&p);
+            }
+        }
+        Some((order, version))
+    }
+}
+
+impl Kept {
+    /// Keeps `order` at `version` as written, while unsettled.
+    pub(super) fn remember(&self, order: &Order, version: i64) {
+        let mut kept = lock(&self.0);
+        kept.remove(&order.key);
+        if change::unsettled(order) {
+            if kept.orders.len() >= KEPT_MAX {
+                *kept = KeptOrders::default();
+            }
+            *kept
+                .pairs
+                .entry(pair(&order.rule, &order.account))
+                .or_default() += 1;
+            kept.orders
+                .insert(order.key.clone(), (order.clone(), version));
+        }
+    }
+
+    /// Whether the order under `key` is kept.
+    pub(super) fn has(&self, key: &str) -> bool {
+        lock(&self.0).orders.contains_key(key)
+    }
+
+    /// The order under `key` as kept, no longer kept (its transition
+    /// keeps what it writes).
+    pub(super) fn take(&self, key: &str) -> Option<(Order, i64)> {
+        lock(&self.0).remove(key)
+    }
+
+    /// Whether (rule, account) has an unsettled order kept.
+    pub(super) fn in_flight(&self, rule: &str, account: &str) -> bool {
+        lock(&self.0).pairs.contains_key(&pair(rule, account))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +228,27 @@ mod tests {
         assert_eq!(seen.check("keep", "a"), None, "given up");
         seen.claimed("keep", "a", Some(None));
         assert_eq!(seen.check("keep", "a"), None, "undecodable: read again");
+    }
+
+    /// A pair is in flight while one of its kept orders is unsettled.
+    #[test]
+    fn a_pair_is_in_flight_while_an_order_kept_is_unsettled() {
+        use crate::ledger::conformance::{NOW, request};
+        let kept = Kept::default();
+        let (mut a, _) = change::next_attempt(None, &request("a"), NOW);
+        let (b, _) = change::next_attempt(None, &request("b"), NOW);
+        let (rule, account) = (a.rule.clone(), a.account.clone());
+        kept.remember(&a, 0);
+        kept.remember(&a, 1);
+        kept.remember(&b, 0);
+        assert!(kept.in_flight(&rule, &account));
+        assert_eq!(kept.take("a").map(|(_, v)| v), Some(1));
+        assert!(!kept.in_flight(&rule, &account), "taken");
+        kept.remember(&a, 2);
+        a.state = crate::ledger::OrderState::Failed;
+        kept.remember(&a, 3);
+        assert!(!kept.in_flight(&rule, &account), "settled");
+        assert!(!kept.has("a") && kept.has("b"));
     }
 
     #[test]

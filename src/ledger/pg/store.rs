@@ -462,7 +462,8 @@ impl Store for PgStore {
     }
     /// This node checks a pair when it is the pair's preferred node among
     /// the live ones and holds the pair's claim; a claim it holds for a
-    /// pair it no longer prefers (a node joined) is given back. The
+    /// pair it no longer prefers (a node joined) is given back once no
+    /// order of the pair it wrote is unsettled. The
     /// database is asked once a pair, while the claim stays this node's.
     async fn claim(&self, rule: &str, account: &str) -> Result<bool, LedgerError> {
         let live = self
@@ -480,6 +481,13 @@ impl Store for PgStore {
         // not asked for again. Should the lease be gone unnoticed, the
         // check that follows pays nothing: every write checks the lease.
         if mine && held && self.lost.borrow().is_none() {
+            return Ok(true);
+        }
+        // A pair this node paid for and that is not settled stays its
+        // own until it is, though another node is preferred now: the node
+        // that paid follows its payment up, and the pair is not checked
+        // again from the start elsewhere.
+        if held && self.lost.borrow().is_none() && self.orders.in_flight(rule, account) {
             return Ok(true);
         }
         let got = if mine {

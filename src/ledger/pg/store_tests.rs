@@ -221,3 +221,44 @@ async fn an_account_state_read_with_its_token_never_hides_a_later_write() {
         AccountState::default()
     );
 }
+
+/// A node that paid for a pair keeps its claim while the payment is
+/// unsettled, though a node that joined is preferred for the pair now;
+/// once settled, the claim is given back and the other node takes it.
+#[tokio::test]
+async fn a_pair_with_a_payment_in_flight_stays_with_the_node_that_paid() {
+    use crate::ledger::conformance::{NOW, request};
+    let db = database().await;
+    let a = PgStore::open(&config(&db, "n1")).await.unwrap();
+    let both = ["n1".to_owned(), "n2".to_owned()];
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| lease::preferred(&both, "keep", &format!("acct-{k}")) == Some("n2"))
+        .unwrap();
+    let account = format!("acct-{key}");
+    assert!(
+        a.claim("keep", &account).await.unwrap(),
+        "alone, n1 takes it"
+    );
+    a.plan(&request(&key), NOW).await.unwrap().unwrap();
+    a.mark_sent(&key, NOW).await.unwrap();
+    let b = PgStore::open(&config(&db, "n2")).await.unwrap();
+    a.refresh_live().await.unwrap();
+    b.refresh_live().await.unwrap();
+    assert!(a.claim("keep", &account).await.unwrap(), "in flight: kept");
+    assert!(!b.claim("keep", &account).await.unwrap());
+    a.record_attempt(
+        &key,
+        NOW,
+        OutcomeClass::Rejected,
+        "codeid 10010",
+        AttemptResult::Failed { retry_at: None },
+    )
+    .await
+    .unwrap();
+    assert!(
+        !a.claim("keep", &account).await.unwrap(),
+        "settled: given back"
+    );
+    assert!(b.claim("keep", &account).await.unwrap());
+}
