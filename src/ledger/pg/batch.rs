@@ -139,17 +139,16 @@ fn refused(c: &deadpool_postgres::Client, e: &tokio_postgres::Error) -> bool {
             .is_some_and(|d| d.parsed_severity() == Some(tokio_postgres::error::Severity::Error))
 }
 
-/// The rows of `rows` whose key no later row repeats, in order: an
-/// upsert's statement may change a row once only, and the last write of
-/// a key is the one that stands.
-pub(super) fn last_of_each<'a, R, K: Eq + std::hash::Hash>(
-    rows: &'a [R],
-    key: impl Fn(&'a R) -> K,
-) -> Vec<&'a R> {
-    let mut seen = std::collections::HashSet::new();
-    let mut last: Vec<&R> = rows.iter().rev().filter(|r| seen.insert(key(r))).collect();
-    last.reverse();
-    last
+/// The rows of `rows` whose key no later row repeats, in key order: an
+/// upsert's statement may change a row once only, the last write of a key
+/// is the one that stands, and every writer locks rows in the same order
+/// (two never wait on each other crosswise).
+pub(super) fn last_of_each<'a, R, K: Ord>(rows: &'a [R], key: impl Fn(&'a R) -> K) -> Vec<&'a R> {
+    let mut last = std::collections::BTreeMap::new();
+    for r in rows {
+        last.insert(key(r), r);
+    }
+    last.into_values().collect()
 }
 
 #[cfg(test)]
@@ -265,9 +264,9 @@ mod tests {
     }
 
     #[test]
-    fn the_last_row_of_each_key_stands() {
-        let rows = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
+    fn the_last_row_of_each_key_stands_in_key_order() {
+        let rows = [("c", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
         let last: Vec<_> = last_of_each(&rows, |r| r.0).into_iter().copied().collect();
-        assert_eq!(last, [("a", 3), ("c", 4), ("b", 5)]);
+        assert_eq!(last, [("a", 3), ("b", 5), ("c", 4)]);
     }
 }

@@ -126,9 +126,7 @@ impl Batch for Claims {
         c: &deadpool_postgres::Client,
         rows: &[Self::Row],
     ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
-        let mut pairs = last_of_each(rows, |r| r);
-        // One order of row locks for every node: two never wait crosswise.
-        pairs.sort();
+        let pairs = last_of_each(rows, |r| r);
         let rules: Vec<&str> = pairs.iter().map(|r| r.0.as_str()).collect();
         let accounts: Vec<&str> = pairs.iter().map(|r| r.1.as_str()).collect();
         let got: HashMap<(String, String), Option<serde_json::Value>> = c

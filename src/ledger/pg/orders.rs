@@ -114,19 +114,6 @@ impl PgOrders {
         }
     }
 
-    /// Keeps `order` at `version` as this node wrote it, while unsettled.
-    fn remember(&self, order: &Order, version: i64) {
-        self.written.remember(order, version);
-    }
-
-    fn is_kept(&self, key: &str) -> bool {
-        self.written.has(key)
-    }
-
-    fn forget(&self, key: &str) -> Option<(Order, i64)> {
-        self.written.take(key)
-    }
-
     /// Whether this node wrote an order of (rule, account) that is not
     /// settled yet, as far as it knows.
     pub fn in_flight(&self, rule: &str, account: &str) -> bool {
@@ -148,11 +135,11 @@ impl PgOrders {
         now: i64,
     ) -> Result<Result<Order, Refusal>, LedgerError> {
         let uncapped = req.budget.per_day.is_none() && req.budget.per_month.is_none();
-        if uncapped && !self.is_kept(&req.key) {
+        if uncapped && !self.written.has(&req.key) {
             let (mut order, added) = change::next_attempt(None, req, now);
             order.stamp_from(added, unix_ms());
             if self.plans.write(Transition::of(None, 0, &order)).await? {
-                self.remember(&order, 0);
+                self.written.remember(&order, 0);
                 return Ok(Ok(order));
             }
         }
@@ -257,7 +244,7 @@ impl PgOrders {
             }));
         }
         tx.commit().await.map_err(db)?;
-        self.remember(&order, version.map_or(0, |v| v + 1));
+        self.written.remember(&order, version.map_or(0, |v| v + 1));
         Ok(Ok(order))
     }
 
@@ -274,7 +261,7 @@ impl PgOrders {
         key: &str,
         f: impl Fn(&mut Order) -> Result<R, LedgerError>,
     ) -> Result<(Order, R), LedgerError> {
-        let kept = self.forget(key);
+        let kept = self.written.take(key);
         let from_kept = kept.is_some();
         let (mut order, version) = match kept {
             Some(k) => k,
@@ -291,7 +278,7 @@ impl PgOrders {
             Ok(r) => {
                 let transition = Transition::of(Some(&was), version, &order);
                 if self.transitions.write(transition).await? {
-                    self.remember(&order, version + 1);
+                    self.written.remember(&order, version + 1);
                     return Ok((order, r));
                 }
             }
@@ -316,7 +303,7 @@ impl PgOrders {
             return Err(self.lease.lost());
         }
         tx.commit().await.map_err(db)?;
-        self.remember(&order, version + 1);
+        self.written.remember(&order, version + 1);
         Ok((order, r))
     }
 

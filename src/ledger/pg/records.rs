@@ -61,9 +61,7 @@ impl Batch for Checks {
         c: &deadpool_postgres::Client,
         rows: &[Self::Row],
     ) -> Result<Vec<()>, tokio_postgres::Error> {
-        let mut last = last_of_each(rows, |r| (&r.0, &r.1));
-        // One order of row locks for every writer: two never wait crosswise.
-        last.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let last = last_of_each(rows, |r| (&r.0, &r.1));
         let rules: Vec<&str> = last.iter().map(|r| r.0.as_str()).collect();
         let accounts: Vec<&str> = last.iter().map(|r| r.1.as_str()).collect();
         let records: Vec<&serde_json::Value> = last.iter().map(|r| &r.2).collect();
@@ -89,8 +87,7 @@ impl Batch for AccountStates {
         c: &deadpool_postgres::Client,
         rows: &[Self::Row],
     ) -> Result<Vec<()>, tokio_postgres::Error> {
-        let mut last = last_of_each(rows, |r| &r.0);
-        last.sort_by(|a, b| a.0.cmp(&b.0));
+        let last = last_of_each(rows, |r| &r.0);
         let accounts: Vec<&str> = last.iter().map(|r| r.0.as_str()).collect();
         let states: Vec<&serde_json::Value> = last.iter().map(|r| &r.1).collect();
         c.run(
@@ -116,8 +113,7 @@ fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
 
 impl PgRecords {
     /// Records written through `pool`, check and account states through
-    /// `relaxed`.
-    /// Starts their writers (on the current runtime).
+    /// `relaxed`; starts their writers (on the current runtime).
     pub fn new(pool: Pool, relaxed: Pool) -> PgRecords {
         PgRecords {
             events: Batcher::start(pool.clone(), Events),
@@ -277,14 +273,9 @@ impl PgRecords {
         }
     }
 
-    /// The account's stored token pair, if it was ever rotated.
-    pub async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
-        self.account_column("token", account).await
-    }
-
-    /// The account's stored token pair and, read with it, its credential
-    /// state (`None` when the state does not decode: its own read says
-    /// why).
+    /// The account's stored token pair (if it was ever rotated) and, read
+    /// with it, its credential state (`None` when the state does not
+    /// decode: its own read says why).
     pub async fn token_and_state(
         &self,
         account: &str,
@@ -405,14 +396,14 @@ mod tests {
             r.check_state("keep", "bob").await.unwrap(),
             CheckState::default()
         );
-        assert_eq!(r.stored_token("alice").await.unwrap(), None);
+        assert_eq!(r.token_and_state("alice").await.unwrap().0, None);
         let state = AccountState {
             auth_failing: true,
             last_error: Some("token expired".into()),
         };
         r.put_account_state("alice", &state).await.unwrap();
         assert_eq!(
-            r.stored_token("alice").await.unwrap(),
+            r.token_and_state("alice").await.unwrap().0,
             None,
             "a state, no token"
         );
@@ -425,7 +416,7 @@ mod tests {
             grant: "g".into(),
         };
         r.put_token("alice", &token).await.unwrap();
-        assert_eq!(r.stored_token("alice").await.unwrap(), Some(token));
+        assert_eq!(r.token_and_state("alice").await.unwrap().0, Some(token));
         assert_eq!(
             r.account_state("alice").await.unwrap(),
             state,

@@ -70,9 +70,10 @@ pub struct PgStore {
     records: PgRecords,
     kv: PgKv,
     live: Arc<Mutex<Live>>,
-    /// The pairs this node claimed (so that it gives back those it no
-    /// longer prefers without asking the database about the others),
-    /// their check states, the hold.
+    /// What this node keeps so as not to ask again (`seen.rs`): the pairs
+    /// it claimed (so that it gives back those it no longer prefers
+    /// without asking the database about the others), their check states,
+    /// the hold, account states read with their tokens.
     seen: Seen,
     claims: Batcher<lease::Claims>,
     lost: watch::Receiver<Option<String>>,
