@@ -11,12 +11,14 @@
 //! ```
 //!
 //! Prints, for each setup: wall time (spawn to the ledger showing every
-//! order succeeded), renewals/s, CPU seconds of the vipd processes and of
-//! PostgreSQL, and per renewal: their CPU, and for PostgreSQL the
+//! order succeeded), renewals/s, how busy the machine's cores were, CPU
+//! seconds of the vipd processes and of PostgreSQL, and per renewal:
+//! their CPU and the sandbox's, and for PostgreSQL the
 //! statements (`pg_stat_statements`), transactions (`pg_stat_database`),
 //! transactions that wrote (transaction ids used) and WAL flushes
 //! (`pg_stat_wal`), all reset before the run; fsyncs for sled are its
-//! group commits. Then each PostgreSQL setup's most frequent statements.
+//! group commits. Then each PostgreSQL setup's most frequent statements,
+//! with the time each call took to execute.
 //! The bench's own poll of the order counts (one statement every 100 ms)
 //! is counted too.
 
@@ -155,6 +157,39 @@ fn pg_cpu(postmaster: u32) -> f64 {
     total / hz
 }
 
+/// The machine's CPU time so far (`/proc/stat`): busy and all, in ticks.
+struct Machine {
+    busy: f64,
+    all: f64,
+}
+
+impl Machine {
+    fn now() -> Machine {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+        let all: f64 = ticks.iter().take(8).sum();
+        Machine {
+            busy: all - idle,
+            all,
+        }
+    }
+
+    /// The share of the machine's CPU time since `self` spent busy.
+    fn busy_since(&self) -> f64 {
+        let now = Machine::now();
+        (now.busy - self.busy) / (now.all - self.all).max(1.0)
+    }
+}
+
 /// What the database did for one run, read from its statistics views.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
@@ -224,12 +259,12 @@ async fn counts(db: &TestDb) -> Counts {
 }
 
 /// The statements run most often, with their calls a renewal.
-async fn top_statements(db: &TestDb, n: usize) -> Vec<(f64, String)> {
+async fn top_statements(db: &TestDb, n: usize) -> Vec<(f64, f64, String)> {
     let rows = db
         .connect()
         .await
         .query(
-            "SELECT calls, query FROM pg_stat_statements s
+            "SELECT calls, query, total_exec_time FROM pg_stat_statements s
               JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()
                 AND s.query NOT LIKE '%pg_stat%'
               ORDER BY calls DESC LIMIT 20",
@@ -245,7 +280,9 @@ async fn top_statements(db: &TestDb, n: usize) -> Vec<(f64, String)> {
                 Some((i, _)) => format!("{}…", &q[..i]),
                 None => q,
             };
-            (r.get::<_, i64>(0) as f64 / n as f64, q)
+            let calls = r.get::<_, i64>(0) as f64;
+            let ms: f64 = r.get(2);
+            (calls / n as f64, ms * 1e3 / calls.max(1.0), q)
         })
         .collect()
 }
@@ -256,12 +293,17 @@ struct Run {
     wall: f64,
     vipd_cpu: f64,
     db_cpu: f64,
+    /// The sandbox's CPU over the run (it answers every node).
+    sandbox_cpu: f64,
+    /// How busy the machine's cores were over the run, 0 to 1.
+    busy: f64,
     /// PostgreSQL's counts (none for sled).
     counts: Option<Counts>,
     /// fsyncs: sled's group commits, PostgreSQL's WAL flushes.
     fsyncs: f64,
-    /// The statements run most often (PostgreSQL), calls a renewal.
-    top: Vec<(f64, String)>,
+    /// The statements run most often (PostgreSQL): calls a renewal, µs
+    /// a call (executing it, as `pg_stat_statements` times it).
+    top: Vec<(f64, f64, String)>,
     billed: usize,
     twice: usize,
 }
@@ -289,13 +331,18 @@ async fn until_renewed(admin: &str, n: usize) {
 async fn run(n: usize, nodes: usize, server: &Server) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("rules.yaml");
-    let (_sandbox, upstream) = common::sandbox_for(&base, |u| config(n, "1d", "1h", u));
+    let (sandbox, upstream) = common::sandbox_for(&base, |u| config(n, "1d", "1h", u));
+    let sandbox_pid = sandbox.0.id();
     if nodes == 0 {
+        let sandbox_before = common::cpu_secs(sandbox_pid);
+        let machine = Machine::now();
         let started = Instant::now();
         let (daemon, pid, admin) = start(&base, None).await;
         until_renewed(&admin, n).await;
         let wall = started.elapsed().as_secs_f64();
+        let busy = machine.busy_since();
         let vipd_cpu = common::cpu_secs(pid);
+        let sandbox_cpu = common::cpu_secs(sandbox_pid) - sandbox_before;
         let metrics = reqwest::get(format!("{admin}/metrics"))
             .await
             .unwrap()
@@ -318,6 +365,8 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
             wall,
             vipd_cpu,
             db_cpu: 0.0,
+            sandbox_cpu,
+            busy,
             counts: None,
             fsyncs,
             top: Vec::new(),
@@ -333,6 +382,8 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
     reset_counts(&db).await;
     let before = counts(&db).await;
     let db_cpu_before = pg_cpu(postmaster);
+    let sandbox_before = common::cpu_secs(sandbox_pid);
+    let machine = Machine::now();
     let started = Instant::now();
     // The nodes start together, as a service manager starts them.
     let starting: Vec<_> = paths
@@ -348,8 +399,10 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
     }
     until_renewed(&daemons[0].2, n).await;
     let wall = started.elapsed().as_secs_f64();
+    let busy = machine.busy_since();
     let vipd_cpu: f64 = daemons.iter().map(|d| common::cpu_secs(d.1)).sum();
     let db_cpu = pg_cpu(postmaster) - db_cpu_before;
+    let sandbox_cpu = common::cpu_secs(sandbox_pid) - sandbox_before;
     drop(daemons);
     // The statistics reach pg_stat_database within a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -364,6 +417,8 @@ async fn run(n: usize, nodes: usize, server: &Server) -> Run {
         wall,
         vipd_cpu,
         db_cpu,
+        sandbox_cpu,
+        busy,
         counts: Some(counted),
         fsyncs: counted.wal_flushes as f64,
         top,
@@ -445,7 +500,7 @@ async fn main() {
         runs.push(run(a.n, nodes, &server).await);
     }
     println!(
-        "| store | wall | renewals/s | vipd CPU s | PostgreSQL CPU s | vipd µs a renewal | PostgreSQL µs a renewal | statements a renewal | transactions a renewal | write commits a renewal | fsyncs a renewal | billed | twice |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| store | wall | renewals/s | busy | vipd CPU s | PostgreSQL CPU s | vipd µs a renewal | PostgreSQL µs a renewal | sandbox µs a renewal | statements a renewal | transactions a renewal | write commits a renewal | fsyncs a renewal | billed | twice |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let per = |v: i64| v as f64 / a.n as f64;
     for r in &runs {
@@ -458,14 +513,16 @@ async fn main() {
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {} | {:.2} s | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {statements} | {transactions} | {writes} | {:.2} | {} | {} |",
+            "| {} | {:.2} s | {:.0} | {:.0} % | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {statements} | {transactions} | {writes} | {:.2} | {} | {} |",
             r.name,
             r.wall,
             a.n as f64 / r.wall,
+            r.busy * 100.0,
             r.vipd_cpu,
             r.db_cpu,
             r.vipd_cpu / a.n as f64 * 1e6,
             r.db_cpu / a.n as f64 * 1e6,
+            r.sandbox_cpu / a.n as f64 * 1e6,
             r.fsyncs / a.n as f64,
             r.billed,
             r.twice
@@ -473,11 +530,11 @@ async fn main() {
     }
     for r in runs.iter().filter(|r| !r.top.is_empty()) {
         println!(
-            "\n{}: the statements run most often, calls a renewal",
+            "\n{}: the statements run most often, calls a renewal, µs a call",
             r.name
         );
-        for (calls, q) in &r.top {
-            println!("  {calls:6.2}  {q}");
+        for (calls, us, q) in &r.top {
+            println!("  {calls:6.2}  {us:7.1}  {q}");
         }
     }
     let sled = &runs[0];

@@ -221,7 +221,7 @@ impl Engine {
                 return Err(order);
             }
         };
-        if let Err(e) = self.store.durable().await {
+        if let Err(e) = self.store.durable_order(&order.key).await {
             let why =
                 format!("the planned order and its sent mark are not durable, not sending: {e}");
             self.alert(r, EventKind::Error, why).await;
@@ -300,7 +300,7 @@ impl Engine {
                 return Err(order);
             }
         };
-        let _ = self.store.durable().await;
+        let _ = self.store.durable_order(&order.key).await;
         log_transition(&order);
         Ok((order, conflict))
     }

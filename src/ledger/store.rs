@@ -44,6 +44,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Result<Order, Refusal>, LedgerError>;
     /// Waits until every write made before this call is durable.
     async fn durable(&self) -> Result<(), LedgerError>;
+    /// Waits until every write of the order `key` made before this call
+    /// (its plan among them) is durable; other orders' writes may not be
+    /// yet. The paying path's wait: a store that can tell one order's
+    /// writes from the others' (PostgreSQL) spares it waiting for them.
+    async fn durable_order(&self, _key: &str) -> Result<(), LedgerError> {
+        self.durable().await
+    }
     /// `planned` → `sent`: the request is leaving.
     async fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError>;
     /// Records what the vendor replied to the current attempt.

@@ -12,6 +12,7 @@
 //! (`batch.rs`).
 
 mod batch;
+mod flushes;
 mod import;
 mod keep;
 mod kv;

@@ -10,12 +10,15 @@
 
 use deadpool_postgres::GenericClient;
 
+use std::sync::Arc;
+
 use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 
 use super::batch::Batcher;
+use super::flushes::Flushes;
 use super::lease::Lease;
-use super::seen::Kept;
+use super::seen::{Kept, Read, Writing};
 use super::write::{Plans, Transition, Transitions, Write, write};
 use super::{Prepared, db, from_json, pool_err, spend};
 use crate::ledger::derived::Share;
@@ -31,11 +34,16 @@ pub struct PgOrders {
     /// transition of one starts from here instead of reading it. Stale
     /// when another node wrote the order since; the compare-and-set then
     /// fails and the order is read again.
-    written: std::sync::Arc<Kept>,
+    written: Arc<Kept>,
     /// Transitions, and plans under no cap, written many to a statement
     /// and a commit.
     transitions: Batcher<Transitions>,
     plans: Batcher<Plans>,
+    /// Whether the plans written without waiting for the WAL flush are
+    /// durable yet.
+    flushes: Arc<Flushes>,
+    /// Accounts' orders as checks read them with their tokens.
+    read: Arc<Read>,
 }
 
 impl std::fmt::Debug for PgOrders {
@@ -103,15 +111,63 @@ async fn locked_opt(
 
 impl PgOrders {
     /// Orders written by the node holding `lease`; starts its writers (on
-    /// the current runtime).
-    pub fn new(pool: Pool, lease: Lease) -> PgOrders {
+    /// the current runtime). `relaxed` is a pool whose commits do not wait
+    /// for the WAL flush: the plans under no cap are written there, made
+    /// durable by the flushed commit that follows ([`PgOrders::durable`]).
+    pub fn new(pool: Pool, relaxed: Pool, lease: Lease) -> PgOrders {
+        let flushes = Arc::new(Flushes::default());
         PgOrders {
-            transitions: Batcher::start(pool.clone(), Transitions(lease.clone())),
-            plans: Batcher::start(pool.clone(), Plans(lease.clone())),
+            transitions: Batcher::start(
+                pool.clone(),
+                Transitions {
+                    lease: lease.clone(),
+                    flushes: flushes.clone(),
+                },
+            ),
+            plans: Batcher::start(
+                relaxed,
+                Plans {
+                    lease: lease.clone(),
+                    flushes: flushes.clone(),
+                },
+            ),
             pool,
             lease,
             written: Default::default(),
+            flushes,
+            read: Default::default(),
         }
+    }
+
+    /// Waits until the node's writes are durable: of the order `key`, or
+    /// of every order (`None`). Every write but a plan under no cap waits
+    /// for its own flush; a plan is covered by any flushed commit that
+    /// started after it (in the paying path, its sent mark's). Only when
+    /// none has is a commit run here: a write of the node's own row under
+    /// its fence (a commit that wrote nothing does not wait for a flush).
+    pub async fn durable(&self, key: Option<&str>) -> Result<(), LedgerError> {
+        let Some(covers) = self.flushes.needed(key) else {
+            return Ok(());
+        };
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .run(
+                "UPDATE vipd_nodes SET fence = fence WHERE name = $1 AND fence = $2",
+                &[&self.lease.node, &self.lease.fence],
+            )
+            .await
+            .map_err(db)?;
+        if n == 0 {
+            return Err(self.lease.lost());
+        }
+        self.flushes.ran(covers);
+        Ok(())
+    }
+
+    /// Waits for durability asked of [`PgOrders::durable`], and the
+    /// commits it ran for them.
+    pub fn commits(&self) -> crate::ledger::store::Commits {
+        self.flushes.commits()
     }
 
     /// Whether this node wrote an order of (rule, account) that is not
@@ -134,6 +190,7 @@ impl PgOrders {
         req: &PlanRequest,
         now: i64,
     ) -> Result<Result<Order, Refusal>, LedgerError> {
+        let _writing = Writing::start(&self.read, &req.account);
         let uncapped = req.budget.per_day.is_none() && req.budget.per_month.is_none();
         if uncapped && !self.written.has(&req.key) {
             let (mut order, added) = change::next_attempt(None, req, now);
@@ -144,6 +201,7 @@ impl PgOrders {
             }
         }
         let mut client = self.pool.get().await.map_err(pool_err)?;
+        let covers = self.flushes.before_flushed();
         let tx = client.transaction().await.map_err(db)?;
         // The lease, the hold and another unsettled order of the account,
         // in one statement, at the transaction's start.
@@ -244,6 +302,7 @@ impl PgOrders {
             }));
         }
         tx.commit().await.map_err(db)?;
+        self.flushes.flushed(covers);
         self.written.remember(&order, version.map_or(0, |v| v + 1));
         Ok(Ok(order))
     }
@@ -273,6 +332,7 @@ impl PgOrders {
                 }
             }
         };
+        let _writing = Writing::start(&self.read, &order.account);
         let was = Share::of(&order);
         match change::apply(&mut order, unix_ms(), &f) {
             Ok(r) => {
@@ -289,6 +349,7 @@ impl PgOrders {
         // Another writer got in first (or the lease is gone): under the
         // row lock, nobody else can.
         let mut client = self.pool.get().await.map_err(pool_err)?;
+        let covers = self.flushes.before_flushed();
         let tx = client.transaction().await.map_err(db)?;
         let (mut order, version, held) = versioned(&tx, key, &self.lease, true).await?;
         if !held {
@@ -303,6 +364,7 @@ impl PgOrders {
             return Err(self.lease.lost());
         }
         tx.commit().await.map_err(db)?;
+        self.flushes.flushed(covers);
         self.written.remember(&order, version + 1);
         Ok((order, r))
     }
@@ -317,10 +379,12 @@ impl PgOrders {
     /// recovered. Returns the orders changed.
     pub async fn recover_orphans(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
         let client = self.pool.get().await.map_err(pool_err)?;
+        // Planned and sent orders are unsettled: the partial index of the
+        // unsettled ones finds them without reading every order.
         let orphans: Vec<String> = client
             .all(
                 "SELECT o.key FROM vipd_orders o
-                 WHERE o.state IN ('planned', 'sent')
+                 WHERE o.unsettled AND o.state IN ('planned', 'sent')
                    AND NOT EXISTS (SELECT 1 FROM vipd_nodes n
                                    WHERE n.fence = o.fence AND n.lease_until > now())",
                 &[],
@@ -379,8 +443,28 @@ impl PgOrders {
         .await
     }
 
-    /// Every order of one account, in key order.
+    /// As a check's read of an account starts ([`PgOrders::keep_read`]).
+    pub fn read_starts(&self) -> u64 {
+        self.read.started()
+    }
+
+    /// The account's orders as read with its token by a read that started
+    /// at `started` ([`Read`]): kept for the evidence step that follows,
+    /// unless this node wrote one since or one does not decode (the next
+    /// read reports it).
+    pub fn keep_read(&self, account: &str, started: u64, rows: Vec<(String, serde_json::Value)>) {
+        let orders: Result<Vec<Order>, _> = rows.into_iter().map(|(k, v)| decode(&k, v)).collect();
+        if let Ok(orders) = orders {
+            self.read.keep(account, started, orders);
+        }
+    }
+
+    /// Every order of one account, in key order: as read with its token
+    /// less than a second ago, if so, else read now.
     pub async fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError> {
+        if let Some(orders) = self.read.take(account) {
+            return Ok(orders);
+        }
         self.many(
             "SELECT key, record FROM vipd_orders WHERE account = $1 ORDER BY key",
             &[&account],

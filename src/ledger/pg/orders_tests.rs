@@ -16,7 +16,7 @@ async fn named(db: &TestDb, name: &str, ttl: Duration) -> (PgOrders, Lease) {
     let lease = lease::acquire(&**pool.get().await.unwrap(), name, ttl)
         .await
         .unwrap();
-    (PgOrders::new(pool, lease.clone()), lease)
+    (PgOrders::new(pool.clone(), pool, lease.clone()), lease)
 }
 
 async fn node(db: &TestDb) -> PgOrders {
@@ -422,7 +422,13 @@ async fn two_transitions_of_one_order_in_one_batch_are_never_both_written() {
     n.plan(&req, NOW).await.unwrap().unwrap();
     let order = n.get("k").await.unwrap().unwrap();
     let was = Share::of(&order);
-    let writer = Batcher::start(db.pool(2), Transitions(lease));
+    let writer = Batcher::start(
+        db.pool(2),
+        Transitions {
+            lease,
+            flushes: Default::default(),
+        },
+    );
     let noted = |why: &'static str| {
         let mut o = order.clone();
         o.enter(o.state, NOW, why);
@@ -435,4 +441,44 @@ async fn two_transitions_of_one_order_in_one_batch_are_never_both_written() {
     let stored = n.get("k").await.unwrap().unwrap();
     assert!(stored.history.iter().any(|t| t.why == "first"));
     assert!(!stored.history.iter().any(|t| t.why == "second"));
+}
+
+/// An order's transition that leaves it unsettled (here `planned` →
+/// `sent`) changes no indexed column: PostgreSQL writes it as a
+/// heap-only update, with no new entry in any of the orders' indexes.
+#[tokio::test]
+async fn a_transition_that_leaves_an_order_unsettled_adds_no_index_entry() {
+    use super::super::batch::Batch;
+    let db = TestDb::migrated().await;
+    let (n, lease) = named(&db, "solo", Duration::from_secs(60)).await;
+    let req = PlanRequest {
+        budget: Budget::default(),
+        ..request("k")
+    };
+    n.plan(&req, NOW).await.unwrap().unwrap();
+    let mut order = n.get("k").await.unwrap().unwrap();
+    let was = Share::of(&order);
+    change::mark_sent(&mut order, NOW).unwrap();
+    let transitions = Transitions {
+        lease,
+        flushes: Default::default(),
+    };
+    let c = db.pool(1).get().await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    let written = transitions
+        .write(&c, &[Transition::of(Some(&was), 0, &order)])
+        .await
+        .unwrap();
+    assert_eq!(written, [true]);
+    let row = c
+        .query_one(
+            "SELECT pg_stat_get_xact_tuples_updated('vipd_orders'::regclass),
+                    pg_stat_get_xact_tuples_hot_updated('vipd_orders'::regclass)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (updated, hot): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((updated, hot), (1, 1), "updated, of them heap-only");
+    c.batch_execute("COMMIT").await.unwrap();
 }

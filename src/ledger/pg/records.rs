@@ -13,6 +13,15 @@ use super::batch::{Batch, Batcher, last_of_each};
 use super::{Prepared, db, from_json, pool_err};
 use crate::ledger::{AccountState, CheckState, EventRecord, Hold, LedgerError, StoredToken};
 
+/// What a check reads of an account before it asks the vendor.
+#[derive(Debug)]
+pub struct AccountRead {
+    pub token: Option<StoredToken>,
+    pub state: Option<AccountState>,
+    /// Its orders' keys and records, in key order.
+    pub orders: Vec<(String, serde_json::Value)>,
+}
+
 /// The other records of a PostgreSQL ledger.
 #[derive(Clone)]
 pub struct PgRecords {
@@ -273,25 +282,25 @@ impl PgRecords {
         }
     }
 
-    /// The account's stored token pair (if it was ever rotated) and, read
-    /// with it, its credential state (`None` when the state does not
-    /// decode: its own read says why).
-    pub async fn token_and_state(
-        &self,
-        account: &str,
-    ) -> Result<(Option<StoredToken>, Option<AccountState>), LedgerError> {
+    /// The account's stored token pair (if it was ever rotated), its
+    /// credential state (`None` when the state does not decode: its own
+    /// read says why) and its orders' records in key order, in one
+    /// statement.
+    pub async fn token_and_state(&self, account: &str) -> Result<AccountRead, LedgerError> {
         let row = self
             .client()
             .await?
-            .opt(
-                "SELECT token, state FROM vipd_accounts WHERE account = $1",
+            .one(
+                "SELECT a.token, a.state, o.keys, o.records
+                   FROM (SELECT 1) AS one
+                   LEFT JOIN vipd_accounts a ON a.account = $1
+                  CROSS JOIN LATERAL (SELECT array_agg(key ORDER BY key) AS keys,
+                                             array_agg(record ORDER BY key) AS records
+                                        FROM vipd_orders WHERE account = $1) AS o",
                 &[&account],
             )
             .await
             .map_err(db)?;
-        let Some(row) = row else {
-            return Ok((None, Some(AccountState::default())));
-        };
         let token = row
             .get::<_, Option<serde_json::Value>>(0)
             .map(|v| from_json("vipd_accounts", &format!("{account}/token"), v))
@@ -300,7 +309,13 @@ impl PgRecords {
             Some(v) => serde_json::from_value(v).ok(),
             None => Some(AccountState::default()),
         };
-        Ok((token, state))
+        let keys: Vec<String> = row.get::<_, Option<_>>(2).unwrap_or_default();
+        let records: Vec<serde_json::Value> = row.get::<_, Option<_>>(3).unwrap_or_default();
+        Ok(AccountRead {
+            token,
+            state,
+            orders: keys.into_iter().zip(records).collect(),
+        })
     }
 
     /// Stores a rotated token pair (durable once this returns: committed).
@@ -396,14 +411,14 @@ mod tests {
             r.check_state("keep", "bob").await.unwrap(),
             CheckState::default()
         );
-        assert_eq!(r.token_and_state("alice").await.unwrap().0, None);
+        assert_eq!(r.token_and_state("alice").await.unwrap().token, None);
         let state = AccountState {
             auth_failing: true,
             last_error: Some("token expired".into()),
         };
         r.put_account_state("alice", &state).await.unwrap();
         assert_eq!(
-            r.token_and_state("alice").await.unwrap().0,
+            r.token_and_state("alice").await.unwrap().token,
             None,
             "a state, no token"
         );
@@ -416,7 +431,7 @@ mod tests {
             grant: "g".into(),
         };
         r.put_token("alice", &token).await.unwrap();
-        assert_eq!(r.token_and_state("alice").await.unwrap().0, Some(token));
+        assert_eq!(r.token_and_state("alice").await.unwrap().token, Some(token));
         assert_eq!(
             r.account_state("alice").await.unwrap(),
             state,

@@ -16,6 +16,9 @@
 //!   reads the account's token before it asks the vendor and its state
 //!   after; both are one row, read once. The state moves no money (it
 //!   says whether the account's reads fail).
+//! - **An account's orders, read with its token, for a second** ([`Read`]):
+//!   the evidence step after the vendor's answer starts from them, unless
+//!   this node wrote one of them since.
 //! - **The hold, for a second.** A check asks whether its account is held
 //!   only to say so; the plan that would pay reads the hold in its own
 //!   statement, so a hold set on another node stops this node's payments
@@ -200,6 +203,97 @@ impl Kept {
     }
 }
 
+/// An account's orders as a check read them with its token, before it
+/// asked the vendor, for the evidence step that follows (within
+/// [`HOLD_FRESH`], taken once). Never older than this node's own writes:
+/// a write of one of the account's orders drops what was kept of it, and
+/// a read that started before such a write ended is not kept. Another
+/// node's write since is not seen; every write is a compare-and-set on
+/// the order as stored, and the database itself refuses a second
+/// unsettled order, so a decision on such a reading pays nothing twice.
+#[derive(Debug, Default)]
+pub(super) struct Read(Mutex<ReadOrders>);
+
+#[derive(Debug, Default)]
+struct ReadOrders {
+    /// This node's writes of orders so far (each counted as it starts
+    /// and as it ends).
+    writes: u64,
+    /// The accounts written, with `writes` as of their last write.
+    written: HashMap<String, u64>,
+    /// Reads that started before this are not kept (`written` was
+    /// emptied then).
+    floor: u64,
+    kept: HashMap<String, (Instant, Vec<Order>)>,
+}
+
+impl Read {
+    /// As a read starts: what [`keep`](Self::keep) is told.
+    pub(super) fn started(&self) -> u64 {
+        lock(&self.0).writes
+    }
+
+    /// One of `account`'s orders is about to be written, or was (or may
+    /// have been).
+    pub(super) fn writing(&self, account: &str) {
+        let mut r = lock(&self.0);
+        r.writes += 1;
+        if r.written.len() >= ACCOUNTS_MAX {
+            r.written.clear();
+            r.floor = r.writes;
+        }
+        let n = r.writes;
+        r.written.insert(account.to_owned(), n);
+        r.kept.remove(account);
+    }
+
+    /// `account`'s orders as read by a read that [`started`](Self::started)
+    /// at `started`, kept unless this node wrote one since.
+    pub(super) fn keep(&self, account: &str, started: u64, orders: Vec<Order>) {
+        let mut r = lock(&self.0);
+        let since = started < r.floor || r.written.get(account).is_some_and(|&n| n > started);
+        if since {
+            return;
+        }
+        if r.kept.len() >= ACCOUNTS_MAX {
+            r.kept.clear();
+        }
+        r.kept.insert(account.to_owned(), (Instant::now(), orders));
+    }
+
+    /// `account`'s orders as kept, if read less than [`HOLD_FRESH`] ago;
+    /// taken: the next ask reads them again.
+    pub(super) fn take(&self, account: &str) -> Option<Vec<Order>> {
+        match lock(&self.0).kept.remove(account) {
+            Some((at, orders)) if at.elapsed() < HOLD_FRESH => Some(orders),
+            _ => None,
+        }
+    }
+}
+
+/// Marks a write of one of an account's orders in [`Read`] as it starts
+/// and as it ends, however it ends.
+pub(super) struct Writing<'a> {
+    read: &'a Read,
+    account: String,
+}
+
+impl<'a> Writing<'a> {
+    pub(super) fn start(read: &'a Read, account: &str) -> Writing<'a> {
+        read.writing(account);
+        Writing {
+            read,
+            account: account.to_owned(),
+        }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.read.writing(&self.account);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +366,32 @@ mod tests {
         assert_eq!(seen.hold(), Some(None));
         seen.forget_hold();
         assert_eq!(seen.hold(), None);
+    }
+
+    /// A read of an account's orders is kept only if no write of one of
+    /// them by this node started or ended while it ran, or since.
+    #[test]
+    fn orders_read_while_this_node_wrote_one_are_not_kept() {
+        let read = Read::default();
+        let started = read.started();
+        read.keep("a", started, Vec::new());
+        assert_eq!(read.take("a"), Some(Vec::new()));
+        assert_eq!(read.take("a"), None, "taken");
+
+        let started = read.started();
+        let writing = Writing::start(&read, "a");
+        read.keep("a", started, Vec::new());
+        assert_eq!(read.take("a"), None, "a write started during the read");
+        let started = read.started();
+        drop(writing);
+        read.keep("a", started, Vec::new());
+        assert_eq!(read.take("a"), None, "a write ended during the read");
+
+        let started = read.started();
+        read.keep("a", started, Vec::new());
+        read.keep("b", started, Vec::new());
+        drop(Writing::start(&read, "a"));
+        assert_eq!(read.take("a"), None, "written since");
+        assert_eq!(read.take("b"), Some(Vec::new()), "another account");
     }
 }

@@ -31,7 +31,7 @@ use super::lease::{self, Lease};
 use super::seen::Seen;
 use super::{PgError, PgKv, PgOrders, PgRecords, db, pool_err};
 use crate::ledger::kv::{KvError, KvQuota};
-use crate::ledger::store::{KvValue, NodeInfo, Store};
+use crate::ledger::store::{Commits, KvValue, NodeInfo, Store};
 use crate::ledger::{
     AccountState, AttemptResult, CheckState, EventRecord, Hold, LedgerError, Order, OrderState,
     PlanRequest, Recorded, Refusal, Settled, Settlement, Spend, StoredToken, Verification, change,
@@ -159,9 +159,10 @@ impl PgStore {
             lost_tx,
             stop.clone(),
         ));
+        let relaxed = relaxed_pool(cfg)?;
         let store = PgStore {
-            orders: PgOrders::new(pool.clone(), lease.clone()),
-            records: PgRecords::new(pool.clone(), relaxed_pool(cfg)?),
+            orders: PgOrders::new(pool.clone(), relaxed.clone(), lease.clone()),
+            records: PgRecords::new(pool.clone(), relaxed),
             kv: PgKv::new(pool.clone()),
             claims: Batcher::start(pool.clone(), lease::Claims(lease.clone())),
             pool,
@@ -206,7 +207,13 @@ impl Store for PgStore {
     /// Every write is a committed transaction (with the server's
     /// `synchronous_commit`): durable once it returns.
     async fn durable(&self) -> Result<(), LedgerError> {
-        Ok(())
+        self.orders.durable(None).await
+    }
+    async fn durable_order(&self, key: &str) -> Result<(), LedgerError> {
+        self.orders.durable(Some(key)).await
+    }
+    fn commits(&self) -> Commits {
+        self.orders.commits()
     }
     async fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError> {
         self.orders
@@ -377,13 +384,16 @@ impl Store for PgStore {
         self.seen.keep_check(rule, account, state);
         Ok(())
     }
-    /// Read with the account's state, which the check asks for next.
+    /// Read with the account's state and its orders, which the check
+    /// asks for next.
     async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
-        let (token, state) = self.records.token_and_state(account).await?;
-        if let Some(state) = state {
+        let started = self.orders.read_starts();
+        let read = self.records.token_and_state(account).await?;
+        if let Some(state) = read.state {
             self.seen.keep_account(account, state);
         }
-        Ok(token)
+        self.orders.keep_read(account, started, read.orders);
+        Ok(read.token)
     }
     async fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
         self.records.put_token(account, token).await

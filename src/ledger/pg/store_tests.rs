@@ -222,6 +222,44 @@ async fn an_account_state_read_with_its_token_never_hides_a_later_write() {
     );
 }
 
+/// An account's orders read with its token answer the next ask for them,
+/// once (another node's write since is not seen by that answer); a write
+/// of one of them by this node since is always seen.
+#[tokio::test]
+async fn orders_read_with_the_token_never_hide_this_nodes_later_write() {
+    use crate::ledger::conformance::{NOW, request};
+    let db = database().await;
+    let a = PgStore::open(&config(&db, "a")).await.unwrap();
+    let b = PgStore::open(&config(&db, "b")).await.unwrap();
+    let uncapped = PlanRequest {
+        budget: Default::default(),
+        ..request("x")
+    };
+    a.plan(&uncapped, NOW).await.unwrap().unwrap();
+    let states = |orders: Vec<Order>| orders.iter().map(|o| o.state).collect::<Vec<_>>();
+    a.stored_token("acct-x").await.unwrap();
+    b.mark_sent("x", NOW).await.unwrap();
+    let answered = states(a.orders_of("acct-x").await.unwrap());
+    assert_eq!(answered, [OrderState::Planned], "as read with the token");
+    let again = states(a.orders_of("acct-x").await.unwrap());
+    assert_eq!(again, [OrderState::Sent], "read again");
+    a.stored_token("acct-x").await.unwrap();
+    a.record_attempt(
+        "x",
+        NOW,
+        OutcomeClass::Pending,
+        "accepted",
+        AttemptResult::Pending {
+            price: None,
+            vendor_orderid: None,
+        },
+    )
+    .await
+    .unwrap();
+    let own = states(a.orders_of("acct-x").await.unwrap());
+    assert_eq!(own, [OrderState::Pending], "this node's own write");
+}
+
 /// A node that paid for a pair keeps its claim while the payment is
 /// unsettled, though a node that joined is preferred for the pair now;
 /// once settled, the claim is given back and the other node takes it.
@@ -261,4 +299,48 @@ async fn a_pair_with_a_payment_in_flight_stays_with_the_node_that_paid() {
         "settled: given back"
     );
     assert!(b.claim("keep", &account).await.unwrap());
+}
+
+/// A plan under no cap commits without waiting for the WAL flush; a
+/// flushed commit that starts after it (its sent mark's, or another
+/// order's) makes it durable too. Asked for an order's durability with
+/// no such commit since its plan, the store runs one of its own.
+#[tokio::test]
+async fn a_plan_is_made_durable_by_a_later_flush_or_by_a_commit_of_its_own() {
+    use crate::ledger::conformance::{NOW, request};
+    use crate::ledger::store::Commits;
+    let db = database().await;
+    let s = PgStore::open(&config(&db, "n1")).await.unwrap();
+    let uncapped = |key| PlanRequest {
+        budget: Default::default(),
+        ..request(key)
+    };
+    let commits = |waits, commits| Commits { waits, commits };
+    s.plan(&uncapped("a"), NOW).await.unwrap().unwrap();
+    s.plan(&uncapped("b"), NOW).await.unwrap().unwrap();
+    s.mark_sent("a", NOW).await.unwrap();
+    s.durable_order("a").await.unwrap();
+    assert_eq!(s.commits(), commits(1, 0), "the sent mark's flush");
+    s.durable_order("b").await.unwrap();
+    assert_eq!(s.commits(), commits(2, 0), "another order's later flush");
+    s.plan(&uncapped("c"), NOW).await.unwrap().unwrap();
+    s.durable_order("a").await.unwrap();
+    assert_eq!(s.commits(), commits(3, 0), "a's writes need no flush for c");
+    s.durable_order("c").await.unwrap();
+    assert_eq!(
+        s.commits(),
+        commits(4, 1),
+        "no flushed commit since c's plan"
+    );
+    s.durable_order("c").await.unwrap();
+    assert_eq!(s.commits(), commits(5, 1), "nothing left to cover");
+    s.plan(&uncapped("d"), NOW).await.unwrap().unwrap();
+    s.durable().await.unwrap();
+    assert_eq!(s.commits(), commits(6, 2), "every order's writes");
+    let _new = PgStore::open(&config(&db, "n1")).await.unwrap();
+    s.plan(&uncapped("e"), NOW).await.unwrap_err();
+    assert!(
+        matches!(s.durable_order("e").await, Err(LedgerError::Fenced(_))),
+        "a fenced node's plan is never called durable"
+    );
 }

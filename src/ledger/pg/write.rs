@@ -9,6 +9,7 @@ use deadpool_postgres::GenericClient;
 
 use super::Prepared;
 use super::batch::Batch;
+use super::flushes::Flushes;
 use super::lease::Lease;
 use crate::ledger::derived::Share;
 use crate::ledger::{Order, change};
@@ -337,7 +338,12 @@ fn column<'a, T: tokio_postgres::types::ToSql + Sync + Send + 'a>(
 /// batch: each order's row only if its version is still the one read and
 /// the node's lease holds, its spend changes and vendor ids only if its
 /// row was written. Each caller learns whether its own was.
-pub(super) struct Transitions(pub(super) Lease);
+/// Their commits wait for the WAL flush, and so cover the plans before
+/// them ([`Flushes`]).
+pub(super) struct Transitions {
+    pub(super) lease: Lease,
+    pub(super) flushes: std::sync::Arc<Flushes>,
+}
 
 impl Batch for Transitions {
     type Row = Transition;
@@ -347,7 +353,8 @@ impl Batch for Transitions {
         c: &deadpool_postgres::Client,
         rows: &[Transition],
     ) -> Result<Vec<bool>, tokio_postgres::Error> {
-        write_many(c, &self.0, rows, UPDATE_MANY_WITH_EFFECTS, |first| {
+        let covers = self.flushes.before_flushed();
+        let written = write_many(c, &self.lease, rows, UPDATE_MANY_WITH_EFFECTS, |first| {
             vec![
                 column(first, |t| t.key.as_str()),
                 column(first, |t| t.state),
@@ -356,7 +363,9 @@ impl Batch for Transitions {
                 column(first, |t| t.version),
             ]
         })
-        .await
+        .await?;
+        self.flushes.flushed(covers);
+        Ok(written)
     }
 }
 
@@ -364,7 +373,13 @@ impl Batch for Transitions {
 /// where nothing stands in their way; each caller learns whether its own
 /// was (when not, its plan is made again as a transaction that names
 /// what stood in the way).
-pub(super) struct Plans(pub(super) Lease);
+///
+/// Written on a connection whose commits do not wait for the WAL flush:
+/// a plan is durable once a later commit that waits is ([`Flushes`]).
+pub(super) struct Plans {
+    pub(super) lease: Lease,
+    pub(super) flushes: std::sync::Arc<Flushes>,
+}
 
 impl Batch for Plans {
     type Row = Transition;
@@ -374,9 +389,9 @@ impl Batch for Plans {
         c: &deadpool_postgres::Client,
         rows: &[Transition],
     ) -> Result<Vec<bool>, tokio_postgres::Error> {
-        write_many(
+        let written = write_many(
             c,
-            &self.0,
+            &self.lease,
             rows,
             INSERT_MANY_IF_FREE_WITH_EFFECTS,
             |first| {
@@ -391,6 +406,10 @@ impl Batch for Plans {
                 ]
             },
         )
-        .await
+        .await;
+        // Whether or not it is known to have committed: a statement whose
+        // connection failed may have.
+        self.flushes.relaxed(rows.iter().map(|t| t.key.as_str()));
+        written
     }
 }
