@@ -246,8 +246,10 @@ impl Engine {
             }
         }
         // Acknowledge only what is on disk: the vendor stops calling back
-        // once we say the configured reply.
-        if let Err(e) = self.store.durable().await {
+        // once we say the configured reply. Only this order's writes: the
+        // reply need not wait for other orders' (PostgreSQL: plans made
+        // meanwhile, not yet durable).
+        if let Err(e) = self.store.durable_order(&key).await {
             tracing::error!(key, error = %e, "settlement not durable; asking the vendor to call again");
             return CallbackReply::err(503, "store unavailable");
         }
