@@ -214,6 +214,11 @@ impl Kept {
 #[derive(Debug, Default)]
 pub(super) struct Read(Mutex<ReadOrders>);
 
+/// The most accounts' orders kept at once. Each is taken by the check
+/// that read it, a moment later, so only the checks in flight have one;
+/// an account's orders grow with its history, so the bound is kept low.
+const READ_MAX: usize = 1024;
+
 #[derive(Debug, Default)]
 struct ReadOrders {
     /// This node's writes of orders so far (each counted as it starts
@@ -255,8 +260,13 @@ impl Read {
         if since {
             return;
         }
-        if r.kept.len() >= ACCOUNTS_MAX {
-            r.kept.clear();
+        if r.kept.len() >= READ_MAX {
+            // Reads never taken (the vendor's answer failed): past their
+            // second they are of no use.
+            r.kept.retain(|_, (at, _)| at.elapsed() < HOLD_FRESH);
+            if r.kept.len() >= READ_MAX {
+                r.kept.clear();
+            }
         }
         r.kept.insert(account.to_owned(), (Instant::now(), orders));
     }
@@ -393,5 +403,16 @@ mod tests {
         drop(Writing::start(&read, "a"));
         assert_eq!(read.take("a"), None, "written since");
         assert_eq!(read.take("b"), Some(Vec::new()), "another account");
+    }
+
+    #[test]
+    fn orders_kept_are_bounded() {
+        let read = Read::default();
+        for i in 0..READ_MAX + 10 {
+            read.keep(&format!("a{i}"), read.started(), Vec::new());
+        }
+        assert!(lock(&read.0).kept.len() <= READ_MAX);
+        let last = format!("a{}", READ_MAX + 9);
+        assert_eq!(read.take(&last), Some(Vec::new()), "the latest kept");
     }
 }
