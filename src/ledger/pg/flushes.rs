@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::seen::lock;
 use crate::ledger::store::Commits;
 
 #[derive(Debug, Default)]
@@ -38,7 +39,7 @@ struct Inner {
 impl Flushes {
     /// The plans of `keys` have (or may have) committed without waiting.
     pub(super) fn relaxed<'a>(&self, keys: impl Iterator<Item = &'a str>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = lock(&self.inner);
         inner.made += 1;
         let n = inner.made;
         for key in keys {
@@ -48,13 +49,13 @@ impl Flushes {
 
     /// Read as a flushed commit starts: the plans it will cover.
     pub(super) fn before_flushed(&self) -> u64 {
-        self.inner.lock().unwrap().made
+        lock(&self.inner).made
     }
 
     /// A flushed commit that started when [`before_flushed`](Self::before_flushed)
     /// said `covers` has committed.
     pub(super) fn flushed(&self, covers: u64) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = lock(&self.inner);
         if !inner.uncovered.is_empty() {
             inner.uncovered.retain(|_, n| *n > covers);
         }
@@ -64,7 +65,7 @@ impl Flushes {
     /// plan not covered yet needs one: any (`key` `None`), or `key`'s.
     pub(super) fn needed(&self, key: Option<&str>) -> Option<u64> {
         self.waits.fetch_add(1, Ordering::Relaxed);
-        let inner = self.inner.lock().unwrap();
+        let inner = lock(&self.inner);
         let needed = match key {
             None => !inner.uncovered.is_empty(),
             Some(key) => inner.uncovered.contains_key(key),

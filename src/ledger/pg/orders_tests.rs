@@ -408,27 +408,36 @@ async fn transitions_of_one_order_from_several_nodes_are_never_lost() {
     assert!(o.history.iter().any(|t| t.why == "a's note"));
 }
 
-/// Two transitions of one order read at the same version and written in
-/// one batch: one is written and told so; the other is told it was not
-/// (its caller makes it again on a fresh reading), never both.
-#[tokio::test]
-async fn two_transitions_of_one_order_in_one_batch_are_never_both_written() {
+/// A node "solo" with one order planned under no cap (key "k"), as
+/// stored.
+async fn one_planned_order() -> (TestDb, PgOrders, Order) {
     let db = TestDb::migrated().await;
-    let (n, lease) = named(&db, "solo", Duration::from_secs(60)).await;
+    let (n, _) = named(&db, "solo", Duration::from_secs(60)).await;
     let req = PlanRequest {
         budget: Budget::default(),
         ..request("k")
     };
     n.plan(&req, NOW).await.unwrap().unwrap();
     let order = n.get("k").await.unwrap().unwrap();
+    (db, n, order)
+}
+
+/// A writer of transitions under `n`'s lease, beside `n`'s own.
+fn transitions_of(n: &PgOrders) -> Transitions {
+    Transitions {
+        lease: n.lease.clone(),
+        flushes: Default::default(),
+    }
+}
+
+/// Two transitions of one order read at the same version and written in
+/// one batch: one is written and told so; the other is told it was not
+/// (its caller makes it again on a fresh reading), never both.
+#[tokio::test]
+async fn two_transitions_of_one_order_in_one_batch_are_never_both_written() {
+    let (db, n, order) = one_planned_order().await;
     let was = Share::of(&order);
-    let writer = Batcher::start(
-        db.pool(2),
-        Transitions {
-            lease,
-            flushes: Default::default(),
-        },
-    );
+    let writer = Batcher::start(db.pool(2), transitions_of(&n));
     let noted = |why: &'static str| {
         let mut o = order.clone();
         o.enter(o.state, NOW, why);
@@ -449,20 +458,10 @@ async fn two_transitions_of_one_order_in_one_batch_are_never_both_written() {
 #[tokio::test]
 async fn a_transition_that_leaves_an_order_unsettled_adds_no_index_entry() {
     use super::super::batch::Batch;
-    let db = TestDb::migrated().await;
-    let (n, lease) = named(&db, "solo", Duration::from_secs(60)).await;
-    let req = PlanRequest {
-        budget: Budget::default(),
-        ..request("k")
-    };
-    n.plan(&req, NOW).await.unwrap().unwrap();
-    let mut order = n.get("k").await.unwrap().unwrap();
+    let (db, n, mut order) = one_planned_order().await;
     let was = Share::of(&order);
     change::mark_sent(&mut order, NOW).unwrap();
-    let transitions = Transitions {
-        lease,
-        flushes: Default::default(),
-    };
+    let transitions = transitions_of(&n);
     let c = db.pool(1).get().await.unwrap();
     c.batch_execute("BEGIN").await.unwrap();
     let written = transitions

@@ -286,7 +286,7 @@ impl PgRecords {
     /// credential state (`None` when the state does not decode: its own
     /// read says why) and its orders' records in key order, in one
     /// statement.
-    pub async fn token_and_state(&self, account: &str) -> Result<AccountRead, LedgerError> {
+    pub async fn account_read(&self, account: &str) -> Result<AccountRead, LedgerError> {
         let row = self
             .client()
             .await?
@@ -411,14 +411,14 @@ mod tests {
             r.check_state("keep", "bob").await.unwrap(),
             CheckState::default()
         );
-        assert_eq!(r.token_and_state("alice").await.unwrap().token, None);
+        assert_eq!(r.account_read("alice").await.unwrap().token, None);
         let state = AccountState {
             auth_failing: true,
             last_error: Some("token expired".into()),
         };
         r.put_account_state("alice", &state).await.unwrap();
         assert_eq!(
-            r.token_and_state("alice").await.unwrap().token,
+            r.account_read("alice").await.unwrap().token,
             None,
             "a state, no token"
         );
@@ -431,7 +431,7 @@ mod tests {
             grant: "g".into(),
         };
         r.put_token("alice", &token).await.unwrap();
-        assert_eq!(r.token_and_state("alice").await.unwrap().token, Some(token));
+        assert_eq!(r.account_read("alice").await.unwrap().token, Some(token));
         assert_eq!(
             r.account_state("alice").await.unwrap(),
             state,

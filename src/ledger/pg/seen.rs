@@ -49,7 +49,9 @@ pub(super) struct Seen {
 /// read it); past it, they are read again.
 const ACCOUNTS_MAX: usize = 10_000;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// The mutex's guard; a panic elsewhere while it was held leaves nothing
+/// half-written here, so a poisoned lock is used as it is.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

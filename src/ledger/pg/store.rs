@@ -204,8 +204,9 @@ impl Store for PgStore {
     ) -> Result<Result<Order, Refusal>, LedgerError> {
         self.orders.plan(req, now).await
     }
-    /// Every write is a committed transaction (with the server's
-    /// `synchronous_commit`): durable once it returns.
+    /// Every write but a plan under no cap waits for its own WAL flush;
+    /// such a plan is durable once a flushed commit started after it
+    /// ([`PgOrders::durable`]).
     async fn durable(&self) -> Result<(), LedgerError> {
         self.orders.durable(None).await
     }
@@ -388,7 +389,7 @@ impl Store for PgStore {
     /// asks for next.
     async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
         let started = self.orders.read_starts();
-        let read = self.records.token_and_state(account).await?;
+        let read = self.records.account_read(account).await?;
         if let Some(state) = read.state {
             self.seen.keep_account(account, state);
         }
