@@ -390,6 +390,27 @@ mod tests {
         assert!(e.to_string().contains("vipd_events/"), "{e}");
     }
 
+    /// An event writes one index entry: the log is read and pruned by
+    /// time, and its time order is its primary key.
+    #[tokio::test]
+    async fn an_event_writes_one_index_entry() {
+        let (db, _r) = records().await;
+        let indexes: Vec<String> = db
+            .connect()
+            .await
+            .query(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'vipd_events'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(indexes.len(), 1, "{indexes:?}");
+        assert!(indexes[0].contains("(at, seq)"), "{indexes:?}");
+    }
+
     /// Check, account and token records read back as written, and as their
     /// defaults when never written.
     #[tokio::test]
