@@ -19,6 +19,7 @@ pub const EXIT_CONFIG: u8 = 78;
 
 mod admin;
 mod args;
+mod explain;
 mod logging;
 mod render;
 mod store;
@@ -112,6 +113,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             mode,
             params,
         } => sign(secret_file.as_deref(), secret, mode, &params),
+        Command::Explain {
+            config,
+            what,
+            last,
+            json,
+        } => {
+            explain::explain(explain::Explain {
+                config: &config,
+                what: &what,
+                last,
+                json,
+            })
+            .await
+        }
         Command::VipInfo {
             config,
             account,

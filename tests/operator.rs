@@ -301,6 +301,40 @@ async fn a_manual_order_is_verified_and_shown() {
         "{text}"
     );
     assert!(text.contains("verified    yes: ends"), "{text}");
+    // Its story, from the running daemon (the trace API) ...
+    let config = stack.config.clone();
+    let explain = |what: &str, json: bool| {
+        let mut cmd = vipd();
+        cmd.arg("explain").arg(what).arg("--config").arg(&config);
+        if json {
+            cmd.arg("--json");
+        }
+        run(&mut cmd)
+    };
+    let (code, text, err) = explain("a0", true);
+    assert_eq!(code, 0, "{err}");
+    let traces: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let steps: Vec<(String, String)> = traces[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["kind"].as_str().unwrap().into(), s["name"].as_str().unwrap().into()))
+        .collect();
+    for want in [
+        ("decision", "manual"),
+        ("transition", "planned"),
+        ("transition", "succeeded"),
+        ("attempt", "1"),
+        ("verification", "verified"),
+        ("event", "renewal_verified"),
+    ] {
+        assert!(
+            steps.contains(&(want.0.into(), want.1.into())),
+            "{want:?} not in {steps:?}"
+        );
+    }
+    assert_eq!(steps[0].0, "decision", "{steps:?}");
+    let key = traces[0]["order"]["key"].as_str().unwrap().to_owned();
     // With the daemon stopped nothing checks: no "next check in 17s".
     assert_eq!(stack.stop_daemon(), Some(0));
     let (code, text, err) = run(vipd().arg("status").arg("--config").arg(&stack.config));
@@ -311,4 +345,12 @@ async fn a_manual_order_is_verified_and_shown() {
         "{text}"
     );
     assert!(text.contains("manual / a0"), "{text}");
+    // ... and from the store, by a key's prefix.
+    let (code, text, err) = explain(&key[..8], false);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.starts_with(&format!("order {key}  manual / a0")), "{text}");
+    assert!(text.contains("verification verified"), "{text}");
+    let (code, _, err) = explain("nosuchorder", false);
+    assert_eq!(code, 1);
+    assert!(err.contains("no order with key nosuchorder"), "{err}");
 }

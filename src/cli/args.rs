@@ -106,6 +106,25 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The story of one order, or of an account's latest orders: the
+    /// decision and its inputs, every transition and why, each request and
+    /// what became of it, verification, and the events that named it.
+    #[command(
+        after_help = "Examples:\n  vipd explain alice            an account's latest 5 orders\n  vipd explain 0b1e3c91         one order (a unique key prefix)\n  vipd explain alice --json     the same as JSON (GET /api/accounts/alice/trace)"
+    )]
+    Explain {
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
+        config: PathBuf,
+        /// An account's name, or an order key (a unique prefix is enough).
+        what: String,
+        /// How many of an account's latest orders.
+        #[arg(long, default_value_t = 5)]
+        last: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// One manual renewal, through the same ledger and guards. A membership
     /// that is not due is refused (exit 1, saying when it will be) unless
     /// --ahead.

@@ -11,6 +11,7 @@
 //! | `gate.rs` | provider pause gates, rate limits, in-flight caps |
 //! | `period.rs` | budget days and months in the configured timezone |
 //! | `events.rs` | events, logged and kept |
+//! | `trace.rs` | one order's story, from its record and the events naming it |
 //!
 //! Configuration lives in a [`Runtime`] behind an `Arc` that a reload swaps
 //! whole; a check holds the `Arc` it started with, so orders in flight are
@@ -34,6 +35,7 @@ mod schedule;
 pub mod terms;
 pub mod time;
 mod token;
+pub mod trace;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};

@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use crate::config::Secret;
 use crate::engine::{Engine, ManualError, ManualOrder, ResolveError};
-use crate::ledger::OrderState;
+use crate::ledger::{LedgerError, OrderState};
 
 /// Callback bodies larger than this are refused with 413.
 pub const MAX_CALLBACK_BODY: usize = 64 << 10;
@@ -134,6 +134,8 @@ fn api_routes(reloader: Arc<dyn Reload>) -> axum::Router<Arc<Engine>> {
         .route("/api/orders", get(orders))
         .route("/api/orders/count", get(order_counts))
         .route("/api/orders/{key}/resolve", post(resolve))
+        .route("/api/orders/{key}/trace", get(order_trace))
+        .route("/api/accounts/{name}/trace", get(account_trace))
         .route("/api/plan", get(plan))
         .route("/api/recharge", post(recharge))
         .route("/api/store/backup", get(store_backup))
@@ -219,15 +221,22 @@ fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// What the read token may do: `GET`/`HEAD` of status, orders, plan and
-/// metrics. Not the store backup (every record at once) and no write.
+/// What the read token may do: `GET`/`HEAD` of status, orders and their
+/// traces, plan and metrics. Not the store backup (every record at once)
+/// and no write.
 fn read_scope(method: &axum::http::Method, path: &str) -> bool {
     use axum::http::Method;
+    let trace = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix("/trace"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+    };
     (*method == Method::GET || *method == Method::HEAD)
-        && matches!(
+        && (matches!(
             path,
             "/metrics" | "/api/status" | "/api/orders" | "/api/orders/count" | "/api/plan"
-        )
+        ) || trace("/api/orders/")
+            || trace("/api/accounts/"))
 }
 
 /// Two scopes: `daemon.admin_token` may do everything; `daemon.read_token`
@@ -326,6 +335,32 @@ async fn order_counts(State(engine): State<Arc<Engine>>) -> Response {
                 counts.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
             Json(by_name).into_response()
         }
+        Err(e) => internal(e),
+    }
+}
+
+/// One order's story (`vipd explain ORDER`); a unique key prefix is enough.
+async fn order_trace(State(engine): State<Arc<Engine>>, Path(key): Path<String>) -> Response {
+    match crate::engine::trace::order(&**engine.store(), &key).await {
+        Ok(trace) => Json(trace).into_response(),
+        Err(e @ LedgerError::NotFound(_)) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// The stories of an account's latest orders, newest first (`?last=N`,
+/// default 5).
+async fn account_trace(
+    State(engine): State<Arc<Engine>>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let last = match q.get("last").map(|s| s.parse::<usize>()).transpose() {
+        Ok(n) => n.unwrap_or(5),
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("last: {e}")).into_response(),
+    };
+    match crate::engine::trace::account(&**engine.store(), &name, last).await {
+        Ok(traces) => Json(traces).into_response(),
         Err(e) => internal(e),
     }
 }

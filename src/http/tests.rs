@@ -28,6 +28,8 @@ fn bearer_tokens_match_exactly() {
 fn the_read_scope_is_reads_of_status_orders_plan_and_metrics() {
     use axum::http::Method;
     for path in [
+        "/api/orders/0b1e/trace",
+        "/api/accounts/alice/trace",
         "/metrics",
         "/api/status",
         "/api/orders",
@@ -42,6 +44,9 @@ fn the_read_scope_is_reads_of_status_orders_plan_and_metrics() {
         "/api/reload",
         "/api/recharge",
         "/api/orders/k/resolve",
+        "/api/orders//trace",
+        "/api/orders/a/b/trace",
+        "/api/accounts/alice",
     ] {
         assert!(!super::read_scope(&Method::GET, path), "{path}");
     }
