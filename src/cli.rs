@@ -23,6 +23,7 @@ mod explain;
 mod logging;
 mod render;
 mod store;
+mod test;
 
 pub use args::Cli;
 use args::{Command, ModeArg, OrdersAction, OutputFormat, StoreAction};
@@ -41,7 +42,13 @@ pub fn main() -> ExitCode {
     if let Some(dir) = cli.state_dir.clone() {
         crate::config::override_state_dir(dir);
     }
-    if let Err(e) = logging::init(format) {
+    // A simulation's engine logs what a daemon would; `vipd test` reports
+    // its own results, and shows only errors unless `VIPD_LOG` says more.
+    let level = match cli.command {
+        Command::Test { .. } => "error",
+        _ => "info",
+    };
+    if let Err(e) = logging::init(format, level) {
         logging::fatal(format, &[format!("vipd: {e}")]);
         return ExitCode::from(2);
     }
@@ -134,10 +141,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             base_url,
         } => vip_info(&config, &account, json, base_url).await,
         Command::Sandbox { listen, config } => serve_sandbox(&config, listen).await,
-        Command::Schema => {
-            print!("{}", crate::config::schema());
+        Command::Schema { tests } => {
+            if tests {
+                print!("{}", crate::simulate::schema());
+            } else {
+                print!("{}", crate::config::schema());
+            }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Test { paths, junit } => test::run(paths, junit).await,
         Command::LuaTypes => {
             print!("{}", crate::plugins::types::lua_types());
             Ok(ExitCode::SUCCESS)

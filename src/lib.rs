@@ -12,7 +12,8 @@
 //! |---|---|---|
 //! | 6 | [`cli`] | the `vipd` commands: parse arguments, set up logging, run, exit code |
 //! | 6 | `fuzz` | fuzz target functions (hidden; `fuzz/` and `tests/fuzz_corpus.rs` call them) |
-//! | 5 | [`service`] | the one wiring place: start-up order, listeners, reload (file watch, SIGHUP, API), ordered shutdown |
+//! | 5 | [`service`] | the daemon's wiring: start-up order, listeners, reload (file watch, SIGHUP, API), ordered shutdown |
+//! | 5 | [`simulate`] | `vipd test`: the same engine, ledger and callback router on a paused clock against the sandbox |
 //! | 4 | [`http`] | the callback receiver and the admin API (axum); the `Reload` port the service implements |
 //! | 4 | [`plugins`] | Lua plugins: the sandboxed state per generation, limits, the `vipd` host API, `vipd lua-types`; `LuaHooks` implements the engine's `Hooks` |
 //! | 3 | [`engine`] | scheduler, pure decisions, paying through the `Store` port, callbacks, evidence and verification; builds every upstream client; owns the `Hooks` port |
@@ -42,6 +43,7 @@ pub mod model;
 pub mod plugins;
 pub mod sandbox;
 pub mod service;
+pub mod simulate;
 pub mod systemd;
 pub mod timefmt;
 pub mod units;

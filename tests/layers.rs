@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("http", 4),
     ("plugins", 4),
     ("service", 5),
+    ("simulate", 5),
     ("cli", 6),
     ("fuzz", 6),
 ];

@@ -318,7 +318,12 @@ async fn a_manual_order_is_verified_and_shown() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["kind"].as_str().unwrap().into(), s["name"].as_str().unwrap().into()))
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().into(),
+                s["name"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     for want in [
         ("decision", "manual"),
@@ -348,7 +353,10 @@ async fn a_manual_order_is_verified_and_shown() {
     // ... and from the store, by a key's prefix.
     let (code, text, err) = explain(&key[..8], false);
     assert_eq!(code, 0, "{err}");
-    assert!(text.starts_with(&format!("order {key}  manual / a0")), "{text}");
+    assert!(
+        text.starts_with(&format!("order {key}  manual / a0")),
+        "{text}"
+    );
     assert!(text.contains("verification verified"), "{text}");
     let (code, _, err) = explain("nosuchorder", false);
     assert_eq!(code, 1);

@@ -177,8 +177,28 @@ pub(super) enum Command {
         #[arg(long)]
         base_url: Option<String>,
     },
-    /// Print the JSON Schema of rules.yaml.
-    Schema,
+    /// Print the JSON Schema of rules.yaml (or, with --tests, of test
+    /// files).
+    Schema {
+        /// The schema of `vipd test` files instead.
+        #[arg(long)]
+        tests: bool,
+    },
+    /// Run test files on simulated time: the real engine, an in-memory
+    /// ledger and the in-process sandbox, nothing sent anywhere. Exit 0
+    /// when every test passed, 1 when one failed, 78 when a file is
+    /// invalid.
+    #[command(
+        after_help = "Examples:\n  vipd test examples/tests                 every *.test.yaml under the folder\n  vipd test renewals.test.yaml --junit out.xml\n  vipd schema --tests > vipd-test.schema.json"
+    )]
+    Test {
+        /// Test files, or folders of `*.test.yaml` files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also write the results as JUnit XML here.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Print the LuaLS `---@meta` file of the plugin API (save it as
     /// `scripts/types/vipd.d.lua`, as this repository does; plugins load
     /// from `*.lua` in scripts_dir, never from `*.d.lua`).

@@ -26,14 +26,14 @@ pub enum Format {
 /// Installs the global subscriber. A filter that does not parse, or names
 /// no level, is an error naming the variable and the directive: the caller
 /// exits 2 (usage) rather than run with logging the operator did not ask
-/// for.
-pub fn init(format: Format) -> Result<(), String> {
+/// for. Without `VIPD_LOG` or `RUST_LOG`, the filter is `default`.
+pub fn init(format: Format, default: &str) -> Result<(), String> {
     let filter = match std::env::var("VIPD_LOG")
         .map(|s| ("VIPD_LOG", s))
         .or_else(|_| std::env::var("RUST_LOG").map(|s| ("RUST_LOG", s)))
     {
         Ok((var, spec)) => filter(&spec).map_err(|why| format!("{var}={spec:?}: {why}"))?,
-        Err(_) => EnvFilter::new("info"),
+        Err(_) => EnvFilter::new(default),
     };
     let journal = journal_stream();
     // Colours only for a person at a terminal; `NO_COLOR` set to anything

@@ -17,6 +17,7 @@ mod qq;
 mod recharge;
 mod world;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -56,7 +57,12 @@ pub struct Shared {
     callback_slots: tokio::sync::Semaphore,
     /// The vendor's wall clock.
     clock: Arc<dyn Clock>,
+    /// The last callback sent for each vendor order: where, its fields, and
+    /// the reply that acknowledges it (for [`SandboxHandle::redeliver`]).
+    sent: Mutex<HashMap<String, SentCallback>>,
 }
+
+type SentCallback = (String, HashMap<String, String>, String);
 
 impl Shared {
     fn world(&self) -> MutexGuard<'_, World> {
@@ -92,6 +98,46 @@ impl SandboxHandle {
         self.shared.world().orders.clone()
     }
 
+    /// The end of `account`'s `membership` as the vendor holds it now
+    /// (unix seconds; `None`: no such account or no such membership).
+    pub fn end_of(&self, account: &str, membership: crate::model::Membership) -> Option<i64> {
+        let world = self.shared.world();
+        let a = world.accounts.iter().find(|a| a.name == account)?;
+        Some(a.ends[membership as usize]).filter(|&end| end != 0)
+    }
+
+    /// Changes the vendor's run-time settings, as `POST /_sandbox/control`
+    /// does; the settings after the change, or why it was refused.
+    pub fn change(&self, change: ControlChange) -> Result<Control, String> {
+        change.apply(&mut self.shared.world().control)
+    }
+
+    /// Delivers the last callback sent for vendor order `orderid` again,
+    /// exactly as it was sent (its time and signature too), as a vendor
+    /// that re-delivers does. Whether the receiver acknowledged it; an
+    /// error when no callback was sent for that order.
+    pub async fn redeliver(&self, orderid: &str) -> Result<bool, String> {
+        let sent = self
+            .shared
+            .sent
+            .lock()
+            .map_or(None, |m| m.get(orderid).cloned());
+        let Some((url, fields, reply)) = sent else {
+            return Err(format!("no callback was sent for vendor order {orderid}"));
+        };
+        let acked = match self.shared.http.post(&url).form(&fields).send().await {
+            Ok(r) if r.status() == StatusCode::OK => {
+                r.text().await.is_ok_and(|body| body.trim() == reply)
+            }
+            _ => false,
+        };
+        if let Some(order) = self.shared.world().order_mut(orderid) {
+            order.callbacks_sent += 1;
+            order.callbacks_acked += u32::from(acked);
+        }
+        Ok(acked)
+    }
+
     /// Stops serving, cancels pending settlements, and waits for the tasks.
     pub async fn shutdown(self) {
         self.shared.cancel.cancel();
@@ -121,6 +167,7 @@ pub async fn start_with_clock(
         cancel: CancellationToken::new(),
         callback_slots: tokio::sync::Semaphore::new(CALLBACK_CONCURRENCY),
         clock,
+        sent: Mutex::new(HashMap::new()),
     });
     let app = router(shared.clone());
     let cancel = shared.cancel.clone();
@@ -227,60 +274,76 @@ async fn get_control(State(sb): State<Arc<Shared>>) -> Response {
     Json(sb.world().control.clone()).into_response()
 }
 
-/// Body of `POST /_sandbox/control`: every part optional.
-#[derive(Debug, Deserialize)]
+/// A change of the vendor's run-time settings (`POST /_sandbox/control`,
+/// a `vendor:` step of `vipd test`): every part optional.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ControlChange {
-    mode: Option<SandboxMode>,
-    callback_delay: Option<HumanDuration>,
-    token_ttl: Option<HumanDuration>,
-    /// `null` keeps it; `"unlimited"` removes the limit.
-    balance: Option<BalanceChange>,
-    recharge: Option<Knobs>,
-    vip_info: Option<Knobs>,
+pub struct ControlChange {
+    /// `sync` answers 10000; `async` answers 10023 and calls back.
+    pub mode: Option<SandboxMode>,
+    /// How long after a sale an async callback is sent.
+    pub callback_delay: Option<HumanDuration>,
+    /// How long a refreshed access token lives.
+    pub token_ttl: Option<HumanDuration>,
+    /// Money at the vendor: an amount, or `"unlimited"`.
+    pub balance: Option<BalanceChange>,
+    /// Faults of the recharge API (replaces them all).
+    pub recharge: Option<Knobs>,
+    /// Faults of the membership API (replaces them all).
+    pub vip_info: Option<Knobs>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A balance: an amount, or the word `unlimited`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
-enum BalanceChange {
+pub enum BalanceChange {
     Amount(Fen),
     Word(String),
 }
 
+impl ControlChange {
+    /// Applies the change to `c`, all of it or (refused) none.
+    pub fn apply(self, c: &mut Control) -> Result<Control, String> {
+        for (api, knobs) in [("recharge", &self.recharge), ("vip_info", &self.vip_info)] {
+            if let Some(k) = knobs {
+                k.validate().map_err(|e| format!("{api}: {e}"))?;
+            }
+        }
+        let balance = match self.balance {
+            Some(BalanceChange::Amount(fen)) => Some(Some(fen)),
+            Some(BalanceChange::Word(w)) if w == "unlimited" => Some(None),
+            Some(BalanceChange::Word(w)) => {
+                return Err(format!(
+                    "balance: {w:?} is neither an amount nor \"unlimited\""
+                ));
+            }
+            None => None,
+        };
+        if let Some(mode) = self.mode {
+            c.mode = mode;
+        }
+        if let Some(delay) = self.callback_delay {
+            c.callback_delay = delay;
+        }
+        if let Some(ttl) = self.token_ttl {
+            c.token_ttl = ttl;
+        }
+        if let Some(b) = balance {
+            c.balance = b;
+        }
+        if let Some(k) = self.recharge {
+            c.recharge = k;
+        }
+        if let Some(k) = self.vip_info {
+            c.vip_info = k;
+        }
+        Ok(c.clone())
+    }
+}
+
 async fn set_control(State(sb): State<Arc<Shared>>, Json(change): Json<ControlChange>) -> Response {
-    for knobs in [&change.recharge, &change.vip_info].into_iter().flatten() {
-        if let Err(e) = knobs.validate() {
-            return (StatusCode::UNPROCESSABLE_ENTITY, e).into_response();
-        }
+    match change.apply(&mut sb.world().control) {
+        Ok(c) => Json(c).into_response(),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, e).into_response(),
     }
-    let mut world = sb.world();
-    let c = &mut world.control;
-    if let Some(mode) = change.mode {
-        c.mode = mode;
-    }
-    if let Some(delay) = change.callback_delay {
-        c.callback_delay = delay;
-    }
-    if let Some(ttl) = change.token_ttl {
-        c.token_ttl = ttl;
-    }
-    match change.balance {
-        Some(BalanceChange::Amount(fen)) => c.balance = Some(fen),
-        Some(BalanceChange::Word(w)) if w == "unlimited" => c.balance = None,
-        Some(BalanceChange::Word(w)) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("balance: {w:?} is neither an amount nor \"unlimited\""),
-            )
-                .into_response();
-        }
-        None => {}
-    }
-    if let Some(k) = change.recharge {
-        c.recharge = k;
-    }
-    if let Some(k) = change.vip_info {
-        c.vip_info = k;
-    }
-    Json(c.clone()).into_response()
 }

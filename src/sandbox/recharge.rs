@@ -334,6 +334,12 @@ async fn settle_later(sb: Arc<Shared>, job: Settle) {
         .signer
         .sign(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     fields.insert(map.sign_field.clone(), sign);
+    if let Ok(mut sent) = sb.sent.lock() {
+        sent.insert(
+            job.orderid.clone(),
+            (url.clone(), fields.clone(), map.reply.clone()),
+        );
+    }
     let deliveries = if job.duplicate { 2 } else { 1 };
     for _ in 0..deliveries {
         deliver(&sb, &job, &url, &fields).await;

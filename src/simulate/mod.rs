@@ -1,0 +1,252 @@
+//! `vipd test`: rules proven on simulated time before they pay.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `file.rs` | the test file's shape (its schema), reading it with positions |
+//! | `prepare.rs` | each test's configurations and values checked before any runs |
+//! | `world.rs` | one test's engine, ledger, vendor and receiver on a paused clock |
+//! | `expect.rs` | expectations, and the promises every check holds vipd to |
+//! | `report.rs` | the text report and JUnit XML |
+//!
+//! Each test runs the daemon's own engine (the same scheduler, decisions,
+//! ledger gate, callbacks and verification) against the in-process
+//! sandbox, on a current-thread runtime of its own whose clock is paused:
+//! time moves only when every task waits, so days pass in milliseconds,
+//! and the same file gives the same result. Plugins are not loaded.
+
+pub mod expect;
+pub mod file;
+mod prepare;
+mod report;
+mod world;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use expect::{Failure, Seen};
+use file::{Loaded, Step};
+use prepare::Prepared;
+use report::Reported;
+pub use report::{Outcome, junit};
+use world::World;
+
+pub use file::schema;
+
+/// Exit code when every test passed.
+pub const PASSED: u8 = 0;
+/// Exit code when a test failed.
+pub const FAILED: u8 = 1;
+
+/// The test files among `paths`: a file as given; a folder's `*.test.yaml`
+/// and `*.test.yml`, recursively, in name order.
+pub fn files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if name.ends_with(".test.yaml") || name.ends_with(".test.yml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks every file: the tests ready to run, or every error
+/// found (each naming its file, line and column).
+pub fn load(
+    files: &[PathBuf],
+) -> Result<Vec<(Loaded, Vec<Prepared>)>, crate::config::ConfigErrors> {
+    let mut ready = Vec::new();
+    let mut errors = Vec::new();
+    for path in files {
+        match Loaded::read(path) {
+            Ok(loaded) => match prepare::all(&loaded) {
+                Ok(cases) => ready.push((loaded, cases)),
+                Err(e) => errors.extend(e),
+            },
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ready)
+    } else {
+        Err(crate::config::ConfigErrors(errors))
+    }
+}
+
+/// Runs every test of `ready`, one after another, each on a runtime of
+/// its own with a paused clock.
+pub fn run_all(ready: &[(Loaded, Vec<Prepared>)]) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for (loaded, cases) in ready {
+        for (i, case) in cases.iter().enumerate() {
+            out.push(run_one(loaded, i, case));
+        }
+    }
+    out
+}
+
+/// One test, on a thread and runtime of its own.
+pub fn run_one(loaded: &Loaded, i: usize, prepared: &Prepared) -> Outcome {
+    let started = Instant::now();
+    let name = loaded.file.tests[i].name.clone();
+    let ran = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()?;
+            rt.block_on(play(loaded, i, prepared))
+        })
+        .join()
+    });
+    let (failures, simulated) = match ran {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => (vec![Reported::setup(loaded, i, format!("{e:#}"))], 0),
+        Err(_) => (
+            vec![Reported::setup(loaded, i, "the test's run panicked".into())],
+            0,
+        ),
+    };
+    Outcome {
+        file: loaded.path.clone(),
+        name,
+        failures,
+        simulated: Duration::from_secs(simulated.max(0) as u64),
+        wall: started.elapsed(),
+    }
+}
+
+/// Plays test `i`'s timeline, then its final expectations: the failures,
+/// and how long it ran in simulated seconds.
+async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<(Vec<Reported>, i64)> {
+    let case = &loaded.file.tests[i];
+    let world = World::start(p.config.clone(), p.start).await?;
+    let mut config = p.config.clone();
+    let mut failures = Vec::new();
+    for (j, step) in case.timeline.iter().enumerate() {
+        let at = || loaded.where_is(&["tests", &i.to_string(), "timeline", &j.to_string()]);
+        let mut refused = |why: String| {
+            failures.push(Reported {
+                at: at(),
+                failure: Failure {
+                    expected: "the step to run".into(),
+                    actual: why,
+                    account: None,
+                },
+                traces: String::new(),
+            });
+        };
+        match step {
+            Step::Advance(d) => tokio::time::sleep(d.get()).await,
+            Step::ClockStep(_) => world.clock.step(p.clock_steps[j]),
+            Step::Vendor(change) => {
+                if let Err(e) = world.sandbox.change(change.clone()) {
+                    refused(format!("vendor: {e}"));
+                }
+            }
+            Step::Reload(_) => {
+                let new = p.reloads[j].clone().expect("prepared");
+                world.reload(new.clone())?;
+                config = new;
+            }
+            Step::RedeliverCallback(account) => {
+                if let Err(e) = redeliver(&world, account).await {
+                    refused(e);
+                }
+            }
+            Step::Resolve(r) => {
+                if let Err(e) = resolve(&world, &r.account, r.as_state).await {
+                    refused(e);
+                }
+            }
+            Step::Expect(e) => {
+                let seen = Seen::read(&world).await?;
+                for f in expect::check(e, &seen, &world, &config) {
+                    failures.push(Reported::of(&world, at(), f).await);
+                }
+            }
+        }
+    }
+    if let Some(d) = case.run_for {
+        tokio::time::sleep(d.get()).await;
+    }
+    let seen = Seen::read(&world).await?;
+    let at = loaded.where_is(&["tests", &i.to_string(), "expect"]);
+    for f in expect::check(&case.expect, &seen, &world, &config) {
+        failures.push(Reported::of(&world, at.clone(), f).await);
+    }
+    let simulated = world.now() - world.start;
+    world.stop().await;
+    Ok((failures, simulated))
+}
+
+/// The vendor delivers `account`'s latest order's last callback again.
+async fn redeliver(world: &World, account: &str) -> Result<(), String> {
+    let orders = world
+        .store
+        .orders_of(account)
+        .await
+        .map_err(|e| e.to_string())?;
+    let latest = orders
+        .iter()
+        .filter(|o| o.vendor_orderid.is_some())
+        .max_by_key(|o| (o.created_at, o.key.clone()))
+        .ok_or_else(|| {
+            format!("redeliver_callback: {account} has no order with a vendor order id")
+        })?;
+    let id = latest.vendor_orderid.as_deref().unwrap_or_default();
+    world
+        .sandbox
+        .redeliver(id)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("redeliver_callback: {e}"))
+}
+
+/// An operator settles `account`'s latest order, as `vipd orders
+/// resolve` does.
+async fn resolve(
+    world: &World,
+    account: &str,
+    as_state: crate::ledger::OrderState,
+) -> Result<(), String> {
+    use crate::ledger::OrderState;
+    use crate::model::Clock;
+    let paid = match as_state {
+        OrderState::Succeeded => true,
+        OrderState::Failed => false,
+        other => return Err(format!("resolve: as succeeded or failed, not {other}")),
+    };
+    let orders = world
+        .store
+        .orders_of(account)
+        .await
+        .map_err(|e| e.to_string())?;
+    let latest = orders
+        .iter()
+        .max_by_key(|o| (o.created_at, o.key.clone()))
+        .ok_or_else(|| format!("resolve: {account} has no order"))?;
+    crate::engine::resolve(&*world.store, &latest.key, paid, world.clock.unix())
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("resolve: {e}"))
+}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! One test's world: the real engine, a sled ledger in a throwaway folder
+//! (in memory, under `/dev/shm`, where there is one), the in-process
+//! sandbox as the vendor, and the callback receiver, all on one
+//! current-thread runtime whose clock is paused. Time moves only when
+//! every task waits: a day of checks passes as fast as the work in it.
+//!
+//! The sandbox and the receiver listen on loopback ports of their own;
+//! nothing is sent anywhere else.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::{Engine, NoHooks};
+use crate::ledger::Ledger;
+use crate::ledger::store::Store;
+use crate::model::TokioClock;
+use crate::sandbox::{self, SandboxHandle};
+
+/// Everything one test runs against.
+pub struct World {
+    /// The daemon's wall clock (a `clock_step` moves it alone).
+    pub clock: Arc<TokioClock>,
+    /// The vendor's, which keeps true time.
+    pub vendor_clock: Arc<TokioClock>,
+    pub sandbox: SandboxHandle,
+    pub engine: Arc<Engine>,
+    pub store: Arc<dyn Store>,
+    /// Unix seconds at the start.
+    pub start: i64,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The ledger's folder; removed when the world is dropped.
+    _dir: tempfile::TempDir,
+}
+
+/// A folder in memory when the machine has one (`/dev/shm`), else in the
+/// temporary folder: a simulation's fsyncs cost nothing there.
+fn scratch() -> std::io::Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("vipd-test-")
+            .tempdir_in(shm)
+        {
+            return Ok(dir);
+        }
+    }
+    tempfile::Builder::new().prefix("vipd-test-").tempdir()
+}
+
+impl World {
+    /// Starts the vendor, the ledger and the engine for `config` at wall
+    /// time `start`. Must run on a runtime whose clock is paused.
+    pub async fn start(mut config: Config, start: i64) -> anyhow::Result<World> {
+        let dir = scratch()?;
+        let clock = TokioClock::new(start);
+        let vendor_clock = TokioClock::new(start);
+        let sandbox =
+            sandbox::start_with_clock(&config, "127.0.0.1:0".parse()?, vendor_clock.clone())
+                .await?;
+        let callbacks = TcpListener::bind("127.0.0.1:0").await?;
+        place(&mut config, &sandbox, &callbacks, dir.path())?;
+        let ledger = Ledger::open(&config.daemon.state_dir)?.with_clock(clock.clone());
+        // Paused time must not jump ahead while the disk syncs.
+        ledger.wait_for_disk_as_work();
+        let store: Arc<dyn Store> = Arc::new(ledger);
+        let dry_run = config.daemon.dry_run;
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(config),
+            Arc::new(NoHooks),
+            dry_run,
+            clock.clone(),
+        );
+        let stop = CancellationToken::new();
+        let router = crate::http::callback_router(engine.clone());
+        let served = stop.clone();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(callbacks, router)
+                .with_graceful_shutdown(async move { served.cancelled().await })
+                .await;
+        });
+        let scheduler = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            tokio::spawn(async move { engine.run(stop).await })
+        };
+        Ok(World {
+            clock,
+            vendor_clock,
+            sandbox,
+            engine,
+            store,
+            start,
+            stop,
+            tasks: vec![server, scheduler],
+            _dir: dir,
+        })
+    }
+
+    /// Swaps in `config`, as a reload of the daemon does.
+    pub fn reload(&self, mut config: Config) -> anyhow::Result<()> {
+        let was = self.engine.runtime();
+        config.daemon.state_dir = was.config.daemon.state_dir.clone();
+        config.daemon.callback_listen = was.config.daemon.callback_listen;
+        config.daemon.public_url = None;
+        config.point_providers_at(&self.sandbox.base_url());
+        self.engine.reload(Arc::new(config), Arc::new(NoHooks));
+        Ok(())
+    }
+
+    /// The vendor's time now: the true time.
+    pub fn now(&self) -> i64 {
+        use crate::model::Clock;
+        self.vendor_clock.unix()
+    }
+
+    /// Stops the engine, the receiver and the vendor.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.sandbox.shutdown().await;
+    }
+}
+
+/// Points `config` at the world's vendor, receiver and ledger folder.
+fn place(
+    config: &mut Config,
+    sandbox: &SandboxHandle,
+    callbacks: &TcpListener,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    config.point_providers_at(&sandbox.base_url());
+    config.daemon.callback_listen = callbacks.local_addr()?;
+    config.daemon.public_url = None;
+    config.daemon.state_dir = dir.join("state");
+    Ok(())
+}
