@@ -121,3 +121,114 @@ fn the_test_schema_is_committed_and_fits_the_shipped_tests() {
         "timeline": [{"advance": "1h", "reload": "x.yaml"}]}]});
     assert!(!validator.is_valid(&two_keys));
 }
+
+/// Rules on a scale of seconds, so that a real daemon lives them in a few:
+/// alice is due at once, bob after three seconds, carol lapsed and skipped.
+const SECONDS_RULES: &str = r#"
+daemon:
+  state_dir: ./state
+  timezone: UTC
+  admin_listen: 127.0.0.1:0
+  callback_listen: 127.0.0.1:0
+  sandbox: true
+  startup_spread: 1s
+providers:
+  qq: { kind: qq_connect, base_url: https://graph.qq.com, oauth_consumer_key: "101234567", client_secret: "sandbox-app-key" }
+  wapi:
+    kind: recharge
+    base_url: https://vendor.example
+    appid: "1"
+    secret: "0123456789abcdef0123456789abcdef"
+    callback: { order_field: orderid, status_field: status, reply: success }
+products:
+  month: { provider: wapi, path: /api/164/310, extends: qq_vip, adds: 30d, max_price: 20.00 }
+accounts:
+  - { name: alice, qq_number: "5666857", openid: "A1B2C3D4E5F60718293A4B5C6D7E8F90", access_token: "t-alice" }
+  - { name: bob, qq_number: "10001", openid: "0F1E2D3C4B5A69788796A5B4C3D2E1F0", access_token: "t-bob" }
+  - { name: carol, qq_number: "10002", openid: "FEDCBA98765432100123456789ABCDEF", access_token: "t-carol" }
+rules:
+  - { name: keep, accounts: { names: [alice, bob] }, check: { every: 1s }, membership: qq_vip, renew_before: 5s, product: month }
+  - { name: guests, accounts: { names: [carol] }, check: { every: 1s }, membership: qq_vip, renew_before: 5s, product: month, when_lapsed: skip }
+sandbox:
+  mode: async
+  callback_delay: 300ms
+  prices: { month: 15.00 }
+  memberships:
+    alice: { qq_vip: 3s }
+    bob: { qq_vip: 8s }
+    carol: { qq_vip: -1d }
+"#;
+
+/// What two runs of one timeline must agree on: per account and rule,
+/// each order's state, price, attempts and verification.
+fn ledger_of(orders: &[serde_json::Value]) -> Vec<String> {
+    let mut out: Vec<String> = orders
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {} {} price {} attempts {} {}",
+                o["account"],
+                o["rule"],
+                o["state"],
+                o["price"],
+                o["attempts"],
+                o["verification"]["status"]
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// One timeline both ways: simulated by `vipd test`, and lived by a real
+/// daemon against the sandbox on the wall clock. The ledgers agree.
+#[tokio::test]
+async fn a_simulated_run_and_a_real_daemon_keep_the_same_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, SECONDS_RULES).unwrap();
+    let test = dir.path().join("seconds.test.yaml");
+    std::fs::write(
+        &test,
+        "tests:\n  - name: seconds\n    rules: rules.yaml\n    run_for: 15s\n",
+    )
+    .unwrap();
+    let ready = vipd::simulate::load(&[test]).unwrap_or_else(|e| panic!("{e}"));
+    let simulated = vipd::simulate::run_all(&ready);
+    assert!(simulated[0].passed(), "{}", simulated[0].text());
+    let simulated: Vec<serde_json::Value> = simulated[0]
+        .orders
+        .iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect();
+    let want = ledger_of(&simulated);
+    assert_eq!(want.len(), 2, "{want:#?}");
+
+    let mut daemon = vipd()
+        .args(["run", "--config"])
+        .arg(&rules)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let lived = loop {
+        let (code, out, _) = run(vipd().args(["orders", "--json", "--config"]).arg(&rules));
+        let orders: Vec<serde_json::Value> = if code == 0 {
+            serde_json::from_str(&out).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let settled = orders.len() == want.len()
+            && orders
+                .iter()
+                .all(|o| o["verification"]["status"] == "verified");
+        if settled || started.elapsed() > std::time::Duration::from_secs(30) {
+            break orders;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(ledger_of(&lived), want);
+}

@@ -90,16 +90,38 @@ pub fn load(
     }
 }
 
-/// Runs every test of `ready`, one after another, each on a runtime of
-/// its own with a paused clock.
+/// Runs every test of `ready`, each on a runtime of its own with a paused
+/// clock, as many at once as the machine has cores; the outcomes in the
+/// order of the files and their tests.
 pub fn run_all(ready: &[(Loaded, Vec<Prepared>)]) -> Vec<Outcome> {
-    let mut out = Vec::new();
-    for (loaded, cases) in ready {
-        for (i, case) in cases.iter().enumerate() {
-            out.push(run_one(loaded, i, case));
+    let jobs: Vec<(&Loaded, usize, &Prepared)> = ready
+        .iter()
+        .flat_map(|(loaded, cases)| cases.iter().enumerate().map(move |(i, p)| (loaded, i, p)))
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, jobs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::with_capacity(jobs.len()));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&(loaded, i, p)) = jobs.get(k) else {
+                        break;
+                    };
+                    let outcome = run_one(loaded, i, p);
+                    done.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((k, outcome));
+                }
+            });
         }
-    }
-    out
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(k, _)| *k);
+    done.into_iter().map(|(_, o)| o).collect()
 }
 
 /// One test, on a thread and runtime of its own.
@@ -116,26 +138,35 @@ pub fn run_one(loaded: &Loaded, i: usize, prepared: &Prepared) -> Outcome {
         })
         .join()
     });
-    let (failures, simulated) = match ran {
+    let (failures, simulated, orders) = match ran {
         Ok(Ok(done)) => done,
-        Ok(Err(e)) => (vec![Reported::setup(loaded, i, format!("{e:#}"))], 0),
+        Ok(Err(e)) => (
+            vec![Reported::setup(loaded, i, format!("{e:#}"))],
+            0,
+            Vec::new(),
+        ),
         Err(_) => (
             vec![Reported::setup(loaded, i, "the test's run panicked".into())],
             0,
+            Vec::new(),
         ),
     };
     Outcome {
         file: loaded.path.clone(),
         name,
         failures,
+        orders,
         simulated: Duration::from_secs(simulated.max(0) as u64),
         wall: started.elapsed(),
     }
 }
 
-/// Plays test `i`'s timeline, then its final expectations: the failures,
-/// and how long it ran in simulated seconds.
-async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<(Vec<Reported>, i64)> {
+/// What a played test gives: its failures, how long it ran in simulated
+/// seconds, and its ledger at the end.
+type Played = (Vec<Reported>, i64, Vec<crate::ledger::Order>);
+
+/// Plays test `i`'s timeline, then its final expectations.
+async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<Played> {
     let case = &loaded.file.tests[i];
     let world = World::start(p.config.clone(), p.start).await?;
     let mut config = p.config.clone();
@@ -194,7 +225,7 @@ async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<(Vec<Re
     }
     let simulated = world.now() - world.start;
     world.stop().await;
-    Ok((failures, simulated))
+    Ok((failures, simulated, seen.orders))
 }
 
 /// The vendor delivers `account`'s latest order's last callback again.

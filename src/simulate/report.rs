@@ -18,6 +18,8 @@ pub struct Outcome {
     pub file: PathBuf,
     pub name: String,
     pub failures: Vec<Reported>,
+    /// The ledger at the end.
+    pub orders: Vec<crate::ledger::Order>,
     /// Simulated time the test ran.
     pub simulated: Duration,
     /// Wall time it took.
@@ -189,6 +191,7 @@ mod tests {
             } else {
                 vec![]
             },
+            orders: vec![],
             simulated: Duration::from_secs(86_400),
             wall: Duration::from_millis(120),
         }
