@@ -206,6 +206,8 @@ pub struct MembershipExpect {
 pub struct Loaded {
     pub path: PathBuf,
     pub file: TestFile,
+    /// The same text as a YAML value (a test's `sandbox:` keys, as written).
+    pub raw: yaml_serde::Value,
     pub spans: crate::config::spans::Spans,
 }
 
@@ -216,9 +218,11 @@ impl Loaded {
             .map_err(|e| ConfigErrors::one(path, format!("cannot read: {e}")))?;
         let file: TestFile =
             yaml_serde::from_str(&text).map_err(|e| ConfigErrors::from_yaml(path, &e))?;
+        let raw = yaml_serde::from_str(&text).map_err(|e| ConfigErrors::from_yaml(path, &e))?;
         Ok(Loaded {
             path: path.to_owned(),
             file,
+            raw,
             spans: crate::config::spans::Spans::parse(&text),
         })
     }

@@ -228,17 +228,27 @@ async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<Played>
     Ok((failures, simulated, seen.orders))
 }
 
-/// The vendor delivers `account`'s latest order's last callback again.
-async fn redeliver(world: &World, account: &str) -> Result<(), String> {
+/// `account`'s latest order among those `pick` keeps.
+async fn latest_order(
+    world: &World,
+    account: &str,
+    pick: impl Fn(&crate::ledger::Order) -> bool,
+) -> Result<Option<crate::ledger::Order>, String> {
     let orders = world
         .store
         .orders_of(account)
         .await
         .map_err(|e| e.to_string())?;
-    let latest = orders
-        .iter()
-        .filter(|o| o.vendor_orderid.is_some())
-        .max_by_key(|o| (o.created_at, o.key.clone()))
+    Ok(orders
+        .into_iter()
+        .filter(|o| pick(o))
+        .max_by_key(|o| (o.created_at, o.key.clone())))
+}
+
+/// The vendor delivers `account`'s latest order's last callback again.
+async fn redeliver(world: &World, account: &str) -> Result<(), String> {
+    let latest = latest_order(world, account, |o| o.vendor_orderid.is_some())
+        .await?
         .ok_or_else(|| {
             format!("redeliver_callback: {account} has no order with a vendor order id")
         })?;
@@ -265,14 +275,8 @@ async fn resolve(
         OrderState::Failed => false,
         other => return Err(format!("resolve: as succeeded or failed, not {other}")),
     };
-    let orders = world
-        .store
-        .orders_of(account)
-        .await
-        .map_err(|e| e.to_string())?;
-    let latest = orders
-        .iter()
-        .max_by_key(|o| (o.created_at, o.key.clone()))
+    let latest = latest_order(world, account, |_| true)
+        .await?
         .ok_or_else(|| format!("resolve: {account} has no order"))?;
     crate::engine::resolve(&*world.store, &latest.key, paid, world.clock.unix())
         .await

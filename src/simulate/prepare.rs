@@ -27,9 +27,6 @@ pub struct Prepared {
 
 /// Every test of `loaded`, or every error found in them.
 pub fn all(loaded: &Loaded) -> Result<Vec<Prepared>, Vec<ConfigError>> {
-    let raw: Value =
-        yaml_serde::from_str(&std::fs::read_to_string(&loaded.path).unwrap_or_default())
-            .unwrap_or(Value::Null);
     let mut ready = Vec::new();
     let mut errors = Vec::new();
     for (i, case) in loaded.file.tests.iter().enumerate() {
@@ -42,7 +39,7 @@ pub fn all(loaded: &Loaded) -> Result<Vec<Prepared>, Vec<ConfigError>> {
             let refs: Vec<&str> = path.iter().map(String::as_str).collect();
             loaded.error_at(&refs, format!("test {:?}: {msg}", case.name))
         };
-        let vendor = raw["tests"][i].get("sandbox").cloned();
+        let vendor = loaded.raw["tests"][i].get("sandbox").cloned();
         let config = match rules(loaded, &case.rules, vendor.as_ref()) {
             Ok(c) => Some(c),
             Err(Where::Rules(e)) => {
