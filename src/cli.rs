@@ -214,16 +214,7 @@ fn check(path: &Path, format: OutputFormat, strict: bool) -> ExitCode {
     let result = load(path).map_err(|e| e.0).and_then(|config| {
         let config = std::sync::Arc::new(config);
         let plugins = crate::plugins::Plugins::load(&config, crate::plugins::Host::new(None))
-            .map_err(|e| {
-                e.0.into_iter()
-                    .map(|p| crate::config::ConfigError {
-                        file: p.file,
-                        line: p.line,
-                        column: None,
-                        message: p.message,
-                    })
-                    .collect::<Vec<_>>()
-            })?;
+            .map_err(|e| e.0.into_iter().map(Into::into).collect::<Vec<_>>())?;
         Ok((config, plugins))
     });
     // (line:column, message): a credential only the service can read is

@@ -11,8 +11,9 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A folder holding a copy of rules.yaml (with `broken` applied) and of
-/// the shipped test file for it, laid out as in the repository.
+/// A folder holding a copy of rules.yaml (with `broken` applied), its
+/// plugin and the shipped test file for it, laid out as in the
+/// repository.
 fn copy_of_the_default_rules_test(broken: Option<(&str, &str)>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let mut rules = std::fs::read_to_string(root().join("rules.yaml")).unwrap();
@@ -21,6 +22,12 @@ fn copy_of_the_default_rules_test(broken: Option<(&str, &str)>) -> tempfile::Tem
         rules = rules.replace(from, to);
     }
     std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::copy(
+        root().join("scripts/activity.lua"),
+        dir.path().join("scripts/activity.lua"),
+    )
+    .unwrap();
     std::fs::create_dir_all(dir.path().join("examples/tests")).unwrap();
     std::fs::copy(
         root().join("examples/tests/default-rules.test.yaml"),

@@ -184,10 +184,10 @@ pub(super) enum Command {
         #[arg(long)]
         tests: bool,
     },
-    /// Run test files on simulated time: the real engine, an in-memory
-    /// ledger and the in-process sandbox, nothing sent anywhere. Exit 0
-    /// when every test passed, 1 when one failed, 78 when a file is
-    /// invalid.
+    /// Run test files on simulated time: the real engine and plugins, an
+    /// in-memory ledger and the in-process sandbox, nothing sent anywhere.
+    /// Exit 0 when every test passed, 1 when one failed, 78 when a file
+    /// (or a plugin it loads) is invalid.
     #[command(
         after_help = "Examples:\n  vipd test examples/tests                 every *.test.yaml under the folder\n  vipd test renewals.test.yaml --junit out.xml\n  vipd schema --tests > vipd-test.schema.json"
     )]

@@ -216,6 +216,16 @@ pub async fn send(http: &reqwest::Client, spec: &Spec) -> Result<Reply, String> 
 }
 
 impl Reply {
+    /// `200` with an empty body: what `vipd test` answers in place of a
+    /// receiver.
+    pub fn accepted() -> Reply {
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
     /// `{status=, headers=, body=, json=}`; `json` when the body parses.
     pub fn into_lua_table(self, lua: &Lua) -> mlua::Result<Table> {
         let t = lua.create_table()?;

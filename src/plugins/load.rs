@@ -28,6 +28,17 @@ impl std::fmt::Display for LoadError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadErrors(pub Vec<LoadError>);
 
+impl From<LoadError> for crate::config::ConfigError {
+    fn from(e: LoadError) -> Self {
+        crate::config::ConfigError {
+            file: e.file,
+            line: e.line,
+            column: None,
+            message: e.message,
+        }
+    }
+}
+
 impl std::fmt::Display for LoadErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
@@ -234,6 +245,7 @@ impl Plugins {
             timezone: config.daemon.timezone,
             host,
             queue: OnceLock::new(),
+            queued: Default::default(),
             stop: CancellationToken::new(),
             finished: CancellationToken::new(),
         })

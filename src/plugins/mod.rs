@@ -70,8 +70,30 @@ pub struct Host {
     /// For every other destination: refuses loopback and the like at
     /// resolution (see `upstream::guard`).
     guarded: reqwest::Client,
+    /// The wall clock plugins read (`vipd.now`, kv expiry, job schedules).
+    clock: Arc<dyn crate::model::Clock>,
+    /// `Some` in `vipd test`: see [`Host::simulated`].
+    simulated: Option<Simulated>,
     /// Handler counters, for status and metrics.
     pub stats: HookStats,
+}
+
+/// How plugins run under `vipd test`.
+#[derive(Default)]
+struct Simulated {
+    /// Every `vipd.http` request, unsent: `METHOD url-without-query`.
+    unsent: Mutex<Vec<String>>,
+}
+
+impl Simulated {
+    /// Records `spec` and answers it as a receiver that accepts anything.
+    fn answer(&self, spec: &http::Spec) -> http::Reply {
+        self.unsent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(spec.describe());
+        http::Reply::accepted()
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -83,14 +105,46 @@ impl std::fmt::Debug for Host {
 impl Host {
     /// A host over `store` (for `vipd.kv`); `None` for `vipd check`.
     pub fn new(store: Option<Arc<dyn Store>>) -> Arc<Host> {
-        Arc::new(Host {
+        Arc::new(Host::build(store, crate::model::clock::system(), None))
+    }
+
+    /// A host for `vipd test`: plugins read `clock`; their Lua runs as a
+    /// task on the current runtime instead of a thread of its own, so a
+    /// paused clock waits for their work as for the engine's; and
+    /// `vipd.http` sends nothing: each request is recorded
+    /// ([`Host::unsent`]) and answered `200` with an empty body.
+    pub fn simulated(store: Arc<dyn Store>, clock: Arc<dyn crate::model::Clock>) -> Arc<Host> {
+        Arc::new(Host::build(Some(store), clock, Some(Simulated::default())))
+    }
+
+    fn build(
+        store: Option<Arc<dyn Store>>,
+        clock: Arc<dyn crate::model::Clock>,
+        simulated: Option<Simulated>,
+    ) -> Host {
+        Host {
             engine: OnceLock::new(),
             main: tokio::runtime::Handle::try_current().ok(),
             store,
             http: crate::upstream::http_client(),
             guarded: crate::upstream::guard::plugin_http_client(),
+            clock,
+            simulated,
             stats: HookStats::default(),
+        }
+    }
+
+    /// The `vipd.http` requests a simulated host answered without sending
+    /// them, in order (`METHOD url-without-query`).
+    pub fn unsent(&self) -> Vec<String> {
+        self.simulated.as_ref().map_or_else(Vec::new, |s| {
+            s.unsent.lock().unwrap_or_else(|p| p.into_inner()).clone()
         })
+    }
+
+    /// Unix seconds on the plugins' clock.
+    fn now(&self) -> i64 {
+        self.clock.unix()
     }
 
     /// Connects `vipd.vip_info` and `vipd.recharge` to the engine.
@@ -225,9 +279,19 @@ pub struct Plugins {
     host: Arc<Host>,
     /// Where work for the Lua thread is queued, once it runs.
     queue: OnceLock<tokio::sync::mpsc::UnboundedSender<LuaTask>>,
+    /// Work queued and not yet finished (see [`Plugins::settled`]).
+    queued: Queued,
     stop: CancellationToken,
     /// Cancelled when the Lua thread has finished all its work.
     finished: CancellationToken,
+}
+
+/// A count of work queued to the Lua thread and not yet finished, and a
+/// signal when it reaches zero.
+#[derive(Default)]
+struct Queued {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
 }
 
 /// Work for the Lua thread.

@@ -6,49 +6,59 @@ use super::*;
 impl Plugins {
     /// Starts the Lua thread and the `vipd.every` jobs. Until this runs
     /// (and in `vipd check`, where it never does) nothing is delivered.
+    /// Under `vipd test` the same work runs as a task on the current
+    /// runtime (see [`Host::simulated`]).
     pub fn start(self: &Arc<Self>) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<LuaTask>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<LuaTask>();
         if self.queue.set(tx).is_err() {
             return;
+        }
+        if self.host.simulated.is_some() {
+            if let Some(main) = &self.host.main {
+                main.spawn(self.clone().serve(rx));
+                return;
+            }
         }
         let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name("vipd-lua".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(r) => r,
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime.block_on(me.serve(rx)),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start the Lua thread; plugins are not run");
                         me.finished.cancel();
-                        return;
                     }
-                };
-                let tasks = TaskTracker::new();
-                runtime.block_on(async {
-                    me.spawn_jobs(&tasks);
-                    loop {
-                        tokio::select! {
-                            _ = me.stop.cancelled() => break,
-                            task = rx.recv() => match task {
-                                Some(task) => { tasks.spawn(task()); }
-                                None => break,
-                            },
-                        }
-                    }
-                    // Work queued before the stop still runs (each call is
-                    // bounded by the time limit).
-                    while let Ok(task) = rx.try_recv() {
-                        tasks.spawn(task());
-                    }
-                    tasks.close();
-                    tasks.wait().await;
-                });
-                me.finished.cancel();
+                }
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the Lua thread; plugins are not run");
             self.finished.cancel();
         }
+    }
+
+    /// The Lua thread's work: jobs, and each queued task, until the
+    /// generation retires; then what was queued before, then `finished`.
+    async fn serve(self: Arc<Self>, mut rx: tokio::sync::mpsc::UnboundedReceiver<LuaTask>) {
+        let tasks = TaskTracker::new();
+        self.spawn_jobs(&tasks);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                task = rx.recv() => match task {
+                    Some(task) => { tasks.spawn(task()); }
+                    None => break,
+                },
+            }
+        }
+        // Work queued before the stop still runs (each call is bounded by
+        // the time limit).
+        while let Ok(task) = rx.try_recv() {
+            tasks.spawn(task());
+        }
+        tasks.close();
+        tasks.wait().await;
+        self.finished.cancel();
     }
 
     /// Queues `f` on the Lua thread.
@@ -60,7 +70,27 @@ impl Plugins {
             return;
         };
         let me = self.clone();
-        let _ = queue.send(Box::new(move || Box::pin(f(me))));
+        // Counted until it has run, or until it is dropped unrun.
+        let pending = Pending::new(self.clone());
+        let _ = queue.send(Box::new(move || {
+            Box::pin(async move {
+                f(me).await;
+                drop(pending);
+            })
+        }));
+    }
+
+    /// Resolves when every event and question queued so far has been
+    /// handled (jobs aside). `vipd test` waits for it before it checks
+    /// what plugins did.
+    pub async fn settled(&self) {
+        loop {
+            let idle = self.queued.idle.notified();
+            if self.queued.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Runs `f` on the Lua thread and waits for its answer, at most the
@@ -122,7 +152,7 @@ impl Plugins {
             let (plugin, spec) = (job.plugin.clone(), job.spec.clone());
             tasks.spawn(async move {
                 loop {
-                    let now = crate::model::now_unix();
+                    let now = me.host.now();
                     let Some(next) = me.jobs[i].schedule.next_after(now, me.timezone) else {
                         tracing::warn!(plugin = %plugin, schedule = spec, "job never runs again");
                         return;
@@ -151,5 +181,24 @@ impl Plugins {
     /// Waits until the Lua thread has finished (after [`Plugins::retire`]).
     pub async fn wait(&self) {
         self.finished.cancelled().await;
+    }
+}
+
+/// One piece of queued work, counted in [`Plugins::settled`] while it
+/// lives.
+struct Pending(Arc<Plugins>);
+
+impl Pending {
+    fn new(plugins: Arc<Plugins>) -> Pending {
+        plugins.queued.count.fetch_add(1, Ordering::SeqCst);
+        Pending(plugins)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.0.queued.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.queued.idle.notify_waiters();
+        }
     }
 }

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::file::{EventsExpect, Expect, MembershipExpect, OrdersExpect, SpendExpect};
+use super::file::{
+    EventsExpect, Expect, HttpExpect, KvExpect, MembershipExpect, OrdersExpect, SpendExpect,
+};
 use super::world::World;
 use crate::config::Config;
 use crate::ledger::{EventRecord, Order, OrderState};
@@ -38,10 +40,25 @@ pub struct Seen {
     pub billed: BTreeMap<String, usize>,
     pub start: i64,
     pub now: i64,
+    /// The plugins' kv values `e` names, by plugin and key.
+    pub kv: BTreeMap<(String, String), serde_json::Value>,
+    /// The plugins' `vipd.http` requests, in order.
+    pub http: Vec<String>,
 }
 
 impl Seen {
-    pub async fn read(world: &World) -> anyhow::Result<Seen> {
+    /// Reads the world for `e`, once the plugins have handled every event
+    /// fired so far.
+    pub async fn read(world: &World, e: &Expect) -> anyhow::Result<Seen> {
+        world.plugins_settled().await;
+        let mut kv = BTreeMap::new();
+        for k in &e.kv {
+            let value = world.store.kv_get(&k.plugin, &k.key, world.now()).await?;
+            kv.insert(
+                (k.plugin.clone(), k.key.clone()),
+                value.unwrap_or(serde_json::Value::Null),
+            );
+        }
         let mut billed = BTreeMap::new();
         for o in world.sandbox.orders() {
             if o.billed {
@@ -56,6 +73,8 @@ impl Seen {
             billed,
             start: world.start,
             now: world.now(),
+            kv,
+            http: world.host.unsent(),
         })
     }
 }
@@ -84,6 +103,12 @@ pub fn check(e: &Expect, seen: &Seen, world: &World, config: &Config) -> Vec<Fai
     }
     for m in &e.memberships {
         out.extend(membership(m, seen, world));
+    }
+    for k in &e.kv {
+        out.extend(kv(k, seen));
+    }
+    for h in &e.http {
+        out.extend(http(h, seen));
     }
     out.extend(paid_twice(seen));
     out.extend(silent_lapses(
@@ -255,6 +280,58 @@ fn membership(m: &MembershipExpect, seen: &Seen, world: &World) -> Vec<Failure> 
     }]
 }
 
+fn kv(k: &KvExpect, seen: &Seen) -> Vec<Failure> {
+    let got = seen
+        .kv
+        .get(&(k.plugin.clone(), k.key.clone()))
+        .unwrap_or(&serde_json::Value::Null);
+    if numbers_equal(got, &k.value) || got == &k.value {
+        return Vec::new();
+    }
+    let show = |v: &serde_json::Value| {
+        if v.is_null() {
+            "not set".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    vec![Failure {
+        expected: format!("{}'s kv {:?} = {}", k.plugin, k.key, show(&k.value)),
+        actual: show(got),
+        account: None,
+    }]
+}
+
+/// `3` and `3.0` are one number (Lua keeps integers and floats apart;
+/// YAML writers rarely mean to).
+fn numbers_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+fn http(h: &HttpExpect, seen: &Seen) -> Vec<Failure> {
+    let n = seen.http.iter().filter(|r| r.starts_with(&h.url)).count();
+    let listed = || {
+        if seen.http.is_empty() {
+            "none sent".to_owned()
+        } else {
+            seen.http.join(", ")
+        }
+    };
+    let expected = match h.count {
+        Some(want) if want != n => format!("{want} plugin request(s) to {}", h.url),
+        None if n == 0 => format!("at least one plugin request to {}", h.url),
+        _ => return Vec::new(),
+    };
+    vec![Failure {
+        expected,
+        actual: format!("{n} ({})", listed()),
+        account: None,
+    }]
+}
+
 fn signed(secs: i64) -> String {
     let d = HumanDuration(std::time::Duration::from_secs(secs.unsigned_abs()));
     if secs < 0 {
@@ -371,6 +448,8 @@ mod tests {
                 })
                 .collect(),
             billed: billed.iter().map(|(a, n)| ((*a).into(), *n)).collect(),
+            kv: BTreeMap::new(),
+            http: Vec::new(),
             start: START,
             now: START + 10 * DAY,
         }

@@ -39,6 +39,12 @@ pub struct TestCase {
     /// file's `sandbox:` section (memberships relative to `start`: `2d`,
     /// `-1h`; mode, callback delay, balance, prices, faults, seed).
     pub sandbox: Option<RawSandbox>,
+    /// The Lua plugins to load: a folder of `*.lua`, relative to this
+    /// file (default: the rules file's `daemon.scripts_dir`, as `vipd run`
+    /// loads them), for every configuration of the test. They run on the
+    /// simulated clock; their `vipd.http` requests are not sent (each is
+    /// answered `200` with an empty body, and counted: `expect: http`).
+    pub scripts_dir: Option<String>,
     /// What happens, in order. Time passes only in `advance` steps (and at
     /// the end, by `run_for`).
     #[serde(default)]
@@ -145,6 +151,36 @@ pub struct Expect {
     /// Memberships' ends, as the vendor holds them.
     #[serde(default)]
     pub memberships: Vec<MembershipExpect>,
+    /// Plugins' `vipd.kv` values.
+    #[serde(default)]
+    pub kv: Vec<KvExpect>,
+    /// Plugins' `vipd.http` requests (answered, never sent).
+    #[serde(default)]
+    pub http: Vec<HttpExpect>,
+}
+
+/// One plugin's `vipd.kv` key.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KvExpect {
+    /// The plugin (its file name without `.lua`).
+    pub plugin: String,
+    /// The key.
+    pub key: String,
+    /// Its value (any YAML; `null`: the key is not set).
+    pub value: serde_json::Value,
+}
+
+/// Plugins' `vipd.http` requests whose method and URL (without its query)
+/// start with `url`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpExpect {
+    /// `POST https://hooks.example/` and the like: a prefix of
+    /// `METHOD URL`.
+    pub url: String,
+    /// Exactly this many (default: at least one; 0: none).
+    pub count: Option<usize>,
 }
 
 /// The orders of one account (and rule, and state): how many, and their

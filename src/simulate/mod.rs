@@ -12,7 +12,8 @@
 //! ledger gate, callbacks and verification) against the in-process
 //! sandbox, on a current-thread runtime of its own whose clock is paused:
 //! time moves only when every task waits, so days pass in milliseconds,
-//! and the same file gives the same result. Plugins are not loaded.
+//! and the same file gives the same result. Plugins load as `vipd run`
+//! loads them and run on the same clock; nothing they send leaves.
 
 pub mod expect;
 pub mod file;
@@ -208,7 +209,7 @@ async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<Played>
                 }
             }
             Step::Expect(e) => {
-                let seen = Seen::read(&world).await?;
+                let seen = Seen::read(&world, e).await?;
                 for f in expect::check(e, &seen, &world, &config) {
                     failures.push(Reported::of(&world, at(), f).await);
                 }
@@ -218,7 +219,7 @@ async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<Played>
     if let Some(d) = case.run_for {
         tokio::time::sleep(d.get()).await;
     }
-    let seen = Seen::read(&world).await?;
+    let seen = Seen::read(&world, &case.expect).await?;
     let at = loaded.where_is(&["tests", &i.to_string(), "expect"]);
     for f in expect::check(&case.expect, &seen, &world, &config) {
         failures.push(Reported::of(&world, at.clone(), f).await);
@@ -278,10 +279,12 @@ async fn resolve(
     let latest = latest_order(world, account, |_| true)
         .await?
         .ok_or_else(|| format!("resolve: {account} has no order"))?;
-    crate::engine::resolve(&*world.store, &latest.key, paid, world.clock.unix())
+    let (_, settled) = crate::engine::resolve(&*world.store, &latest.key, paid, world.clock.unix())
         .await
-        .map(|_| ())
-        .map_err(|e| format!("resolve: {e}"))
+        .map_err(|e| format!("resolve: {e}"))?;
+    // As the admin API does: plugins hear of it.
+    world.engine.runtime().hooks.notify(settled);
+    Ok(())
 }
 #[cfg(test)]
 mod tests;

@@ -112,6 +112,14 @@ pub fn all(loaded: &Loaded) -> Result<Vec<Prepared>, Vec<ConfigError>> {
                 m,
             ));
         }
+        let scripts = case.scripts_dir.as_deref().map(|d| loaded.beside(d));
+        let mut config = config;
+        for c in config.iter_mut().chain(reloads.iter_mut().flatten()) {
+            if let Some(dir) = &scripts {
+                c.daemon.scripts_dir = dir.clone();
+            }
+            errors.extend(plugins_load(c));
+        }
         if let (Some(config), Some(start)) = (config, start) {
             ready.push(Prepared {
                 config,
@@ -125,6 +133,16 @@ pub fn all(loaded: &Loaded) -> Result<Vec<Prepared>, Vec<ConfigError>> {
         Ok(ready)
     } else {
         Err(errors)
+    }
+}
+
+/// Whether `config`'s plugins load, as `vipd check` asks: their errors
+/// name the script and line.
+fn plugins_load(config: &Config) -> Vec<ConfigError> {
+    let config = std::sync::Arc::new(config.clone());
+    match crate::plugins::Plugins::load(&config, crate::plugins::Host::new(None)) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.into_iter().map(ConfigError::from).collect(),
     }
 }
 

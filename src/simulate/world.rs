@@ -5,7 +5,9 @@
 //! every task waits: a day of checks passes as fast as the work in it.
 //!
 //! The sandbox and the receiver listen on loopback ports of their own;
-//! nothing is sent anywhere else.
+//! nothing is sent anywhere else. Plugins load as `vipd run` loads them
+//! and run as a task of the same runtime, on the same clock; their HTTP
+//! requests are answered without being sent (see `Host::simulated`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,10 +16,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::{Engine, NoHooks};
+use crate::engine::Engine;
 use crate::ledger::Ledger;
 use crate::ledger::store::Store;
 use crate::model::TokioClock;
+use crate::plugins::{Host, LuaHooks, Plugins};
 use crate::sandbox::{self, SandboxHandle};
 
 /// Everything one test runs against.
@@ -29,6 +32,10 @@ pub struct World {
     pub sandbox: SandboxHandle,
     pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
+    /// What plugins reach: the ledger's kv, the clock, unsent requests.
+    pub host: Arc<Host>,
+    /// The plugins of the configuration in force.
+    plugins: std::sync::Mutex<Arc<LuaHooks>>,
     /// Unix seconds at the start.
     pub start: i64,
     stop: CancellationToken,
@@ -69,10 +76,13 @@ impl World {
         ledger.wait_for_disk_as_work();
         let store: Arc<dyn Store> = Arc::new(ledger);
         let dry_run = config.daemon.dry_run;
+        let config = Arc::new(config);
+        let host = Host::simulated(store.clone(), clock.clone());
+        let plugins = LuaHooks::new(Plugins::load(&config, host.clone())?);
         let engine = Engine::new(
             store.clone(),
-            Arc::new(config),
-            Arc::new(NoHooks),
+            config,
+            plugins.clone(),
             dry_run,
             clock.clone(),
         );
@@ -94,6 +104,8 @@ impl World {
             sandbox,
             engine,
             store,
+            host,
+            plugins: std::sync::Mutex::new(plugins),
             start,
             stop,
             tasks: vec![server, scheduler],
@@ -108,8 +120,22 @@ impl World {
         config.daemon.callback_listen = was.config.daemon.callback_listen;
         config.daemon.public_url = None;
         config.point_providers_at(&self.sandbox.base_url());
-        self.engine.reload(Arc::new(config), Arc::new(NoHooks));
+        let config = Arc::new(config);
+        let plugins = LuaHooks::new(Plugins::load(&config, self.host.clone())?);
+        *self.plugins.lock().unwrap_or_else(|p| p.into_inner()) = plugins.clone();
+        self.engine.reload(config, plugins);
         Ok(())
+    }
+
+    /// Waits until the plugins have handled every event fired so far.
+    pub async fn plugins_settled(&self) {
+        let plugins = self
+            .plugins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plugins()
+            .clone();
+        plugins.settled().await;
     }
 
     /// The vendor's time now: the true time.
@@ -124,6 +150,9 @@ impl World {
         for t in self.tasks {
             let _ = t.await;
         }
+        let plugins = self.plugins.into_inner().unwrap_or_else(|p| p.into_inner());
+        crate::engine::hooks::Hooks::retire(&*plugins);
+        plugins.plugins().wait().await;
         self.sandbox.shutdown().await;
     }
 }

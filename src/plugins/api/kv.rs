@@ -22,10 +22,7 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
             async move {
                 let what = format!("vipd.kv.get({key:?})");
                 let store = c.store(&what)?;
-                match store
-                    .kv_get(&c.plugin, &key, crate::model::now_unix())
-                    .await
-                {
+                match store.kv_get(&c.plugin, &key, c.host.now()).await {
                     Ok(Some(v)) => lua.to_value(&v),
                     Ok(None) => Ok(Value::Nil),
                     Err(e) => Err(rt_err(format!("{what}: {e}"))),
@@ -46,14 +43,7 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
                 async move {
                     let (ttl, value) = args?;
                     c.store(&what)?
-                        .kv_set(
-                            &c.plugin,
-                            &key,
-                            value,
-                            ttl,
-                            crate::model::now_unix(),
-                            c.kv_quota,
-                        )
+                        .kv_set(&c.plugin, &key, value, ttl, c.host.now(), c.kv_quota)
                         .await
                         .map_err(|e| rt_err(format!("{what}: {e}")))
                 }
@@ -69,7 +59,7 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
             async move {
                 let what = format!("vipd.kv.del({key:?})");
                 c.store(&what)?
-                    .kv_del(&c.plugin, &key, crate::model::now_unix())
+                    .kv_del(&c.plugin, &key, c.host.now())
                     .await
                     .map_err(|e| rt_err(format!("{what}: {e}")))
             }
@@ -92,7 +82,7 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
                             &key,
                             by.unwrap_or(1),
                             ttl,
-                            crate::model::now_unix(),
+                            c.host.now(),
                             c.kv_quota,
                         )
                         .await
@@ -109,11 +99,7 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
             let c = c.clone();
             async move {
                 let what = format!("vipd.kv.ttl({key:?})");
-                match c
-                    .store(&what)?
-                    .kv_ttl(&c.plugin, &key, crate::model::now_unix())
-                    .await
-                {
+                match c.store(&what)?.kv_ttl(&c.plugin, &key, c.host.now()).await {
                     Ok(None) => Ok(None),
                     Ok(Some(None)) => Ok(Some(-1)),
                     Ok(Some(Some(secs))) => Ok(Some(secs)),

@@ -255,11 +255,10 @@ pub fn build(
     json::register(lua, &vipd, ctx)?;
     log::register(lua, &vipd, ctx)?;
     kv::register(lua, &vipd, ctx)?;
-    put(
-        &vipd,
-        "now",
-        lua.create_function(|_, ()| Ok(crate::model::now_unix()))?,
-    )?;
+    put(&vipd, "now", {
+        let c = ctx.clone();
+        lua.create_function(move |_, ()| Ok(c.host.now()))?
+    })?;
 
     vipd.set("config", config_view.clone())?;
     vipd.set("settings", settings)?;

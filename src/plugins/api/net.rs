@@ -31,9 +31,12 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
                     } else {
                         &c.host.guarded
                     };
-                    let reply = crate::plugins::http::send(client, &spec)
-                        .await
-                        .map_err(rt_err)?;
+                    let reply = match &c.host.simulated {
+                        Some(sim) => sim.answer(&spec),
+                        None => crate::plugins::http::send(client, &spec)
+                            .await
+                            .map_err(rt_err)?,
+                    };
                     reply.into_lua_table(&lua)
                 }
             })?,

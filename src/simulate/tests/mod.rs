@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
+mod plugins;
+
 /// Rules with one rule over alice (ends in 2d) and bob (in 40d), checked
 /// hourly, paid by async callback at 15.00.
 pub(super) const RULES: &str = r#"
@@ -51,11 +53,13 @@ sandbox:
 "#;
 
 /// A folder with `rules.yaml` (and `more` files) and a test file `t.test.yaml`.
-fn folder(test: &str, more: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+pub(super) fn folder(test: &str, more: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
     for (name, text) in more {
-        std::fs::write(dir.path().join(name), text).unwrap();
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
     }
     let path = dir.path().join("t.test.yaml");
     std::fs::write(&path, test).unwrap();
@@ -69,7 +73,7 @@ fn outcomes(path: &Path) -> Vec<Outcome> {
 }
 
 /// The failures' lines of the only test of `test`.
-fn failures(test: &str, more: &[(&str, &str)]) -> Vec<String> {
+pub(super) fn failures(test: &str, more: &[(&str, &str)]) -> Vec<String> {
     let (_dir, path) = folder(test, more);
     let out = outcomes(&path);
     assert_eq!(out.len(), 1);
@@ -77,7 +81,7 @@ fn failures(test: &str, more: &[(&str, &str)]) -> Vec<String> {
 }
 
 /// The errors `load` finds in `test`, as text.
-fn invalid(test: &str, more: &[(&str, &str)]) -> String {
+pub(super) fn invalid(test: &str, more: &[(&str, &str)]) -> String {
     let (_dir, path) = folder(test, more);
     match load(&[path]) {
         Ok(_) => panic!("accepted:\n{test}"),
@@ -85,7 +89,7 @@ fn invalid(test: &str, more: &[(&str, &str)]) -> String {
     }
 }
 
-fn one(body: &str) -> String {
+pub(super) fn one(body: &str) -> String {
     format!("tests:\n  - name: t\n    rules: rules.yaml\n{body}")
 }
 
