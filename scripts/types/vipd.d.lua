@@ -189,7 +189,7 @@
 ---@field old_end integer The end observed when the renewal was decided (unix seconds).
 ---@field attempt integer Sends of this order so far.
 
----The vendor's word contradicts the ledger: an attempt recorded as not paid was billed, a period was billed twice, or a paid attempt is reported failed. Billed money is always counted; check the vendor's records.
+---The vendor's word contradicts the ledger: an attempt recorded as not paid was billed, a period was billed twice, an attempt was billed above its `max_price`, or a paid attempt is reported failed. Billed money is always counted; check the vendor's records.
 ---@class vipd.event.billing_conflict: vipd.Event
 ---@field event "billing_conflict"
 ---@field account string The account's name.

@@ -113,7 +113,7 @@ impl EventKind {
                 "An order may or may not be paid (lost reply, crash while sent); it is never re-sent automatically."
             }
             EventKind::BillingConflict => {
-                "The vendor's word contradicts the ledger: an attempt recorded as not paid was billed, a period was billed twice, or a paid attempt is reported failed. Billed money is always counted; check the vendor's records."
+                "The vendor's word contradicts the ledger: an attempt recorded as not paid was billed, a period was billed twice, an attempt was billed above its `max_price`, or a paid attempt is reported failed. Billed money is always counted; check the vendor's records."
             }
             EventKind::RenewalHeld => {
                 "A due renewal is held: the store was damaged and accepted, or restored from a backup, so it may have forgotten orders the vendor billed. Compare with the vendor's order list, then `vipd store release`. Fires once per streak."

@@ -47,10 +47,10 @@ pub(crate) fn record_reply(
             vendor_orderid,
             verify_deadline,
         } => {
-            charge(o, n, price);
+            let over = charge(o, n, price);
             index_vendor(o, n, vendor_orderid);
             o.attempt_mut(n).state = AttemptState::Paid;
-            conflict = billed_twice(o, n);
+            conflict = both(over, billed_twice(o, n));
             if follows {
                 o.verification = Verification::Waiting {
                     deadline: verify_deadline,
@@ -61,7 +61,7 @@ pub(crate) fn record_reply(
             price,
             vendor_orderid,
         } => {
-            charge(o, n, price);
+            conflict = charge(o, n, price);
             index_vendor(o, n, vendor_orderid);
             o.attempt_mut(n).state = AttemptState::Pending;
         }
@@ -119,7 +119,7 @@ pub(crate) fn settle_attempt(
             if matches!(was, AttemptState::Planned) {
                 return Ok(Err(format!("attempt {n} was never sent")));
             }
-            charge(o, n, *price);
+            let over = charge(o, n, *price);
             o.attempt_mut(n).state = AttemptState::Paid;
             let conflict = if let Some(twice) = billed_twice(o, n) {
                 Some(twice)
@@ -150,7 +150,7 @@ pub(crate) fn settle_attempt(
                     format!("{why}; attempt {n} paid as well"),
                 );
             }
-            Ok(Ok(Some(conflict)))
+            Ok(Ok(Some(both(over, conflict))))
         }
         Settlement::NotPaid { retry_at, why } => match was {
             AttemptState::NotPaid | AttemptState::Planned => Ok(Ok(None)),
@@ -382,10 +382,21 @@ fn expect_state(o: &Order, from: &[OrderState], to: OrderState) -> Result<(), Le
     }
 }
 
+/// Both conflicts, when there are two.
+fn both(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Attempt `n` was billed at `price` (or, when the vendor did not say, at
 /// what it was counted at already, else the held maximum). The current
 /// attempt's hold, if still there, becomes spending (in the same periods).
-fn charge(o: &mut Order, n: u32, price: Option<Fen>) {
+/// What the vendor billed is counted whatever it is; a price above the
+/// order's `max_price`, counted for the first time, is a conflict: the
+/// budget held less than was spent, and the operator must hear of it.
+fn charge(o: &mut Order, n: u32, price: Option<Fen>) -> Option<String> {
     let hold = if n == o.attempts { o.hold.take() } else { None };
     let a = o.attempt_mut(n);
     let counted = a.spent;
@@ -399,6 +410,12 @@ fn charge(o: &mut Order, n: u32, price: Option<Fen>) {
         o.charged_to = Some(h);
     }
     o.price = Some(paid);
+    (paid > o.max_price && paid != counted).then(|| {
+        format!(
+            "the vendor billed attempt {n} at {paid}, above the max_price of {}; counted in the budget at {paid}",
+            o.max_price
+        )
+    })
 }
 
 /// Attempt `n` was not billed (or was refunded): its hold and spending go

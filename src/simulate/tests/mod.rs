@@ -377,3 +377,27 @@ fn a_redelivered_callback_is_delivered_and_acknowledged() {
         world.stop().await;
     });
 }
+
+/// A vendor that bills more than the product's `max_price` is counted at
+/// what it billed, and said: one `billing_conflict` an order, whether the
+/// price came in the reply (sync) or in the callback (async).
+#[test]
+fn a_vendor_billing_above_max_price_is_a_billing_conflict() {
+    for mode in ["sync", "async"] {
+        let got = failures(
+            &one(&format!(
+                "    sandbox:
+      mode: {mode}
+      prices: {{ month: 25.00 }}
+    run_for: 2h
+    expect:
+      orders: [{{ account: alice, state: succeeded, count: 1, price: 25.00 }}]
+      spend: [{{ rule: keep, total: 25.00 }}]
+      events: [{{ kind: billing_conflict, account: alice, count: 1 }}]
+"
+            )),
+            &[],
+        );
+        assert_eq!(got, Vec::<String>::new(), "{mode}");
+    }
+}
