@@ -2,7 +2,7 @@
 # The sandbox's own ceiling: replies/s of `vipd sandbox` (sync mode, no
 # latency) to wrk, for both APIs: get_vip_rich_info (GET) and a signed
 # recharge (POST, billed every time). What vipd reaches is a fraction of
-# these (BENCHMARKS.md, issue 13).
+# these (BENCHMARKS.md).
 #
 #   bash bench/ceiling.sh [seconds] [connections]    # needs wrk (apt install wrk)
 set -euo pipefail

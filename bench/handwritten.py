@@ -3,7 +3,7 @@
 membership (QQ Connect get_vip_rich_info), and when it ends within the
 renewal window, sign and send one recharge. No ledger, no retries, no
 callbacks, no verification: the baseline vipd is compared with
-(issue 13, `cargo bench --bench sidebyside`).
+(`cargo bench --bench sidebyside`).
 
     python3 bench/handwritten.py accounts.json [--threads 32]
 

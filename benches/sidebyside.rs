@@ -1,4 +1,4 @@
-//! Side by side (issue 13): vipd and what an operator would otherwise
+//! Side by side: vipd and what an operator would otherwise
 //! write (`bench/handwritten.py`, sequential and with a thread pool), each
 //! against its own fresh `vipd sandbox` with the same accounts, all due.
 //!

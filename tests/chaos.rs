@@ -1,4 +1,4 @@
-//! The chaos suite (issue 10): the real `vipd run` against the real
+//! The chaos suite: the real `vipd run` against the real
 //! `vipd sandbox` in async mode with every fault knob on (transient
 //! errors, hangs, garbage, HTTP 500, dropped, duplicated and delayed
 //! callbacks, refunds), `kill -9` at random moments and restarts, true

@@ -463,7 +463,7 @@ fn status_and_plan_never_create_a_store() {
         "{err}"
     );
     assert!(out.contains("DUE   keep-staff-vip / alice"), "{out}");
-    // A past time is a question like any other (issue 11 saw exit 1).
+    // A past time is a question like any other (it once gave exit 1).
     let (code, out, err) = run(vipd()
         .args(["plan", "--at", "2026-01-01T00:00:00Z", "--config"])
         .arg(&path));

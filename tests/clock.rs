@@ -1,4 +1,4 @@
-//! Wall-clock steps (issue 10, item 5): the real daemon under libfaketime
+//! Wall-clock steps: the real daemon under libfaketime
 //! (`LD_PRELOAD`), whose offset the test changes through a file while the
 //! daemon runs; the monotonic clock and the sandbox keep real time.
 //! `.ci/run` installs Debian's `faketime`; without it these tests say

@@ -1,4 +1,4 @@
-//! Several `vipd run` nodes on one PostgreSQL ledger (issue 14), each a
+//! Several `vipd run` nodes on one PostgreSQL ledger, each a
 //! real process, against one real sandbox and a real PostgreSQL server
 //! this test process starts (`vipd::ledger::pg::throwaway`).
 //!

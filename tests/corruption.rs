@@ -1,4 +1,4 @@
-//! The corruption suite (issue 10): for each way of damaging the store,
+//! The corruption suite: for each way of damaging the store,
 //! vipd refuses it or holds every new order, and never pays a period
 //! twice. Five due accounts with orders pending at a vendor that bills
 //! and has not extended yet (the nastiest moment to forget an order);

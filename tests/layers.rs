@@ -1,4 +1,4 @@
-//! Dependencies point one way (issue 12): `cli → service → {http, plugins}
+//! Dependencies point one way: `cli → service → {http, plugins}
 //! → engine → {ledger, upstream, config} → model → units`, with the
 //! sandbox beside the engine. Read from
 //! the code's own `crate::` paths, each top-level module may name only

@@ -1,4 +1,4 @@
-//! Listeners that stay up (issue 10, item 7): slow and idle peers, huge
+//! Listeners that stay up: slow and idle peers, huge
 //! declared bodies, a flood of connections, and a disk that fills. The
 //! real daemon, real sockets.
 

@@ -1,4 +1,4 @@
-//! Money safety under a hostile world (issue 10), where only processes
+//! Money safety under a hostile world, where only processes
 //! show it: plugins (Lua, on their own thread and clock) that loop on
 //! payments or attack the daemon's listeners, and the admin API over HTTP.
 //! The vendor's re-delivered and replayed callbacks are in `paying/callbacks.rs`, in

@@ -215,7 +215,7 @@ mod tests {
     use super::*;
 
     /// `VIPD_LOG=warnings` was taken for a module name and silenced every
-    /// log line (issue 11, item 6).
+    /// log line.
     #[test]
     fn log_filters_must_name_a_level() {
         for ok in [

@@ -87,7 +87,7 @@ fn the_schemas_defaults_are_the_ones_applied() {
 }
 
 /// Paths beside a configuration in the current folder printed as
-/// `././state` (issue 11, item 7).
+/// `././state`.
 #[test]
 fn paths_beside_the_file_have_no_dot_components() {
     if std::env::var_os("STATE_DIRECTORY").is_some() {

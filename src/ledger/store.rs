@@ -1,7 +1,7 @@
 //! The store as a port: everything the engine, the admin API and the
 //! plugins' `vipd.kv` need to remember, in one trait. The engine holds an
 //! `Arc<dyn Store>` and never names sled. The sled [`Ledger`] implements
-//! it today; a second backend (PostgreSQL, issue 14) implements it too and
+//! it today; a second backend (PostgreSQL) implements it too and
 //! must pass the same conformance suite (`conformance/`: one key at most
 //! one billed order, planned durable before send, recovery, the cross-rule
 //! guard, budgets, refunds, events).

@@ -1,5 +1,5 @@
 //! Domain values every layer may name: the lowest layer, importing
-//! nothing of vipd's (issue 12: dependencies point one way).
+//! nothing of vipd's (dependencies point one way).
 
 pub mod clock;
 pub mod knobs;

@@ -1,4 +1,4 @@
-//! The paying path in process, on paused time (issue 12): the real engine,
+//! The paying path in process, on paused time: the real engine,
 //! ledger, sandbox and callback router in this test's runtime, no Lua, no
 //! child processes, no fixed sleeps. Virtual hours pass in milliseconds,
 //! so retries, callback deadlines and budgets are tested at their real
