@@ -119,53 +119,70 @@ impl Engine {
             .await
         {
             Ok(Some(found)) => found,
-            // A plugin may name our own order key instead of the vendor's.
-            Ok(None)
-                if by_plugin
-                    && self
-                        .store
-                        .get(vendor_id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_some_and(|o| o.provider == provider) =>
-            {
-                (vendor_id.to_owned(), None)
-            }
-            Ok(None) => match self
-                .match_by_target(provider, get(&seller.target_param))
-                .await
-            {
-                // Bound to that attempt for good: the same callback
-                // delivered again finds it through the index.
-                Some(key) => match self.store.bind_vendor_order(&key, vendor_id).await {
-                    Ok(n) => (key, Some(n)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot bind a callback to its order");
-                        return CallbackReply::err(503, "store unavailable");
+            Ok(None) => 'found: {
+                // A plugin may name our own order key instead of the
+                // vendor's.
+                if by_plugin {
+                    match self.store.get(vendor_id).await {
+                        Ok(Some(o)) if o.provider == provider => {
+                            break 'found (vendor_id.to_owned(), None);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the ledger for a callback");
+                            return CallbackReply::err(503, "store unavailable");
+                        }
                     }
-                },
-                None => {
-                    tracing::warn!(
-                        provider,
-                        vendor_order = vendor_id,
-                        "callback for an order we do not know"
-                    );
-                    return CallbackReply::err(404, "unknown order");
                 }
-            },
+                match self
+                    .match_by_target(provider, get(&seller.target_param))
+                    .await
+                {
+                    // Bound to that attempt for good: the same callback
+                    // delivered again finds it through the index.
+                    Some(key) => match self.store.bind_vendor_order(&key, vendor_id).await {
+                        Ok(n) => (key, Some(n)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot bind a callback to its order");
+                            return CallbackReply::err(503, "store unavailable");
+                        }
+                    },
+                    None => {
+                        tracing::warn!(
+                            provider,
+                            vendor_order = vendor_id,
+                            "callback for an order we do not know"
+                        );
+                        return CallbackReply::err(404, "unknown order");
+                    }
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the ledger for a callback");
                 return CallbackReply::err(503, "store unavailable");
             }
         };
+        // A price that is not one (a garbled field, a plugin's NaN) is
+        // no price: the attempt is counted at what it was counted at
+        // already, else at the `max_price` held for it, and the vendor's
+        // text is logged. Money is never counted at less than the hold.
         let price = match plugin_price {
-            Some(yuan) => Fen::from_f64_yuan(yuan).ok(),
-            None => get(&map.price_field).and_then(|p| Fen::parse_yuan(p).ok()),
+            Some(yuan) => Fen::from_f64_yuan(yuan)
+                .inspect_err(|e| tracing::warn!(key, error = %e, "callback price ignored"))
+                .ok(),
+            None => get(&map.price_field).and_then(|p| {
+                Fen::parse_yuan(p)
+                    .inspect_err(|e| tracing::warn!(key, error = %e, "callback price ignored"))
+                    .ok()
+            }),
         };
         let before = match self.store.get(&key).await {
             Ok(Some(o)) => o,
-            _ => return CallbackReply::err(404, "unknown order"),
+            Ok(None) => return CallbackReply::err(404, "unknown order"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the ledger for a callback");
+                return CallbackReply::err(503, "store unavailable");
+            }
         };
         let verify_within = rt.config.verify_within(&before.rule).as_secs() as i64;
         let settlement = if success {

@@ -362,10 +362,14 @@ impl Engine {
     async fn note_read_ok(&self, account: &Account) {
         match self.store.account_state(&account.name).await {
             Ok(s) if s.auth_failing || s.last_error.is_some() => {
-                let _ = self
+                // Not written: the next good read clears it again.
+                if let Err(e) = self
                     .store
                     .put_account_state(&account.name, &Default::default())
-                    .await;
+                    .await
+                {
+                    tracing::warn!(account = %account.name, error = %e, "cannot clear the account's read errors");
+                }
                 tracing::info!(account = %account.name, "membership reads work again");
             }
             _ => {}
@@ -376,6 +380,8 @@ impl Engine {
     /// `account_auth_failed` once per failure streak.
     async fn note_read_error(&self, rule: &Rule, account: &Account, e: &VipInfoError) {
         let now = self.clock.unix();
+        // A state that cannot be read is taken as a fresh one: the alert
+        // may come twice, never not at all.
         let mut state = self
             .store
             .account_state(&account.name)
@@ -384,7 +390,9 @@ impl Engine {
         let first_of_streak = e.is_token_problem() && !state.auth_failing;
         state.auth_failing |= e.is_token_problem();
         state.last_error = Some(e.to_string());
-        let _ = self.store.put_account_state(&account.name, &state).await;
+        if let Err(err) = self.store.put_account_state(&account.name, &state).await {
+            tracing::warn!(account = %account.name, error = %err, "cannot note the account's read error");
+        }
         if first_of_streak {
             let mut ev = Event::new(
                 EventKind::AccountAuthFailed,

@@ -300,7 +300,16 @@ impl Engine {
                 return Err(order);
             }
         };
-        let _ = self.store.durable_order(&order.key).await;
+        // The reply is recorded. Should it not reach the disk now, a
+        // crash before the next sync leaves the attempt `sent`, which
+        // start-up makes `unknown` (never sent again): safe, and said.
+        if let Err(e) = self.store.durable_order(&order.key).await {
+            tracing::warn!(
+                order = %order.key,
+                error = %e,
+                "the vendor's reply is recorded but not yet on disk; a crash now leaves the order unknown, never re-sent"
+            );
+        }
         log_transition(&order);
         Ok((order, conflict))
     }
