@@ -241,11 +241,28 @@ impl Engine {
                     );
                 }
             }
-            Ok(Settled::Repeated) => tracing::debug!(
-                key,
-                vendor_order = vendor_id,
-                "repeated callback; nothing changes"
-            ),
+            Ok(Settled::Repeated) => {
+                tracing::debug!(
+                    key,
+                    vendor_order = vendor_id,
+                    "repeated callback; nothing changes"
+                );
+                if self.repeats.first_in_a_while(&key, now) {
+                    let record = crate::ledger::EventRecord {
+                        at: now,
+                        kind: REPEATED.into(),
+                        account: Some(before.account.clone()),
+                        rule: Some(before.rule.clone()),
+                        key: Some(key.clone()),
+                        detail: format!(
+                            "callback: {status} (vendor order {vendor_id}) delivered again; nothing changed"
+                        ),
+                    };
+                    if let Err(e) = self.store.record_event(&record).await {
+                        tracing::warn!(key, error = %e, "cannot note a repeated callback");
+                    }
+                }
+            }
             Ok(Settled::Contradicted { order: o, why }) => {
                 self.emit(
                     Event::new(
@@ -332,9 +349,46 @@ pub(crate) fn fresh(time: Option<&str>, now: i64, max_age: i64) -> Result<(), St
     }
 }
 
+/// The event log's name for a callback delivered again that changed
+/// nothing. It is written down for the order's story (`vipd explain`),
+/// not an event plugins or alerts hear.
+pub const REPEATED: &str = "callback_repeated";
+
+/// How often one order's repeated callbacks are written down: a vendor
+/// that replays a callback a thousand times a second writes one line a
+/// minute, not a thousand a second.
+const REPEAT_EVERY: i64 = 60;
+
+/// When each order's last repeated callback was written down (this node's
+/// memory; forgotten entries only mean one more line).
+#[derive(Debug, Default)]
+pub(crate) struct Repeats(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+impl Repeats {
+    /// Whether a repeat of `key`'s callback at `now` is to be written
+    /// down (and, if so, notes it).
+    pub(crate) fn first_in_a_while(&self, key: &str, now: i64) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen
+            .get(key)
+            .is_some_and(|&at| (now - at).abs() < REPEAT_EVERY)
+        {
+            return false;
+        }
+        if seen.len() >= 10_000 {
+            seen.retain(|_, at| (now - *at).abs() < REPEAT_EVERY);
+            if seen.len() >= 10_000 {
+                seen.clear();
+            }
+        }
+        seen.insert(key.to_owned(), now);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::fresh;
+    use super::{REPEAT_EVERY, Repeats, fresh};
 
     #[test]
     fn callback_time_window() {
@@ -349,5 +403,26 @@ mod tests {
         assert!(fresh(Some(&i64::MIN.to_string()), now, 3600).is_err());
         assert!(fresh(Some(&i64::MAX.to_string()), now, 3600).is_err());
         assert!(fresh(Some(&i64::MIN.to_string()), -now, i64::MAX).is_ok());
+    }
+
+    #[test]
+    fn one_repeat_an_order_a_minute_is_written_down() {
+        let r = Repeats::default();
+        assert!(r.first_in_a_while("a", 1_000));
+        assert!(!r.first_in_a_while("a", 1_000 + REPEAT_EVERY - 1));
+        assert!(r.first_in_a_while("b", 1_001), "another order");
+        assert!(r.first_in_a_while("a", 1_000 + REPEAT_EVERY));
+        // A clock stepped back does not silence an order for good.
+        assert!(!r.first_in_a_while("a", 1_000 + 1));
+        assert!(r.first_in_a_while("a", 1_000 - REPEAT_EVERY));
+    }
+
+    #[test]
+    fn the_memory_stays_bounded() {
+        let r = Repeats::default();
+        for i in 0..25_000 {
+            assert!(r.first_in_a_while(&i.to_string(), 5));
+        }
+        assert!(r.0.lock().unwrap().len() < 10_000);
     }
 }

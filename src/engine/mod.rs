@@ -242,6 +242,8 @@ pub struct Engine {
     started_at: i64,
     /// One token refresh per account at a time.
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When each order's last repeated callback was written down.
+    repeats: callback::Repeats,
     /// The wall clock (the system's, or a test's).
     clock: Arc<dyn crate::model::Clock>,
     /// The time decisions use: monotonic, anchored to the vendor's clock,
@@ -297,6 +299,7 @@ impl Engine {
             metrics: crate::metrics::Metrics::default(),
             started_at: clock.unix(),
             refreshing: Mutex::new(HashMap::new()),
+            repeats: callback::Repeats::default(),
             time: time::TimeKeeper::new(clock.unix(), tokio::time::Instant::now()),
             clock,
         });

@@ -241,7 +241,8 @@ fn timeline_steps_change_the_world_as_they_say() {
 }
 
 /// A vendor that delivers a callback again changes nothing: one order,
-/// billed once, still succeeded.
+/// billed once, still succeeded. The repeats are in the order's story,
+/// at most one line a minute.
 #[test]
 fn a_redelivered_callback_pays_nothing_twice() {
     let got = failures(
@@ -249,10 +250,13 @@ fn a_redelivered_callback_pays_nothing_twice() {
       - advance: 1h
       - redeliver_callback: alice
       - redeliver_callback: alice
+      - expect: { events: [{ kind: callback_repeated, account: alice, count: 1 }] }
       - advance: 1h
+      - redeliver_callback: alice
     expect:
       orders: [{ account: alice, state: succeeded, count: 1 }]
       billed: { alice: 1 }
+      events: [{ kind: callback_repeated, account: alice, count: 2 }]
 "),
         &[],
     );
