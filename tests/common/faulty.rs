@@ -1,11 +1,12 @@
 //! A store that fails when a test says so: the sled ledger behind the
 //! `Store` port, with its durability waits made to fail from the `n`th
-//! (a disk that fills or an `fsync` that errors, at a chosen moment).
+//! (a disk that fills or an `fsync` that errors, at a chosen moment), and
+//! its reads of one order (`get`) made to fail while a test says so.
 //! Everything else is the ledger's own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use vipd::ledger::kv::{KvError, KvQuota};
 use vipd::ledger::store::{KvValue, Store};
@@ -23,6 +24,8 @@ pub struct FaultyStore {
     durables: AtomicUsize,
     /// Waits from this one on (1-based) fail.
     fail_from: usize,
+    /// Whether reads of one order fail now.
+    gets_fail: AtomicBool,
 }
 
 impl FaultyStore {
@@ -33,7 +36,13 @@ impl FaultyStore {
             inner,
             durables: AtomicUsize::new(0),
             fail_from,
+            gets_fail: AtomicBool::new(false),
         }
+    }
+
+    /// From now on, reads of one order fail (`true`) or work (`false`).
+    pub fn fail_gets(&self, fail: bool) {
+        self.gets_fail.store(fail, Ordering::SeqCst);
     }
 
     /// How many durability waits were asked for.
@@ -64,6 +73,12 @@ macro_rules! store_impl {
             async fn durable(&self) -> Result<(), LedgerError> {
                 self.durable_or_fault().await
             }
+            async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
+                if self.gets_fail.load(Ordering::SeqCst) {
+                    return Err(LedgerError::Durability("read failed (test fault)".into()));
+                }
+                Store::get(&*self.inner, key).await
+            }
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $out {
                     Store::$name(&*self.inner $(, $arg)*).await
@@ -85,7 +100,6 @@ store_impl! {
     fn attempt_of_vendor_order(&self, provider: &str, vendor_orderid: &str) -> Result<Option<(String, Option<u32>)>, LedgerError>;
     fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError>;
     fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError>;
-    fn get(&self, key: &str) -> Result<Option<Order>, LedgerError>;
     fn find(&self, prefix: &str) -> Result<Order, LedgerError>;
     fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError>;
     fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError>;

@@ -270,3 +270,38 @@ async fn callbacks_forged_duplicate_unknown_and_oversized() {
     assert_eq!(settled, 1, "one transition, one event");
     w.stop().await;
 }
+
+/// A store that cannot read the order a callback names answers 503 (try
+/// again), never 404 (which tells the vendor the order is not ours), and
+/// changes nothing; the same callback once the store reads again settles
+/// the order.
+#[tokio::test(start_paused = true)]
+async fn a_callback_the_store_cannot_read_for_is_answered_503() {
+    use common::faulty::FaultyStore;
+    let faulty = std::sync::Arc::new(std::sync::OnceLock::new());
+    let slot = faulty.clone();
+    let w = World::start_with(&silent_vendor(), move |ledger| {
+        let store = std::sync::Arc::new(FaultyStore::new(ledger, usize::MAX));
+        slot.set(store.clone()).unwrap();
+        store
+    })
+    .await;
+    let pending = w
+        .order_where("one pending", LONG, |o| o.state == OrderState::Pending)
+        .await;
+    let store = faulty.get().unwrap();
+    store.fail_gets(true);
+    assert_eq!(w.success_callback(&pending).await, 503);
+    store.fail_gets(false);
+    assert_eq!(
+        w.ledger.get(&pending.key).unwrap().unwrap().state,
+        OrderState::Pending,
+        "nothing changed"
+    );
+    assert_eq!(w.success_callback(&pending).await, 200);
+    w.order_where("the order succeeded", LONG, |o| {
+        o.state == OrderState::Succeeded
+    })
+    .await;
+    w.stop().await;
+}
