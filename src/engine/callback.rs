@@ -13,7 +13,7 @@ use crate::units::Fen;
 /// How a callback was answered: HTTP status and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackReply {
-    /// 200, 400, 403 or 404.
+    /// 200, 400, 403, 404, or 503 (the store did not answer: call again).
     pub status: u16,
     /// The configured reply on success; a reason otherwise.
     pub body: String,
@@ -25,6 +25,13 @@ impl CallbackReply {
             status,
             body: body.into(),
         }
+    }
+
+    /// The ledger could not be read: 503, so that the vendor calls again
+    /// (a 404 would tell it the order is not ours).
+    fn unreadable(e: &crate::ledger::LedgerError) -> Self {
+        tracing::error!(error = %e, "cannot read the ledger for a callback");
+        CallbackReply::err(503, "store unavailable")
     }
 }
 
@@ -128,10 +135,7 @@ impl Engine {
                             break 'found (vendor_id.to_owned(), None);
                         }
                         Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot read the ledger for a callback");
-                            return CallbackReply::err(503, "store unavailable");
-                        }
+                        Err(e) => return CallbackReply::unreadable(&e),
                     }
                 }
                 match self
@@ -157,10 +161,7 @@ impl Engine {
                     }
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the ledger for a callback");
-                return CallbackReply::err(503, "store unavailable");
-            }
+            Err(e) => return CallbackReply::unreadable(&e),
         };
         // A price that is not one (a garbled field, a plugin's NaN) is
         // no price: the attempt is counted at what it was counted at
@@ -179,10 +180,7 @@ impl Engine {
         let before = match self.store.get(&key).await {
             Ok(Some(o)) => o,
             Ok(None) => return CallbackReply::err(404, "unknown order"),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the ledger for a callback");
-                return CallbackReply::err(503, "store unavailable");
-            }
+            Err(e) => return CallbackReply::unreadable(&e),
         };
         let verify_within = rt.config.verify_within(&before.rule).as_secs() as i64;
         let settlement = if success {
