@@ -80,6 +80,11 @@ pub(super) fn failures(test: &str, more: &[(&str, &str)]) -> Vec<String> {
     out[0].failures.iter().map(Reported::line).collect()
 }
 
+/// The only test of `test` passes: no failure at all.
+pub(super) fn passes(test: &str, more: &[(&str, &str)]) {
+    assert_eq!(failures(test, more), Vec::<String>::new(), "{test}");
+}
+
 /// The errors `load` finds in `test`, as text.
 pub(super) fn invalid(test: &str, more: &[(&str, &str)]) -> String {
     let (_dir, path) = folder(test, more);
@@ -97,7 +102,7 @@ pub(super) fn one(body: &str) -> String {
 /// and at the end.
 #[test]
 fn every_expectation_kind_holds_for_a_renewal() {
-    let got = failures(
+    passes(
         &one("    timeline:
       - advance: 1h
       - expect:
@@ -119,7 +124,6 @@ fn every_expectation_kind_holds_for_a_renewal() {
 "),
         &[],
     );
-    assert_eq!(got, Vec::<String>::new());
 }
 
 /// Each kind fails when what it expects is not so, naming the line of the
@@ -169,7 +173,7 @@ fn each_expectation_kind_fails_when_it_does_not_hold() {
 fn timeline_steps_change_the_world_as_they_say() {
     // No money at the vendor: the renewal is refused, then paid once the
     // balance is back.
-    let got = failures(
+    passes(
         &one("    timeline:
       - vendor: { balance: 0.00 }
       - advance: 2h
@@ -184,10 +188,9 @@ fn timeline_steps_change_the_world_as_they_say() {
 "),
         &[],
     );
-    assert_eq!(got, Vec::<String>::new());
     // A later renew_before: bob (40d) is due at once.
     let later = RULES.replace("renew_before: 3d", "renew_before: 45d");
-    let got = failures(
+    passes(
         &one("    timeline:
       - advance: 2h
       - expect: { orders: [{ account: bob, count: 0 }] }
@@ -198,12 +201,11 @@ fn timeline_steps_change_the_world_as_they_say() {
 "),
         &[("later.yaml", &later)],
     );
-    assert_eq!(got, Vec::<String>::new());
     // The daemon's clock two hours ahead of the vendor's: the first reply
     // anchors the time to the vendor's, and nothing is paid while the two
     // disagree (an alert says so); once the clock is set right, alice is
     // renewed.
-    let got = failures(
+    passes(
         &one("    timeline:
       - clock_step: +2h
       - advance: 6h
@@ -218,10 +220,9 @@ fn timeline_steps_change_the_world_as_they_say() {
 "),
         &[],
     );
-    assert_eq!(got, Vec::<String>::new());
     // A vendor slow to settle that loses its callbacks: the order stays
     // pending until an operator says it was paid.
-    let got = failures(
+    passes(
         &one("    sandbox:
       callback_delay: 1h
       faults: { recharge: { drop_callback_rate: 1.0 } }
@@ -237,7 +238,6 @@ fn timeline_steps_change_the_world_as_they_say() {
 "),
         &[],
     );
-    assert_eq!(got, Vec::<String>::new());
 }
 
 /// A vendor that delivers a callback again changes nothing: one order,
@@ -245,7 +245,7 @@ fn timeline_steps_change_the_world_as_they_say() {
 /// at most one line a minute.
 #[test]
 fn a_redelivered_callback_pays_nothing_twice() {
-    let got = failures(
+    passes(
         &one("    timeline:
       - advance: 1h
       - redeliver_callback: alice
@@ -260,7 +260,6 @@ fn a_redelivered_callback_pays_nothing_twice() {
 "),
         &[],
     );
-    assert_eq!(got, Vec::<String>::new());
     // A step that cannot run is a failure of the test, at its line.
     let got = failures(
         &one("    timeline:\n      - redeliver_callback: bob\n"),
@@ -388,7 +387,7 @@ fn a_redelivered_callback_is_delivered_and_acknowledged() {
 #[test]
 fn a_vendor_billing_above_max_price_is_a_billing_conflict() {
     for mode in ["sync", "async"] {
-        let got = failures(
+        passes(
             &one(&format!(
                 "    sandbox:
       mode: {mode}
@@ -402,6 +401,5 @@ fn a_vendor_billing_above_max_price_is_a_billing_conflict() {
             )),
             &[],
         );
-        assert_eq!(got, Vec::<String>::new(), "{mode}");
     }
 }
