@@ -89,6 +89,7 @@ fn plan_request(i: u64) -> PlanRequest {
         day: "2027-01-15".into(),
         month: "2027-01".into(),
         why: "ends in 2d 0h (renew_before 3d)".into(),
+        approval_asked: None,
     }
 }
 

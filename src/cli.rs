@@ -175,6 +175,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Some(OrdersAction::Resolve { key, as_state }) => {
                 admin::resolve(&config, &key, as_state == "succeeded").await
             }
+            Some(OrdersAction::Approve { key, reason }) => {
+                admin::answer(&config, &key, true, &reason).await
+            }
+            Some(OrdersAction::Decline { key, reason }) => {
+                admin::answer(&config, &key, false, &reason).await
+            }
         },
         Command::Plan {
             config,

@@ -1,8 +1,9 @@
 //! What an operator does beside a running daemon, as processes: manual
 //! orders (`vipd recharge`, through the daemon and offline) under the same
 //! ledger guards and the not-due rule, followed up until shown; the admin
-//! API's bearer and read tokens, and a reload that cannot drop the token
-//! of a public admin API.
+//! API's bearer and read tokens, a reload that cannot drop the token of a
+//! public admin API, and approvals answered through the daemon, offline,
+//! and across a restart.
 
 mod common;
 
@@ -11,6 +12,8 @@ use std::time::Duration;
 use common::stack::{Stack, StackConfig};
 use common::{run, vipd};
 use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn manual_recharge_uses_the_same_ledger_guards() {
@@ -176,6 +179,8 @@ async fn admin_api_needs_the_bearer_token_when_set() {
         ),
         ("/api/reload", json!({})),
         ("/api/orders/x/resolve", json!({"as": "failed"})),
+        ("/api/orders/x/approve", json!({"reason": "ok"})),
+        ("/api/orders/x/decline", json!({"reason": "no"})),
         ("/api/store/release", json!({"account": null})),
     ] {
         let reply = http
@@ -361,4 +366,80 @@ async fn a_manual_order_is_verified_and_shown() {
     let (code, _, err) = explain("nosuchorder", false);
     assert_eq!(code, 1);
     assert!(err.contains("no order with key nosuchorder"), "{err}");
+}
+
+/// Renewals above `approve_above` wait: one approved and one declined
+/// while the daemon is stopped (recorded as the Unix user's), both kept
+/// across the restart; the approved one is paid once, the declined one
+/// never; a second answer through the running daemon is refused (409).
+#[tokio::test]
+async fn approvals_are_answered_offline_kept_across_a_restart_and_given_once() {
+    let mut cfg = StackConfig::due(2);
+    cfg.rule = "    budget: { approve_above: 10.00 }".into();
+    let mut stack = Stack::start(&cfg).await;
+    let awaiting = stack
+        .wait_for("two orders awaiting approval", LONG, || async {
+            let o = stack.orders().await;
+            (o.len() == 2 && o.iter().all(|o| o["state"] == "awaiting_approval")).then_some(o)
+        })
+        .await;
+    assert_eq!(stack.sandbox_orders().await.len(), 0, "nothing sent");
+    let key_of = |account: &str| -> String {
+        let o = awaiting.iter().find(|o| o["account"] == account).unwrap();
+        o["key"].as_str().unwrap().to_owned()
+    };
+    let (approved, declined) = (key_of("a0"), key_of("a1"));
+    let config = stack.config.clone();
+    let answer = |verb: &str, key: &str, reason: &str| {
+        run(vipd().arg("orders").arg("--config").arg(&config).args([
+            verb,
+            &key[..12],
+            "--reason",
+            reason,
+        ]))
+    };
+    stack.stop_daemon();
+    let (code, out, err) = answer("approve", &approved, "invoice checked");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("approved by ") && out.contains(": invoice checked"),
+        "{out}"
+    );
+    let (code, out, err) = answer("decline", &declined, "account closing");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is now failed: declined by "), "{out}");
+    let (code, _, err) = answer("approve", &declined, "changed my mind");
+    assert_ne!(code, 0);
+    assert!(err.contains("does not await approval"), "{err}");
+    let (code, _, err) = answer("approve", &approved, "");
+    assert_ne!(code, 0, "a reason is required");
+    assert!(err.contains("a reason is required"), "{err}");
+
+    stack.start_daemon().await;
+    stack
+        .wait_for("the approved renewal paid", LONG, || async {
+            let o = stack.orders().await;
+            o.iter()
+                .any(|o| o["key"] == approved.as_str() && o["state"] == "pending")
+                .then_some(())
+        })
+        .await;
+    let billed = stack.billed().await;
+    assert_eq!(billed.get("a0"), Some(&1), "{billed:?}");
+    assert_eq!(billed.get("a1"), None, "{billed:?}");
+    // Through the running daemon's API: refused, and said why.
+    let (code, _, err) = answer("approve", &approved, "again");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("409") || err.contains("does not await approval"),
+        "{err}"
+    );
+    let orders = stack.orders().await;
+    let paid = orders
+        .iter()
+        .find(|o| o["key"] == approved.as_str())
+        .unwrap();
+    assert_eq!(paid["approval"]["why"], "invoice checked");
+    assert_eq!(paid["attempts"], 1);
+    assert_eq!(stack.sandbox_orders().await.len(), 1);
 }

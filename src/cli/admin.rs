@@ -317,6 +317,68 @@ pub async fn resolve(path: &Path, key: &str, paid: bool) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// `vipd orders approve|decline KEY --reason TEXT`: through the running
+/// daemon's admin API when there is one (which pays an approved order at
+/// once), else in the store (paid at the daemon's next check of the pair).
+/// Recorded as the Unix user's answer.
+pub async fn answer(
+    path: &Path,
+    key: &str,
+    approve: bool,
+    reason: &str,
+) -> anyhow::Result<ExitCode> {
+    let config = load_outside(path)?;
+    let by = unix_user();
+    let verb = if approve { "approve" } else { "decline" };
+    let order: Order = match Api::find(&config).await? {
+        Some(api) => {
+            let body = serde_json::json!({"reason": reason, "by": by});
+            api.call(
+                api.http
+                    .post(format!("{}/api/orders/{key}/{verb}", api.base))
+                    .json(&body),
+            )
+            .await?
+        }
+        None => {
+            let ledger = open_store(&config)?;
+            let a = crate::engine::Answering {
+                approve,
+                by: &by,
+                why: reason,
+            };
+            crate::engine::answer(&ledger, &config, key, a, crate::model::now_unix())
+                .await
+                .map_err(anyhow::Error::msg)?
+                .0
+        }
+    };
+    println!(
+        "order {} is now {}: {}",
+        order.key,
+        order.state,
+        order.last_why()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The name of the Unix user running this command (`uid N` when it has
+/// none).
+fn unix_user() -> String {
+    // SAFETY: getuid cannot fail; getpwuid's result is read at once, on
+    // this thread, before any other call could overwrite it.
+    unsafe {
+        let uid = libc::getuid();
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return format!("uid {uid}");
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 /// Parses `--at`: unix seconds or RFC 3339.
 fn parse_at(at: &str) -> anyhow::Result<i64> {
     if let Ok(secs) = at.parse::<i64>() {

@@ -76,7 +76,9 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The order ledger; `orders resolve KEY --as S` settles an open order.
+    /// The order ledger; `orders resolve KEY --as S` settles an open order,
+    /// `orders approve|decline KEY --reason TEXT` answers one awaiting
+    /// approval.
     Orders {
         /// The configuration file.
         #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml", global = true)]
@@ -231,6 +233,24 @@ pub(super) enum OrdersAction {
         /// What happened: succeeded (it was paid) or failed (it was not).
         #[arg(long = "as", value_parser = ["succeeded", "failed"])]
         as_state: String,
+    },
+    /// Approve an order awaiting approval: it is paid at its pair's next
+    /// check (at once when the daemon runs), at the price it shows.
+    Approve {
+        /// The order key (a unique prefix is enough).
+        key: String,
+        /// Why (recorded in the order's history with who approved).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Decline an order awaiting approval: not paid, its money back in
+    /// the budget; its rule does not pay that period.
+    Decline {
+        /// The order key (a unique prefix is enough).
+        key: String,
+        /// Why (recorded in the order's history with who declined).
+        #[arg(long)]
+        reason: String,
     },
 }
 

@@ -101,10 +101,7 @@ pub struct Manual {
 impl Default for Manual {
     fn default() -> Self {
         Manual {
-            budget: Budget {
-                per_day: Some(Fen(10_000)),
-                per_month: Some(Fen(50_000)),
-            },
+            budget: Budget::caps(Some(Fen(10_000)), Some(Fen(50_000))),
         }
     }
 }

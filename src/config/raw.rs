@@ -375,6 +375,11 @@ pub struct RawRule {
     /// no renewal has moved its end, whatever its order's state. Default:
     /// half of `renew_before`.
     pub at_risk: Option<HumanDuration>,
+    /// While a renewal awaits approval, `approval_escalated` fires as the
+    /// membership's end comes within each of these (once each); when the
+    /// end passes unapproved, `renewal_unapproved`.
+    #[schemars(extend("default" = ["72h", "24h", "6h"]))]
+    pub escalate: Option<Vec<HumanDuration>>,
 }
 
 /// `accounts:` of a rule: `all`, `{ tags: [...] }` or `{ names: [...] }`.
@@ -434,6 +439,13 @@ pub struct RawBudget {
     pub per_day: Option<Fen>,
     /// Spent or held per calendar month.
     pub per_month: Option<Fen>,
+    /// A renewal priced above this waits for a person's approval
+    /// (`vipd orders approve KEY --reason …`), holding its money in the
+    /// budget, never sent until approved. Rules only.
+    pub approve_above: Option<Fen>,
+    /// A renewal that would leave less than this under the day's or the
+    /// month's cap waits for approval. Rules only.
+    pub approve_when_budget_left_below: Option<Fen>,
 }
 
 /// `sandbox:`: the simulated upstream's starting state and fault knobs.

@@ -53,6 +53,9 @@ pub struct Rule {
     pub verify_within: Duration,
     /// Alert when the end is this close and no renewal has moved it.
     pub at_risk: Duration,
+    /// While a renewal awaits approval: escalate as the end comes within
+    /// each of these, longest first.
+    pub escalate: Vec<Duration>,
 }
 
 /// When a rule checks its accounts.

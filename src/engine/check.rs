@@ -165,6 +165,21 @@ impl Engine {
             standing: decision.standing(),
             ..CheckState::default()
         };
+        let next_check = rule
+            .check
+            .next_after(now, rt.config.daemon.timezone)
+            .unwrap_or(i64::MAX);
+        self.watch_approvals(
+            rule,
+            account,
+            end,
+            now,
+            orders.as_deref(),
+            next_check,
+            &previous,
+            &mut state,
+        )
+        .await;
         let renewing = matches!(decision, Decision::Renew { .. });
         let mut alarm = lapse::assess(end, now, rule.at_risk, renewing, &previous, &mut state);
         // The same alert as last time (same reason; same period, cap and

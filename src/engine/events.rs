@@ -31,6 +31,11 @@ pub enum EventKind {
     ProviderPaused,
     AccountAuthFailed,
     ParseCallback,
+    ApprovalRequired,
+    ApprovalEscalated,
+    RenewalApproved,
+    RenewalDeclined,
+    RenewalUnapproved,
     #[default]
     Error,
     /// A plugin vetoed a renewal (recorded; not a Lua event).
@@ -39,7 +44,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// The events plugins can listen to, in the order README "Lua plugins" lists them.
-    pub const LUA: [EventKind; 16] = [
+    pub const LUA: [EventKind; 21] = [
         EventKind::VipInfo,
         EventKind::BeforeRecharge,
         EventKind::RechargeResult,
@@ -55,6 +60,11 @@ impl EventKind {
         EventKind::ProviderPaused,
         EventKind::AccountAuthFailed,
         EventKind::ParseCallback,
+        EventKind::ApprovalRequired,
+        EventKind::ApprovalEscalated,
+        EventKind::RenewalApproved,
+        EventKind::RenewalDeclined,
+        EventKind::RenewalUnapproved,
         EventKind::Error,
     ];
 
@@ -76,6 +86,11 @@ impl EventKind {
             EventKind::ProviderPaused => "provider_paused",
             EventKind::AccountAuthFailed => "account_auth_failed",
             EventKind::ParseCallback => "parse_callback",
+            EventKind::ApprovalRequired => "approval_required",
+            EventKind::ApprovalEscalated => "approval_escalated",
+            EventKind::RenewalApproved => "renewal_approved",
+            EventKind::RenewalDeclined => "renewal_declined",
+            EventKind::RenewalUnapproved => "renewal_unapproved",
             EventKind::Error => "error",
             EventKind::RenewalVetoed => "renewal_vetoed",
         }
@@ -91,7 +106,7 @@ impl EventKind {
         match self {
             EventKind::VipInfo => "A membership read succeeded (every check).",
             EventKind::BeforeRecharge => {
-                "A renewal is about to be planned and paid. Return `false` or `{skip = \"reason\"}` to veto it; the veto is recorded in the ledger."
+                "A renewal is about to be planned and paid. Return `false` or `{skip = \"reason\"}` to veto it (recorded in the ledger), or `{approve = \"reason\"}` to have a person approve it first (it is planned as `awaiting_approval`)."
             }
             EventKind::RechargeResult => {
                 "The vendor answered (or did not answer) a recharge request."
@@ -129,6 +144,21 @@ impl EventKind {
             }
             EventKind::ParseCallback => {
                 "A signed vendor callback the built-in mapping does not understand. Return `{order = vendor_or_vipd_order_id, status = \"success\"|\"failed\", price = yuan?}`."
+            }
+            EventKind::ApprovalRequired => {
+                "A renewal is planned as `awaiting_approval`, its money held in the budget, nothing sent: `reason` says why (`approve_above`, `approve_when_budget_left_below`, a plugin), `price` what it would cost. `vipd orders approve KEY --reason …` or `decline`."
+            }
+            EventKind::ApprovalEscalated => {
+                "A renewal still awaits approval and the membership's end has come within one of the rule's `escalate` steps (`reason` names it). Once per step."
+            }
+            EventKind::RenewalApproved => {
+                "A person approved a renewal (`by`, `reason`); it is paid at the pair's next check, through every guard."
+            }
+            EventKind::RenewalDeclined => {
+                "A person declined a renewal (`by`, `reason`); its money is back in the budget and its rule does not pay that period."
+            }
+            EventKind::RenewalUnapproved => {
+                "The membership's end passed while its renewal awaited approval: the order is `failed`, not paid, its money back in the budget."
             }
             EventKind::Error => {
                 "Something failed that an operator must see (store errors and the like)."
@@ -203,6 +233,44 @@ impl EventKind {
             EventKind::ProviderPaused => &["provider", "message"],
             EventKind::AccountAuthFailed => &["account", "message"],
             EventKind::ParseCallback => &["provider", "fields"],
+            EventKind::ApprovalRequired => &[
+                "account",
+                "rule",
+                "key",
+                "state",
+                "membership",
+                "product",
+                "provider",
+                "old_end",
+                "attempt",
+                "price",
+                "reason",
+            ],
+            EventKind::ApprovalEscalated | EventKind::RenewalUnapproved => &[
+                "account",
+                "rule",
+                "key",
+                "state",
+                "membership",
+                "product",
+                "provider",
+                "old_end",
+                "attempt",
+                "reason",
+            ],
+            EventKind::RenewalApproved | EventKind::RenewalDeclined => &[
+                "account",
+                "rule",
+                "key",
+                "state",
+                "membership",
+                "product",
+                "provider",
+                "old_end",
+                "attempt",
+                "by",
+                "reason",
+            ],
             EventKind::Error => &[],
             EventKind::RenewalVetoed => &["account", "rule", "plugin", "reason"],
         }
@@ -221,6 +289,9 @@ impl EventKind {
                 | EventKind::BudgetExceeded
                 | EventKind::ProviderPaused
                 | EventKind::AccountAuthFailed
+                | EventKind::ApprovalRequired
+                | EventKind::ApprovalEscalated
+                | EventKind::RenewalUnapproved
                 | EventKind::Error
         )
     }
@@ -300,6 +371,8 @@ pub struct Event {
     pub plugin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Every payload field: name, LuaLS type, meaning. `vipd lua-types` is
@@ -381,7 +454,16 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
         "The callback's fields (signature verified).",
     ),
     ("plugin", "string", "The plugin concerned."),
-    ("reason", "string", "Why (a veto's reason)."),
+    (
+        "reason",
+        "string",
+        "Why (a veto's reason, why approval is needed, an approver's reason).",
+    ),
+    (
+        "by",
+        "string",
+        "Who answered an approval: the admin token's name, or the Unix user of a CLI command.",
+    ),
 ];
 
 impl Event {
@@ -481,6 +563,7 @@ mod tests {
             fields: Some(BTreeMap::new()),
             plugin: Some(String::new()),
             reason: Some(String::new()),
+            by: Some(String::new()),
             ..Event::default()
         };
         let json = serde_json::to_value(&full).unwrap();

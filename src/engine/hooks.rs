@@ -16,13 +16,16 @@ use super::events::{Event, EventKind};
 /// A boxed future, for the trait's asking methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A veto from `before_recharge`.
+/// A veto from `before_recharge`: no, or not without a person's approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Veto {
     /// The plugin that said no.
     pub plugin: String,
     /// Its reason.
     pub reason: String,
+    /// The plugin asks a person to approve the renewal instead of
+    /// skipping it (`{approve = "reason"}`).
+    pub ask_approval: bool,
 }
 
 /// A callback mapped by a `parse_callback` handler.

@@ -17,6 +17,7 @@
 //! whole; a check holds the `Arc` it started with, so orders in flight are
 //! never affected by a reload.
 
+mod approval;
 pub(crate) mod callback;
 mod check;
 pub mod clients;
@@ -47,6 +48,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use approval::{Answering, answer};
 pub use check::VipView;
 pub use manual::{ManualError, ManualOrder};
 pub use report::{PlanLine, ResolveError, Status, resolve, status};

@@ -72,9 +72,7 @@ impl Engine {
             observed_end,
             key,
         };
-        if !self.cleared(&r, &why).await {
-            return None;
-        }
+        let approval_asked = self.cleared(&r, &why).await?;
         let seller = rt.seller_of(product);
         // The in-flight slot now; the rate slot when the request leaves.
         let _slot = seller.traffic.slot().await;
@@ -88,7 +86,10 @@ impl Engine {
         }
         // The clock is asked again: the decision may be minutes old.
         let now = self.trusted_now(terms.name, account).await?;
-        let order = self.plan_order(&r, why, now).await?;
+        let order = self.plan_order(&r, why, approval_asked, now).await?;
+        if order.state == OrderState::AwaitingApproval {
+            return Some(order);
+        }
         let order = match self.ready_to_send(&r, order).await {
             Ok(order) => order,
             Err(order) => return Some(order),
@@ -113,17 +114,25 @@ impl Engine {
         Some(order)
     }
 
-    /// Step 1: no plugin vetoes, and this is not a dry run.
-    async fn cleared(&self, r: &Renewal<'_>, why: &str) -> bool {
-        if let Some(veto) = self.ask_plugins(r).await {
-            self.record_veto(r.terms, r.account, &r.key, veto).await;
-            return false;
+    /// Step 1: no plugin vetoes, and this is not a dry run. `Some(why)`
+    /// when a plugin asks a person to approve the renewal first.
+    async fn cleared(&self, r: &Renewal<'_>, why: &str) -> Option<Option<String>> {
+        let mut asked = None;
+        match self.ask_plugins(r).await {
+            Some(veto) if veto.ask_approval => {
+                asked = Some(format!("plugin {} asks: {}", veto.plugin, veto.reason));
+            }
+            Some(veto) => {
+                self.record_veto(r.terms, r.account, &r.key, veto).await;
+                return None;
+            }
+            None => {}
         }
         if self.dry_run {
             tracing::info!(account = %r.account.name, rule = %r.terms.name, product = %r.product.name, "dry run: would renew ({why})");
-            return false;
+            return None;
         }
-        true
+        Some(asked)
     }
 
     /// Step 2, once a slot is held: not shutting down, and the provider's
@@ -161,8 +170,15 @@ impl Engine {
     }
 
     /// Step 4: the ledger plans the order under its guards, or says why
-    /// not (a budget refusal and a store error are alerts).
-    async fn plan_order(&self, r: &Renewal<'_>, why: String, now: i64) -> Option<Order> {
+    /// not (a budget refusal and a store error are alerts). An order the
+    /// ledger plans as awaiting approval is announced and goes no further.
+    async fn plan_order(
+        &self,
+        r: &Renewal<'_>,
+        why: String,
+        approval_asked: Option<String>,
+        now: i64,
+    ) -> Option<Order> {
         let (day, month) = period::periods(now, r.rt.config.daemon.timezone);
         let request = PlanRequest {
             key: r.key.clone(),
@@ -178,8 +194,32 @@ impl Engine {
             day,
             month,
             why,
+            approval_asked,
         };
         match self.store.plan(&request, now).await {
+            Ok(Ok(order)) if order.state == OrderState::AwaitingApproval => {
+                if let Err(e) = self.store.durable_order(&order.key).await {
+                    tracing::warn!(order = %order.key, error = %e, "the order awaiting approval is not yet on disk; nothing was sent");
+                }
+                log_transition(&order);
+                let mut ev = Event::new(
+                    EventKind::ApprovalRequired,
+                    now,
+                    format!(
+                        "{}; approve with `vipd orders approve {} --reason …` or decline",
+                        order.last_why(),
+                        order.key
+                    ),
+                )
+                .order(&order);
+                ev.price = Some(order.max_price.as_yuan_f64());
+                ev.reason = order
+                    .last_why()
+                    .split_once(": ")
+                    .map(|(_, why)| why.to_owned());
+                self.emit(ev).await;
+                Some(order)
+            }
             Ok(Ok(order)) => {
                 log_transition(&order);
                 Some(order)

@@ -248,7 +248,9 @@ impl From<LedgerError> for ResolveError {
     fn from(e: LedgerError) -> ResolveError {
         match e {
             LedgerError::NotFound(_) => ResolveError::NotFound(e),
-            LedgerError::Illegal { .. } => ResolveError::NotResolvable(e.to_string()),
+            LedgerError::Illegal { .. } | LedgerError::Refused { .. } => {
+                ResolveError::NotResolvable(e.to_string())
+            }
             e => ResolveError::Store(e),
         }
     }

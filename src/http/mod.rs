@@ -3,7 +3,8 @@
 //! - callbacks on `callback_listen`: `/notify/{provider}` as GET query, POST
 //!   form or POST JSON; bodies over 64 KiB get 413;
 //! - the admin API on `admin_listen`: `/healthz`, `/metrics`, `/api/status`,
-//!   `/api/orders`, `/api/orders/{key}/resolve`, `/api/plan`,
+//!   `/api/orders`, `/api/orders/{key}/resolve`, `/api/orders/{key}/approve`
+//!   and `/decline`, `/api/plan`,
 //!   `/api/recharge`, `/api/reload`, `/api/store/*`, behind an optional
 //!   bearer token; the same API, without a token, on the local control
 //!   socket.
@@ -134,6 +135,8 @@ fn api_routes(reloader: Arc<dyn Reload>) -> axum::Router<Arc<Engine>> {
         .route("/api/orders", get(orders))
         .route("/api/orders/count", get(order_counts))
         .route("/api/orders/{key}/resolve", post(resolve))
+        .route("/api/orders/{key}/approve", post(approve))
+        .route("/api/orders/{key}/decline", post(decline))
         .route("/api/orders/{key}/trace", get(order_trace))
         .route("/api/accounts/{name}/trace", get(account_trace))
         .route("/api/plan", get(plan))
@@ -392,15 +395,62 @@ async fn resolve(
             engine.runtime().hooks.notify(event);
             Json(order).into_response()
         }
-        Err(e) => {
-            let status = match e {
-                ResolveError::NotFound(_) => StatusCode::NOT_FOUND,
-                ResolveError::NotResolvable(_) => StatusCode::CONFLICT,
-                ResolveError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            (status, e.to_string()).into_response()
-        }
+        Err(e) => not_answered(e),
     }
+}
+
+/// The body of `POST /api/orders/{key}/approve` and `…/decline`.
+#[derive(serde::Deserialize)]
+struct AnswerBody {
+    /// Why: required.
+    reason: String,
+    /// Who, as the caller names itself (the CLI sends its Unix user);
+    /// recorded beside "admin API".
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn approve(
+    State(engine): State<Arc<Engine>>,
+    Path(key): Path<String>,
+    Json(body): Json<AnswerBody>,
+) -> Response {
+    answer(engine, key, true, body).await
+}
+
+async fn decline(
+    State(engine): State<Arc<Engine>>,
+    Path(key): Path<String>,
+    Json(body): Json<AnswerBody>,
+) -> Response {
+    answer(engine, key, false, body).await
+}
+
+async fn answer(engine: Arc<Engine>, key: String, approve: bool, body: AnswerBody) -> Response {
+    let by = match body.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
+        Some(by) => format!("{} (admin API)", by.chars().take(64).collect::<String>()),
+        None => "admin API".to_owned(),
+    };
+    let a = crate::engine::Answering {
+        approve,
+        by: &by,
+        why: &body.reason,
+    };
+    match engine.answer_approval(&key, a).await {
+        Ok(order) => Json(order).into_response(),
+        Err(e) => not_answered(e),
+    }
+}
+
+/// A resolve or an answer not taken: 404 for no such order, 409 for one
+/// that cannot take it, 503 when the store failed.
+fn not_answered(e: ResolveError) -> Response {
+    let status = match e {
+        ResolveError::NotFound(_) => StatusCode::NOT_FOUND,
+        ResolveError::NotResolvable(_) => StatusCode::CONFLICT,
+        ResolveError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, e.to_string()).into_response()
 }
 
 /// `GET /metrics` (behind the bearer token like `/api/*`: it names

@@ -4,6 +4,10 @@
 //! applies one of these, and writes it back with what follows from it
 //! (budgets and indexes: see `derived.rs`).
 
+mod approval;
+
+pub(crate) use approval::{answer, needs_approval, without_own_hold};
+
 use super::*;
 use crate::model::OutcomeClass;
 
@@ -252,10 +256,17 @@ pub(crate) fn unsettled(o: &Order) -> bool {
 
 /// The order planned for `req`: a new one, or the next attempt of the
 /// failed one under its key, its `max_price` held in the request's budget
-/// periods. Returns it with the length of its history before the plan
-/// (the transitions a store stamps). The guards are the store's to check
-/// first (key, cross-rule, budget).
-pub(crate) fn next_attempt(existing: Option<Order>, req: &PlanRequest, now: i64) -> (Order, usize) {
+/// periods; `approval` says why it must first wait for a person (see
+/// [`needs_approval`]). An order that awaited approval is planned again
+/// in its own attempt, which was never sent. Returns it with the length of
+/// its history before the plan (the transitions a store stamps). The
+/// guards are the store's to check first (key, cross-rule, budget).
+pub(crate) fn next_attempt(
+    existing: Option<Order>,
+    req: &PlanRequest,
+    now: i64,
+    approval: Option<String>,
+) -> (Order, usize) {
     let mut order = existing.unwrap_or_else(|| Order {
         key: req.key.clone(),
         rule: req.rule.clone(),
@@ -279,39 +290,66 @@ pub(crate) fn next_attempt(existing: Option<Order>, req: &PlanRequest, now: i64)
         updated_at: now,
         history: Vec::new(),
         attempt_log: Vec::new(),
+        approval: None,
     });
     if order.attempts > 0 {
         // Records of earlier attempts (made up for old orders).
         order.attempt_mut(order.attempts);
     }
-    order.attempts += 1;
-    order.retry_at = None;
-    order.max_price = req.max_price;
     let hold = BudgetHold {
         day: req.day.clone(),
         month: req.month.clone(),
         amount: req.max_price,
     };
-    order.attempt_log.push(AttemptRecord {
-        n: order.attempts,
-        state: AttemptState::Planned,
-        vendor_orderid: None,
-        spent: Fen::ZERO,
-        periods: hold.clone(),
-    });
+    if order.state == OrderState::AwaitingApproval {
+        let n = order.attempts;
+        order.attempt_mut(n).periods = hold.clone();
+    } else {
+        order.attempts += 1;
+        order.attempt_log.push(AttemptRecord {
+            n: order.attempts,
+            state: AttemptState::Planned,
+            vendor_orderid: None,
+            spent: Fen::ZERO,
+            periods: hold.clone(),
+        });
+    }
+    if order.max_price != req.max_price {
+        // An approval is for the price its approver saw.
+        order.approval = None;
+    }
+    order.retry_at = None;
+    order.max_price = req.max_price;
     order.hold = Some(hold);
     let added = order.history.len();
-    order.enter(
-        OrderState::Planned,
-        now,
-        format!("attempt {}: {}", order.attempts, req.why),
-    );
+    let n = order.attempts;
+    let (state, why) = match (approval, &order.approval) {
+        (Some(why), _) => (
+            OrderState::AwaitingApproval,
+            format!(
+                "attempt {n} awaits approval ({} at most): {why}",
+                req.max_price
+            ),
+        ),
+        (None, Some(a)) => (
+            OrderState::Planned,
+            format!("attempt {n}: {}; approved by {}: {}", req.why, a.by, a.why),
+        ),
+        (None, None) => (OrderState::Planned, format!("attempt {n}: {}", req.why)),
+    };
+    order.enter(state, now, why);
     (order, added)
 }
 
 /// Why the order already under a plan's key refuses another attempt now
 /// (all attempts used, or not failed and due for a retry), if it does.
 pub(crate) fn refuses_retry(existing: &Order, req: &PlanRequest, now: i64) -> Option<Refusal> {
+    if existing.state == OrderState::AwaitingApproval {
+        return (!approval::replans(existing, req)).then(|| Refusal::Exists {
+            state: existing.state,
+            why: existing.last_why().to_owned(),
+        });
+    }
     if existing.state == OrderState::Failed && existing.attempts >= req.max_attempts {
         return Some(Refusal::MaxAttempts {
             attempts: existing.attempts,
@@ -420,7 +458,7 @@ fn charge(o: &mut Order, n: u32, price: Option<Fen>) -> Option<String> {
 
 /// Attempt `n` was not billed (or was refunded): its hold and spending go
 /// back to the budget.
-fn refund(o: &mut Order, n: u32) {
+pub(super) fn refund(o: &mut Order, n: u32) {
     if n == o.attempts {
         o.hold = None;
     }

@@ -58,7 +58,7 @@ pub use durable::{CommitStats, GroupCommit};
 pub use export::Export;
 use open::*;
 pub use order::{
-    AttemptRecord, AttemptState, BudgetHold, Order, OrderState, Transition, Verification,
+    Approval, AttemptRecord, AttemptState, BudgetHold, Order, OrderState, Transition, Verification,
     decision_key,
 };
 pub use records::*;
@@ -86,6 +86,10 @@ pub enum LedgerError {
         from: OrderState,
         to: OrderState,
     },
+    /// An operator's answer the order cannot take (approving an order
+    /// that does not await approval, or at a price it no longer has).
+    #[error("order {key}: {why}")]
+    Refused { key: String, why: String },
     /// The store could not make a write durable.
     #[error("state store: {0}")]
     Durability(String),

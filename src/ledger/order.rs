@@ -1,6 +1,7 @@
 //! The order record and its states (README "Renewals: decisions, the ledger, callbacks").
 //!
 //! ```text
+//! awaiting_approval ──▶ planned            (approved; or declined/expired ──▶ failed)
 //! planned ──▶ sent ──▶ pending ──▶ succeeded | failed
 //!                 ╰──▶ succeeded | failed
 //!                 ╰──▶ unknown ──▶ succeeded | failed   (evidence or operator only)
@@ -33,6 +34,9 @@ use crate::units::hex_lower;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum OrderState {
+    /// Decided, its money held in the budget; waits for a person to
+    /// approve (or decline) it before anything is sent.
+    AwaitingApproval,
     /// Decided and durably recorded; the request has not left.
     Planned,
     /// The request is leaving or has left; no reply yet.
@@ -49,7 +53,8 @@ pub enum OrderState {
 
 impl OrderState {
     /// Every state, in lifecycle order.
-    pub const ALL: [OrderState; 6] = [
+    pub const ALL: [OrderState; 7] = [
+        OrderState::AwaitingApproval,
         OrderState::Planned,
         OrderState::Sent,
         OrderState::Pending,
@@ -61,6 +66,7 @@ impl OrderState {
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
+            OrderState::AwaitingApproval => "awaiting_approval",
             OrderState::Planned => "planned",
             OrderState::Sent => "sent",
             OrderState::Pending => "pending",
@@ -88,7 +94,7 @@ impl std::str::FromStr for OrderState {
         OrderState::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown order state {s:?} (expected one of planned, sent, pending, succeeded, failed, unknown)"))
+            .ok_or_else(|| format!("unknown order state {s:?} (expected one of awaiting_approval, planned, sent, pending, succeeded, failed, unknown)"))
     }
 }
 
@@ -122,6 +128,20 @@ pub struct BudgetHold {
     pub month: String,
     /// How much is held (the product's max price).
     pub amount: Fen,
+}
+
+/// A person's answer to an order that awaited approval: who, why, when,
+/// and the price they saw (an approval is for that price only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The admin token's name, or the Unix user of a CLI command.
+    pub by: String,
+    /// Their reason, as given.
+    pub why: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// The order's price when approved.
+    pub price: Fen,
 }
 
 /// Whether the paid renewal has shown up in the membership.
@@ -240,6 +260,10 @@ pub struct Order {
     /// written before attempts were recorded; see [`Order::attempt_mut`]).
     #[serde(default)]
     pub attempt_log: Vec<AttemptRecord>,
+    /// The approval this order's period was paid under, when its rule
+    /// asked for one: it covers the key's attempts at that price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
 }
 
 impl Order {
@@ -291,7 +315,7 @@ impl Order {
                 });
             let state = match self.state {
                 _ if !current => AttemptState::NotPaid,
-                OrderState::Planned => AttemptState::Planned,
+                OrderState::AwaitingApproval | OrderState::Planned => AttemptState::Planned,
                 OrderState::Sent => AttemptState::Sent,
                 OrderState::Pending => AttemptState::Pending,
                 OrderState::Succeeded => AttemptState::Paid,

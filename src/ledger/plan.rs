@@ -37,13 +37,17 @@ impl Ledger {
                 }));
             }
         }
-        let day = self.derived.spend(&req.rule, &req.day);
-        let month = self.derived.spend(&req.rule, &req.month);
+        let own = |period: &str| {
+            let spend = self.derived.spend(&req.rule, period);
+            change::without_own_hold(existing.as_ref(), period, spend)
+        };
+        let (day, month) = (own(&req.day), own(&req.month));
         if let Some(refusal) = change::over_budget(req, day, month) {
             return Ok(Err(refusal));
         }
+        let approval = change::needs_approval(existing.as_ref(), req, day, month);
         let was = existing.as_ref().map(Share::of);
-        let (mut order, added) = change::next_attempt(existing, req, now);
+        let (mut order, added) = change::next_attempt(existing, req, now, approval);
         order.stamp_from(added, self.clock.unix_ms());
         self.write_order(was.as_ref(), &order)?;
         Ok(Ok(order))

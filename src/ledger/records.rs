@@ -58,6 +58,10 @@ pub struct CheckState {
     /// The end `membership_lapsed` was raised for (once per end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lapsed_for: Option<i64>,
+    /// The order awaiting approval that `approval_escalated` was raised
+    /// for, and how many of the rule's steps it has passed (once each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated: Option<(String, u32)>,
 }
 
 /// An alert a check raised that still stands: the next check that finds
@@ -134,6 +138,20 @@ pub struct PlanRequest {
     pub month: String,
     /// Why it is being paid, for the history.
     pub why: String,
+    /// A plugin's `before_recharge` asked a person to approve it: why.
+    pub approval_asked: Option<String>,
+}
+
+/// An operator's (or the clock's) answer to an order awaiting approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Pay it, at the price the approver saw (the product's price now).
+    Approve { by: String, why: String, price: Fen },
+    /// Do not pay it; the period is not renewed by its rule.
+    Decline { by: String, why: String },
+    /// No longer to be paid unapproved: the membership ended before
+    /// anyone approved it, or its end moved without it (`why`).
+    Expire { why: String },
 }
 
 /// Why a plan was refused.

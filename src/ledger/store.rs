@@ -84,6 +84,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<Order, LedgerError>;
     /// A `pending` order's callback did not come in time: `unknown`.
     async fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
+    /// Answers an order awaiting approval: approved (paid at the next
+    /// plan under its key), declined or expired (`failed`, its money back
+    /// in the budget, never retried). [`LedgerError::Refused`] when it
+    /// cannot take the answer; then nothing changed.
+    async fn answer(
+        &self,
+        key: &str,
+        now: i64,
+        answer: &crate::ledger::Answer,
+    ) -> Result<Order, LedgerError>;
     /// Sets what the membership reads said about a paid order.
     async fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError>;
     /// The order key and attempt a vendor order id belongs to.
@@ -301,6 +311,14 @@ impl Store for Ledger {
     }
     async fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
         Ledger::callback_overdue(self, key, now, why)
+    }
+    async fn answer(
+        &self,
+        key: &str,
+        now: i64,
+        answer: &crate::ledger::Answer,
+    ) -> Result<Order, LedgerError> {
+        Ledger::answer(self, key, now, answer)
     }
     async fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError> {
         Ledger::set_verification(self, key, v)

@@ -108,6 +108,12 @@ impl Ledger {
             .map(|(o, ())| o)
     }
 
+    /// Answers an order awaiting approval (see [`Store::answer`](super::store::Store::answer)).
+    pub fn answer(&self, key: &str, now: i64, answer: &Answer) -> Result<Order, LedgerError> {
+        self.modify(key, |o| change::answer(o, now, answer))
+            .map(|(o, ())| o)
+    }
+
     /// Records the verification of a paid order.
     pub fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError> {
         self.modify(key, |o| {

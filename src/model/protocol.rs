@@ -102,13 +102,36 @@ impl Default for CallbackMapping {
     }
 }
 
-/// Spending caps of a rule, per day and per month in the daemon's timezone.
+/// Spending caps of a rule, per day and per month in the daemon's
+/// timezone, and when a person must approve a renewal first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Budget {
     /// Per calendar day.
     pub per_day: Option<Fen>,
     /// Per calendar month.
     pub per_month: Option<Fen>,
+    /// A renewal whose price is above this waits for approval.
+    pub approve_above: Option<Fen>,
+    /// A renewal that would leave less than this under a cap (day or
+    /// month) waits for approval.
+    pub approve_when_left_below: Option<Fen>,
+}
+
+impl Budget {
+    /// Caps only: no approvals.
+    pub const fn caps(per_day: Option<Fen>, per_month: Option<Fen>) -> Budget {
+        Budget {
+            per_day,
+            per_month,
+            approve_above: None,
+            approve_when_left_below: None,
+        }
+    }
+
+    /// Whether any renewal under this budget may need approval.
+    pub fn approves(&self) -> bool {
+        self.approve_above.is_some() || self.approve_when_left_below.is_some()
+    }
 }
 
 /// The ledger-facing meaning of an attempt.

@@ -425,26 +425,34 @@ impl Plugins {
         }
     }
 
-    /// Asks the `before_recharge` handlers; the first veto wins. A handler
-    /// that fails does not veto (it is logged and counted): a broken
-    /// script must not let memberships lapse.
+    /// Asks the `before_recharge` handlers; the first veto wins (a skip,
+    /// or a request for a person's approval). A handler that fails does
+    /// not veto (it is logged and counted): a broken script must not let
+    /// memberships lapse.
     pub async fn veto(&self, ev: &Event) -> Option<Veto> {
         for (plugin, func) in self.handlers.get(&EventKind::BeforeRecharge)? {
             let arg = self.payload(ev)?;
-            let reason = match self.call(plugin, ev.kind.as_str(), func, arg).await {
-                Some(Value::Boolean(false)) => Some(format!("vetoed by plugin {plugin}")),
-                Some(Value::Table(t)) => match t.get::<Value>("skip") {
-                    Ok(Value::String(s)) => Some(s.to_string_lossy()),
-                    Ok(Value::Nil) | Ok(Value::Boolean(false)) => None,
-                    Ok(_) => Some(format!("vetoed by plugin {plugin}")),
-                    Err(_) => None,
-                },
+            let answer = match self.call(plugin, ev.kind.as_str(), func, arg).await {
+                Some(Value::Boolean(false)) => Some((format!("vetoed by plugin {plugin}"), false)),
+                Some(Value::Table(t)) => {
+                    let said = |field: &str| match t.get::<Value>(field) {
+                        Ok(Value::String(s)) => Some(s.to_string_lossy()),
+                        Ok(Value::Nil) | Ok(Value::Boolean(false)) | Err(_) => None,
+                        Ok(_) => Some(format!("plugin {plugin} said {field}")),
+                    };
+                    // A skip wins over a request for approval: the
+                    // cautious answer, when a table says both.
+                    said("skip")
+                        .map(|why| (why, false))
+                        .or_else(|| said("approve").map(|why| (why, true)))
+                }
                 _ => None,
             };
-            if let Some(reason) = reason {
+            if let Some((reason, ask_approval)) = answer {
                 return Some(Veto {
                     plugin: plugin.to_string(),
                     reason,
+                    ask_approval,
                 });
             }
         }

@@ -54,7 +54,8 @@ const CLASSES: &str = r#"
 ---@field ttl? integer|string Seconds, or a duration like "1d".
 
 ---@class vipd.Veto
----@field skip string Why the renewal is skipped (recorded in the ledger).
+---@field skip? string Why the renewal is skipped (recorded in the ledger).
+---@field approve? string Why a person must approve it first (planned as `awaiting_approval`).
 
 ---@class vipd.CallbackMapping
 ---@field order string The vendor's order id (or a vipd order key).

@@ -68,6 +68,8 @@ pub enum Step {
     Reload(String),
     RedeliverCallback(String),
     Resolve(ResolveStep),
+    Approve(AnswerStep),
+    Decline(AnswerStep),
     Expect(Expect),
 }
 
@@ -93,6 +95,12 @@ pub struct RawStep {
     /// An operator settles this account's latest order, as `vipd orders
     /// resolve` does.
     resolve: Option<ResolveStep>,
+    /// An operator approves this account's latest order awaiting
+    /// approval, as `vipd orders approve` does (recorded as by `vipd test`).
+    approve: Option<AnswerStep>,
+    /// An operator declines this account's latest order awaiting
+    /// approval, as `vipd orders decline` does.
+    decline: Option<AnswerStep>,
     /// These must be true now.
     expect: Option<Expect>,
 }
@@ -107,12 +115,14 @@ impl TryFrom<RawStep> for Step {
         steps.extend(r.reload.map(Step::Reload));
         steps.extend(r.redeliver_callback.map(Step::RedeliverCallback));
         steps.extend(r.resolve.map(Step::Resolve));
+        steps.extend(r.approve.map(Step::Approve));
+        steps.extend(r.decline.map(Step::Decline));
         steps.extend(r.expect.map(Step::Expect));
         match (steps.pop(), steps.is_empty()) {
             (Some(step), true) => Ok(step),
             _ => Err(
                 "a step has exactly one of advance, clock_step, vendor, reload, \
-                      redeliver_callback, resolve, expect"
+                      redeliver_callback, resolve, approve, decline, expect"
                     .into(),
             ),
         }
@@ -128,6 +138,16 @@ pub struct ResolveStep {
     /// `succeeded` (it was paid) or `failed` (it was not).
     #[serde(rename = "as")]
     pub as_state: OrderState,
+}
+
+/// `approve:` or `decline:` an account's latest order awaiting approval.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerStep {
+    /// The account.
+    pub account: String,
+    /// Why (required, as on the command line).
+    pub reason: String,
 }
 
 /// What must be true. Beside these, every expectation checks vipd's

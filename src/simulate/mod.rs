@@ -208,6 +208,12 @@ async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<Played>
                     refused(e);
                 }
             }
+            Step::Approve(a) | Step::Decline(a) => {
+                let approve = matches!(step, Step::Approve(_));
+                if let Err(e) = answer(&world, a, approve).await {
+                    refused(e);
+                }
+            }
             Step::Expect(e) => {
                 let seen = Seen::read(&world, e).await?;
                 for f in expect::check(e, &seen, &world, &config) {
@@ -286,5 +292,28 @@ async fn resolve(
     world.engine.runtime().hooks.notify(settled);
     Ok(())
 }
+
+/// An operator answers `account`'s latest order awaiting approval, as
+/// `vipd orders approve|decline` does through the admin API.
+async fn answer(world: &World, a: &file::AnswerStep, approve: bool) -> Result<(), String> {
+    let verb = if approve { "approve" } else { "decline" };
+    let latest = latest_order(world, &a.account, |o| {
+        o.state == crate::ledger::OrderState::AwaitingApproval
+    })
+    .await?
+    .ok_or_else(|| format!("{verb}: {} has no order awaiting approval", a.account))?;
+    let answering = crate::engine::Answering {
+        approve,
+        by: "vipd test",
+        why: &a.reason,
+    };
+    world
+        .engine
+        .answer_approval(&latest.key, answering)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{verb}: {e}"))
+}
+
 #[cfg(test)]
 mod tests;

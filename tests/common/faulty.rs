@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use vipd::ledger::kv::{KvError, KvQuota};
 use vipd::ledger::store::{KvValue, Store};
 use vipd::ledger::{
-    AccountState, AttemptResult, CheckState, EventRecord, Hold, Ledger, LedgerError, Order,
+    AccountState, Answer, AttemptResult, CheckState, EventRecord, Hold, Ledger, LedgerError, Order,
     OrderState, PlanRequest, Recorded, Refusal, Settled, Settlement, Spend, StoredToken,
     Verification,
 };
@@ -96,6 +96,7 @@ store_impl! {
     fn settle_attempt(&self, key: &str, attempt: Option<u32>, now: i64, settlement: Settlement) -> Result<Settled, LedgerError>;
     fn refute_unverified(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
     fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
+    fn answer(&self, key: &str, now: i64, answer: &Answer) -> Result<Order, LedgerError>;
     fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError>;
     fn attempt_of_vendor_order(&self, provider: &str, vendor_orderid: &str) -> Result<Option<(String, Option<u32>)>, LedgerError>;
     fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError>;

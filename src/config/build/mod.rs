@@ -1,6 +1,7 @@
 //! The builder: a [`raw::RawConfig`] checked entry by entry into a
 //! [`Config`], every error collected with its location.
 
+mod budget;
 mod entries;
 mod jsonl;
 
@@ -218,19 +219,19 @@ impl<'a> Builder<'a> {
         let Some(b) = m.budget else {
             return Manual::default();
         };
-        for (key, cap) in [("per_day", b.per_day), ("per_month", b.per_month)] {
-            if cap.is_some_and(|c| c < Fen::ZERO) {
-                self.error(
-                    &["manual", "budget", key],
-                    format!("manual: budget {key} cannot be negative"),
-                );
-            }
+        let at = ["manual", "budget"];
+        if b.approve_above.is_some() || b.approve_when_budget_left_below.is_some() {
+            self.error(
+                &at,
+                "manual: approvals apply to rules; a manual order is already an operator's (or a plugin's) own act, capped by manual.budget",
+            );
         }
+        let budget = self.budget(&at, "manual", b);
         Manual {
-            budget: Budget {
-                per_day: b.per_day.or(defaults.per_day),
-                per_month: b.per_month.or(defaults.per_month),
-            },
+            budget: Budget::caps(
+                budget.per_day.or(defaults.per_day),
+                budget.per_month.or(defaults.per_month),
+            ),
         }
     }
 
@@ -477,17 +478,8 @@ impl<'a> Builder<'a> {
                     format!("{subject}: max_attempts must be at least 1"),
                 );
             }
-            for (key, cap) in [
-                ("per_day", r.budget.per_day),
-                ("per_month", r.budget.per_month),
-            ] {
-                if cap.is_some_and(|c| c < Fen::ZERO) {
-                    self.error(
-                        &["rules", name.as_str(), "budget", key],
-                        format!("{subject}: budget {key} cannot be negative"),
-                    );
-                }
-            }
+            let budget = self.budget(&at("budget"), &subject, r.budget);
+            let escalate = self.escalate(&at("escalate"), &subject, r.escalate);
             // Without its product the rule is an error already reported:
             // the build fails, so no rule is made that names nothing.
             let Some(product) = product else { continue };
@@ -503,15 +495,13 @@ impl<'a> Builder<'a> {
                 renew_before: r.renew_before.get(),
                 product,
                 when_lapsed: r.when_lapsed,
-                budget: Budget {
-                    per_day: r.budget.per_day,
-                    per_month: r.budget.per_month,
-                },
+                budget,
                 max_attempts: r.max_attempts.unwrap_or(3).max(1),
                 verify_within: r.verify_within.map_or(VERIFY_WITHIN, HumanDuration::get),
                 at_risk: r
                     .at_risk
                     .map_or(r.renew_before.get() / 2, HumanDuration::get),
+                escalate,
             });
         }
         out

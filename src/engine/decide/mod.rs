@@ -139,8 +139,26 @@ pub fn decide(f: &Facts<'_>) -> Decision {
         };
         return Decision::Skip { why };
     }
+    // An order awaiting approval already holds its money: the store's
+    // plan weighs the caps without it, so the decision does not either.
+    let mut weigh_budget = true;
     if let Some(order) = f.existing {
         match order.state {
+            OrderState::AwaitingApproval => {
+                let approved = order
+                    .approval
+                    .as_ref()
+                    .is_some_and(|a| a.price == f.max_price);
+                if !approved && order.max_price == f.max_price {
+                    return Decision::Waiting {
+                        state: order.state,
+                        why: order.last_why().to_owned(),
+                    };
+                }
+                // Approved at this price (pay it now), or priced anew (it
+                // awaits approval at the new price).
+                weigh_budget = false;
+            }
             OrderState::Failed => {
                 if order.attempts >= f.max_attempts {
                     return Decision::GaveUp {
@@ -186,7 +204,7 @@ pub fn decide(f: &Facts<'_>) -> Decision {
         ("day", b.per_day, b.used_day),
         ("month", b.per_month, b.used_month),
     ] {
-        if let Some(cap) = cap {
+        if let Some(cap) = cap.filter(|_| weigh_budget) {
             if used.0 + f.max_price.0 > cap.0 {
                 return Decision::BudgetExceeded { period, cap, used };
             }

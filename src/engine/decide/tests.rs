@@ -30,6 +30,7 @@ fn order(state: OrderState, attempts: u32, retry_at: Option<i64>) -> Order {
         updated_at: NOW,
         history: vec![],
         attempt_log: vec![],
+        approval: None,
     }
 }
 

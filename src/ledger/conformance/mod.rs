@@ -6,10 +6,12 @@
 //! Each function is a test: it makes its own store through the
 //! [`Backend`], so backends need no shared state between tests.
 
+mod approvals;
 mod attempts;
 mod records;
 mod recovery;
 
+pub use approvals::*;
 pub use attempts::*;
 pub use records::*;
 pub use recovery::*;
@@ -65,6 +67,11 @@ macro_rules! conformance_suite {
             budgets_and_indexes_follow_every_write_and_a_reopen,
             a_hold_refuses_new_orders_until_released,
             plans_under_no_cap_meet_the_same_refusals,
+            a_renewal_above_approve_above_waits_holding_its_money_until_approved,
+            an_answer_is_given_once_and_a_declined_order_is_never_paid,
+            an_approval_is_for_the_price_its_approver_saw,
+            a_budget_running_low_asks_for_approval_without_counting_the_order_twice,
+            an_order_awaiting_approval_survives_a_restart_and_expires_once,
         );
     };
     (@tests $backend:ty; $($name:ident,)*) => {
@@ -91,13 +98,11 @@ pub fn request(key: &str) -> PlanRequest {
         provider: "wapi".into(),
         max_price: Fen(2000),
         max_attempts: 3,
-        budget: Budget {
-            per_day: Some(Fen(5000)),
-            per_month: None,
-        },
+        budget: Budget::caps(Some(Fen(5000)), None),
         day: "2026-11-21".into(),
         month: "2026-11".into(),
         why: "due in 1d".into(),
+        approval_asked: None,
     }
 }
 

@@ -26,6 +26,7 @@ pub async fn check_account_and_token_records_read_back<B: Backend>() {
         standing: None,
         at_risk_for: Some(NOW + 86_400),
         lapsed_for: None,
+        escalated: Some(("k1".into(), 2)),
     };
     let account = AccountState {
         auth_failing: true,

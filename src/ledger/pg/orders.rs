@@ -193,7 +193,9 @@ impl PgOrders {
         let _writing = Writing::start(&self.read, &req.account);
         let uncapped = req.budget.per_day.is_none() && req.budget.per_month.is_none();
         if uncapped && !self.written.has(&req.key) {
-            let (mut order, added) = change::next_attempt(None, req, now);
+            let free = Spend::default();
+            let approval = change::needs_approval(None, req, free, free);
+            let (mut order, added) = change::next_attempt(None, req, now, approval);
             order.stamp_from(added, unix_ms());
             if self.plans.write(Transition::of(None, 0, &order)).await? {
                 self.written.remember(&order, 0);
@@ -274,12 +276,14 @@ impl PgOrders {
                 .position(|p| *p == period)
                 .map_or(Spend::default(), |i| spent[i])
         };
-        let (day, month) = (of(&req.day), of(&req.month));
+        let own = |period: &str| change::without_own_hold(existing.as_ref(), period, of(period));
+        let (day, month) = (own(&req.day), own(&req.month));
         if let Some(refusal) = change::over_budget(req, day, month) {
             return Ok(Err(refusal));
         }
+        let approval = change::needs_approval(existing.as_ref(), req, day, month);
         let was = existing.as_ref().map(Share::of);
-        let (mut order, added) = change::next_attempt(existing, req, now);
+        let (mut order, added) = change::next_attempt(existing, req, now, approval);
         order.stamp_from(added, unix_ms());
         let how = match (&was, version) {
             (Some(share), Some(v)) => Write::Over(share, v),

@@ -341,8 +341,8 @@ mod tests {
     fn a_pair_is_in_flight_while_an_order_kept_is_unsettled() {
         use crate::ledger::conformance::{NOW, request};
         let kept = Kept::default();
-        let (mut a, _) = change::next_attempt(None, &request("a"), NOW);
-        let (b, _) = change::next_attempt(None, &request("b"), NOW);
+        let (mut a, _) = change::next_attempt(None, &request("a"), NOW, None);
+        let (b, _) = change::next_attempt(None, &request("b"), NOW, None);
         let (rule, account) = (a.rule.clone(), a.account.clone());
         kept.remember(&a, 0);
         kept.remember(&a, 1);

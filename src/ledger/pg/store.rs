@@ -216,6 +216,17 @@ impl Store for PgStore {
     fn commits(&self) -> Commits {
         self.orders.commits()
     }
+    async fn answer(
+        &self,
+        key: &str,
+        now: i64,
+        answer: &crate::ledger::Answer,
+    ) -> Result<Order, LedgerError> {
+        self.orders
+            .modify(key, |o| change::answer(o, now, answer))
+            .await
+            .map(|(o, ())| o)
+    }
     async fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError> {
         self.orders
             .modify(key, |o| change::mark_sent(o, now))

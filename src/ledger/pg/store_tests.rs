@@ -344,3 +344,57 @@ async fn a_plan_is_made_durable_by_a_later_flush_or_by_a_commit_of_its_own() {
         "a fenced node's plan is never called durable"
     );
 }
+
+/// Two nodes answer one order awaiting approval at the same moment (two
+/// operators, two dashboards): exactly one answer is taken, the other is
+/// refused naming it, whichever node kept a stale copy of the order.
+#[tokio::test]
+async fn concurrent_answers_on_two_nodes_are_taken_once() {
+    use crate::ledger::conformance::{NOW, request};
+    use crate::ledger::{Answer, LedgerError};
+    let db = database().await;
+    let a = PgStore::open(&config(&db, "a")).await.unwrap();
+    let b = PgStore::open(&config(&db, "b")).await.unwrap();
+    let approve = |by: &str| Answer::Approve {
+        by: by.into(),
+        why: "ok".into(),
+        price: crate::units::Fen(2000),
+    };
+    let decline = Answer::Decline {
+        by: "carol".into(),
+        why: "no".into(),
+    };
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let mut req = request(&key);
+        req.budget = crate::model::Budget {
+            approve_above: Some(crate::units::Fen(1000)),
+            ..Default::default()
+        };
+        // Node a plans it, so a keeps a copy that b's answer makes stale.
+        let planned = a.plan(&req, NOW).await.unwrap().unwrap();
+        assert_eq!(planned.state, OrderState::AwaitingApproval);
+        let second = if i % 2 == 0 {
+            approve("bob")
+        } else {
+            decline.clone()
+        };
+        let first = approve("alice");
+        let (ra, rb) = tokio::join!(a.answer(&key, NOW, &first), b.answer(&key, NOW, &second));
+        let taken = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(taken, 1, "{key}: {ra:?} / {rb:?}");
+        let loser = if ra.is_ok() { rb } else { ra };
+        assert!(
+            matches!(&loser, Err(LedgerError::Refused { .. })),
+            "{key}: {loser:?}"
+        );
+        // Whatever won, both nodes now refuse a third answer.
+        for node in [&a, &b] {
+            let third = node.answer(&key, NOW, &approve("dave")).await;
+            assert!(
+                matches!(third, Err(LedgerError::Refused { .. })),
+                "{third:?}"
+            );
+        }
+    }
+}
