@@ -428,3 +428,135 @@ async fn script_edits_reload_with_relative_and_absolute_paths() {
         assert!(plugins.to_string().contains("added"), "{plugins}");
     }
 }
+
+/// Signed webhooks as a receiver checks them: the chat-webhook helper
+/// posting JSON, signed with a `plugins.webhook_secrets` entry, at a
+/// budget stop. The delivery verifies with vipd's own receiver and with
+/// the README's Python and shell snippets (examples/webhooks/); the same
+/// delivery with its body changed, checked with another secret, or
+/// replayed after the window is refused by all three. The event id is
+/// the body's own, and the secret is in no log.
+#[tokio::test]
+async fn signed_webhooks_verify_as_a_receiver_checks_them() {
+    let (hook, url) = Webhook::start().await;
+    let secret = "whsec-test-0123456789abcdef";
+    let mut cfg = with_plugins(
+        1,
+        &[("chat-webhook.lua", example("chat-webhook.lua"))],
+        &format!(
+            "plugins:\n  http_allow: [\"{}\"]\n  webhook_secrets: {{ receiver: \"{secret}\" }}\n  settings:\n    chat-webhook: {{ url: \"{url}\", style: json, sign: receiver }}",
+            Webhook::host_port(&url)
+        ),
+    );
+    cfg.rule = "    budget: { per_day: 10.00 }".into();
+    let stack = Stack::start(&cfg).await;
+    stack
+        .wait_for("a signed delivery", Duration::from_secs(15), || async {
+            (!hook.deliveries().is_empty()).then_some(())
+        })
+        .await;
+    let d = hook.deliveries().remove(0);
+    let header = d.signature.clone().expect("a vipd-signature header");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t: i64 = header
+        .split(',')
+        .find_map(|p| p.strip_prefix("t="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((now - t).abs() < 60, "t={t} now={now}");
+    let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
+    assert_eq!(body["event"], "budget_exceeded");
+    assert_eq!(
+        body["id"].as_str(),
+        d.event_id.as_deref(),
+        "the event id in the header is the body's"
+    );
+    use vipd::model::webhook::{Refused, WINDOW_SECS, verify};
+    assert_eq!(verify(secret.as_bytes(), &header, &d.body, now), Ok(()));
+    let mut forged = d.body.clone();
+    forged.extend_from_slice(b" ");
+    assert_eq!(
+        verify(secret.as_bytes(), &header, &forged, now),
+        Err(Refused::Mismatch)
+    );
+    assert!(matches!(
+        verify(secret.as_bytes(), &header, &d.body, t + WINDOW_SECS + 1),
+        Err(Refused::OutsideWindow(_))
+    ));
+
+    // The README's snippets, run as a receiver would run them.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let right = write("secret", format!("{secret}\n").as_bytes());
+    let wrong = write("other", b"whsec-another-0123456789\n");
+    let genuine = write("body", &d.body);
+    let changed = write("forged", &forged);
+    let snippets = format!("{}/examples/webhooks", env!("CARGO_MANIFEST_DIR"));
+    let check = |shell: bool, secret: &std::path::Path, body: &std::path::Path, at: i64| {
+        let mut cmd = if shell {
+            let mut c = std::process::Command::new("sh");
+            c.arg(format!("{snippets}/verify.sh"))
+                .arg(secret)
+                .arg(&header)
+                .arg(body);
+            c
+        } else {
+            let mut c = std::process::Command::new("python3");
+            c.arg(format!("{snippets}/verify.py"))
+                .arg(secret)
+                .arg(&header)
+                .stdin(std::fs::File::open(body).unwrap());
+            c
+        };
+        let out = cmd.env("VERIFY_NOW", at.to_string()).output().unwrap();
+        out.status.code()
+    };
+    for shell in [false, true] {
+        let which = if shell { "verify.sh" } else { "verify.py" };
+        assert_eq!(
+            check(shell, &right, &genuine, now),
+            Some(0),
+            "{which}: genuine"
+        );
+        assert_eq!(
+            check(shell, &right, &changed, now),
+            Some(1),
+            "{which}: body changed"
+        );
+        assert_eq!(
+            check(shell, &wrong, &genuine, now),
+            Some(1),
+            "{which}: another secret"
+        );
+        let replay = t + WINDOW_SECS + 1;
+        assert_eq!(
+            check(shell, &right, &genuine, replay),
+            Some(1),
+            "{which}: replayed late"
+        );
+    }
+    assert!(
+        !stack.log().contains(secret),
+        "the webhook secret reached the log"
+    );
+}
+
+/// The README shows the receiver snippets exactly as shipped (and so as
+/// the test above runs them).
+#[test]
+fn the_readme_shows_the_receiver_snippets_as_shipped() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    for file in ["verify.py", "verify.sh"] {
+        let text = std::fs::read_to_string(format!("{root}/examples/webhooks/{file}")).unwrap();
+        assert!(readme.contains(&text), "README does not show examples/webhooks/{file} as it is");
+    }
+}

@@ -1,22 +1,39 @@
--- chat-webhook.lua: alerts a chat group (WeCom, DingTalk or Feishu robot)
--- when something needs a person: failed or unknown orders, budget stops,
--- unverified renewals, paused providers, rejected credentials.
+-- chat-webhook.lua: alerts a chat group (WeCom, DingTalk or Feishu robot),
+-- or any receiver of JSON, when something needs a person: failed or
+-- unknown orders, budget stops, unverified renewals, paused providers,
+-- rejected credentials, renewals waiting for approval.
 --
 -- rules.yaml:
 --   plugins:
 --     settings:
 --       chat-webhook:
 --         url: https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...
---         style: wecom            # wecom | dingtalk | feishu
+--         style: wecom            # wecom | dingtalk | feishu | json
 --         quiet_for: 1h           # the same alert at most once per this
+--         sign: receiver          # optional: sign with plugins.webhook_secrets.receiver
+--     webhook_secrets:
+--       receiver: ${env:VIPD_WEBHOOK_SECRET}
 --
--- The url is read from vipd.settings; vipd never logs its query string.
+-- `style: json` posts the event itself, with `id` (the same as the
+-- `vipd-event-id` header) for the receiver to de-duplicate on. With
+-- `sign`, every post carries `vipd-signature: t=...,v1=...` (README
+-- "Signed webhooks" shows how a receiver checks it). The url is read
+-- from vipd.settings; vipd never logs its query string.
 
 local settings = vipd.settings
 local style = settings.style or "wecom"
 local quiet_for = settings.quiet_for or "1h"
 
-local function body(text)
+-- One id per event: the same alert sent again (a retry) has the same id.
+local function event_id(ev)
+  return string.format("%s:%s:%d", ev.event, ev.key or ev.account or "-", ev.at)
+end
+
+local function body(ev, text)
+  if style == "json" then
+    return { id = event_id(ev), event = ev.event, at = ev.at, account = ev.account,
+             rule = ev.rule, key = ev.key, detail = ev.detail, text = text }
+  end
   if style == "feishu" then
     return { msg_type = "text", content = { text = text } }
   end
@@ -42,7 +59,12 @@ local function alert(ev, title)
   if vipd.kv.get(dedup) then return end
   local text = string.format("[vipd] %s\n%s\n%s", title, who(ev), ev.detail)
   if ev.dry_run then text = text .. "\n(dry run: nothing was paid)" end
-  local res = vipd.http.post(settings.url, body(text), { timeout = 5 })
+  local opts = { timeout = 5 }
+  if settings.sign then
+    opts.sign = settings.sign
+    opts.id = event_id(ev)
+  end
+  local res = vipd.http.post(settings.url, body(ev, text), opts)
   if not res.ok then
     error(string.format("chat webhook answered HTTP %d", res.status))
   end
@@ -59,3 +81,6 @@ vipd.on("budget_exceeded", function(ev) alert(ev, "Renewal stopped by the budget
 vipd.on("renewal_unverified", function(ev) alert(ev, "Paid, but the membership did not move") end)
 vipd.on("provider_paused", function(ev) alert(ev, "Recharge provider paused") end)
 vipd.on("account_auth_failed", function(ev) alert(ev, "Account credentials rejected") end)
+vipd.on("approval_required", function(ev) alert(ev, "A renewal waits for your approval") end)
+vipd.on("approval_escalated", function(ev) alert(ev, "Still waiting for approval: the end is near") end)
+vipd.on("renewal_unapproved", function(ev) alert(ev, "Not approved in time: the membership ended") end)

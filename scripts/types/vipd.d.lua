@@ -36,6 +36,8 @@
 ---@field body? string|table A table is sent as JSON.
 ---@field json? table Sent as JSON.
 ---@field timeout? number|string Seconds or a duration like "5s" (default 10 s, at most 30 s).
+---@field sign? string Sign it for its receiver with this `plugins.webhook_secrets` entry (`vipd-signature` and `vipd-event-id` headers).
+---@field id? string The event id sent with a signature (default: a new random one); give a stable one so that a retry has the same.
 
 ---@class vipd.HttpResponse
 ---@field status integer

@@ -125,6 +125,8 @@ pub struct PluginSettings {
     pub http_allow: Vec<String>,
     /// Recharge providers whose secret `vipd.sign{provider=}` may use.
     pub sign_with: Vec<String>,
+    /// Secrets `vipd.http` signs webhooks with, by name.
+    pub webhook_secrets: BTreeMap<String, Secret>,
 }
 
 impl Default for PluginSettings {
@@ -137,6 +139,7 @@ impl Default for PluginSettings {
             settings: BTreeMap::new(),
             http_allow: Vec::new(),
             sign_with: Vec::new(),
+            webhook_secrets: BTreeMap::new(),
         }
     }
 }

@@ -88,6 +88,12 @@ pub struct RawPlugins {
     /// Recharge providers whose secret `vipd.sign{provider=}` may use.
     #[serde(default)]
     pub sign_with: Vec<String>,
+    /// Secrets `vipd.http` signs outgoing webhooks with (`{sign = NAME}`):
+    /// name → secret, in any of the secret forms (`${env:…}`,
+    /// `${file:…}`, `${credential:…}`), at least 16 characters. Plugins
+    /// name a secret; they never see it.
+    #[serde(default)]
+    pub webhook_secrets: BTreeMap<String, String>,
 }
 
 /// `daemon:`

@@ -6,6 +6,7 @@ pub mod knobs;
 pub mod protocol;
 mod secret;
 pub mod sign;
+pub mod webhook;
 
 use std::fmt;
 

@@ -22,6 +22,8 @@ pub struct Spec {
     body: Option<Vec<u8>>,
     json: bool,
     timeout: Duration,
+    /// `sign = NAME` (a `plugins.webhook_secrets` entry) and `id`.
+    sign: Option<(String, Option<String>)>,
 }
 
 /// A reply, to be turned into a Lua table.
@@ -151,6 +153,39 @@ impl Spec {
             }
         }
         .min(MAX_TIMEOUT);
+        let sign = match (opt("sign")?, opt("id")?) {
+            (Value::Nil, Value::Nil) => None,
+            (Value::String(name), id) => {
+                let id = match id {
+                    Value::Nil => None,
+                    Value::String(s) if !s.as_bytes().is_empty() && s.as_bytes().len() <= 200 => {
+                        Some(s.to_str()?.to_owned())
+                    }
+                    other => {
+                        return Err(err(
+                            &what,
+                            format!("id must be a string of 1 to 200 bytes, not {other:?}"),
+                        ));
+                    }
+                };
+                Some((name.to_str()?.to_owned(), id))
+            }
+            (Value::Nil, _) => {
+                return Err(err(
+                    &what,
+                    "id is sent with a signature: give sign = NAME too",
+                ));
+            }
+            (other, _) => {
+                return Err(err(
+                    &what,
+                    format!(
+                        "sign must name a plugins.webhook_secrets entry, not {}",
+                        other.type_name()
+                    ),
+                ));
+            }
+        };
         Ok(Spec {
             method,
             url: parsed,
@@ -158,7 +193,36 @@ impl Spec {
             body,
             json,
             timeout,
+            sign,
         })
+    }
+
+    /// The `plugins.webhook_secrets` entry it asks to be signed with.
+    pub fn signed_with(&self) -> Option<&str> {
+        self.sign.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// Signs it at `t` (unix seconds) with `secret`: the `vipd-signature`
+    /// and `vipd-event-id` headers (the plugin's id, else a new one), over
+    /// the body exactly as it is sent. Returns the event id.
+    pub fn sign(&mut self, secret: &crate::model::Secret, t: i64) -> String {
+        use crate::model::webhook;
+        let id = self
+            .sign
+            .as_ref()
+            .and_then(|(_, id)| id.clone())
+            .unwrap_or_else(webhook::new_event_id);
+        let body = self.body.as_deref().unwrap_or_default();
+        let signature = webhook::signature(secret.expose().as_bytes(), t, body);
+        self.headers.retain(|(k, _)| {
+            !k.eq_ignore_ascii_case(webhook::SIGNATURE_HEADER)
+                && !k.eq_ignore_ascii_case(webhook::EVENT_ID_HEADER)
+        });
+        self.headers
+            .push((webhook::SIGNATURE_HEADER.to_owned(), signature));
+        self.headers
+            .push((webhook::EVENT_ID_HEADER.to_owned(), id.clone()));
+        id
     }
 
     /// Where it goes.

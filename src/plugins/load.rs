@@ -135,6 +135,7 @@ impl Plugins {
             loading: AtomicBool::new(true),
             registry: Mutex::new(Registry::default()),
             signers,
+            webhook_secrets: settings.webhook_secrets.clone(),
             destinations: crate::upstream::guard::Destinations {
                 allow: settings.http_allow.clone(),
                 own: vec![config.daemon.admin_listen, config.daemon.callback_listen],

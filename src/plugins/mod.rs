@@ -196,6 +196,8 @@ struct Shared {
     /// Every recharge provider; `None` where `plugins.sign_with` does not
     /// let plugins sign with its secret.
     signers: BTreeMap<String, Option<Signer>>,
+    /// `plugins.webhook_secrets`: what `vipd.http{sign = NAME}` signs with.
+    webhook_secrets: BTreeMap<String, crate::model::Secret>,
     /// Where `vipd.http` may go.
     destinations: crate::upstream::guard::Destinations,
 }

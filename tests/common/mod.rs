@@ -144,10 +144,22 @@ pub fn events_of(status: &serde_json::Value, kind: &str) -> Vec<serde_json::Valu
         .collect()
 }
 
-/// A chat-webhook stand-in: records every JSON body POSTed to it.
+/// A chat-webhook stand-in: records every JSON body POSTed to it, and
+/// each delivery as sent (its `vipd-` headers and the body's bytes).
 #[derive(Clone, Default)]
 pub struct Webhook {
     pub bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    pub deliveries: Arc<Mutex<Vec<Delivery>>>,
+}
+
+/// One POST as the receiver got it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// `vipd-signature`, when sent.
+    pub signature: Option<String>,
+    /// `vipd-event-id`, when sent.
+    pub event_id: Option<String>,
+    pub body: Vec<u8>,
 }
 
 impl Webhook {
@@ -174,9 +186,27 @@ impl Webhook {
     pub fn bodies(&self) -> Vec<serde_json::Value> {
         self.bodies.lock().unwrap().clone()
     }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
 }
 
-async fn hook_receive(State(h): State<Webhook>, body: Bytes) -> impl IntoResponse {
+async fn hook_receive(
+    State(h): State<Webhook>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    };
+    h.deliveries.lock().unwrap().push(Delivery {
+        signature: header("vipd-signature"),
+        event_id: header("vipd-event-id"),
+        body: body.to_vec(),
+    });
     match serde_json::from_slice(&body) {
         Ok(v) => {
             h.bodies.lock().unwrap().push(v);

@@ -250,6 +250,20 @@ impl<'a> Builder<'a> {
         if p.kv_mb.is_some_and(|m| !(1..=1024).contains(&m)) {
             self.error(&["plugins", "kv_mb"], "must be between 1 and 1024");
         }
+        let mut webhook_secrets = BTreeMap::new();
+        for (name, raw) in p.webhook_secrets {
+            let at = ["plugins", "webhook_secrets", name.as_str()];
+            let said = self.unavailable.len() + self.errors.len();
+            let secret = self.secret(&at, "plugins: webhook_secrets", &raw);
+            // A secret that could not be read is said already.
+            if self.unavailable.len() + self.errors.len() == said && secret.expose().len() < 16 {
+                self.error(
+                    &at,
+                    format!("plugins: webhook secret {name} is shorter than 16 characters; receivers verify with it, so make it long and random"),
+                );
+            }
+            webhook_secrets.insert(name, secret);
+        }
         PluginSettings {
             timeout,
             memory: p.memory_mb.map_or(defaults.memory, |m| (m as usize) << 20),
@@ -262,6 +276,7 @@ impl<'a> Builder<'a> {
                 .map(|a| a.to_ascii_lowercase())
                 .collect(),
             sign_with: p.sign_with,
+            webhook_secrets,
         }
     }
 

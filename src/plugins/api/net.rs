@@ -19,8 +19,17 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
                 let c = c.clone();
                 let spec = crate::plugins::http::Spec::from_lua(&lua, method, args);
                 async move {
-                    let spec = spec?;
+                    let mut spec = spec?;
                     c.doing_io(&format!("vipd.{path} {}", spec.describe()))?;
+                    if let Some(name) = spec.signed_with() {
+                        let secret = c.shared.webhook_secrets.get(name).ok_or_else(|| {
+                            rt_err(format!(
+                                "vipd.{path} {}: no webhook secret named {name:?} in plugins.webhook_secrets",
+                                spec.describe()
+                            ))
+                        })?;
+                        spec.sign(secret, c.host.now());
+                    }
                     let allowed = c
                         .shared
                         .destinations

@@ -70,6 +70,10 @@ vipd.on("error", function()
   out[#out + 1] = tostring(vipd.settings.greeting)
   local ok, err = pcall(vipd.sign, {}, {})
   out[#out + 1] = tostring(err):match("give exactly one") and "sign-err" or tostring(err)
+  ok, err = pcall(vipd.http.post, "http://127.0.0.1:1/x", "{}", { sign = "nope" })
+  out[#out + 1] = tostring(err):match('no webhook secret named "nope"') and "no-secret" or tostring(err)
+  ok, err = pcall(vipd.http.post, "http://127.0.0.1:1/x", "{}", { id = "e1" })
+  out[#out + 1] = tostring(err):match("give sign = NAME too") and "id-alone" or tostring(err)
   return table.concat(out, "|")
 end)
 "#,
@@ -94,6 +98,8 @@ end)
         "alice/staff".into(),
         "hello".into(),
         "sign-err".into(),
+        "no-secret".into(),
+        "id-alone".into(),
     ]
     .join("|");
     assert_eq!(got, expected);
@@ -141,7 +147,9 @@ vipd.settings_dump = table.concat(seen, "\n")
 vipd.on("error", function() return vipd.settings_dump end)
 "#,
     )]);
-    let p = f.load();
+    let p = f
+        .load_with("{ webhook_secrets: { receiver: whsec-never-in-lua-0123 } }")
+        .unwrap_or_else(|e| panic!("{e}"));
     let (_, func) = &p.handlers[&EventKind::Error][0];
     let text: String = p
         .lua
@@ -150,7 +158,13 @@ vipd.on("error", function() return vipd.settings_dump end)
         .resume(())
         .unwrap();
     assert!(text.contains("name=alice"), "{text}");
-    for secret in [SECRET, "app-secret-xyz", "token-alice-secret", "OPENID-A"] {
+    for secret in [
+        SECRET,
+        "app-secret-xyz",
+        "token-alice-secret",
+        "OPENID-A",
+        "whsec-never-in-lua",
+    ] {
         assert!(
             !text.contains(secret),
             "{secret} visible in vipd.config:\n{text}"
