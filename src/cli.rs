@@ -103,11 +103,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Store { config, action } => match action {
             StoreAction::Verify => store::store_verify(&config).await,
             StoreAction::Backup { file } => store::store_backup(&config, &file).await,
-            StoreAction::Restore { file } => store::store_restore(&config, &file).await,
-            StoreAction::Copy { from, to } => store::store_copy(&config, from, to).await,
-            StoreAction::Release { account, all: _ } => {
-                store::store_release(&config, account.as_deref()).await
+            StoreAction::Restore { file, reason } => {
+                store::store_restore(&config, &file, &reason).await
             }
+            StoreAction::Copy { from, to } => store::store_copy(&config, from, to).await,
+            StoreAction::Release {
+                account,
+                all: _,
+                reason,
+            } => store::store_release(&config, account.as_deref(), &reason).await,
         },
         Command::Check {
             config,
@@ -172,9 +176,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             action,
         } => match action {
             None => admin::orders(&config, state, json).await,
-            Some(OrdersAction::Resolve { key, as_state }) => {
-                admin::resolve(&config, &key, as_state == "succeeded").await
-            }
+            Some(OrdersAction::Resolve {
+                key,
+                as_state,
+                reason,
+            }) => admin::resolve(&config, &key, as_state == "succeeded", &reason).await,
             Some(OrdersAction::Approve { key, reason }) => {
                 admin::answer(&config, &key, true, &reason).await
             }
@@ -194,12 +200,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             product,
             dry_run,
             ahead,
+            reason,
         } => {
+            let by = admin::unix_user();
             let order = crate::engine::ManualOrder {
                 account: &account,
                 product: &product,
                 dry_run,
                 ahead,
+                who: crate::engine::Operator {
+                    by: &by,
+                    why: &reason,
+                },
             };
             admin::recharge(&config, order).await
         }

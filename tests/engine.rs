@@ -187,7 +187,14 @@ async fn a_paid_renewal_that_never_shows_is_unverified_and_not_repaid() {
         .arg("orders")
         .arg("--config")
         .arg(&stack.config)
-        .args(["resolve", &key[..10], "--as", "failed"]));
+        .args([
+            "resolve",
+            &key[..10],
+            "--as",
+            "failed",
+            "--reason",
+            "vendor: never delivered",
+        ]));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("is now failed"));
     stack

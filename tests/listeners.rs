@@ -86,7 +86,7 @@ async fn a_flood_of_idle_connections_leaves_handles_for_payments() {
     // A payment needs the admin listener, the vendor and the store.
     let r = reqwest::Client::new()
         .post(format!("{}/api/recharge", stack.admin))
-        .json(&serde_json::json!({"account": "a0", "product": "qq_vip_month", "ahead": true}))
+        .json(&serde_json::json!({"account": "a0", "product": "qq_vip_month", "ahead": true, "reason": "flood test"}))
         .send()
         .await
         .unwrap();

@@ -57,7 +57,7 @@ end)
     for ahead in [false, false, true, true] {
         let reply = http
             .post(format!("{}/api/recharge", stack.admin))
-            .json(&serde_json::json!({"account": "a0", "product": "qq_vip_month", "ahead": ahead}))
+            .json(&serde_json::json!({"account": "a0", "product": "qq_vip_month", "ahead": ahead, "reason": "loop"}))
             .send()
             .await
             .unwrap();

@@ -28,6 +28,8 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
             account,
             "--product",
             "qq_vip_month",
+            "--reason",
+            "new hire",
         ]);
         c.args(flag);
         c.output().unwrap()
@@ -281,7 +283,15 @@ async fn a_manual_order_is_verified_and_shown() {
         .arg("recharge")
         .arg("--config")
         .arg(&stack.config)
-        .args(["--account", "a0", "--product", "qq_vip_month", "--ahead"])
+        .args([
+            "--account",
+            "a0",
+            "--product",
+            "qq_vip_month",
+            "--ahead",
+            "--reason",
+            "early",
+        ])
         .output()
         .unwrap();
     assert!(

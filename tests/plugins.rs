@@ -557,6 +557,9 @@ fn the_readme_shows_the_receiver_snippets_as_shipped() {
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     for file in ["verify.py", "verify.sh"] {
         let text = std::fs::read_to_string(format!("{root}/examples/webhooks/{file}")).unwrap();
-        assert!(readme.contains(&text), "README does not show examples/webhooks/{file} as it is");
+        assert!(
+            readme.contains(&text),
+            "README does not show examples/webhooks/{file} as it is"
+        );
     }
 }

@@ -24,6 +24,7 @@
 ---@field product string
 ---@field dry_run? boolean Decide and report, never pay.
 ---@field ahead? boolean Pay a membership that is not due yet: at most one period (the product's adds) before due. Without it, a membership that is not due raises an error saying when it will be.
+---@field reason? string Why, recorded in the order's history with the plugin's name (default "asked by the plugin").
 
 ---@class vipd.RechargeResult
 ---@field ok boolean
@@ -85,7 +86,7 @@
 ---@field fields? table<string, string> The callback's fields (signature verified).
 ---@field plugin? string The plugin concerned.
 ---@field reason? string Why (a veto's reason, why approval is needed, an approver's reason).
----@field by? string Who answered an approval: the admin token's name, or the Unix user of a CLI command.
+---@field by? string Who made a manual change (an approval, a resolve): `token NAME` for an admin token, a Unix user for a command, `plugin NAME`.
 
 ---A membership read succeeded (every check).
 ---@class vipd.event.vip_info: vipd.Event
@@ -282,7 +283,7 @@
 ---@field provider string The provider concerned.
 ---@field old_end integer The end observed when the renewal was decided (unix seconds).
 ---@field attempt integer Sends of this order so far.
----@field by string Who answered an approval: the admin token's name, or the Unix user of a CLI command.
+---@field by string Who made a manual change (an approval, a resolve): `token NAME` for an admin token, a Unix user for a command, `plugin NAME`.
 ---@field reason string Why (a veto's reason, why approval is needed, an approver's reason).
 
 ---A person declined a renewal (`by`, `reason`); its money is back in the budget and its rule does not pay that period.
@@ -297,7 +298,7 @@
 ---@field provider string The provider concerned.
 ---@field old_end integer The end observed when the renewal was decided (unix seconds).
 ---@field attempt integer Sends of this order so far.
----@field by string Who answered an approval: the admin token's name, or the Unix user of a CLI command.
+---@field by string Who made a manual change (an approval, a resolve): `token NAME` for an admin token, a Unix user for a command, `plugin NAME`.
 ---@field reason string Why (a veto's reason, why approval is needed, an approver's reason).
 
 ---The membership's end passed while its renewal awaited approval: the order is `failed`, not paid, its money back in the budget.

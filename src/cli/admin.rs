@@ -288,11 +288,12 @@ pub async fn orders(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn resolve(path: &Path, key: &str, paid: bool) -> anyhow::Result<ExitCode> {
+pub async fn resolve(path: &Path, key: &str, paid: bool, reason: &str) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
     let order: Order = match Api::find(&config).await? {
         Some(api) => {
-            let body = serde_json::json!({"as": if paid { "succeeded" } else { "failed" }});
+            let state = if paid { "succeeded" } else { "failed" };
+            let body = serde_json::json!({ "as": state, "reason": reason });
             api.call(
                 api.http
                     .post(format!("{}/api/orders/{key}/resolve", api.base))
@@ -302,7 +303,12 @@ pub async fn resolve(path: &Path, key: &str, paid: bool) -> anyhow::Result<ExitC
         }
         None => {
             let ledger = open_store(&config)?;
-            crate::engine::resolve(&ledger, key, paid, crate::model::now_unix())
+            let by = unix_user();
+            let who = crate::engine::Operator {
+                by: &by,
+                why: reason,
+            };
+            crate::engine::resolve(&ledger, key, paid, who, crate::model::now_unix())
                 .await
                 .map_err(anyhow::Error::msg)?
                 .0
@@ -318,9 +324,10 @@ pub async fn resolve(path: &Path, key: &str, paid: bool) -> anyhow::Result<ExitC
 }
 
 /// `vipd orders approve|decline KEY --reason TEXT`: through the running
-/// daemon's admin API when there is one (which pays an approved order at
-/// once), else in the store (paid at the daemon's next check of the pair).
-/// Recorded as the Unix user's answer.
+/// daemon when there is one (which pays an approved order at once; it
+/// records the Unix user on its control socket, or the admin token's
+/// name), else in the store (paid at the daemon's next check of the
+/// pair), recorded as the Unix user's answer.
 pub async fn answer(
     path: &Path,
     key: &str,
@@ -332,7 +339,7 @@ pub async fn answer(
     let verb = if approve { "approve" } else { "decline" };
     let order: Order = match Api::find(&config).await? {
         Some(api) => {
-            let body = serde_json::json!({"reason": reason, "by": by});
+            let body = serde_json::json!({ "reason": reason });
             api.call(
                 api.http
                     .post(format!("{}/api/orders/{key}/{verb}", api.base))
@@ -342,15 +349,21 @@ pub async fn answer(
         }
         None => {
             let ledger = open_store(&config)?;
-            let a = crate::engine::Answering {
-                approve,
+            let who = crate::engine::Operator {
                 by: &by,
                 why: reason,
             };
-            crate::engine::answer(&ledger, &config, key, a, crate::model::now_unix())
-                .await
-                .map_err(anyhow::Error::msg)?
-                .0
+            crate::engine::answer(
+                &ledger,
+                &config,
+                key,
+                approve,
+                who,
+                crate::model::now_unix(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?
+            .0
         }
     };
     println!(
@@ -362,21 +375,11 @@ pub async fn answer(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The name of the Unix user running this command (`uid N` when it has
-/// none).
-fn unix_user() -> String {
-    // SAFETY: getuid cannot fail; getpwuid's result is read at once, on
-    // this thread, before any other call could overwrite it.
-    unsafe {
-        let uid = libc::getuid();
-        let pw = libc::getpwuid(uid);
-        if pw.is_null() || (*pw).pw_name.is_null() {
-            return format!("uid {uid}");
-        }
-        std::ffi::CStr::from_ptr((*pw).pw_name)
-            .to_string_lossy()
-            .into_owned()
-    }
+/// The name of the Unix user running this command: who a change made
+/// in the store (no daemon running) is recorded as made by.
+pub(super) fn unix_user() -> String {
+    // SAFETY: getuid cannot fail.
+    crate::http::serve::user_name(unsafe { libc::getuid() })
 }
 
 /// Parses `--at`: unix seconds or RFC 3339.
@@ -515,6 +518,7 @@ pub async fn recharge(path: &Path, order: ManualOrder<'_>) -> anyhow::Result<Exi
                 "product": order.product,
                 "dry_run": order.dry_run,
                 "ahead": order.ahead,
+                "reason": order.who.why,
             });
             api.text(
                 api.http

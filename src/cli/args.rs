@@ -147,6 +147,9 @@ pub(super) enum Command {
         /// product's adds) before it would be due.
         #[arg(long)]
         ahead: bool,
+        /// Why (recorded in the order's history with who asked).
+        #[arg(long)]
+        reason: String,
     },
     /// Print the signature of KEY=VALUE parameters.
     Sign {
@@ -233,6 +236,9 @@ pub(super) enum OrdersAction {
         /// What happened: succeeded (it was paid) or failed (it was not).
         #[arg(long = "as", value_parser = ["succeeded", "failed"])]
         as_state: String,
+        /// Why (recorded in the order's history with who resolved it).
+        #[arg(long)]
+        reason: String,
     },
     /// Approve an order awaiting approval: it is paid at its pair's next
     /// check (at once when the daemon runs), at the price it shows.
@@ -270,6 +276,9 @@ pub(super) enum StoreAction {
     Restore {
         /// The backup to restore.
         file: PathBuf,
+        /// Why (recorded in the restored store's event log with who).
+        #[arg(long)]
+        reason: String,
     },
     /// Copy a single node's sled store (in `state_dir`, the daemon
     /// stopped) into the empty PostgreSQL ledger `daemon.store` names:
@@ -291,6 +300,10 @@ pub(super) enum StoreAction {
         /// Release every held order.
         #[arg(long)]
         all: bool,
+        /// Why, e.g. what was checked in the vendor's order list (recorded
+        /// in the event log with who).
+        #[arg(long)]
+        reason: String,
     },
 }
 

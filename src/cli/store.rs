@@ -60,7 +60,10 @@ pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> 
 }
 
 /// `vipd store restore FILE`.
-pub async fn store_restore(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+pub async fn store_restore(path: &Path, file: &Path, reason: &str) -> anyhow::Result<ExitCode> {
+    if reason.trim().is_empty() {
+        bail!("a reason is required (--reason TEXT)");
+    }
     let config = load_outside(path)?;
     if let crate::config::StoreKind::Postgres { .. } = config.daemon.store {
         bail!(
@@ -80,6 +83,23 @@ pub async fn store_restore(path: &Path, file: &Path) -> anyhow::Result<ExitCode>
     );
     let dir = config.daemon.state_dir.clone();
     let summary = tokio::task::spawn_blocking(move || Ledger::restore(&dir, input)).await??;
+    // Who restored it and why, in the restored store's own event log.
+    let restored = Ledger::open(&config.daemon.state_dir)?;
+    let record = crate::ledger::EventRecord {
+        at: crate::model::now_unix(),
+        kind: "store_restored".into(),
+        account: None,
+        rule: None,
+        key: None,
+        detail: format!(
+            "restored from {} by {}: {}",
+            file.display(),
+            super::admin::unix_user(),
+            reason.trim()
+        ),
+    };
+    restored.record_event(&record)?;
+    restored.durable().await?;
     println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
@@ -131,18 +151,32 @@ pub async fn store_copy(
 }
 
 /// `vipd store release [--account A | --all]`.
-pub async fn store_release(path: &Path, account: Option<&str>) -> anyhow::Result<ExitCode> {
+pub async fn store_release(
+    path: &Path,
+    account: Option<&str>,
+    reason: &str,
+) -> anyhow::Result<ExitCode> {
     let config = load_outside(path)?;
     let left: Option<crate::ledger::Hold> = match Api::find(&config).await? {
         Some(api) => {
             api.call(
                 api.http
                     .post(format!("{}/api/store/release", api.base))
-                    .json(&serde_json::json!({ "account": account })),
+                    .json(&serde_json::json!({ "account": account, "reason": reason })),
             )
             .await?
         }
-        None => open_store(&config)?.release(account)?,
+        None => {
+            let ledger = open_store(&config)?;
+            let by = super::admin::unix_user();
+            let who = crate::engine::Operator {
+                by: &by,
+                why: reason,
+            };
+            crate::engine::release(&ledger, account, who, crate::model::now_unix())
+                .await
+                .map_err(anyhow::Error::msg)?
+        }
     };
     match (account, left) {
         (_, None) => println!("no orders are held"),

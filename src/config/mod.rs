@@ -24,6 +24,7 @@ pub use crate::model::{Budget, CallbackMapping, Membership, SandboxMode, Secret}
 use build::Builder;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use raw::Access;
 pub use rules::{Check, Rule, WhenLapsed};
 pub use secret::SecretSource;
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Budget, CallbackMapping, ConfigError, Rule, SandboxMode, Secret};
+use super::{Access, Budget, CallbackMapping, ConfigError, Rule, SandboxMode, Secret};
 use crate::model::{Format, HttpMethod, Knobs, Membership, SignMode, Signer};
 use crate::units::{Fen, Rate};
 
@@ -144,6 +144,28 @@ impl Default for PluginSettings {
     }
 }
 
+/// The name `daemon.admin_token` goes by.
+pub const ADMIN: &str = "admin";
+/// The name `daemon.read_token` goes by.
+pub const READ: &str = "read";
+
+/// A bearer token of the admin API.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    /// Who uses it, as recorded with each manual change.
+    pub name: String,
+    pub secret: Secret,
+    pub access: Access,
+}
+
+impl Daemon {
+    /// Whether some token may write: without one the API is open to
+    /// loopback peers.
+    pub fn guarded(&self) -> bool {
+        self.tokens.iter().any(|t| t.access == Access::Admin)
+    }
+}
+
 /// `daemon:` with defaults applied.
 #[derive(Debug, Clone)]
 pub struct Daemon {
@@ -168,8 +190,9 @@ pub struct Daemon {
     pub dry_run: bool,
     /// Bearer token for `/api/*` and `/metrics`, when set: every request.
     pub admin_token: Option<Secret>,
-    /// Bearer token that may only read: `/metrics`, status, orders, plan.
-    pub read_token: Option<Secret>,
+    /// Every bearer token the admin API takes, named (`admin_token` is
+    /// `admin`, `read_token` is `read`); empty: an API open to loopback.
+    pub tokens: Vec<ApiToken>,
     /// First checks after start-up are spread over this.
     pub startup_spread: Duration,
     /// How often a paused provider lets one order through as a probe.

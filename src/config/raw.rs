@@ -96,6 +96,29 @@ pub struct RawPlugins {
     pub webhook_secrets: BTreeMap<String, String>,
 }
 
+/// One of `daemon.tokens`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// The bearer token (a secret).
+    #[schemars(schema_with = "secret")]
+    pub token: String,
+    /// `admin` (everything) or `read` (status, orders, plan, metrics).
+    #[serde(default)]
+    pub access: Access,
+}
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Everything, spending money included.
+    #[default]
+    Admin,
+    /// `GET` status, orders, their traces, plan and metrics.
+    Read,
+}
+
 /// `daemon:`
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +162,11 @@ pub struct RawDaemon {
     #[serde(default)]
     #[schemars(schema_with = "secret")]
     pub read_token: Option<String>,
+    /// More bearer tokens, each named: the name is recorded as who made
+    /// each manual change (`admin_token` is named `admin`, `read_token`
+    /// `read`). Each may do everything (`access: admin`) or only read.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, RawToken>,
     /// First checks after start-up are spread over this.
     #[schemars(extend("default" = "10s"))]
     pub startup_spread: Option<HumanDuration>,

@@ -19,21 +19,11 @@ use std::time::Duration;
 
 use super::check::log_transition;
 use super::events::{Event, EventKind, record};
+use super::manual::Operator;
 use super::{Engine, ResolveError};
 use crate::config::{Account, Config, Rule};
 use crate::ledger::store::Store;
 use crate::ledger::{Answer, CheckState, LedgerError, Order, OrderState};
-
-/// An operator's answer to an order awaiting approval.
-#[derive(Debug, Clone, Copy)]
-pub struct Answering<'a> {
-    /// Approve (pay it), or decline (do not).
-    pub approve: bool,
-    /// Who: the admin token's name, or the Unix user of a CLI command.
-    pub by: &'a str,
-    /// Why, in their words: required.
-    pub why: &'a str,
-}
 
 /// Answers the order whose key starts with `key_prefix`. An approval is
 /// for the price its rule's product has now: when the order was planned
@@ -43,17 +33,13 @@ pub async fn answer(
     store: &dyn Store,
     config: &Config,
     key_prefix: &str,
-    a: Answering<'_>,
+    approve: bool,
+    who: Operator<'_>,
     now: i64,
 ) -> Result<(Order, Event), ResolveError> {
-    let why = a.why.trim();
-    if why.is_empty() {
-        return Err(ResolveError::NotResolvable(
-            "a reason is required (`--reason TEXT`, or `reason` in the request)".into(),
-        ));
-    }
+    let Operator { by, why } = who.checked()?;
     let order = store.find(key_prefix).await?;
-    let answer = if a.approve {
+    let answer = if approve {
         let Some(rule) = config.rule(&order.rule) else {
             return Err(ResolveError::NotResolvable(format!(
                 "order {}: rule {} is no longer configured; decline it instead",
@@ -61,32 +47,32 @@ pub async fn answer(
             )));
         };
         Answer::Approve {
-            by: a.by.to_owned(),
+            by: by.to_owned(),
             why: why.to_owned(),
             price: rule.product.max_price,
         }
     } else {
         Answer::Decline {
-            by: a.by.to_owned(),
+            by: by.to_owned(),
             why: why.to_owned(),
         }
     };
     let answered = store.answer(&order.key, now, &answer).await?;
     store.durable_order(&answered.key).await?;
     log_transition(&answered);
-    let (kind, detail) = if a.approve {
+    let (kind, detail) = if approve {
         (
             EventKind::RenewalApproved,
-            format!("approved by {}: {why}", a.by),
+            format!("approved by {by}: {why}"),
         )
     } else {
         (
             EventKind::RenewalDeclined,
-            format!("declined by {}: {why}; not paid", a.by),
+            format!("declined by {by}: {why}; not paid"),
         )
     };
     let mut event = Event::new(kind, now, detail).order(&answered);
-    event.by = Some(a.by.to_owned());
+    event.by = Some(by.to_owned());
     event.reason = Some(why.to_owned());
     record(store, &event).await;
     Ok((answered, event))
@@ -98,17 +84,13 @@ impl Engine {
     pub async fn answer_approval(
         self: &Arc<Self>,
         key_prefix: &str,
-        a: Answering<'_>,
+        approve: bool,
+        who: Operator<'_>,
     ) -> Result<Order, ResolveError> {
         let rt = self.runtime();
-        let (order, event) = answer(
-            &**self.store(),
-            &rt.config,
-            key_prefix,
-            a,
-            self.clock.unix(),
-        )
-        .await?;
+        let now = self.clock.unix();
+        let config = &rt.config;
+        let (order, event) = answer(&**self.store(), config, key_prefix, approve, who, now).await?;
         rt.hooks.notify(event);
         if order.state == OrderState::AwaitingApproval && order.approval.is_some() {
             self.follow_up(&order.rule, &order.account, Duration::ZERO);

@@ -462,7 +462,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     (
         "by",
         "string",
-        "Who answered an approval: the admin token's name, or the Unix user of a CLI command.",
+        "Who made a manual change (an approval, a resolve): `token NAME` for an admin token, a Unix user for a command, `plugin NAME`.",
     ),
 ];
 

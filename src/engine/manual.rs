@@ -15,7 +15,8 @@ use crate::upstream::vipinfo::VipInfoError;
 
 /// Why a manual order was not paid. Callers branch on it: the admin API
 /// answers 404 for a name it does not know, 502 when the vendor could not
-/// be read, 503 when the store failed, 409 when nothing was due or paid.
+/// be read, 503 when the store failed, 409 when nothing was due or paid,
+/// 422 when no reason was given.
 #[derive(Debug, thiserror::Error)]
 pub enum ManualError {
     #[error("no account named {0}")]
@@ -34,6 +35,31 @@ pub enum ManualError {
     NotRenewing(String),
     #[error("not paid; see the log for why")]
     NotPaid,
+    /// Asked without a reason.
+    #[error("{0}")]
+    NoReason(String),
+}
+
+/// Who makes a manual write (resolve, approve, decline, recharge,
+/// release, restore) and why, as recorded with it: the admin token's name
+/// or the Unix user, and their reason, which money-moving writes require.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator<'a> {
+    pub by: &'a str,
+    pub why: &'a str,
+}
+
+impl<'a> Operator<'a> {
+    /// Itself with its reason trimmed, or why it cannot write: no reason.
+    pub fn checked(self) -> Result<Operator<'a>, super::ResolveError> {
+        let why = self.why.trim();
+        if why.is_empty() {
+            return Err(super::ResolveError::NotResolvable(
+                "a reason is required (`--reason TEXT`, or `reason` in the request)".into(),
+            ));
+        }
+        Ok(Operator { by: self.by, why })
+    }
 }
 
 /// One manual order, as the CLI, the admin API or a plugin asks for it.
@@ -46,6 +72,8 @@ pub struct ManualOrder<'a> {
     /// Pay before the membership is due: at most one period (the
     /// product's `adds`) before it would be.
     pub ahead: bool,
+    /// Who asks, and why (recorded in the order's history).
+    pub who: Operator<'a>,
 }
 
 impl Engine {
@@ -64,7 +92,11 @@ impl Engine {
             product,
             dry_run,
             ahead,
+            who,
         } = order;
+        let Operator { by, why: reason } = who
+            .checked()
+            .map_err(|e| ManualError::NoReason(e.to_string()))?;
         let rt = self.runtime();
         let acct = rt
             .config
@@ -124,7 +156,7 @@ impl Engine {
                 prod,
                 Decided {
                     observed_end: end,
-                    why: format!("manual: {why}"),
+                    why: format!("manual, by {by}: {reason}; {why}"),
                     check_slot: None,
                     read_at,
                 },
@@ -171,4 +203,33 @@ fn not_due(prod: &Product, end: i64, now: i64, due: Duration, ahead: bool) -> St
             crate::timefmt::utc(ahead_at),
         )
     }
+}
+
+/// Releases held orders (`vipd store release`, the admin API), for one
+/// account or (`None`) all, recorded in the event log as
+/// `store_released` with who and why. Returns what stays held.
+pub async fn release(
+    store: &dyn crate::ledger::store::Store,
+    account: Option<&str>,
+    who: Operator<'_>,
+    now: i64,
+) -> Result<Option<crate::ledger::Hold>, super::ResolveError> {
+    let Operator { by, why } = who.checked()?;
+    let left = store.release(account).await?;
+    let what = match account {
+        Some(a) => format!("new orders for {a} released"),
+        None => "every held order released".to_owned(),
+    };
+    tracing::warn!(account, by, "{what}: {why}");
+    let record = crate::ledger::EventRecord {
+        at: now,
+        kind: "store_released".into(),
+        account: account.map(str::to_owned),
+        rule: None,
+        key: None,
+        detail: format!("{what} by {by}: {why}"),
+    };
+    store.record_event(&record).await?;
+    store.durable().await?;
+    Ok(left)
 }

@@ -48,9 +48,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use approval::{Answering, answer};
+pub use approval::answer;
 pub use check::VipView;
-pub use manual::{ManualError, ManualOrder};
+pub use manual::{ManualError, ManualOrder, Operator, release};
 pub use report::{PlanLine, ResolveError, Status, resolve, status};
 
 use crate::config::{CallbackMapping, Config, Provider};

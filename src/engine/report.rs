@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::decide::Decision;
 use super::events::{Event, EventKind, record};
+use super::manual::Operator;
 use super::terms::Terms;
 use super::{Engine, period, spread};
 use crate::config::{Check, Config};
@@ -256,14 +257,17 @@ impl From<LedgerError> for ResolveError {
     }
 }
 
-/// Operator resolution of an open order (`vipd orders resolve`). The
-/// event is recorded here; a running daemon also hands it to its plugins.
+/// Operator resolution of an open order (`vipd orders resolve`), recorded
+/// with who and why. The event is recorded here; a running daemon also
+/// hands it to its plugins.
 pub async fn resolve(
     store: &dyn Store,
     key_prefix: &str,
     paid: bool,
+    who: Operator<'_>,
     now: i64,
 ) -> Result<(Order, Event), ResolveError> {
+    let Operator { by, why } = who.checked()?;
     let order = store.find(key_prefix).await?;
     if order.state == OrderState::Succeeded
         && matches!(order.verification, Verification::Unverified { .. })
@@ -278,19 +282,27 @@ pub async fn resolve(
             .refute_unverified(
                 &order.key,
                 now,
-                "operator: paid but never delivered; refunded to the budget, may be retried",
+                &format!("paid but never delivered, said {by}: {why}; refunded to the budget, may be retried"),
             )
             .await?;
         store.durable().await?;
         super::check::log_transition(&refuted);
-        let event = Event::new(
+        let mut event = Event::new(
             EventKind::OrderSettled,
             now,
-            "failed by operator (unverified renewal)",
+            format!("failed by {by} (unverified renewal): {why}"),
         )
         .order(&refuted);
+        event.by = Some(by.to_owned());
+        event.reason = Some(why.to_owned());
         record(store, &event).await;
         return Ok((refuted, event));
+    }
+    if order.state == OrderState::AwaitingApproval {
+        return Err(ResolveError::NotResolvable(format!(
+            "order {} awaits approval and was never sent: approve or decline it (`vipd orders approve|decline`)",
+            order.key
+        )));
     }
     if !order.state.is_open()
         || order.state == OrderState::Planned
@@ -305,12 +317,12 @@ pub async fn resolve(
         Settlement::Paid {
             price: None,
             verify_deadline: now + 3600,
-            why: "operator: resolved as succeeded (paid)".into(),
+            why: format!("resolved as succeeded (paid) by {by}: {why}"),
         }
     } else {
         Settlement::NotPaid {
             retry_at: Some(now),
-            why: "operator: resolved as failed (not paid); may be retried".into(),
+            why: format!("resolved as failed (not paid) by {by}: {why}; may be retried"),
         }
     };
     let settled = store
@@ -321,12 +333,14 @@ pub async fn resolve(
         })?;
     store.durable().await?;
     super::check::log_transition(&settled);
-    let event = Event::new(
+    let mut event = Event::new(
         EventKind::OrderSettled,
         now,
-        format!("{} by operator", settled.state),
+        format!("{} by {by}: {why}", settled.state),
     )
     .order(&settled);
+    event.by = Some(by.to_owned());
+    event.reason = Some(why.to_owned());
     record(store, &event).await;
     Ok((settled, event))
 }

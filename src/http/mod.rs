@@ -12,7 +12,11 @@
 //! Both are served by [`serve::serve`], which bounds slow and idle peers.
 
 mod conns;
+mod idempotency;
 pub mod serve;
+mod writes;
+
+pub use serve::Caller;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,10 +28,9 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 
-use crate::config::Secret;
-use crate::engine::{Engine, ManualError, ManualOrder, ResolveError};
+use crate::config::{Access, Secret};
+use crate::engine::Engine;
 use crate::ledger::{LedgerError, OrderState};
 
 /// Callback bodies larger than this are refused with 413.
@@ -134,15 +137,15 @@ fn api_routes(reloader: Arc<dyn Reload>) -> axum::Router<Arc<Engine>> {
         .route("/metrics", get(metrics))
         .route("/api/orders", get(orders))
         .route("/api/orders/count", get(order_counts))
-        .route("/api/orders/{key}/resolve", post(resolve))
-        .route("/api/orders/{key}/approve", post(approve))
-        .route("/api/orders/{key}/decline", post(decline))
+        .route("/api/orders/{key}/resolve", post(writes::resolve))
+        .route("/api/orders/{key}/approve", post(writes::approve))
+        .route("/api/orders/{key}/decline", post(writes::decline))
         .route("/api/orders/{key}/trace", get(order_trace))
         .route("/api/accounts/{name}/trace", get(account_trace))
         .route("/api/plan", get(plan))
-        .route("/api/recharge", post(recharge))
+        .route("/api/recharge", post(writes::recharge))
         .route("/api/store/backup", get(store_backup))
-        .route("/api/store/release", post(store_release))
+        .route("/api/store/release", post(writes::store_release))
 }
 
 fn with_health(engine: Arc<Engine>, api: axum::Router<Arc<Engine>>) -> axum::Router {
@@ -168,7 +171,7 @@ fn with_health(engine: Arc<Engine>, api: axum::Router<Arc<Engine>>) -> axum::Rou
 ///   without a CORS preflight (forms, `text/plain`) are refused, and the
 ///   preflight is never answered.
 async fn same_site(State(engine): State<Arc<Engine>>, req: Request, next: Next) -> Response {
-    let has_token = engine.runtime().config.daemon.admin_token.is_some();
+    let has_token = engine.runtime().config.daemon.guarded();
     let host = req
         .headers()
         .get(header::HOST)
@@ -242,43 +245,46 @@ fn read_scope(method: &axum::http::Method, path: &str) -> bool {
             || trace("/api/accounts/"))
 }
 
-/// Two scopes: `daemon.admin_token` may do everything; `daemon.read_token`
-/// only what [`read_scope`] allows, so a scrape credential cannot spend
-/// money. Without an admin token the API is open to loopback peers (the
-/// configuration refuses a read token without one, and a non-loopback
-/// `admin_listen` without one). Read from the configuration in force, so a
-/// reload rotates them.
-async fn bearer(State(engine): State<Arc<Engine>>, req: Request, next: Next) -> Response {
+/// Each token is named and may do everything (`access: admin`,
+/// `daemon.admin_token`) or only what [`read_scope`] allows, so a scrape
+/// credential cannot spend money. The token's name goes with the request
+/// as its [`Caller`] (who made a manual change). Without a token that may
+/// write, the API is open to loopback peers (the configuration refuses a
+/// read token then, and a non-loopback `admin_listen`). Read from the
+/// configuration in force, so a reload rotates them.
+async fn bearer(State(engine): State<Arc<Engine>>, mut req: Request, next: Next) -> Response {
     let rt = engine.runtime();
-    let tokens = &rt.config.daemon;
-    let Some(admin) = tokens.admin_token.as_ref() else {
+    let daemon = &rt.config.daemon;
+    if !daemon.guarded() {
+        req.extensions_mut()
+            .insert(Caller("admin API (no token)".into()));
         return next.run(req).await;
-    };
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if authorized(given, admin) {
-        return next.run(req).await;
-    }
-    if let Some(read) = tokens.read_token.as_ref()
-        && authorized(given, read)
-    {
-        if read_scope(req.method(), req.uri().path()) {
-            return next.run(req).await;
-        }
+    let Some(token) = daemon.tokens.iter().find(|t| authorized(given, &t.secret)) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"vipd\"")],
+            "missing or wrong bearer token",
+        )
+            .into_response();
+    };
+    if token.access == Access::Read && !read_scope(req.method(), req.uri().path()) {
         return (
             StatusCode::FORBIDDEN,
-            "the read token may only read status, orders, plan and metrics: this needs the admin token",
+            format!(
+                "token {} may only read status, orders, plan and metrics: this needs a token with access: admin",
+                token.name
+            ),
         )
             .into_response();
     }
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer realm=\"vipd\"")],
-        "missing or wrong bearer token",
-    )
-        .into_response()
+    req.extensions_mut()
+        .insert(Caller(format!("token {}", token.name).into()));
+    next.run(req).await
 }
 
 /// Whether an `Authorization` header carries `token` as a bearer token.
@@ -368,91 +374,6 @@ async fn account_trace(
     }
 }
 
-#[derive(Deserialize)]
-struct ResolveBody {
-    #[serde(rename = "as")]
-    as_state: OrderState,
-}
-
-async fn resolve(
-    State(engine): State<Arc<Engine>>,
-    Path(key): Path<String>,
-    Json(body): Json<ResolveBody>,
-) -> Response {
-    let paid = match body.as_state {
-        OrderState::Succeeded => true,
-        OrderState::Failed => false,
-        other => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("resolve as succeeded or failed, not {other}"),
-            )
-                .into_response();
-        }
-    };
-    match crate::engine::resolve(&**engine.store(), &key, paid, engine.clock().unix()).await {
-        Ok((order, event)) => {
-            engine.runtime().hooks.notify(event);
-            Json(order).into_response()
-        }
-        Err(e) => not_answered(e),
-    }
-}
-
-/// The body of `POST /api/orders/{key}/approve` and `…/decline`.
-#[derive(serde::Deserialize)]
-struct AnswerBody {
-    /// Why: required.
-    reason: String,
-    /// Who, as the caller names itself (the CLI sends its Unix user);
-    /// recorded beside "admin API".
-    #[serde(default)]
-    by: Option<String>,
-}
-
-async fn approve(
-    State(engine): State<Arc<Engine>>,
-    Path(key): Path<String>,
-    Json(body): Json<AnswerBody>,
-) -> Response {
-    answer(engine, key, true, body).await
-}
-
-async fn decline(
-    State(engine): State<Arc<Engine>>,
-    Path(key): Path<String>,
-    Json(body): Json<AnswerBody>,
-) -> Response {
-    answer(engine, key, false, body).await
-}
-
-async fn answer(engine: Arc<Engine>, key: String, approve: bool, body: AnswerBody) -> Response {
-    let by = match body.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
-        Some(by) => format!("{} (admin API)", by.chars().take(64).collect::<String>()),
-        None => "admin API".to_owned(),
-    };
-    let a = crate::engine::Answering {
-        approve,
-        by: &by,
-        why: &body.reason,
-    };
-    match engine.answer_approval(&key, a).await {
-        Ok(order) => Json(order).into_response(),
-        Err(e) => not_answered(e),
-    }
-}
-
-/// A resolve or an answer not taken: 404 for no such order, 409 for one
-/// that cannot take it, 503 when the store failed.
-fn not_answered(e: ResolveError) -> Response {
-    let status = match e {
-        ResolveError::NotFound(_) => StatusCode::NOT_FOUND,
-        ResolveError::NotResolvable(_) => StatusCode::CONFLICT,
-        ResolveError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    (status, e.to_string()).into_response()
-}
-
 /// `GET /metrics` (behind the bearer token like `/api/*`: it names
 /// accounts).
 async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
@@ -499,65 +420,11 @@ async fn plan(
     }
 }
 
-#[derive(Deserialize)]
-struct RechargeBody {
-    account: String,
-    product: String,
-    #[serde(default)]
-    dry_run: bool,
-    /// Pay a membership that is not due yet (one period early at most).
-    #[serde(default)]
-    ahead: bool,
-}
-
-async fn recharge(State(engine): State<Arc<Engine>>, Json(body): Json<RechargeBody>) -> Response {
-    let order = ManualOrder {
-        account: &body.account,
-        product: &body.product,
-        dry_run: body.dry_run,
-        ahead: body.ahead,
-    };
-    match engine.manual_recharge(order).await {
-        Ok(msg) => (StatusCode::OK, msg).into_response(),
-        Err(e) => {
-            let status = match e {
-                ManualError::NoAccount(_) | ManualError::NoProduct(_) => StatusCode::NOT_FOUND,
-                ManualError::Read(_) => StatusCode::BAD_GATEWAY,
-                ManualError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-                ManualError::NotDue(_) | ManualError::NotRenewing(_) | ManualError::NotPaid => {
-                    StatusCode::CONFLICT
-                }
-            };
-            (status, e.to_string()).into_response()
-        }
-    }
-}
-
 /// `GET /api/store/backup`: the store's backup, as `vipd store backup`
 /// writes it.
 async fn store_backup(State(engine): State<Arc<Engine>>) -> Response {
     match engine.store().backup().await {
         Ok(body) => body.into_response(),
-        Err(e) => internal(e),
-    }
-}
-
-#[derive(Deserialize)]
-struct ReleaseBody {
-    account: Option<String>,
-}
-
-/// `POST /api/store/release`: `{"account": A}` or `{"account": null}`
-/// for all; answers what stays held (`null`: nothing).
-async fn store_release(
-    State(engine): State<Arc<Engine>>,
-    Json(body): Json<ReleaseBody>,
-) -> Response {
-    match engine.store().release(body.account.as_deref()).await {
-        Ok(left) => {
-            tracing::warn!(account = ?body.account, "held orders released by an operator");
-            Json(left).into_response()
-        }
         Err(e) => internal(e),
     }
 }

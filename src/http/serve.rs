@@ -106,17 +106,45 @@ pub trait Accept: Send + 'static {
     /// One connection.
     type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
     /// The next connection, its peer's address (whose share of the cap it
-    /// takes) and how logs name the peer.
-    fn next(&self) -> impl Future<Output = std::io::Result<(Self::Io, IpAddr, String)>> + Send;
+    /// takes), how logs name the peer, and who the peer is when the
+    /// listener can tell (a local user).
+    fn next(&self) -> impl Future<Output = std::io::Result<Accepted<Self::Io>>> + Send;
+}
+
+/// A connection taken: the stream, the peer's address and name, and who
+/// it is when known.
+pub type Accepted<Io> = (Io, IpAddr, String, Option<Caller>);
+
+/// Who made a request: a named admin token (`token ops`), or the local
+/// user on the control socket. Recorded as who made each manual change.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<str>);
+
+/// The name of Unix user `uid` (`uid N` when it has none).
+pub fn user_name(uid: u32) -> String {
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 1024];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pw` and `buf`, both ours and large
+    // enough as said; `found` is null or points at `pw`.
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pw.pw_name.is_null() {
+        return format!("uid {uid}");
+    }
+    // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
+    unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 impl Accept for TcpListener {
     type Io = tokio::net::TcpStream;
-    async fn next(&self) -> std::io::Result<(Self::Io, IpAddr, String)> {
+    async fn next(&self) -> std::io::Result<Accepted<Self::Io>> {
         let (stream, peer): (_, SocketAddr) = self.accept().await?;
         // Replies are small: do not let Nagle hold them for an ACK.
         let _ = stream.set_nodelay(true);
-        Ok((stream, peer.ip(), peer.to_string()))
+        Ok((stream, peer.ip(), peer.to_string(), None))
     }
 }
 
@@ -124,9 +152,14 @@ impl Accept for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
     /// Every local user shares one share: the socket's mode already says
     /// who may connect.
-    async fn next(&self) -> std::io::Result<(Self::Io, IpAddr, String)> {
+    async fn next(&self) -> std::io::Result<Accepted<Self::Io>> {
         let (stream, _) = self.accept().await?;
-        Ok((stream, IpAddr::from([0, 0, 0, 0]), "local".to_owned()))
+        // The kernel says who connected; the CLI cannot pretend otherwise.
+        let who = stream
+            .peer_cred()
+            .ok()
+            .map(|c| Caller(user_name(c.uid()).into()));
+        Ok((stream, IpAddr::from([0, 0, 0, 0]), "local".to_owned(), who))
     }
 }
 
@@ -144,7 +177,7 @@ pub async fn serve(
     let mut refused_logged = false;
     let mut crowded_logged = false;
     loop {
-        let (stream, ip, peer) = tokio::select! {
+        let (stream, ip, peer, who) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.next() => match accepted {
                 Ok(a) => a,
@@ -182,6 +215,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(Tracked {
             router: router.clone(),
             busy: slot.busy.clone(),
+            who,
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -226,6 +260,8 @@ pub async fn serve(
 struct Tracked {
     router: axum::Router,
     busy: Arc<AtomicUsize>,
+    /// Who the connection's peer is, when the listener knows.
+    who: Option<Caller>,
 }
 
 impl<B> tower_service::Service<Request<B>> for Tracked
@@ -246,7 +282,10 @@ where
         tower_service::Service::<Request<B>>::poll_ready(&mut self.router, cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(who) = &self.who {
+            req.extensions_mut().insert(who.clone());
+        }
         let working = InRequest::enter(&self.busy);
         let reply = self.router.call(req);
         Box::pin(async move {

@@ -30,6 +30,7 @@ const CLASSES: &str = r#"
 ---@field product string
 ---@field dry_run? boolean Decide and report, never pay.
 ---@field ahead? boolean Pay a membership that is not due yet: at most one period (the product's adds) before due. Without it, a membership that is not due raises an error saying when it will be.
+---@field reason? string Why, recorded in the order's history with the plugin's name (default "asked by the plugin").
 
 ---@class vipd.RechargeResult
 ---@field ok boolean

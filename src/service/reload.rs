@@ -127,7 +127,7 @@ impl Reloader {
                 );
             }
         }
-        if config.daemon.admin_token.is_none() && !self.admin_listen.ip().is_loopback() {
+        if !config.daemon.guarded() && !self.admin_listen.ip().is_loopback() {
             return Err(format!(
                 "{}: daemon.admin_token: removed, but the admin API listens on {}, which other hosts reach: keep a token (or restart on a loopback admin_listen)",
                 path.display(),

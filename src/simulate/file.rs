@@ -138,6 +138,8 @@ pub struct ResolveStep {
     /// `succeeded` (it was paid) or `failed` (it was not).
     #[serde(rename = "as")]
     pub as_state: OrderState,
+    /// Why (recorded with it; default "resolved in a vipd test").
+    pub reason: Option<String>,
 }
 
 /// `approve:` or `decline:` an account's latest order awaiting approval.

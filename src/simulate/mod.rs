@@ -204,7 +204,7 @@ async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<Played>
                 }
             }
             Step::Resolve(r) => {
-                if let Err(e) = resolve(&world, &r.account, r.as_state).await {
+                if let Err(e) = resolve(&world, r).await {
                     refused(e);
                 }
             }
@@ -270,11 +270,8 @@ async fn redeliver(world: &World, account: &str) -> Result<(), String> {
 
 /// An operator settles `account`'s latest order, as `vipd orders
 /// resolve` does.
-async fn resolve(
-    world: &World,
-    account: &str,
-    as_state: crate::ledger::OrderState,
-) -> Result<(), String> {
+async fn resolve(world: &World, r: &file::ResolveStep) -> Result<(), String> {
+    let (account, as_state) = (&r.account, r.as_state);
     use crate::ledger::OrderState;
     use crate::model::Clock;
     let paid = match as_state {
@@ -285,9 +282,14 @@ async fn resolve(
     let latest = latest_order(world, account, |_| true)
         .await?
         .ok_or_else(|| format!("resolve: {account} has no order"))?;
-    let (_, settled) = crate::engine::resolve(&*world.store, &latest.key, paid, world.clock.unix())
-        .await
-        .map_err(|e| format!("resolve: {e}"))?;
+    let who = crate::engine::Operator {
+        by: "vipd test",
+        why: r.reason.as_deref().unwrap_or("resolved in a vipd test"),
+    };
+    let (_, settled) =
+        crate::engine::resolve(&*world.store, &latest.key, paid, who, world.clock.unix())
+            .await
+            .map_err(|e| format!("resolve: {e}"))?;
     // As the admin API does: plugins hear of it.
     world.engine.runtime().hooks.notify(settled);
     Ok(())
@@ -302,14 +304,13 @@ async fn answer(world: &World, a: &file::AnswerStep, approve: bool) -> Result<()
     })
     .await?
     .ok_or_else(|| format!("{verb}: {} has no order awaiting approval", a.account))?;
-    let answering = crate::engine::Answering {
-        approve,
+    let who = crate::engine::Operator {
         by: "vipd test",
         why: &a.reason,
     };
     world
         .engine
-        .answer_approval(&latest.key, answering)
+        .answer_approval(&latest.key, approve, who)
         .await
         .map(|_| ())
         .map_err(|e| format!("{verb}: {e}"))

@@ -13,11 +13,16 @@ async fn manual_orders_and_resolutions_fail_with_typed_reasons() {
     cfg.sandbox = "  mode: sync".into();
     let w = World::start(&cfg).await;
     let paid = w.settled_and_verified(1, LONG).await.remove(0);
+    let ops = vipd::engine::Operator {
+        by: "ops",
+        why: "checked with the vendor",
+    };
     let order = |account, product| vipd::engine::ManualOrder {
         account,
         product,
         dry_run: false,
         ahead: false,
+        who: ops,
     };
     let e = w
         .engine
@@ -39,10 +44,28 @@ async fn manual_orders_and_resolutions_fail_with_typed_reasons() {
         other => panic!("{other:?}"),
     }
     let store = w.engine.store();
-    let e = vipd::engine::resolve(&**store, "no-such-key", false, w.now()).await;
+    let e = vipd::engine::resolve(&**store, "no-such-key", false, ops, w.now()).await;
     assert!(matches!(e, Err(ResolveError::NotFound(_))), "{e:?}");
-    let e = vipd::engine::resolve(&**store, &paid.key, false, w.now()).await;
+    let e = vipd::engine::resolve(&**store, &paid.key, false, ops, w.now()).await;
     assert!(matches!(e, Err(ResolveError::NotResolvable(_))), "{e:?}");
+    // Money-moving writes say why: no reason, no write.
+    let silent = vipd::engine::Operator {
+        by: "ops",
+        why: " ",
+    };
+    let e = vipd::engine::resolve(&**store, &paid.key, false, silent, w.now()).await;
+    assert!(
+        matches!(&e, Err(ResolveError::NotResolvable(why)) if why.contains("a reason is required")),
+        "{e:?}"
+    );
+    let e = w
+        .engine
+        .manual_recharge(vipd::engine::ManualOrder {
+            who: silent,
+            ..order("a0", "qq_vip_month")
+        })
+        .await;
+    assert!(matches!(e, Err(ManualError::NoReason(_))), "{e:?}");
     assert_eq!(w.billed().get("a0"), Some(&1), "nothing more was paid");
     w.stop().await;
 }
@@ -99,11 +122,24 @@ async fn a_paid_renewal_that_never_shows_is_unverified_refuted_and_retried() {
     assert_eq!(w.vendor_requests(), 1, "nothing re-paid");
 
     // The operator checks with the vendor: never delivered.
-    let (refuted, _event) =
-        vipd::engine::resolve(&**w.engine.store(), &orders[0].key[..10], false, w.now())
+    let ops = vipd::engine::Operator {
+        by: "token ops",
+        why: "vendor says never delivered",
+    };
+    let store = w.engine.store();
+    let (refuted, event) =
+        vipd::engine::resolve(&**store, &orders[0].key[..10], false, ops, w.now())
             .await
             .unwrap();
     assert_eq!(refuted.state, OrderState::Failed);
+    assert!(
+        refuted
+            .last_why()
+            .contains("said token ops: vendor says never delivered"),
+        "who and why are in the history: {}",
+        refuted.last_why()
+    );
+    assert_eq!(event.by.as_deref(), Some("token ops"));
     assert_eq!(refuted.spent, Fen(0), "refunded to the budget");
     let retried = w
         .order_where("the retry under the same key", LONG, |o| {

@@ -4,6 +4,7 @@
 mod budget;
 mod entries;
 mod jsonl;
+mod tokens;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -351,35 +352,8 @@ impl<'a> Builder<'a> {
             }
             (None, None) => self.path_in(d.state_dir.as_deref().unwrap_or("state")),
         };
-        let admin_token = d
-            .admin_token
-            .map(|raw| self.secret(&["daemon", "admin_token"], "daemon", &raw));
-        let read_token = d
-            .read_token
-            .map(|raw| self.secret(&["daemon", "read_token"], "daemon", &raw));
-        if admin_token.is_none() && !admin_listen.ip().is_loopback() {
-            self.error(
-                &["daemon", "admin_listen"],
-                format!(
-                    "daemon: admin_listen: {admin_listen} is reachable from other hosts, and the admin API can spend money: set daemon.admin_token (e.g. \"${{credential:admin_token}}\") or listen on 127.0.0.1"
-                ),
-            );
-        }
-        if read_token.is_some() && admin_token.is_none() {
-            self.error(
-                &["daemon", "read_token"],
-                "daemon: read_token: without admin_token the API is open to loopback peers and a read token restricts nothing: set admin_token too",
-            );
-        }
-        if let (Some(a), Some(r)) = (&admin_token, &read_token)
-            && a.expose() == r.expose()
-            && !a.expose().is_empty()
-        {
-            self.error(
-                &["daemon", "read_token"],
-                "daemon: read_token: is the same as admin_token, so a scrape credential could spend money: use two different tokens",
-            );
-        }
+        let (admin_token, tokens) =
+            self.tokens(d.admin_token, d.read_token, d.tokens, admin_listen);
         let store = d.store.map_or(StoreKind::Sled, |s| self.store(s));
         let tz_name = d.timezone.as_deref().unwrap_or("Asia/Shanghai");
         let timezone = tz_name.parse().unwrap_or_else(|_| {
@@ -397,7 +371,7 @@ impl<'a> Builder<'a> {
             sandbox_listen,
             dry_run: d.dry_run,
             admin_token,
-            read_token,
+            tokens,
             store,
             startup_spread: d
                 .startup_spread

@@ -25,20 +25,23 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
     let c = ctx.clone();
     put(vipd, "recharge", lua.create_async_function(move |lua, req: Table| {
         let c = c.clone();
-        let args: mlua::Result<(String, String, bool, bool)> = (|| {
+        let args: mlua::Result<(String, String, bool, bool, Option<String>)> = (|| {
             Ok((
                 req.get("account")?,
                 req.get("product")?,
                 req.get::<Option<bool>>("dry_run")?.unwrap_or(false),
                 req.get::<Option<bool>>("ahead")?.unwrap_or(false),
+                req.get::<Option<String>>("reason")?,
             ))
         })();
         async move {
-            let (account, product, dry_run, ahead) = args.map_err(|e| {
+            let (account, product, dry_run, ahead, reason) = args.map_err(|e| {
                 rt_err(format!(
-                    "vipd.recharge: needs {{account = string, product = string, dry_run = boolean?, ahead = boolean?}}: {e}"
+                    "vipd.recharge: needs {{account = string, product = string, dry_run = boolean?, ahead = boolean?, reason = string?}}: {e}"
                 ))
             })?;
+            let by = format!("plugin {}", c.plugin);
+            let reason = reason.unwrap_or_else(|| "asked by the plugin".to_owned());
             let what = format!("vipd.recharge{{account = {account:?}, product = {product:?}}}");
             let engine = c.engine(&what)?;
             let (acct, prod) = (account.clone(), product.clone());
@@ -49,6 +52,10 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
                         product: &prod,
                         dry_run,
                         ahead,
+                        who: crate::engine::Operator {
+                            by: &by,
+                            why: &reason,
+                        },
                     };
                     engine
                         .manual_recharge(order)
