@@ -20,6 +20,7 @@ pub const EXIT_CONFIG: u8 = 78;
 mod admin;
 mod args;
 mod explain;
+mod forecast;
 mod logging;
 mod render;
 mod store;
@@ -194,6 +195,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             at,
             json,
         } => admin::plan(&config, account.as_deref(), at.as_deref(), json).await,
+        Command::Forecast { config, days, json } => {
+            crate::cli::forecast::forecast(&config, days, json).await
+        }
         Command::Recharge {
             config,
             account,

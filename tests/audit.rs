@@ -202,3 +202,46 @@ async fn an_idempotency_key_answers_once_and_outlives_a_restart() {
     assert_eq!((code, replayed), (409, false), "{second}");
     assert_eq!(stack.billed().await.get("a1"), Some(&1));
 }
+
+/// `vipd forecast` beside the daemon: a1 (ends in 20 days, renew_before
+/// 3d) is renewed 17 days on and every 30 days after; its price is above
+/// `approve_above`, so each needs approval. As JSON and as text.
+#[tokio::test]
+async fn the_forecast_names_each_renewal_its_spend_and_its_approval() {
+    let stack = Stack::start(&config()).await;
+    stack
+        .wait_for("both pairs checked", LONG, || async {
+            let o = orders(&stack).await;
+            (!o.is_empty()).then_some(())
+        })
+        .await;
+    let forecast = |json: bool| {
+        let mut c = vipd();
+        c.arg("forecast")
+            .arg("--config")
+            .arg(&stack.config)
+            .args(["--days", "60"]);
+        if json {
+            c.arg("--json");
+        }
+        run(&mut c)
+    };
+    let (code, out, err) = forecast(true);
+    assert_eq!(code, 0, "{err}");
+    let f: Value = serde_json::from_str(&out).unwrap();
+    let a1: Vec<i64> = f["renewals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["account"] == "a1")
+        .map(|r| {
+            assert_eq!(r["needs_approval"], true, "{r}");
+            (r["at"].as_i64().unwrap() - f["from"].as_i64().unwrap()) / 86_400
+        })
+        .collect();
+    assert_eq!(a1, [16, 46], "{out}");
+    let (code, text, err) = forecast(false);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.starts_with("forecast from "), "{text}");
+    assert!(text.contains("(needs approval)"), "{text}");
+}

@@ -165,6 +165,7 @@ async fn admin_api_needs_the_bearer_token_when_set() {
         "/api/orders",
         "/api/orders/count",
         "/api/plan",
+        "/api/forecast",
     ] {
         let reply = http
             .get(format!("{}{path}", stack.admin))

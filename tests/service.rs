@@ -149,6 +149,16 @@ async fn metrics_after_a_renewal_cycle_match_the_ledger() {
         ),
         spent
     );
+    // Every membership is renewed: today would need what it spent, and
+    // the next periods fall a month away.
+    assert_eq!(
+        value(
+            &samples,
+            "vipd_forecast_spend",
+            &[("budget", "keep"), ("window", "day")]
+        ),
+        spent
+    );
     assert!(value(&samples, "vipd_polls_total", &[("result", "ok")]) >= 4.0);
     assert_eq!(
         value(

@@ -396,7 +396,7 @@ fn parse_at(at: &str) -> anyhow::Result<i64> {
 
 /// What an engine without a daemon is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Offline {
+pub(super) enum Offline {
     /// `plan`: writes nothing; without a store, plans on a throwaway one
     /// (no order was ever made) and says so.
     Plan,
@@ -408,7 +408,7 @@ enum Offline {
 /// An engine over the store, not scheduling: for `plan` and `recharge`
 /// when no daemon runs. Every secret is needed (it reads upstream). The
 /// third value is a throwaway store folder to remove after.
-async fn offline_engine(
+pub(super) async fn offline_engine(
     path: &Path,
     purpose: Offline,
 ) -> anyhow::Result<(

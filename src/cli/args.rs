@@ -92,6 +92,21 @@ pub(super) enum Command {
         #[command(subcommand)]
         action: Option<OrdersAction>,
     },
+    /// The renewals the known ends bring over the next days, and their
+    /// spend per day, week and budget, against each cap: which a cap or a
+    /// paused provider would block, and when. Pays nothing, writes
+    /// nothing.
+    Forecast {
+        /// The configuration file.
+        #[arg(long, env = "VIPD_CONFIG", default_value = "rules.yaml")]
+        config: PathBuf,
+        /// How far ahead.
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+        /// Print JSON instead of text (as `GET /api/forecast` answers).
+        #[arg(long)]
+        json: bool,
+    },
     /// What the daemon would do for each account and rule now (or at
     /// TIME), and why. Pays nothing, writes nothing.
     Plan {

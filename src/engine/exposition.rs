@@ -73,6 +73,25 @@ impl Engine {
             );
         }
 
+        // What the current day and month would need: spent, held, and
+        // what the known ends bring before they are over (blocked or not),
+        // to compare with the caps above (`VipdBudgetRunsOut`).
+        let forecast = self.forecast(32).await?;
+        w.family(
+            "vipd_forecast_spend",
+            "gauge",
+            "Yuan the current day and month would need per rule (budget): spent, held, and the renewals the known ends bring in them.",
+        );
+        for b in &forecast.budgets {
+            for (window, demand) in [("day", b.demand_day), ("month", b.demand_month)] {
+                w.sample(
+                    "vipd_forecast_spend",
+                    &[("budget", &b.rule), ("window", window)],
+                    demand.as_yuan_f64(),
+                );
+            }
+        }
+
         w.family(
             "vipd_membership_end_timestamp_seconds",
             "gauge",

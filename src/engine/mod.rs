@@ -25,6 +25,7 @@ pub mod decide;
 pub mod events;
 mod evidence;
 mod exposition;
+pub mod forecast;
 mod gate;
 pub mod hooks;
 mod lapse;

@@ -143,6 +143,7 @@ fn api_routes(reloader: Arc<dyn Reload>) -> axum::Router<Arc<Engine>> {
         .route("/api/orders/{key}/trace", get(order_trace))
         .route("/api/accounts/{name}/trace", get(account_trace))
         .route("/api/plan", get(plan))
+        .route("/api/forecast", get(forecast))
         .route("/api/recharge", post(writes::recharge))
         .route("/api/store/backup", get(store_backup))
         .route("/api/store/release", post(writes::store_release))
@@ -240,7 +241,12 @@ fn read_scope(method: &axum::http::Method, path: &str) -> bool {
     (*method == Method::GET || *method == Method::HEAD)
         && (matches!(
             path,
-            "/metrics" | "/api/status" | "/api/orders" | "/api/orders/count" | "/api/plan"
+            "/metrics"
+                | "/api/status"
+                | "/api/orders"
+                | "/api/orders/count"
+                | "/api/plan"
+                | "/api/forecast"
         ) || trace("/api/orders/")
             || trace("/api/accounts/"))
 }
@@ -417,6 +423,25 @@ async fn plan(
     match engine.plan(q.get("account").map(String::as_str), at).await {
         Ok(lines) => Json(lines).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+/// `GET /api/forecast[?days=N]`: the renewals and spend the known ends
+/// bring (default 90 days, at most 3660).
+async fn forecast(
+    State(engine): State<Arc<Engine>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let days = match q.get("days").map(|s| s.parse::<u32>()) {
+        None => 90,
+        Some(Ok(d)) if (1..=3660).contains(&d) => d,
+        Some(_) => {
+            return (StatusCode::BAD_REQUEST, "days must be 1 to 3660").into_response();
+        }
+    };
+    match engine.forecast(days).await {
+        Ok(f) => Json(f).into_response(),
+        Err(e) => internal(e),
     }
 }
 

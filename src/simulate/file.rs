@@ -70,6 +70,7 @@ pub enum Step {
     Resolve(ResolveStep),
     Approve(AnswerStep),
     Decline(AnswerStep),
+    Forecast(HumanDuration),
     Expect(Expect),
 }
 
@@ -101,6 +102,10 @@ pub struct RawStep {
     /// An operator declines this account's latest order awaiting
     /// approval, as `vipd orders decline` does.
     decline: Option<AnswerStep>,
+    /// Make the forecast (`vipd forecast`) now, for this many whole days
+    /// (`30d`); once its window is over, what the run paid in it must
+    /// agree: as many renewals per rule, no more spent than it said.
+    forecast: Option<HumanDuration>,
     /// These must be true now.
     expect: Option<Expect>,
 }
@@ -117,12 +122,13 @@ impl TryFrom<RawStep> for Step {
         steps.extend(r.resolve.map(Step::Resolve));
         steps.extend(r.approve.map(Step::Approve));
         steps.extend(r.decline.map(Step::Decline));
+        steps.extend(r.forecast.map(Step::Forecast));
         steps.extend(r.expect.map(Step::Expect));
         match (steps.pop(), steps.is_empty()) {
             (Some(step), true) => Ok(step),
             _ => Err(
                 "a step has exactly one of advance, clock_step, vendor, reload, \
-                      redeliver_callback, resolve, approve, decline, expect"
+                      redeliver_callback, resolve, approve, decline, forecast, expect"
                     .into(),
             ),
         }

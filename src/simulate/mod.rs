@@ -17,6 +17,7 @@
 
 pub mod expect;
 pub mod file;
+mod forecasts;
 mod prepare;
 mod report;
 mod world;
@@ -172,6 +173,7 @@ async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<Played>
     let world = World::start(p.config.clone(), p.start).await?;
     let mut config = p.config.clone();
     let mut failures = Vec::new();
+    let mut forecasts = Vec::new();
     for (j, step) in case.timeline.iter().enumerate() {
         let at = || loaded.where_is(&["tests", &i.to_string(), "timeline", &j.to_string()]);
         let mut refused = |why: String| {
@@ -208,6 +210,13 @@ async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<Played>
                     refused(e);
                 }
             }
+            Step::Forecast(d) => {
+                let days = (d.get().as_secs() / 86_400) as u32;
+                match world.engine.forecast(days).await {
+                    Ok(forecast) => forecasts.push(forecasts::Made { at: at(), forecast }),
+                    Err(e) => refused(format!("forecast: {e}")),
+                }
+            }
             Step::Approve(a) | Step::Decline(a) => {
                 let approve = matches!(step, Step::Approve(_));
                 if let Err(e) = answer(&world, a, approve).await {
@@ -229,6 +238,11 @@ async fn play(loaded: &Loaded, i: usize, p: &Prepared) -> anyhow::Result<Played>
     let at = loaded.where_is(&["tests", &i.to_string(), "expect"]);
     for f in expect::check(&case.expect, &seen, &world, &config) {
         failures.push(Reported::of(&world, at.clone(), f).await);
+    }
+    for made in &forecasts {
+        for f in made.differences(&seen.orders, world.now()) {
+            failures.push(Reported::of(&world, made.at.clone(), f).await);
+        }
     }
     let simulated = world.now() - world.start;
     world.stop().await;

@@ -86,6 +86,15 @@ pub fn all(loaded: &Loaded) -> Result<Vec<Prepared>, Vec<ConfigError>> {
                         errors.push(err(at(&["timeline", &j_s, "clock_step"]), e.to_string()))
                     }
                 },
+                Step::Forecast(d) => {
+                    let secs = d.get().as_secs();
+                    if secs < 86_400 || secs % 86_400 != 0 {
+                        errors.push(err(
+                            at(&["timeline", &j_s, "forecast"]),
+                            format!("forecast: {d} is not a whole number of days (1d or more)"),
+                        ));
+                    }
+                }
                 Step::Expect(e) => {
                     for (k, m) in durations(e) {
                         errors.push(err(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 mod approvals;
+mod forecasts;
 mod plugins;
 
 /// Rules with one rule over alice (ends in 2d) and bob (in 40d), checked
