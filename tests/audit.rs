@@ -236,12 +236,82 @@ async fn the_forecast_names_each_renewal_its_spend_and_its_approval() {
         .filter(|r| r["account"] == "a1")
         .map(|r| {
             assert_eq!(r["needs_approval"], true, "{r}");
-            (r["at"].as_i64().unwrap() - f["from"].as_i64().unwrap()) / 86_400
+            let days = (r["at"].as_i64().unwrap() - f["from"].as_i64().unwrap()) as f64 / 86_400.0;
+            days.round() as i64
         })
         .collect();
-    assert_eq!(a1, [16, 46], "{out}");
+    assert_eq!(a1, [17, 47], "{out}");
     let (code, text, err) = forecast(false);
     assert_eq!(code, 0, "{err}");
     assert!(text.starts_with("forecast from "), "{text}");
     assert!(text.contains("(needs approval)"), "{text}");
+}
+
+/// A restore and a release change no order; who made them and why are
+/// in the event log: the restore as the Unix user running it, the release
+/// as the token that asked.
+#[tokio::test]
+async fn a_restore_and_a_release_are_in_the_event_log_with_who_and_why() {
+    let mut stack = Stack::start(&config()).await;
+    stack
+        .wait_for("a first order", LONG, || async {
+            (!orders(&stack).await.is_empty()).then_some(())
+        })
+        .await;
+    let backup = stack.dir.path().join("backup.vipd");
+    let config = stack.config.clone();
+    let store = |args: &[&str]| run(vipd().arg("store").args(args).arg("--config").arg(&config));
+    let (code, _, err) = store(&["backup", backup.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    stack.stop_daemon();
+    let state = stack.dir.path().join("state");
+    std::fs::rename(&state, stack.dir.path().join("state.old")).unwrap();
+    let (code, _, err) = store(&["restore", backup.to_str().unwrap()]);
+    assert_ne!(code, 0, "a restore says why");
+    assert!(err.contains("--reason"), "{err}");
+    let (code, _, err) = store(&[
+        "restore",
+        backup.to_str().unwrap(),
+        "--reason",
+        "disk replaced",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    stack.start_daemon().await;
+    let (code, text) = post(
+        &stack,
+        "alice-token-0123456789",
+        "/api/store/release",
+        json!({"account": null, "reason": "checked the vendor's order list"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    let status: Value = reqwest::Client::new()
+        .get(format!("{}/api/status", stack.admin))
+        .bearer_auth("grafana-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let detail = |kind: &str| -> String {
+        status["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .map(|e| e["detail"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {kind} event: {status}"))
+    };
+    // SAFETY: getuid cannot fail.
+    let user = vipd::http::serve::user_name(unsafe { libc::getuid() });
+    assert!(
+        detail("store_restored").ends_with(&format!("by {user}: disk replaced")),
+        "{}",
+        detail("store_restored")
+    );
+    assert_eq!(
+        detail("store_released"),
+        "every held order released by token alice: checked the vendor's order list"
+    );
 }
