@@ -6,6 +6,9 @@
 //! | `decide.rs` | pure decisions, outcome meanings, backoff |
 //! | `check.rs` | one check of one account under one rule; paying |
 //! | `lapse.rs` | the membership's end watched: `renewal_at_risk`, `membership_lapsed` |
+//! | `approval.rs` | renewals awaiting approval: answers, escalation, expiry |
+//! | `forecast.rs` | the renewals and spend the known ends bring, against the caps |
+//! | `manual.rs` | manual orders; who and why of an operator's write; releases |
 //! | `callback.rs` | vendor callbacks |
 //! | `report.rs` | `status`, `plan`, manual recharges |
 //! | `gate.rs` | provider pause gates, rate limits, in-flight caps |
