@@ -15,7 +15,7 @@
 //! bill less); renewals above `approve_above` are marked as needing
 //! approval.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -163,45 +163,101 @@ pub fn forecast(
             end = end.max(at) + p.adds;
         }
     }
-    renewals.sort_by(|a, b| (a.at, &a.rule, &a.account).cmp(&(b.at, &b.rule, &b.account)));
-    weigh(&mut renewals, caps, now, tz);
-    summarize(renewals, caps, now, days, tz)
+    // In time order; at the same moment, in the pairs' own order.
+    renewals.sort_by_key(|r| r.at);
+    let at: Vec<Local> = renewals.iter().map(|r| Local::of(r.at, tz)).collect();
+    let today = Local::of(now, tz);
+    weigh(&mut renewals, &at, caps, today);
+    summarize(renewals, &at, caps, (now, today), days)
+}
+
+/// A moment's budget day and month in the daemon's timezone, as numbers
+/// (days since the common era; months since year 0): renewals are
+/// weighed and summed by these, and only the periods shown are written
+/// out as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Local {
+    day: i32,
+    month: i32,
+}
+
+impl Local {
+    fn of(at: i64, tz: chrono_tz::Tz) -> Local {
+        use chrono::{Datelike, TimeZone};
+        let date = tz
+            .timestamp_opt(at, 0)
+            .single()
+            .unwrap_or_else(|| tz.timestamp_opt(0, 0).unwrap())
+            .date_naive();
+        Local {
+            day: date.num_days_from_ce(),
+            month: date.year() * 12 + date.month0() as i32,
+        }
+    }
+
+    /// The Monday of its week, as a day.
+    fn monday(self) -> i32 {
+        use chrono::Datelike;
+        let weekday = chrono::NaiveDate::from_num_days_from_ce_opt(self.day)
+            .map_or(0, |d| d.weekday().num_days_from_monday() as i32);
+        self.day - weekday
+    }
+}
+
+/// A day (days since the common era) as `2027-01-15`.
+fn day_text(day: i32) -> String {
+    chrono::NaiveDate::from_num_days_from_ce_opt(day)
+        .map_or_else(String::new, |d| d.format("%Y-%m-%d").to_string())
+}
+
+/// A month (months since year 0) as `2027-01`.
+fn month_text(month: i32) -> String {
+    format!("{}-{:02}", month.div_euclid(12), month.rem_euclid(12) + 1)
 }
 
 /// Marks the renewals each cap would block, in time order, from what the
 /// current day and month have used; and those that need approval.
-fn weigh(renewals: &mut [Expected], caps: &BTreeMap<String, Caps>, now: i64, tz: chrono_tz::Tz) {
-    let (today, this_month) = period::periods(now, tz);
-    // (rule, period) → used.
-    let mut used: BTreeMap<(String, String), Fen> = BTreeMap::new();
+fn weigh(renewals: &mut [Expected], at: &[Local], caps: &BTreeMap<String, Caps>, now: Local) {
+    // (rule, day or month) → used; days and months kept apart by sign.
+    let mut used: HashMap<(&str, i64), Fen> = HashMap::new();
+    let day_key = |d: i32| i64::from(d);
+    let month_key = |m: i32| -1 - i64::from(m);
     for (rule, c) in caps {
-        used.insert((rule.clone(), today.clone()), c.used_day);
-        used.insert((rule.clone(), this_month.clone()), c.used_month);
+        used.insert((rule, day_key(now.day)), c.used_day);
+        used.insert((rule, month_key(now.month)), c.used_month);
     }
-    for r in renewals.iter_mut() {
-        let Some(c) = caps.get(&r.rule) else { continue };
+    for (r, local) in renewals.iter_mut().zip(at) {
+        let Some((rule, c)) = caps.get_key_value(&r.rule) else {
+            continue;
+        };
         r.needs_approval = c.approve_above.is_some_and(|above| r.price > above);
         if r.blocked.is_some() {
             continue;
         }
-        let (day, month) = period::periods(r.at, tz);
-        let over = [("day", &day, c.per_day), ("month", &month, c.per_month)]
-            .into_iter()
-            .find_map(|(name, period, cap)| {
-                let cap = cap?;
-                let u = used
-                    .get(&(r.rule.clone(), period.clone()))
-                    .copied()
-                    .unwrap_or(Fen::ZERO);
-                (u.0 + r.price.0 > cap.0)
-                    .then(|| format!("the {name}'s cap of {cap} ({period}: {u} used)"))
-            });
+        let keys = [
+            ("day", day_key(local.day), c.per_day),
+            ("month", month_key(local.month), c.per_month),
+        ];
+        let over = keys.iter().find_map(|&(name, key, cap)| {
+            let cap = cap?;
+            let u = used
+                .get(&(rule.as_str(), key))
+                .copied()
+                .unwrap_or(Fen::ZERO);
+            (u.0 + r.price.0 > cap.0).then(|| {
+                let period = if name == "day" {
+                    day_text(local.day)
+                } else {
+                    month_text(local.month)
+                };
+                format!("the {name}'s cap of {cap} ({period}: {u} used)")
+            })
+        });
         match over {
             Some(why) => r.blocked = Some(why),
             None => {
-                for period in [day, month] {
-                    let u = used.entry((r.rule.clone(), period)).or_insert(Fen::ZERO);
-                    u.0 += r.price.0;
+                for (_, key, _) in keys {
+                    used.entry((rule.as_str(), key)).or_insert(Fen::ZERO).0 += r.price.0;
                 }
             }
         }
@@ -210,14 +266,13 @@ fn weigh(renewals: &mut [Expected], caps: &BTreeMap<String, Caps>, now: i64, tz:
 
 fn summarize(
     renewals: Vec<Expected>,
+    at: &[Local],
     caps: &BTreeMap<String, Caps>,
-    now: i64,
+    (from, now): (i64, Local),
     days: u32,
-    tz: chrono_tz::Tz,
 ) -> Forecast {
-    let (today, this_month) = period::periods(now, tz);
-    let mut by_day: BTreeMap<String, Period> = BTreeMap::new();
-    let mut by_week: BTreeMap<String, Period> = BTreeMap::new();
+    let mut by_day: BTreeMap<i32, Period> = BTreeMap::new();
+    let mut by_week: BTreeMap<i32, Period> = BTreeMap::new();
     let mut budgets: BTreeMap<String, Budget> = caps
         .iter()
         .map(|(rule, c)| {
@@ -233,24 +288,23 @@ fn summarize(
         })
         .collect();
     let (mut total_renewals, mut total_spend) = (0, Fen::ZERO);
-    for r in &renewals {
-        let (day, month) = period::periods(r.at, tz);
-        let week = week_of(r.at, tz);
-        let b = budgets.entry(r.rule.clone()).or_insert_with(|| Budget {
-            rule: r.rule.clone(),
-            ..Budget::default()
-        });
-        if day == today {
+    for (r, local) in renewals.iter().zip(at) {
+        if !budgets.contains_key(&r.rule) {
+            let b = Budget {
+                rule: r.rule.clone(),
+                ..Budget::default()
+            };
+            budgets.insert(r.rule.clone(), b);
+        }
+        let b = budgets.get_mut(&r.rule).expect("inserted above");
+        if local.day == now.day {
             b.demand_day.0 += r.price.0;
         }
-        if month == this_month {
+        if local.month == now.month {
             b.demand_month.0 += r.price.0;
         }
-        for (map, key) in [(&mut by_day, day), (&mut by_week, week)] {
-            let p = map.entry(key.clone()).or_insert_with(|| Period {
-                from: key,
-                ..Period::default()
-            });
+        for (map, key) in [(&mut by_day, local.day), (&mut by_week, local.monday())] {
+            let p = map.entry(key).or_default();
             if r.blocked.is_some() {
                 p.blocked += 1;
             } else {
@@ -271,28 +325,24 @@ fn summarize(
             }
         }
     }
+    let dated = |map: BTreeMap<i32, Period>| -> Vec<Period> {
+        map.into_iter()
+            .map(|(day, p)| Period {
+                from: day_text(day),
+                ..p
+            })
+            .collect()
+    };
     Forecast {
-        from: now,
+        from,
         days,
         renewals,
-        by_day: by_day.into_values().collect(),
-        by_week: by_week.into_values().collect(),
+        by_day: dated(by_day),
+        by_week: dated(by_week),
         budgets: budgets.into_values().collect(),
         total_renewals,
         total_spend,
     }
-}
-
-/// The Monday of `at`'s week, in `tz`.
-fn week_of(at: i64, tz: chrono_tz::Tz) -> String {
-    use chrono::{Datelike, TimeZone};
-    let local = tz
-        .timestamp_opt(at, 0)
-        .single()
-        .unwrap_or_else(|| tz.timestamp_opt(0, 0).unwrap());
-    let monday = local.date_naive()
-        - chrono::Duration::days(i64::from(local.weekday().num_days_from_monday()));
-    monday.format("%Y-%m-%d").to_string()
 }
 
 impl super::Engine {
