@@ -477,8 +477,12 @@ async fn run_daemon(path: &Path, dry_run: bool, accept_damaged: bool) -> anyhow:
     } else {
         crate::ledger::OpenMode::Normal
     };
-    crate::service::run(config, dry_run, store, shutdown_signal()).await?;
-    Ok(ExitCode::SUCCESS)
+    match crate::service::run(config, dry_run, store, shutdown_signal()).await? {
+        crate::service::Ended::Stopped => Ok(ExitCode::SUCCESS),
+        // At once: the runtime would otherwise wait on writers the failed
+        // store blocks.
+        crate::service::Ended::StoreFailed(_) => std::process::exit(1),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

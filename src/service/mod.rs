@@ -173,13 +173,25 @@ pub async fn start_sandbox(config: &mut Config) -> anyhow::Result<crate::sandbox
     Ok(sb)
 }
 
-/// Runs the daemon until `shutdown` resolves.
+/// How a run of the daemon ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// `shutdown` resolved: checks in flight finished, the store flushed.
+    Stopped,
+    /// The store failed for good (writes cannot be made durable, or the
+    /// node lost its lease): nothing was waited for, since sled blocks
+    /// writers after an I/O error. The caller must exit at once, before
+    /// the runtime waits on them; a restart recovers as after a crash.
+    StoreFailed(String),
+}
+
+/// Runs the daemon until `shutdown` resolves, or its store fails.
 pub async fn run(
     mut config: Config,
     dry_run: bool,
     store: crate::ledger::OpenMode,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     let sandbox = if config.daemon.sandbox {
         Some(start_sandbox(&mut config).await?)
     } else {
@@ -335,12 +347,12 @@ pub async fn run(
         // A store that fails is a sled store that cannot make writes
         // durable, or a node that lost its lease on a shared store.
         // Not a graceful stop: sled blocks writers after an I/O error
-        // (checks in flight would never finish). Exiting now is a crash,
-        // which the ledger is built for: `sent` orders become `unknown`,
-        // `planned` ones are retried, nothing is paid twice.
+        // (checks in flight would never finish). The caller exits now: a
+        // crash, which the ledger is built for: `sent` orders become
+        // `unknown`, `planned` ones are retried, nothing is paid twice.
         tracing::error!(error = %e, "the state store cannot make writes durable; exiting so that the service manager restarts vipd once the cause is cleared");
         notifier.stopping();
-        std::process::exit(1);
+        return Ok(Ended::StoreFailed(e.clone()));
     }
     notifier.stopping();
     tracing::info!("stopping: no new checks; waiting for checks in flight");
@@ -375,7 +387,7 @@ pub async fn run(
         sb.shutdown().await;
     }
     tracing::info!("stopped");
-    Ok(())
+    Ok(Ended::Stopped)
 }
 
 /// Gives the heap that start-up freed (parsing a large `rules.yaml`
