@@ -289,38 +289,21 @@ pub async fn orders(
 }
 
 pub async fn resolve(path: &Path, key: &str, paid: bool, reason: &str) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
-    let order: Order = match Api::find(&config).await? {
-        Some(api) => {
-            let state = if paid { "succeeded" } else { "failed" };
-            let body = serde_json::json!({ "as": state, "reason": reason });
-            api.call(
-                api.http
-                    .post(format!("{}/api/orders/{key}/resolve", api.base))
-                    .json(&body),
-            )
-            .await?
-        }
-        None => {
-            let ledger = open_store(&config)?;
-            let by = unix_user();
+    let state = if paid { "succeeded" } else { "failed" };
+    let body = serde_json::json!({ "as": state, "reason": reason });
+    write_order(
+        path,
+        &format!("orders/{key}/resolve"),
+        body,
+        |ledger, _, by| async move {
             let who = crate::engine::Operator {
                 by: &by,
                 why: reason,
             };
-            crate::engine::resolve(&ledger, key, paid, who, crate::model::now_unix())
-                .await
-                .map_err(anyhow::Error::msg)?
-                .0
-        }
-    };
-    println!(
-        "order {} is now {}: {}",
-        order.key,
-        order.state,
-        order.last_why()
-    );
-    Ok(ExitCode::SUCCESS)
+            crate::engine::resolve(&ledger, key, paid, who, crate::model::now_unix()).await
+        },
+    )
+    .await
 }
 
 /// `vipd orders approve|decline KEY --reason TEXT`: through the running
@@ -334,36 +317,52 @@ pub async fn answer(
     approve: bool,
     reason: &str,
 ) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
-    let by = unix_user();
     let verb = if approve { "approve" } else { "decline" };
-    let order: Order = match Api::find(&config).await? {
-        Some(api) => {
-            let body = serde_json::json!({ "reason": reason });
-            api.call(
-                api.http
-                    .post(format!("{}/api/orders/{key}/{verb}", api.base))
-                    .json(&body),
-            )
-            .await?
-        }
-        None => {
-            let ledger = open_store(&config)?;
+    let body = serde_json::json!({ "reason": reason });
+    write_order(
+        path,
+        &format!("orders/{key}/{verb}"),
+        body,
+        |ledger, config, by| async move {
             let who = crate::engine::Operator {
                 by: &by,
                 why: reason,
             };
-            crate::engine::answer(
-                &ledger,
-                &config,
-                key,
-                approve,
-                who,
-                crate::model::now_unix(),
-            )
-            .await
-            .map_err(anyhow::Error::msg)?
-            .0
+            let now = crate::model::now_unix();
+            crate::engine::answer(&ledger, &config, key, approve, who, now).await
+        },
+    )
+    .await
+}
+
+/// An operator's write to one order: `POST /api/{api_path}` with `body`
+/// to the running daemon, else `offline` on the store (given the store,
+/// the configuration and the Unix user running this); then what the
+/// order now is.
+async fn write_order<F, Fut>(
+    path: &Path,
+    api_path: &str,
+    body: serde_json::Value,
+    offline: F,
+) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(Ledger, Config, String) -> Fut,
+    Fut: std::future::Future<
+            Output = Result<(Order, crate::engine::events::Event), crate::engine::ResolveError>,
+        >,
+{
+    let config = load_outside(path)?;
+    let order: Order = match Api::find(&config).await? {
+        Some(api) => {
+            let url = format!("{}/api/{api_path}", api.base);
+            api.call(api.http.post(url).json(&body)).await?
+        }
+        None => {
+            let ledger = open_store(&config)?;
+            offline(ledger, config, unix_user())
+                .await
+                .map_err(anyhow::Error::msg)?
+                .0
         }
     };
     println!(

@@ -71,9 +71,9 @@ pub async fn answer(
             format!("declined by {by}: {why}; not paid"),
         )
     };
-    let mut event = Event::new(kind, now, detail).order(&answered);
-    event.by = Some(by.to_owned());
-    event.reason = Some(why.to_owned());
+    let event = Event::new(kind, now, detail)
+        .order(&answered)
+        .said_by(by, why);
     record(store, &event).await;
     Ok((answered, event))
 }

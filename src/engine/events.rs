@@ -181,6 +181,45 @@ impl EventKind {
             "old_end",
             "attempt",
         ];
+        // The order's fields and why (approvals), and who answered.
+        const ORDER_REASON: &[&str] = &[
+            "account",
+            "rule",
+            "key",
+            "state",
+            "membership",
+            "product",
+            "provider",
+            "old_end",
+            "attempt",
+            "reason",
+        ];
+        const ORDER_BY_REASON: &[&str] = &[
+            "account",
+            "rule",
+            "key",
+            "state",
+            "membership",
+            "product",
+            "provider",
+            "old_end",
+            "attempt",
+            "by",
+            "reason",
+        ];
+        const APPROVAL_REQUIRED: &[&str] = &[
+            "account",
+            "rule",
+            "key",
+            "state",
+            "membership",
+            "product",
+            "provider",
+            "old_end",
+            "attempt",
+            "price",
+            "reason",
+        ];
         match self {
             EventKind::VipInfo => &["account", "rule", "memberships"],
             EventKind::BeforeRecharge => &[
@@ -233,44 +272,9 @@ impl EventKind {
             EventKind::ProviderPaused => &["provider", "message"],
             EventKind::AccountAuthFailed => &["account", "message"],
             EventKind::ParseCallback => &["provider", "fields"],
-            EventKind::ApprovalRequired => &[
-                "account",
-                "rule",
-                "key",
-                "state",
-                "membership",
-                "product",
-                "provider",
-                "old_end",
-                "attempt",
-                "price",
-                "reason",
-            ],
-            EventKind::ApprovalEscalated | EventKind::RenewalUnapproved => &[
-                "account",
-                "rule",
-                "key",
-                "state",
-                "membership",
-                "product",
-                "provider",
-                "old_end",
-                "attempt",
-                "reason",
-            ],
-            EventKind::RenewalApproved | EventKind::RenewalDeclined => &[
-                "account",
-                "rule",
-                "key",
-                "state",
-                "membership",
-                "product",
-                "provider",
-                "old_end",
-                "attempt",
-                "by",
-                "reason",
-            ],
+            EventKind::ApprovalRequired => APPROVAL_REQUIRED,
+            EventKind::ApprovalEscalated | EventKind::RenewalUnapproved => ORDER_REASON,
+            EventKind::RenewalApproved | EventKind::RenewalDeclined => ORDER_BY_REASON,
             EventKind::Error => &[],
             EventKind::RenewalVetoed => &["account", "rule", "plugin", "reason"],
         }
@@ -499,6 +503,13 @@ impl Event {
     pub fn about(mut self, account: &str, rule: &str) -> Event {
         self.account = Some(account.to_owned());
         self.rule = Some(rule.to_owned());
+        self
+    }
+
+    /// Sets who made an operator's change, and why.
+    pub fn said_by(mut self, by: &str, why: &str) -> Event {
+        self.by = Some(by.to_owned());
+        self.reason = Some(why.to_owned());
         self
     }
 

@@ -76,7 +76,9 @@ impl Engine {
         // What the current day and month would need: spent, held, and
         // what the known ends bring before they are over (blocked or not),
         // to compare with the caps above (`VipdBudgetRunsOut`).
-        let forecast = self.forecast(32).await?;
+        // Each pair's check state, read once for the forecast and the ends.
+        let seen = self.check_states().await?;
+        let forecast = self.forecast_seen(32, &seen).await?;
         w.family(
             "vipd_forecast_spend",
             "gauge",
@@ -100,7 +102,7 @@ impl Engine {
         let mut ends = BTreeMap::new();
         for rule in &rt.config.rules {
             for account in &rule.accounts {
-                let state = self.store.check_state(&rule.name, account).await?;
+                let state = &seen[&(rule.name.to_string(), account.to_string())];
                 if let Some(end) = state.observed_end {
                     ends.insert((&**account, rule.membership.as_str()), end);
                 }

@@ -351,6 +351,33 @@ impl super::Engine {
     /// period has an order, its provider's gate, and each rule's spend in
     /// the current day and month.
     pub async fn forecast(&self, days: u32) -> Result<Forecast, crate::ledger::LedgerError> {
+        let seen = self.check_states().await?;
+        self.forecast_seen(days, &seen).await
+    }
+
+    /// Every covered pair's check state, by (rule, account).
+    pub(super) async fn check_states(
+        &self,
+    ) -> Result<BTreeMap<(String, String), crate::ledger::CheckState>, crate::ledger::LedgerError>
+    {
+        let rt = self.runtime();
+        let mut seen = BTreeMap::new();
+        for rule in &rt.config.rules {
+            for account in &rule.accounts {
+                let state = self.store.check_state(&rule.name, account).await?;
+                seen.insert((rule.name.to_string(), account.to_string()), state);
+            }
+        }
+        Ok(seen)
+    }
+
+    /// [`Engine::forecast`] from check states already read, by (rule,
+    /// account): `/metrics` reads them once for its own gauges too.
+    pub(super) async fn forecast_seen(
+        &self,
+        days: u32,
+        seen: &BTreeMap<(String, String), crate::ledger::CheckState>,
+    ) -> Result<Forecast, crate::ledger::LedgerError> {
         use crate::config::WhenLapsed;
         use crate::ledger::{OrderState, decision_key};
         let rt = self.runtime();
@@ -366,10 +393,12 @@ impl super::Engine {
                 _ => None,
             };
             for account in rt.config.accounts_of(rule) {
-                let seen = self.store.check_state(&rule.name, &account.name).await?;
-                if seen.checked_at.is_none() {
+                let Some(seen) = seen
+                    .get(&(rule.name.to_string(), account.name.clone()))
+                    .filter(|s| s.checked_at.is_some())
+                else {
                     continue;
-                }
+                };
                 let key = decision_key(
                     &rule.name,
                     &account.name,

@@ -287,14 +287,13 @@ pub async fn resolve(
             .await?;
         store.durable().await?;
         super::check::log_transition(&refuted);
-        let mut event = Event::new(
+        let event = Event::new(
             EventKind::OrderSettled,
             now,
             format!("failed by {by} (unverified renewal): {why}"),
         )
-        .order(&refuted);
-        event.by = Some(by.to_owned());
-        event.reason = Some(why.to_owned());
+        .order(&refuted)
+        .said_by(by, why);
         record(store, &event).await;
         return Ok((refuted, event));
     }
@@ -333,14 +332,13 @@ pub async fn resolve(
         })?;
     store.durable().await?;
     super::check::log_transition(&settled);
-    let mut event = Event::new(
+    let event = Event::new(
         EventKind::OrderSettled,
         now,
         format!("{} by {by}: {why}", settled.state),
     )
-    .order(&settled);
-    event.by = Some(by.to_owned());
-    event.reason = Some(why.to_owned());
+    .order(&settled)
+    .said_by(by, why);
     record(store, &event).await;
     Ok((settled, event))
 }

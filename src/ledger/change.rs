@@ -345,7 +345,7 @@ pub(crate) fn next_attempt(
 /// (all attempts used, or not failed and due for a retry), if it does.
 pub(crate) fn refuses_retry(existing: &Order, req: &PlanRequest, now: i64) -> Option<Refusal> {
     if existing.state == OrderState::AwaitingApproval {
-        return (!approval::replans(existing, req)).then(|| Refusal::Exists {
+        return (!existing.replans_at(req.max_price)).then(|| Refusal::Exists {
             state: existing.state,
             why: existing.last_why().to_owned(),
         });

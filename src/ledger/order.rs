@@ -346,6 +346,19 @@ impl Order {
             .collect()
     }
 
+    /// Whether a person approved this order at `price`.
+    pub fn approved_at(&self, price: Fen) -> bool {
+        self.approval.as_ref().is_some_and(|a| a.price == price)
+    }
+
+    /// Whether an order awaiting approval is to be planned again at
+    /// `price`: approved at that price (it is paid now), or priced anew
+    /// (it awaits approval at the new price). Otherwise it goes on
+    /// waiting.
+    pub fn replans_at(&self, price: Fen) -> bool {
+        self.approved_at(price) || self.max_price != price
+    }
+
     /// The last reason recorded.
     pub fn last_why(&self) -> &str {
         self.history.last().map_or("", |t| t.why.as_str())

@@ -145,18 +145,12 @@ pub fn decide(f: &Facts<'_>) -> Decision {
     if let Some(order) = f.existing {
         match order.state {
             OrderState::AwaitingApproval => {
-                let approved = order
-                    .approval
-                    .as_ref()
-                    .is_some_and(|a| a.price == f.max_price);
-                if !approved && order.max_price == f.max_price {
+                if !order.replans_at(f.max_price) {
                     return Decision::Waiting {
                         state: order.state,
                         why: order.last_why().to_owned(),
                     };
                 }
-                // Approved at this price (pay it now), or priced anew (it
-                // awaits approval at the new price).
                 weigh_budget = false;
             }
             OrderState::Failed => {

@@ -41,10 +41,7 @@ pub(crate) fn needs_approval(
     day: Spend,
     month: Spend,
 ) -> Option<String> {
-    let approved = existing
-        .and_then(|o| o.approval.as_ref())
-        .is_some_and(|a| a.price == req.max_price);
-    if approved {
+    if existing.is_some_and(|o| o.approved_at(req.max_price)) {
         return None;
     }
     if let Some(asked) = &req.approval_asked {
@@ -73,17 +70,6 @@ pub(crate) fn needs_approval(
             )
         })
     })
-}
-
-/// Whether a plan may go ahead over an order awaiting approval under its
-/// key: approved at the plan's price (it is paid now), or priced anew
-/// (it awaits approval at the new price). Otherwise it goes on waiting.
-pub(crate) fn replans(existing: &Order, req: &PlanRequest) -> bool {
-    let approved = existing
-        .approval
-        .as_ref()
-        .is_some_and(|a| a.price == req.max_price);
-    approved || existing.max_price != req.max_price
 }
 
 /// An answer to an order awaiting approval. Nothing changes, and the
