@@ -469,9 +469,29 @@ impl Plugins {
             let Some(Value::Table(t)) = self.call(plugin, ev.kind.as_str(), func, arg).await else {
                 continue;
             };
-            let order: Option<String> = t.get("order").ok().flatten();
-            let status: Option<String> = t.get("status").ok().flatten();
-            let price: Option<f64> = t.get("price").ok().flatten();
+            // A field of the wrong type is the plugin's mistake: its answer
+            // is set aside, loudly, rather than read as "no price given"
+            // (which would skip the price check on a payment).
+            let fields = (
+                t.get::<Option<String>>("order"),
+                t.get::<Option<String>>("status"),
+                t.get::<Option<f64>>("price"),
+            );
+            let (order, status, price) = match fields {
+                (Ok(order), Ok(status), Ok(price)) => (order, status, price),
+                (order, status, price) => {
+                    let bad = [
+                        ("order", order.err()),
+                        ("status", status.err()),
+                        ("price", price.err()),
+                    ]
+                    .into_iter()
+                    .find_map(|(name, e)| e.map(|e| format!("{name}: {e}")))
+                    .unwrap_or_default();
+                    tracing::warn!(plugin = %plugin, field = %bad, "parse_callback: a field has the wrong type; answer ignored");
+                    continue;
+                }
+            };
             let success = match status.as_deref() {
                 Some("success") => true,
                 Some("failed") => false,

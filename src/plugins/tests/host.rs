@@ -48,6 +48,30 @@ async fn veto_and_parse_callback_answers() {
     );
 }
 
+/// A mapped callback whose price is not a number is set aside (the next
+/// plugin answers), never read as "no price given".
+#[tokio::test]
+async fn parse_callback_with_a_mistyped_field_is_set_aside() {
+    let f = Fixture::new(&[
+        (
+            "a_bad.lua",
+            "vipd.on('parse_callback', function(ev) return { order = 'V1', status = 'success', price = 'twenty' } end)",
+        ),
+        (
+            "b_good.lua",
+            "vipd.on('parse_callback', function(ev) return { order = 'V2', status = 'success', price = 20 } end)",
+        ),
+    ]);
+    let p = f.load();
+    let mut cb = event(EventKind::ParseCallback);
+    cb.fields = Some([("oid".to_owned(), "V1".to_owned())].into());
+    let m = p.parse_callback(&cb).await.unwrap();
+    assert_eq!(
+        (m.plugin.as_str(), m.order.as_str(), m.price),
+        ("b_good", "V2", Some(20.0))
+    );
+}
+
 #[tokio::test]
 async fn host_api_works_in_handlers() {
     let f = Fixture::new(&[(
