@@ -204,7 +204,7 @@ fn main() {
                     .plan(&plan_request(1_000_000 + i), now)
                     .unwrap()
                     .unwrap();
-                rt.block_on(vipd::ledger::store::Store::durable(&*ledger))
+                rt.block_on(vipd::ledger::store::OrderStore::durable(&*ledger))
                     .unwrap();
             },
         )

@@ -9,7 +9,7 @@
 # Seeds come from fuzz/seeds/, what libFuzzer finds collects in
 # fuzz/corpus/ (not committed); a crash lands in fuzz/artifacts/TARGET/.
 # Make each crash a regression: copy it to fuzz/regressions/TARGET/ and
-# fix the code; `cargo test --test fuzz_corpus` replays them all.
+# fix the code; `cargo test --test suite fuzz_corpus::` replays them all.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-600}

@@ -19,6 +19,7 @@ pub const EXIT_CONFIG: u8 = 78;
 
 mod admin;
 mod args;
+mod config_file;
 mod explain;
 mod forecast;
 mod logging;
@@ -28,6 +29,7 @@ mod test;
 
 pub use args::Cli;
 use args::{Command, ModeArg, OrdersAction, OutputFormat, StoreAction};
+use config_file::ConfigFile;
 
 /// Parses arguments, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
@@ -40,9 +42,6 @@ pub fn main() -> ExitCode {
     crate::service::one_malloc_arena();
     let cli = Cli::parse();
     let format = cli.log_format;
-    if let Some(dir) = cli.state_dir.clone() {
-        crate::config::override_state_dir(dir);
-    }
     // A simulation's engine logs what a daemon would; `vipd test` reports
     // its own results, and shows only errors unless `VIPD_LOG` says more.
     let level = match cli.command {
@@ -69,7 +68,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, cli.state_dir)) {
         Ok(code) => code,
         Err(e) => {
             if let Some(errors) = e.downcast_ref::<ConfigErrors>() {
@@ -83,6 +82,13 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The wall clock, read here at the command line's edge; everything below
+/// is given the time (the engine through its `Clock` port).
+fn now() -> i64 {
+    use crate::model::{Clock, SystemClock};
+    SystemClock.unix()
+}
+
 /// How many tokio workers run checks and renewals on `cores` cores: one
 /// fewer than the cores, at least one. Every renewal also needs threads
 /// outside the runtime (sled's IO threads, the group-commit thread that
@@ -94,31 +100,32 @@ fn worker_threads(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, state_dir: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+    let conf = |config| ConfigFile::new(config, state_dir.clone());
     match command {
         Command::Run {
             config,
             dry_run,
             accept_damaged_store,
-        } => run_daemon(&config, dry_run, accept_damaged_store).await,
+        } => run_daemon(&conf(config), dry_run, accept_damaged_store).await,
         Command::Store { config, action } => match action {
-            StoreAction::Verify => store::store_verify(&config).await,
-            StoreAction::Backup { file } => store::store_backup(&config, &file).await,
+            StoreAction::Verify => store::store_verify(&conf(config)).await,
+            StoreAction::Backup { file } => store::store_backup(&conf(config), &file).await,
             StoreAction::Restore { file, reason } => {
-                store::store_restore(&config, &file, &reason).await
+                store::store_restore(&conf(config), &file, &reason).await
             }
-            StoreAction::Copy { from, to } => store::store_copy(&config, from, to).await,
+            StoreAction::Copy { from, to } => store::store_copy(&conf(config), from, to).await,
             StoreAction::Release {
                 account,
                 all: _,
                 reason,
-            } => store::store_release(&config, account.as_deref(), &reason).await,
+            } => store::store_release(&conf(config), account.as_deref(), &reason).await,
         },
         Command::Check {
             config,
             format,
             strict,
-        } => Ok(check(&config, format, strict)),
+        } => Ok(check(&conf(config), format, strict)),
         Command::Sign {
             secret_file,
             secret,
@@ -132,7 +139,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         } => {
             explain::explain(explain::Explain {
-                config: &config,
+                config: &conf(config),
                 what: &what,
                 last,
                 json,
@@ -144,8 +151,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             account,
             json,
             base_url,
-        } => vip_info(&config, &account, json, base_url).await,
-        Command::Sandbox { listen, config } => serve_sandbox(&config, listen).await,
+        } => vip_info(&conf(config), &account, json, base_url).await,
+        Command::Sandbox { listen, config } => serve_sandbox(&conf(config), listen).await,
         Command::Schema { tests } => {
             if tests {
                 print!("{}", crate::simulate::schema());
@@ -169,24 +176,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { config, json } => admin::status(&config, json).await,
+        Command::Status { config, json } => admin::status(&conf(config), json).await,
         Command::Orders {
             config,
             state,
             json,
             action,
         } => match action {
-            None => admin::orders(&config, state, json).await,
+            None => admin::orders(&conf(config), state, json).await,
             Some(OrdersAction::Resolve {
                 key,
                 as_state,
                 reason,
-            }) => admin::resolve(&config, &key, as_state == "succeeded", &reason).await,
+            }) => admin::resolve(&conf(config), &key, as_state == "succeeded", &reason).await,
             Some(OrdersAction::Approve { key, reason }) => {
-                admin::answer(&config, &key, true, &reason).await
+                admin::answer(&conf(config), &key, true, &reason).await
             }
             Some(OrdersAction::Decline { key, reason }) => {
-                admin::answer(&config, &key, false, &reason).await
+                admin::answer(&conf(config), &key, false, &reason).await
             }
         },
         Command::Plan {
@@ -194,9 +201,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             account,
             at,
             json,
-        } => admin::plan(&config, account.as_deref(), at.as_deref(), json).await,
+        } => admin::plan(&conf(config), account.as_deref(), at.as_deref(), json).await,
         Command::Forecast { config, days, json } => {
-            crate::cli::forecast::forecast(&config, days, json).await
+            crate::cli::forecast::forecast(&conf(config), days, json).await
         }
         Command::Recharge {
             config,
@@ -217,23 +224,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     why: &reason,
                 },
             };
-            admin::recharge(&config, order).await
+            admin::recharge(&conf(config), order).await
         }
     }
 }
 
 /// `vipd check`: the configuration, then its plugins (loaded into a
 /// throwaway state with no store and no engine, so nothing happens).
-fn check(path: &Path, format: OutputFormat, strict: bool) -> ExitCode {
+fn check(conf: &ConfigFile, format: OutputFormat, strict: bool) -> ExitCode {
     // Outside the service its credentials cannot be read: a warning here,
     // an error with --strict (and under the unit, which sets
     // $CREDENTIALS_DIRECTORY, where a missing one is always an error).
     let load = if strict {
-        Config::load
+        ConfigFile::load
     } else {
-        Config::load_outside
+        ConfigFile::load_outside
     };
-    let result = load(path).map_err(|e| e.0).and_then(|config| {
+    let result = load(conf).map_err(|e| e.0).and_then(|config| {
         let config = std::sync::Arc::new(config);
         let plugins = crate::plugins::Plugins::load(&config, crate::plugins::Host::new(None))
             .map_err(|e| e.0.into_iter().map(Into::into).collect::<Vec<_>>())?;
@@ -250,17 +257,17 @@ fn check(path: &Path, format: OutputFormat, strict: bool) -> ExitCode {
                     format!("{} (vipd run and check --strict need it)", e.message),
                 )
             });
-            unavailable.chain(c.located_warnings()).collect()
+            unavailable.chain(c.located_warnings(now())).collect()
         })
         .unwrap_or_default();
     let shown = |(at, w): &(Option<(usize, usize)>, String)| match at {
-        Some((l, c)) => format!("{}:{l}:{c}: warning: {w}", path.display()),
-        None => format!("{}: warning: {w}", path.display()),
+        Some((l, c)) => format!("{}:{l}:{c}: warning: {w}", conf.path().display()),
+        None => format!("{}: warning: {w}", conf.path().display()),
     };
     match format {
         OutputFormat::Json => {
             let report = serde_json::json!({
-                "file": path,
+                "file": conf.path(),
                 "valid": result.is_ok(),
                 "errors": result.as_ref().err(),
                 "warnings": warnings.iter().map(shown).collect::<Vec<_>>(),
@@ -275,7 +282,7 @@ fn check(path: &Path, format: OutputFormat, strict: bool) -> ExitCode {
             match &result {
                 Ok((c, p)) => println!(
                     "{}: valid ({}, {}, {}, {}, {}{})",
-                    path.display(),
+                    conf.path().display(),
                     count(c.providers.len(), "provider"),
                     count(c.products.len(), "product"),
                     count(c.accounts.len(), "account"),
@@ -346,9 +353,9 @@ fn sign(
 /// Loads the configuration and, when it asks for the sandbox, starts one
 /// in-process and points every provider at it.
 async fn load_with_sandbox(
-    path: &Path,
+    conf: &ConfigFile,
 ) -> anyhow::Result<(Config, Option<sandbox::SandboxHandle>)> {
-    let mut config = Config::load(path)?;
+    let mut config = conf.load()?;
     if !config.daemon.sandbox {
         return Ok((config, None));
     }
@@ -357,18 +364,18 @@ async fn load_with_sandbox(
 }
 
 async fn vip_info(
-    path: &Path,
+    conf: &ConfigFile,
     account: &str,
     json: bool,
     base_url: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let (config, sandbox) = match base_url {
         Some(url) => {
-            let mut c = Config::load(path)?;
+            let mut c = conf.load()?;
             c.point_providers_at(url.trim_end_matches('/'));
             (c, None)
         }
-        None => load_with_sandbox(path).await?,
+        None => load_with_sandbox(conf).await?,
     };
     if sandbox.is_some() {
         eprintln!("note: daemon.sandbox is true; reading from a fresh in-process sandbox");
@@ -378,7 +385,10 @@ async fn vip_info(
         let hint = crate::config::error::closest(account, names)
             .map(|h| format!(" (did you mean {h}?)"))
             .unwrap_or_default();
-        bail!("{}: no account named {account}{hint}", path.display());
+        bail!(
+            "{}: no account named {account}{hint}",
+            conf.path().display()
+        );
     };
     let client = crate::engine::clients::vip_info(config.reader_of(acct), &upstream::http_client());
     let result = client.fetch(&acct.openid, &acct.access_token).await;
@@ -421,7 +431,7 @@ fn vip_info_json(account: &str, info: &VipInfo) -> serde_json::Value {
 
 fn vip_info_text(account: &str, qq: &str, info: &VipInfo) -> String {
     use std::fmt::Write;
-    let now = crate::model::now_unix();
+    let now = now();
     let mut out = format!(
         "account {account} (qq {qq}): member={} yearly={} level={}\n",
         yes_no(info.is_qq_vip),
@@ -451,8 +461,8 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-async fn serve_sandbox(path: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
+async fn serve_sandbox(conf: &ConfigFile, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    let config = conf.load()?;
     let sb = sandbox::start(&config, listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -464,16 +474,20 @@ async fn serve_sandbox(path: &Path, listen: SocketAddr) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_daemon(path: &Path, dry_run: bool, accept_damaged: bool) -> anyhow::Result<ExitCode> {
-    let config = Config::load(path)?;
-    for (at, w) in config.located_warnings() {
+async fn run_daemon(
+    conf: &ConfigFile,
+    dry_run: bool,
+    accept_damaged: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = conf.load()?;
+    for (at, w) in config.located_warnings(now()) {
         match at {
-            Some((line, col)) => tracing::warn!("{}:{line}:{col}: {w}", path.display()),
-            None => tracing::warn!("{}: {w}", path.display()),
+            Some((line, col)) => tracing::warn!("{}:{line}:{col}: {w}", conf.path().display()),
+            None => tracing::warn!("{}: {w}", conf.path().display()),
         }
     }
     let store = if accept_damaged {
-        crate::ledger::OpenMode::AcceptDamaged
+        crate::ledger::OpenMode::AcceptDamaged { at: now() }
     } else {
         crate::ledger::OpenMode::Normal
     };

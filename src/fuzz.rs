@@ -156,7 +156,7 @@ pub fn config(data: &[u8]) {
     let base = std::env::temp_dir().join("vipd-fuzz-config/rules.yaml");
     match Config::parse(text, &base) {
         Ok(config) => {
-            let _ = config.warnings();
+            let _ = config.warnings(1_780_000_000);
         }
         Err(errors) => {
             assert!(!errors.0.is_empty());

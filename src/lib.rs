@@ -11,7 +11,7 @@
 //! | layer | module | owns |
 //! |---|---|---|
 //! | 6 | [`cli`] | the `vipd` commands: parse arguments, set up logging, run, exit code |
-//! | 6 | `fuzz` | fuzz target functions (hidden; `fuzz/` and `tests/fuzz_corpus.rs` call them) |
+//! | 6 | `fuzz` | fuzz target functions (feature `testing`: `fuzz/` and `tests/fuzz_corpus.rs` call them) |
 //! | 5 | [`service`] | the daemon's wiring: start-up order, listeners, reload (file watch, SIGHUP, API), ordered shutdown |
 //! | 5 | [`simulate`] | `vipd test`: the same engine, ledger and callback router on a paused clock against the sandbox |
 //! | 4 | [`http`] | the callback receiver and the admin API (axum); the `Reload` port the service implements |
@@ -34,6 +34,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;

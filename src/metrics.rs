@@ -86,13 +86,12 @@ impl Metrics {
         }
     }
 
-    /// One membership read and how it ended (`ok`, `error`, `auth_error`).
-    pub fn poll(&self, provider: &str, result: &'static str, took: Duration) {
+    /// One membership read and how it ended (`ok`, `error`, `auth_error`),
+    /// at unix second `now`.
+    pub fn poll(&self, provider: &str, result: &'static str, took: Duration, now: i64) {
         if result == "ok" {
-            self.last_ok_read.store(
-                crate::model::now_unix(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            self.last_ok_read
+                .store(now, std::sync::atomic::Ordering::Relaxed);
         }
         *lock(&self.polls)
             .entry((provider.to_owned(), result))
@@ -302,7 +301,7 @@ mod tests {
     fn histogram_buckets_are_cumulative() {
         let m = Metrics::default();
         for ms in [3, 40, 40, 2000, 60_000] {
-            m.poll("qq", "ok", Duration::from_millis(ms));
+            m.poll("qq", "ok", Duration::from_millis(ms), 0);
         }
         let mut w = Writer::default();
         m.write(&mut w);

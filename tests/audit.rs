@@ -3,12 +3,10 @@
 //! reports, reasons required, and an `Idempotency-Key` on the admin
 //! recharge answered once, across a restart.
 
-mod common;
-
 use std::time::Duration;
 
-use common::stack::{Stack, StackConfig};
-use common::{run, vipd};
+use crate::common::stack::{Stack, StackConfig};
+use crate::common::{run, vipd};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(30);

@@ -12,19 +12,17 @@
 //! - no budget passed.
 //!
 //! ```text
-//! cargo test --release --test chaos -- --nocapture                    # short: 500 accounts, 5 kills
-//! CHAOS_KILLS=50 cargo test --release --test chaos -- --nocapture     # the long run
+//! cargo test --release --test suite chaos::chaos -- --nocapture      # short: 500 accounts, 5 kills
+//! CHAOS_KILLS=50 cargo test --release --test suite chaos::chaos -- --nocapture # the long run
 //! ```
 //! `CHAOS_ACCOUNTS` and `CHAOS_SEED` change the rest. It prints its figures
 //! and fails when one is off.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::chaos::{Verdict, chaos_config, done, env, true_callbacks};
-use common::stack::Stack;
+use crate::common::chaos::{Verdict, chaos_config, done, env, true_callbacks};
+use crate::common::stack::Stack;
 use serde_json::json;
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -117,8 +115,8 @@ async fn chaos() {
 /// for good.
 #[tokio::test]
 async fn unknown_orders_are_announced_again_at_start() {
-    let mut cfg = common::stack::StackConfig::due(1);
-    cfg.sandbox = common::stack::SILENT_VENDOR.into();
+    let mut cfg = crate::common::stack::StackConfig::due(1);
+    cfg.sandbox = crate::common::stack::SILENT_VENDOR.into();
     cfg.provider = "    callback: { within: 1s }".into();
     let mut stack = Stack::start(&cfg).await;
     let unknown = stack

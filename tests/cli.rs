@@ -2,11 +2,9 @@
 //! exit codes and messages, every example parsed, and `sandbox` +
 //! `vip-info` as two real processes.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 const DOC_PARAMS: [&str; 5] = [
     "appid=1",
@@ -280,7 +278,7 @@ fn sandbox_and_vip_info_as_processes() {
     assert_eq!(v["account"], "alice");
     assert_eq!(v["is_qq_vip"], true);
     let end = v["memberships"]["qq_vip"]["end"].as_i64().unwrap();
-    let now = vipd::model::now_unix();
+    let now = crate::common::now();
     assert!((end - now - 2 * 86_400).abs() < 30, "{end} vs {now}");
     assert_eq!(text_code, 0);
     assert!(

@@ -6,14 +6,12 @@
 //!
 //! These show the real wall clock (`SystemClock`) is the one the daemon
 //! decides with; the engine's handling of steps is tested in process on
-//! paused time, with a stepped clock, in `paying/main.rs`.
-
-mod common;
+//! paused time, with a stepped clock, in `paying/`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::stack::{Stack, StackConfig};
+use crate::common::stack::{Stack, StackConfig};
 use serde_json::Value;
 
 const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";

@@ -3,18 +3,16 @@
 //! this test process starts (`vipd::ledger::pg::throwaway`).
 //!
 //! ```text
-//! cargo test --release --test cluster -- --nocapture                      # chaos: 3 nodes, 500 accounts, 5 kills
-//! CLUSTER_KILLS=50 cargo test --release --test cluster chaos -- --nocapture   # the long run
+//! cargo test --release --test suite cluster:: -- --nocapture               # chaos: 3 nodes, 500 accounts, 5 kills
+//! CLUSTER_KILLS=50 cargo test --release --test suite cluster::chaos -- --nocapture # the long run
 //! ```
 //! `CLUSTER_ACCOUNTS` and `CLUSTER_SEED` change the rest.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::chaos::{Verdict, chaos_config, done, env, true_callbacks};
-use common::cluster::Node;
-use common::stack::{Stack, StackConfig};
+use crate::common::chaos::{Verdict, chaos_config, done, env, true_callbacks};
+use crate::common::cluster::Node;
+use crate::common::stack::{Stack, StackConfig};
 use serde_json::{Value, json};
 use vipd::ledger::pg::throwaway;
 
@@ -343,7 +341,7 @@ async fn a_single_node_moves_to_postgres_with_its_history() {
     let copy_config = stack.dir.path().join("copy.yaml");
     std::fs::write(&copy_config, text).unwrap();
     let copy = || {
-        common::vipd()
+        crate::common::vipd()
             .args([
                 "store", "copy", "--from", "sled", "--to", "postgres", "--config",
             ])

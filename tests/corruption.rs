@@ -4,14 +4,12 @@
 //! and has not extended yet (the nastiest moment to forget an order);
 //! the daemon is stopped, the store damaged, and the daemon started again.
 
-mod common;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::stack::{SILENT_VENDOR, Stack, StackConfig};
-use common::{run, vipd};
+use crate::common::stack::{SILENT_VENDOR, Stack, StackConfig};
+use crate::common::{run, vipd};
 
 const LONG: Duration = Duration::from_secs(30);
 const ACCOUNTS: usize = 5;

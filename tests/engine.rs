@@ -6,12 +6,10 @@
 //! is tested in process on paused time: `paying/`; manual orders and the
 //! admin API beside a running daemon: `operator.rs`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::stack::{SILENT_VENDOR, Stack, StackConfig};
-use common::{run, signed, vipd};
+use crate::common::stack::{SILENT_VENDOR, Stack, StackConfig};
+use crate::common::{run, signed, vipd};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(30);

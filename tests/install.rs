@@ -12,14 +12,12 @@
 //! files as root and drop to the service's UID); it says so and passes
 //! without root.
 
-mod common;
-
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::sandbox_process::spawn_sandbox;
+use crate::common::sandbox_process::spawn_sandbox;
 
 /// The dynamic user systemd would allocate.
 const UID: u32 = 61234;

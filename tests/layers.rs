@@ -9,7 +9,7 @@
 //! either (`a` naming `b` while `b` names `a`, directly or through
 //! others); a module's `mod.rs` is its hub and is not counted.
 //!
-//! Run it alone: `cargo test --test layers`.
+//! Run it alone: `cargo test --test suite layers::`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! every source file (a module's `mod.rs` and test files aside), each in
 //! the entry of its folder, and every top-level module.
 //!
-//! Run it alone: `cargo test --test layout`.
+//! Run it alone: `cargo test --test suite layout::`.
 
 use std::path::Path;
 

@@ -2,14 +2,12 @@
 //! declared bodies, a flood of connections, and a disk that fills. The
 //! real daemon, real sockets.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::signed;
-use common::stack::{SILENT_VENDOR, Stack, StackConfig};
+use crate::common::signed;
+use crate::common::stack::{SILENT_VENDOR, Stack, StackConfig};
 
 const LONG: Duration = Duration::from_secs(30);
 

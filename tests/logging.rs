@@ -2,9 +2,7 @@
 //! a level refused, fatal errors in the configured format, journal records
 //! with priorities and no timestamp.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// `VIPD_LOG=warnings` would silence every log line: it
 /// is a usage error (exit 2) naming the variable and the directive.

@@ -4,11 +4,9 @@
 //! The vendor's re-delivered and replayed callbacks are in `paying/callbacks.rs`, in
 //! process on paused time.
 
-mod common;
-
 use std::time::Duration;
 
-use common::stack::{SILENT_VENDOR, Stack, StackConfig};
+use crate::common::stack::{SILENT_VENDOR, Stack, StackConfig};
 
 const LONG: Duration = Duration::from_secs(30);
 

@@ -5,12 +5,10 @@
 //! public admin API, and approvals answered through the daemon, offline,
 //! and across a restart.
 
-mod common;
-
 use std::time::Duration;
 
-use common::stack::{Stack, StackConfig};
-use common::{run, vipd};
+use crate::common::stack::{Stack, StackConfig};
+use crate::common::{run, vipd};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -82,7 +80,7 @@ async fn manual_recharge_uses_the_same_ledger_guards() {
     assert_eq!(stack.billed().await.get("a1"), Some(&1));
     // The same period twice is never paid: recharge again with the
     // sandbox's end put back to what the first order saw.
-    common::post_json(
+    crate::common::post_json(
         &format!("{}/_sandbox/accounts/a0", stack.sandbox_url),
         json!({"ends": {"qq_vip": observed}}),
     )
@@ -309,7 +307,7 @@ async fn a_manual_order_is_verified_and_shown() {
         .await;
     assert_eq!(verified["manual"][0]["account"], "a0");
     assert_eq!(verified["manual"][0]["order"]["state"], "succeeded");
-    assert!(!common::events_of(&verified, "renewal_verified").is_empty());
+    assert!(!crate::common::events_of(&verified, "renewal_verified").is_empty());
     let (code, text, err) = run(vipd().arg("status").arg("--config").arg(&stack.config));
     assert_eq!(code, 0, "{err}");
     assert!(

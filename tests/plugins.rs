@@ -1,12 +1,10 @@
 //! Lua plugins with the real daemon: `vipd run` and `vipd sandbox` as
 //! child processes, scripts on disk, local receivers for webhooks.
 
-mod common;
-
 use std::time::Duration;
 
-use common::stack::{SILENT_VENDOR, Stack, StackConfig};
-use common::{Webhook, events_of, signed};
+use crate::common::stack::{SILENT_VENDOR, Stack, StackConfig};
+use crate::common::{Webhook, events_of, signed};
 use serde_json::Value;
 
 fn example(name: &str) -> String {

@@ -2,11 +2,9 @@
 //! types committed current, every shipped YAML valid against the schema
 //! and naming it with a modeline that resolves, every key described.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// The YAML files the project ships: `rules.yaml` and `examples/*.yaml`.
 fn shipped_yaml() -> Vec<PathBuf> {

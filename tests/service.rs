@@ -1,12 +1,10 @@
 //! The daemon as a service: `/metrics` after a renewal cycle, parsed by a
 //! real Prometheus text parser and compared with the ledger.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::stack::{Stack, StackConfig};
+use crate::common::stack::{Stack, StackConfig};
 use prometheus_parse::{Sample, Scrape, Value};
 
 async fn scrape(stack: &Stack) -> (String, Vec<Sample>) {
@@ -224,11 +222,11 @@ async fn a_token_with_a_known_expiry_is_refreshed_ahead_of_it() {
     // Refreshed tokens live 6 s, so vipd should refresh each at half its
     // life (3 s), before the sandbox would refuse it.
     let control = format!("{}/_sandbox/control", stack.sandbox_url);
-    let s = common::post_json(&control, serde_json::json!({ "token_ttl": "6s" })).await;
+    let s = crate::common::post_json(&control, serde_json::json!({ "token_ttl": "6s" })).await;
     assert!(s.is_success());
     // The configured token has no known expiry: it is refreshed when the
     // sandbox refuses it.
-    let s = common::post_json(
+    let s = crate::common::post_json(
         &format!("{}/_sandbox/accounts/a0", stack.sandbox_url),
         serde_json::json!({ "expire_tokens": true }),
     )
@@ -277,7 +275,7 @@ async fn token_rotation_survives_a_restart_and_a_revoked_grant_alerts_once() {
     let sandbox_account = format!("{}/_sandbox/accounts/a0", stack.sandbox_url);
     // The configured token expires: vipd refreshes (spending rt-a0) and
     // reads on.
-    let s = common::post_json(
+    let s = crate::common::post_json(
         &sandbox_account,
         serde_json::json!({ "expire_tokens": true }),
     )
@@ -307,7 +305,7 @@ async fn token_rotation_survives_a_restart_and_a_revoked_grant_alerts_once() {
     assert!(!since.contains("membership read failed"), "{since}");
 
     // The grant is revoked: one alert however many checks fail.
-    let s = common::post_json(
+    let s = crate::common::post_json(
         &sandbox_account,
         serde_json::json!({ "revoke_tokens": true }),
     )

@@ -1,11 +1,9 @@
 //! `vipd test` as an operator runs it: exit codes, the report, JUnit XML,
 //! the schema of test files, and a broken rule caught with its story.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

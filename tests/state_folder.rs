@@ -6,15 +6,13 @@
 //! of the child's own (`unshare -m`), and the permission case runs vipd as
 //! another user (`setpriv`): both need root, as CI has.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::run;
-use common::stack::{Stack, StackConfig};
+use crate::common::run;
+use crate::common::stack::{Stack, StackConfig};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -47,7 +45,7 @@ async fn the_state_folder_is_private_whatever_the_umask() {
     let mut stack = Stack::sandbox_only(&cfg).await;
     stack.daemon_umask = Some(0o022);
     stack.start_daemon().await;
-    let s = common::post_json(
+    let s = crate::common::post_json(
         &format!("{}/_sandbox/accounts/a0", stack.sandbox_url),
         serde_json::json!({ "expire_tokens": true }),
     )
@@ -246,4 +244,35 @@ async fn the_control_socket_serves_root_without_the_token_and_refuses_others() {
     // A stopped daemon leaves no socket behind.
     assert_eq!(stack.stop_daemon(), Some(0));
     assert!(!socket.exists());
+}
+
+/// `--state-dir` wins over the file's `state_dir` for the daemon's whole
+/// life (a reload reads the file again, and keeps the folder it was given)
+/// and for the commands run beside it.
+#[tokio::test]
+async fn the_command_lines_state_folder_holds_across_a_reload() {
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: sync".into();
+    cfg.rewrite = vec![(
+        "state_dir: ./state".into(),
+        "state_dir: ./from-the-file".into(),
+    )];
+    let mut stack = Stack::sandbox_only(&cfg).await;
+    let given = stack.dir.path().join("state");
+    stack.daemon_args = vec!["--state-dir".into(), given.display().to_string()];
+    stack.start_daemon().await;
+    let (code, _) = stack.reload().await;
+    assert_eq!(code, 200);
+    assert!(
+        !stack.log().contains("daemon.state_dir changed"),
+        "{}",
+        stack.log()
+    );
+    let (code, out, err) = run(crate::common::vipd()
+        .args(["status", "--json", "--state-dir"])
+        .arg(&given)
+        .arg("--config")
+        .arg(&stack.config));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!stack.dir.path().join("from-the-file").exists());
 }

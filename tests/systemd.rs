@@ -2,12 +2,10 @@
 //! real daemon: start, reloads (valid and refused), watchdog pings, and
 //! SIGTERM with an order in flight.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::stack::{Stack, StackConfig};
+use crate::common::stack::{Stack, StackConfig};
 
 /// The service manager's end of `NOTIFY_SOCKET`.
 struct Manager {

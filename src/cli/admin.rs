@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
 
+use super::ConfigFile;
 use super::render::status_text;
-use crate::config::Config;
+use crate::config::{Config, StateDirFrom};
 use crate::engine::{Engine, ManualOrder, PlanLine, Status};
 use crate::ledger::{Ledger, Order, OrderState};
 use crate::plugins::{Host, LuaHooks, Plugins};
@@ -163,15 +164,15 @@ pub const UNIT_STATE_DIR: &str = "/var/lib/vipd";
 /// `--state-dir`; `$STATE_DIRECTORY`; the configuration's `state_dir` when
 /// a store or a running daemon is there; the unit's `/var/lib/vipd` when
 /// one is there; else the configured one (where nothing is created).
-pub fn load_outside(path: &Path) -> anyhow::Result<Config> {
-    let mut config = Config::load_outside(path)?;
+pub fn load_outside(conf: &ConfigFile) -> anyhow::Result<Config> {
+    let mut config = conf.load_outside()?;
     config.daemon.state_dir = state_dir(&config, Path::new(UNIT_STATE_DIR));
     Ok(config)
 }
 
 pub(super) fn state_dir(config: &Config, unit: &Path) -> std::path::PathBuf {
     let configured = &config.daemon.state_dir;
-    if crate::config::state_dir_overridden() || has_store(configured) {
+    if config.daemon.state_dir_from != StateDirFrom::File || has_store(configured) {
         return configured.clone();
     }
     if has_store(unit) {
@@ -210,8 +211,8 @@ pub(super) fn open_store(config: &Config) -> anyhow::Result<Ledger> {
     })
 }
 
-pub async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
+pub async fn status(conf: &ConfigFile, json: bool) -> anyhow::Result<ExitCode> {
+    let config = load_outside(conf)?;
     let status: Status = match Api::find(&config).await? {
         Some(api) => {
             api.call(api.http.get(format!("{}/api/status", api.base)))
@@ -225,7 +226,7 @@ pub async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 0,
                 config.daemon.dry_run,
                 Default::default(),
-                crate::model::now_unix(),
+                super::now(),
             )
             .await?
         }
@@ -239,11 +240,11 @@ pub async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn orders(
-    path: &Path,
+    conf: &ConfigFile,
     state: Option<OrderState>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
+    let config = load_outside(conf)?;
     let list: Vec<Order> = match Api::find(&config).await? {
         Some(api) => {
             let mut req = api.http.get(format!("{}/api/orders", api.base));
@@ -288,11 +289,16 @@ pub async fn orders(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn resolve(path: &Path, key: &str, paid: bool, reason: &str) -> anyhow::Result<ExitCode> {
+pub async fn resolve(
+    conf: &ConfigFile,
+    key: &str,
+    paid: bool,
+    reason: &str,
+) -> anyhow::Result<ExitCode> {
     let state = if paid { "succeeded" } else { "failed" };
     let body = serde_json::json!({ "as": state, "reason": reason });
     write_order(
-        path,
+        conf,
         &format!("orders/{key}/resolve"),
         body,
         |ledger, _, by| async move {
@@ -300,7 +306,7 @@ pub async fn resolve(path: &Path, key: &str, paid: bool, reason: &str) -> anyhow
                 by: &by,
                 why: reason,
             };
-            crate::engine::resolve(&ledger, key, paid, who, crate::model::now_unix()).await
+            crate::engine::resolve(&ledger, key, paid, who, super::now()).await
         },
     )
     .await
@@ -312,7 +318,7 @@ pub async fn resolve(path: &Path, key: &str, paid: bool, reason: &str) -> anyhow
 /// name), else in the store (paid at the daemon's next check of the
 /// pair), recorded as the Unix user's answer.
 pub async fn answer(
-    path: &Path,
+    conf: &ConfigFile,
     key: &str,
     approve: bool,
     reason: &str,
@@ -320,7 +326,7 @@ pub async fn answer(
     let verb = if approve { "approve" } else { "decline" };
     let body = serde_json::json!({ "reason": reason });
     write_order(
-        path,
+        conf,
         &format!("orders/{key}/{verb}"),
         body,
         |ledger, config, by| async move {
@@ -328,7 +334,7 @@ pub async fn answer(
                 by: &by,
                 why: reason,
             };
-            let now = crate::model::now_unix();
+            let now = super::now();
             crate::engine::answer(&ledger, &config, key, approve, who, now).await
         },
     )
@@ -340,7 +346,7 @@ pub async fn answer(
 /// the configuration and the Unix user running this); then what the
 /// order now is.
 async fn write_order<F, Fut>(
-    path: &Path,
+    conf: &ConfigFile,
     api_path: &str,
     body: serde_json::Value,
     offline: F,
@@ -351,7 +357,7 @@ where
             Output = Result<(Order, crate::engine::events::Event), crate::engine::ResolveError>,
         >,
 {
-    let config = load_outside(path)?;
+    let config = load_outside(conf)?;
     let order: Order = match Api::find(&config).await? {
         Some(api) => {
             let url = format!("{}/api/{api_path}", api.base);
@@ -408,14 +414,14 @@ pub(super) enum Offline {
 /// when no daemon runs. Every secret is needed (it reads upstream). The
 /// third value is a throwaway store folder to remove after.
 pub(super) async fn offline_engine(
-    path: &Path,
+    conf: &ConfigFile,
     purpose: Offline,
 ) -> anyhow::Result<(
     Arc<Engine>,
     Option<crate::sandbox::SandboxHandle>,
     Option<std::path::PathBuf>,
 )> {
-    let (mut config, sandbox) = super::load_with_sandbox(path).await?;
+    let (mut config, sandbox) = super::load_with_sandbox(conf).await?;
     config.daemon.state_dir = state_dir(&config, Path::new(UNIT_STATE_DIR));
     let (ledger, throwaway) = if has_store(&config.daemon.state_dir) {
         (open_store(&config)?, None)
@@ -450,12 +456,12 @@ pub(super) async fn offline_engine(
 }
 
 pub async fn plan(
-    path: &Path,
+    conf: &ConfigFile,
     account: Option<&str>,
     at: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
+    let config = load_outside(conf)?;
     let at = at.map(parse_at).transpose()?;
     let lines: Vec<PlanLine> = match Api::find(&config).await? {
         Some(api) => {
@@ -470,7 +476,7 @@ pub async fn plan(
                 .await?
         }
         None => {
-            let (engine, sandbox, throwaway) = offline_engine(path, Offline::Plan).await?;
+            let (engine, sandbox, throwaway) = offline_engine(conf, Offline::Plan).await?;
             if sandbox.is_some() {
                 eprintln!("note: no daemon running; reading from a fresh in-process sandbox");
             }
@@ -488,7 +494,7 @@ pub async fn plan(
     if json {
         println!("{}", serde_json::to_string_pretty(&lines)?);
     } else {
-        let now = at.unwrap_or_else(crate::model::now_unix);
+        let now = at.unwrap_or_else(super::now);
         for l in &lines {
             println!(
                 "{:<5} {} / {} ({}, ends {}): {}",
@@ -508,8 +514,8 @@ pub async fn plan(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn recharge(path: &Path, order: ManualOrder<'_>) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
+pub async fn recharge(conf: &ConfigFile, order: ManualOrder<'_>) -> anyhow::Result<ExitCode> {
+    let config = load_outside(conf)?;
     let result = match Api::find(&config).await? {
         Some(api) => {
             let body = serde_json::json!({
@@ -527,7 +533,7 @@ pub async fn recharge(path: &Path, order: ManualOrder<'_>) -> anyhow::Result<Exi
             .await
         }
         None => {
-            let (engine, sandbox, _) = offline_engine(path, Offline::Recharge).await?;
+            let (engine, sandbox, _) = offline_engine(conf, Offline::Recharge).await?;
             let r = engine
                 .manual_recharge(order)
                 .await
@@ -552,7 +558,7 @@ mod tests {
     /// nothing is then created).
     #[test]
     fn the_state_folder_is_found_beside_the_config_then_in_the_units() {
-        if crate::config::state_dir_overridden() {
+        if std::env::var_os("STATE_DIRECTORY").is_some() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -1,15 +1,15 @@
 //! `vipd explain ORDER|ACCOUNT`: one order's story, or an account's latest
 //! orders', from the running daemon or, when none runs, from the store.
 
-use std::path::Path;
 use std::process::ExitCode;
 
+use super::ConfigFile;
 use super::admin::{Api, load_outside, open_store};
 use crate::engine::trace::{self, Trace};
 
 /// What `vipd explain` is asked about.
 pub struct Explain<'a> {
-    pub config: &'a Path,
+    pub config: &'a ConfigFile,
     /// An account's name, or an order key (a unique prefix is enough).
     pub what: &'a str,
     /// How many of an account's latest orders.

@@ -1,23 +1,23 @@
 //! `vipd forecast`: from the running daemon's API, or from the store when
 //! none runs; as text or JSON.
 
-use std::path::Path;
 use std::process::ExitCode;
 
+use super::ConfigFile;
 use super::admin::{Api, Offline, load_outside, offline_engine};
 use crate::engine::forecast::Forecast;
 use crate::timefmt;
 use crate::units::Fen;
 
-pub async fn forecast(path: &Path, days: u32, json: bool) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
+pub async fn forecast(conf: &ConfigFile, days: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let config = load_outside(conf)?;
     let f: Forecast = match Api::find(&config).await? {
         Some(api) => {
             let url = format!("{}/api/forecast", api.base);
             api.call(api.http.get(url).query(&[("days", days)])).await?
         }
         None => {
-            let (engine, sandbox, throwaway) = offline_engine(path, Offline::Plan).await?;
+            let (engine, sandbox, throwaway) = offline_engine(conf, Offline::Plan).await?;
             let f = engine.forecast(days).await;
             if let Some(sb) = sandbox {
                 sb.shutdown().await;

@@ -194,7 +194,7 @@ pub fn fatal(format: Format, lines: &[String]) {
         let out = match format {
             Format::Text => line.clone(),
             Format::Json => serde_json::json!({
-                "timestamp": crate::timefmt::utc(crate::model::now_unix()),
+                "timestamp": crate::timefmt::utc(super::now()),
                 "level": "ERROR",
                 "fields": { "message": line },
                 "target": "vipd",

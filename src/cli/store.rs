@@ -5,12 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use super::ConfigFile;
 use super::admin::{Api, load_outside, open_store};
 use crate::ledger::Ledger;
 
 /// `vipd store verify`.
-pub async fn store_verify(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
+pub async fn store_verify(conf: &ConfigFile) -> anyhow::Result<ExitCode> {
+    let config = load_outside(conf)?;
     if Api::find(&config).await?.is_some() {
         bail!(
             "a daemon is running on {}: it verified the store when it opened it; stop it to verify again",
@@ -31,8 +32,8 @@ pub async fn store_verify(path: &Path) -> anyhow::Result<ExitCode> {
 
 /// `vipd store backup FILE`: written beside FILE, made durable, then
 /// renamed into place, so a half-written backup never has FILE's name.
-pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
+pub async fn store_backup(conf: &ConfigFile, file: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_outside(conf)?;
     let tmp = file.with_extension("partial");
     let bytes = match Api::find(&config).await? {
         Some(api) => {
@@ -48,7 +49,7 @@ pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> 
                 std::fs::File::create(&tmp)
                     .with_context(|| format!("creating {}", tmp.display()))?,
             );
-            ledger.backup(&mut out)?;
+            ledger.backup(&mut out, super::now())?;
             drop(out);
             std::fs::metadata(&tmp)?.len() as usize
         }
@@ -60,11 +61,15 @@ pub async fn store_backup(path: &Path, file: &Path) -> anyhow::Result<ExitCode> 
 }
 
 /// `vipd store restore FILE`.
-pub async fn store_restore(path: &Path, file: &Path, reason: &str) -> anyhow::Result<ExitCode> {
+pub async fn store_restore(
+    conf: &ConfigFile,
+    file: &Path,
+    reason: &str,
+) -> anyhow::Result<ExitCode> {
     if reason.trim().is_empty() {
         bail!("a reason is required (--reason TEXT)");
     }
-    let config = load_outside(path)?;
+    let config = load_outside(conf)?;
     if let crate::config::StoreKind::Postgres { .. } = config.daemon.store {
         bail!(
             "daemon.store is postgres: a PostgreSQL ledger is restored with PostgreSQL's tools \
@@ -82,11 +87,12 @@ pub async fn store_restore(path: &Path, file: &Path, reason: &str) -> anyhow::Re
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
     );
     let dir = config.daemon.state_dir.clone();
-    let summary = tokio::task::spawn_blocking(move || Ledger::restore(&dir, input)).await??;
+    let now = super::now();
+    let summary = tokio::task::spawn_blocking(move || Ledger::restore(&dir, input, now)).await??;
     // Who restored it and why, in the restored store's own event log.
     let restored = Ledger::open(&config.daemon.state_dir)?;
     let record = crate::ledger::EventRecord {
-        at: crate::model::now_unix(),
+        at: now,
         kind: "store_restored".into(),
         account: None,
         rule: None,
@@ -106,7 +112,7 @@ pub async fn store_restore(path: &Path, file: &Path, reason: &str) -> anyhow::Re
 
 /// `vipd store copy --from sled --to postgres`.
 pub async fn store_copy(
-    path: &Path,
+    conf: &ConfigFile,
     from: super::args::StoreKindArg,
     to: super::args::StoreKindArg,
 ) -> anyhow::Result<ExitCode> {
@@ -114,12 +120,12 @@ pub async fn store_copy(
     if (from, to) != (StoreKindArg::Sled, StoreKindArg::Postgres) {
         bail!("vipd copies from sled to postgres only (--from sled --to postgres)");
     }
-    let config = load_outside(path)?;
+    let config = load_outside(conf)?;
     let crate::config::StoreKind::Postgres { url, .. } = &config.daemon.store else {
         bail!(
             "daemon.store in {} is not postgres: set it to the database to copy into \
              (kind: postgres, url: ...), then copy",
-            path.display()
+            conf.path().display()
         );
     };
     let dir = &config.daemon.state_dir;
@@ -152,11 +158,11 @@ pub async fn store_copy(
 
 /// `vipd store release [--account A | --all]`.
 pub async fn store_release(
-    path: &Path,
+    conf: &ConfigFile,
     account: Option<&str>,
     reason: &str,
 ) -> anyhow::Result<ExitCode> {
-    let config = load_outside(path)?;
+    let config = load_outside(conf)?;
     let left: Option<crate::ledger::Hold> = match Api::find(&config).await? {
         Some(api) => {
             api.call(
@@ -173,7 +179,7 @@ pub async fn store_release(
                 by: &by,
                 why: reason,
             };
-            crate::engine::release(&ledger, account, who, crate::model::now_unix())
+            crate::engine::release(&ledger, account, who, super::now())
                 .await
                 .map_err(anyhow::Error::msg)?
         }

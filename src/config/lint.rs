@@ -13,16 +13,17 @@ impl Config {
     /// operator: rules that would renew repeatedly, renewal windows with
     /// fewer than three checks in them, rules that select nobody, and
     /// literal secrets in a file other users can read.
-    pub fn warnings(&self) -> Vec<String> {
-        self.warnings_at().into_iter().map(|(_, w)| w).collect()
+    /// `now` (unix seconds) places calendar checks (`check: cron`).
+    pub fn warnings(&self, now: i64) -> Vec<String> {
+        self.warnings_at(now).into_iter().map(|(_, w)| w).collect()
     }
 
     /// [`Config::warnings`], each with the line and column of the entry
     /// it is about, when it is about one. The file is read again and parsed
     /// for positions only when there is a warning to place, keeping only
     /// the positions of the entries warned about.
-    pub fn located_warnings(&self) -> Vec<(Option<spans::At>, String)> {
-        let warnings = self.warnings_at();
+    pub fn located_warnings(&self, now: i64) -> Vec<(Option<spans::At>, String)> {
+        let warnings = self.warnings_at(now);
         let asked: Vec<Vec<&str>> = warnings.iter().filter_map(|(p, _)| p.clone()).collect();
         let spans = (!asked.is_empty())
             .then(|| std::fs::read_to_string(&self.path).ok())
@@ -40,9 +41,8 @@ impl Config {
     }
 
     /// Each warning with the key path of the entry it is about.
-    fn warnings_at(&self) -> Vec<(Option<Vec<&str>>, String)> {
+    fn warnings_at(&self, now: i64) -> Vec<(Option<Vec<&str>>, String)> {
         let mut out: Vec<(Option<Vec<&str>>, String)> = Vec::new();
-        let now = crate::model::now_unix();
         if self.rules.is_empty() {
             out.push((
                 None,

@@ -57,22 +57,14 @@ pub const MANUAL_RULE: &str = "manual";
 /// three days of its end (the window the README's rules use).
 pub const MANUAL_RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
 
-/// `--state-dir`, set once at start; wins over `$STATE_DIRECTORY` and
-/// `daemon.state_dir` in every configuration read after.
-static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Sets the `--state-dir` override (the first call wins).
-pub fn override_state_dir(dir: PathBuf) {
-    let _ = STATE_DIR.set(dir);
-}
-
-/// Whether the state folder comes from `--state-dir` or
-/// `$STATE_DIRECTORY` rather than the file.
-pub fn state_dir_overridden() -> bool {
-    STATE_DIR.get().is_some() || std::env::var_os("STATE_DIRECTORY").is_some()
-}
-
 impl Config {
+    /// `--state-dir`: the state folder, over `$STATE_DIRECTORY` and
+    /// `daemon.state_dir`.
+    pub fn set_state_dir(&mut self, dir: PathBuf) {
+        self.daemon.state_dir = dir;
+        self.daemon.state_dir_from = StateDirFrom::CommandLine;
+    }
+
     /// Reads and validates a file, every secret included: what the
     /// daemon and anything that pays or reads upstream needs.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -166,11 +166,25 @@ impl Daemon {
     }
 }
 
+/// Where the state folder was given, strongest last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateDirFrom {
+    /// `daemon.state_dir`, or its default `state` beside the file.
+    File,
+    /// `$STATE_DIRECTORY`, as systemd sets it.
+    Environment,
+    /// `--state-dir`.
+    CommandLine,
+}
+
 /// `daemon:` with defaults applied.
 #[derive(Debug, Clone)]
 pub struct Daemon {
-    /// The sled store. `$STATE_DIRECTORY` (systemd) wins over the file.
+    /// The sled store. `$STATE_DIRECTORY` (systemd) wins over the file,
+    /// and `--state-dir` ([`Config::set_state_dir`]) over both.
     pub state_dir: PathBuf,
+    /// Where `state_dir` was given.
+    pub state_dir_from: StateDirFrom,
     /// Lua plugins.
     pub scripts_dir: PathBuf,
     /// For cron and budget days, e.g. `Asia/Shanghai`.

@@ -228,7 +228,11 @@ fn rules_build_with_defaults() {
     assert_eq!(r.when_lapsed, WhenLapsed::Renew);
     assert_eq!(r.budget.per_month, Some(Fen(300_050)));
     assert_eq!(c.daemon.timezone, chrono_tz::Asia::Shanghai);
-    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    assert!(
+        c.warnings(1_780_000_000).is_empty(),
+        "{:?}",
+        c.warnings(1_780_000_000)
+    );
 }
 
 #[test]
@@ -281,7 +285,7 @@ fn warnings_for_repeat_renewals_and_thin_windows() {
         RULE.replace("renew_before: 3d", "renew_before: 30d")
             .replace("\"*/10 * * * *\"", "{ every: 11d }")
     );
-    let w = parse(&text).unwrap().warnings().join("\n");
+    let w = parse(&text).unwrap().warnings(1_780_000_000).join("\n");
     assert!(
         w.contains(
             "rule keep: renew_before (30d) is not smaller than what qq_vip_month adds (30d)"
@@ -296,7 +300,7 @@ fn warnings_for_repeat_renewals_and_thin_windows() {
     assert!(
         parse(&text)
             .unwrap()
-            .warnings()
+            .warnings(1_780_000_000)
             .join("")
             .contains("selects no account")
     );
@@ -330,7 +334,7 @@ fn many_literal_secrets_warn_in_one_line() {
         let path = dir.path().join("rules.yaml");
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        Config::load(&path).unwrap().warnings()
+        Config::load(&path).unwrap().warnings(1_780_000_000)
     };
     let text = GOOD.replace("daemon: { sandbox: true }", "daemon: { sandbox: false }");
     // Two literal secrets: the vendor's, and alice's token.

@@ -153,7 +153,7 @@ fn literal_tokens_in_a_readable_file_warn_once() {
     let file = dir.path().join("more/accounts.jsonl");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let warned = |c: &Config| {
-        c.warnings()
+        c.warnings(1_780_000_000)
             .into_iter()
             .filter(|w| w.contains("accounts_file"))
             .collect::<Vec<_>>()

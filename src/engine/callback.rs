@@ -125,7 +125,7 @@ impl Engine {
             .attempt_of_vendor_order(provider, vendor_id)
             .await
         {
-            Ok(Some(found)) => found,
+            Ok(Some(found)) => (found.key, found.attempt),
             Ok(None) => 'found: {
                 // A plugin may name our own order key instead of the
                 // vendor's.

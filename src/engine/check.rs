@@ -63,8 +63,12 @@ impl Engine {
             Err(e) if e.is_token_problem() => "auth_error",
             Err(_) => "error",
         };
-        self.metrics
-            .poll(&account.provider, outcome, started.elapsed());
+        self.metrics.poll(
+            &account.provider,
+            outcome,
+            started.elapsed(),
+            self.clock.unix(),
+        );
         result
     }
 

@@ -448,7 +448,7 @@ async fn forecast(
 /// `GET /api/store/backup`: the store's backup, as `vipd store backup`
 /// writes it.
 async fn store_backup(State(engine): State<Arc<Engine>>) -> Response {
-    match engine.store().backup().await {
+    match engine.store().backup(engine.clock().unix()).await {
         Ok(body) => body.into_response(),
         Err(e) => internal(e),
     }

@@ -298,12 +298,15 @@ impl Derived {
             .unwrap_or_default()
     }
 
-    pub(crate) fn vendor_order(&self, provider: &str, id: &str) -> Option<(String, Option<u32>)> {
+    pub(crate) fn vendor_order(&self, provider: &str, id: &str) -> Option<super::VendorOrder> {
         let t = self.lock();
         t.vendor
             .get(provider)?
             .get(id)
-            .map(|(k, n)| (k.to_string(), *n))
+            .map(|(k, n)| super::VendorOrder {
+                key: k.to_string(),
+                attempt: *n,
+            })
     }
 
     /// What `rule` has held and spent in `period`. Where an older store's

@@ -154,6 +154,29 @@ pub(super) fn size(key_len: usize, stored_len: usize) -> u64 {
     (key_len + stored_len) as u64
 }
 
+/// How long a key has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// No live value under the key.
+    Absent,
+    /// A live value that never expires.
+    Forever,
+    /// Seconds until the value expires.
+    Left(i64),
+}
+
+impl Ttl {
+    /// From a live value's expiry (`None`: no live value; `Some(None)`: it
+    /// never expires) at `now`.
+    pub fn of(expiry: Option<Option<i64>>, now: i64) -> Ttl {
+        match expiry {
+            None => Ttl::Absent,
+            Some(None) => Ttl::Forever,
+            Some(Some(at)) => Ttl::Left(at - now),
+        }
+    }
+}
+
 /// Why a kv operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -351,15 +374,11 @@ impl Ledger {
 
     /// Seconds until `key` expires: `None` when it is absent, `Some(None)`
     /// when it never expires.
-    pub fn kv_ttl(
-        &self,
-        plugin: &str,
-        key: &str,
-        now: i64,
-    ) -> Result<Option<Option<i64>>, KvError> {
-        Ok(self
-            .kv_read(&kv_key(plugin, key)?, now)?
-            .map(|e| e.exp.map(|exp| exp - now)))
+    pub fn kv_ttl(&self, plugin: &str, key: &str, now: i64) -> Result<Ttl, KvError> {
+        Ok(Ttl::of(
+            self.kv_read(&kv_key(plugin, key)?, now)?.map(|e| e.exp),
+            now,
+        ))
     }
 }
 
@@ -397,12 +416,12 @@ mod tests {
     fn values_expire() {
         let (_d, l) = ledger();
         l.kv_set("p", "k", 1.into(), Some(10), 100, Q).unwrap();
-        assert_eq!(l.kv_ttl("p", "k", 105).unwrap(), Some(Some(5)));
+        assert_eq!(l.kv_ttl("p", "k", 105).unwrap(), Ttl::Left(5));
         assert_eq!(l.kv_get("p", "k", 109).unwrap(), Some(1.into()));
         assert_eq!(l.kv_get("p", "k", 110).unwrap(), None);
-        assert_eq!(l.kv_ttl("p", "k", 110).unwrap(), None);
+        assert_eq!(l.kv_ttl("p", "k", 110).unwrap(), Ttl::Absent);
         l.kv_set("p", "forever", 1.into(), None, 100, Q).unwrap();
-        assert_eq!(l.kv_ttl("p", "forever", 1 << 40).unwrap(), Some(None));
+        assert_eq!(l.kv_ttl("p", "forever", 1 << 40).unwrap(), Ttl::Forever);
     }
 
     #[test]
@@ -423,7 +442,7 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(l.kv_get("p", "n", 0).unwrap(), Some(1000.into()));
-        assert_eq!(l.kv_ttl("p", "n", 30).unwrap(), Some(Some(30)));
+        assert_eq!(l.kv_ttl("p", "n", 30).unwrap(), Ttl::Left(30));
         // Expired: starts again from zero with a fresh expiry.
         assert_eq!(l.kv_incr("p", "n", 5, Some(60), 61, Q).unwrap(), 5);
         l.kv_set("p", "s", "x".into(), None, 0, Q).unwrap();

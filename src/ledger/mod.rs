@@ -70,9 +70,10 @@ use crate::units::Fen;
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// sled failed (I/O, corruption it detected).
+    /// The store could not be read or written: an I/O error, a lost
+    /// database connection. Nothing is known to have changed.
     #[error("state store: {0}")]
-    Store(#[from] sled::Error),
+    Unavailable(String),
     /// A value could not be read back.
     #[error("state store: record {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
@@ -92,7 +93,7 @@ pub enum LedgerError {
     Refused { key: String, why: String },
     /// The store could not make a write durable.
     #[error("state store: {0}")]
-    Durability(String),
+    NotDurable(String),
     /// This node may not write: its lease ran out, or a newer start took
     /// its name (a shared store; see `ledger/pg/lease.rs`).
     #[error("state store: this node is fenced off: {0}")]
@@ -125,14 +126,65 @@ pub enum LedgerError {
     Damaged { path: String, reason: String },
 }
 
+/// What kind of failure a [`LedgerError`] is, whatever the backend: what
+/// a caller decides on (an HTTP status, whether to try again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The write contradicts the order's state, or an answer it cannot
+    /// take: nothing changed, and trying again will not change that.
+    Conflict,
+    /// No such order.
+    NotFound,
+    /// A write may not survive power loss: do not pay on it.
+    NotDurable,
+    /// What the store holds cannot be trusted (a record that does not
+    /// decode, a store that is not the one it claims to be).
+    Damaged,
+    /// The store could not be reached, opened or written: try again later.
+    Unavailable,
+    /// This node may no longer write (another took its place).
+    Fenced,
+}
+
+impl LedgerError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LedgerError::Illegal { .. } | LedgerError::Refused { .. } => ErrorKind::Conflict,
+            LedgerError::NotFound(_) => ErrorKind::NotFound,
+            LedgerError::NotDurable(_) => ErrorKind::NotDurable,
+            LedgerError::Corrupt { .. } | LedgerError::Damaged { .. } => ErrorKind::Damaged,
+            LedgerError::Unavailable(_)
+            | LedgerError::Open { .. }
+            | LedgerError::NotWritable { .. } => ErrorKind::Unavailable,
+            LedgerError::Fenced(_) => ErrorKind::Fenced,
+        }
+    }
+}
+
+/// sled's own errors, in the store's words: the engine never sees a sled
+/// type.
+impl From<sled::Error> for LedgerError {
+    fn from(e: sled::Error) -> LedgerError {
+        match e {
+            sled::Error::Corruption { at, .. } => LedgerError::Corrupt {
+                key: at.map_or_else(|| "sled".to_owned(), |at| format!("sled at {at:?}")),
+                reason: "sled found its own files corrupt".to_owned(),
+            },
+            other => LedgerError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 /// What to do when the store fails its check at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
     /// Refuse it.
     Normal,
     /// Use it as it is: re-seal it, set aside records that do not decode,
-    /// and hold every new order until an operator releases them.
-    AcceptDamaged,
+    /// and hold every new order until an operator releases them (the hold
+    /// dated `at`, unix seconds).
+    AcceptDamaged { at: i64 },
 }
 
 /// New orders held after a damaged store was accepted or a backup
@@ -208,18 +260,18 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 impl Ledger {
     /// Waits until every write so far is on stable storage.
     pub async fn durable(&self) -> Result<(), LedgerError> {
-        self.commit.durable().await.map_err(LedgerError::Durability)
+        self.commit.durable().await.map_err(LedgerError::NotDurable)
     }
 
     /// Whether the store can make a write durable now: writes a probe
     /// record and waits for it (one group commit). What `/healthz` asks.
     pub async fn probe(&self) -> Result<(), LedgerError> {
         if let Some(e) = self.commit.failure() {
-            return Err(LedgerError::Durability(e));
+            return Err(LedgerError::NotDurable(e));
         }
-        self.io(self
-            .db
-            .insert(keys::PROBE, &crate::model::now_unix().to_be_bytes()[..]))?;
+        // Any value does (the write is what is probed): the change count.
+        let value = self.commit.changes().to_be_bytes();
+        self.io(self.db.insert(keys::PROBE, &value[..]))?;
         self.durable().await
     }
 

@@ -119,7 +119,11 @@ fn scan_records(db: &sled::Db) -> (Vec<(sled::IVec, String)>, Derived) {
 
 /// Makes a damaged store usable: unreadable records set aside under `q/`,
 /// an id if it lost its own, and every new order held.
-pub(super) fn accept_damaged(db: &sled::Db, reason: &str) -> Result<[u8; 16], LedgerError> {
+pub(super) fn accept_damaged(
+    db: &sled::Db,
+    reason: &str,
+    at: i64,
+) -> Result<[u8; 16], LedgerError> {
     for (k, why) in unreadable(db) {
         tracing::error!(record = %String::from_utf8_lossy(&k), "setting aside a record that does not decode: {why}");
         if let Some(v) = db.remove(&k)? {
@@ -136,11 +140,7 @@ pub(super) fn accept_damaged(db: &sled::Db, reason: &str) -> Result<[u8; 16], Le
             id
         }
     };
-    put_hold(
-        db,
-        crate::model::now_unix(),
-        &format!("damaged store accepted: {reason}"),
-    )?;
+    put_hold(db, at, &format!("damaged store accepted: {reason}"))?;
     Ok(id)
 }
 
@@ -230,9 +230,9 @@ impl Ledger {
                 }
             },
             (Err(reason), OpenMode::Normal) => return Err(damaged(reason)),
-            (Err(reason), OpenMode::AcceptDamaged) => {
+            (Err(reason), OpenMode::AcceptDamaged { at }) => {
                 tracing::error!(store = %dir.display(), "accepting a damaged store: {reason}; every new order is held until `vipd store release`");
-                let id = accept_damaged(&db, &reason)?;
+                let id = accept_damaged(&db, &reason, at)?;
                 // What was set aside is not counted.
                 (id, scan_records(&db).1)
             }
@@ -307,14 +307,15 @@ impl Ledger {
     /// (`{"k": hex, "v": hex}`). Orders and budgets are copied under the
     /// write lock, so the backup is one consistent point of the ledger.
     /// Returns the number of records.
-    pub fn backup(&self, out: &mut impl std::io::Write) -> Result<usize, LedgerError> {
-        let io = |e: std::io::Error| LedgerError::Durability(format!("writing the backup: {e}"));
+    /// `now` (unix seconds) is the backup's `taken_at`.
+    pub fn backup(&self, out: &mut impl std::io::Write, now: i64) -> Result<usize, LedgerError> {
+        let io = |e: std::io::Error| LedgerError::NotDurable(format!("writing the backup: {e}"));
         let _guard = self.lock();
         let header = serde_json::json!({
             "vipd_backup": 1,
             "ledger": seal::hex(&stored_id(&self.db)?.unwrap_or_default()),
             "seq": self.commit.changes(),
-            "taken_at": crate::model::now_unix(),
+            "taken_at": now,
         });
         writeln!(out, "{header}").map_err(io)?;
         let mut n = 0;
@@ -337,7 +338,12 @@ impl Ledger {
     /// Makes a new store in `dir` (which must hold none) from a backup.
     /// The restored ledger may be older than the vendor's reality, so
     /// every new order is held until an operator releases them.
-    pub fn restore(dir: &Path, input: impl std::io::BufRead) -> Result<String, LedgerError> {
+    /// The hold is dated `now` (unix seconds).
+    pub fn restore(
+        dir: &Path,
+        input: impl std::io::BufRead,
+        now: i64,
+    ) -> Result<String, LedgerError> {
         let bad = |line: usize, why: String| LedgerError::Corrupt {
             key: format!("backup line {line}"),
             reason: why,
@@ -396,7 +402,7 @@ impl Ledger {
             ));
         }
         ledger.hold_all(
-            crate::model::now_unix(),
+            now,
             &format!(
                 "restored from a backup taken at {}: orders paid since may be missing",
                 crate::timefmt::utc(taken_at)
@@ -405,7 +411,7 @@ impl Ledger {
         ledger
             .commit
             .durable_blocking()
-            .map_err(LedgerError::Durability)?;
+            .map_err(LedgerError::NotDurable)?;
         Ok(format!(
             "restored {n} records from a backup taken at {} into {}; every new order is held until `vipd store release`",
             crate::timefmt::utc(taken_at),

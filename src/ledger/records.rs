@@ -230,6 +230,16 @@ pub enum Settlement {
     NotPaid { retry_at: Option<i64>, why: String },
 }
 
+/// The order and attempt a vendor's order id belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorOrder {
+    /// The order's key.
+    pub key: String,
+    /// The attempt it was bound to (`None`: an order written before
+    /// attempts were numbered, matched to its current attempt).
+    pub attempt: Option<u32>,
+}
+
 /// What [`Ledger::record_attempt`] did.
 #[derive(Debug, Clone)]
 pub struct Recorded {

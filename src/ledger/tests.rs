@@ -144,12 +144,18 @@ async fn an_older_stores_vendor_rows_still_find_their_orders() {
     let l = Ledger::open(dir.path()).unwrap();
     assert_eq!(
         l.attempt_of_vendor_order("wapi", "OLD-7").unwrap(),
-        Some(("k1".to_owned(), Some(1)))
+        Some(VendorOrder {
+            key: "k1".into(),
+            attempt: Some(1)
+        })
     );
     // What the orders say wins over a row.
     assert_eq!(
         l.attempt_of_vendor_order("wapi", "V1").unwrap(),
-        Some(("k1".to_owned(), Some(1)))
+        Some(VendorOrder {
+            key: "k1".into(),
+            attempt: Some(1)
+        })
     );
 }
 
@@ -257,7 +263,7 @@ async fn an_accepted_damaged_store_holds_every_new_order_until_released() {
     let dir = tempfile::tempdir().unwrap();
     store_with_a_pending_order(dir.path()).await;
     std::fs::remove_file(dir.path().join("db")).unwrap();
-    let l = Ledger::open_with(dir.path(), OpenMode::AcceptDamaged).unwrap();
+    let l = Ledger::open_with(dir.path(), OpenMode::AcceptDamaged { at: 1_000 }).unwrap();
     let refusal = l.plan(&request("k2"), NOW).unwrap().unwrap_err();
     assert!(matches!(refusal, Refusal::Held { .. }), "{refusal}");
     l.release(Some("acct-k2")).unwrap();
@@ -283,7 +289,7 @@ async fn a_record_that_does_not_decode_is_refused_and_set_aside_when_accepted() 
         l.durable().await.unwrap();
     }
     assert!(damaged(dir.path()).contains("o/k1"));
-    let l = Ledger::open_with(dir.path(), OpenMode::AcceptDamaged).unwrap();
+    let l = Ledger::open_with(dir.path(), OpenMode::AcceptDamaged { at: 1_000 }).unwrap();
     assert!(l.orders(None).unwrap().is_empty());
     assert!(l.db.get(b"q/o/k1").unwrap().is_some(), "kept for forensics");
     assert!(l.hold().unwrap().is_some());
@@ -298,11 +304,11 @@ fn a_backup_restores_into_a_new_store_that_holds_new_orders() {
     {
         let l = Ledger::open(dir.path()).unwrap();
         ready_now(pending(&l, "k1", Some(Fen(1500)), Some("V1".into())));
-        l.backup(&mut backup).unwrap();
+        l.backup(&mut backup, 1_000).unwrap();
     }
     let fresh = tempfile::tempdir().unwrap();
     let target = fresh.path().join("state");
-    let summary = Ledger::restore(&target, backup.as_slice()).unwrap();
+    let summary = Ledger::restore(&target, backup.as_slice(), 1_000).unwrap();
     assert!(summary.contains("held"), "{summary}");
     let l = Ledger::open(&target).unwrap();
     let o = l.get("k1").unwrap().unwrap();
@@ -310,7 +316,10 @@ fn a_backup_restores_into_a_new_store_that_holds_new_orders() {
     assert_eq!(l.spend("keep", "2026-11-21").unwrap().used(), Fen(1500));
     assert_eq!(
         l.attempt_of_vendor_order("wapi", "V1").unwrap(),
-        Some(("k1".to_owned(), Some(1)))
+        Some(VendorOrder {
+            key: "k1".into(),
+            attempt: Some(1)
+        })
     );
     assert!(matches!(
         l.plan(&request("k2"), NOW).unwrap(),
@@ -318,9 +327,9 @@ fn a_backup_restores_into_a_new_store_that_holds_new_orders() {
     ));
     drop(l);
     // Never over an existing store.
-    let e = Ledger::restore(&target, backup.as_slice()).unwrap_err();
+    let e = Ledger::restore(&target, backup.as_slice(), 1_000).unwrap_err();
     assert!(e.to_string().contains("already there"), "{e}");
-    assert!(Ledger::restore(&fresh.path().join("x"), b"garbage\n".as_slice()).is_err());
+    assert!(Ledger::restore(&fresh.path().join("x"), b"garbage\n".as_slice(), 1_000).is_err());
 }
 
 /// The value of a future that needs no waiting (sled's store methods):

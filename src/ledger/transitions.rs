@@ -108,7 +108,7 @@ impl Ledger {
             .map(|(o, ())| o)
     }
 
-    /// Answers an order awaiting approval (see [`Store::answer`](super::store::Store::answer)).
+    /// Answers an order awaiting approval (see [`OrderStore::answer`](super::store::OrderStore::answer)).
     pub fn answer(&self, key: &str, now: i64, answer: &Answer) -> Result<Order, LedgerError> {
         self.modify(key, |o| change::answer(o, now, answer))
             .map(|(o, ())| o)
@@ -130,7 +130,7 @@ impl Ledger {
         &self,
         provider: &str,
         vendor_orderid: &str,
-    ) -> Result<Option<(String, Option<u32>)>, LedgerError> {
+    ) -> Result<Option<VendorOrder>, LedgerError> {
         Ok(self.derived.vendor_order(provider, vendor_orderid))
     }
 

@@ -18,12 +18,6 @@ pub use protocol::{Budget, CallbackMapping, Format, HttpMethod, OutcomeClass, Sa
 pub use secret::Secret;
 pub use sign::{SignMode, Signer};
 
-/// The wall clock in unix seconds. (The vendor's clock, with the offset
-/// learned from its replies, is `upstream::VendorClock`.)
-pub fn now_unix() -> i64 {
-    SystemClock.unix()
-}
-
 /// The memberships the API reports, each with `_start`, `_end`, `_payway`.
 #[derive(
     Debug,

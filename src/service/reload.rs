@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, StateDirFrom};
 use crate::engine::{Engine, ReloadReport};
 use crate::plugins::{Host, LuaHooks, Plugins};
 use crate::systemd::Notifier;
@@ -82,7 +82,7 @@ impl Reloader {
             }
         };
         self.engine.note_reload(ReloadReport {
-            at: crate::model::now_unix(),
+            at: self.engine.clock().unix(),
             trigger: trigger.to_owned(),
             generation,
             error: error.clone(),
@@ -100,6 +100,10 @@ impl Reloader {
         current: &Config,
     ) -> Result<(Arc<Config>, Plugins), String> {
         let mut config = Config::load(path).map_err(|e| e.to_string())?;
+        // `--state-dir` holds for the daemon's whole life.
+        if current.daemon.state_dir_from == StateDirFrom::CommandLine {
+            config.set_state_dir(current.daemon.state_dir.clone());
+        }
         if let Some(url) = &self.sandbox_url {
             config.point_providers_at(url);
         }

@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn clock_correction_moves_now() {
         let clock = VendorClock::default();
-        let system = crate::model::now_unix();
+        let system = crate::model::Clock::unix(&crate::model::SystemClock);
         let offset = clock.correct_to(system + 1_000);
         assert!((999..=1_001).contains(&offset), "{offset}");
         assert!((clock.now_unix() - system - 1_000).abs() <= 1);

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use vipd::ledger::kv::{KvError, KvQuota};
-use vipd::ledger::store::{KvValue, Store};
+use vipd::ledger::kv::{KvError, KvQuota, Ttl};
+use vipd::ledger::store::{KvStore, KvValue, NodeStore, OrderStore, RecordStore};
 use vipd::ledger::{
     AccountState, Answer, AttemptResult, CheckState, EventRecord, Hold, Ledger, LedgerError, Order,
     OrderState, PlanRequest, Recorded, Refusal, Settled, Settlement, Spend, StoredToken,
-    Verification,
+    VendorOrder, Verification,
 };
 use vipd::model::OutcomeClass;
 
@@ -55,76 +55,94 @@ impl FaultyStore {
     async fn durable_or_fault(&self) -> Result<(), LedgerError> {
         let n = self.durables.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= self.fail_from {
-            return Err(LedgerError::Durability(format!(
+            return Err(LedgerError::NotDurable(format!(
                 "fsync failed (test fault at wait {n})"
             )));
         }
-        Store::durable(&*self.inner).await
+        OrderStore::durable(&*self.inner).await
     }
 }
 
-/// The `Store` impl: `durable` may fail, the other methods are handed to
-/// the ledger unchanged. (One macro makes the whole impl, so that
-/// `async_trait` sees every method.)
-macro_rules! store_impl {
-    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $out:ty;)*) => {
+/// Forwards a role's methods to the ledger unchanged. (One macro makes
+/// the whole impl, so that `async_trait` sees every method.)
+macro_rules! forward {
+    ($role:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $out:ty;)* } $($own:item)*) => {
         #[async_trait::async_trait]
-        impl Store for FaultyStore {
-            async fn durable(&self) -> Result<(), LedgerError> {
-                self.durable_or_fault().await
-            }
-            async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
-                if self.gets_fail.load(Ordering::SeqCst) {
-                    return Err(LedgerError::Durability("read failed (test fault)".into()));
-                }
-                Store::get(&*self.inner, key).await
-            }
+        impl $role for FaultyStore {
+            $($own)*
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $out {
-                    Store::$name(&*self.inner $(, $arg)*).await
+                    $role::$name(&*self.inner $(, $arg)*).await
                 }
             )*
         }
     };
 }
 
-store_impl! {
-    fn plan(&self, req: &PlanRequest, now: i64) -> Result<Result<Order, Refusal>, LedgerError>;
-    fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError>;
-    fn record_attempt(&self, key: &str, now: i64, outcome: OutcomeClass, detail: &str, result: AttemptResult) -> Result<Recorded, LedgerError>;
-    fn settle(&self, key: &str, now: i64, settlement: Settlement) -> Result<Option<Order>, LedgerError>;
-    fn settle_attempt(&self, key: &str, attempt: Option<u32>, now: i64, settlement: Settlement) -> Result<Settled, LedgerError>;
-    fn refute_unverified(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
-    fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
-    fn answer(&self, key: &str, now: i64, answer: &Answer) -> Result<Order, LedgerError>;
-    fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError>;
-    fn attempt_of_vendor_order(&self, provider: &str, vendor_orderid: &str) -> Result<Option<(String, Option<u32>)>, LedgerError>;
-    fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError>;
-    fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError>;
-    fn find(&self, prefix: &str) -> Result<Order, LedgerError>;
-    fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError>;
-    fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError>;
-    fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError>;
-    fn count_unverified(&self) -> Result<usize, LedgerError>;
-    fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError>;
-    fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError>;
-    fn held(&self, account: &str) -> Result<Option<String>, LedgerError>;
-    fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError>;
-    fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError>;
-    fn prune_events(&self, before: i64) -> Result<usize, LedgerError>;
-    fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError>;
-    fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError>;
-    fn put_check_state(&self, rule: &str, account: &str, state: &CheckState) -> Result<(), LedgerError>;
-    fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError>;
-    fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError>;
-    fn account_state(&self, account: &str) -> Result<AccountState, LedgerError>;
-    fn put_account_state(&self, account: &str, state: &AccountState) -> Result<(), LedgerError>;
-    fn kv_get(&self, plugin: &str, key: &str, now: i64) -> Result<Option<KvValue>, KvError>;
-    fn kv_set(&self, plugin: &str, key: &str, value: KvValue, ttl: Option<i64>, now: i64, quota: KvQuota) -> Result<(), KvError>;
-    fn kv_del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError>;
-    fn kv_incr(&self, plugin: &str, key: &str, by: i64, ttl: Option<i64>, now: i64, quota: KvQuota) -> Result<i64, KvError>;
-    fn kv_ttl(&self, plugin: &str, key: &str, now: i64) -> Result<Option<Option<i64>>, KvError>;
-    fn probe(&self) -> Result<(), LedgerError>;
-    fn failed(&self) -> String;
-    fn backup(&self) -> Result<Vec<u8>, LedgerError>;
+// Orders: `durable` may fail, and `get` while a test says so.
+forward! {
+    OrderStore {
+        fn plan(&self, req: &PlanRequest, now: i64) -> Result<Result<Order, Refusal>, LedgerError>;
+        fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError>;
+        fn record_attempt(&self, key: &str, now: i64, outcome: OutcomeClass, detail: &str, result: AttemptResult) -> Result<Recorded, LedgerError>;
+        fn settle(&self, key: &str, now: i64, settlement: Settlement) -> Result<Option<Order>, LedgerError>;
+        fn settle_attempt(&self, key: &str, attempt: Option<u32>, now: i64, settlement: Settlement) -> Result<Settled, LedgerError>;
+        fn refute_unverified(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
+        fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
+        fn answer(&self, key: &str, now: i64, answer: &Answer) -> Result<Order, LedgerError>;
+        fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError>;
+        fn attempt_of_vendor_order(&self, provider: &str, vendor_orderid: &str) -> Result<Option<VendorOrder>, LedgerError>;
+        fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError>;
+        fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError>;
+        fn find(&self, prefix: &str) -> Result<Order, LedgerError>;
+        fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError>;
+        fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError>;
+        fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError>;
+        fn count_unverified(&self) -> Result<usize, LedgerError>;
+        fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError>;
+        fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError>;
+        fn held(&self, account: &str) -> Result<Option<String>, LedgerError>;
+        fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError>;
+    }
+    async fn durable(&self) -> Result<(), LedgerError> {
+        self.durable_or_fault().await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
+        if self.gets_fail.load(Ordering::SeqCst) {
+            return Err(LedgerError::Unavailable("read failed (test fault)".into()));
+        }
+        OrderStore::get(&*self.inner, key).await
+    }
+}
+
+forward! {
+    RecordStore {
+        fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError>;
+        fn prune_events(&self, before: i64) -> Result<usize, LedgerError>;
+        fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError>;
+        fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError>;
+        fn put_check_state(&self, rule: &str, account: &str, state: &CheckState) -> Result<(), LedgerError>;
+        fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError>;
+        fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError>;
+        fn account_state(&self, account: &str) -> Result<AccountState, LedgerError>;
+        fn put_account_state(&self, account: &str, state: &AccountState) -> Result<(), LedgerError>;
+    }
+}
+
+forward! {
+    KvStore {
+        fn kv_get(&self, plugin: &str, key: &str, now: i64) -> Result<Option<KvValue>, KvError>;
+        fn kv_set(&self, plugin: &str, key: &str, value: KvValue, ttl: Option<i64>, now: i64, quota: KvQuota) -> Result<(), KvError>;
+        fn kv_del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError>;
+        fn kv_incr(&self, plugin: &str, key: &str, by: i64, ttl: Option<i64>, now: i64, quota: KvQuota) -> Result<i64, KvError>;
+        fn kv_ttl(&self, plugin: &str, key: &str, now: i64) -> Result<Ttl, KvError>;
+    }
+}
+
+forward! {
+    NodeStore {
+        fn probe(&self) -> Result<(), LedgerError>;
+        fn failed(&self) -> String;
+        fn backup(&self, now: i64) -> Result<Vec<u8>, LedgerError>;
+    }
 }

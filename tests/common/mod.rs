@@ -112,6 +112,12 @@ async fn receive(State(r): State<Receiver>, body: Bytes) -> impl IntoResponse {
 }
 
 /// Runs a command: exit code, stdout, stderr.
+/// The wall clock, unix seconds.
+pub fn now() -> i64 {
+    use vipd::model::Clock;
+    vipd::model::SystemClock.unix()
+}
+
 pub fn run(cmd: &mut std::process::Command) -> (i32, String, String) {
     let out = cmd.output().expect("vipd runs");
     (

@@ -277,7 +277,7 @@ async fn callbacks_forged_duplicate_unknown_and_oversized() {
 /// the order.
 #[tokio::test(start_paused = true)]
 async fn a_callback_the_store_cannot_read_for_is_answered_503() {
-    use common::faulty::FaultyStore;
+    use crate::common::faulty::FaultyStore;
     let faulty = std::sync::Arc::new(std::sync::OnceLock::new());
     let slot = faulty.clone();
     let w = World::start_with(&silent_vendor(), move |ledger| {

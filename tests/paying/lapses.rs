@@ -95,7 +95,7 @@ async fn held_after_a_restore() {
     cfg.rule = "    at_risk: 60s".into();
     let w = World::start_with(&cfg, |ledger| {
         ledger
-            .hold_all(common::inproc::EPOCH, "a backup was restored")
+            .hold_all(crate::common::inproc::EPOCH, "a backup was restored")
             .unwrap();
         ledger
     })
@@ -170,7 +170,11 @@ async fn reads_that_fail_before_the_end() {
         .await;
         let control = format!("{}/_sandbox/control", w.sandbox.base_url());
         let failing = serde_json::json!({ "vip_info": { "transient_rate": 1.0 } });
-        assert!(common::post_json(&control, failing).await.is_success());
+        assert!(
+            crate::common::post_json(&control, failing)
+                .await
+                .is_success()
+        );
     })
     .await;
 }

@@ -12,16 +12,14 @@
 //! failing store).
 
 mod callbacks;
-#[path = "../common/mod.rs"]
-mod common;
 mod lapses;
 mod operator;
 
 use std::time::Duration;
 
-use common::inproc::World;
-use common::signed;
-use common::stack::{SILENT_VENDOR, StackConfig};
+use crate::common::inproc::World;
+use crate::common::signed;
+use crate::common::stack::{SILENT_VENDOR, StackConfig};
 use vipd::ledger::{AttemptState, Order, OrderState};
 use vipd::units::Fen;
 
@@ -413,7 +411,7 @@ async fn the_second_look_is_taken_only_when_the_read_is_old() {
     })
     .await;
     let later = w.now() + 40 * 86_400;
-    let moved = common::post_json(
+    let moved = crate::common::post_json(
         &format!("{}/_sandbox/accounts/{other}", w.sandbox.base_url()),
         serde_json::json!({ "ends": { "qq_vip": later } }),
     )

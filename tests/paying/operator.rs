@@ -156,7 +156,7 @@ async fn a_paid_renewal_that_never_shows_is_unverified_refuted_and_retried() {
 /// may have left. The order stays `sent` (a restart makes it `unknown`).
 #[tokio::test(start_paused = true)]
 async fn nothing_is_sent_unless_the_plan_and_the_sent_mark_are_durable() {
-    use common::faulty::FaultyStore;
+    use crate::common::faulty::FaultyStore;
     let mut cfg = StackConfig::due(1);
     cfg.sandbox = "  mode: sync".into();
     let faulty = std::sync::Arc::new(std::sync::OnceLock::new());

@@ -3,14 +3,12 @@
 //! membership reads in every dress, callbacks, token refresh, and every
 //! fault knob (`reads.rs`).
 
-#[path = "../common/mod.rs"]
-mod common;
 mod reads;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use vipd::config::{Config, Provider, Secret};
 use vipd::sandbox::{self, SandboxHandle};
@@ -163,7 +161,7 @@ async fn debug_mode_is_never_billed() {
 async fn clock_skew_is_corrected_from_curtime_and_retried_once() {
     let (c, sb) = setup("", "  mode: sync").await;
     let clock = Arc::new(VendorClock::default());
-    clock.correct_to(vipd::model::now_unix() - 3_600); // our clock is an hour slow
+    clock.correct_to(crate::common::now() - 3_600); // our clock is an hour slow
     let attempt = recharge(&recharge_client(&c, clock.clone()), "5666857", None).await;
     assert_eq!(
         attempt.outcome.class,

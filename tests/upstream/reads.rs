@@ -18,7 +18,7 @@ async fn membership_reads_json_xml_and_strings_agree() {
     assert_eq!(json, xml);
     assert!(json.is_qq_vip);
     let end = json.end(Membership::QqVip).unwrap();
-    assert!((end - vipd::model::now_unix() - 2 * 86_400).abs() < 10);
+    assert!((end - crate::common::now() - 2 * 86_400).abs() < 10);
     assert_eq!(json.end(Membership::QqHaohua), None);
     post_json(
         &format!("{}/_sandbox/control", sb.base_url()),
@@ -48,7 +48,7 @@ async fn membership_reads_json_xml_and_strings_agree() {
         .fetch(&b.openid, &b.access_token)
         .await
         .unwrap();
-    assert!(!bob.is_qq_vip && bob.end(Membership::QqVip).unwrap() < vipd::model::now_unix());
+    assert!(!bob.is_qq_vip && bob.end(Membership::QqVip).unwrap() < crate::common::now());
     sb.shutdown().await;
 }
 

@@ -344,13 +344,16 @@ impl<'a> Builder<'a> {
         let public_url = d
             .public_url
             .map(|u| self.url(&["daemon", "public_url"], "daemon: public_url", &u));
-        let state_dir = match (STATE_DIR.get(), std::env::var_os("STATE_DIRECTORY")) {
-            (Some(flag), _) => flag.clone(),
+        let (state_dir, state_dir_from) = match std::env::var_os("STATE_DIRECTORY") {
             // systemd may pass several, colon-separated; the first is ours.
-            (None, Some(dirs)) => {
-                PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default())
-            }
-            (None, None) => self.path_in(d.state_dir.as_deref().unwrap_or("state")),
+            Some(dirs) => (
+                PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default()),
+                StateDirFrom::Environment,
+            ),
+            None => (
+                self.path_in(d.state_dir.as_deref().unwrap_or("state")),
+                StateDirFrom::File,
+            ),
         };
         let (admin_token, tokens) =
             self.tokens(d.admin_token, d.read_token, d.tokens, admin_listen);
@@ -362,6 +365,7 @@ impl<'a> Builder<'a> {
         });
         Daemon {
             state_dir,
+            state_dir_from,
             scripts_dir: self.path_in(d.scripts_dir.as_deref().unwrap_or("scripts")),
             timezone,
             admin_listen,

@@ -16,7 +16,7 @@ pub use attempts::*;
 pub use records::*;
 pub use recovery::*;
 
-use super::store::Store;
+use super::store::{KvStore, OrderStore, RecordStore, Store};
 use super::*;
 use crate::model::OutcomeClass;
 
@@ -192,10 +192,12 @@ pub fn changed(s: Settled) -> (Order, Option<String>) {
 
 /// The vendor's id for attempt `n` of `key`, through the index.
 pub async fn attempt_of(l: &impl Store, vendor: &str) -> (String, Option<u32>) {
-    l.attempt_of_vendor_order("wapi", vendor)
+    let found = l
+        .attempt_of_vendor_order("wapi", vendor)
         .await
         .unwrap()
-        .unwrap()
+        .unwrap();
+    (found.key, found.attempt)
 }
 
 /// Attempt 1 pending as V1, failed by its callback; attempt 2 pending as V2.
@@ -276,7 +278,10 @@ pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
     assert_eq!(l.spend("keep", "2026-11").await.unwrap().settled, Fen(1211));
     assert_eq!(
         l.attempt_of_vendor_order("wapi", "V1").await.unwrap(),
-        Some(("k1".to_owned(), Some(1)))
+        Some(VendorOrder {
+            key: "k1".into(),
+            attempt: Some(1)
+        })
     );
     let history: Vec<OrderState> = o.history.iter().map(|t| t.state).collect();
     assert_eq!(

@@ -2,7 +2,7 @@
 //! state, rotated tokens, holds, and plugins' `vipd.kv`.
 
 use super::*;
-use crate::ledger::kv::{KvError, KvQuota};
+use crate::ledger::kv::{KvError, KvQuota, Ttl};
 
 pub async fn an_order_is_found_by_a_unique_prefix<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
@@ -80,7 +80,7 @@ pub async fn kv_values_expire_count_and_keep_to_the_quota<B: Backend>() {
         None,
         "per plugin"
     );
-    assert_eq!(l.kv_ttl("p", "k", NOW + 10).await.unwrap(), Some(Some(50)));
+    assert_eq!(l.kv_ttl("p", "k", NOW + 10).await.unwrap(), Ttl::Left(50));
     assert_eq!(l.kv_get("p", "k", NOW + 60).await.unwrap(), None, "expired");
     // A counter's ttl is set when it is created, not by each bump.
     assert_eq!(
@@ -93,7 +93,7 @@ pub async fn kv_values_expire_count_and_keep_to_the_quota<B: Backend>() {
             .unwrap(),
         7
     );
-    assert_eq!(l.kv_ttl("p", "n", NOW + 50).await.unwrap(), Some(Some(50)));
+    assert_eq!(l.kv_ttl("p", "n", NOW + 50).await.unwrap(), Ttl::Left(50));
     assert_eq!(
         l.kv_incr("p", "n", 1, None, NOW + 100, room).await.unwrap(),
         1
@@ -101,7 +101,7 @@ pub async fn kv_values_expire_count_and_keep_to_the_quota<B: Backend>() {
     l.kv_set("p", "s", "text".into(), None, NOW, room)
         .await
         .unwrap();
-    assert_eq!(l.kv_ttl("p", "s", NOW).await.unwrap(), Some(None));
+    assert_eq!(l.kv_ttl("p", "s", NOW).await.unwrap(), Ttl::Forever);
     assert!(matches!(
         l.kv_incr("p", "s", 1, None, NOW, room).await,
         Err(KvError::NotAnInteger { .. })
@@ -193,7 +193,7 @@ pub async fn budgets_and_indexes_follow_every_write_and_a_reopen<B: Backend>() {
         day: Spend,
         month: Spend,
         keys: Vec<Vec<String>>,
-        vendor: Vec<Option<(String, Option<u32>)>>,
+        vendor: Vec<Option<VendorOrder>>,
     }
     async fn seen(l: &impl Store) -> Seen {
         let mut keys = Vec::new();
@@ -288,11 +288,26 @@ pub async fn budgets_and_indexes_follow_every_write_and_a_reopen<B: Backend>() {
     assert_eq!(
         before.vendor,
         [
-            Some(("a".into(), Some(1))),
-            Some(("b".into(), Some(1))),
-            Some(("c".into(), Some(1))),
-            Some(("c".into(), Some(2))),
-            Some(("d".into(), Some(1))),
+            Some(VendorOrder {
+                key: "a".into(),
+                attempt: Some(1)
+            }),
+            Some(VendorOrder {
+                key: "b".into(),
+                attempt: Some(1)
+            }),
+            Some(VendorOrder {
+                key: "c".into(),
+                attempt: Some(1)
+            }),
+            Some(VendorOrder {
+                key: "c".into(),
+                attempt: Some(2)
+            }),
+            Some(VendorOrder {
+                key: "d".into(),
+                attempt: Some(1)
+            }),
             None,
         ]
     );

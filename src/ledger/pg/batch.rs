@@ -56,7 +56,7 @@ impl<B: Batch> Clone for Batcher<B> {
 }
 
 fn stopped() -> LedgerError {
-    LedgerError::Durability("the store's writer has stopped".into())
+    LedgerError::NotDurable("the store's writer has stopped".into())
 }
 
 impl<B: Batch> Batcher<B> {
@@ -98,7 +98,7 @@ async fn write_batch<B: Batch>(
 ) -> Vec<Result<B::Out, LedgerError>> {
     let every = |why: String| {
         (0..rows.len())
-            .map(|_| Err(LedgerError::Durability(why.clone())))
+            .map(|_| Err(LedgerError::NotDurable(why.clone())))
             .collect()
     };
     let client = match pool.get().await {
@@ -118,7 +118,7 @@ async fn write_batch<B: Batch>(
                 let one = batch.write(&client, std::slice::from_ref(row)).await;
                 outcomes.push(match one {
                     Ok(mut out) if out.len() == 1 => Ok(out.remove(0)),
-                    Ok(_) => Err(LedgerError::Durability(
+                    Ok(_) => Err(LedgerError::NotDurable(
                         "a row came back without outcome".into(),
                     )),
                     Err(e) => Err(db(e)),

@@ -55,7 +55,7 @@ pub async fn import(
         .map_err(db)?;
     let (orders, events, nodes): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
     if orders || events || nodes {
-        return Err(LedgerError::Durability(format!(
+        return Err(LedgerError::NotDurable(format!(
             "the PostgreSQL ledger is not empty ({}): a copy goes into a new database only",
             if nodes {
                 "a node holds a lease on it"
@@ -154,7 +154,7 @@ pub async fn import(
 
 /// A row the database refused, named.
 fn copy_error(what: &str, name: &str, e: tokio_postgres::Error) -> LedgerError {
-    LedgerError::Durability(format!("copying {what} {name}: {}", PgError::from(e)))
+    LedgerError::NotDurable(format!("copying {what} {name}: {}", PgError::from(e)))
 }
 
 #[cfg(test)]
@@ -164,7 +164,7 @@ mod tests {
     use super::*;
     use crate::ledger::conformance::{NOW, event, paid_reply, pending, request};
     use crate::ledger::kv::KvQuota;
-    use crate::ledger::store::Store;
+    use crate::ledger::store::{OrderStore, Store};
     use crate::ledger::{AccountState, CheckState, Ledger, OrderState, StoredToken};
     use crate::units::Fen;
 

@@ -9,6 +9,7 @@ use deadpool_postgres::Transaction;
 
 use super::{Prepared, db, pool_err};
 use crate::ledger::LedgerError;
+use crate::ledger::kv::Ttl;
 use crate::ledger::kv::{Entry, KvError, KvQuota, PluginUsage, check_key, check_stored, size};
 
 /// The plugins' values in a PostgreSQL ledger.
@@ -122,17 +123,10 @@ impl PgKv {
 
     /// Seconds until `key` expires: `None` when absent, `Some(None)` when
     /// it never expires.
-    pub async fn ttl(
-        &self,
-        plugin: &str,
-        key: &str,
-        now: i64,
-    ) -> Result<Option<Option<i64>>, KvError> {
+    pub async fn ttl(&self, plugin: &str, key: &str, now: i64) -> Result<Ttl, KvError> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        Ok(self
-            .read(&client, plugin, key, now)
-            .await?
-            .map(|e| e.exp.map(|exp| exp - now)))
+        let exp = self.read(&client, plugin, key, now).await?.map(|e| e.exp);
+        Ok(Ttl::of(exp, now))
     }
 
     /// Stores `value` under `key`, for `ttl` seconds when given.
@@ -269,7 +263,7 @@ mod tests {
         };
         tokio::join!(bump(a.clone()), bump(b.clone()), bump(a.clone()));
         assert_eq!(a.get("p", "n", 0).await.unwrap(), Some(300.into()));
-        assert_eq!(b.ttl("p", "n", 30).await.unwrap(), Some(Some(30)));
+        assert_eq!(b.ttl("p", "n", 30).await.unwrap(), Ttl::Left(30));
 
         a.set("p", "k\0", 1.into(), None, 0, Q).await.unwrap();
         assert_eq!(b.get("p", "k", 0).await.unwrap(), None);

@@ -89,7 +89,7 @@ pub(crate) async fn check(
             &[&lease.node, &lease.fence],
         )
         .await
-        .map_err(|e| LedgerError::Durability(PgError::from(e).to_string()))?;
+        .map_err(|e| LedgerError::NotDurable(PgError::from(e).to_string()))?;
     match held {
         Some(_) => Ok(()),
         None => Err(lease.lost()),

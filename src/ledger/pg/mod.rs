@@ -23,6 +23,7 @@ mod schema;
 mod seen;
 mod spend;
 mod store;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod throwaway;
 mod write;
@@ -145,7 +146,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
 
 /// A database error as the store reports it.
 fn db(e: impl Into<PgError>) -> crate::ledger::LedgerError {
-    crate::ledger::LedgerError::Durability(e.into().to_string())
+    crate::ledger::LedgerError::NotDurable(e.into().to_string())
 }
 
 /// No connection from the pool.

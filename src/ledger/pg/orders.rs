@@ -21,6 +21,7 @@ use super::lease::Lease;
 use super::seen::{Kept, Read, Writing};
 use super::write::{Plans, Transition, Transitions, Write, write};
 use super::{Prepared, db, from_json, pool_err, spend};
+use crate::ledger::VendorOrder;
 use crate::ledger::derived::Share;
 use crate::ledger::{LedgerError, Order, OrderState, PlanRequest, Refusal, Spend, change};
 
@@ -559,7 +560,7 @@ impl PgOrders {
         &self,
         provider: &str,
         vendor_orderid: &str,
-    ) -> Result<Option<(String, Option<u32>)>, LedgerError> {
+    ) -> Result<Option<VendorOrder>, LedgerError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client
             .opt(
@@ -568,7 +569,10 @@ impl PgOrders {
             )
             .await
             .map_err(db)?;
-        Ok(row.map(|r| (r.get(0), r.get::<_, Option<i32>>(1).map(|n| n as u32))))
+        Ok(row.map(|r| VendorOrder {
+            key: r.get(0),
+            attempt: r.get::<_, Option<i32>>(1).map(|n| n as u32),
+        }))
     }
 }
 

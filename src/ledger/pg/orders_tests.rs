@@ -59,7 +59,10 @@ async fn a_plan_sent_and_paid_counts_its_price_and_names_its_vendor_id() {
     assert_eq!(n.spend("keep", "2026-11").await.unwrap().settled, Fen(1500));
     assert_eq!(
         n.attempt_of_vendor_order("wapi", "V1").await.unwrap(),
-        Some(("k1".into(), Some(1)))
+        Some(VendorOrder {
+            key: "k1".into(),
+            attempt: Some(1)
+        })
     );
     assert!(matches!(
         n.plan(&request("k1"), NOW).await.unwrap(),

@@ -5,7 +5,7 @@
 //! - **Lease.** Taken at open (a new fence), renewed every third of its
 //!   length. A renewal the database refuses means the lease is gone (it
 //!   ran out while the node was cut off, or a newer start took the name):
-//!   [`Store::failed`] resolves and the daemon exits, to be restarted
+//!   [`NodeStore::failed`] resolves and the daemon exits, to be restarted
 //!   under a new fence (`keep.rs`). While the database cannot be reached,
 //!   every write fails (each checks the lease in its own statement), so
 //!   nothing is paid; `/healthz` says why.
@@ -14,7 +14,7 @@
 //!   the preferred one and holds the pair's claim in the database. A node
 //!   that dies stops renewing; when its lease runs out it drops out of
 //!   every node's list and its pairs' claims are free to take.
-//! - **Take-over.** [`Store::take_over`] recovers what dead nodes left in
+//! - **Take-over.** [`NodeStore::take_over`] recovers what dead nodes left in
 //!   flight: `sent` becomes `unknown` (never re-sent), `planned` retryable.
 
 use std::collections::BTreeMap;
@@ -30,8 +30,12 @@ use super::keep::{Live, keep_lease, look_at_nodes};
 use super::lease::{self, Lease};
 use super::seen::Seen;
 use super::{PgError, PgKv, PgOrders, PgRecords, db, pool_err};
+use crate::ledger::VendorOrder;
+use crate::ledger::kv::Ttl;
 use crate::ledger::kv::{KvError, KvQuota};
-use crate::ledger::store::{Commits, KvValue, NodeInfo, Store};
+use crate::ledger::store::{
+    Commits, KvStore, KvValue, NodeInfo, NodeStore, OrderStore, RecordStore,
+};
 use crate::ledger::{
     AccountState, AttemptResult, CheckState, EventRecord, Hold, LedgerError, Order, OrderState,
     PlanRequest, Recorded, Refusal, Settled, Settlement, Spend, StoredToken, Verification, change,
@@ -188,7 +192,7 @@ impl PgStore {
 }
 
 fn unsupported_backup() -> LedgerError {
-    LedgerError::Durability(
+    LedgerError::NotDurable(
         "the PostgreSQL store is backed up by PostgreSQL (pg_dump, or the server's own \
          backups), not by vipd"
             .into(),
@@ -196,7 +200,7 @@ fn unsupported_backup() -> LedgerError {
 }
 
 #[async_trait::async_trait]
-impl Store for PgStore {
+impl OrderStore for PgStore {
     async fn plan(
         &self,
         req: &PlanRequest,
@@ -212,9 +216,6 @@ impl Store for PgStore {
     }
     async fn durable_order(&self, key: &str) -> Result<(), LedgerError> {
         self.orders.durable(Some(key)).await
-    }
-    fn commits(&self) -> Commits {
-        self.orders.commits()
     }
     async fn answer(
         &self,
@@ -304,7 +305,7 @@ impl Store for PgStore {
         &self,
         provider: &str,
         vendor_orderid: &str,
-    ) -> Result<Option<(String, Option<u32>)>, LedgerError> {
+    ) -> Result<Option<VendorOrder>, LedgerError> {
         self.orders
             .attempt_of_vendor_order(provider, vendor_orderid)
             .await
@@ -318,12 +319,6 @@ impl Store for PgStore {
     /// At start: what this node's earlier starts, and dead nodes, left in
     /// flight (an earlier start's fence is no longer its name's).
     async fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
-        self.orders.recover_orphans(now).await
-    }
-    /// Also folds the spend changes appended since the last time (any
-    /// node may: each change is folded once).
-    async fn take_over(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
-        self.orders.fold_spend().await?;
         self.orders.recover_orphans(now).await
     }
     async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
@@ -368,6 +363,10 @@ impl Store for PgStore {
         self.seen.forget_hold();
         self.records.release(account).await
     }
+}
+
+#[async_trait::async_trait]
+impl RecordStore for PgStore {
     async fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
         self.records.record_event(ev).await
     }
@@ -424,6 +423,10 @@ impl Store for PgStore {
         self.seen.take_account(account);
         self.records.put_account_state(account, state).await
     }
+}
+
+#[async_trait::async_trait]
+impl KvStore for PgStore {
     async fn kv_get(&self, plugin: &str, key: &str, now: i64) -> Result<Option<KvValue>, KvError> {
         self.kv.get(plugin, key, now).await
     }
@@ -452,13 +455,21 @@ impl Store for PgStore {
     ) -> Result<i64, KvError> {
         self.kv.incr(plugin, key, by, ttl, now, quota).await
     }
-    async fn kv_ttl(
-        &self,
-        plugin: &str,
-        key: &str,
-        now: i64,
-    ) -> Result<Option<Option<i64>>, KvError> {
+    async fn kv_ttl(&self, plugin: &str, key: &str, now: i64) -> Result<Ttl, KvError> {
         self.kv.ttl(plugin, key, now).await
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeStore for PgStore {
+    fn commits(&self) -> Commits {
+        self.orders.commits()
+    }
+    /// Also folds the spend changes appended since the last time (any
+    /// node may: each change is folded once).
+    async fn take_over(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
+        self.orders.fold_spend().await?;
+        self.orders.recover_orphans(now).await
     }
     /// The database answers and this node's lease holds.
     async fn probe(&self) -> Result<(), LedgerError> {
@@ -480,7 +491,7 @@ impl Store for PgStore {
             None => std::future::pending().await,
         }
     }
-    async fn backup(&self) -> Result<Vec<u8>, LedgerError> {
+    async fn backup(&self, _now: i64) -> Result<Vec<u8>, LedgerError> {
         Err(unsupported_backup())
     }
     /// This node checks a pair when it is the pair's preferred node among

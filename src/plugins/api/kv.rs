@@ -7,6 +7,7 @@
 
 use super::*;
 
+use crate::ledger::kv::Ttl;
 use crate::units::HumanDuration;
 
 /// Adds this area to the `vipd` table.
@@ -100,9 +101,9 @@ pub(super) fn register(lua: &Lua, vipd: &Table, ctx: &Arc<Ctx>) -> mlua::Result<
             async move {
                 let what = format!("vipd.kv.ttl({key:?})");
                 match c.store(&what)?.kv_ttl(&c.plugin, &key, c.host.now()).await {
-                    Ok(None) => Ok(None),
-                    Ok(Some(None)) => Ok(Some(-1)),
-                    Ok(Some(Some(secs))) => Ok(Some(secs)),
+                    Ok(Ttl::Absent) => Ok(None),
+                    Ok(Ttl::Forever) => Ok(Some(-1)),
+                    Ok(Ttl::Left(secs)) => Ok(Some(secs)),
                     Err(e) => Err(rt_err(format!("{what}: {e}"))),
                 }
             }
