@@ -1,6 +1,8 @@
 //! The README's Layout is the newcomer's map of the code: it must name
 //! every source file (a module's `mod.rs` and test files aside), each in
-//! the entry of its folder, and every top-level module.
+//! the entry of its folder, and every top-level module. ARCHITECTURE.md's
+//! "Modules" and `src/lib.rs`'s table must each speak of every top-level
+//! module, and of no module that is gone.
 //!
 //! Run it alone: `cargo test --test suite layout::`.
 
@@ -93,16 +95,7 @@ fn the_readme_layout_names_every_source_file_and_module() {
         unnamed.join("\n")
     );
     // Every top-level module has an entry, and every entry is a module.
-    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
-    for line in lib.lines() {
-        let Some(name) = line
-            .trim()
-            .strip_prefix("pub mod ")
-            .or_else(|| line.trim().strip_prefix("mod "))
-            .and_then(|m| m.strip_suffix(';'))
-        else {
-            continue;
-        };
+    for name in modules(root) {
         let listed = entries
             .iter()
             .any(|(p, _)| *p == format!("src/{name}/") || *p == format!("src/{name}.rs"));
@@ -112,6 +105,62 @@ fn the_readme_layout_names_every_source_file_and_module() {
         assert!(
             root.join(path).exists(),
             "README's Layout names {path}, which does not exist"
+        );
+    }
+}
+
+/// The top-level modules `src/lib.rs` declares.
+fn modules(root: &Path) -> Vec<String> {
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    lib.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            line.strip_prefix("pub mod ")
+                .or_else(|| line.strip_prefix("mod "))
+                .and_then(|m| m.strip_suffix(';'))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn the_architecture_and_lib_tables_speak_of_every_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let modules = modules(root);
+    let arch = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let start = arch.find("\n## Modules").expect("a Modules section");
+    let end = arch[start + 1..]
+        .find("\n## ")
+        .map_or(arch.len(), |e| e + start + 1);
+    let section = &arch[start..end];
+    // A module's paragraph opens with its name in bold: **`name`**.
+    let named: Vec<&str> = section
+        .split("**`")
+        .skip(1)
+        .filter_map(|s| s.split_once("`**").map(|(name, _)| name))
+        .collect();
+    for m in &modules {
+        assert!(
+            named.contains(&m.as_str()),
+            "ARCHITECTURE.md's Modules has no paragraph for {m}"
+        );
+    }
+    for n in &named {
+        assert!(
+            modules.iter().any(|m| m == n),
+            "ARCHITECTURE.md's Modules speaks of {n}, which src/lib.rs does not declare"
+        );
+    }
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let rows: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! | "))
+        .filter_map(|row| row.split(" | ").nth(1))
+        .collect();
+    for m in &modules {
+        assert!(
+            rows.iter().any(|r| r.contains(&format!("`{m}`"))),
+            "src/lib.rs's table has no row for module {m}"
         );
     }
 }
