@@ -56,11 +56,21 @@ async fn two_nodes_share_the_work_and_one_takes_over_when_the_other_dies() {
             (stack.billed().await.len() == N).then_some(())
         })
         .await;
-    // A moment for b to be known to a and for pairs to settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Until each node knows the other and every pair is held.
+    let seen = stack
+        .wait_for(
+            "both nodes checking, every pair held",
+            Duration::from_secs(20),
+            || async {
+                let seen = claims(&b).await;
+                let held: i64 = seen.iter().map(|c| c.1).sum();
+                let both = seen.len() == 2 && seen.iter().all(|c| c.1 > 0);
+                (both && held == N as i64).then_some(seen)
+            },
+        )
+        .await;
     let billed = stack.billed().await;
     assert!(billed.values().all(|n| *n == 1), "{billed:?}");
-    let seen = claims(&b).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
     let (on_a, on_b) = (seen[0].1, seen[1].1);
     assert!(on_a > 0 && on_b > 0, "both nodes check: {seen:?}");
@@ -361,7 +371,16 @@ async fn a_single_node_moves_to_postgres_with_its_history() {
 
     let mut node = Node::new(&stack, "a", db.url(), "3s");
     node.start().await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Three rounds of checks in which it could pay again.
+    stack
+        .wait_for(
+            "three rounds of checks",
+            Duration::from_secs(30),
+            || async {
+                (crate::common::reads_at(&node.admin, None).await >= 3 * N as u64).then_some(())
+            },
+        )
+        .await;
     let orders = node.get("/api/orders").await;
     let keys = |v: &[Value]| {
         let mut k: Vec<String> = v

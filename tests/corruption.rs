@@ -129,8 +129,9 @@ async fn suite(how: Damage) {
         stack.daemon_args = vec!["--accept-damaged-store".into()];
     }
     stack.start_daemon().await;
-    // Every account is due and checked each second: give it time to pay.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Every account is due and checked each second: three rounds of
+    // checks in which it could pay.
+    stack.after_reads(3 * ACCOUNTS as u64, None).await;
     let after = stack.billed().await;
     assert_eq!(
         after,

@@ -89,7 +89,8 @@ async fn kill_9_with_a_recharge_in_flight_never_pays_twice() {
             .unwrap()
             .starts_with("evidence")
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Four more checks of a0 (one a second).
+    stack.after_reads(4, None).await;
     assert_eq!(
         stack.billed().await.get("a0"),
         Some(&1),

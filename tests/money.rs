@@ -60,7 +60,7 @@ end)
             .await
             .unwrap();
         answers.push((reply.status().as_u16(), reply.text().await.unwrap()));
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        stack.after_reads(2, None).await;
     }
     let billed = stack.billed().await;
     let log = stack.log();
@@ -135,7 +135,7 @@ end)
     }
     assert!(log.contains("plugins may not reach"), "{log}");
     assert!(log.contains("plugins may not sign"), "{log}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.after_reads(2, None).await;
     let orders = stack.orders().await;
     assert_eq!(
         orders[0]["state"], "pending",

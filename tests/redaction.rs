@@ -92,7 +92,20 @@ end
     )
     .await;
     assert!(s.is_success(), "{s}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack
+        .wait_for(
+            "a0's failed read alerted",
+            Duration::from_secs(20),
+            || async {
+                let status: serde_json::Value = get("/api/status").await.ok()?.json().await.ok()?;
+                let events = status["events"].as_array()?;
+                events
+                    .iter()
+                    .any(|e| e["kind"] == "account_auth_failed")
+                    .then_some(())
+            },
+        )
+        .await;
 
     let mut surfaces: Vec<(String, String)> = Vec::new();
     for path in [

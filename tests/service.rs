@@ -311,7 +311,8 @@ async fn token_rotation_survives_a_restart_and_a_revoked_grant_alerts_once() {
     )
     .await;
     assert!(s.is_success());
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Four checks that fail on the revoked grant.
+    stack.after_reads(4, Some("auth_error")).await;
     let status = stack.status().await;
     let alerts: Vec<_> = status["events"]
         .as_array()

@@ -112,6 +112,22 @@ async fn receive(State(r): State<Receiver>, body: Bytes) -> impl IntoResponse {
 }
 
 /// Runs a command: exit code, stdout, stderr.
+/// Membership reads the daemon whose admin API is at `admin` has made,
+/// by result (`ok`, `error`, `auth_error`; `None`: all), from `/metrics`.
+pub async fn reads_at(admin: &str, result: Option<&str>) -> u64 {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("vipd_polls_total{"))
+        .filter(|l| result.is_none_or(|r| l.contains(&format!("result=\"{r}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// The wall clock, unix seconds.
 pub fn now() -> i64 {
     use vipd::model::Clock;

@@ -383,6 +383,24 @@ impl Stack {
         assert!(s.is_success(), "sandbox control: {s}");
     }
 
+    /// Membership reads the daemon has made, by result (`ok`, `error`,
+    /// `auth_error`; `None`: all), from `/metrics`.
+    pub async fn reads(&self, result: Option<&str>) -> u64 {
+        super::reads_at(&self.admin, result).await
+    }
+
+    /// Waits until the daemon has read memberships `n` more times (with
+    /// `result`, when given): for "nothing more happens" assertions, which
+    /// then hold over that many checks rather than over a guessed time.
+    pub async fn after_reads(&self, n: u64, result: Option<&str>) {
+        let from = self.reads(result).await;
+        let what = format!("{n} more membership reads ({result:?})");
+        self.wait_for(&what, Duration::from_secs(30), || async {
+            (self.reads(result).await >= from + n).then_some(())
+        })
+        .await;
+    }
+
     /// Polls `probe` until it returns `Some`, or panics with the log.
     pub async fn wait_for<T, F, Fut>(&self, what: &str, limit: Duration, mut probe: F) -> T
     where
