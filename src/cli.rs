@@ -15,7 +15,7 @@ use crate::upstream::vipinfo::{Membership, VipInfo};
 use crate::{sandbox, timefmt, upstream};
 
 /// Exit code for an invalid configuration (sysexits EX_CONFIG).
-pub const EXIT_CONFIG: u8 = 78;
+pub(crate) const EXIT_CONFIG: u8 = 78;
 
 mod admin;
 mod args;

@@ -37,7 +37,7 @@ impl Histogram {
 
 /// Hot-path counters. Cheap to share.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// (provider, result) → membership reads.
     polls: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// (provider, class) → recharge attempts.
@@ -55,7 +55,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// How a membership read ends, as counted.
-pub const POLL_RESULTS: [&str; 3] = ["ok", "error", "auth_error"];
+pub(crate) const POLL_RESULTS: [&str; 3] = ["ok", "error", "auth_error"];
 
 impl Metrics {
     /// Every known label value at 0, so that a rate or an alert on a
@@ -63,7 +63,7 @@ impl Metrics {
     /// `qq_connect` provider by result, and attempts of each `recharge`
     /// provider by class, and its signature failures. Counts already
     /// there are kept (a reload primes again).
-    pub fn prime<'a>(
+    pub(crate) fn prime<'a>(
         &self,
         readers: impl IntoIterator<Item = &'a str>,
         sellers: impl IntoIterator<Item = &'a str>,
@@ -115,7 +115,7 @@ impl Metrics {
     }
 
     /// A callback refused for a missing or wrong signature.
-    pub fn signature_failure(&self, provider: &str) {
+    pub(crate) fn signature_failure(&self, provider: &str) {
         *lock(&self.signature_failures)
             .entry(provider.to_owned())
             .or_default() += 1;
@@ -124,7 +124,7 @@ impl Metrics {
 
 /// When this process started (unix seconds), taken at the first call:
 /// `cli::main` calls it first thing.
-pub fn process_start() -> f64 {
+pub(crate) fn process_start() -> f64 {
     static START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *START.get_or_init(|| {
         std::time::SystemTime::now()
@@ -134,7 +134,7 @@ pub fn process_start() -> f64 {
 }
 
 /// Resident memory of this process in bytes (`/proc/self/statm`).
-pub fn resident_bytes() -> Option<f64> {
+pub(crate) fn resident_bytes() -> Option<f64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf only reads a configuration value.
@@ -151,7 +151,7 @@ fn esc(v: &str) -> String {
 
 /// Writes metric families in the text format.
 #[derive(Default)]
-pub struct Writer {
+pub(crate) struct Writer {
     out: String,
 }
 

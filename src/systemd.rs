@@ -13,14 +13,14 @@ use std::time::Duration;
 
 /// A handle on `$NOTIFY_SOCKET`.
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
 }
 
 impl Notifier {
     /// From the environment; inert when `$NOTIFY_SOCKET` is unset or
     /// unusable (which is logged).
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
             return Notifier { target: None };
         };
@@ -47,7 +47,7 @@ impl Notifier {
     }
 
     /// Whether a service manager listens.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.target.is_some()
     }
 
@@ -74,7 +74,7 @@ impl Notifier {
     }
 
     /// `STOPPING=1`.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send("STOPPING=1\nSTATUS=stopping: finishing requests in flight");
     }
 
@@ -91,7 +91,7 @@ impl Notifier {
 
 /// How often to ping the watchdog: half of `$WATCHDOG_USEC`, when it is
 /// set for this process (`$WATCHDOG_PID` absent or ours).
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
         if pid.to_string_lossy().parse::<u32>().ok() != Some(std::process::id()) {
             return None;

@@ -2,7 +2,7 @@
 
 /// RFC 3339 in UTC. Days from the epoch are turned into a civil date with
 /// Howard Hinnant's `civil_from_days` algorithm (proleptic Gregorian).
-pub fn utc(secs: i64) -> String {
+pub(crate) fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);

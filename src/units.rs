@@ -29,11 +29,11 @@ pub struct MoneyError {
 
 impl Fen {
     /// Zero fen.
-    pub const ZERO: Fen = Fen(0);
+    pub(crate) const ZERO: Fen = Fen(0);
 
     /// Parses decimal yuan (`"12"`, `"12.5"`, `"12.50"`, `"-3.01"`) exactly.
     /// More than two decimals is an error, never a rounding.
-    pub fn parse_yuan(input: &str) -> Result<Fen, MoneyError> {
+    pub(crate) fn parse_yuan(input: &str) -> Result<Fen, MoneyError> {
         let err = |reason| MoneyError {
             input: input.chars().take(40).collect(),
             reason,
@@ -71,7 +71,7 @@ impl Fen {
     /// Interprets a JSON/YAML float as yuan through its shortest decimal
     /// representation (`12.11_f64` prints as `12.11`), so no binary rounding
     /// leaks into the amount.
-    pub fn from_f64_yuan(value: f64) -> Result<Fen, MoneyError> {
+    pub(crate) fn from_f64_yuan(value: f64) -> Result<Fen, MoneyError> {
         if !value.is_finite() {
             return Err(MoneyError {
                 input: value.to_string(),
@@ -82,7 +82,7 @@ impl Fen {
     }
 
     /// The amount in yuan as a float, for display and Lua only.
-    pub fn as_yuan_f64(self) -> f64 {
+    pub(crate) fn as_yuan_f64(self) -> f64 {
         self.0 as f64 / 100.0
     }
 }
@@ -212,7 +212,7 @@ impl HumanDuration {
 
     /// Parses an optionally signed duration (`-1d`, `+2h`): used where a
     /// point in time is given relative to now.
-    pub fn parse_signed_secs(input: &str) -> Result<i64, DurationError> {
+    pub(crate) fn parse_signed_secs(input: &str) -> Result<i64, DurationError> {
         let s = input.trim();
         let (sign, body) = match s.as_bytes().first() {
             Some(b'-') => (-1, &s[1..]),

@@ -156,7 +156,7 @@ async fn answering(builder: reqwest::ClientBuilder, base: &str) -> Option<reqwes
 }
 
 /// Where a packaged service keeps its store (`StateDirectory=vipd`).
-pub const UNIT_STATE_DIR: &str = "/var/lib/vipd";
+pub(crate) const UNIT_STATE_DIR: &str = "/var/lib/vipd";
 
 /// The configuration as commands run beside the daemon read it: a
 /// `${credential:}` only the service can read is left empty (see
@@ -164,7 +164,7 @@ pub const UNIT_STATE_DIR: &str = "/var/lib/vipd";
 /// `--state-dir`; `$STATE_DIRECTORY`; the configuration's `state_dir` when
 /// a store or a running daemon is there; the unit's `/var/lib/vipd` when
 /// one is there; else the configured one (where nothing is created).
-pub fn load_outside(conf: &ConfigFile) -> anyhow::Result<Config> {
+pub(crate) fn load_outside(conf: &ConfigFile) -> anyhow::Result<Config> {
     let mut config = conf.load_outside()?;
     config.daemon.state_dir = state_dir(&config, Path::new(UNIT_STATE_DIR));
     Ok(config)

@@ -9,7 +9,7 @@ use crate::config::{Config, ConfigErrors};
 
 /// `--config FILE` with the command line's `--state-dir`.
 #[derive(Debug, Clone)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     path: PathBuf,
     state_dir: Option<PathBuf>,
 }
@@ -30,7 +30,7 @@ impl ConfigFile {
     }
 
     /// [`Config::load_outside`], `--state-dir` applied.
-    pub fn load_outside(&self) -> Result<Config, ConfigErrors> {
+    pub(crate) fn load_outside(&self) -> Result<Config, ConfigErrors> {
         Config::load_outside(&self.path).map(|c| self.over(c))
     }
 

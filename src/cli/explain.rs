@@ -8,7 +8,7 @@ use super::admin::{Api, load_outside, open_store};
 use crate::engine::trace::{self, Trace};
 
 /// What `vipd explain` is asked about.
-pub struct Explain<'a> {
+pub(crate) struct Explain<'a> {
     pub config: &'a ConfigFile,
     /// An account's name, or an order key (a unique prefix is enough).
     pub what: &'a str,

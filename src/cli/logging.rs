@@ -27,7 +27,7 @@ pub enum Format {
 /// no level, is an error naming the variable and the directive: the caller
 /// exits 2 (usage) rather than run with logging the operator did not ask
 /// for. Without `VIPD_LOG` or `RUST_LOG`, the filter is `default`.
-pub fn init(format: Format, default: &str) -> Result<(), String> {
+pub(crate) fn init(format: Format, default: &str) -> Result<(), String> {
     let filter = match std::env::var("VIPD_LOG")
         .map(|s| ("VIPD_LOG", s))
         .or_else(|_| std::env::var("RUST_LOG").map(|s| ("RUST_LOG", s)))
@@ -88,7 +88,7 @@ pub fn filter(spec: &str) -> Result<EnvFilter, String> {
 /// Whether stderr is the journal stream `JOURNAL_STREAM` names (its
 /// `device:inode`, as systemd.exec(5) says to check: a child whose stderr
 /// was redirected inherits the variable but not the stream).
-pub fn journal_stream() -> bool {
+pub(crate) fn journal_stream() -> bool {
     let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
@@ -170,7 +170,7 @@ impl Drop for Record {
 }
 
 /// `<P>` + the text on one line + `\n`.
-pub fn journal_line(priority: u8, text: &[u8]) -> Vec<u8> {
+pub(crate) fn journal_line(priority: u8, text: &[u8]) -> Vec<u8> {
     let body = text.strip_suffix(b"\n").unwrap_or(text);
     let mut line = format!("<{priority}>").into_bytes();
     for &b in body {

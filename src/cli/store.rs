@@ -10,7 +10,7 @@ use super::admin::{Api, load_outside, open_store};
 use crate::ledger::Ledger;
 
 /// `vipd store verify`.
-pub async fn store_verify(conf: &ConfigFile) -> anyhow::Result<ExitCode> {
+pub(crate) async fn store_verify(conf: &ConfigFile) -> anyhow::Result<ExitCode> {
     let config = load_outside(conf)?;
     if Api::find(&config).await?.is_some() {
         bail!(
@@ -32,7 +32,7 @@ pub async fn store_verify(conf: &ConfigFile) -> anyhow::Result<ExitCode> {
 
 /// `vipd store backup FILE`: written beside FILE, made durable, then
 /// renamed into place, so a half-written backup never has FILE's name.
-pub async fn store_backup(conf: &ConfigFile, file: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) async fn store_backup(conf: &ConfigFile, file: &Path) -> anyhow::Result<ExitCode> {
     let config = load_outside(conf)?;
     let tmp = file.with_extension("partial");
     let bytes = match Api::find(&config).await? {
@@ -61,7 +61,7 @@ pub async fn store_backup(conf: &ConfigFile, file: &Path) -> anyhow::Result<Exit
 }
 
 /// `vipd store restore FILE`.
-pub async fn store_restore(
+pub(crate) async fn store_restore(
     conf: &ConfigFile,
     file: &Path,
     reason: &str,
@@ -111,7 +111,7 @@ pub async fn store_restore(
 }
 
 /// `vipd store copy --from sled --to postgres`.
-pub async fn store_copy(
+pub(crate) async fn store_copy(
     conf: &ConfigFile,
     from: super::args::StoreKindArg,
     to: super::args::StoreKindArg,
@@ -157,7 +157,7 @@ pub async fn store_copy(
 }
 
 /// `vipd store release [--account A | --all]`.
-pub async fn store_release(
+pub(crate) async fn store_release(
     conf: &ConfigFile,
     account: Option<&str>,
     reason: &str,

@@ -18,11 +18,11 @@
 
 /// The deepest flow nesting accepted: the deserializer's own recursion
 /// limit, so nothing it would accept is refused here.
-pub const MAX_FLOW_DEPTH: usize = 128;
+pub(crate) const MAX_FLOW_DEPTH: usize = 128;
 
 /// The byte offset of the first bracket nested deeper than
 /// [`MAX_FLOW_DEPTH`], if any.
-pub fn too_deep(text: &str) -> Option<usize> {
+pub(crate) fn too_deep(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
     let blank = |b: Option<&u8>| matches!(b, None | Some(b' ' | b'\t' | b'\r' | b'\n'));
     let mut depth = 0usize;

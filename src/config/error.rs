@@ -65,7 +65,7 @@ impl ConfigErrors {
     /// Turns a YAML/serde error into ours: location kept, the trailing
     /// " at line L column C" dropped (we print it in front), and a
     /// suggestion added for unknown keys and values.
-    pub fn from_yaml(file: &Path, err: &yaml_serde::Error) -> ConfigErrors {
+    pub(crate) fn from_yaml(file: &Path, err: &yaml_serde::Error) -> ConfigErrors {
         let mut message = err.to_string();
         if let Some(pos) = message.rfind(" at line ") {
             message.truncate(pos);
@@ -92,7 +92,7 @@ pub(crate) fn line_col(text: &str, at: usize) -> (usize, usize) {
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`" and "unknown
 /// variant ..." messages: the closest expected name, if one is close.
-pub fn did_you_mean(message: &str) -> Option<String> {
+pub(crate) fn did_you_mean(message: &str) -> Option<String> {
     let rest = message
         .split_once("unknown field `")
         .or_else(|| message.split_once("unknown variant `"))?
@@ -104,7 +104,10 @@ pub fn did_you_mean(message: &str) -> Option<String> {
 
 /// The candidate nearest to `given` by edit distance, if near enough to be
 /// a typo rather than a different word.
-pub fn closest<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn closest<'a>(
+    given: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let limit = (given.chars().count() / 3).max(2);
     candidates
         .into_iter()

@@ -22,7 +22,7 @@ impl Config {
     /// it is about, when it is about one. The file is read again and parsed
     /// for positions only when there is a warning to place, keeping only
     /// the positions of the entries warned about.
-    pub fn located_warnings(&self, now: i64) -> Vec<(Option<spans::At>, String)> {
+    pub(crate) fn located_warnings(&self, now: i64) -> Vec<(Option<spans::At>, String)> {
         let warnings = self.warnings_at(now);
         let asked: Vec<Vec<&str>> = warnings.iter().filter_map(|(p, _)| p.clone()).collect();
         let spans = (!asked.is_empty())

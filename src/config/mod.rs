@@ -55,12 +55,13 @@ pub const MANUAL_RULE: &str = "manual";
 
 /// When a manual order is due for a membership no rule watches: within
 /// three days of its end (the window the README's rules use).
-pub const MANUAL_RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
+pub(crate) const MANUAL_RENEW_BEFORE: std::time::Duration =
+    std::time::Duration::from_secs(3 * 86_400);
 
 impl Config {
     /// `--state-dir`: the state folder, over `$STATE_DIRECTORY` and
     /// `daemon.state_dir`.
-    pub fn set_state_dir(&mut self, dir: PathBuf) {
+    pub(crate) fn set_state_dir(&mut self, dir: PathBuf) {
         self.daemon.state_dir = dir;
         self.daemon.state_dir_from = StateDirFrom::CommandLine;
     }
@@ -75,7 +76,7 @@ impl Config {
     /// (`check`, `status`, `orders`, `plan` through the daemon): a
     /// `${credential:}` only the service can read is left empty and listed
     /// in [`Config::unavailable`] instead of failing the whole file.
-    pub fn load_outside(path: &Path) -> Result<Config, ConfigErrors> {
+    pub(crate) fn load_outside(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::one(path, format!("cannot read: {e}")))?;
         Config::parse_outside(&text, path)
@@ -99,7 +100,7 @@ impl Config {
     }
 
     /// [`Config::parse`] as [`Config::load_outside`] reads.
-    pub fn parse_outside(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    pub(crate) fn parse_outside(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         if let Some(at) = depth::too_deep(text) {
             let (line, column) = error::line_col(text, at);
             return Err(ConfigErrors(vec![error::ConfigError {
@@ -155,12 +156,15 @@ impl Config {
 
     /// The accounts a rule covers, in config order: resolved when the
     /// configuration was built, so none can be missing.
-    pub fn accounts_of<'a>(&'a self, rule: &'a Rule) -> impl Iterator<Item = &'a Account> + 'a {
+    pub(crate) fn accounts_of<'a>(
+        &'a self,
+        rule: &'a Rule,
+    ) -> impl Iterator<Item = &'a Account> + 'a {
         rule.resolved.iter().map(|&i| &self.accounts[i as usize])
     }
 
     /// The `qq_connect` provider of an account.
-    pub fn reader_of(&self, account: &Account) -> &QqConnectProvider {
+    pub(crate) fn reader_of(&self, account: &Account) -> &QqConnectProvider {
         match self.providers.get(&account.provider) {
             Some(Provider::QqConnect(p)) => p,
             _ => unreachable!(
@@ -171,7 +175,7 @@ impl Config {
     }
 
     /// The `recharge` provider of a product.
-    pub fn seller_of(&self, product: &Product) -> &RechargeProvider {
+    pub(crate) fn seller_of(&self, product: &Product) -> &RechargeProvider {
         match self.providers.get(&product.provider) {
             Some(Provider::Recharge(p)) => p,
             _ => unreachable!(
@@ -185,7 +189,11 @@ impl Config {
     /// the widest `renew_before` of the rules that watch it, or
     /// [`MANUAL_RENEW_BEFORE`] when none does. An operator's order is held
     /// to the same window the rules keep, so it cannot stack periods.
-    pub fn manual_window(&self, account: &str, membership: Membership) -> std::time::Duration {
+    pub(crate) fn manual_window(
+        &self,
+        account: &str,
+        membership: Membership,
+    ) -> std::time::Duration {
         self.rules
             .iter()
             .filter(|r| r.membership == membership && r.accounts.iter().any(|a| &**a == account))

@@ -13,7 +13,7 @@ use crate::units::{Fen, Rate};
 
 /// How long after a paid renewal its new end must show, unless a rule
 /// says otherwise (`verify_within`); manual orders always use it.
-pub const VERIFY_WITHIN: Duration = Duration::from_secs(3600);
+pub(crate) const VERIFY_WITHIN: Duration = Duration::from_secs(3600);
 
 /// A secret this process could not read (a `${credential:}` outside the
 /// service): where it is in the file, and the located error.
@@ -28,7 +28,7 @@ pub struct Unavailable {
 
 impl Unavailable {
     /// Whether this is the secret at `path`.
-    pub fn is_at(&self, path: &[&str]) -> bool {
+    pub(crate) fn is_at(&self, path: &[&str]) -> bool {
         self.at.iter().map(String::as_str).eq(path.iter().copied())
     }
 }
@@ -147,7 +147,7 @@ impl Default for PluginSettings {
 /// The name `daemon.admin_token` goes by.
 pub const ADMIN: &str = "admin";
 /// The name `daemon.read_token` goes by.
-pub const READ: &str = "read";
+pub(crate) const READ: &str = "read";
 
 /// A bearer token of the admin API.
 #[derive(Debug, Clone)]
@@ -363,7 +363,7 @@ pub struct Account {
 }
 
 /// How long QQ's refreshed access tokens live: 90 days.
-pub const QQ_TOKEN_TTL: Duration = Duration::from_secs(90 * 86_400);
+pub(crate) const QQ_TOKEN_TTL: Duration = Duration::from_secs(90 * 86_400);
 
 /// The simulated upstream's settings.
 #[derive(Debug, Clone)]

@@ -14,9 +14,11 @@ use crate::units::{Fen, HumanDuration, Rate};
 /// The whole file.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    /// The schema hint editors use; ignored.
+pub(crate) struct RawConfig {
+    /// The schema hint editors use; accepted (the file is read with
+    /// `deny_unknown_fields`) and never read.
     #[serde(default, rename = "$schema")]
+    #[allow(dead_code)]
     pub schema: Option<String>,
     /// Where state lives, what to listen on, how to behave.
     #[serde(default)]
@@ -56,7 +58,7 @@ pub struct RawConfig {
 /// `POST /api/recharge`, `vipd.recharge` from Lua).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawManual {
+pub(crate) struct RawManual {
     /// Caps in yuan (default 100.00 a day, 500.00 a month).
     pub budget: Option<RawBudget>,
 }
@@ -64,7 +66,7 @@ pub struct RawManual {
 /// `plugins:` limits for Lua handlers and each plugin's own settings.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawPlugins {
+pub(crate) struct RawPlugins {
     /// Wall-clock limit per handler call.
     #[schemars(extend("default" = "5s"))]
     pub timeout: Option<HumanDuration>,
@@ -99,7 +101,7 @@ pub struct RawPlugins {
 /// One of `daemon.tokens`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawToken {
+pub(crate) struct RawToken {
     /// The bearer token (a secret).
     #[schemars(schema_with = "secret")]
     pub token: String,
@@ -122,7 +124,7 @@ pub enum Access {
 /// `daemon:`
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawDaemon {
+pub(crate) struct RawDaemon {
     /// The ledger store's folder, relative to this file; `$STATE_DIRECTORY`
     /// and `--state-dir` win.
     #[schemars(extend("default" = "state"))]
@@ -192,7 +194,7 @@ pub struct RawDaemon {
 /// `daemon.store`, told apart by `kind`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RawStore {
+pub(crate) enum RawStore {
     /// The embedded store in `state_dir`.
     Sled,
     /// A PostgreSQL database shared by every node of a cluster.
@@ -222,7 +224,7 @@ pub enum RawStore {
 // Built once per configuration load; a few hundred bytes per provider
 // are not worth a box at every use.
 #[allow(clippy::large_enum_variant)]
-pub enum RawProvider {
+pub(crate) enum RawProvider {
     /// Membership reads (QQ Connect).
     QqConnect(RawQqConnect),
     /// The vendor's signed recharge API.
@@ -232,7 +234,7 @@ pub enum RawProvider {
 /// `kind: qq_connect`
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawQqConnect {
+pub(crate) struct RawQqConnect {
     /// The API's base URL, e.g. `https://graph.qq.com`.
     #[schemars(url)]
     pub base_url: String,
@@ -257,7 +259,7 @@ pub struct RawQqConnect {
 /// `kind: recharge`
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawRecharge {
+pub(crate) struct RawRecharge {
     /// The vendor's base URL.
     #[schemars(url)]
     pub base_url: String,
@@ -296,7 +298,7 @@ pub struct RawRecharge {
 /// `callback:` of a recharge provider: how its callbacks are read.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawCallback {
+pub(crate) struct RawCallback {
     /// The field holding the vendor's order id.
     #[schemars(extend("default" = "orderid"))]
     pub order_field: Option<String>,
@@ -332,7 +334,7 @@ pub struct RawCallback {
 /// One entry of `products:`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawProduct {
+pub(crate) struct RawProduct {
     /// The `recharge` provider that sells it.
     pub provider: String,
     /// The API path, e.g. `/api/164/310`.
@@ -352,7 +354,7 @@ pub struct RawProduct {
 /// One entry of `accounts:`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawAccount {
+pub(crate) struct RawAccount {
     /// Unique; part of every order key.
     pub name: String,
     /// The QQ number recharged, text or a number.
@@ -380,7 +382,7 @@ pub struct RawAccount {
 /// One entry of `rules:`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawRule {
+pub(crate) struct RawRule {
     /// Unique (not `manual`); part of every order key.
     pub name: String,
     /// Whom it pays for: `all`, `{tags: [...]}` or `{names: [...]}`.
@@ -419,7 +421,7 @@ pub struct RawRule {
 /// `accounts:` of a rule: `all`, `{ tags: [...] }` or `{ names: [...] }`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum RawSelector {
+pub(crate) enum RawSelector {
     /// Only `all` is accepted.
     Word(String),
     /// Tags and/or names.
@@ -429,7 +431,7 @@ pub enum RawSelector {
 /// The mapping form of a selector.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawSelectorMap {
+pub(crate) struct RawSelectorMap {
     /// Accounts with any of these tags.
     pub tags: Option<Vec<String>>,
     /// Accounts with these names.
@@ -439,7 +441,7 @@ pub struct RawSelectorMap {
 /// `check:` of a rule: a cron expression or `{ every: 10m }`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum RawCheck {
+pub(crate) enum RawCheck {
     /// 5 or 6 fields.
     Cron(String),
     /// A fixed interval.
@@ -449,7 +451,7 @@ pub enum RawCheck {
 /// `{ every: DURATION }`
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawEvery {
+pub(crate) struct RawEvery {
     /// The interval between checks.
     pub every: HumanDuration,
 }
@@ -468,7 +470,7 @@ pub enum WhenLapsed {
 /// `budget:` of a rule, in yuan.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawBudget {
+pub(crate) struct RawBudget {
     /// Spent or held per calendar day (in `daemon.timezone`).
     pub per_day: Option<Fen>,
     /// Spent or held per calendar month.
@@ -549,7 +551,7 @@ fn id_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// Accepts `"1"` and `1` alike for ids that YAML would read as numbers.
-pub fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum S {

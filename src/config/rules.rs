@@ -115,7 +115,7 @@ impl Check {
     }
 
     /// The first time strictly after `after` (unix seconds) it fires.
-    pub fn next_after(&self, after: i64, tz: Tz) -> Option<i64> {
+    pub(crate) fn next_after(&self, after: i64, tz: Tz) -> Option<i64> {
         match self {
             Check::Every(d) => Some(after + (d.as_secs() as i64).max(1)),
             Check::Cron { schedule, .. } => {

@@ -74,7 +74,7 @@ impl Spans {
     /// The positions in `text` that [`Spans::locate`] of each of `paths`
     /// reads, and no others: it answers for those paths as the whole tree
     /// would, holding a few entries instead of every account's.
-    pub fn parse_for(text: &str, paths: &[Vec<&str>]) -> Spans {
+    pub(crate) fn parse_for(text: &str, paths: &[Vec<&str>]) -> Spans {
         let ids = (0..paths.len()).collect();
         Spans::build(text, paths, Want::Paths { ids, depth: 0 })
     }
@@ -298,7 +298,7 @@ impl Spans {
     /// (`"3"`) or by the item whose `name` is the segment (`rules.keep`).
     /// A path that goes further than the file (a missing key) stops at the
     /// deepest entry found; `None` only for an empty file.
-    pub fn locate(&self, path: &[&str]) -> Option<At> {
+    pub(crate) fn locate(&self, path: &[&str]) -> Option<At> {
         let mut node = 0;
         let mut at = self.nodes.first()?.at;
         for segment in path {

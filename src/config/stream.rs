@@ -50,7 +50,7 @@ struct Reader<'a> {
 /// Why the fast path declined; the message is for debugging only, as the
 /// caller reads the file again to report errors.
 #[derive(Debug)]
-pub struct Declined(String);
+pub(crate) struct Declined(String);
 
 impl std::fmt::Display for Declined {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -481,7 +481,7 @@ impl<'de> de::MapAccess<'de> for &mut Map<'_, 'de> {
 /// Panics unless `yaml_serde` reads `text` as `raw`: every configuration
 /// a debug build reads (the whole test suite's) checks the fast path.
 #[cfg(debug_assertions)]
-pub fn assert_as_yaml_serde_reads(text: &str, raw: &super::raw::RawConfig) {
+pub(crate) fn assert_as_yaml_serde_reads(text: &str, raw: &super::raw::RawConfig) {
     match yaml_serde::from_str::<super::raw::RawConfig>(text) {
         Ok(theirs) => assert_eq!(
             format!("{raw:?}"),

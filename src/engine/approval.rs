@@ -81,7 +81,7 @@ pub async fn answer(
 impl Engine {
     /// [`answer`], in the running daemon: plugins hear of it, and an
     /// approved renewal's pair is checked at once (its plan pays it).
-    pub async fn answer_approval(
+    pub(crate) async fn answer_approval(
         self: &Arc<Self>,
         key_prefix: &str,
         approve: bool,

@@ -350,7 +350,7 @@ pub(crate) fn fresh(time: Option<&str>, now: i64, max_age: i64) -> Result<(), St
 /// The event log's name for a callback delivered again that changed
 /// nothing. It is written down for the order's story (`vipd explain`),
 /// not an event plugins or alerts hear.
-pub const REPEATED: &str = "callback_repeated";
+pub(crate) const REPEATED: &str = "callback_repeated";
 
 /// How often one order's repeated callbacks are written down: a vendor
 /// that replays a callback a thousand times a second writes one line a

@@ -44,7 +44,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// The events plugins can listen to, in the order README "Lua plugins" lists them.
-    pub const LUA: [EventKind; 21] = [
+    pub(crate) const LUA: [EventKind; 21] = [
         EventKind::VipInfo,
         EventKind::BeforeRecharge,
         EventKind::RechargeResult,
@@ -97,7 +97,7 @@ impl EventKind {
     }
 
     /// The kind named `name`, if plugins can listen to it.
-    pub fn lua_named(name: &str) -> Option<EventKind> {
+    pub(crate) fn lua_named(name: &str) -> Option<EventKind> {
         EventKind::LUA.into_iter().find(|k| k.as_str() == name)
     }
 
@@ -381,7 +381,7 @@ pub struct Event {
 
 /// Every payload field: name, LuaLS type, meaning. `vipd lua-types` is
 /// generated from this; a test checks it matches [`Event`].
-pub const FIELDS: &[(&str, &str, &str)] = &[
+pub(crate) const FIELDS: &[(&str, &str, &str)] = &[
     ("event", "vipd.EventName", "The event name."),
     ("at", "integer", "Unix seconds."),
     (
@@ -507,7 +507,7 @@ impl Event {
     }
 
     /// Sets who made an operator's change, and why.
-    pub fn said_by(mut self, by: &str, why: &str) -> Event {
+    pub(crate) fn said_by(mut self, by: &str, why: &str) -> Event {
         self.by = Some(by.to_owned());
         self.reason = Some(why.to_owned());
         self

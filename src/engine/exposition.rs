@@ -9,7 +9,7 @@ use crate::ledger::{LedgerError, OrderState};
 impl Engine {
     /// `GET /metrics`: the hot-path counters, and what the ledger and the
     /// configuration say now.
-    pub async fn render_metrics(&self) -> Result<String, LedgerError> {
+    pub(crate) async fn render_metrics(&self) -> Result<String, LedgerError> {
         use crate::metrics::Writer;
         let rt = self.runtime();
         let now = self.clock.unix();

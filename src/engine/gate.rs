@@ -21,7 +21,7 @@ enum Pause {
 
 /// Whether a recharge provider takes orders.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     pause: Mutex<Option<Pause>>,
     probe_every: i64,
 }
@@ -54,7 +54,7 @@ impl Gate {
     }
 
     /// Admits an order; a probe slot is taken when one is due.
-    pub fn admit(&self, now: i64) -> Admission {
+    pub(crate) fn admit(&self, now: i64) -> Admission {
         let mut pause = self.lock();
         match &mut *pause {
             Some(Pause::UntilProbe { next_probe, .. }) if *next_probe <= now => {
@@ -69,7 +69,7 @@ impl Gate {
     }
 
     /// Applies an outcome. Returns true when the gate newly paused.
-    pub fn apply(&self, effect: GateEffect, why: &str, now: i64) -> bool {
+    pub(crate) fn apply(&self, effect: GateEffect, why: &str, now: i64) -> bool {
         let mut pause = self.lock();
         match effect {
             GateEffect::None => false,
@@ -102,7 +102,7 @@ impl Gate {
 
 /// Spaces requests `interval` apart (a leaky bucket without bursts).
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     interval: Duration,
     next: Mutex<Instant>,
 }
@@ -117,7 +117,7 @@ impl RateLimiter {
     }
 
     /// Waits for this caller's slot.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         let slot = {
             let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
             let slot = (*next).max(Instant::now());
@@ -130,7 +130,7 @@ impl RateLimiter {
 
 /// Rate limit and in-flight cap of one provider.
 #[derive(Debug)]
-pub struct Traffic {
+pub(crate) struct Traffic {
     /// `None`: unlimited.
     pub rate: Option<RateLimiter>,
     /// Requests in flight at once.
@@ -165,7 +165,7 @@ impl Traffic {
     /// Waits for a rate slot. Call it just before the request leaves:
     /// slots taken earlier, with work of varying length between (a second
     /// read, the store), let requests leave bunched up, above the rate.
-    pub async fn pace(&self) {
+    pub(crate) async fn pace(&self) {
         if let Some(rate) = &self.rate {
             rate.acquire().await;
         }

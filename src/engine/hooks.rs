@@ -14,7 +14,7 @@ use super::Engine;
 use super::events::{Event, EventKind};
 
 /// A boxed future, for the trait's asking methods.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A veto from `before_recharge`: no, or not without a person's approval.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -380,7 +380,7 @@ impl Engine {
 
     /// A one-line summary for systemd's `STATUS=`: accounts, open orders,
     /// the next check in the configured timezone.
-    pub async fn status_line(&self) -> String {
+    pub(crate) async fn status_line(&self) -> String {
         let rt = self.runtime();
         // A store that cannot take a write (a full disk, a database out of
         // reach, a lost lease) means nothing is paid: say so first.
@@ -411,7 +411,7 @@ impl Engine {
     }
 
     /// Records how a reload went.
-    pub fn note_reload(&self, report: ReloadReport) {
+    pub(crate) fn note_reload(&self, report: ReloadReport) {
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
     }
 
@@ -424,7 +424,7 @@ impl Engine {
     }
 
     /// Logs, records and delivers an event to the plugins in force.
-    pub async fn emit(&self, ev: Event) {
+    pub(crate) async fn emit(&self, ev: Event) {
         let rt = self.runtime();
         self.emit_to(&rt, ev).await;
     }
@@ -437,7 +437,7 @@ impl Engine {
     }
 
     /// `vipd.vip_info`: one read of a configured account.
-    pub async fn plugin_vip_info(&self, account: &str) -> Result<VipView, String> {
+    pub(crate) async fn plugin_vip_info(&self, account: &str) -> Result<VipView, String> {
         let rt = self.runtime();
         let acct = rt
             .config

@@ -11,7 +11,7 @@ use crate::model::Membership;
 
 /// The terms of one payment.
 #[derive(Debug, Clone, Copy)]
-pub struct Terms<'a> {
+pub(crate) struct Terms<'a> {
     /// The rule's name (or `manual`): recorded on the order, part of its
     /// key, and the name budgets are kept under.
     pub name: &'a str,
@@ -87,4 +87,4 @@ pub(super) struct Decided {
 /// keeps vipd from paying a period twice. Older (the renewal waited for a
 /// `max_in_flight` slot or the rate limit), someone else may have renewed
 /// in between, and it reads again.
-pub const SECOND_LOOK_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const SECOND_LOOK_AFTER: std::time::Duration = std::time::Duration::from_secs(2);

@@ -27,13 +27,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How far the wall clock may be from the anchored time.
-pub const TOLERANCE: i64 = 120;
+pub(crate) const TOLERANCE: i64 = 120;
 /// How long an uncontradicted step must last to be accepted.
-pub const SETTLE: Duration = Duration::from_secs(600);
+pub(crate) const SETTLE: Duration = Duration::from_secs(600);
 
 /// Where the anchored time came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// The system clock (at start, or an accepted step).
     Wall,
     /// A recharge reply's `curtime`.
@@ -42,7 +42,7 @@ pub enum Source {
 
 /// What the time is, and whether payments may use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Now {
+pub(crate) enum Now {
     /// The wall clock agrees: decide with `now`.
     Trusted { now: i64 },
     /// The wall clock disagrees with the anchored time by `by` seconds
@@ -67,7 +67,7 @@ struct State {
 
 /// See the module documentation.
 #[derive(Debug)]
-pub struct TimeKeeper {
+pub(crate) struct TimeKeeper {
     state: Mutex<State>,
 }
 
@@ -90,7 +90,7 @@ impl TimeKeeper {
 
     /// Compares the wall clock (`wall`, read at `mono`) with the anchored
     /// time.
-    pub fn observe(&self, wall: i64, mono: Instant) -> Now {
+    pub(crate) fn observe(&self, wall: i64, mono: Instant) -> Now {
         let mut s = self.lock();
         let now = s.wall + mono.saturating_duration_since(s.mono).as_secs() as i64;
         let by = wall - now;

@@ -16,7 +16,7 @@ use crate::ledger::{AttemptState, EventRecord, LedgerError, Order, Verification}
 use crate::timefmt;
 
 /// How many of the latest events are searched for those naming an order.
-pub const EVENTS_SEARCHED: usize = 10_000;
+pub(crate) const EVENTS_SEARCHED: usize = 10_000;
 
 /// One order's story.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The connections of one listener.
 #[derive(Debug)]
-pub struct Table {
+pub(crate) struct Table {
     max_total: usize,
     max_per_peer: usize,
     inner: Mutex<Inner>,
@@ -51,7 +51,7 @@ pub enum Refused {
 
 /// A connection's place in the table; leaving it (drop) frees the place.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     table: Arc<Table>,
     id: u64,
     /// Requests in progress on the connection.
@@ -67,7 +67,7 @@ impl Drop for Slot {
 }
 
 /// Counts a request in progress while it lives.
-pub struct InRequest(Arc<AtomicUsize>);
+pub(crate) struct InRequest(Arc<AtomicUsize>);
 
 impl InRequest {
     pub fn enter(busy: &Arc<AtomicUsize>) -> InRequest {
@@ -99,7 +99,7 @@ impl Table {
 
     /// Takes a connection from `peer`, closing an idle one to make room
     /// when its peer's share or the listener is full; says whose it closed.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<(Slot, Option<IpAddr>), Refused> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<(Slot, Option<IpAddr>), Refused> {
         let mut inner = self.lock();
         let mut closed = None;
         if inner.per_peer.get(&peer).copied().unwrap_or(0) >= self.max_per_peer {

@@ -20,18 +20,18 @@ use crate::ledger::kv::KvQuota;
 use crate::ledger::store::Store;
 
 /// The request header.
-pub const HEADER: &str = "idempotency-key";
+pub(crate) const HEADER: &str = "idempotency-key";
 /// The reply header on an answer given again.
-pub const REPLAYED: &str = "idempotent-replayed";
+pub(crate) const REPLAYED: &str = "idempotent-replayed";
 /// How long a key's answer is kept: a day, and an hour for clocks.
-pub const KEEP_SECS: i64 = 25 * 3600;
+pub(crate) const KEEP_SECS: i64 = 25 * 3600;
 /// Where answers are kept.
 const NAMESPACE: &str = "vipd/idempotency";
 /// Room for kept answers (each a few hundred bytes).
 const QUOTA: KvQuota = KvQuota::of_bytes(64 << 20);
 
 /// One keyed request's answer.
-pub enum Replay {
+pub(crate) enum Replay {
     /// Run now.
     Fresh(StatusCode, String),
     /// The first answer to this key, given again.

@@ -34,7 +34,7 @@ use crate::engine::Engine;
 use crate::ledger::{LedgerError, OrderState};
 
 /// Callback bodies larger than this are refused with 413.
-pub const MAX_CALLBACK_BODY: usize = 64 << 10;
+pub(crate) const MAX_CALLBACK_BODY: usize = 64 << 10;
 
 /// Admin request bodies larger than this are refused with 413.
 const MAX_ADMIN_BODY: usize = 64 << 10;
@@ -51,7 +51,7 @@ pub fn callback_router(engine: Arc<Engine>) -> axum::Router {
 }
 
 /// Flattens a callback's fields from the query and a form or JSON body.
-pub fn callback_fields(
+pub(crate) fn callback_fields(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
@@ -105,7 +105,7 @@ async fn callback(
 
 /// What `POST /api/reload` calls: the service's reloader, which this layer
 /// does not know (it is above us), only this port.
-pub trait Reload: Send + Sync + 'static {
+pub(crate) trait Reload: Send + Sync + 'static {
     /// Reloads; the generation in force, or why the old one stays.
     fn reload<'a>(
         &'a self,
@@ -115,7 +115,7 @@ pub trait Reload: Send + Sync + 'static {
 
 /// The admin API on `admin_listen`: behind the bearer tokens and the
 /// same-site checks.
-pub fn admin_router(engine: Arc<Engine>, reloader: Arc<dyn Reload>) -> axum::Router {
+pub(crate) fn admin_router(engine: Arc<Engine>, reloader: Arc<dyn Reload>) -> axum::Router {
     let api = api_routes(reloader)
         .route_layer(middleware::from_fn_with_state(engine.clone(), bearer))
         .route_layer(middleware::from_fn_with_state(engine.clone(), same_site));
@@ -126,7 +126,7 @@ pub fn admin_router(engine: Arc<Engine>, reloader: Arc<dyn Reload>) -> axum::Rou
 /// folder), with no token: the socket's owner and mode (and its folder's)
 /// say who may connect, as for `systemctl` or `chronyc`, and no browser
 /// can reach a Unix socket.
-pub fn control_router(engine: Arc<Engine>, reloader: Arc<dyn Reload>) -> axum::Router {
+pub(crate) fn control_router(engine: Arc<Engine>, reloader: Arc<dyn Reload>) -> axum::Router {
     with_health(engine, api_routes(reloader))
 }
 

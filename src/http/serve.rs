@@ -35,12 +35,12 @@ use tokio_util::sync::CancellationToken;
 use super::conns::{InRequest, Table};
 
 /// Headers must arrive within this.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// No connection lives longer (callbacks and admin calls take well under
 /// a second; clients reconnect).
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Open connections per listener.
-pub const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// How long shutdown waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -67,7 +67,7 @@ impl Limits {
     /// process's file-handle limit: the two listeners together then hold
     /// at most half, and membership reads, payments, the store and the
     /// plugins keep the rest.
-    pub fn for_file_limit(nofile: u64) -> Limits {
+    pub(crate) fn for_file_limit(nofile: u64) -> Limits {
         Limits {
             max_connections: MAX_CONNECTIONS.min((nofile / 4).max(8) as usize),
             ..Limits::default()
@@ -77,7 +77,7 @@ impl Limits {
 
 /// Raises the soft file-handle limit to the hard one (systemd's default
 /// soft limit is 1024) and returns it.
-pub fn raise_file_limit() -> u64 {
+pub(crate) fn raise_file_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -299,7 +299,7 @@ where
 /// Answers 413 to a request whose `Content-Length` passes `max`, before a
 /// byte of its body is read. (Bodies without a length are still cut at
 /// `max` by the routers' `DefaultBodyLimit`.)
-pub async fn limit_body(max: usize, req: Request, next: Next) -> Response {
+pub(crate) async fn limit_body(max: usize, req: Request, next: Next) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

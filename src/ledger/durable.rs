@@ -177,7 +177,7 @@ impl GroupCommit {
     /// early. A blocking task in flight stops that jump, so the disk's
     /// time counts as work. It costs a thread hand-off per wait; the
     /// daemon never turns it on.
-    pub fn wait_as_work(&self) {
+    pub(crate) fn wait_as_work(&self) {
         self.as_work.store(true, Ordering::Relaxed);
     }
 
@@ -195,7 +195,7 @@ impl GroupCommit {
     }
 
     /// [`GroupCommit::durable`] from outside a runtime.
-    pub fn durable_blocking(&self) -> Result<(), String> {
+    pub(crate) fn durable_blocking(&self) -> Result<(), String> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.enqueue()?
             .blocking_recv()
@@ -213,12 +213,12 @@ impl GroupCommit {
     }
 
     /// Counts one change to an order, made in sled just before.
-    pub fn count_change(&self) {
+    pub(crate) fn count_change(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Raises the counter to `at_least` (a restore writes the backup's).
-    pub fn count_at_least(&self, at_least: u64) {
+    pub(crate) fn count_at_least(&self, at_least: u64) {
         self.changes.fetch_max(at_least, Ordering::AcqRel);
     }
 

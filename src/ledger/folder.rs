@@ -19,7 +19,7 @@ use super::LedgerError;
 /// Creates `dir` (`0700`) if it is missing, warns when it exists with
 /// group or other permissions, and fails with [`LedgerError::NotWritable`]
 /// when vipd cannot write in it or in one of its files.
-pub fn prepare(dir: &Path) -> Result<(), LedgerError> {
+pub(crate) fn prepare(dir: &Path) -> Result<(), LedgerError> {
     let not_writable = |reason: String| LedgerError::NotWritable {
         path: dir.display().to_string(),
         reason,
@@ -58,7 +58,7 @@ pub fn create(dir: &Path) -> Result<(), String> {
 /// Makes every file under `dir` `0600` and every folder `0700` (sled
 /// creates its files with the process's umask). Returns how many it
 /// changed.
-pub fn make_private(dir: &Path) -> std::io::Result<usize> {
+pub(crate) fn make_private(dir: &Path) -> std::io::Result<usize> {
     let mut changed = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -106,7 +106,7 @@ fn probe(dir: &Path) -> Result<(), String> {
 
 /// Whether sled's error is the file system refusing writes (permissions,
 /// a read-only mount, no space): not damage.
-pub fn refused_write(e: &sled::Error) -> bool {
+pub(crate) fn refused_write(e: &sled::Error) -> bool {
     match e {
         sled::Error::Io(io) => matches!(
             io.kind(),

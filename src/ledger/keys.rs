@@ -4,27 +4,27 @@
 /// The ledger id (16 bytes).
 pub const ID: &[u8] = b"m/id";
 /// The change counter (u64, big-endian).
-pub const SEQ: &[u8] = b"m/seq";
+pub(crate) const SEQ: &[u8] = b"m/seq";
 /// The [`Hold`](super::Hold), when there is one.
-pub const HOLD: &[u8] = b"m/hold";
+pub(crate) const HOLD: &[u8] = b"m/hold";
 /// Written and read back by the health probe.
-pub const PROBE: &[u8] = b"m/probe";
+pub(crate) const PROBE: &[u8] = b"m/probe";
 /// Metadata: not backed up or restored as records.
-pub const META: &str = "m/";
+pub(crate) const META: &str = "m/";
 /// Where records that did not decode are set aside.
-pub const QUARANTINE: &str = "q/";
+pub(crate) const QUARANTINE: &str = "q/";
 /// Orders.
-pub const ORDERS: &str = "o/";
+pub(crate) const ORDERS: &str = "o/";
 /// Stores written before spend was derived from orders: spend per rule
 /// and period, `b/{rule}/{period}` ([`Spend`](super::Spend)). Read at
 /// open, never written.
-pub const LEGACY_SPEND: &str = "b/";
+pub(crate) const LEGACY_SPEND: &str = "b/";
 /// Stores written before indexes were derived: `x/{provider}/{vendor
 /// order id}` → the order's key (`key#attempt`). Read at open, never
 /// written.
-pub const LEGACY_VENDOR: &str = "x/";
+pub(crate) const LEGACY_VENDOR: &str = "x/";
 /// The event log, in time order.
-pub const EVENTS: &str = "e/";
+pub(crate) const EVENTS: &str = "e/";
 
 /// An order.
 pub fn order(key: &str) -> String {
@@ -37,7 +37,7 @@ pub fn event(at: i64, seq: u64) -> String {
 }
 
 /// The first event key at or after unix second `at`.
-pub fn events_from(at: i64) -> String {
+pub(crate) fn events_from(at: i64) -> String {
     format!("{EVENTS}{:016x}", at.max(0))
 }
 

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::{Ledger, LedgerError, decode, json};
 
 /// The longest key a plugin may use, in bytes.
-pub const MAX_KEY: usize = 256;
+pub(crate) const MAX_KEY: usize = 256;
 /// The largest value a plugin may store, in bytes of JSON.
-pub const MAX_VALUE: usize = 64 << 10;
+pub(crate) const MAX_VALUE: usize = 64 << 10;
 
 /// One stored value (the same bytes in every store).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -295,7 +295,7 @@ impl Ledger {
     }
 
     /// Group-commit counters.
-    pub fn commit_stats(&self) -> &CommitStats {
+    pub(crate) fn commit_stats(&self) -> &CommitStats {
         self.commit.stats()
     }
 

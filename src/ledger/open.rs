@@ -163,7 +163,7 @@ impl Ledger {
     }
 
     /// [`Ledger::open`], choosing what to do with a damaged store.
-    pub fn open_with(dir: &Path, mode: OpenMode) -> Result<Ledger, LedgerError> {
+    pub(crate) fn open_with(dir: &Path, mode: OpenMode) -> Result<Ledger, LedgerError> {
         let open_err = |reason: String| LedgerError::Open {
             path: dir.display().to_string(),
             reason,

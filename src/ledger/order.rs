@@ -53,7 +53,7 @@ pub enum OrderState {
 
 impl OrderState {
     /// Every state, in lifecycle order.
-    pub const ALL: [OrderState; 7] = [
+    pub(crate) const ALL: [OrderState; 7] = [
         OrderState::AwaitingApproval,
         OrderState::Planned,
         OrderState::Sent,
@@ -77,7 +77,7 @@ impl OrderState {
     }
 
     /// Not settled yet: the order still needs something to happen.
-    pub fn is_open(self) -> bool {
+    pub(crate) fn is_open(self) -> bool {
         !matches!(self, OrderState::Succeeded | OrderState::Failed)
     }
 }
@@ -290,7 +290,7 @@ impl Order {
     }
 
     /// Whether another request may be sent under this key now.
-    pub fn may_retry(&self, now: i64, max_attempts: u32) -> bool {
+    pub(crate) fn may_retry(&self, now: i64, max_attempts: u32) -> bool {
         self.state == OrderState::Failed
             && self.attempts < max_attempts
             && self.retry_at.is_some_and(|at| at <= now)
@@ -300,7 +300,7 @@ impl Order {
     /// get records made up from what the order says: the current attempt
     /// from its state, earlier ones as not paid (they were retried, so
     /// they were not billed).
-    pub fn attempt_mut(&mut self, n: u32) -> &mut AttemptRecord {
+    pub(crate) fn attempt_mut(&mut self, n: u32) -> &mut AttemptRecord {
         while self.attempt_log.len() < n as usize {
             let m = self.attempt_log.len() as u32 + 1;
             let current = m == self.attempts;
@@ -338,7 +338,7 @@ impl Order {
     }
 
     /// The attempts the vendor billed and delivered.
-    pub fn paid_attempts(&self) -> Vec<u32> {
+    pub(crate) fn paid_attempts(&self) -> Vec<u32> {
         self.attempt_log
             .iter()
             .filter(|a| a.state == AttemptState::Paid)
@@ -347,7 +347,7 @@ impl Order {
     }
 
     /// Whether a person approved this order at `price`.
-    pub fn approved_at(&self, price: Fen) -> bool {
+    pub(crate) fn approved_at(&self, price: Fen) -> bool {
         self.approval.as_ref().is_some_and(|a| a.price == price)
     }
 
@@ -355,7 +355,7 @@ impl Order {
     /// `price`: approved at that price (it is paid now), or priced anew
     /// (it awaits approval at the new price). Otherwise it goes on
     /// waiting.
-    pub fn replans_at(&self, price: Fen) -> bool {
+    pub(crate) fn replans_at(&self, price: Fen) -> bool {
         self.approved_at(price) || self.max_price != price
     }
 

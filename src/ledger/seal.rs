@@ -42,7 +42,7 @@ const BODY: usize = 8 + 4 + 16 + 8;
 
 /// What the seal says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seal {
+pub(crate) struct Seal {
     /// The ledger id the store must carry.
     pub id: [u8; 16],
     /// The change counter known durable.
@@ -143,7 +143,7 @@ impl SealWriter {
 }
 
 /// A fresh ledger id.
-pub fn new_id() -> [u8; 16] {
+pub(crate) fn new_id() -> [u8; 16] {
     let mut id = [0u8; 16];
     let mut rng = fastrand::Rng::new();
     // Mixed with the time, so two stores made in the same instant by
@@ -157,7 +157,7 @@ pub fn new_id() -> [u8; 16] {
 }
 
 /// The id as hex, for messages.
-pub fn hex(id: &[u8; 16]) -> String {
+pub(crate) fn hex(id: &[u8; 16]) -> String {
     crate::units::hex_lower(id)
 }
 

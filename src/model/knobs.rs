@@ -64,7 +64,7 @@ impl Knobs {
     }
 
     /// The hang length.
-    pub fn hang_duration(&self) -> Duration {
+    pub(crate) fn hang_duration(&self) -> Duration {
         self.hang_for
             .map_or(Duration::from_secs(30), HumanDuration::get)
     }

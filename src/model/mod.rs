@@ -48,7 +48,7 @@ pub enum Membership {
 
 impl Membership {
     /// All memberships in the API's order.
-    pub const ALL: [Membership; 5] = [
+    pub(crate) const ALL: [Membership; 5] = [
         Membership::QqVip,
         Membership::QqYearVip,
         Membership::QqZuanhuang,
@@ -65,11 +65,6 @@ impl Membership {
             Membership::QqHaohua => "qq_haohua",
             Membership::QqSvip => "qq_svip",
         }
-    }
-
-    /// The membership whose prefix is `name`.
-    pub fn from_name(name: &str) -> Option<Membership> {
-        Membership::ALL.into_iter().find(|m| m.as_str() == name)
     }
 }
 

@@ -127,11 +127,6 @@ impl Budget {
             approve_when_left_below: None,
         }
     }
-
-    /// Whether any renewal under this budget may need approval.
-    pub fn approves(&self) -> bool {
-        self.approve_above.is_some() || self.approve_when_left_below.is_some()
-    }
 }
 
 /// The ledger-facing meaning of an attempt.
@@ -163,7 +158,7 @@ pub enum OutcomeClass {
 
 impl OutcomeClass {
     /// Every class, for tables and metrics.
-    pub const ALL: [OutcomeClass; 10] = [
+    pub(crate) const ALL: [OutcomeClass; 10] = [
         OutcomeClass::Accepted,
         OutcomeClass::Pending,
         OutcomeClass::Debug,
@@ -177,7 +172,7 @@ impl OutcomeClass {
     ];
 
     /// The class of a vendor `codeid`.
-    pub fn of_code(code: i64) -> OutcomeClass {
+    pub(crate) fn of_code(code: i64) -> OutcomeClass {
         match code {
             10000 => OutcomeClass::Accepted,
             10023 => OutcomeClass::Pending,

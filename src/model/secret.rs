@@ -15,7 +15,7 @@ impl Secret {
 
     /// The value itself. Every caller is a place where the secret leaves the
     /// mask: signing, an upstream request, a comparison.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 

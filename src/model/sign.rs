@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::model::Secret;
 
 /// The parameter that carries the signature; never signed itself.
-pub const SIGN_FIELD: &str = "sign";
+pub(crate) const SIGN_FIELD: &str = "sign";
 
 /// How the vendor checks a request, chosen per application in its console.
 #[derive(
@@ -108,7 +108,7 @@ pub use crate::units::hex_lower;
 /// Compares two byte strings in time that depends only on their lengths,
 /// folding ASCII case. A length mismatch returns early: lengths are public
 /// (a signature is always 32 hex characters).
-pub fn constant_time_eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -11,9 +11,9 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// The header that carries the timestamp and the signature.
-pub const SIGNATURE_HEADER: &str = "vipd-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "vipd-signature";
 /// The header that carries the event id.
-pub const EVENT_ID_HEADER: &str = "vipd-event-id";
+pub(crate) const EVENT_ID_HEADER: &str = "vipd-event-id";
 /// How far a receiver should let a timestamp be from its own clock.
 pub const WINDOW_SECS: i64 = 300;
 
@@ -79,7 +79,7 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64) -> Result<(), 
 
 /// A new event id: 16 random bytes in hex, for a delivery the plugin
 /// gave no id of its own.
-pub fn new_event_id() -> String {
+pub(crate) fn new_event_id() -> String {
     format!("evt_{:032x}", fastrand::u128(..))
 }
 

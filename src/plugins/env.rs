@@ -135,7 +135,7 @@ return helpers
 
 /// A fresh sandboxed state: safe libraries only, the limits hook installed,
 /// the memory cap set.
-pub fn new_state(memory: usize) -> mlua::Result<(Lua, Table)> {
+pub(crate) fn new_state(memory: usize) -> mlua::Result<(Lua, Table)> {
     let lua = Lua::new_with(
         StdLib::COROUTINE
             | StdLib::TABLE
@@ -182,7 +182,7 @@ pub fn new_state(memory: usize) -> mlua::Result<(Lua, Table)> {
 
 /// The global table of one plugin: the safe base, its own `vipd`, `load`,
 /// `require` and `print`.
-pub fn plugin_env(
+pub(crate) fn plugin_env(
     lua: &Lua,
     helpers: &Table,
     vipd: Table,
@@ -229,7 +229,7 @@ fn valid_module(name: &str) -> bool {
 }
 
 /// Where module `name` lives inside `scripts_dir`, if it does.
-pub fn module_path(scripts_dir: &Path, name: &str) -> Result<PathBuf, String> {
+pub(crate) fn module_path(scripts_dir: &Path, name: &str) -> Result<PathBuf, String> {
     if !valid_module(name) {
         return Err(format!(
             "require({name:?}): a module name is dotted words (letters, digits, _ and -), found under scripts_dir"
@@ -265,7 +265,11 @@ pub fn module_path(scripts_dir: &Path, name: &str) -> Result<PathBuf, String> {
 
 /// `require` for one plugin: modules run in the plugin's environment and
 /// are cached per plugin.
-pub fn require_fn(lua: &Lua, scripts_dir: Arc<Path>, env_slot: Table) -> mlua::Result<Function> {
+pub(crate) fn require_fn(
+    lua: &Lua,
+    scripts_dir: Arc<Path>,
+    env_slot: Table,
+) -> mlua::Result<Function> {
     let loaded = lua.create_table()?;
     lua.create_function(move |lua, name: String| {
         match loaded.get::<Value>(name.as_str())? {

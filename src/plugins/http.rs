@@ -6,16 +6,16 @@ use std::time::Duration;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 
 /// The biggest reply body a plugin gets.
-pub const MAX_REPLY: usize = 1 << 20;
+pub(crate) const MAX_REPLY: usize = 1 << 20;
 /// The biggest request body a plugin may send.
-pub const MAX_BODY: usize = 1 << 20;
+pub(crate) const MAX_BODY: usize = 1 << 20;
 /// Default and longest timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One request, read out of Lua before the await.
 #[derive(Debug)]
-pub struct Spec {
+pub(crate) struct Spec {
     method: reqwest::Method,
     url: url::Url,
     headers: Vec<(String, String)>,
@@ -41,7 +41,11 @@ fn err(what: &str, msg: impl std::fmt::Display) -> mlua::Error {
 impl Spec {
     /// Reads `vipd.http.request{...}`, `get(url, opts)` or
     /// `post(url, body, opts)` arguments.
-    pub fn from_lua(lua: &Lua, method: Option<&str>, args: mlua::MultiValue) -> mlua::Result<Spec> {
+    pub(crate) fn from_lua(
+        lua: &Lua,
+        method: Option<&str>,
+        args: mlua::MultiValue,
+    ) -> mlua::Result<Spec> {
         let mut args = args.into_iter();
         let (url, body, opts) = match method {
             None => {
@@ -198,7 +202,7 @@ impl Spec {
     }
 
     /// The `plugins.webhook_secrets` entry it asks to be signed with.
-    pub fn signed_with(&self) -> Option<&str> {
+    pub(crate) fn signed_with(&self) -> Option<&str> {
         self.sign.as_ref().map(|(name, _)| name.as_str())
     }
 
@@ -231,7 +235,7 @@ impl Spec {
     }
 
     /// Method and URL without its query, for errors and logs.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{} {}", self.method, url_for_logs(self.url.as_str()))
     }
 }
@@ -291,7 +295,7 @@ impl Reply {
     }
 
     /// `{status=, headers=, body=, json=}`; `json` when the body parses.
-    pub fn into_lua_table(self, lua: &Lua) -> mlua::Result<Table> {
+    pub(crate) fn into_lua_table(self, lua: &Lua) -> mlua::Result<Table> {
         let t = lua.create_table()?;
         t.set("status", self.status)?;
         t.set("ok", (200..300).contains(&self.status))?;
@@ -310,7 +314,7 @@ impl Reply {
 
 /// A URL as it may appear in errors and logs: without its query, which
 /// often holds a webhook key.
-pub fn url_for_logs(url: &str) -> String {
+pub(crate) fn url_for_logs(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             u.set_query(None);

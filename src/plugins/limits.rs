@@ -20,7 +20,7 @@ use mlua::{HookTriggers, Lua, VmState};
 
 /// Instructions between two hook calls: small enough to stop a runaway
 /// loop within microseconds, large enough to cost nothing measurable.
-pub const STEP: u32 = 1000;
+pub(crate) const STEP: u32 = 1000;
 
 /// Which limit a call passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl Budget {
     }
 
     /// The limit this call passed, if any.
-    pub fn hit(&self) -> Option<Limit> {
+    pub(crate) fn hit(&self) -> Option<Limit> {
         match self.hit.load(Ordering::Relaxed) {
             1 => Some(Limit::Instructions),
             2 => Some(Limit::Time),
@@ -112,13 +112,13 @@ impl Budget {
     }
 
     /// `script.lua:LINE` where the hook stopped the call, if it did.
-    pub fn stopped_at(&self) -> Option<String> {
+    pub(crate) fn stopped_at(&self) -> Option<String> {
         self.at.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// `script.lua:LINE` where the hook last saw this call's Lua run (at
     /// most `STEP` instructions before any point), if it ran that long.
-    pub fn last_seen(&self) -> Option<String> {
+    pub(crate) fn last_seen(&self) -> Option<String> {
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -187,7 +187,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
 }
 
 /// Whether the call running on this thread has passed a limit.
-pub fn current_limit_hit() -> bool {
+pub(crate) fn current_limit_hit() -> bool {
     CURRENT.with(|c| c.borrow().as_ref().is_some_and(|b| b.hit().is_some()))
 }
 
@@ -200,7 +200,7 @@ pub fn with_budget<T>(budget: &Arc<Budget>, f: impl FnOnce() -> T) -> T {
 }
 
 /// A future whose Lua code is charged to `budget`.
-pub struct Limited<F> {
+pub(crate) struct Limited<F> {
     budget: Arc<Budget>,
     inner: Pin<Box<F>>,
 }

@@ -136,7 +136,7 @@ impl Host {
 
     /// The `vipd.http` requests a simulated host answered without sending
     /// them, in order (`METHOD url-without-query`).
-    pub fn unsent(&self) -> Vec<String> {
+    pub(crate) fn unsent(&self) -> Vec<String> {
         self.simulated.as_ref().map_or_else(Vec::new, |s| {
             s.unsent.lock().unwrap_or_else(|p| p.into_inner()).clone()
         })
@@ -148,7 +148,7 @@ impl Host {
     }
 
     /// Connects `vipd.vip_info` and `vipd.recharge` to the engine.
-    pub fn attach(&self, engine: &Arc<Engine>) {
+    pub(crate) fn attach(&self, engine: &Arc<Engine>) {
         let _ = self.engine.set(Arc::downgrade(engine));
     }
 }
@@ -166,7 +166,7 @@ impl HookStats {
     }
 
     /// Every plugin's counts.
-    pub fn snapshot(&self) -> BTreeMap<String, PluginCounts> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, PluginCounts> {
         self.per_plugin
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -320,16 +320,8 @@ impl Plugins {
     }
 
     /// Handlers registered for `kind`.
-    pub fn handler_count(&self, kind: EventKind) -> usize {
+    pub(crate) fn handler_count(&self, kind: EventKind) -> usize {
         self.handlers.get(&kind).map_or(0, Vec::len)
-    }
-
-    /// `(plugin, schedule)` of every job.
-    pub fn jobs(&self) -> Vec<(String, String)> {
-        self.jobs
-            .iter()
-            .map(|j| (j.plugin.to_string(), j.spec.clone()))
-            .collect()
     }
 
     /// Runs one handler call as a coroutine under the limits. `None` when
@@ -463,7 +455,7 @@ impl Plugins {
 
     /// Asks the `parse_callback` handlers to map a callback; the first
     /// answer with `order` and `status` wins.
-    pub async fn parse_callback(&self, ev: &Event) -> Option<Mapped> {
+    pub(crate) async fn parse_callback(&self, ev: &Event) -> Option<Mapped> {
         for (plugin, func) in self.handlers.get(&EventKind::ParseCallback)? {
             let arg = self.payload(ev)?;
             let Some(Value::Table(t)) = self.call(plugin, ev.kind.as_str(), func, arg).await else {

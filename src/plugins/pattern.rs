@@ -25,7 +25,7 @@ use mlua::{Function, Lua, Table, Value};
 /// The most matcher steps one pattern call may need in the worst case.
 /// At 1.3-2.9 ns a step here (BENCHMARKS.md), a call at the limit ends
 /// within 0.3 s, well inside the default 5 s handler timeout.
-pub const MAX_WORK: u64 = 100_000_000;
+pub(crate) const MAX_WORK: u64 = 100_000_000;
 
 /// Which string function is about to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

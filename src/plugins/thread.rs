@@ -128,7 +128,7 @@ impl Plugins {
 
     /// Asks the `before_recharge` handlers on the Lua thread (see
     /// [`Plugins::veto`]).
-    pub async fn ask_veto(self: &Arc<Self>, ev: Event) -> Option<Veto> {
+    pub(crate) async fn ask_veto(self: &Arc<Self>, ev: Event) -> Option<Veto> {
         if !self.handlers.contains_key(&ev.kind) {
             return None;
         }
@@ -137,7 +137,7 @@ impl Plugins {
 
     /// Asks the `parse_callback` handlers on the Lua thread (see
     /// [`Plugins::parse_callback`]).
-    pub async fn ask_parse_callback(self: &Arc<Self>, ev: Event) -> Option<Mapped> {
+    pub(crate) async fn ask_parse_callback(self: &Arc<Self>, ev: Event) -> Option<Mapped> {
         if !self.handlers.contains_key(&ev.kind) {
             return None;
         }
@@ -171,7 +171,7 @@ impl Plugins {
 
     /// Stops this generation: jobs end, queued work finishes, the Lua
     /// thread exits (a new generation took over, or the daemon stops).
-    pub fn retire(&self) {
+    pub(crate) fn retire(&self) {
         self.stop.cancel();
         if self.queue.get().is_none() {
             self.finished.cancel();

@@ -67,7 +67,7 @@ const CLASSES: &str = r#"
 "#;
 
 /// The `---@meta` file.
-pub fn lua_types() -> String {
+pub(crate) fn lua_types() -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "---@meta vipd");

@@ -18,7 +18,7 @@ pub enum ReplyFault {
 }
 
 /// Throws the reply-fault dice once: at most one fault per reply.
-pub fn roll_reply_fault(knobs: &Knobs, rng: &mut fastrand::Rng) -> Option<ReplyFault> {
+pub(crate) fn roll_reply_fault(knobs: &Knobs, rng: &mut fastrand::Rng) -> Option<ReplyFault> {
     let x = rng.f64();
     let mut edge = knobs.http500_rate;
     if x < edge {

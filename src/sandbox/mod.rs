@@ -100,7 +100,11 @@ impl SandboxHandle {
 
     /// The end of `account`'s `membership` as the vendor holds it now
     /// (unix seconds; `None`: no such account or no such membership).
-    pub fn end_of(&self, account: &str, membership: crate::model::Membership) -> Option<i64> {
+    pub(crate) fn end_of(
+        &self,
+        account: &str,
+        membership: crate::model::Membership,
+    ) -> Option<i64> {
         let world = self.shared.world();
         let a = world.accounts.iter().find(|a| a.name == account)?;
         Some(a.ends[membership as usize]).filter(|&end| end != 0)
@@ -116,7 +120,7 @@ impl SandboxHandle {
     /// exactly as it was sent (its time and signature too), as a vendor
     /// that re-delivers does. Whether the receiver acknowledged it; an
     /// error when no callback was sent for that order.
-    pub async fn redeliver(&self, orderid: &str) -> Result<bool, String> {
+    pub(crate) async fn redeliver(&self, orderid: &str) -> Result<bool, String> {
         let sent = self
             .shared
             .sent
@@ -303,7 +307,7 @@ pub enum BalanceChange {
 
 impl ControlChange {
     /// Applies the change to `c`, all of it or (refused) none.
-    pub fn apply(self, c: &mut Control) -> Result<Control, String> {
+    pub(crate) fn apply(self, c: &mut Control) -> Result<Control, String> {
         for (api, knobs) in [("recharge", &self.recharge), ("vip_info", &self.vip_info)] {
             if let Some(k) = knobs {
                 k.validate().map_err(|e| format!("{api}: {e}"))?;

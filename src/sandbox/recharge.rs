@@ -229,7 +229,7 @@ fn check_and_bill(
 }
 
 /// The first value of `key` in a request's parameters.
-pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == key)
@@ -237,7 +237,7 @@ pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// Reads a request's parameters from the query and, for POST, the form body.
-pub fn request_params(uri: &Uri, body: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn request_params(uri: &Uri, body: &[u8]) -> Vec<(String, String)> {
     let mut params: Vec<(String, String)> = uri
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -286,7 +286,7 @@ pub async fn handle(
 }
 
 /// Vendors label JSON as text/html; so does the sandbox, to keep clients honest.
-pub fn json_as_html(body: String) -> Response {
+pub(crate) fn json_as_html(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 

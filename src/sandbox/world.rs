@@ -171,7 +171,7 @@ pub struct World {
 
 impl World {
     /// Builds the world of a configuration at `now`.
-    pub fn from_config(config: &Config, now: i64) -> World {
+    pub(crate) fn from_config(config: &Config, now: i64) -> World {
         let mut apps = HashMap::new();
         let mut readers = HashMap::new();
         for p in config.providers.values() {
@@ -278,7 +278,7 @@ impl World {
     }
 
     /// A fresh id with a prefix, e.g. `SB00000001`.
-    pub fn fresh_id(&mut self, prefix: &str) -> String {
+    pub(crate) fn fresh_id(&mut self, prefix: &str) -> String {
         let id = self.next_id;
         self.next_id += 1;
         format!("{prefix}{id:08}")
@@ -294,7 +294,7 @@ impl World {
     }
 
     /// The order with this vendor id.
-    pub fn order_mut(&mut self, orderid: &str) -> Option<&mut OrderRecord> {
+    pub(crate) fn order_mut(&mut self, orderid: &str) -> Option<&mut OrderRecord> {
         self.orders
             .iter_mut()
             .rev()
@@ -302,7 +302,7 @@ impl World {
     }
 
     /// Checks an access token for `openid`: `Ok` or a QQ `(ret, msg)`.
-    pub fn check_token(
+    pub(crate) fn check_token(
         &self,
         token: &str,
         openid: &str,

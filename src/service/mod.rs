@@ -30,7 +30,7 @@ use reload::load_plugins;
 
 /// Written to the state folder while the daemon runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DaemonFile {
+pub(crate) struct DaemonFile {
     /// The daemon's process id.
     pub pid: u32,
     /// Where the admin API listens.
@@ -40,7 +40,7 @@ pub struct DaemonFile {
 }
 
 /// The path of `daemon.json` for a state folder.
-pub fn daemon_file(state_dir: &Path) -> PathBuf {
+pub(crate) fn daemon_file(state_dir: &Path) -> PathBuf {
     state_dir.join("daemon.json")
 }
 
@@ -118,7 +118,7 @@ fn take_over(engine: Arc<Engine>, stop: CancellationToken) -> tokio::task::JoinH
 
 /// The local control socket of a state folder: the admin API with no
 /// token, for commands run beside the daemon (`sudo vipd status`).
-pub fn control_socket(state_dir: &Path) -> PathBuf {
+pub(crate) fn control_socket(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
 }
 
@@ -163,7 +163,9 @@ fn write_daemon_file(state_dir: &Path, file: &DaemonFile) -> anyhow::Result<()> 
 
 /// Starts the in-process sandbox (`daemon.sandbox: true`) and points every
 /// provider at it.
-pub async fn start_sandbox(config: &mut Config) -> anyhow::Result<crate::sandbox::SandboxHandle> {
+pub(crate) async fn start_sandbox(
+    config: &mut Config,
+) -> anyhow::Result<crate::sandbox::SandboxHandle> {
     let listen = config.daemon.sandbox_listen;
     let sb = crate::sandbox::start(config, listen)
         .await
@@ -408,7 +410,7 @@ fn release_freed_memory() {
 /// RSS at 10,000 accounts (BENCHMARKS.md). The per-thread caches (tcache)
 /// still serve most small allocations without the lock, and this daemon
 /// waits on the network, not on malloc. Called before any thread starts.
-pub fn one_malloc_arena() {
+pub(crate) fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only sets an allocator tunable; no thread other

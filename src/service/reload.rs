@@ -151,7 +151,10 @@ impl Reloader {
     }
 
     /// Reloads on SIGHUP until `stop`.
-    pub fn on_sighup(self: Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn on_sighup(
+        self: Arc<Self>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let Ok(mut hup) =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

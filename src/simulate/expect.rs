@@ -19,7 +19,7 @@ const EVENTS_READ: usize = 1_000_000;
 
 /// How long after a covered membership's end its `membership_lapsed`
 /// alert may take.
-pub const LAPSE_GRACE: i64 = 3_600;
+pub(crate) const LAPSE_GRACE: i64 = 3_600;
 
 /// One expectation that did not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]

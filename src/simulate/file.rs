@@ -78,7 +78,7 @@ pub enum Step {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
-pub struct RawStep {
+pub(crate) struct RawStep {
     /// Let this long pass with everything running (`3d`, `90m`).
     advance: Option<HumanDuration>,
     /// Step the daemon's wall clock (`+2h`, `-30m`), as an operator or a
@@ -292,7 +292,7 @@ impl Loaded {
     }
 
     /// An error at the entry `path` names (`["tests", "0", "rules"]`).
-    pub fn error_at(&self, at: &[&str], message: impl Into<String>) -> ConfigError {
+    pub(crate) fn error_at(&self, at: &[&str], message: impl Into<String>) -> ConfigError {
         let found = self.spans.locate(at);
         ConfigError {
             file: self.path.clone(),
@@ -303,7 +303,7 @@ impl Loaded {
     }
 
     /// `file:line:col` of the entry at `at`.
-    pub fn where_is(&self, at: &[&str]) -> String {
+    pub(crate) fn where_is(&self, at: &[&str]) -> String {
         match self.spans.locate(at) {
             Some((line, col)) => format!("{}:{line}:{col}", self.path.display()),
             None => self.path.display().to_string(),

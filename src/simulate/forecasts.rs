@@ -7,7 +7,7 @@ use crate::ledger::{Order, OrderState};
 use crate::units::Fen;
 
 /// A forecast made during the run, and where its step is.
-pub struct Made {
+pub(crate) struct Made {
     pub at: String,
     pub forecast: Forecast,
 }
@@ -18,7 +18,7 @@ impl Made {
     /// paid), and no more spent (it counts `max_price`; the vendor may
     /// bill less). `now` is when the run ended: a window that outlasts it
     /// cannot be judged.
-    pub fn differences(&self, orders: &[Order], now: i64) -> Vec<Failure> {
+    pub(crate) fn differences(&self, orders: &[Order], now: i64) -> Vec<Failure> {
         let f = &self.forecast;
         let until = f.from + i64::from(f.days) * 86_400;
         let when = format!(

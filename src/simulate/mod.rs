@@ -35,7 +35,7 @@ use world::World;
 pub use file::schema;
 
 /// Exit code when every test passed.
-pub const PASSED: u8 = 0;
+pub(crate) const PASSED: u8 = 0;
 /// Exit code when a test failed.
 pub const FAILED: u8 = 1;
 
@@ -127,7 +127,7 @@ pub fn run_all(ready: &[(Loaded, Vec<Prepared>)]) -> Vec<Outcome> {
 }
 
 /// One test, on a thread and runtime of its own.
-pub fn run_one(loaded: &Loaded, i: usize, prepared: &Prepared) -> Outcome {
+pub(crate) fn run_one(loaded: &Loaded, i: usize, prepared: &Prepared) -> Outcome {
     let started = Instant::now();
     let name = loaded.file.tests[i].name.clone();
     let ran = std::thread::scope(|s| {

@@ -11,7 +11,7 @@ use crate::config::{Config, ConfigError};
 use crate::units::HumanDuration;
 
 /// 2027-01-15T08:00:00Z: a test starts here unless it says otherwise.
-pub const DEFAULT_START: i64 = 1_800_000_000;
+pub(crate) const DEFAULT_START: i64 = 1_800_000_000;
 
 /// One test, ready to run.
 pub struct Prepared {

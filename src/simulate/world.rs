@@ -128,7 +128,7 @@ impl World {
     }
 
     /// Waits until the plugins have handled every event fired so far.
-    pub async fn plugins_settled(&self) {
+    pub(crate) async fn plugins_settled(&self) {
         let plugins = self
             .plugins
             .lock()

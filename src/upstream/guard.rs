@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Addresses no plugin request may connect to (unless allowed by name).
-pub fn forbidden_ip(ip: IpAddr) -> bool {
+pub(crate) fn forbidden_ip(ip: IpAddr) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -31,7 +31,7 @@ pub fn forbidden_ip(ip: IpAddr) -> bool {
 
 /// What one configuration allows plugins to reach.
 #[derive(Debug, Clone, Default)]
-pub struct Destinations {
+pub(crate) struct Destinations {
     /// `host:port` (lower case) allowed although forbidden otherwise.
     pub allow: Vec<String>,
     /// The daemon's own listeners.
@@ -100,7 +100,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 /// The client for plugins' requests: the daemon's client settings, and a
 /// resolver that refuses forbidden addresses.
-pub fn plugin_http_client() -> reqwest::Client {
+pub(crate) fn plugin_http_client() -> reqwest::Client {
     super::client_builder()
         .dns_resolver(Arc::new(GuardedResolver))
         .build()

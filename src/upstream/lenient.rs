@@ -6,7 +6,7 @@ use serde_json::Value;
 /// Why a value is not a usable integer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} is not an integer: {value}")]
-pub struct NotAnInteger {
+pub(crate) struct NotAnInteger {
     /// The field name, for the message.
     pub field: String,
     /// The offending value, shortened.
@@ -15,7 +15,7 @@ pub struct NotAnInteger {
 
 /// Reads an integer written as a number (`5`, `5.0`) or a numeric string
 /// (`"5"`, `" 5 "`). Missing, `null` and `""` are `None`.
-pub fn int_field(field: &str, value: Option<&Value>) -> Result<Option<i64>, NotAnInteger> {
+pub(crate) fn int_field(field: &str, value: Option<&Value>) -> Result<Option<i64>, NotAnInteger> {
     let bad = |v: &Value| NotAnInteger {
         field: field.to_owned(),
         value: shorten(&v.to_string()),
@@ -36,7 +36,7 @@ pub fn int_field(field: &str, value: Option<&Value>) -> Result<Option<i64>, NotA
 
 /// Parses the integer text of `field`; `""` is `None`. `"12.0"` is
 /// accepted, `"12.5"` not.
-pub fn parse_int_text(field: &str, s: &str) -> Result<Option<i64>, NotAnInteger> {
+pub(crate) fn parse_int_text(field: &str, s: &str) -> Result<Option<i64>, NotAnInteger> {
     let t = s.trim();
     if t.is_empty() {
         return Ok(None);
@@ -59,7 +59,7 @@ fn integral_f64(f: Option<f64>) -> Option<i64> {
 }
 
 /// Reads a text field: strings as they are, numbers printed, others `None`.
-pub fn text_field(value: Option<&Value>) -> Option<String> {
+pub(crate) fn text_field(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -69,7 +69,7 @@ pub fn text_field(value: Option<&Value>) -> Option<String> {
 }
 
 /// Cuts a value for an error message (upstream garbage can be huge).
-pub fn shorten(s: &str) -> String {
+pub(crate) fn shorten(s: &str) -> String {
     const MAX: usize = 80;
     if s.chars().count() <= MAX {
         s.to_owned()

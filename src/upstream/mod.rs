@@ -53,7 +53,7 @@ impl VendorClock {
     }
 
     /// Unix seconds, corrected.
-    pub fn now_unix(&self) -> i64 {
+    pub(crate) fn now_unix(&self) -> i64 {
         self.base.unix() + self.offset_secs.load(Ordering::Relaxed)
     }
 
@@ -109,7 +109,10 @@ impl std::fmt::Display for ReadError {
 
 /// Reads a response body, refusing more than `limit` bytes (upstream
 /// garbage can be arbitrarily large; we stop reading, we never buffer it).
-pub async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ReadError> {
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ReadError> {
     if resp.content_length().is_some_and(|len| len > limit as u64) {
         return Err(ReadError::TooLarge(limit));
     }
@@ -131,7 +134,7 @@ pub async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Ve
 /// Sorts a transport error into "never left" and "may have arrived".
 /// Connect errors (refused, DNS, TLS handshake, connect timeout) never
 /// left; everything else may have been written.
-pub fn wire_of_error(e: &reqwest::Error) -> Wire<'static> {
+pub(crate) fn wire_of_error(e: &reqwest::Error) -> Wire<'static> {
     let connect = e.is_connect();
     let reason = error_chain(e);
     if connect {
@@ -171,7 +174,7 @@ impl WithoutUrlRef for reqwest::Error {
 }
 
 /// An error and its sources on one line, with any URL removed.
-pub fn error_chain(e: &reqwest::Error) -> String {
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
     e.without_url_ref()
 }
 

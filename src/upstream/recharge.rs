@@ -17,7 +17,7 @@ use crate::model::HttpMethod;
 use crate::model::sign::{SIGN_FIELD, Signer};
 
 /// A recharge reply larger than this is not a reply.
-pub const MAX_REPLY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_REPLY_BYTES: usize = 1 << 20;
 
 /// Everything the client needs from a `kind: recharge` provider.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ pub struct Attempt {
 
 /// The largest clock error (seconds) a 10004 is corrected and resent for at
 /// once: decisions are measured in days, so an hour off cannot change one.
-pub const MAX_RESEND_SKEW: i64 = 3600;
+pub(crate) const MAX_RESEND_SKEW: i64 = 3600;
 
 /// Sends signed recharge requests to one vendor application.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ impl RechargeClient {
     }
 
     /// The request parameters, signed, in a stable order (sign last).
-    pub fn signed_params(&self, req: &RechargeRequest<'_>) -> Vec<(String, String)> {
+    pub(crate) fn signed_params(&self, req: &RechargeRequest<'_>) -> Vec<(String, String)> {
         let ep = &self.endpoint;
         let mut params: Vec<(String, String)> = vec![
             ("appid".into(), ep.appid.clone()),

@@ -46,7 +46,7 @@ pub enum TokenError {
 }
 
 /// Parses a token reply in any of the forms QQ uses.
-pub fn parse_token_reply(body: &[u8]) -> Result<RefreshedToken, TokenError> {
+pub(crate) fn parse_token_reply(body: &[u8]) -> Result<RefreshedToken, TokenError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| TokenError::Malformed("reply is not UTF-8".into()))?
         .trim();

@@ -17,7 +17,7 @@ use super::{ReadError, error_chain, read_capped};
 use crate::model::Secret;
 
 /// A membership reply larger than this is garbage.
-pub const MAX_REPLY_BYTES: usize = 256 << 10;
+pub(crate) const MAX_REPLY_BYTES: usize = 256 << 10;
 
 /// The membership kinds are domain values, kept in [`crate::model`].
 pub use crate::model::{Format, Membership};
@@ -97,7 +97,7 @@ pub struct VipInfo {
 
 impl VipInfo {
     /// The term of one membership.
-    pub fn term(&self, m: Membership) -> &Term {
+    pub(crate) fn term(&self, m: Membership) -> &Term {
         &self.terms[m as usize]
     }
 
@@ -153,7 +153,7 @@ impl fmt::Display for ApiErrorKind {
 impl ApiErrorKind {
     /// Token problems: 100013 invalid/revoked, 100014 expired, 100015
     /// revoked by the user, 100016 check failed, 1002 not logged in.
-    pub fn of_ret(ret: i64) -> ApiErrorKind {
+    pub(crate) fn of_ret(ret: i64) -> ApiErrorKind {
         match ret {
             100013..=100016 | 1002 => ApiErrorKind::Token,
             _ => ApiErrorKind::Other,

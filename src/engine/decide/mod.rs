@@ -97,7 +97,7 @@ impl Decision {
     }
 
     /// One line for logs, `status` and `plan`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Decision::NotDue { due_at } => {
                 format!("not due; due at {}", crate::timefmt::utc(*due_at))
@@ -221,7 +221,7 @@ pub fn decide(f: &Facts<'_>) -> Decision {
 
 /// What an attempt's outcome class means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterAttempt {
+pub(crate) enum AfterAttempt {
     /// Paid.
     Succeeded,
     /// Paid; result by callback.
@@ -234,7 +234,7 @@ pub enum AfterAttempt {
 
 /// What a provider gate must do after an outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GateEffect {
+pub(crate) enum GateEffect {
     /// Nothing.
     None,
     /// Pause until a probe succeeds.
@@ -250,7 +250,7 @@ pub enum GateEffect {
 /// first retry delay in seconds (`daemon.retry_base`, default 60):
 /// transient failures retry after `base`, doubling up to 30 × `base`;
 /// rejections after 10 × `base`, up to 120 × `base`.
-pub fn after_attempt(
+pub(crate) fn after_attempt(
     class: OutcomeClass,
     debug_mode: bool,
     attempt: u32,
@@ -307,13 +307,13 @@ pub fn after_attempt(
 /// When to retry a period after the vendor's callback said attempt
 /// `attempt` was not paid: as after a `Rejected` reply (10 × `base` at
 /// first, doubling, at most 120 × `base`), never past the end.
-pub fn retry_after_refusal(attempt: u32, now: i64, end: Option<i64>, base: i64) -> i64 {
+pub(crate) fn retry_after_refusal(attempt: u32, now: i64, end: Option<i64>, base: i64) -> i64 {
     retry_time(10 * base, 120 * base, attempt, now, end)
 }
 
 /// Exponential backoff from `base` seconds, doubled per attempt, capped at
 /// `cap`, and never past the membership's end while it is in the future.
-pub fn retry_time(base: i64, cap: i64, attempt: u32, now: i64, end: Option<i64>) -> i64 {
+pub(crate) fn retry_time(base: i64, cap: i64, attempt: u32, now: i64, end: Option<i64>) -> i64 {
     let exp = attempt.saturating_sub(1).min(20);
     let delay = base.saturating_mul(1 << exp).min(cap);
     let at = now + delay;
@@ -325,11 +325,11 @@ pub fn retry_time(base: i64, cap: i64, attempt: u32, now: i64, end: Option<i64>)
 
 /// Tolerance when comparing a new end with the expected one (README,
 /// "Renewals": verification): a vendor may count a month as 30 or 31 days.
-pub const END_TOLERANCE: i64 = 86_400;
+pub(crate) const END_TOLERANCE: i64 = 86_400;
 
 /// The least end a renewal of `adds_secs` shows, for an order planned when
 /// the end was `observed_end` (none: from the order's creation).
-pub fn expected_end(observed_end: Option<i64>, created_at: i64, adds_secs: i64) -> i64 {
+pub(crate) fn expected_end(observed_end: Option<i64>, created_at: i64, adds_secs: i64) -> i64 {
     observed_end.unwrap_or(0).max(created_at) + adds_secs - END_TOLERANCE
 }
 

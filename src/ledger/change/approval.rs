@@ -76,7 +76,7 @@ pub(crate) fn needs_approval(
 /// error says why, when the order is not awaiting one, was approved
 /// already (an approval is given once), or no longer has the price the
 /// approver saw.
-pub(crate) fn answer(o: &mut Order, now: i64, answer: &Answer) -> Result<(), LedgerError> {
+pub fn answer(o: &mut Order, now: i64, answer: &Answer) -> Result<(), LedgerError> {
     let refused = |why: String| LedgerError::Refused {
         key: o.key.clone(),
         why,

@@ -31,7 +31,9 @@ async fn reserved(l: &impl Store) -> Fen {
     l.spend("keep", DAY).await.unwrap().reserved
 }
 
-pub async fn a_renewal_above_approve_above_waits_holding_its_money_until_approved<B: Backend>() {
+pub(crate) async fn a_renewal_above_approve_above_waits_holding_its_money_until_approved<
+    B: Backend,
+>() {
     let (_place, l) = fresh::<B>().await;
     let o = l.plan(&above("k1"), NOW).await.unwrap().unwrap();
     assert_eq!((o.state, o.attempts), (OrderState::AwaitingApproval, 1));
@@ -77,7 +79,7 @@ pub async fn a_renewal_above_approve_above_waits_holding_its_money_until_approve
     l.mark_sent("k1", NOW + 181).await.unwrap();
 }
 
-pub async fn an_answer_is_given_once_and_a_declined_order_is_never_paid<B: Backend>() {
+pub(crate) async fn an_answer_is_given_once_and_a_declined_order_is_never_paid<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     l.plan(&above("k1"), NOW).await.unwrap().unwrap();
     l.answer("k1", NOW, &approve(Fen(2000))).await.unwrap();
@@ -108,7 +110,7 @@ pub async fn an_answer_is_given_once_and_a_declined_order_is_never_paid<B: Backe
     );
 }
 
-pub async fn an_approval_is_for_the_price_its_approver_saw<B: Backend>() {
+pub(crate) async fn an_approval_is_for_the_price_its_approver_saw<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     l.plan(&above("k1"), NOW).await.unwrap().unwrap();
     let stale = refused(l.answer("k1", NOW, &approve(Fen(2500))).await.unwrap_err());
@@ -133,7 +135,9 @@ pub async fn an_approval_is_for_the_price_its_approver_saw<B: Backend>() {
     assert_eq!(again.approval, None);
 }
 
-pub async fn a_budget_running_low_asks_for_approval_without_counting_the_order_twice<B: Backend>() {
+pub(crate) async fn a_budget_running_low_asks_for_approval_without_counting_the_order_twice<
+    B: Backend,
+>() {
     let (_place, l) = fresh::<B>().await;
     let low = |key: &str| {
         let mut r = request(key);
@@ -167,7 +171,7 @@ pub async fn a_budget_running_low_asks_for_approval_without_counting_the_order_t
     assert_eq!(reserved(&l).await, Fen(4000));
 }
 
-pub async fn an_order_awaiting_approval_survives_a_restart_and_expires_once<B: Backend>() {
+pub(crate) async fn an_order_awaiting_approval_survives_a_restart_and_expires_once<B: Backend>() {
     let place = B::place().await;
     {
         let l = B::open(&place).await;

@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub async fn a_redelivered_failure_for_an_earlier_attempt_changes_nothing<B: Backend>() {
+pub(crate) async fn a_redelivered_failure_for_an_earlier_attempt_changes_nothing<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     second_attempt_pending(&l).await;
     assert_eq!(attempt_of(&l, "V1").await, ("k1".to_owned(), Some(1)));
@@ -47,7 +47,7 @@ pub async fn a_redelivered_failure_for_an_earlier_attempt_changes_nothing<B: Bac
     );
 }
 
-pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
+pub(crate) async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
     l.settle_attempt("k1", Some(1), NOW, not_paid("callback: failed"))
@@ -74,7 +74,7 @@ pub async fn a_reply_that_bills_a_second_attempt_is_flagged<B: Backend>() {
     assert_eq!(r.conflict, None);
 }
 
-pub async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged<B: Backend>() {
+pub(crate) async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     second_attempt_pending(&l).await;
     // The vendor says attempt 1 was billed after all.
@@ -120,7 +120,7 @@ pub async fn a_success_for_an_attempt_recorded_failed_is_counted_and_flagged<B: 
     );
 }
 
-pub async fn a_failure_for_a_paid_attempt_is_a_contradiction<B: Backend>() {
+pub(crate) async fn a_failure_for_a_paid_attempt_is_a_contradiction<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     pending(&l, "k1", Some(Fen(1500)), Some("V1".into())).await;
     l.settle_attempt("k1", Some(1), NOW, paid(None))

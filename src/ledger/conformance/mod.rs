@@ -11,10 +11,10 @@ mod attempts;
 mod records;
 mod recovery;
 
-pub use approvals::*;
-pub use attempts::*;
-pub use records::*;
-pub use recovery::*;
+pub(crate) use approvals::*;
+pub(crate) use attempts::*;
+pub(crate) use records::*;
+pub(crate) use recovery::*;
 
 use super::store::{KvStore, OrderStore, RecordStore, Store};
 use super::*;
@@ -23,7 +23,7 @@ use crate::model::OutcomeClass;
 pub const NOW: i64 = 1_795_252_469;
 
 /// How the suite gets stores of one backend.
-pub trait Backend {
+pub(crate) trait Backend {
     /// The store.
     type Store: Store;
     /// Where its data lives (a temporary folder, a database); kept alive
@@ -120,7 +120,7 @@ pub fn event(at: i64, kind: impl Into<String>) -> EventRecord {
 
 /// Records a 10000 (accepted, paid) reply to the current attempt of `key`,
 /// which must be `sent`.
-pub async fn paid_reply(
+pub(crate) async fn paid_reply(
     l: &impl Store,
     key: &str,
     now: i64,
@@ -167,7 +167,7 @@ pub async fn pending(
     .order
 }
 
-pub fn not_paid(why: &str) -> Settlement {
+pub(crate) fn not_paid(why: &str) -> Settlement {
     Settlement::NotPaid {
         retry_at: Some(NOW),
         why: why.into(),
@@ -191,7 +191,7 @@ pub fn changed(s: Settled) -> (Order, Option<String>) {
 }
 
 /// The vendor's id for attempt `n` of `key`, through the index.
-pub async fn attempt_of(l: &impl Store, vendor: &str) -> (String, Option<u32>) {
+pub(crate) async fn attempt_of(l: &impl Store, vendor: &str) -> (String, Option<u32>) {
     let found = l
         .attempt_of_vendor_order("wapi", vendor)
         .await
@@ -201,7 +201,7 @@ pub async fn attempt_of(l: &impl Store, vendor: &str) -> (String, Option<u32>) {
 }
 
 /// Attempt 1 pending as V1, failed by its callback; attempt 2 pending as V2.
-pub async fn second_attempt_pending(l: &impl Store) {
+pub(crate) async fn second_attempt_pending(l: &impl Store) {
     pending(l, "k1", Some(Fen(1500)), Some("V1".into())).await;
     let (key, n) = attempt_of(l, "V1").await;
     let s = l
@@ -228,7 +228,7 @@ pub async fn second_attempt_pending(l: &impl Store) {
     .unwrap();
 }
 
-pub async fn a_key_is_planned_once_and_held_against_the_budget<B: Backend>() {
+pub(crate) async fn a_key_is_planned_once_and_held_against_the_budget<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     let o = l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.durable().await.unwrap();
@@ -254,7 +254,7 @@ pub async fn a_key_is_planned_once_and_held_against_the_budget<B: Backend>() {
     assert_eq!(l.orders_of("acct-k1").await.unwrap().len(), 1);
 }
 
-pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
+pub(crate) async fn paid_reply_settles_at_the_real_price<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.mark_sent("k1", NOW).await.unwrap();
@@ -290,7 +290,7 @@ pub async fn paid_reply_settles_at_the_real_price<B: Backend>() {
     );
 }
 
-pub async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
+pub(crate) async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     l.plan(&request("k1"), NOW).await.unwrap().unwrap();
     l.plan(&request("k2"), NOW).await.unwrap().unwrap();
@@ -324,7 +324,7 @@ pub async fn budget_cap_refuses_and_failed_attempts_release<B: Backend>() {
     assert!(l.plan(&request("k3"), NOW).await.unwrap().is_ok());
 }
 
-pub async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
+pub(crate) async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     for attempt in 1..=3 {
         let at = NOW + attempt * 100;
@@ -362,7 +362,7 @@ pub async fn retries_wait_for_backoff_and_stop_at_max_attempts<B: Backend>() {
     assert_eq!(done, Refusal::MaxAttempts { attempts: 3 });
 }
 
-pub async fn callbacks_settle_once<B: Backend>() {
+pub(crate) async fn callbacks_settle_once<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     pending(&l, "k1", None, Some("V9".into())).await;
     // Billed at 10023: the max price counts until the callback states it.
@@ -398,7 +398,7 @@ pub async fn callbacks_settle_once<B: Backend>() {
     assert_eq!(l.get("k1").await.unwrap().unwrap().history.len(), 4);
 }
 
-pub async fn refused_callback_refunds_the_budget<B: Backend>() {
+pub(crate) async fn refused_callback_refunds_the_budget<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     pending(&l, "k1", Some(Fen(1211)), None).await;
     let o = l

@@ -4,7 +4,7 @@
 use super::*;
 use crate::ledger::kv::{KvError, KvQuota, Ttl};
 
-pub async fn an_order_is_found_by_a_unique_prefix<B: Backend>() {
+pub(crate) async fn an_order_is_found_by_a_unique_prefix<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     l.plan(&request("abc1"), NOW).await.unwrap().unwrap();
     l.plan(&request("abc2"), NOW).await.unwrap().unwrap();
@@ -16,7 +16,7 @@ pub async fn an_order_is_found_by_a_unique_prefix<B: Backend>() {
     assert_eq!(l.release(None).await.unwrap(), None);
 }
 
-pub async fn check_account_and_token_records_read_back<B: Backend>() {
+pub(crate) async fn check_account_and_token_records_read_back<B: Backend>() {
     let place = B::place().await;
     let check = CheckState {
         checked_at: Some(NOW),
@@ -67,7 +67,7 @@ pub async fn check_account_and_token_records_read_back<B: Backend>() {
     assert_eq!(l.stored_token("a1").await.unwrap(), None);
 }
 
-pub async fn kv_values_expire_count_and_keep_to_the_quota<B: Backend>() {
+pub(crate) async fn kv_values_expire_count_and_keep_to_the_quota<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     let room = KvQuota::of_bytes(1 << 20);
     let v = serde_json::json!({"deep": [1, 2]});
@@ -122,7 +122,7 @@ pub async fn kv_values_expire_count_and_keep_to_the_quota<B: Backend>() {
 
 /// The counts by state agree with the orders themselves after each kind of
 /// write, a retry under the same key, and a reopen with recovery.
-pub async fn counts_by_state_follow_every_write_and_a_reopen<B: Backend>() {
+pub(crate) async fn counts_by_state_follow_every_write_and_a_reopen<B: Backend>() {
     async fn agree(l: &impl Store, expect: &[(OrderState, usize)]) {
         let counted = l.count_by_state().await.unwrap();
         let mut scanned: std::collections::BTreeMap<OrderState, usize> =
@@ -187,7 +187,7 @@ pub async fn counts_by_state_follow_every_write_and_a_reopen<B: Backend>() {
 /// hold, a charge below the held price, a pending charge, a refund, a
 /// retry whose earlier attempt is billed late, a refuted payment, a vendor
 /// id bound by a callback, and a plan left open across the reopen.
-pub async fn budgets_and_indexes_follow_every_write_and_a_reopen<B: Backend>() {
+pub(crate) async fn budgets_and_indexes_follow_every_write_and_a_reopen<B: Backend>() {
     #[derive(Debug, PartialEq)]
     struct Seen {
         day: Spend,

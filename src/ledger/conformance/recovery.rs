@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub async fn restart_turns_sent_into_unknown_and_planned_into_retryable<B: Backend>() {
+pub(crate) async fn restart_turns_sent_into_unknown_and_planned_into_retryable<B: Backend>() {
     let place = B::place().await;
     {
         let l = B::open(&place).await;
@@ -29,7 +29,9 @@ pub async fn restart_turns_sent_into_unknown_and_planned_into_retryable<B: Backe
     assert!(l.plan(&request("planned"), NOW + 20).await.unwrap().is_ok());
 }
 
-pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsettled<B: Backend>() {
+pub(crate) async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsettled<
+    B: Backend,
+>() {
     let (_place, l) = fresh::<B>().await;
     pending(&l, "rule-a-key", None, None).await;
     let mut other_rule = request("rule-b-key");
@@ -93,7 +95,7 @@ pub async fn another_rule_cannot_pay_while_an_order_for_the_membership_is_unsett
     assert!(l.plan(&svip, NOW).await.unwrap().is_ok());
 }
 
-pub async fn events_keep_order<B: Backend>() {
+pub(crate) async fn events_keep_order<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     for i in 0..5 {
         l.record_event(&event(NOW + i, format!("e{i}")))
@@ -110,7 +112,7 @@ pub async fn events_keep_order<B: Backend>() {
     assert_eq!(last, ["e2", "e3", "e4"]);
 }
 
-pub async fn pruning_drops_old_events_only<B: Backend>() {
+pub(crate) async fn pruning_drops_old_events_only<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     let order = l.plan(&request("k1"), NOW - 5000).await.unwrap().unwrap();
     // 3,000 events 50 minutes apart, then a few recent ones: more than one
@@ -145,7 +147,7 @@ pub async fn pruning_drops_old_events_only<B: Backend>() {
 /// A hold refuses every new order, across a reopen, until released: one
 /// account at a time, then entirely. A new hold replaces the old one and
 /// holds released accounts again.
-pub async fn a_hold_refuses_new_orders_until_released<B: Backend>() {
+pub(crate) async fn a_hold_refuses_new_orders_until_released<B: Backend>() {
     let place = B::place().await;
     {
         let l = B::open(&place).await;
@@ -182,7 +184,7 @@ pub async fn a_hold_refuses_new_orders_until_released<B: Backend>() {
 /// nothing is in its way) meets every refusal a capped one does: the hold
 /// (but not for an account released from it), a key planned already,
 /// another unsettled order of the account and membership.
-pub async fn plans_under_no_cap_meet_the_same_refusals<B: Backend>() {
+pub(crate) async fn plans_under_no_cap_meet_the_same_refusals<B: Backend>() {
     let (_place, l) = fresh::<B>().await;
     let free = |key: &str| PlanRequest {
         budget: Budget::default(),

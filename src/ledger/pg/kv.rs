@@ -221,7 +221,7 @@ impl PgKv {
     }
 
     /// Removes `key`; whether it held a live value.
-    pub async fn del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError> {
+    pub(crate) async fn del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError> {
         check_key(key)?;
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(err)?;

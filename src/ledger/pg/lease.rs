@@ -37,7 +37,7 @@ fn secs(ttl: Duration) -> f64 {
 
 /// Takes `node`'s name for `ttl`, with the next fence (unique across
 /// names: it names this start of this node).
-pub async fn acquire(
+pub(crate) async fn acquire(
     client: &impl GenericClient,
     node: &str,
     ttl: Duration,
@@ -78,7 +78,7 @@ pub async fn renew(
 }
 
 /// Inside a write's transaction: the lease is still this node's.
-pub(crate) async fn check(
+pub async fn check(
     tx: &impl deadpool_postgres::GenericClient,
     lease: &Lease,
 ) -> Result<(), LedgerError> {
@@ -193,7 +193,7 @@ pub async fn nodes(client: &impl GenericClient) -> Result<Vec<NodeInfo>, PgError
 /// the highest of a hash of each name with the pair (rendezvous hashing).
 /// Every node computes the same answer from the same list; when a node
 /// joins or leaves, only the pairs it gains or held move.
-pub fn preferred<'a>(live: &'a [String], rule: &str, account: &str) -> Option<&'a str> {
+pub(crate) fn preferred<'a>(live: &'a [String], rule: &str, account: &str) -> Option<&'a str> {
     live.iter()
         .max_by_key(|name| fnv1a(&[name.as_bytes(), rule.as_bytes(), account.as_bytes()]))
         .map(String::as_str)

@@ -42,7 +42,7 @@ type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
 /// connection), then only bound and executed, in one round trip. The
 /// texts are constants, so the cache holds a few dozen statements.
 /// (Migrations and the one-off import run their statements unprepared.)
-pub(crate) trait Prepared: deadpool_postgres::GenericClient {
+pub trait Prepared: deadpool_postgres::GenericClient {
     /// Runs a statement; the rows it changed.
     fn run(
         &self,

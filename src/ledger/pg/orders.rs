@@ -320,7 +320,7 @@ impl PgOrders {
     /// transition is made again under the order's row lock, where nobody
     /// can. `f` may run more than once, on each reading; only the written
     /// one counts.
-    pub async fn modify<R>(
+    pub(crate) async fn modify<R>(
         &self,
         key: &str,
         f: impl Fn(&mut Order) -> Result<R, LedgerError>,
@@ -382,7 +382,7 @@ impl PgOrders {
     /// Each under its row lock and this node's fence: an owner still
     /// committing is waited for, and what it committed is what is
     /// recovered. Returns the orders changed.
-    pub async fn recover_orphans(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
+    pub(crate) async fn recover_orphans(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         // Planned and sent orders are unsettled: the partial index of the
         // unsettled ones finds them without reading every order.
@@ -449,7 +449,7 @@ impl PgOrders {
     }
 
     /// As a check's read of an account starts ([`PgOrders::keep_read`]).
-    pub fn read_starts(&self) -> u64 {
+    pub(crate) fn read_starts(&self) -> u64 {
         self.read.started()
     }
 
@@ -457,7 +457,12 @@ impl PgOrders {
     /// at `started` ([`Read`]): kept for the evidence step that follows,
     /// unless this node wrote one since or one does not decode (the next
     /// read reports it).
-    pub fn keep_read(&self, account: &str, started: u64, rows: Vec<(String, serde_json::Value)>) {
+    pub(crate) fn keep_read(
+        &self,
+        account: &str,
+        started: u64,
+        rows: Vec<(String, serde_json::Value)>,
+    ) {
         let orders: Result<Vec<Order>, _> = rows.into_iter().map(|(k, v)| decode(&k, v)).collect();
         if let Ok(orders) = orders {
             self.read.keep(account, started, orders);
@@ -551,7 +556,7 @@ impl PgOrders {
 
     /// Folds the spend changes appended so far into their periods' rows
     /// ([`spend::fold_all`]); how many changes were folded.
-    pub async fn fold_spend(&self) -> Result<u64, LedgerError> {
+    pub(crate) async fn fold_spend(&self) -> Result<u64, LedgerError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         spend::fold_all(&mut client).await
     }

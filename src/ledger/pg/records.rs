@@ -15,7 +15,7 @@ use crate::ledger::{AccountState, CheckState, EventRecord, Hold, LedgerError, St
 
 /// What a check reads of an account before it asks the vendor.
 #[derive(Debug)]
-pub struct AccountRead {
+pub(crate) struct AccountRead {
     pub token: Option<StoredToken>,
     pub state: Option<AccountState>,
     /// Its orders' keys and records, in key order.
@@ -286,7 +286,7 @@ impl PgRecords {
     /// credential state (`None` when the state does not decode: its own
     /// read says why) and its orders' records in key order, in one
     /// statement.
-    pub async fn account_read(&self, account: &str) -> Result<AccountRead, LedgerError> {
+    pub(crate) async fn account_read(&self, account: &str) -> Result<AccountRead, LedgerError> {
         let row = self
             .client()
             .await?

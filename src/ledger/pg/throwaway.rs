@@ -279,7 +279,8 @@ pub struct TestDb {
 
 impl TestDb {
     /// A new database with vipd's schema applied.
-    pub async fn migrated() -> TestDb {
+    #[cfg(test)]
+    pub(crate) async fn migrated() -> TestDb {
         let db = database().await;
         super::migrate(&mut db.connect().await).await.unwrap();
         db

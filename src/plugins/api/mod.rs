@@ -225,7 +225,7 @@ fn rt_err(msg: impl Into<String>) -> mlua::Error {
 }
 
 /// Values Lua sees: `nil` for absent, never the JSON-null sentinel.
-pub fn lua_value<T: serde::Serialize>(lua: &Lua, v: &T) -> mlua::Result<Value> {
+pub(crate) fn lua_value<T: serde::Serialize>(lua: &Lua, v: &T) -> mlua::Result<Value> {
     lua.to_value_with(
         v,
         SerializeOptions::new()
