@@ -142,16 +142,19 @@ impl Engine {
                     .match_by_target(provider, get(&seller.target_param))
                     .await
                 {
+                    // The store cannot say whose it is: the vendor is to
+                    // try again, not be told the order is not ours.
+                    Err(e) => return CallbackReply::unreadable(&e),
                     // Bound to that attempt for good: the same callback
                     // delivered again finds it through the index.
-                    Some(key) => match self.store.bind_vendor_order(&key, vendor_id).await {
+                    Ok(Some(key)) => match self.store.bind_vendor_order(&key, vendor_id).await {
                         Ok(n) => (key, Some(n)),
                         Err(e) => {
                             tracing::error!(error = %e, "cannot bind a callback to its order");
                             return CallbackReply::err(503, "store unavailable");
                         }
                     },
-                    None => {
+                    Ok(None) => {
                         tracing::warn!(
                             provider,
                             vendor_order = vendor_id,
@@ -295,18 +298,24 @@ impl Engine {
     /// it to the one `unknown` order of the account it names, if exactly
     /// one. (A `sent` order is still being answered; the vendor will call
     /// again once its reply is recorded.)
-    async fn match_by_target(&self, provider: &str, target: Option<&str>) -> Option<String> {
+    async fn match_by_target(
+        &self,
+        provider: &str,
+        target: Option<&str>,
+    ) -> Result<Option<String>, crate::ledger::LedgerError> {
         let rt = self.runtime();
-        let account = rt
+        let Some(account) = rt
             .config
             .accounts
             .iter()
-            .find(|a| Some(a.qq_number.as_str()) == target)?;
+            .find(|a| Some(a.qq_number.as_str()) == target)
+        else {
+            return Ok(None);
+        };
         let open: Vec<_> = self
             .store
             .orders_of(&account.name)
-            .await
-            .ok()?
+            .await?
             .into_iter()
             .filter(|o| {
                 o.provider == provider
@@ -314,10 +323,10 @@ impl Engine {
                     && o.state == OrderState::Unknown
             })
             .collect();
-        match open.as_slice() {
+        Ok(match open.as_slice() {
             [only] => Some(only.key.clone()),
             _ => None,
-        }
+        })
     }
 }
 

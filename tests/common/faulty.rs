@@ -1,7 +1,8 @@
 //! A store that fails when a test says so: the sled ledger behind the
 //! `Store` port, with its durability waits made to fail from the `n`th
 //! (a disk that fills or an `fsync` that errors, at a chosen moment), and
-//! its reads of one order (`get`) made to fail while a test says so.
+//! its reads of orders (`get`, `orders_of`) made to fail while a test
+//! says so.
 //! Everything else is the ledger's own.
 
 use std::collections::BTreeMap;
@@ -24,8 +25,8 @@ pub struct FaultyStore {
     durables: AtomicUsize,
     /// Waits from this one on (1-based) fail.
     fail_from: usize,
-    /// Whether reads of one order fail now.
-    gets_fail: AtomicBool,
+    /// Whether reads of orders fail now.
+    reads_fail: AtomicBool,
 }
 
 impl FaultyStore {
@@ -36,13 +37,20 @@ impl FaultyStore {
             inner,
             durables: AtomicUsize::new(0),
             fail_from,
-            gets_fail: AtomicBool::new(false),
+            reads_fail: AtomicBool::new(false),
         }
     }
 
-    /// From now on, reads of one order fail (`true`) or work (`false`).
-    pub fn fail_gets(&self, fail: bool) {
-        self.gets_fail.store(fail, Ordering::SeqCst);
+    /// From now on, reads of orders fail (`true`) or work (`false`).
+    pub fn fail_reads(&self, fail: bool) {
+        self.reads_fail.store(fail, Ordering::SeqCst);
+    }
+
+    fn read_fault(&self) -> Result<(), LedgerError> {
+        match self.reads_fail.load(Ordering::SeqCst) {
+            true => Err(LedgerError::Unavailable("read failed (test fault)".into())),
+            false => Ok(()),
+        }
     }
 
     /// How many durability waits were asked for.
@@ -79,7 +87,7 @@ macro_rules! forward {
     };
 }
 
-// Orders: `durable` may fail, and `get` while a test says so.
+// Orders: `durable` may fail, and reads of orders while a test says so.
 forward! {
     OrderStore {
         fn plan(&self, req: &PlanRequest, now: i64) -> Result<Result<Order, Refusal>, LedgerError>;
@@ -96,7 +104,6 @@ forward! {
         fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError>;
         fn find(&self, prefix: &str) -> Result<Order, LedgerError>;
         fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError>;
-        fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError>;
         fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError>;
         fn count_unverified(&self) -> Result<usize, LedgerError>;
         fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError>;
@@ -108,10 +115,12 @@ forward! {
         self.durable_or_fault().await
     }
     async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
-        if self.gets_fail.load(Ordering::SeqCst) {
-            return Err(LedgerError::Unavailable("read failed (test fault)".into()));
-        }
+        self.read_fault()?;
         OrderStore::get(&*self.inner, key).await
+    }
+    async fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError> {
+        self.read_fault()?;
+        OrderStore::orders_of(&*self.inner, account).await
     }
 }
 

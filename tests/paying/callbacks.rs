@@ -290,9 +290,9 @@ async fn a_callback_the_store_cannot_read_for_is_answered_503() {
         .order_where("one pending", LONG, |o| o.state == OrderState::Pending)
         .await;
     let store = faulty.get().unwrap();
-    store.fail_gets(true);
+    store.fail_reads(true);
     assert_eq!(w.success_callback(&pending).await, 503);
-    store.fail_gets(false);
+    store.fail_reads(false);
     assert_eq!(
         w.ledger.get(&pending.key).unwrap().unwrap().state,
         OrderState::Pending,
@@ -303,5 +303,54 @@ async fn a_callback_the_store_cannot_read_for_is_answered_503() {
         o.state == OrderState::Succeeded
     })
     .await;
+    w.stop().await;
+}
+
+/// A callback for an order whose reply was lost (so the ledger has no
+/// vendor order id for it) is matched by the account it names; while the
+/// store cannot read that account's orders it is answered 503 (try
+/// again), never 404, and once the store reads again the same callback
+/// settles the order.
+#[tokio::test(start_paused = true)]
+async fn a_callback_matched_by_its_account_while_the_store_cannot_read_is_answered_503() {
+    use crate::common::faulty::FaultyStore;
+    let mut cfg = StackConfig::due(1);
+    cfg.sandbox = "  mode: async\n  callback_delay: 60s\n  faults: { recharge: { http500_rate: 1.0, drop_callback_rate: 1.0 } }".into();
+    let faulty = std::sync::Arc::new(std::sync::OnceLock::new());
+    let slot = faulty.clone();
+    let w = World::start_with(&cfg, move |ledger| {
+        let store = std::sync::Arc::new(FaultyStore::new(ledger, usize::MAX));
+        slot.set(store.clone()).unwrap();
+        store
+    })
+    .await;
+    let unknown = w
+        .order_where("a lost reply", LONG, |o| o.state == OrderState::Unknown)
+        .await;
+    assert_eq!(unknown.vendor_orderid, None);
+    let billed = w.sandbox.orders();
+    let vendor_id = billed
+        .iter()
+        .find_map(|o| o.orderid.clone())
+        .expect("the vendor billed it");
+    let t = w.now().to_string();
+    let success = [
+        ("orderid", vendor_id.as_str()),
+        ("status", "success"),
+        ("qq_number", "20000"),
+        ("time", t.as_str()),
+    ];
+    let store = faulty.get().unwrap();
+    store.fail_reads(true);
+    assert_eq!(w.callback(&success).await.0, 503);
+    store.fail_reads(false);
+    assert_eq!(
+        w.ledger.get(&unknown.key).unwrap().unwrap().state,
+        OrderState::Unknown,
+        "nothing changed"
+    );
+    assert_eq!(w.callback(&success).await.0, 200);
+    let settled = w.ledger.get(&unknown.key).unwrap().unwrap();
+    assert_eq!(settled.state, OrderState::Succeeded, "{settled:?}");
     w.stop().await;
 }
