@@ -170,7 +170,7 @@ async fn a_broken_reload_keeps_the_old_generation_and_a_fixed_one_applies() {
     assert!(report.contains("watch.lua:3"), "{report}");
     assert_eq!(stack.status().await["generation"], 1);
     // One change, one reload: reading the files to reload must not count
-    // as a change (it once made every reload trigger the next).
+    // as a change (else every reload would trigger the next).
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         stack.log().matches("reload refused").count(),

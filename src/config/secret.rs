@@ -180,7 +180,7 @@ mod tests {
         std::fs::write(dir.path().join("big"), vec![b'x'; 70_000]).unwrap();
         let e = resolve("${file:big}", dir.path()).unwrap_err().to_string();
         assert!(e.contains("larger than 65536 bytes"), "{e}");
-        // A device never ends: it used to be read until memory ran out.
+        // A device never ends: read to its end, it would fill memory.
         let e = resolve("${file:/dev/zero}", dir.path())
             .unwrap_err()
             .to_string();
