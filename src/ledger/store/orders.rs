@@ -20,7 +20,10 @@ pub trait OrderStore: Send + Sync {
     /// `planned` and holds its `max_price` against the budget; refuses a
     /// key already billed or in flight, a membership another rule has an
     /// unsettled order for, a budget that would be exceeded, and attempts
-    /// past `max_attempts`.
+    /// past `max_attempts`. Two answers of two kinds: the outer error is
+    /// the store failing (nothing is known to be written); the inner
+    /// [`Refusal`] is a guard saying no (nothing written, and asking again
+    /// will not change it until the world does).
     async fn plan(
         &self,
         req: &PlanRequest,
