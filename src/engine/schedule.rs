@@ -21,6 +21,8 @@ impl Engine {
     }
 
     fn wake(&self, rule: &str, account: &str, delay: Duration, series: Option<u8>) {
+        // Fails only once the scheduler has stopped (shutdown): then no
+        // check is to run.
         let _ = self.wake_tx.send(Wake {
             at: tokio::time::Instant::now() + delay,
             rule: rule.into(),

@@ -154,6 +154,7 @@ impl GroupCommit {
                         tracing::error!(error = %e, "the store could not make writes durable");
                         first_failure(&failed_tx, e);
                     }
+                    // A waiter gone (its task cancelled) needs no answer.
                     for waiter in batch {
                         let _ = waiter.send(result.clone());
                     }

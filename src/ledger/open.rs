@@ -250,9 +250,15 @@ impl Ledger {
         if let Err(e) = folder::make_private(dir) {
             tracing::warn!(store = %dir.display(), error = %e, "cannot make the store's files private (0600)");
         }
-        // The directory entries of a fresh store must be durable too.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
+        // The directory entries of a fresh store must be durable too. A
+        // file system that cannot sync a directory at all says EINVAL (its
+        // entries are as durable as it makes them); any other failure
+        // means the store's files may not survive power loss: refused.
+        match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            Err(e) if e.raw_os_error() != Some(libc::EINVAL) => {
+                return Err(open_err(format!("syncing the folder: {e}")));
+            }
+            _ => {}
         }
         let commit = GroupCommit::start(db.clone(), file, changes, sealer)
             .map_err(|e| open_err(e.to_string()))?;
