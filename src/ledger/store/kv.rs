@@ -2,7 +2,7 @@
 //! a quota. A plugin names only its own keys (the namespace is its name).
 
 use super::KvValue;
-use crate::ledger::Ledger;
+
 use crate::ledger::kv::{KvError, KvQuota, Ttl};
 
 /// The plugins' key-value space.
@@ -38,38 +38,13 @@ pub trait KvStore: Send + Sync {
     async fn kv_ttl(&self, plugin: &str, key: &str, now: i64) -> Result<Ttl, KvError>;
 }
 
-/// sled's answers are ready at once, but for the waits on its group commit.
-#[async_trait::async_trait]
-impl KvStore for Ledger {
-    async fn kv_get(&self, plugin: &str, key: &str, now: i64) -> Result<Option<KvValue>, KvError> {
-        Ledger::kv_get(self, plugin, key, now)
-    }
-    async fn kv_set(
-        &self,
-        plugin: &str,
-        key: &str,
-        value: KvValue,
-        ttl: Option<i64>,
-        now: i64,
-        quota: KvQuota,
-    ) -> Result<(), KvError> {
-        Ledger::kv_set(self, plugin, key, value, ttl, now, quota)
-    }
-    async fn kv_del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError> {
-        Ledger::kv_del(self, plugin, key, now)
-    }
-    async fn kv_incr(
-        &self,
-        plugin: &str,
-        key: &str,
-        by: i64,
-        ttl: Option<i64>,
-        now: i64,
-        quota: KvQuota,
-    ) -> Result<i64, KvError> {
-        Ledger::kv_incr(self, plugin, key, by, ttl, now, quota)
-    }
-    async fn kv_ttl(&self, plugin: &str, key: &str, now: i64) -> Result<Ttl, KvError> {
-        Ledger::kv_ttl(self, plugin, key, now)
+// sled's answers are ready at once, but for the waits on its group commit.
+sled_at_once! {
+    KvStore {
+        fn kv_get(&self, plugin: &str, key: &str, now: i64) -> Result<Option<KvValue>, KvError>;
+        fn kv_set(&self, plugin: &str, key: &str, value: KvValue, ttl: Option<i64>, now: i64, quota: KvQuota) -> Result<(), KvError>;
+        fn kv_del(&self, plugin: &str, key: &str, now: i64) -> Result<bool, KvError>;
+        fn kv_incr(&self, plugin: &str, key: &str, by: i64, ttl: Option<i64>, now: i64, quota: KvQuota) -> Result<i64, KvError>;
+        fn kv_ttl(&self, plugin: &str, key: &str, now: i64) -> Result<Ttl, KvError>;
     }
 }

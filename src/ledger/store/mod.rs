@@ -24,6 +24,24 @@
 //! microseconds without waiting, so its futures are ready at once; only
 //! the durability waits and the probe wait (for the group commit).
 
+/// Implements a role for sled's [`Ledger`] by calling its inherent method
+/// of the same name, which answers at once: one line a method instead of
+/// a forwarding body. Methods that wait (the group commit) are written out
+/// after the list.
+macro_rules! sled_at_once {
+    ($role:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $out:ty;)* } $($own:item)*) => {
+        #[async_trait::async_trait]
+        impl $role for crate::ledger::Ledger {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $out {
+                    crate::ledger::Ledger::$name(self $(, $arg)*)
+                }
+            )*
+            $($own)*
+        }
+    };
+}
+
 mod kv;
 mod node;
 mod orders;

@@ -119,112 +119,35 @@ pub trait OrderStore: Send + Sync {
     async fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError>;
 }
 
-/// sled's answers are ready at once, but for the waits on its group commit.
-#[async_trait::async_trait]
-impl OrderStore for Ledger {
-    async fn plan(
-        &self,
-        req: &PlanRequest,
-        now: i64,
-    ) -> Result<Result<Order, Refusal>, LedgerError> {
-        Ledger::plan(self, req, now)
+// sled's answers are ready at once, but for the waits on its group commit.
+sled_at_once! {
+    OrderStore {
+        fn plan(&self, req: &PlanRequest, now: i64) -> Result<Result<Order, Refusal>, LedgerError>;
+        fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError>;
+        fn record_attempt(&self, key: &str, now: i64, outcome: OutcomeClass, detail: &str, result: AttemptResult) -> Result<Recorded, LedgerError>;
+        fn settle(&self, key: &str, now: i64, settlement: Settlement) -> Result<Option<Order>, LedgerError>;
+        fn settle_attempt(&self, key: &str, attempt: Option<u32>, now: i64, settlement: Settlement) -> Result<Settled, LedgerError>;
+        fn refute_unverified(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
+        fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError>;
+        fn answer(&self, key: &str, now: i64, answer: &crate::ledger::Answer) -> Result<Order, LedgerError>;
+        fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError>;
+        fn attempt_of_vendor_order(&self, provider: &str, vendor_orderid: &str) -> Result<Option<VendorOrder>, LedgerError>;
+        fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError>;
+        fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError>;
+        fn get(&self, key: &str) -> Result<Option<Order>, LedgerError>;
+        fn find(&self, prefix: &str) -> Result<Order, LedgerError>;
+        fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError>;
+        fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError>;
+        fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError>;
+        fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError>;
+        fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError>;
+        fn held(&self, account: &str) -> Result<Option<String>, LedgerError>;
+        fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError>;
     }
     async fn durable(&self) -> Result<(), LedgerError> {
         Ledger::durable(self).await
     }
-    async fn mark_sent(&self, key: &str, now: i64) -> Result<Order, LedgerError> {
-        Ledger::mark_sent(self, key, now)
-    }
-    async fn record_attempt(
-        &self,
-        key: &str,
-        now: i64,
-        outcome: OutcomeClass,
-        detail: &str,
-        result: AttemptResult,
-    ) -> Result<Recorded, LedgerError> {
-        Ledger::record_attempt(self, key, now, outcome, detail, result)
-    }
-    async fn settle(
-        &self,
-        key: &str,
-        now: i64,
-        settlement: Settlement,
-    ) -> Result<Option<Order>, LedgerError> {
-        Ledger::settle(self, key, now, settlement)
-    }
-    async fn settle_attempt(
-        &self,
-        key: &str,
-        attempt: Option<u32>,
-        now: i64,
-        settlement: Settlement,
-    ) -> Result<Settled, LedgerError> {
-        Ledger::settle_attempt(self, key, attempt, now, settlement)
-    }
-    async fn refute_unverified(
-        &self,
-        key: &str,
-        now: i64,
-        why: &str,
-    ) -> Result<Order, LedgerError> {
-        Ledger::refute_unverified(self, key, now, why)
-    }
-    async fn callback_overdue(&self, key: &str, now: i64, why: &str) -> Result<Order, LedgerError> {
-        Ledger::callback_overdue(self, key, now, why)
-    }
-    async fn answer(
-        &self,
-        key: &str,
-        now: i64,
-        answer: &crate::ledger::Answer,
-    ) -> Result<Order, LedgerError> {
-        Ledger::answer(self, key, now, answer)
-    }
-    async fn set_verification(&self, key: &str, v: Verification) -> Result<Order, LedgerError> {
-        Ledger::set_verification(self, key, v)
-    }
-    async fn attempt_of_vendor_order(
-        &self,
-        provider: &str,
-        vendor_orderid: &str,
-    ) -> Result<Option<VendorOrder>, LedgerError> {
-        Ledger::attempt_of_vendor_order(self, provider, vendor_orderid)
-    }
-    async fn bind_vendor_order(&self, key: &str, vendor_orderid: &str) -> Result<u32, LedgerError> {
-        Ledger::bind_vendor_order(self, key, vendor_orderid)
-    }
-    async fn recover(&self, now: i64) -> Result<Vec<Order>, LedgerError> {
-        Ledger::recover(self, now)
-    }
-    async fn get(&self, key: &str) -> Result<Option<Order>, LedgerError> {
-        Ledger::get(self, key)
-    }
-    async fn find(&self, prefix: &str) -> Result<Order, LedgerError> {
-        Ledger::find(self, prefix)
-    }
-    async fn orders(&self, state: Option<OrderState>) -> Result<Vec<Order>, LedgerError> {
-        Ledger::orders(self, state)
-    }
-    async fn orders_of(&self, account: &str) -> Result<Vec<Order>, LedgerError> {
-        Ledger::orders_of(self, account)
-    }
-    async fn count_by_state(&self) -> Result<BTreeMap<OrderState, usize>, LedgerError> {
-        Ledger::count_by_state(self)
-    }
     async fn count_unverified(&self) -> Result<usize, LedgerError> {
         Ok(self.derived.unverified())
-    }
-    async fn spend(&self, rule: &str, period: &str) -> Result<Spend, LedgerError> {
-        Ledger::spend(self, rule, period)
-    }
-    async fn hold_all(&self, now: i64, reason: &str) -> Result<(), LedgerError> {
-        Ledger::hold_all(self, now, reason)
-    }
-    async fn held(&self, account: &str) -> Result<Option<String>, LedgerError> {
-        Ledger::held(self, account)
-    }
-    async fn release(&self, account: Option<&str>) -> Result<Option<Hold>, LedgerError> {
-        Ledger::release(self, account)
     }
 }

@@ -3,7 +3,7 @@
 //! rotated tokens. Nothing here moves money; the engine reads it to say
 //! what happened and to decide when to look again.
 
-use crate::ledger::{AccountState, CheckState, EventRecord, Ledger, LedgerError, StoredToken};
+use crate::ledger::{AccountState, CheckState, EventRecord, LedgerError, StoredToken};
 
 /// Events, check states, account states and rotated tokens.
 #[async_trait::async_trait]
@@ -37,43 +37,17 @@ pub trait RecordStore: Send + Sync {
     ) -> Result<(), LedgerError>;
 }
 
-/// sled's answers are ready at once, but for the waits on its group commit.
-#[async_trait::async_trait]
-impl RecordStore for Ledger {
-    async fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError> {
-        Ledger::record_event(self, ev)
-    }
-    async fn prune_events(&self, before: i64) -> Result<usize, LedgerError> {
-        Ledger::prune_events(self, before)
-    }
-    async fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError> {
-        Ledger::events(self, limit)
-    }
-    async fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError> {
-        Ledger::check_state(self, rule, account)
-    }
-    async fn put_check_state(
-        &self,
-        rule: &str,
-        account: &str,
-        state: &CheckState,
-    ) -> Result<(), LedgerError> {
-        Ledger::put_check_state(self, rule, account, state)
-    }
-    async fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError> {
-        Ledger::stored_token(self, account)
-    }
-    async fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError> {
-        Ledger::put_token(self, account, token)
-    }
-    async fn account_state(&self, account: &str) -> Result<AccountState, LedgerError> {
-        Ledger::account_state(self, account)
-    }
-    async fn put_account_state(
-        &self,
-        account: &str,
-        state: &AccountState,
-    ) -> Result<(), LedgerError> {
-        Ledger::put_account_state(self, account, state)
+// sled's answers are ready at once, but for the waits on its group commit.
+sled_at_once! {
+    RecordStore {
+        fn record_event(&self, ev: &EventRecord) -> Result<(), LedgerError>;
+        fn prune_events(&self, before: i64) -> Result<usize, LedgerError>;
+        fn events(&self, limit: usize) -> Result<Vec<EventRecord>, LedgerError>;
+        fn check_state(&self, rule: &str, account: &str) -> Result<CheckState, LedgerError>;
+        fn put_check_state(&self, rule: &str, account: &str, state: &CheckState) -> Result<(), LedgerError>;
+        fn stored_token(&self, account: &str) -> Result<Option<StoredToken>, LedgerError>;
+        fn put_token(&self, account: &str, token: &StoredToken) -> Result<(), LedgerError>;
+        fn account_state(&self, account: &str) -> Result<AccountState, LedgerError>;
+        fn put_account_state(&self, account: &str, state: &AccountState) -> Result<(), LedgerError>;
     }
 }
