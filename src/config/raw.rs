@@ -15,9 +15,9 @@ use crate::units::{Fen, HumanDuration, Rate};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
-    /// The schema hint editors use; accepted (the file is read with
-    /// `deny_unknown_fields`) and never read.
+    /// The schema hint editors use; ignored.
     #[serde(default, rename = "$schema")]
+    // Accepted so that unknown keys can be refused; never read.
     #[allow(dead_code)]
     pub schema: Option<String>,
     /// Where state lives, what to listen on, how to behave.
