@@ -30,7 +30,7 @@ use file::{Loaded, Step};
 use prepare::Prepared;
 use report::Reported;
 pub use report::{Outcome, junit};
-use world::World;
+pub use world::World;
 
 pub use file::schema;
 

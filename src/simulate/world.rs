@@ -8,6 +8,10 @@
 //! nothing is sent anywhere else. Plugins load as `vipd run` loads them
 //! and run as a task of the same runtime, on the same clock; their HTTP
 //! requests are answered without being sent (see `Host::simulated`).
+//!
+//! The paying path's own tests (`tests/paying/`) run on the same world
+//! without plugins ([`World::without_plugins`]), their store perhaps a
+//! wrapper that fails on cue.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, Hooks, NoHooks};
 use crate::ledger::Ledger;
 use crate::ledger::store::Store;
 use crate::model::TokioClock;
@@ -31,11 +35,15 @@ pub struct World {
     pub vendor_clock: Arc<TokioClock>,
     pub sandbox: SandboxHandle,
     pub engine: Arc<Engine>,
+    /// The engine's store.
     pub store: Arc<dyn Store>,
+    /// The sled ledger under it (the store itself, unless wrapped).
+    pub ledger: Arc<Ledger>,
     /// What plugins reach: the ledger's kv, the clock, unsent requests.
     pub host: Arc<Host>,
-    /// The plugins of the configuration in force.
-    plugins: std::sync::Mutex<Arc<LuaHooks>>,
+    /// The plugins of the configuration in force (none in a world
+    /// without plugins).
+    plugins: std::sync::Mutex<Option<Arc<LuaHooks>>>,
     /// Unix seconds at the start.
     pub start: i64,
     stop: CancellationToken,
@@ -61,8 +69,28 @@ fn scratch() -> std::io::Result<tempfile::TempDir> {
 
 impl World {
     /// Starts the vendor, the ledger and the engine for `config` at wall
-    /// time `start`. Must run on a runtime whose clock is paused.
-    pub async fn start(mut config: Config, start: i64) -> anyhow::Result<World> {
+    /// time `start`, with the configuration's plugins. Must run on a
+    /// runtime whose clock is paused.
+    pub async fn start(config: Config, start: i64) -> anyhow::Result<World> {
+        World::assemble(config, start, |ledger| ledger, true).await
+    }
+
+    /// [`World::start`] with no plugins (the engine's hooks do nothing),
+    /// the engine's store being what `store` makes of the sled ledger.
+    pub async fn without_plugins(
+        config: Config,
+        start: i64,
+        store: impl FnOnce(Arc<Ledger>) -> Arc<dyn Store>,
+    ) -> anyhow::Result<World> {
+        World::assemble(config, start, store, false).await
+    }
+
+    async fn assemble(
+        mut config: Config,
+        start: i64,
+        store: impl FnOnce(Arc<Ledger>) -> Arc<dyn Store>,
+        with_plugins: bool,
+    ) -> anyhow::Result<World> {
         let dir = scratch()?;
         let clock = TokioClock::new(start);
         let vendor_clock = TokioClock::new(start);
@@ -74,18 +102,20 @@ impl World {
         let ledger = Ledger::open(&config.daemon.state_dir)?.with_clock(clock.clone());
         // Paused time must not jump ahead while the disk syncs.
         ledger.wait_for_disk_as_work();
-        let store: Arc<dyn Store> = Arc::new(ledger);
+        let ledger = Arc::new(ledger);
+        let store = store(ledger.clone());
         let dry_run = config.daemon.dry_run;
         let config = Arc::new(config);
         let host = Host::simulated(store.clone(), clock.clone());
-        let plugins = LuaHooks::new(Plugins::load(&config, host.clone())?);
-        let engine = Engine::new(
-            store.clone(),
-            config,
-            plugins.clone(),
-            dry_run,
-            clock.clone(),
-        );
+        let plugins = match with_plugins {
+            true => Some(LuaHooks::new(Plugins::load(&config, host.clone())?)),
+            false => None,
+        };
+        let hooks: Arc<dyn Hooks> = match &plugins {
+            Some(p) => p.clone(),
+            None => Arc::new(NoHooks),
+        };
+        let engine = Engine::new(store.clone(), config, hooks, dry_run, clock.clone());
         let stop = CancellationToken::new();
         let router = crate::http::callback_router(engine.clone());
         let served = stop.clone();
@@ -104,6 +134,7 @@ impl World {
             sandbox,
             engine,
             store,
+            ledger,
             host,
             plugins: std::sync::Mutex::new(plugins),
             start,
@@ -122,7 +153,7 @@ impl World {
         config.point_providers_at(&self.sandbox.base_url());
         let config = Arc::new(config);
         let plugins = LuaHooks::new(Plugins::load(&config, self.host.clone())?);
-        *self.plugins.lock().unwrap_or_else(|p| p.into_inner()) = plugins.clone();
+        *self.plugins.lock().unwrap_or_else(|p| p.into_inner()) = Some(plugins.clone());
         self.engine.reload(config, plugins);
         Ok(())
     }
@@ -133,9 +164,11 @@ impl World {
             .plugins
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .plugins()
-            .clone();
-        plugins.settled().await;
+            .as_ref()
+            .map(|p| p.plugins().clone());
+        if let Some(plugins) = plugins {
+            plugins.settled().await;
+        }
     }
 
     /// The vendor's time now: the true time.
@@ -151,8 +184,10 @@ impl World {
             let _ = t.await;
         }
         let plugins = self.plugins.into_inner().unwrap_or_else(|p| p.into_inner());
-        crate::engine::hooks::Hooks::retire(&*plugins);
-        plugins.plugins().wait().await;
+        if let Some(plugins) = plugins {
+            Hooks::retire(&*plugins);
+            plugins.plugins().wait().await;
+        }
         self.sandbox.shutdown().await;
     }
 }

@@ -1,6 +1,6 @@
-//! An in-process world for the paying path: the real sandbox, engine,
-//! ledger (sled on disk) and callback router in this test's runtime, with
-//! no Lua (`NoHooks`) and a wall clock tied to tokio's ([`TokioClock`]).
+//! An in-process world for the paying path: `vipd test`'s own world (the
+//! real sandbox, engine, ledger (sled on disk) and callback router in this
+//! test's runtime), with no Lua and a wall clock tied to tokio's.
 //! Under `#[tokio::test(start_paused = true)]` an hour passes in no time,
 //! so a test waits for what happens, never for a fixed number of seconds.
 
@@ -8,33 +8,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use vipd::config::Config;
-use vipd::engine::{Engine, NoHooks};
 use vipd::ledger::store::Store;
 use vipd::ledger::{Ledger, Order};
-use vipd::model::{Clock, TokioClock};
-use vipd::sandbox::{self, SandboxHandle};
 
 use super::stack::StackConfig;
 
 /// 2027-01-15 00:00:00 UTC: every run starts at the same wall time.
 pub const EPOCH: i64 = 1_800_000_000;
 
-/// The sandbox, the engine and its callback listener in this process.
+/// `vipd test`'s world (the sandbox, the engine, its sled ledger and
+/// callback listener in this process) without plugins, and what the
+/// paying path's tests ask of it.
 pub struct World {
-    pub dir: tempfile::TempDir,
-    /// The daemon's wall clock (step it to play a wrong clock).
-    pub clock: Arc<TokioClock>,
-    /// The vendor's, which keeps true time.
-    pub vendor_clock: Arc<TokioClock>,
-    pub sandbox: SandboxHandle,
-    pub engine: Arc<Engine>,
-    /// The engine's store, as sled: the world reads it directly.
-    pub ledger: Arc<Ledger>,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    world: vipd::simulate::World,
+    /// The folder the configuration is read as if from.
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for World {
+    type Target = vipd::simulate::World;
+    fn deref(&self) -> &Self::Target {
+        &self.world
+    }
 }
 
 impl World {
@@ -51,59 +47,13 @@ impl World {
         store: impl FnOnce(Arc<Ledger>) -> Arc<dyn Store>,
     ) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let clock = TokioClock::new(EPOCH);
-        let vendor_clock = TokioClock::new(EPOCH);
-        let path = dir.path().join("rules.yaml");
         let text = cfg.render("http://127.0.0.1:1");
-        let mut config =
-            Config::parse(&text, &path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let sandbox = sandbox::start_with_clock(
-            &config,
-            "127.0.0.1:0".parse().unwrap(),
-            vendor_clock.clone(),
-        )
-        .await
-        .unwrap();
-        config.point_providers_at(&sandbox.base_url());
-        let callbacks = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        config.daemon.callback_listen = callbacks.local_addr().unwrap();
-        config.daemon.state_dir = dir.path().join("state");
-        let ledger = Arc::new(
-            Ledger::open(&config.daemon.state_dir)
-                .unwrap()
-                .with_clock(clock.clone()),
-        );
-        // Paused time must not jump ahead while the disk syncs.
-        ledger.wait_for_disk_as_work();
-        let engine = Engine::new(
-            store(ledger.clone()),
-            Arc::new(config),
-            Arc::new(NoHooks),
-            false,
-            clock.clone(),
-        );
-        let stop = CancellationToken::new();
-        let router = vipd::http::callback_router(engine.clone());
-        let served = stop.clone();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(callbacks, router)
-                .with_graceful_shutdown(async move { served.cancelled().await })
-                .await;
-        });
-        let scheduler = {
-            let (engine, stop) = (engine.clone(), stop.clone());
-            tokio::spawn(async move { engine.run(stop).await })
-        };
-        World {
-            dir,
-            clock,
-            vendor_clock,
-            sandbox,
-            engine,
-            ledger,
-            stop,
-            tasks: vec![server, scheduler],
-        }
+        let config = Config::parse(&text, &dir.path().join("rules.yaml"))
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let world = vipd::simulate::World::without_plugins(config, EPOCH, store)
+            .await
+            .unwrap();
+        World { world, _dir: dir }
     }
 
     /// The ledger's folder.
@@ -153,11 +103,6 @@ impl World {
     /// Lets `d` of tokio's time pass with everything running.
     pub async fn pass(&self, d: Duration) {
         tokio::time::sleep(d).await;
-    }
-
-    /// The true wall time now (the vendor's; the daemon's unless stepped).
-    pub fn now(&self) -> i64 {
-        self.vendor_clock.unix()
     }
 
     /// Delivers a callback signed with the test secret to the engine, as
@@ -236,10 +181,6 @@ impl World {
 
     /// Stops the scheduler and the servers.
     pub async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.sandbox.shutdown().await;
+        self.world.stop().await;
     }
 }
