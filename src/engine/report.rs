@@ -12,7 +12,9 @@ use super::terms::Terms;
 use super::{Engine, period, spread};
 use crate::config::{Check, Config};
 use crate::ledger::store::Store;
-use crate::ledger::{EventRecord, LedgerError, Order, OrderState, Settlement, Verification};
+use crate::ledger::{
+    ErrorKind, EventRecord, LedgerError, Order, OrderState, Settlement, Verification,
+};
 use crate::units::Fen;
 use crate::upstream::vipinfo::Membership;
 
@@ -247,12 +249,10 @@ pub enum ResolveError {
 
 impl From<LedgerError> for ResolveError {
     fn from(e: LedgerError) -> ResolveError {
-        match e {
-            LedgerError::NotFound(_) => ResolveError::NotFound(e),
-            LedgerError::Illegal { .. } | LedgerError::Refused { .. } => {
-                ResolveError::NotResolvable(e.to_string())
-            }
-            e => ResolveError::Store(e),
+        match e.kind() {
+            ErrorKind::NotFound => ResolveError::NotFound(e),
+            ErrorKind::Conflict => ResolveError::NotResolvable(e.to_string()),
+            _ => ResolveError::Store(e),
         }
     }
 }

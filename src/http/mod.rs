@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 
 use crate::config::{Access, Secret};
 use crate::engine::Engine;
-use crate::ledger::{LedgerError, OrderState};
+use crate::ledger::{ErrorKind, LedgerError, OrderState};
 
 /// Callback bodies larger than this are refused with 413.
 pub(crate) const MAX_CALLBACK_BODY: usize = 64 << 10;
@@ -321,10 +321,28 @@ fn internal(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
 }
 
+/// A store's failure as HTTP says it: what kind of failure, whatever the
+/// backend. An unreachable or fenced store is 503 (ask again later), a
+/// damaged one 500.
+fn store_error(e: &LedgerError) -> Response {
+    (store_status(e), e.to_string()).into_response()
+}
+
+fn store_status(e: &LedgerError) -> StatusCode {
+    match e.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unavailable | ErrorKind::NotDurable | ErrorKind::Fenced => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorKind::Damaged => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 async fn status(State(engine): State<Arc<Engine>>) -> Response {
     match engine.status().await {
         Ok(s) => Json(s).into_response(),
-        Err(e) => internal(e),
+        Err(e) => store_error(&e),
     }
 }
 
@@ -338,7 +356,7 @@ async fn orders(
     };
     match engine.store().orders(state).await {
         Ok(list) => Json(list).into_response(),
-        Err(e) => internal(e),
+        Err(e) => store_error(&e),
     }
 }
 
@@ -350,7 +368,7 @@ async fn order_counts(State(engine): State<Arc<Engine>>) -> Response {
                 counts.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
             Json(by_name).into_response()
         }
-        Err(e) => internal(e),
+        Err(e) => store_error(&e),
     }
 }
 
@@ -358,8 +376,7 @@ async fn order_counts(State(engine): State<Arc<Engine>>) -> Response {
 async fn order_trace(State(engine): State<Arc<Engine>>, Path(key): Path<String>) -> Response {
     match crate::engine::trace::order(&**engine.store(), &key).await {
         Ok(trace) => Json(trace).into_response(),
-        Err(e @ LedgerError::NotFound(_)) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
-        Err(e) => internal(e),
+        Err(e) => store_error(&e),
     }
 }
 
@@ -376,7 +393,7 @@ async fn account_trace(
     };
     match crate::engine::trace::account(&**engine.store(), &name, last).await {
         Ok(traces) => Json(traces).into_response(),
-        Err(e) => internal(e),
+        Err(e) => store_error(&e),
     }
 }
 
@@ -450,7 +467,7 @@ async fn forecast(
 async fn store_backup(State(engine): State<Arc<Engine>>) -> Response {
     match engine.store().backup(engine.clock().unix()).await {
         Ok(body) => body.into_response(),
-        Err(e) => internal(e),
+        Err(e) => store_error(&e),
     }
 }
 

@@ -75,3 +75,43 @@ fn loopback_hosts() {
         assert!(!super::loopback_host(bad), "{bad}");
     }
 }
+
+/// A store's failure is answered by its kind, whatever the backend: ask
+/// again later (503) when the store cannot be reached or cannot keep a
+/// write, 404 and 409 for what the caller asked, 500 for damage.
+#[test]
+fn store_failures_are_answered_by_their_kind() {
+    use super::{LedgerError, StatusCode, store_status};
+    let cases = [
+        (LedgerError::NotFound("k".into()), StatusCode::NOT_FOUND),
+        (
+            LedgerError::Refused {
+                key: "k".into(),
+                why: "approved already".into(),
+            },
+            StatusCode::CONFLICT,
+        ),
+        (
+            LedgerError::Unavailable("connection closed".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            LedgerError::NotDurable("No space left on device".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            LedgerError::Fenced("lease ran out".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            LedgerError::Corrupt {
+                key: "k".into(),
+                reason: "does not decode".into(),
+            },
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ];
+    for (e, want) in cases {
+        assert_eq!(store_status(&e), want, "{e}");
+    }
+}

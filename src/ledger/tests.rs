@@ -410,3 +410,22 @@ async fn the_change_counter_is_written_by_the_commit_round() {
     l.durable().await.unwrap();
     assert_eq!(read_seq(&l.db).unwrap(), 3);
 }
+
+/// sled's own errors arrive in the ledger's words: the engine never sees
+/// a sled type, and a failure's kind does not depend on the backend.
+#[test]
+fn sled_errors_are_the_ledgers_own() {
+    let io = std::io::Error::other("disk gone");
+    assert_eq!(
+        LedgerError::from(sled::Error::Io(io)).kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(
+        LedgerError::from(sled::Error::Unsupported("x".into())).kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(
+        LedgerError::from(sled::Error::Corruption { at: None, bt: () }).kind(),
+        ErrorKind::Damaged
+    );
+}

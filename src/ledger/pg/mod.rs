@@ -144,9 +144,31 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// A database error as the store reports it.
+/// A database error as the store reports it, by what it means for the
+/// ledger: the server out of disk or failing its I/O cannot keep a
+/// write; a server reporting corrupt data or indexes is damaged; anything
+/// else (a lost connection, a timeout, a refused statement) is the store
+/// unavailable. Nothing is paid on any of them.
 fn db(e: impl Into<PgError>) -> crate::ledger::LedgerError {
-    crate::ledger::LedgerError::NotDurable(e.into().to_string())
+    use crate::ledger::LedgerError;
+    let e = e.into();
+    let code = match &e {
+        PgError::Db(d) => d.code().map(|c| c.code().to_owned()),
+        _ => None,
+    };
+    match code.as_deref() {
+        // XX001 data_corrupted, XX002 index_corrupted.
+        Some("XX001" | "XX002") => LedgerError::Corrupt {
+            key: "PostgreSQL".into(),
+            reason: e.to_string(),
+        },
+        // 53: insufficient resources (disk full, out of memory);
+        // 58: system error (I/O).
+        Some(c) if c.starts_with("53") || c.starts_with("58") => {
+            LedgerError::NotDurable(e.to_string())
+        }
+        _ => LedgerError::Unavailable(e.to_string()),
+    }
 }
 
 /// No connection from the pool.
