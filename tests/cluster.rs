@@ -2,9 +2,14 @@
 //! real process, against one real sandbox and a real PostgreSQL server
 //! this test process starts (`vipd::ledger::pg::throwaway`).
 //!
+//! The scenarios run one after another in one test: each runs several
+//! nodes, a sandbox and a database on the same cores, and leases are
+//! timed, so two at once would measure the machine; and as one test, no
+//! test thread waits idle for another's cluster to finish.
+//!
 //! ```text
-//! cargo test --release --test suite cluster:: -- --nocapture               # chaos: 3 nodes, 500 accounts, 5 kills
-//! CLUSTER_KILLS=50 cargo test --release --test suite cluster::chaos -- --nocapture # the long run
+//! cargo test --release --test suite cluster:: -- --nocapture          # chaos: 3 nodes, 500 accounts, 5 kills
+//! CLUSTER_KILLS=50 cargo test --release --test suite cluster:: -- --nocapture # the long run
 //! ```
 //! `CLUSTER_ACCOUNTS` and `CLUSTER_SEED` change the rest.
 
@@ -16,9 +21,33 @@ use crate::common::stack::{Stack, StackConfig};
 use serde_json::{Value, json};
 use vipd::ledger::pg::throwaway;
 
-/// One test at a time: each runs several nodes, a sandbox and a database
-/// on the same two cores, and leases are timed.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios() {
+    scenario(
+        "two nodes share the work, and one takes over when the other dies",
+        two_nodes_share_the_work_and_one_takes_over_when_the_other_dies(),
+    )
+    .await;
+    scenario("chaos across nodes", chaos_across_nodes()).await;
+    scenario(
+        "a node cut off from the database pays nothing, and resumes",
+        a_node_cut_off_from_the_database_pays_nothing_and_resumes(),
+    )
+    .await;
+    scenario(
+        "a single node moves to PostgreSQL with its history",
+        a_single_node_moves_to_postgres_with_its_history(),
+    )
+    .await;
+}
+
+/// Runs one scenario, named on stderr (which a failing test shows).
+async fn scenario(name: &str, run: impl std::future::Future<Output = ()>) {
+    eprintln!("cluster scenario: {name}");
+    let started = Instant::now();
+    run.await;
+    eprintln!("cluster scenario: {name}: ok in {:.1?}", started.elapsed());
+}
 
 /// Pairs each node holds, by `status` from `node`.
 async fn claims(node: &Node) -> Vec<(String, i64, f64)> {
@@ -41,9 +70,7 @@ async fn claims(node: &Node) -> Vec<(String, i64, f64)> {
 /// Two nodes share 40 due accounts: each account is paid once, both
 /// nodes check some, and `status` on either names both. Node a is then
 /// killed: its pairs go to b within a lease period and a few checks.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_the_work_and_one_takes_over_when_the_other_dies() {
-    let _one = ONE_AT_A_TIME.lock().await;
     const N: usize = 40;
     let db = throwaway::database().await;
     let stack = Stack::sandbox_only(&StackConfig::due(N)).await;
@@ -116,9 +143,7 @@ async fn two_nodes_share_the_work_and_one_takes_over_when_the_other_dies() {
 /// at random moments and restarted after a random pause (sometimes past
 /// its lease, so that others take over). Then the same verdict as the
 /// one-node suite, from the sandbox's records and the shared ledger.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_across_nodes() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let accounts = env("CLUSTER_ACCOUNTS", 500) as usize;
     let kills = env("CLUSTER_KILLS", 5);
     let mut rng = fastrand::Rng::with_seed(env("CLUSTER_SEED", 14));
@@ -224,9 +249,7 @@ async fn chaos_across_nodes() {
 /// outage (within the lease) is ridden out without a restart; after a
 /// long one each node finds its lease gone and exits, and, restarted as
 /// the service manager would, finishes the work. No period paid twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_the_database_pays_nothing_and_resumes() {
-    let _one = ONE_AT_A_TIME.lock().await;
     const N: usize = 200;
     let mut server = tokio::task::spawn_blocking(throwaway::Server::start)
         .await
@@ -329,9 +352,7 @@ async fn a_node_cut_off_from_the_database_pays_nothing_and_resumes() {
 /// --from sled --to postgres` after it stopped, then a node on the
 /// database finds every order, pays nothing again, and a second copy is
 /// refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_moves_to_postgres_with_its_history() {
-    let _one = ONE_AT_A_TIME.lock().await;
     const N: usize = 10;
     let mut stack = Stack::start(&StackConfig::due(N)).await;
     stack
