@@ -248,6 +248,10 @@ pub struct Engine {
     started_at: i64,
     /// One token refresh per account at a time.
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Manual orders sent with an idempotency key, one at a time on this
+    /// node: a client's quick retry waits for its first try's answer
+    /// instead of racing it (`http/idempotency.rs`).
+    pub(crate) keyed_manual: tokio::sync::Mutex<()>,
     /// When each order's last repeated callback was written down.
     repeats: callback::Repeats,
     /// The wall clock (the system's, or a test's).
@@ -305,6 +309,7 @@ impl Engine {
             metrics: crate::metrics::Metrics::default(),
             started_at: clock.unix(),
             refreshing: Mutex::new(HashMap::new()),
+            keyed_manual: tokio::sync::Mutex::new(()),
             repeats: callback::Repeats::default(),
             time: time::TimeKeeper::new(clock.unix(), tokio::time::Instant::now()),
             clock,

@@ -46,12 +46,12 @@ struct Kept {
     at: i64,
 }
 
-/// Keyed requests of this node, one at a time: a client's quick retry
-/// waits for its first try's answer instead of racing it.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Runs `run` once for `key` and `body`, or answers as it did before.
+/// `turn` is held while it does: keyed requests of this node run one at a
+/// time, so that a client's quick retry waits for its first try's answer
+/// instead of racing it.
 pub async fn once<F, Fut>(
+    turn: &tokio::sync::Mutex<()>,
     store: &dyn Store,
     key: &HeaderValue,
     body: &[u8],
@@ -72,7 +72,7 @@ where
         ))?;
     let digest = digest(body);
     let name = format!("recharge:{key}");
-    let _turn = ONE_AT_A_TIME.lock().await;
+    let _turn = turn.lock().await;
     let unavailable = |e: &dyn std::fmt::Display| {
         (
             StatusCode::SERVICE_UNAVAILABLE,

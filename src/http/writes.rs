@@ -180,7 +180,7 @@ pub(super) async fn recharge(
     };
     let store = engine.store();
     let now = engine.clock().unix();
-    match idempotency::once(&**store, key, &body, now, run).await {
+    match idempotency::once(&engine.keyed_manual, &**store, key, &body, now, run).await {
         Ok(Replay::Fresh(status, text)) => (status, text).into_response(),
         Ok(Replay::Again(status, text)) => {
             (status, [(idempotency::REPLAYED, "true")], text).into_response()
