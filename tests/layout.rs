@@ -2,7 +2,8 @@
 //! every source file (a module's `mod.rs` and test files aside), each in
 //! the entry of its folder, and every top-level module. ARCHITECTURE.md's
 //! "Modules" and `src/lib.rs`'s table must each speak of every top-level
-//! module, and of no module that is gone.
+//! module, and of no module that is gone. Every file in `tests/` is part
+//! of a test target (Cargo builds only those it names).
 //!
 //! Run it alone: `cargo test --test suite layout::`.
 
@@ -161,6 +162,45 @@ fn the_architecture_and_lib_tables_speak_of_every_module() {
         assert!(
             rows.iter().any(|r| r.contains(&format!("`{m}`"))),
             "src/lib.rs's table has no row for module {m}"
+        );
+    }
+}
+
+/// Cargo builds only the test targets Cargo.toml names (`autotests =
+/// false`): a file put in `tests/` must be a module of `suite.rs`, or it
+/// would never run.
+#[test]
+fn every_test_file_is_part_of_the_suite() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let suite = std::fs::read_to_string(root.join("tests/suite.rs")).unwrap();
+    let declared: Vec<&str> = suite
+        .lines()
+        .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
+        .collect();
+    // Test binaries of their own, in Cargo.toml.
+    let alone = ["suite", "redaction"];
+    let mut missing = Vec::new();
+    for e in std::fs::read_dir(root.join("tests")).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let is_module = if path.is_dir() {
+            path.join("mod.rs").exists()
+        } else {
+            path.extension().is_some_and(|x| x == "rs")
+        };
+        if is_module && !alone.contains(&name.as_str()) && !declared.contains(&name.as_str()) {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "tests/suite.rs does not name these, so they never run: {missing:?}"
+    );
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for name in alone {
+        assert!(
+            cargo.contains(&format!("path = \"tests/{name}.rs\"")),
+            "Cargo.toml has no test target for tests/{name}.rs"
         );
     }
 }
