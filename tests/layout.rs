@@ -117,6 +117,7 @@ fn modules(root: &Path) -> Vec<String> {
         .filter_map(|line| {
             let line = line.trim();
             line.strip_prefix("pub mod ")
+                .or_else(|| line.strip_prefix("pub(crate) mod "))
                 .or_else(|| line.strip_prefix("mod "))
                 .and_then(|m| m.strip_suffix(';'))
                 .map(str::to_owned)
