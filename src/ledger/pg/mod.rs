@@ -188,3 +188,32 @@ fn from_json<T: serde::de::DeserializeOwned>(
         reason: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::ErrorKind;
+
+    /// What the server says is classed by its SQLSTATE: a full disk or an
+    /// I/O error cannot keep a write, corrupt data is damage, the rest
+    /// (here a lost connection and a failed statement) is the store
+    /// unavailable. Raised by a real server.
+    #[tokio::test]
+    async fn database_errors_are_classed_by_what_they_mean() {
+        let test_db = throwaway::database().await;
+        let client = test_db.connect().await;
+        for (code, want) in [
+            ("53100", ErrorKind::NotDurable),
+            ("58030", ErrorKind::NotDurable),
+            ("XX001", ErrorKind::Damaged),
+            ("XX002", ErrorKind::Damaged),
+            ("08006", ErrorKind::Unavailable),
+            ("22012", ErrorKind::Unavailable),
+        ] {
+            let raise =
+                format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{code}'; END $$");
+            let e = client.batch_execute(&raise).await.unwrap_err();
+            assert_eq!(db(e).kind(), want, "{code}");
+        }
+    }
+}
