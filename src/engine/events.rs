@@ -170,56 +170,23 @@ impl EventKind {
     /// The fields every event of this kind carries (besides `event`, `at`,
     /// `detail` and `dry_run`, which all carry).
     pub fn fields(self) -> &'static [&'static str] {
-        const ORDER: &[&str] = &[
-            "account",
-            "rule",
-            "key",
-            "state",
-            "membership",
-            "product",
-            "provider",
-            "old_end",
-            "attempt",
-        ];
-        // The order's fields and why (approvals), and who answered.
-        const ORDER_REASON: &[&str] = &[
-            "account",
-            "rule",
-            "key",
-            "state",
-            "membership",
-            "product",
-            "provider",
-            "old_end",
-            "attempt",
-            "reason",
-        ];
-        const ORDER_BY_REASON: &[&str] = &[
-            "account",
-            "rule",
-            "key",
-            "state",
-            "membership",
-            "product",
-            "provider",
-            "old_end",
-            "attempt",
-            "by",
-            "reason",
-        ];
-        const APPROVAL_REQUIRED: &[&str] = &[
-            "account",
-            "rule",
-            "key",
-            "state",
-            "membership",
-            "product",
-            "provider",
-            "old_end",
-            "attempt",
-            "price",
-            "reason",
-        ];
+        // The fields of an event about one order, then `extra`.
+        macro_rules! order_fields {
+            ($($extra:literal),*) => {
+                &[
+                    "account",
+                    "rule",
+                    "key",
+                    "state",
+                    "membership",
+                    "product",
+                    "provider",
+                    "old_end",
+                    "attempt",
+                    $($extra),*
+                ]
+            };
+        }
         match self {
             EventKind::VipInfo => &["account", "rule", "memberships"],
             EventKind::BeforeRecharge => &[
@@ -231,22 +198,11 @@ impl EventKind {
                 "provider",
                 "price",
             ],
-            EventKind::RechargeResult => &[
-                "account",
-                "rule",
-                "key",
-                "state",
-                "membership",
-                "product",
-                "provider",
-                "old_end",
-                "attempt",
-                "class",
-            ],
+            EventKind::RechargeResult => order_fields!("class"),
             EventKind::OrderSettled
             | EventKind::OrderUnknown
             | EventKind::RenewalUnverified
-            | EventKind::BillingConflict => ORDER,
+            | EventKind::BillingConflict => order_fields!(),
             EventKind::RenewalVerified => &[
                 "account",
                 "rule",
@@ -272,9 +228,14 @@ impl EventKind {
             EventKind::ProviderPaused => &["provider", "message"],
             EventKind::AccountAuthFailed => &["account", "message"],
             EventKind::ParseCallback => &["provider", "fields"],
-            EventKind::ApprovalRequired => APPROVAL_REQUIRED,
-            EventKind::ApprovalEscalated | EventKind::RenewalUnapproved => ORDER_REASON,
-            EventKind::RenewalApproved | EventKind::RenewalDeclined => ORDER_BY_REASON,
+            EventKind::ApprovalRequired => order_fields!("price", "reason"),
+            // Why (approvals), and who answered.
+            EventKind::ApprovalEscalated | EventKind::RenewalUnapproved => {
+                order_fields!("reason")
+            }
+            EventKind::RenewalApproved | EventKind::RenewalDeclined => {
+                order_fields!("by", "reason")
+            }
             EventKind::Error => &[],
             EventKind::RenewalVetoed => &["account", "rule", "plugin", "reason"],
         }
