@@ -27,9 +27,10 @@ fn config() -> StackConfig {
     cfg
 }
 
-async fn orders(stack: &Stack) -> Vec<Value> {
+/// `GET path` with the read token.
+async fn read(stack: &Stack, path: &str) -> Value {
     reqwest::Client::new()
-        .get(format!("{}/api/orders", stack.admin))
+        .get(format!("{}{path}", stack.admin))
         .bearer_auth("grafana-token-0123456789")
         .send()
         .await
@@ -37,6 +38,10 @@ async fn orders(stack: &Stack) -> Vec<Value> {
         .json()
         .await
         .unwrap()
+}
+
+async fn orders(stack: &Stack) -> Vec<Value> {
+    serde_json::from_value(read(stack, "/api/orders").await).unwrap()
 }
 
 async fn post(stack: &Stack, token: &str, path: &str, body: Value) -> (u16, String) {
@@ -283,15 +288,7 @@ async fn a_restore_and_a_release_are_in_the_event_log_with_who_and_why() {
     )
     .await;
     assert_eq!(code, 200, "{text}");
-    let status: Value = reqwest::Client::new()
-        .get(format!("{}/api/status", stack.admin))
-        .bearer_auth("grafana-token-0123456789")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = read(&stack, "/api/status").await;
     let detail = |kind: &str| -> String {
         status["events"]
             .as_array()
